@@ -1,0 +1,23 @@
+//! imsload and imsprobe: put an IMS core under load, and measure its service gaps.
+//!
+//! # Layout
+//! - [`sip`]: the SIP layer (messages, transactions, dialogs, digest auth, sockets). Knows nothing
+//!   of load or probes.
+//! - [`load`]: the load engine behind `imsload`: user population, the sans-IO user-agent core
+//!   (registrations, calls, the answering side), the open-loop scheduler, statistics with RFC 6076
+//!   metrics, live progress and reports, and the async runner that drives it all.
+//! - [`target`]: the embedded loopback target (`imsload serve`): registrar with digest challenge,
+//!   proxy for registered users, answering UAS for everything else.
+//! - [`probe`]: the probe engine behind `imsprobe` (pacer, SIP and ICMP probers, capture, gap
+//!   analysis, plots).
+//! - [`shutdown`]: the one stop path every task watches.
+//! - [`clock`]: monotonic inside, wall-clock only for labels.
+//!
+//! The binaries in `src/bin/` parse arguments and call into these modules.
+
+pub mod clock;
+pub mod load;
+pub mod probe;
+pub mod shutdown;
+pub mod sip;
+pub mod target;

@@ -1,0 +1,103 @@
+//! One stop path for every task. Ctrl-C, a `--duration` deadline and fatal errors all end a run
+//! through [`Shutdown`], so each task gets the chance to flush its capture, record and report.
+
+use tokio::sync::watch;
+
+/// Why the run is ending. Later reasons never overwrite an earlier one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    Running,
+    Duration,
+    Interrupted,
+    Error,
+    Finished,
+}
+
+/// The sending half, held by whoever may end the run.
+#[derive(Clone)]
+pub struct Trigger {
+    tx: watch::Sender<StopReason>,
+}
+
+/// The receiving half, one per task.
+#[derive(Clone)]
+pub struct Shutdown {
+    rx: watch::Receiver<StopReason>,
+}
+
+pub fn channel() -> (Trigger, Shutdown) {
+    let (tx, rx) = watch::channel(StopReason::Running);
+    (Trigger { tx }, Shutdown { rx })
+}
+
+impl Trigger {
+    pub fn stop(&self, why: StopReason) {
+        self.tx.send_if_modified(|r| {
+            if *r == StopReason::Running {
+                *r = why;
+                true
+            } else {
+                false
+            }
+        });
+    }
+    pub fn subscribe(&self) -> Shutdown {
+        Shutdown {
+            rx: self.tx.subscribe(),
+        }
+    }
+    pub fn reason(&self) -> StopReason {
+        *self.tx.borrow()
+    }
+}
+
+impl Shutdown {
+    pub fn is_stopping(&self) -> bool {
+        *self.rx.borrow() != StopReason::Running
+    }
+    pub fn reason(&self) -> StopReason {
+        *self.rx.borrow()
+    }
+    /// Resolves once a stop has been asked for (at once if it already was).
+    pub async fn stopped(&mut self) -> StopReason {
+        let _ = self.rx.wait_for(|r| *r != StopReason::Running).await;
+        *self.rx.borrow()
+    }
+}
+
+/// Turns Ctrl-C (SIGINT) and SIGTERM into `StopReason::Interrupted`. A second Ctrl-C exits at once,
+/// for the user whose target hangs the drain.
+pub fn watch_signals(trigger: Trigger) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        eprintln!("stopping: finishing calls, de-registering and writing reports (Ctrl-C again to quit now)");
+        trigger.stop(StopReason::Interrupted);
+        int.recv().await;
+        eprintln!("second interrupt: exiting without cleanup");
+        std::process::exit(130);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn first_reason_wins_and_all_tasks_see_it() {
+        let (t, mut s) = channel();
+        let mut s2 = t.subscribe();
+        assert!(!s.is_stopping());
+        t.stop(StopReason::Duration);
+        t.stop(StopReason::Interrupted);
+        assert_eq!(s.stopped().await, StopReason::Duration);
+        assert_eq!(s2.stopped().await, StopReason::Duration);
+    }
+}

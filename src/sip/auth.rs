@@ -1,0 +1,392 @@
+//! HTTP Digest for SIP (RFC 2617 / RFC 3261 §22): parse a challenge, compute the credentials.
+//!
+//! Only what a UE needs: MD5 with `qop=auth`, `qop=auth-int` and no qop. The password is bytes,
+//! not text, because IMS AKA (RFC 3310) uses the raw RES as the password; the AKA layer supplies
+//! it through the same [`Credentials`] call.
+
+use md5::{Digest, Md5};
+use std::fmt::Write as _;
+
+/// A parsed `WWW-Authenticate` / `Proxy-Authenticate` Digest challenge.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Challenge {
+    pub realm: String,
+    pub nonce: String,
+    pub opaque: Option<String>,
+    pub algorithm: String,
+    /// The qop options offered (`auth`, `auth-int`), empty for RFC 2069 style.
+    pub qop: Vec<String>,
+    pub stale: bool,
+    /// True for a 407 (Proxy-Authenticate → Proxy-Authorization).
+    pub proxy: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ChallengeError {
+    #[error("the challenge is not a Digest challenge: {0:?}")]
+    NotDigest(String),
+    #[error("the Digest challenge has no {0}")]
+    Missing(&'static str),
+}
+
+impl Challenge {
+    pub fn parse(value: &str, proxy: bool) -> Result<Challenge, ChallengeError> {
+        let v = value.trim_start();
+        let rest = match v.split_once(|c: char| c.is_ascii_whitespace()) {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("Digest") => rest,
+            _ => return Err(ChallengeError::NotDigest(v.chars().take(40).collect())),
+        };
+        let mut c = Challenge {
+            algorithm: "MD5".into(),
+            proxy,
+            ..Default::default()
+        };
+        let mut have_nonce = false;
+        for (k, val) in auth_params(rest) {
+            match k.to_ascii_lowercase().as_str() {
+                "realm" => c.realm = val,
+                "nonce" => {
+                    c.nonce = val;
+                    have_nonce = true
+                }
+                "opaque" => c.opaque = Some(val),
+                "algorithm" => c.algorithm = val,
+                "qop" => {
+                    c.qop = val
+                        .split(',')
+                        .map(|q| q.trim().to_ascii_lowercase())
+                        .filter(|q| !q.is_empty())
+                        .collect()
+                }
+                "stale" => c.stale = val.eq_ignore_ascii_case("true"),
+                _ => {}
+            }
+        }
+        if !have_nonce {
+            return Err(ChallengeError::Missing("nonce"));
+        }
+        Ok(c)
+    }
+
+    /// The qop we answer with: `auth` when offered, else `auth-int`, else none.
+    pub fn chosen_qop(&self) -> Option<&'static str> {
+        if self.qop.iter().any(|q| q == "auth") {
+            Some("auth")
+        } else if self.qop.iter().any(|q| q == "auth-int") {
+            Some("auth-int")
+        } else {
+            None
+        }
+    }
+
+    /// True for `AKAv1-MD5` / `AKAv2-MD5` challenges (the nonce carries RAND‖AUTN).
+    pub fn is_aka(&self) -> bool {
+        self.algorithm.to_ascii_uppercase().starts_with("AKAV")
+    }
+}
+
+/// Splits `k=v, k="v,with,commas"` into pairs, unquoting values.
+fn auth_params(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        while i < b.len() && (b[i] == b',' || b[i].is_ascii_whitespace()) {
+            i += 1;
+        }
+        let ks = i;
+        while i < b.len() && b[i] != b'=' && b[i] != b',' {
+            i += 1;
+        }
+        let key = s[ks..i].trim().to_string();
+        if i >= b.len() || b[i] == b',' {
+            if !key.is_empty() {
+                out.push((key, String::new()));
+            }
+            continue;
+        }
+        i += 1; // '='
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let mut val = String::new();
+        if i < b.len() && b[i] == b'"' {
+            i += 1;
+            while i < b.len() && b[i] != b'"' {
+                if b[i] == b'\\' && i + 1 < b.len() {
+                    i += 1;
+                }
+                let ch_len = utf8_len(b[i]);
+                val.push_str(&s[i..(i + ch_len).min(b.len())]);
+                i += ch_len;
+            }
+            i += 1;
+        } else {
+            let vs = i;
+            while i < b.len() && b[i] != b',' {
+                i += 1;
+            }
+            val = s[vs..i].trim().to_string();
+        }
+        out.push((key, val));
+    }
+    out
+}
+
+fn utf8_len(first: u8) -> usize {
+    match first {
+        0xF0..=0xFF => 4,
+        0xE0..=0xEF => 3,
+        0xC0..=0xDF => 2,
+        _ => 1,
+    }
+}
+
+/// What the UE answers with: the identity, the password bytes, and the request being authorized.
+pub struct Credentials<'a> {
+    pub username: &'a str,
+    pub password: &'a [u8],
+    pub method: &'a str,
+    pub uri: &'a str,
+    /// Needed only for `qop=auth-int`.
+    pub body: &'a [u8],
+}
+
+/// State kept between challenges so that `nc` counts up when a nonce is reused.
+#[derive(Clone, Debug, Default)]
+pub struct NonceCounter {
+    nonce: String,
+    nc: u32,
+}
+
+impl NonceCounter {
+    pub fn next(&mut self, nonce: &str) -> u32 {
+        if self.nonce != nonce {
+            self.nonce.clear();
+            self.nonce.push_str(nonce);
+            self.nc = 0;
+        }
+        self.nc += 1;
+        self.nc
+    }
+}
+
+fn md5_hex(parts: &[&[u8]]) -> String {
+    let mut h = Md5::new();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            h.update(b":");
+        }
+        h.update(p);
+    }
+    hex(&h.finalize())
+}
+
+pub fn hex(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        let _ = write!(s, "{x:02x}");
+    }
+    s
+}
+
+/// The `response` value (RFC 2617 §3.2.2.1).
+pub fn digest_response(
+    ch: &Challenge,
+    cred: &Credentials<'_>,
+    qop: Option<&str>,
+    nc: u32,
+    cnonce: &str,
+) -> String {
+    let ha1 = md5_hex(&[
+        cred.username.as_bytes(),
+        ch.realm.as_bytes(),
+        cred.password,
+    ]);
+    let ha2 = match qop {
+        Some("auth-int") => {
+            let hbody = md5_hex(&[cred.body]);
+            md5_hex(&[cred.method.as_bytes(), cred.uri.as_bytes(), hbody.as_bytes()])
+        }
+        _ => md5_hex(&[cred.method.as_bytes(), cred.uri.as_bytes()]),
+    };
+    match qop {
+        Some(q) => md5_hex(&[
+            ha1.as_bytes(),
+            ch.nonce.as_bytes(),
+            format!("{nc:08x}").as_bytes(),
+            cnonce.as_bytes(),
+            q.as_bytes(),
+            ha2.as_bytes(),
+        ]),
+        None => md5_hex(&[ha1.as_bytes(), ch.nonce.as_bytes(), ha2.as_bytes()]),
+    }
+}
+
+/// The full header line (name and value, no CRLF) answering `ch`.
+pub fn authorization_header(
+    ch: &Challenge,
+    cred: &Credentials<'_>,
+    nc: u32,
+    cnonce: &str,
+) -> String {
+    let qop = ch.chosen_qop();
+    let response = digest_response(ch, cred, qop, nc, cnonce);
+    let name = if ch.proxy {
+        "Proxy-Authorization"
+    } else {
+        "Authorization"
+    };
+    let mut h = format!(
+        "{name}: Digest username=\"{}\", realm=\"{}\", nonce=\"{}\", uri=\"{}\", response=\"{}\", algorithm={}",
+        cred.username, ch.realm, ch.nonce, cred.uri, response, ch.algorithm
+    );
+    if let Some(q) = qop {
+        let _ = write!(h, ", qop={q}, nc={nc:08x}, cnonce=\"{cnonce}\"");
+    }
+    if let Some(o) = &ch.opaque {
+        let _ = write!(h, ", opaque=\"{o}\"");
+    }
+    h
+}
+
+/// Server side, for the embedded target: checks an Authorization header against a password.
+/// Returns `Some(username)` when the response is right for `nonce`.
+pub fn verify(
+    authorization: &str,
+    method: &str,
+    realm: &str,
+    nonce: &str,
+    password_of: impl Fn(&str) -> Option<Vec<u8>>,
+) -> Option<String> {
+    let rest = authorization.trim_start().strip_prefix("Digest")?;
+    let p = auth_params(rest);
+    let get = |k: &str| {
+        p.iter()
+            .find(|(pk, _)| pk.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.as_str())
+    };
+    if get("nonce")? != nonce || get("realm")? != realm {
+        return None;
+    }
+    let username = get("username")?;
+    let password = password_of(username)?;
+    let ch = Challenge {
+        realm: realm.into(),
+        nonce: nonce.into(),
+        algorithm: "MD5".into(),
+        ..Default::default()
+    };
+    let cred = Credentials {
+        username,
+        password: &password,
+        method,
+        uri: get("uri")?,
+        body: b"",
+    };
+    let qop = get("qop");
+    let nc = match qop {
+        Some(_) => u32::from_str_radix(get("nc")?, 16).ok()?,
+        None => 0,
+    };
+    let expected = digest_response(&ch, &cred, qop, nc, get("cnonce").unwrap_or(""));
+    (get("response")? == expected).then(|| username.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 2617 §3.5's worked example ("Mufasa"), the reference every implementation checks.
+    #[test]
+    fn rfc2617_example() {
+        let ch = Challenge::parse(
+            "Digest realm=\"testrealm@host.com\", qop=\"auth,auth-int\", \
+             nonce=\"dcd98b7102dd2f0e8b11d0f600bfb0c093\", opaque=\"5ccc069c403ebaf9f0171e9517f40e41\"",
+            false,
+        )
+        .unwrap();
+        assert_eq!(ch.chosen_qop(), Some("auth"));
+        let cred = Credentials {
+            username: "Mufasa",
+            password: b"Circle Of Life",
+            method: "GET",
+            uri: "/dir/index.html",
+            body: b"",
+        };
+        assert_eq!(
+            digest_response(&ch, &cred, Some("auth"), 1, "0a4f113b"),
+            "6629fae49393a05397450978507c4ef1"
+        );
+        let h = authorization_header(&ch, &cred, 1, "0a4f113b");
+        assert!(h.starts_with("Authorization: Digest username=\"Mufasa\""));
+        assert!(h.contains("nc=00000001"));
+        assert!(h.contains("opaque=\"5ccc069c403ebaf9f0171e9517f40e41\""));
+        let user = verify(
+            h.split_once(": ").unwrap().1,
+            "GET",
+            "testrealm@host.com",
+            "dcd98b7102dd2f0e8b11d0f600bfb0c093",
+            |_| Some(b"Circle Of Life".to_vec()),
+        );
+        assert_eq!(user.as_deref(), Some("Mufasa"));
+        assert!(verify(
+            h.split_once(": ").unwrap().1,
+            "GET",
+            "testrealm@host.com",
+            "dcd98b7102dd2f0e8b11d0f600bfb0c093",
+            |_| Some(b"wrong".to_vec()),
+        )
+        .is_none());
+    }
+
+    #[test]
+    fn no_qop_and_auth_int() {
+        let ch = Challenge::parse("Digest realm=\"r\", nonce=\"n\"", true).unwrap();
+        assert!(ch.proxy);
+        assert_eq!(ch.chosen_qop(), None);
+        let cred = Credentials {
+            username: "u",
+            password: b"p",
+            method: "INVITE",
+            uri: "sip:a@b",
+            body: b"v=0\r\n",
+        };
+        // md5(md5("u:r:p") ":n:" md5("INVITE:sip:a@b")), computed independently with md5sum.
+        let ha1 = md5_hex(&[b"u:r:p"]);
+        let ha2 = md5_hex(&[b"INVITE:sip:a@b"]);
+        let want = md5_hex(&[format!("{ha1}:n:{ha2}").as_bytes()]);
+        assert_eq!(digest_response(&ch, &cred, None, 0, ""), want);
+        let h = authorization_header(&ch, &cred, 1, "c");
+        assert!(h.starts_with("Proxy-Authorization: "));
+        assert!(!h.contains("qop"));
+
+        let int = digest_response(&ch, &cred, Some("auth-int"), 1, "c");
+        let hb = md5_hex(&[b"v=0\r\n"]);
+        let ha2i = md5_hex(&[format!("INVITE:sip:a@b:{hb}").as_bytes()]);
+        let want = md5_hex(&[format!("{ha1}:n:00000001:c:auth-int:{ha2i}").as_bytes()]);
+        assert_eq!(int, want);
+    }
+
+    #[test]
+    fn challenge_errors_and_aka() {
+        assert!(matches!(
+            Challenge::parse("Basic realm=x", false),
+            Err(ChallengeError::NotDigest(_))
+        ));
+        assert_eq!(
+            Challenge::parse("Digest realm=\"x\"", false),
+            Err(ChallengeError::Missing("nonce"))
+        );
+        let c = Challenge::parse(
+            "Digest realm=\"ims\",nonce=\"AAAA\",algorithm=AKAv1-MD5,qop=\"auth\",stale=TRUE",
+            false,
+        )
+        .unwrap();
+        assert!(c.is_aka() && c.stale);
+        let mut nc = NonceCounter::default();
+        assert_eq!(nc.next("a"), 1);
+        assert_eq!(nc.next("a"), 2);
+        assert_eq!(nc.next("b"), 1);
+    }
+}

@@ -1,0 +1,109 @@
+//! Writing SIP messages. Outgoing messages are short and formulaic, so they are written straight
+//! into a byte buffer header by header; Content-Length is always written, last, from the body.
+
+use super::message::{HeaderName, Message};
+use std::io::Write as _;
+
+/// A message being written. Start with [`Writer::request`] or [`Writer::response`], add headers,
+/// then [`Writer::finish`] with the body.
+pub struct Writer {
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    pub fn request(method: &str, uri: &str) -> Writer {
+        let mut buf = Vec::with_capacity(768);
+        let _ = write!(buf, "{method} {uri} SIP/2.0\r\n");
+        Writer { buf }
+    }
+
+    pub fn response(code: u16, reason: &str) -> Writer {
+        let mut buf = Vec::with_capacity(768);
+        let _ = write!(buf, "SIP/2.0 {code} {reason}\r\n");
+        Writer { buf }
+    }
+
+    /// A response to `req` with the headers RFC 3261 §8.2.6.2 says to copy (all Vias, From, To,
+    /// Call-ID, CSeq) and, for dialog-creating responses, Record-Route (§12.1.1). `to_tag` is
+    /// added to To when To has none.
+    pub fn response_to(req: &Message<'_>, code: u16, reason: &str, to_tag: Option<&str>) -> Writer {
+        let mut w = Writer::response(code, reason);
+        for (name, value) in req.raw_headers() {
+            match HeaderName::classify(name.as_bytes()) {
+                HeaderName::Via => w.header("Via", value),
+                HeaderName::From => w.header("From", value),
+                HeaderName::CallId => w.header("Call-ID", value),
+                HeaderName::CSeq => w.header("CSeq", value),
+                HeaderName::RecordRoute if (101..300).contains(&code) => {
+                    w.header("Record-Route", value)
+                }
+                HeaderName::To => match to_tag {
+                    Some(tag) if req.to_tag().is_none() => {
+                        let _ = write!(w.buf, "To: {value};tag={tag}\r\n");
+                    }
+                    _ => w.header("To", value),
+                },
+                _ => {}
+            }
+        }
+        w
+    }
+
+    pub fn header(&mut self, name: &str, value: impl std::fmt::Display) {
+        let _ = write!(self.buf, "{name}: {value}\r\n");
+    }
+
+    /// A complete header line without CRLF (e.g. from [`super::auth::authorization_header`]).
+    pub fn line(&mut self, line: &str) {
+        self.buf.extend_from_slice(line.as_bytes());
+        self.buf.extend_from_slice(b"\r\n");
+    }
+
+    pub fn finish(mut self, content_type: Option<&str>, body: &[u8]) -> Vec<u8> {
+        if let Some(ct) = content_type {
+            self.header("Content-Type", ct);
+        }
+        self.header("Content-Length", body.len());
+        self.buf.extend_from_slice(b"\r\n");
+        self.buf.extend_from_slice(body);
+        self.buf
+    }
+}
+
+/// A minimal audio offer/answer; the load generator never sends media.
+pub fn sdp(origin_ip: &str, session_id: u64, port: u16) -> Vec<u8> {
+    let fam = if origin_ip.contains(':') { "IP6" } else { "IP4" };
+    format!(
+        "v=0\r\no=imsload {session_id} 1 IN {fam} {origin_ip}\r\ns=-\r\nc=IN {fam} {origin_ip}\r\nt=0 0\r\n\
+m=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
+a=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n"
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_copies_headers_and_adds_tag() {
+        let req = "INVITE sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP p;branch=z9hG4bK2\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\n\
+Record-Route: <sip:p;lr>\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 69\r\n\
+Content-Length: 0\r\n\r\n";
+        let m = Message::parse(req.as_bytes()).unwrap();
+        let mut w = Writer::response_to(&m, 180, "Ringing", Some("t9"));
+        w.header("Contact", "<sip:b@127.0.0.1>");
+        let out = w.finish(None, b"");
+        let r = Message::parse(&out).unwrap();
+        assert_eq!(r.status(), Some(180));
+        assert_eq!(r.header_values(HeaderName::Via).count(), 2);
+        assert_eq!(r.to_tag(), Some("t9"));
+        assert_eq!(r.header(HeaderName::RecordRoute), Some("<sip:p;lr>"));
+        assert_eq!(r.cseq(), Some((1, "INVITE")));
+        assert!(r.header_named("Max-Forwards").is_none());
+
+        let out = Writer::response_to(&m, 486, "Busy", Some("t9")).finish(None, b"");
+        let r = Message::parse(&out).unwrap();
+        assert!(r.header(HeaderName::RecordRoute).is_none());
+    }
+}

@@ -1,0 +1,171 @@
+//! Dialog state (RFC 3261 §12) and the requests sent inside a dialog: route set, remote target,
+//! tags and the local CSeq. Used by the calling side (UAC) and the answering side (UAS) alike.
+
+use super::builder::Writer;
+use super::message::{name_addr_uri, HeaderName, Message};
+
+#[derive(Clone, Debug, Default)]
+pub struct Dialog {
+    pub call_id: String,
+    /// Our identity as it appears in From (UAC) or To (UAS), without tag.
+    pub local_uri: String,
+    pub local_tag: String,
+    pub remote_uri: String,
+    pub remote_tag: String,
+    pub local_cseq: u32,
+    /// Where in-dialog requests go: the peer's Contact.
+    pub remote_target: String,
+    /// Route set in the order requests must carry it.
+    pub route_set: Vec<String>,
+}
+
+impl Dialog {
+    /// The UAC's dialog from a 2xx (or 18x with tag): route set is the Record-Route in reverse.
+    pub fn from_uac_response(
+        resp: &Message<'_>,
+        local_uri: &str,
+        local_tag: &str,
+        remote_uri: &str,
+        cseq: u32,
+    ) -> Dialog {
+        let mut route_set: Vec<String> = resp
+            .header_values(HeaderName::RecordRoute)
+            .map(str::to_string)
+            .collect();
+        route_set.reverse();
+        Dialog {
+            call_id: resp.call_id().to_string(),
+            local_uri: local_uri.to_string(),
+            local_tag: local_tag.to_string(),
+            remote_uri: remote_uri.to_string(),
+            remote_tag: resp.to_tag().unwrap_or("").to_string(),
+            local_cseq: cseq,
+            remote_target: resp
+                .contact_uri()
+                .unwrap_or_else(|| name_addr_uri(remote_uri))
+                .to_string(),
+            route_set,
+        }
+    }
+
+    /// The UAS's dialog from the INVITE: route set is the Record-Route in order.
+    pub fn from_uas_request(req: &Message<'_>, local_tag: &str) -> Dialog {
+        let from = req.header(HeaderName::From).unwrap_or("");
+        let to = req.header(HeaderName::To).unwrap_or("");
+        Dialog {
+            call_id: req.call_id().to_string(),
+            local_uri: strip_tag(to).to_string(),
+            local_tag: local_tag.to_string(),
+            remote_uri: strip_tag(from).to_string(),
+            remote_tag: req.from_tag().unwrap_or("").to_string(),
+            local_cseq: 0,
+            remote_target: req
+                .contact_uri()
+                .unwrap_or_else(|| name_addr_uri(from))
+                .to_string(),
+            route_set: req
+                .header_values(HeaderName::RecordRoute)
+                .map(str::to_string)
+                .collect(),
+        }
+    }
+
+    /// Starts an in-dialog request. With a loose-routing first hop (`;lr`), the Request-URI is the
+    /// remote target and the whole route set goes in Route; with a strict router (no `lr`), the
+    /// first route becomes the Request-URI and the remote target is appended (RFC 3261 §12.2.1.1).
+    /// `cseq` is given for ACK (same number as the INVITE); otherwise the local CSeq is advanced.
+    pub fn request(&mut self, method: &str, via: &str, cseq: Option<u32>) -> Writer {
+        let n = match cseq {
+            Some(n) => n,
+            None => {
+                self.local_cseq += 1;
+                self.local_cseq
+            }
+        };
+        let strict = self
+            .route_set
+            .first()
+            .is_some_and(|r| !name_addr_uri(r).contains(";lr"));
+        let mut w = if strict {
+            let mut w = Writer::request(method, name_addr_uri(&self.route_set[0]));
+            for r in &self.route_set[1..] {
+                w.header("Route", r);
+            }
+            w.header("Route", format_args!("<{}>", self.remote_target));
+            w
+        } else {
+            let mut w = Writer::request(method, &self.remote_target);
+            for r in &self.route_set {
+                w.header("Route", r);
+            }
+            w
+        };
+        w.header("Via", via);
+        w.header("Max-Forwards", 70);
+        w.header(
+            "From",
+            format_args!("{};tag={}", self.local_uri, self.local_tag),
+        );
+        if self.remote_tag.is_empty() {
+            w.header("To", &self.remote_uri);
+        } else {
+            w.header("To", format_args!("{};tag={}", self.remote_uri, self.remote_tag));
+        }
+        w.header("Call-ID", &self.call_id);
+        w.header("CSeq", format_args!("{n} {method}"));
+        w
+    }
+}
+
+/// A From/To value without its tag parameter.
+pub fn strip_tag(v: &str) -> &str {
+    let after = v.rfind('>').map(|i| i + 1).unwrap_or(0);
+    match v[after..].to_ascii_lowercase().find(";tag=") {
+        Some(i) => &v[..after + i],
+        None => v,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &str = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\n\
+Record-Route: <sip:p2;lr>, <sip:p1;lr>\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>;tag=2\r\nCall-ID: c1\r\n\
+CSeq: 1 INVITE\r\nContact: <sip:b@10.0.0.2:5062>\r\nContent-Length: 0\r\n\r\n";
+
+    #[test]
+    fn uac_route_set_is_reversed_and_loose() {
+        let m = Message::parse(OK.as_bytes()).unwrap();
+        let mut d = Dialog::from_uac_response(&m, "<sip:a@x>", "1", "<sip:b@x>", 1);
+        assert_eq!(d.route_set, ["<sip:p1;lr>", "<sip:p2;lr>"]);
+        let bye = d.request("BYE", "SIP/2.0/UDP a;branch=z9hG4bK9", None).finish(None, b"");
+        let b = Message::parse(&bye).unwrap();
+        assert_eq!(b.request_uri(), Some("sip:b@10.0.0.2:5062"));
+        let routes: Vec<_> = b.header_values(HeaderName::Route).collect();
+        assert_eq!(routes, ["<sip:p1;lr>", "<sip:p2;lr>"]);
+        assert_eq!(b.cseq(), Some((2, "BYE")));
+        assert_eq!(b.to_tag(), Some("2"));
+        assert_eq!(b.from_tag(), Some("1"));
+    }
+
+    #[test]
+    fn strict_router_goes_in_request_uri() {
+        let text = OK.replace("<sip:p1;lr>", "<sip:p1>");
+        let m = Message::parse(text.as_bytes()).unwrap();
+        let mut d = Dialog::from_uac_response(&m, "<sip:a@x>", "1", "<sip:b@x>", 1);
+        let ack = d.request("ACK", "SIP/2.0/UDP a;branch=z9hG4bK9", Some(1)).finish(None, b"");
+        let a = Message::parse(&ack).unwrap();
+        assert_eq!(a.request_uri(), Some("sip:p1"));
+        let routes: Vec<_> = a.header_values(HeaderName::Route).collect();
+        assert_eq!(routes, ["<sip:p2;lr>", "<sip:b@10.0.0.2:5062>"]);
+        assert_eq!(a.cseq(), Some((1, "ACK")));
+    }
+
+    #[test]
+    fn strips_tags() {
+        assert_eq!(strip_tag("<sip:a@x>;tag=1"), "<sip:a@x>");
+        assert_eq!(strip_tag("\"x;tag=y\" <sip:a@x>"), "\"x;tag=y\" <sip:a@x>");
+        assert_eq!(strip_tag("sip:a@x;tag=1"), "sip:a@x");
+    }
+}

@@ -1,0 +1,83 @@
+//! The SIP layer: everything that knows SIP and nothing about load or probes.
+//!
+//! - [`message`]: zero-copy view of a received message, framing for streams.
+//! - [`builder`]: writing outgoing messages.
+//! - [`ids`]: branches, Call-IDs and tags that index our own tables.
+//! - [`transaction`]: RFC 3261 client transaction timers as sans-IO state machines.
+//! - [`dialog`]: route sets, remote targets, in-dialog requests.
+//! - [`auth`]: HTTP Digest (MD5, qop auth/auth-int).
+//! - [`transport`]: sockets and stream framing.
+
+pub mod auth;
+pub mod builder;
+pub mod dialog;
+pub mod ids;
+pub mod message;
+pub mod transaction;
+pub mod transport;
+
+pub use message::{HeaderName, Message, ParseError, ParseErrorKind};
+pub use transport::Transport;
+
+/// SIP methods we count separately.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum Method {
+    Register,
+    Invite,
+    Ack,
+    Bye,
+    Cancel,
+    Options,
+    Message,
+    Other,
+}
+
+impl Method {
+    pub fn parse(s: &str) -> Method {
+        match s {
+            "REGISTER" => Method::Register,
+            "INVITE" => Method::Invite,
+            "ACK" => Method::Ack,
+            "BYE" => Method::Bye,
+            "CANCEL" => Method::Cancel,
+            "OPTIONS" => Method::Options,
+            "MESSAGE" => Method::Message,
+            _ => Method::Other,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Register => "REGISTER",
+            Method::Invite => "INVITE",
+            Method::Ack => "ACK",
+            Method::Bye => "BYE",
+            Method::Cancel => "CANCEL",
+            Method::Options => "OPTIONS",
+            Method::Message => "MESSAGE",
+            Method::Other => "OTHER",
+        }
+    }
+}
+
+/// The reason phrase we send for a status code.
+pub fn reason(code: u16) -> &'static str {
+    match code {
+        100 => "Trying",
+        180 => "Ringing",
+        200 => "OK",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
+        481 => "Call/Transaction Does Not Exist",
+        483 => "Too Many Hops",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        500 => "Server Internal Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
