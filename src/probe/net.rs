@@ -1,0 +1,277 @@
+//! Sockets for the probes, receive timestamps, and the probe clock.
+//!
+//! Receive timestamps come from the kernel (`SO_TIMESTAMPNS`, taken when the packet reached the
+//! socket layer, so a receiver thread scheduled late does not inflate RTTs). The kernel stamps
+//! with CLOCK_REALTIME; [`ProbeClock`] maps them onto the run's monotonic time base through the
+//! single (wall, monotonic) pair recorded at the start of the run. A realtime clock step during
+//! the run would shift mapped stamps: a stamp that lands in the future, or more than
+//! [`MAX_QUEUE_NS`] in the past, is replaced by the userspace monotonic reading and counted as a
+//! fallback (reported in the JSON).
+
+use crate::clock::{monotonic_ns, Epoch};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+/// A kernel stamp older than this (relative to when we read it) is not trusted.
+pub const MAX_QUEUE_NS: i64 = 10_000_000_000;
+
+/// The run's clock: ns since `t = 0` on CLOCK_MONOTONIC, and realtime stamps mapped onto it.
+#[derive(Clone, Copy, Debug)]
+pub struct ProbeClock {
+    pub epoch: Epoch,
+    /// Unix ns of `t = 0`.
+    wall0_unix_ns: i128,
+}
+
+impl ProbeClock {
+    pub fn new(epoch: Epoch) -> ProbeClock {
+        let w = epoch.wall;
+        ProbeClock {
+            epoch,
+            wall0_unix_ns: w.timestamp() as i128 * 1_000_000_000
+                + w.timestamp_subsec_nanos() as i128,
+        }
+    }
+
+    pub fn start() -> ProbeClock {
+        ProbeClock::new(Epoch::now())
+    }
+
+    pub fn time_base(&self) -> super::TimeBase {
+        super::TimeBase {
+            wall0: self.epoch.wall,
+        }
+    }
+
+    /// Now, ns since `t = 0`.
+    pub fn now_ns(&self) -> i64 {
+        monotonic_ns() as i64 - self.epoch.mono_ns as i64
+    }
+
+    /// The absolute CLOCK_MONOTONIC ns of run time `t`.
+    pub fn mono_abs(&self, t: i64) -> u64 {
+        (self.epoch.mono_ns as i64 + t).max(0) as u64
+    }
+
+    /// Maps a kernel CLOCK_REALTIME stamp; `None` when it is implausible against `now`.
+    pub fn from_realtime(&self, sec: i64, nsec: i64, now: i64) -> Option<i64> {
+        let unix = sec as i128 * 1_000_000_000 + nsec as i128;
+        let t = (unix - self.wall0_unix_ns) as i64;
+        (t <= now + 1_000_000 && t >= now - MAX_QUEUE_NS).then_some(t)
+    }
+}
+
+/// Turns on `SO_TIMESTAMPNS`. False when the kernel refuses.
+pub fn enable_rx_timestamps(s: &Socket) -> bool {
+    let on: libc::c_int = 1;
+    // SAFETY: valid fd, pointer to a c_int of the size given.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            &on as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0
+    }
+}
+
+/// Receives one datagram with its kernel timestamp (realtime `(sec, nsec)`) when present.
+pub fn recv_timestamped(s: &Socket, buf: &mut [u8]) -> io::Result<(usize, Option<(i64, i64)>)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    let mut cbuf = [0u64; 16]; // 128 bytes, 8-aligned: room for one timespec cmsg and more
+                               // SAFETY: msghdr is plain data; zeroed is a valid "empty" value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = std::mem::size_of_val(&cbuf) as _;
+    // SAFETY: msg points at buffers that live through the call.
+    let n = unsafe { libc::recvmsg(s.as_raw_fd(), &mut msg, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut ts = None;
+    // SAFETY: CMSG_* walk the control buffer the kernel filled, within msg_controllen.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let p = libc::CMSG_DATA(c) as *const libc::timespec;
+                let t = std::ptr::read_unaligned(p);
+                ts = Some((t.tv_sec as i64, t.tv_nsec as i64));
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok((n as usize, ts))
+}
+
+/// A UDP socket connected to `target`, blocking with a short read timeout (so the receiver
+/// notices the stop), big buffers and kernel receive timestamps.
+pub fn sip_udp_socket(target: SocketAddr) -> io::Result<(Socket, bool)> {
+    let s = Socket::new(
+        Domain::for_address(target),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
+    crate::sip::transport::set_big_buffers(&s);
+    let any: SocketAddr = match target {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    s.bind(&any.into())?;
+    s.connect(&target.into())?;
+    s.set_read_timeout(Some(Duration::from_millis(50)))?;
+    let ts = enable_rx_timestamps(&s);
+    Ok((s, ts))
+}
+
+/// An ICMP socket, and how we got it.
+pub struct IcmpSocket {
+    pub socket: Socket,
+    /// Raw socket: replies come with the IP header, and we see everybody's ICMP.
+    pub raw: bool,
+    pub timestamps: bool,
+}
+
+fn ping_group_range() -> String {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range")
+        .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Opens an ICMP socket to `target`: an unprivileged datagram ICMP socket first, a raw socket
+/// second. The error says exactly why neither was allowed and how to allow one.
+pub fn icmp_socket(target: Ipv4Addr) -> Result<IcmpSocket, String> {
+    let dgram = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::ICMPV4));
+    let (socket, raw) = match dgram {
+        Ok(s) => (s, false),
+        Err(e_dgram) => match Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)) {
+            Ok(s) => (s, true),
+            Err(e_raw) => {
+                // SAFETY: getegid has no preconditions.
+                let gid = unsafe { libc::getegid() };
+                return Err(format!(
+                    "ICMP probe disabled: an unprivileged ICMP socket was refused ({e_dgram}; group {gid} \
+                     is outside net.ipv4.ping_group_range = \"{}\"; allow it with \
+                     `sysctl -w net.ipv4.ping_group_range=\"0 2147483647\"`), and a raw ICMP socket was \
+                     refused ({e_raw}; that needs root or CAP_NET_RAW: `sudo setcap cap_net_raw+ep \
+                     $(which imsprobe)`). Continuing with SIP only.",
+                    ping_group_range()
+                ));
+            }
+        },
+    };
+    let setup = || -> io::Result<()> {
+        crate::sip::transport::set_big_buffers(&socket);
+        socket.set_read_timeout(Some(Duration::from_millis(50)))?;
+        if raw {
+            // Only echo replies and the errors that quote our requests reach us.
+            let mask: u32 = !((1 << super::icmp::ECHO_REPLY)
+                | (1 << super::icmp::DEST_UNREACH)
+                | (1 << super::icmp::TIME_EXCEEDED));
+            // SAFETY: valid fd, pointer to a u32 of the size given (ICMP_FILTER = 1 on SOL_RAW).
+            unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::SOL_RAW,
+                    1,
+                    &mask as *const _ as *const libc::c_void,
+                    4,
+                );
+            }
+        }
+        let dst: SocketAddr = (IpAddr::V4(target), 0).into();
+        socket.connect(&dst.into())
+    };
+    setup().map_err(|e| {
+        format!("ICMP probe disabled: cannot set up the ICMP socket to {target}: {e}")
+    })?;
+    let timestamps = enable_rx_timestamps(&socket);
+    Ok(IcmpSocket {
+        socket,
+        raw,
+        timestamps,
+    })
+}
+
+/// Sends `buf` without blocking; the errno on failure.
+pub fn send_nonblocking(s: &Socket, buf: &[u8]) -> Result<(), i32> {
+    // SAFETY: valid fd and buffer.
+    let n = unsafe {
+        libc::send(
+            s.as_raw_fd(),
+            buf.as_ptr() as *const libc::c_void,
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO))
+    } else {
+        Ok(())
+    }
+}
+
+/// The local address the kernel would use to reach `target`.
+pub fn local_addr_towards(target: SocketAddr) -> io::Result<SocketAddr> {
+    let s = std::net::UdpSocket::bind(match target {
+        SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+        SocketAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
+    })?;
+    s.connect(target)?;
+    s.local_addr()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn realtime_stamps_map_onto_the_monotonic_base() {
+        let c = ProbeClock::start();
+        let now = c.now_ns();
+        let unix = c.wall0_unix_ns + now as i128 - 1000;
+        let t = c
+            .from_realtime(
+                (unix / 1_000_000_000) as i64,
+                (unix % 1_000_000_000) as i64,
+                now,
+            )
+            .unwrap();
+        assert_eq!(t, now - 1000);
+        // A stamp an hour in the future or past is rejected.
+        assert!(c
+            .from_realtime((unix / 1_000_000_000) as i64 + 3600, 0, now)
+            .is_none());
+        assert!(c
+            .from_realtime((unix / 1_000_000_000) as i64 - 3600, 0, now)
+            .is_none());
+    }
+
+    #[test]
+    fn udp_loopback_gets_kernel_timestamps() {
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (s, ts) = sip_udp_socket(peer.local_addr().unwrap()).unwrap();
+        assert!(ts);
+        let me = s.local_addr().unwrap().as_socket().unwrap();
+        let c = ProbeClock::start();
+        peer.send_to(b"hello", me).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, stamp) = recv_timestamped(&s, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hello");
+        let (sec, nsec) = stamp.expect("SO_TIMESTAMPNS stamp");
+        let now = c.now_ns();
+        let t = c.from_realtime(sec, nsec, now).expect("plausible stamp");
+        assert!(t <= now && now - t < 1_000_000_000, "t={t} now={now}");
+    }
+}

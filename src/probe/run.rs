@@ -1,0 +1,783 @@
+//! One live run: sockets, capture, receivers, pacers, live gap output, the stop path and the
+//! files. Threads, not async: the pacer needs an OS thread of its own, receivers block in
+//! `recvmsg` (kernel timestamps make their scheduling irrelevant), capture blocks in libpcap.
+//!
+//! Stop path: the pacers end at the deadline or when the [`Trigger`] fires (Ctrl-C); replies are
+//! then awaited for `timeout` (less when every probe is answered), receivers and captures are
+//! stopped, the pcap file is flushed, and the JSON, CSV, SVG and PNG are written.
+
+use super::analysis::{self, LayerAnalysis, Params};
+use super::capture::{self, CaptureHandle, CaptureInfo};
+use super::icmp::{self, EchoCodec, IcmpReply};
+use super::net::{self, IcmpSocket, ProbeClock};
+use super::pacer::{self, PacerConfig, PacerStats};
+use super::report::{self, Files, LayerOut, ParamsOut, Report, TargetOut};
+use super::sipcodec::{OptionsCodec, Reply};
+use super::table::{Completion, LayerTable};
+use super::targets::Target;
+use super::{Layer, Outcome};
+use crate::shutdown::{StopReason, Trigger};
+use socket2::Socket;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub targets: Vec<Target>,
+    pub layers: Vec<Layer>,
+    /// Probes per second per layer.
+    pub rate: f64,
+    pub duration: Option<Duration>,
+    pub timeout: Duration,
+    pub late_rtt: Duration,
+    pub min_gap: Duration,
+    /// Output directory; with several targets each gets a subdirectory. Default
+    /// `captures/<timestamp>-<target>/`.
+    pub out: Option<PathBuf>,
+    pub capture: bool,
+    pub iface: Option<String>,
+    pub spin: Duration,
+    pub rt_priority: Option<i32>,
+    pub plot: bool,
+    pub quiet: bool,
+}
+
+pub struct TargetResult {
+    pub target: Target,
+    pub dir: PathBuf,
+    pub report: Report,
+}
+
+/// Logs a line on stderr with the wall-clock time.
+fn log(clock: &ProbeClock, msg: &str) {
+    eprintln!("[{}] {msg}", clock.time_base().label(clock.now_ns()));
+}
+
+struct SipIo {
+    table: Arc<LayerTable>,
+    socket: Arc<Socket>,
+    codec: Arc<OptionsCodec>,
+    timestamps: bool,
+}
+
+struct IcmpIo {
+    table: Arc<LayerTable>,
+    socket: Arc<IcmpSocket>,
+    codec: Arc<EchoCodec>,
+}
+
+struct TargetRun {
+    target: Target,
+    dir: PathBuf,
+    sip: Option<SipIo>,
+    icmp: Option<IcmpIo>,
+    capture: Option<CaptureHandle>,
+    capture_info: Option<CaptureInfo>,
+    warnings: Vec<String>,
+    answered: Arc<AtomicU64>,
+}
+
+fn out_dir(cfg: &RunConfig, t: &Target, clock: &ProbeClock) -> PathBuf {
+    match &cfg.out {
+        Some(d) if cfg.targets.len() == 1 => d.clone(),
+        Some(d) => d.join(t.path_name()),
+        None => PathBuf::from("captures").join(format!(
+            "{}-{}",
+            crate::clock::stamp_for_path(clock.epoch.wall),
+            t.path_name()
+        )),
+    }
+}
+
+fn setup_target(
+    cfg: &RunConfig,
+    t: &Target,
+    clock: &ProbeClock,
+    run_id: u32,
+) -> anyhow::Result<TargetRun> {
+    let dir = out_dir(cfg, t, clock);
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create output directory {}: {e} (choose another with --out DIR)",
+            dir.display()
+        )
+    })?;
+    let mut warnings = Vec::new();
+    let mut sip = None;
+    if cfg.layers.contains(&Layer::Sip) {
+        if t.transport != crate::sip::Transport::Udp {
+            anyhow::bail!(
+                "target {}: SIP over {} is not supported by imsprobe yet; use transport udp (--transport udp)",
+                t.name,
+                t.transport.param()
+            );
+        }
+        let (socket, timestamps) = net::sip_udp_socket(t.addr).map_err(|e| {
+            anyhow::anyhow!(
+                "target {}: cannot open a UDP socket to {}: {e}",
+                t.name,
+                t.addr
+            )
+        })?;
+        let local = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "0.0.0.0:0".into());
+        let target_str = t.addr.to_string();
+        if !timestamps {
+            warnings.push(
+                "SIP: the kernel refused SO_TIMESTAMPNS; receive times are userspace readings"
+                    .into(),
+            );
+        }
+        sip = Some(SipIo {
+            table: Arc::new(LayerTable::new(Layer::Sip)),
+            socket: Arc::new(socket),
+            codec: Arc::new(OptionsCodec::new(run_id, t.transport, &target_str, &local)),
+            timestamps,
+        });
+    }
+    let mut icmp_io = None;
+    if cfg.layers.contains(&Layer::Icmp) {
+        match t.host() {
+            IpAddr::V4(v4) => match net::icmp_socket(v4) {
+                Ok(s) => {
+                    if !s.timestamps {
+                        warnings.push("ICMP: the kernel refused SO_TIMESTAMPNS; receive times are userspace readings".into());
+                    }
+                    icmp_io = Some(IcmpIo {
+                        table: Arc::new(LayerTable::new(Layer::Icmp)),
+                        codec: Arc::new(EchoCodec {
+                            id: (run_id as u16) ^ (std::process::id() as u16),
+                            token: ((run_id as u64) << 32) | rand::random::<u32>() as u64,
+                            target: v4,
+                        }),
+                        socket: Arc::new(s),
+                    });
+                }
+                Err(msg) => {
+                    log(clock, &format!("{}: {msg}", t.name));
+                    warnings.push(msg);
+                }
+            },
+            IpAddr::V6(_) => warnings
+                .push("ICMP probe disabled: ICMPv6 echo is not supported yet (IPv4 only)".into()),
+        }
+    }
+    if sip.is_none() && icmp_io.is_none() {
+        anyhow::bail!(
+            "target {}: no probe can run (SIP not selected and ICMP not available: {})",
+            t.name,
+            warnings.join("; ")
+        );
+    }
+    let mut capture = None;
+    let mut capture_info = None;
+    if cfg.capture {
+        let iface = cfg
+            .iface
+            .clone()
+            .unwrap_or_else(|| capture::interface_towards(t.host()));
+        let path = dir.join("capture.pcap");
+        match capture::start(&iface, t.host(), &path) {
+            Ok(h) => capture = Some(h),
+            Err(msg) => {
+                log(clock, &format!("{}: {msg}", t.name));
+                warnings.push(msg.clone());
+                capture_info = Some(CaptureInfo {
+                    interface: iface,
+                    error: Some(msg),
+                    ..CaptureInfo::default()
+                });
+            }
+        }
+    }
+    Ok(TargetRun {
+        target: t.clone(),
+        dir,
+        sip,
+        icmp: icmp_io,
+        capture,
+        capture_info,
+        warnings,
+        answered: Arc::new(AtomicU64::new(0)),
+    })
+}
+
+/// Logs the first occurrence of each kind of oddity.
+fn once(
+    table: &LayerTable,
+    clock: &ProbeClock,
+    target: &str,
+    kind: &str,
+    detail: impl FnOnce() -> String,
+) {
+    let first = table.count(|c| {
+        let e = c
+            .receive_errors
+            .entry(format!("logged:{kind}"))
+            .or_default();
+        *e += 1;
+        *e == 1
+    });
+    if first {
+        log(
+            clock,
+            &format!(
+                "{target} {}: {kind}: {} (logged once; counted in the report)",
+                table.layer.as_str(),
+                detail()
+            ),
+        );
+    }
+}
+
+fn kernel_or_now(table: &LayerTable, clock: &ProbeClock, ts: Option<(i64, i64)>) -> i64 {
+    let now = clock.now_ns();
+    match ts.and_then(|(s, n)| clock.from_realtime(s, n, now)) {
+        Some(t) => {
+            table.count(|c| c.kernel_timestamps += 1);
+            t
+        }
+        None => {
+            table.count(|c| c.timestamp_fallbacks += 1);
+            now
+        }
+    }
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock
+            | std::io::ErrorKind::TimedOut
+            | std::io::ErrorKind::Interrupted
+    )
+}
+
+fn spawn_sip_receiver(
+    io: &SipIo,
+    clock: ProbeClock,
+    name: String,
+    stop: Arc<AtomicBool>,
+    answered: Arc<AtomicU64>,
+) -> JoinHandle<()> {
+    let (table, socket, codec) = (io.table.clone(), io.socket.clone(), io.codec.clone());
+    std::thread::Builder::new()
+        .name("imsprobe-sip-rx".into())
+        .spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while !stop.load(Ordering::Relaxed) {
+                let (n, ts) = match net::recv_timestamped(&socket, &mut buf) {
+                    Ok(x) => x,
+                    Err(e) if is_timeout(&e) => continue,
+                    Err(e) => {
+                        let kind = format!("receive error {e}");
+                        table.count(|c| *c.receive_errors.entry(kind.clone()).or_default() += 1);
+                        once(&table, &clock, &name, &kind, || {
+                            "the target's host answered with an ICMP error (no SIP server on that port?)".into()
+                        });
+                        continue;
+                    }
+                };
+                let t = kernel_or_now(&table, &clock, ts);
+                match codec.classify(&buf[..n]) {
+                    Reply::Final { seq, code } => {
+                        let outcome = if (200..300).contains(&code) { Outcome::Ok } else { Outcome::Failed };
+                        if table.complete(seq, t, outcome, code) == Completion::Fresh {
+                            answered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if outcome == Outcome::Failed {
+                            once(&table, &clock, &name, &format!("status {code}"), || {
+                                "a non-2xx final response counts as a failed probe".into()
+                            });
+                        }
+                    }
+                    Reply::Provisional { .. } => table.count(|c| c.provisional += 1),
+                    Reply::Foreign(k) => {
+                        table.count(|c| *c.foreign.entry(k.as_str()).or_default() += 1);
+                        once(&table, &clock, &name, k.as_str(), || {
+                            format!("a message that answers none of our probes: {:?}", preview(&buf[..n]))
+                        });
+                    }
+                    Reply::Malformed(k) => {
+                        table.count(|c| *c.malformed.entry(k.as_str()).or_default() += 1);
+                        once(&table, &clock, &name, &format!("malformed {}", k.as_str()), || {
+                            format!("{:?}", preview(&buf[..n]))
+                        });
+                    }
+                }
+            }
+        })
+        .expect("spawn SIP receiver thread")
+}
+
+fn preview(b: &[u8]) -> String {
+    String::from_utf8_lossy(&b[..b.len().min(60)]).into_owned()
+}
+
+fn spawn_icmp_receiver(
+    io: &IcmpIo,
+    clock: ProbeClock,
+    name: String,
+    stop: Arc<AtomicBool>,
+    answered: Arc<AtomicU64>,
+) -> JoinHandle<()> {
+    let (table, socket, codec) = (io.table.clone(), io.socket.clone(), io.codec.clone());
+    std::thread::Builder::new()
+        .name("imsprobe-icmp-rx".into())
+        .spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while !stop.load(Ordering::Relaxed) {
+                let (n, ts) = match net::recv_timestamped(&socket.socket, &mut buf) {
+                    Ok(x) => x,
+                    Err(e) if is_timeout(&e) => continue,
+                    Err(e) => {
+                        let kind = format!("receive error {e}");
+                        table.count(|c| *c.receive_errors.entry(kind.clone()).or_default() += 1);
+                        once(&table, &clock, &name, &kind, String::new);
+                        continue;
+                    }
+                };
+                match codec.classify(&buf[..n], socket.raw, socket.raw) {
+                    IcmpReply::Echo { seq } => {
+                        let t = kernel_or_now(&table, &clock, ts);
+                        if table.complete(seq, t, Outcome::Ok, 0) == Completion::Fresh {
+                            answered.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    IcmpReply::Error { kind, seq16 } => {
+                        let t = kernel_or_now(&table, &clock, ts);
+                        if let Some(seq) = icmp::widen_seq16(table.len().saturating_sub(1), seq16) {
+                            if table.complete(seq, t, Outcome::Failed, kind as u16)
+                                == Completion::Fresh
+                            {
+                                answered.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        once(
+                            &table,
+                            &clock,
+                            &name,
+                            &format!("icmp error type {kind}"),
+                            || "an ICMP error about our echo counts as a failed probe".into(),
+                        );
+                    }
+                    IcmpReply::Foreign => {
+                        // Raw sockets see every ICMP packet of the host: not worth a log line.
+                        table.count(|c| *c.foreign.entry("not_ours").or_default() += 1);
+                    }
+                    IcmpReply::Malformed => {
+                        table.count(|c| *c.malformed.entry("icmp").or_default() += 1);
+                        once(&table, &clock, &name, "malformed icmp", || {
+                            format!("{} bytes", n)
+                        });
+                    }
+                }
+            }
+        })
+        .expect("spawn ICMP receiver thread")
+}
+
+struct Pacing {
+    sip: Option<(Arc<LayerTable>, Arc<Socket>, Arc<OptionsCodec>)>,
+    icmp: Option<(Arc<LayerTable>, Arc<IcmpSocket>, Arc<EchoCodec>)>,
+}
+
+fn spawn_pacer(
+    pacing: Pacing,
+    cfg: PacerConfig,
+    clock: ProbeClock,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<PacerStats> {
+    std::thread::Builder::new()
+        .name("imsprobe-pacer".into())
+        .spawn(move || {
+            let mut sip_seq = 0u64;
+            let mut icmp_seq = 0u64;
+            pacer::run(&cfg, &stop, |_k, _due| {
+                if let Some((table, socket, codec)) = &pacing.sip {
+                    let msg = codec.request(sip_seq);
+                    table.push_sent(sip_seq, clock.now_ns());
+                    if let Err(errno) = net::send_nonblocking(socket, &msg) {
+                        table.mark_send_error(sip_seq, errno);
+                    }
+                    sip_seq += 1;
+                }
+                if let Some((table, socket, codec)) = &pacing.icmp {
+                    let pkt = codec.request(icmp_seq);
+                    table.push_sent(icmp_seq, clock.now_ns());
+                    if let Err(errno) = net::send_nonblocking(&socket.socket, &pkt) {
+                        table.mark_send_error(icmp_seq, errno);
+                    }
+                    icmp_seq += 1;
+                }
+            })
+        })
+        .expect("spawn pacer thread")
+}
+
+/// Live gap state of one layer of one target.
+struct Live {
+    table: Arc<LayerTable>,
+    name: String,
+    last_seen: i64,
+    open_since: Option<i64>,
+}
+
+impl Live {
+    fn poll(&mut self, clock: &ProbeClock, now: i64, start: i64, min_gap: i64) {
+        let last = self.table.last_good_ns.load(Ordering::Acquire);
+        let reference = if last == i64::MIN { start } else { last };
+        if let Some(since) = self.open_since {
+            if last != i64::MIN && last > since {
+                let tb = clock.time_base();
+                log(
+                    clock,
+                    &format!(
+                        "{} {}: gap CLOSED at {} after ~{:.1} ms (live estimate; exact figures in the report)",
+                        self.name,
+                        self.table.layer.as_str(),
+                        tb.label(last),
+                        (last - since) as f64 / 1e6
+                    ),
+                );
+                self.open_since = None;
+            }
+        } else if now - reference > min_gap && !self.table.is_empty() {
+            let tb = clock.time_base();
+            log(
+                clock,
+                &format!(
+                    "{} {}: gap OPEN: no good reply since {}",
+                    self.name,
+                    self.table.layer.as_str(),
+                    tb.label(reference)
+                ),
+            );
+            self.open_since = Some(reference);
+        }
+        self.last_seen = reference;
+    }
+}
+
+/// Runs the probes until `trigger` fires or the duration ends, and writes every file.
+pub fn run(cfg: &RunConfig, trigger: &Trigger) -> anyhow::Result<Vec<TargetResult>> {
+    anyhow::ensure!(
+        cfg.rate > 0.0 && cfg.rate <= 100_000.0,
+        "--rate must be in (0, 100000] per second"
+    );
+    let clock = ProbeClock::start();
+    let interval_ns = (1e9 / cfg.rate).round() as i64;
+    let run_id: u32 = rand::random();
+    let mut runs = Vec::new();
+    for (i, t) in cfg.targets.iter().enumerate() {
+        runs.push(setup_target(cfg, t, &clock, run_id.wrapping_add(i as u32))?);
+    }
+
+    let rx_stop = Arc::new(AtomicBool::new(false));
+    let mut receivers = Vec::new();
+    for r in &runs {
+        if let Some(s) = &r.sip {
+            receivers.push(spawn_sip_receiver(
+                s,
+                clock,
+                r.target.name.clone(),
+                rx_stop.clone(),
+                r.answered.clone(),
+            ));
+        }
+        if let Some(s) = &r.icmp {
+            receivers.push(spawn_icmp_receiver(
+                s,
+                clock,
+                r.target.name.clone(),
+                rx_stop.clone(),
+                r.answered.clone(),
+            ));
+        }
+    }
+
+    // Start on a common schedule a little ahead, so captures and receivers are ready.
+    let start_t = clock.now_ns() + 20_000_000;
+    let pacer_stop = Arc::new(AtomicBool::new(false));
+    let pcfg = PacerConfig {
+        interval_ns: interval_ns as u64,
+        start_mono_ns: clock.mono_abs(start_t),
+        deadline_mono_ns: cfg
+            .duration
+            .map(|d| clock.mono_abs(start_t + d.as_nanos() as i64)),
+        spin_ns: cfg.spin.as_nanos() as u64,
+        rt_priority: cfg.rt_priority,
+    };
+    let mut pacers = Vec::new();
+    let mut lives = Vec::new();
+    for r in &runs {
+        let pacing = Pacing {
+            sip: r
+                .sip
+                .as_ref()
+                .map(|s| (s.table.clone(), s.socket.clone(), s.codec.clone())),
+            icmp: r
+                .icmp
+                .as_ref()
+                .map(|s| (s.table.clone(), s.socket.clone(), s.codec.clone())),
+        };
+        pacers.push(spawn_pacer(pacing, pcfg, clock, pacer_stop.clone()));
+        for t in [
+            r.sip.as_ref().map(|s| &s.table),
+            r.icmp.as_ref().map(|s| &s.table),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            lives.push(Live {
+                table: t.clone(),
+                name: r.target.name.clone(),
+                last_seen: i64::MIN,
+                open_since: None,
+            });
+        }
+    }
+    if !cfg.quiet {
+        let names: Vec<String> = runs
+            .iter()
+            .map(|r| format!("{} ({}, {})", r.target.name, r.target.addr, r.dir.display()))
+            .collect();
+        log(
+            &clock,
+            &format!(
+                "probing {} at {}/s per layer ({}){}; Ctrl-C ends the run with every file written",
+                names.join(", "),
+                cfg.rate,
+                cfg.layers
+                    .iter()
+                    .map(|l| l.as_str())
+                    .collect::<Vec<_>>()
+                    .join("+"),
+                cfg.duration
+                    .map(|d| format!(" for {}", humantime::format_duration(d)))
+                    .unwrap_or_default()
+            ),
+        );
+    }
+
+    // Live output until the pacers end.
+    let min_gap = cfg.min_gap.as_nanos() as i64;
+    let mut next_progress = clock.now_ns() + 10_000_000_000;
+    while !pacers.iter().all(|p| p.is_finished()) {
+        std::thread::sleep(Duration::from_millis(10));
+        if trigger.reason() != StopReason::Running {
+            pacer_stop.store(true, Ordering::Relaxed);
+        }
+        let now = clock.now_ns();
+        for l in &mut lives {
+            l.poll(&clock, now, start_t, min_gap);
+        }
+        if !cfg.quiet && now >= next_progress {
+            next_progress += 10_000_000_000;
+            let parts: Vec<String> = lives
+                .iter()
+                .map(|l| {
+                    format!(
+                        "{} {} sent {}",
+                        l.name,
+                        l.table.layer.as_str(),
+                        l.table.len()
+                    )
+                })
+                .collect();
+            log(&clock, &parts.join(", "));
+        }
+    }
+    let pacer_stats: Vec<PacerStats> = pacers
+        .into_iter()
+        .map(|p| p.join().unwrap_or_default())
+        .collect();
+    trigger.stop(StopReason::Duration);
+    let stop_reason = trigger.reason();
+
+    // Await the last replies: up to `timeout`, less once everything is answered.
+    let last_send = runs
+        .iter()
+        .flat_map(|r| {
+            [
+                r.sip.as_ref().map(|s| &s.table),
+                r.icmp.as_ref().map(|s| &s.table),
+            ]
+        })
+        .flatten()
+        .map(|t| t.snapshot().last().map_or(start_t, |r| r.sent_ns))
+        .max()
+        .unwrap_or(start_t);
+    let grace_end = last_send + cfg.timeout.as_nanos() as i64;
+    loop {
+        let now = clock.now_ns();
+        let all_answered = runs.iter().all(|r| {
+            let sent = r.sip.as_ref().map_or(0, |s| s.table.len())
+                + r.icmp.as_ref().map_or(0, |s| s.table.len());
+            r.answered.load(Ordering::Relaxed) >= sent
+        });
+        if now >= grace_end || all_answered {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let end_ns = clock.now_ns().min(grace_end.max(last_send));
+    rx_stop.store(true, Ordering::Relaxed);
+    for h in receivers {
+        let _ = h.join();
+    }
+    // Let the capture see the last packets, then flush it.
+    std::thread::sleep(Duration::from_millis(30));
+    for r in &mut runs {
+        if let Some(c) = r.capture.take() {
+            let info = c.finish();
+            if let Some(e) = &info.error {
+                r.warnings.push(e.clone());
+            }
+            r.capture_info = Some(info);
+        }
+    }
+
+    let params = Params {
+        interval_ns,
+        timeout_ns: cfg.timeout.as_nanos() as i64,
+        late_rtt_ns: cfg.late_rtt.as_nanos() as i64,
+        min_gap_ns: min_gap,
+        end_ns,
+    };
+    let tb = clock.time_base();
+    let mut results = Vec::new();
+    for (r, ps) in runs.into_iter().zip(pacer_stats) {
+        let mut layers = Vec::new();
+        let mut analyses: Vec<LayerAnalysis> = Vec::new();
+        let mut records = Vec::new();
+        if let Some(s) = &r.sip {
+            let recs = s.table.snapshot();
+            let a = analysis::analyze(Layer::Sip, &recs, &params);
+            let mut lo = LayerOut::new(
+                &a,
+                &tb,
+                if s.timestamps { "kernel" } else { "userspace" },
+                "udp",
+            );
+            lo.counters = Some(strip_logged(s.table.counters()));
+            layers.push(lo);
+            analyses.push(a);
+            records.push(recs);
+        }
+        if let Some(s) = &r.icmp {
+            let recs = s.table.snapshot();
+            let a = analysis::analyze(Layer::Icmp, &recs, &params);
+            let mut lo = LayerOut::new(
+                &a,
+                &tb,
+                if s.socket.timestamps {
+                    "kernel"
+                } else {
+                    "userspace"
+                },
+                if s.socket.raw {
+                    "icmp-raw"
+                } else {
+                    "icmp-datagram"
+                },
+            );
+            lo.counters = Some(strip_logged(s.table.counters()));
+            layers.push(lo);
+            analyses.push(a);
+            records.push(recs);
+        }
+        let mut warnings = r.warnings.clone();
+        if ps.skipped_ticks > 0 {
+            warnings.push(format!(
+                "the prober itself was stalled for more than {} ms; {} ticks were skipped",
+                pacer::MAX_BEHIND_NS / 1_000_000,
+                ps.skipped_ticks
+            ));
+        }
+        let pcap_file = r
+            .capture_info
+            .as_ref()
+            .and_then(|c| c.file.as_ref())
+            .map(|f| f.display().to_string());
+        let mut rep = Report {
+            tool: "imsprobe",
+            version: env!("CARGO_PKG_VERSION"),
+            mode: "live",
+            source: None,
+            target: TargetOut {
+                name: r.target.name.clone(),
+                host: r.target.host().to_string(),
+                sip_port: Some(r.target.addr.port()),
+                transport: Some(r.target.transport.param().to_string()),
+            },
+            started_utc: tb.label(start_t),
+            ended_utc: tb.label(end_ns),
+            duration_s: (end_ns - start_t) as f64 / 1e9,
+            stop_reason: format!("{stop_reason:?}").to_lowercase(),
+            params: ParamsOut::new(&params),
+            layers,
+            pacer: Some(ps),
+            capture: r.capture_info.clone(),
+            warnings,
+            files: Files {
+                pcap: pcap_file,
+                ..Files::default()
+            },
+        };
+        let record_sets: Vec<(&[super::ProbeRecord], Params)> =
+            records.iter().map(|v| (v.as_slice(), params)).collect();
+        write_outputs(&r.dir, &mut rep, &record_sets, &analyses, &tb, cfg.plot)?;
+        results.push(TargetResult {
+            target: r.target,
+            dir: r.dir,
+            report: rep,
+        });
+    }
+    Ok(results)
+}
+
+fn strip_logged(mut c: super::table::Counters) -> super::table::Counters {
+    c.receive_errors.retain(|k, _| !k.starts_with("logged:"));
+    c
+}
+
+/// Writes CSV, SVG/PNG and JSON (last, listing the others) into `dir`.
+pub fn write_outputs(
+    dir: &std::path::Path,
+    rep: &mut Report,
+    records: &[(&[super::ProbeRecord], Params)],
+    analyses: &[LayerAnalysis],
+    tb: &super::TimeBase,
+    plot: bool,
+) -> anyhow::Result<()> {
+    let csv = dir.join("probes.csv");
+    report::write_csv(&csv, records, tb)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", csv.display()))?;
+    rep.files.csv = Some(csv.display().to_string());
+    if plot {
+        let svg_path = dir.join("timeline.svg");
+        let svg = super::plot::svg(rep, records, analyses);
+        std::fs::write(&svg_path, &svg)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", svg_path.display()))?;
+        rep.files.svg = Some(svg_path.display().to_string());
+        let png_path = dir.join("timeline.png");
+        match super::plot::png(&svg, &png_path) {
+            Ok(()) => rep.files.png = Some(png_path.display().to_string()),
+            Err(e) => rep.warnings.push(format!("no PNG plot: {e}")),
+        }
+    }
+    let json = dir.join("report.json");
+    rep.files.json = Some(json.display().to_string());
+    report::write_json(&json, rep)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", json.display()))?;
+    Ok(())
+}

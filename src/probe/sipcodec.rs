@@ -1,0 +1,247 @@
+//! The SIP OPTIONS probe as a sans-IO codec: the request for probe *n*, and what a received
+//! datagram means. The probe's sequence number is encoded in the Call-ID and the Via branch
+//! ([`IdScheme`]), so a reply finds its probe in O(1) and a stale reply from an earlier run (other
+//! run token) is recognised as foreign.
+
+use crate::sip::builder::Writer;
+use crate::sip::ids::{IdScheme, Key};
+use crate::sip::{HeaderName, Message, ParseErrorKind, Transport};
+
+/// Call-ID kind letter of our probes.
+const KIND: char = 'o';
+
+/// What a received datagram is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// The final response to probe `seq` with status `code`.
+    Final { seq: u64, code: u16 },
+    /// A provisional response (1xx) to probe `seq`: ignored, the final one follows.
+    Provisional { seq: u64 },
+    /// A well-formed message that is not a response to one of this run's probes.
+    Foreign(ForeignKind),
+    /// Not a SIP message.
+    Malformed(ParseErrorKind),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ForeignKind {
+    /// A request (the target sent us OPTIONS, NOTIFY, ...).
+    Request,
+    /// A response whose Call-ID is not ours (or from an earlier run).
+    UnknownCallId,
+    /// Call-ID ours, but CSeq or branch disagree with it.
+    Inconsistent,
+}
+
+impl ForeignKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForeignKind::Request => "request",
+            ForeignKind::UnknownCallId => "unknown_call_id",
+            ForeignKind::Inconsistent => "inconsistent_ids",
+        }
+    }
+}
+
+/// Builds and reads the probes of one target.
+#[derive(Clone, Debug)]
+pub struct OptionsCodec {
+    ids: IdScheme,
+    transport: Transport,
+    /// `sip:host:port` of the target.
+    uri: String,
+    /// Our address as written in Via/From/Contact.
+    local: String,
+    host: String,
+    tag: String,
+}
+
+fn key_of(seq: u64) -> Key {
+    Key {
+        slot: seq as u32,
+        gen: (seq >> 32) as u32,
+    }
+}
+
+fn seq_of(k: Key) -> u64 {
+    (k.gen as u64) << 32 | k.slot as u64
+}
+
+/// CSeq numbers must stay below 2^31 (RFC 3261 §8.1.1.5).
+pub fn cseq_of(seq: u64) -> u32 {
+    (seq % 2_000_000_000) as u32 + 1
+}
+
+impl OptionsCodec {
+    /// `target` is `host:port` (IPv6 hosts bracketed), `local` our `ip:port`.
+    pub fn new(run: u32, transport: Transport, target: &str, local: &str) -> OptionsCodec {
+        let host = target
+            .rsplit_once(':')
+            .map(|(h, _)| h.to_string())
+            .unwrap_or_else(|| target.to_string());
+        OptionsCodec {
+            ids: IdScheme::new(run),
+            transport,
+            uri: format!("sip:{target}"),
+            local: local.to_string(),
+            host,
+            tag: format!("{run:x}"),
+        }
+    }
+
+    /// The OPTIONS request of probe `seq`.
+    pub fn request(&self, seq: u64) -> Vec<u8> {
+        let key = key_of(seq);
+        let mut w = Writer::request("OPTIONS", &self.uri);
+        w.header(
+            "Via",
+            format_args!(
+                "SIP/2.0/{} {};branch={};rport",
+                self.transport.via(),
+                self.local,
+                self.ids.branch(key)
+            ),
+        );
+        w.header("Max-Forwards", 70);
+        w.header(
+            "From",
+            format_args!("<sip:imsprobe@{}>;tag={}", self.local, self.tag),
+        );
+        w.header("To", format_args!("<{}>", self.uri));
+        w.header("Call-ID", self.ids.call_id(KIND, key, &self.host));
+        w.header("CSeq", format_args!("{} OPTIONS", cseq_of(seq)));
+        w.header(
+            "Contact",
+            format_args!(
+                "<sip:imsprobe@{};transport={}>",
+                self.local,
+                self.transport.param()
+            ),
+        );
+        w.header("Accept", "application/sdp");
+        w.header("User-Agent", "imsprobe");
+        w.finish(None, b"")
+    }
+
+    /// What `buf` (one whole datagram or framed stream message) is.
+    pub fn classify(&self, buf: &[u8]) -> Reply {
+        let m = match Message::parse(buf) {
+            Ok(m) => m,
+            Err(e) => return Reply::Malformed(e.kind),
+        };
+        let Some(code) = m.status() else {
+            return Reply::Foreign(ForeignKind::Request);
+        };
+        let Some((KIND, key)) = self.ids.parse_call_id(m.call_id()) else {
+            return Reply::Foreign(ForeignKind::UnknownCallId);
+        };
+        let seq = seq_of(key);
+        let cseq_ok = m.cseq() == Some((cseq_of(seq), "OPTIONS"));
+        let branch_ok = m
+            .top_via()
+            .and_then(|v| v.branch)
+            .and_then(|b| self.ids.parse_branch(b))
+            == Some(key);
+        if !cseq_ok || !branch_ok {
+            return Reply::Foreign(ForeignKind::Inconsistent);
+        }
+        if code < 200 {
+            Reply::Provisional { seq }
+        } else {
+            Reply::Final { seq, code }
+        }
+    }
+}
+
+/// Reads the identity of an OPTIONS request or response without knowing the run: for captures
+/// taken by anyone (`--pcap-only`). `(is_request, status, call_id, cseq, branch)`.
+pub fn options_identity(buf: &[u8]) -> Option<(bool, u16, String, u32, String)> {
+    let m = Message::parse(buf).ok()?;
+    let (num, method) = m.cseq()?;
+    if method != "OPTIONS" {
+        return None;
+    }
+    let branch = m.top_via().and_then(|v| v.branch).unwrap_or("").to_string();
+    let is_req = m.is_request();
+    if is_req && m.method() != Some("OPTIONS") {
+        return None;
+    }
+    let _ = m.header(HeaderName::CallId)?;
+    Some((
+        is_req,
+        m.status().unwrap_or(0),
+        m.call_id().to_string(),
+        num,
+        branch,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(req: &[u8], code: u16) -> Vec<u8> {
+        let m = Message::parse(req).unwrap();
+        Writer::response_to(&m, code, "X", Some("t")).finish(None, b"")
+    }
+
+    #[test]
+    fn request_round_trips_through_a_reply() {
+        let c = OptionsCodec::new(0x1234, Transport::Udp, "127.0.0.21:5060", "127.0.0.1:40000");
+        for seq in [0u64, 1, 65_537, 5_000_000_000] {
+            let req = c.request(seq);
+            let m = Message::parse(&req).unwrap();
+            assert_eq!(m.method(), Some("OPTIONS"));
+            assert_eq!(m.request_uri(), Some("sip:127.0.0.21:5060"));
+            assert_eq!(
+                c.classify(&answer(&req, 200)),
+                Reply::Final { seq, code: 200 }
+            );
+            assert_eq!(
+                c.classify(&answer(&req, 503)),
+                Reply::Final { seq, code: 503 }
+            );
+            assert_eq!(c.classify(&answer(&req, 100)), Reply::Provisional { seq });
+            assert_eq!(
+                options_identity(&req).map(|x| x.0),
+                Some(true),
+                "request identity"
+            );
+        }
+    }
+
+    #[test]
+    fn hostile_and_foreign_input_is_classified_not_panicking() {
+        let c = OptionsCodec::new(7, Transport::Udp, "127.0.0.1:5060", "127.0.0.1:1");
+        let other = OptionsCodec::new(8, Transport::Udp, "127.0.0.1:5060", "127.0.0.1:1");
+        let stale = answer(&other.request(3), 200);
+        assert_eq!(
+            c.classify(&stale),
+            Reply::Foreign(ForeignKind::UnknownCallId)
+        );
+        let req = c.request(3);
+        assert_eq!(c.classify(&req), Reply::Foreign(ForeignKind::Request));
+        // Same Call-ID, wrong CSeq.
+        let bad = String::from_utf8(answer(&req, 200))
+            .unwrap()
+            .replace("CSeq: 4 OPTIONS", "CSeq: 5 OPTIONS");
+        assert_eq!(
+            c.classify(bad.as_bytes()),
+            Reply::Foreign(ForeignKind::Inconsistent)
+        );
+        for junk in [
+            &b""[..],
+            b"\0\0\0",
+            b"SIP/2.0 200 OK\r\n",
+            b"SIP/2.0 abc\r\n\r\n",
+            &[0xff; 300],
+        ] {
+            assert!(matches!(c.classify(junk), Reply::Malformed(_)), "{junk:?}");
+        }
+        // Every truncation of a valid reply: no panic.
+        let ok = answer(&req, 200);
+        for n in 0..ok.len() {
+            let _ = c.classify(&ok[..n]);
+        }
+    }
+}

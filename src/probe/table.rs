@@ -1,0 +1,198 @@
+//! The record store of one layer of one target: the pacer appends a record per probe (before the
+//! datagram leaves, so a fast reply always finds it), receivers complete records by sequence
+//! number in O(1). Records live in fixed-size chunks, so growth never copies the store (no
+//! latency spike in the pacer after hours of probing).
+
+use super::{Layer, Outcome, ProbeRecord};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+const CHUNK_BITS: u32 = 16;
+const CHUNK: usize = 1 << CHUNK_BITS;
+
+/// What completing a record did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Completion {
+    /// First final reply for this probe.
+    Fresh,
+    /// The probe already had its final reply: a duplicate (counted).
+    Duplicate,
+    /// No such probe was sent (counted as foreign).
+    Unknown,
+}
+
+/// Things that are counted, not recorded per probe.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Counters {
+    pub duplicates: u64,
+    pub provisional: u64,
+    /// Malformed datagrams by kind.
+    pub malformed: BTreeMap<&'static str, u64>,
+    /// Well-formed but not ours (other runs, other processes, requests), by kind.
+    pub foreign: BTreeMap<&'static str, u64>,
+    /// Receive errors by kind (e.g. ECONNREFUSED after an ICMP port unreachable).
+    pub receive_errors: BTreeMap<String, u64>,
+    /// Receive timestamps that fell back to the userspace clock.
+    pub timestamp_fallbacks: u64,
+    /// Receive timestamps taken from the kernel (SO_TIMESTAMPNS).
+    pub kernel_timestamps: u64,
+}
+
+struct Inner {
+    chunks: Vec<Vec<ProbeRecord>>,
+    len: u64,
+    counters: Counters,
+}
+
+pub struct LayerTable {
+    pub layer: Layer,
+    inner: Mutex<Inner>,
+    /// Arrival of the newest good reply (ns since the time base), `i64::MIN` before the first.
+    pub last_good_ns: AtomicI64,
+    /// Probes sent so far.
+    pub sent: AtomicU64,
+}
+
+impl LayerTable {
+    pub fn new(layer: Layer) -> LayerTable {
+        LayerTable {
+            layer,
+            inner: Mutex::new(Inner {
+                chunks: Vec::new(),
+                len: 0,
+                counters: Counters::default(),
+            }),
+            last_good_ns: AtomicI64::new(i64::MIN),
+            sent: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panicking holder cannot leave a record half-written (plain copies); go on.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends probe `seq` (must be the next one), sent at `sent_ns`.
+    pub fn push_sent(&self, seq: u64, sent_ns: i64) {
+        let mut g = self.lock();
+        debug_assert_eq!(seq, g.len);
+        let c = (g.len >> CHUNK_BITS) as usize;
+        if c == g.chunks.len() {
+            g.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        g.chunks[c].push(ProbeRecord::sent(self.layer, seq, sent_ns));
+        g.len += 1;
+        self.sent.store(g.len, Ordering::Release);
+    }
+
+    pub fn len(&self) -> u64 {
+        self.sent.load(Ordering::Acquire)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn with_record<R>(
+        &self,
+        seq: u64,
+        f: impl FnOnce(&mut ProbeRecord, &mut Counters) -> R,
+    ) -> Option<R> {
+        let mut g = self.lock();
+        if seq >= g.len {
+            return None;
+        }
+        let g = &mut *g;
+        let r = &mut g.chunks[(seq >> CHUNK_BITS) as usize][(seq as usize) & (CHUNK - 1)];
+        Some(f(r, &mut g.counters))
+    }
+
+    pub fn mark_send_error(&self, seq: u64, errno: i32) {
+        self.with_record(seq, |r, _| {
+            if r.received_ns.is_none() {
+                r.outcome = Outcome::SendError;
+                r.code = errno.clamp(0, u16::MAX as i32) as u16;
+            }
+        });
+    }
+
+    /// Records the final reply to `seq`.
+    pub fn complete(&self, seq: u64, received_ns: i64, outcome: Outcome, code: u16) -> Completion {
+        let c = self.with_record(seq, |r, c| {
+            if r.received_ns.is_some() {
+                c.duplicates += 1;
+                return Completion::Duplicate;
+            }
+            r.received_ns = Some(received_ns);
+            r.outcome = outcome;
+            r.code = code;
+            Completion::Fresh
+        });
+        match c {
+            Some(c) => {
+                if c == Completion::Fresh && outcome == Outcome::Ok {
+                    self.last_good_ns.fetch_max(received_ns, Ordering::AcqRel);
+                }
+                c
+            }
+            None => {
+                self.count(|c| *c.foreign.entry("unknown_seq").or_default() += 1);
+                Completion::Unknown
+            }
+        }
+    }
+
+    /// Updates the counters.
+    pub fn count<R>(&self, f: impl FnOnce(&mut Counters) -> R) -> R {
+        f(&mut self.lock().counters)
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.lock().counters.clone()
+    }
+
+    /// A copy of every record so far.
+    pub fn snapshot(&self) -> Vec<ProbeRecord> {
+        let g = self.lock();
+        let mut v = Vec::with_capacity(g.len as usize);
+        for c in &g.chunks {
+            v.extend_from_slice(c);
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_complete_duplicate_unknown() {
+        let t = LayerTable::new(Layer::Sip);
+        for i in 0..(CHUNK as u64 + 10) {
+            t.push_sent(i, i as i64);
+        }
+        assert_eq!(
+            t.complete(CHUNK as u64 + 3, 100, Outcome::Ok, 200),
+            Completion::Fresh
+        );
+        assert_eq!(
+            t.complete(CHUNK as u64 + 3, 101, Outcome::Ok, 200),
+            Completion::Duplicate
+        );
+        assert_eq!(
+            t.complete(1 << 40, 1, Outcome::Ok, 200),
+            Completion::Unknown
+        );
+        t.mark_send_error(2, libc::ENOBUFS);
+        let s = t.snapshot();
+        assert_eq!(s.len(), CHUNK + 10);
+        assert_eq!(s[CHUNK + 3].received_ns, Some(100));
+        assert_eq!(s[2].outcome, Outcome::SendError);
+        assert_eq!(t.last_good_ns.load(Ordering::Relaxed), 100);
+        let c = t.counters();
+        assert_eq!(c.duplicates, 1);
+        assert_eq!(c.foreign["unknown_seq"], 1);
+    }
+}
