@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 pub const MAGIC: &str = "z9hG4bK";
 
 /// A slot in a table plus the generation of its occupant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key {
     pub slot: u32,
     pub gen: u32,

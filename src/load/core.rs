@@ -1,0 +1,1653 @@
+//! The user-agent core of one load worker, sans IO: it takes received datagrams and the time,
+//! and hands back datagrams to send and the next instant it needs to be woken. It owns a share of
+//! the population and plays every role they need: registering UE, calling UE, called UE.
+//!
+//! Driven by [`super::runner`] over real sockets, and by unit tests under a virtual clock.
+//!
+//! Life of a run: `Registering` (initial REGISTERs at `reg_rate`) → `Calling` (open-loop call
+//! arrivals at `cps`, re-REGISTER before expiry) → `Draining` (no new calls; established calls
+//! are ended with BYE, early ones CANCELled) → `Deregistering` (Expires: 0) → `Done`.
+
+use super::config::{ByeBy, CoreConfig, DurationDist};
+use super::population::Identity;
+use super::stats::{Delays, Interval};
+use crate::sip::auth::{self, Challenge, Credentials, NonceCounter};
+use crate::sip::builder::{sdp, Writer};
+use crate::sip::dialog::{strip_tag, Dialog};
+use crate::sip::ids::{self, IdScheme};
+use crate::sip::message::{name_addr_uri, uri_user};
+use crate::sip::transaction::{
+    ClientTransaction, Kind, ResponseAction, ServerRetransmit, State, TimerAction,
+};
+use crate::sip::{reason, HeaderName, Message, Method};
+use crate::slab::{Key, Slab};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// A datagram (or stream message) to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    pub dest: SocketAddr,
+    pub data: Vec<u8>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Registering,
+    Calling,
+    Draining,
+    Deregistering,
+    Done,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Txn(Key),
+    Refresh(u32, u32),
+    Dereg(u32, u32),
+    RegRetry(u32, u32),
+    Hold(Key),
+    InviteTimeout(Key),
+    Cancel(Key),
+    NextCall,
+    NextReg,
+    UasAnswer(Key),
+    UasRetransmit(Key),
+    UasHold(Key),
+    UasLinger(Key),
+    PhaseEnd,
+    DrainEnd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RegKind {
+    Initial,
+    Refresh,
+    Deregister,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RegState {
+    Idle,
+    Pending,
+    Registered,
+    Failed,
+    Deregistered,
+}
+
+struct User {
+    id: Identity,
+    uri: String,
+    contact: String,
+    state: RegState,
+    kind: RegKind,
+    call_id: String,
+    from_tag: String,
+    cseq: u32,
+    txn: Option<Key>,
+    started: Instant,
+    auth_sent: bool,
+    nc: NonceCounter,
+    service_route: Vec<String>,
+    /// Bumped to cancel pending refresh/retry timers.
+    gen: u32,
+    pos_registered: Option<u32>,
+}
+
+enum Owner {
+    Register(u32),
+    Invite(Key),
+    Bye(Key),
+    UasBye(Key),
+}
+
+struct Txn {
+    ct: ClientTransaction,
+    request: Vec<u8>,
+    dest: SocketAddr,
+    owner: Owner,
+    method: Method,
+    /// ACK to repeat when a non-2xx final to INVITE is retransmitted.
+    ack: Option<Vec<u8>>,
+    armed: Option<Instant>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CallState {
+    Inviting,
+    Early,
+    Confirmed,
+    Terminating,
+    Cancelling,
+}
+
+struct Call {
+    caller: Option<u32>,
+    ruri: String,
+    from: String,
+    to: String,
+    local_tag: String,
+    call_id: String,
+    cseq: u32,
+    routes: Vec<String>,
+    state: CallState,
+    invite_txn: Option<Key>,
+    invite_branch: String,
+    invite_sent: Instant,
+    first_invite: Instant,
+    srd_done: bool,
+    auth_sent: bool,
+    answered_at: Option<Instant>,
+    dialog: Option<Dialog>,
+    ack: Option<Vec<u8>>,
+    bye_sent: Option<Instant>,
+    cancel: Option<(ClientTransaction, Vec<u8>)>,
+    hold: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum UasState {
+    Ringing,
+    Answered,
+    Confirmed,
+    Terminating,
+    Ended,
+}
+
+struct UasCall {
+    call_id: String,
+    state: UasState,
+    peer: SocketAddr,
+    /// Response headers shared by 180/200/487 (Via…CSeq, Record-Route, To with our tag).
+    resp_headers: Vec<u8>,
+    invite_branch: String,
+    last_response: Vec<u8>,
+    retransmit: Option<ServerRetransmit>,
+    dialog: Option<Dialog>,
+    answered_at: Option<Instant>,
+    bye_sent: Option<Instant>,
+}
+
+pub struct LoadCore {
+    cfg: CoreConfig,
+    local: SocketAddr,
+    via_host: String,
+    ids: IdScheme,
+    rng: SmallRng,
+    users: Vec<User>,
+    registered: Vec<u32>,
+    user_by_name: HashMap<String, u32>,
+    txns: Slab<Txn>,
+    calls: Slab<Call>,
+    uas: Slab<UasCall>,
+    uas_by_call_id: HashMap<String, Key>,
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    out: VecDeque<Transmit>,
+    pub stats: Interval,
+    phase: Phase,
+    phase_started: Instant,
+    next_reg_user: usize,
+    initial_pending: usize,
+    next_call_at: Instant,
+    /// End of the call phase (exclusive): arrivals at or after it are not offered.
+    calls_until: Option<Instant>,
+    calls_offered: u64,
+    drain_deadline: Option<Instant>,
+    dereg_pending: usize,
+    session_seq: u64,
+    sdp_offer: Vec<u8>,
+}
+
+/// Re-register ahead of expiry as TS 24.229 §5.1.1.4 asks: 600 s before when the lifetime is
+/// over 1200 s, else at half of it.
+pub fn refresh_after(granted: u32) -> Duration {
+    let g = granted as u64;
+    Duration::from_secs(if g > 1200 { g - 600 } else { (g / 2).max(1) })
+}
+
+impl LoadCore {
+    pub fn new(
+        cfg: CoreConfig,
+        local: SocketAddr,
+        population: Vec<Identity>,
+        worker: u32,
+        now: Instant,
+    ) -> LoadCore {
+        let run = (cfg.seed as u32)
+            .wrapping_mul(0x9e37_79b9)
+            .wrapping_add(worker)
+            .wrapping_add(std::process::id() << 8);
+        let mut rng = SmallRng::seed_from_u64(cfg.seed.wrapping_add(worker as u64 * 7919));
+        let via_host = local.to_string();
+        let ids = IdScheme::new(run);
+        let tp = cfg.transport.param();
+        let mut user_by_name = HashMap::with_capacity(population.len());
+        let users: Vec<User> = population
+            .into_iter()
+            .enumerate()
+            .map(|(i, id)| {
+                user_by_name.insert(id.user().to_string(), i as u32);
+                let contact = format!("<sip:{}@{};transport={}>", id.user(), via_host, tp);
+                User {
+                    uri: format!("<{}>", id.uri()),
+                    contact,
+                    state: RegState::Idle,
+                    kind: RegKind::Initial,
+                    call_id: ids.call_id(
+                        'r',
+                        Key {
+                            slot: i as u32,
+                            gen: 0,
+                        },
+                        &local.ip().to_string(),
+                    ),
+                    from_tag: ids::token(&mut rng),
+                    cseq: 0,
+                    txn: None,
+                    started: now,
+                    auth_sent: false,
+                    nc: NonceCounter::default(),
+                    service_route: Vec::new(),
+                    gen: 0,
+                    pos_registered: None,
+                    id,
+                }
+            })
+            .collect();
+        let sdp_offer = sdp(&local.ip().to_string(), 1, 40000);
+        let mut core = LoadCore {
+            initial_pending: if cfg.register { users.len() } else { 0 },
+            cfg,
+            local,
+            via_host,
+            ids,
+            rng,
+            users,
+            registered: Vec::new(),
+            user_by_name,
+            txns: Slab::default(),
+            calls: Slab::default(),
+            uas: Slab::default(),
+            uas_by_call_id: HashMap::new(),
+            timers: BinaryHeap::new(),
+            out: VecDeque::new(),
+            stats: Interval::default(),
+            phase: Phase::Registering,
+            phase_started: now,
+            next_reg_user: 0,
+            next_call_at: now,
+            calls_until: None,
+            calls_offered: 0,
+            drain_deadline: None,
+            dereg_pending: 0,
+            session_seq: 0,
+            sdp_offer,
+        };
+        if core.cfg.register && !core.users.is_empty() {
+            core.arm(now, Timer::NextReg);
+        } else {
+            core.enter_calling(now);
+        }
+        core
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+    pub fn is_done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+    pub fn local(&self) -> SocketAddr {
+        self.local
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// Counts and gauges since the last call; the histograms restart empty.
+    pub fn take_stats(&mut self) -> Interval {
+        self.stats.gauges.registered = self.registered.len() as u64;
+        self.stats.gauges.active_calls = self.calls.len() as u64;
+        self.stats.gauges.answering_calls = self.uas_by_call_id.len() as u64;
+        self.stats.gauges.pending_transactions = self.txns.len() as u64;
+        self.stats.take()
+    }
+
+    fn arm(&mut self, at: Instant, t: Timer) {
+        self.timers.push(Reverse((at, t)));
+    }
+
+    fn send(&mut self, dest: SocketAddr, data: Vec<u8>) {
+        self.stats.counters.msgs_sent += 1;
+        self.out.push_back(Transmit { dest, data });
+    }
+
+    fn via(&self, branch: &str) -> String {
+        format!(
+            "SIP/2.0/{} {};branch={};rport",
+            self.cfg.transport.via(),
+            self.via_host,
+            branch
+        )
+    }
+
+    /// Starts a client transaction for `request` (already holding branch `key`'s Via).
+    fn start_txn(
+        &mut self,
+        now: Instant,
+        key: Key,
+        request: Vec<u8>,
+        method: Method,
+        owner: Owner,
+    ) -> Key {
+        let kind = if method == Method::Invite {
+            Kind::Invite
+        } else {
+            Kind::NonInvite
+        };
+        let ct = ClientTransaction::new(kind, now, self.cfg.transport.reliable(), self.cfg.timers);
+        // Requests go to the outbound proxy, except the answering side's BYE, which goes back
+        // to the hop its INVITE came from (the proxy that record-routed, or the caller).
+        let dest = match &owner {
+            Owner::UasBye(k) => self.uas.get(*k).map_or(self.cfg.target, |u| u.peer),
+            _ => self.cfg.target,
+        };
+        self.send(dest, request.clone());
+        let inserted = self.txns.insert(Txn {
+            ct,
+            request,
+            dest,
+            owner,
+            method,
+            ack: None,
+            armed: None,
+        });
+        debug_assert_eq!(inserted, key);
+        self.rearm_txn(key);
+        key
+    }
+
+    fn rearm_txn(&mut self, key: Key) {
+        let Some(t) = self.txns.get_mut(key) else {
+            return;
+        };
+        let Some(d) = t.ct.deadline() else { return };
+        if t.armed.is_none_or(|a| d < a) {
+            t.armed = Some(d);
+            self.arm(d, Timer::Txn(key));
+        }
+    }
+
+    // ---------------------------------------------------------------- timers
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((at, t))) = self.timers.pop() else {
+                break;
+            };
+            self.fire(now, at, t);
+        }
+    }
+
+    fn note_lag(&mut self, now: Instant, at: Instant) {
+        let lag = now.saturating_duration_since(at);
+        Delays::record(&mut self.stats.delays.sched_lag, lag);
+        if lag > Duration::from_millis(10) {
+            self.stats.counters.late_actions += 1;
+        }
+    }
+
+    fn fire(&mut self, now: Instant, at: Instant, t: Timer) {
+        match t {
+            Timer::Txn(k) => self.on_txn_timer(now, at, k),
+            Timer::NextReg => {
+                self.note_lag(now, at);
+                self.next_registration(now, at)
+            }
+            Timer::NextCall => self.next_calls(now, at),
+            Timer::Refresh(u, gen) => {
+                if self.users[u as usize].gen == gen
+                    && self.users[u as usize].state == RegState::Registered
+                    && self.phase <= Phase::Calling
+                {
+                    self.register(now, u, RegKind::Refresh);
+                }
+            }
+            Timer::Dereg(u, gen) => {
+                if self.users[u as usize].gen == gen {
+                    self.register(now, u, RegKind::Deregister);
+                }
+            }
+            Timer::RegRetry(u, gen) => {
+                if self.users[u as usize].gen == gen
+                    && self.users[u as usize].state == RegState::Failed
+                    && self.phase <= Phase::Calling
+                {
+                    self.register(now, u, RegKind::Initial);
+                }
+            }
+            Timer::Hold(k) => self.hold_over(now, k),
+            Timer::InviteTimeout(k) => self.invite_timeout(now, k),
+            Timer::Cancel(k) => self.cancel_timer(now, k),
+            Timer::UasAnswer(k) => self.uas_answer(now, k),
+            Timer::UasRetransmit(k) => self.uas_retransmit(now, k),
+            Timer::UasHold(k) => self.uas_hold_over(now, k),
+            Timer::UasLinger(k) => {
+                if let Some(u) = self.uas.get(k) {
+                    if u.state == UasState::Ended {
+                        let u = self.uas.remove(k).expect("checked above");
+                        if self.uas_by_call_id.get(&u.call_id) == Some(&k) {
+                            self.uas_by_call_id.remove(&u.call_id);
+                        }
+                    }
+                }
+            }
+            Timer::PhaseEnd => {
+                if self.phase == Phase::Calling {
+                    self.stop(now);
+                }
+            }
+            Timer::DrainEnd => {
+                if self.phase < Phase::Done {
+                    self.phase = Phase::Done;
+                }
+            }
+        }
+    }
+
+    fn on_txn_timer(&mut self, now: Instant, at: Instant, k: Key) {
+        let Some(t) = self.txns.get_mut(k) else {
+            return;
+        };
+        if t.armed == Some(at) {
+            t.armed = None;
+        }
+        match t.ct.on_timer(now) {
+            TimerAction::Retransmit => {
+                let (dest, data) = (t.dest, t.request.clone());
+                self.stats.counters.retransmits += 1;
+                self.stats.counters.msgs_sent += 1;
+                self.out.push_back(Transmit { dest, data });
+                self.rearm_txn(k);
+            }
+            TimerAction::Timeout => {
+                let t = self.txns.remove(k).expect("present above");
+                self.stats.count_timeout(t.method.as_str());
+                self.txn_timed_out(now, t.owner);
+            }
+            TimerAction::Terminated => {
+                self.txns.remove(k);
+            }
+            TimerAction::None => self.rearm_txn(k),
+        }
+    }
+
+    // ---------------------------------------------------------------- phases
+
+    fn enter_calling(&mut self, now: Instant) {
+        self.phase = Phase::Calling;
+        self.phase_started = now;
+        self.next_call_at = now;
+        if self.cfg.cps > 0.0 {
+            self.arm(now, Timer::NextCall);
+        }
+        if let Some(d) = self.cfg.duration {
+            self.calls_until = Some(now + d);
+            self.arm(now + d, Timer::PhaseEnd);
+        }
+        self.check_calling_done(now);
+    }
+
+    /// Ends the run: no new calls, end established ones, then de-register, all within `drain`.
+    pub fn stop(&mut self, now: Instant) {
+        if self.phase >= Phase::Draining {
+            return;
+        }
+        self.phase = Phase::Draining;
+        let deadline = now + self.cfg.drain;
+        self.drain_deadline = Some(deadline);
+        self.arm(deadline, Timer::DrainEnd);
+        for k in self.calls.keys() {
+            let state = self.calls.get(k).map(|c| c.state);
+            match state {
+                Some(CallState::Confirmed) => self.send_bye(now, k),
+                Some(CallState::Early) => self.send_cancel(now, k),
+                _ => {}
+            }
+        }
+        // Answering-side calls are left to their callers (usually our own UAC side, which just
+        // sent BYE); ending them here too would make BYEs cross.
+        self.check_drained(now);
+    }
+
+    fn check_drained(&mut self, now: Instant) {
+        if self.phase == Phase::Draining && self.calls.is_empty() {
+            self.phase = Phase::Deregistering;
+            self.phase_started = now;
+            let users: Vec<u32> = self.registered.clone();
+            self.dereg_pending = users.len();
+            // Spread de-registrations over at most half the drain time, no slower than reg_rate.
+            let left = self
+                .drain_deadline
+                .map(|d| d.saturating_duration_since(now))
+                .unwrap_or(self.cfg.drain);
+            let rate = (users.len() as f64 / (left.as_secs_f64() / 2.0).max(0.001))
+                .max(self.cfg.reg_rate);
+            // Register state machine sends immediately; spacing is done by staggering starts.
+            for (i, u) in users.into_iter().enumerate() {
+                let at = now + Duration::from_secs_f64(i as f64 / rate);
+                if at <= now {
+                    self.register(now, u, RegKind::Deregister);
+                } else {
+                    self.users[u as usize].gen += 1;
+                    let gen = self.users[u as usize].gen;
+                    self.arm(at, Timer::Dereg(u, gen));
+                }
+            }
+            self.check_deregistered();
+        }
+    }
+
+    fn check_deregistered(&mut self) {
+        if self.phase == Phase::Deregistering && self.dereg_pending == 0 {
+            self.phase = Phase::Done;
+        }
+    }
+
+    fn check_calling_done(&mut self, now: Instant) {
+        if self.phase != Phase::Calling {
+            return;
+        }
+        let offered_all = self
+            .cfg
+            .max_total_calls
+            .is_some_and(|m| self.calls_offered >= m);
+        if offered_all && self.calls.is_empty() {
+            self.stop(now);
+        }
+    }
+
+    // ---------------------------------------------------------------- registration
+
+    fn next_registration(&mut self, now: Instant, at: Instant) {
+        if self.phase != Phase::Registering {
+            return;
+        }
+        // Send every registration that is due (a late wake-up catches up, open loop).
+        let interval = Duration::from_secs_f64(1.0 / self.cfg.reg_rate.max(0.001));
+        let mut due = at;
+        while self.next_reg_user < self.users.len() && due <= now {
+            let u = self.next_reg_user as u32;
+            self.next_reg_user += 1;
+            self.stats.counters.reg_attempts += 1;
+            self.register(now, u, RegKind::Initial);
+            due += interval;
+        }
+        if self.next_reg_user < self.users.len() {
+            self.arm(due, Timer::NextReg);
+        }
+    }
+
+    fn register(&mut self, now: Instant, u: u32, kind: RegKind) {
+        let key = self.txns.next_key();
+        let user = &mut self.users[u as usize];
+        if let Some(old) = user.txn.take() {
+            // A refresh replacing a registration still in flight: forget the old transaction.
+            self.txns.remove(old);
+        }
+        user.kind = kind;
+        user.gen += 1;
+        user.auth_sent = false;
+        user.started = now;
+        // A refresh or de-registration keeps the user Registered until its answer comes.
+        if user.state != RegState::Registered {
+            user.state = RegState::Pending;
+        }
+        match kind {
+            RegKind::Refresh => self.stats.counters.rereg_attempts += 1,
+            RegKind::Deregister => self.stats.counters.dereg_attempts += 1,
+            RegKind::Initial => {}
+        }
+        let req = self.register_request(u, key, None);
+        self.users[u as usize].txn = Some(key);
+        self.start_txn(now, key, req, Method::Register, Owner::Register(u));
+    }
+
+    fn register_request(&mut self, u: u32, key: Key, authz: Option<String>) -> Vec<u8> {
+        let branch = self.ids.branch(key);
+        let via = self.via(&branch);
+        let domain_uri = format!("sip:{}", self.cfg.domain);
+        let expires = if self.users[u as usize].kind == RegKind::Deregister {
+            0
+        } else {
+            self.cfg.expires
+        };
+        let user = &mut self.users[u as usize];
+        user.cseq += 1;
+        let mut w = Writer::request("REGISTER", &domain_uri);
+        w.header("Via", &via);
+        w.header("Max-Forwards", 70);
+        w.header("From", format_args!("{};tag={}", user.uri, user.from_tag));
+        w.header("To", &user.uri);
+        w.header("Call-ID", &user.call_id);
+        w.header("CSeq", format_args!("{} REGISTER", user.cseq));
+        w.header("Contact", &user.contact);
+        w.header("Expires", expires);
+        w.header("Supported", "path");
+        w.header("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE");
+        w.header("User-Agent", &self.cfg.user_agent);
+        if let Some(a) = authz {
+            w.line(&a);
+        }
+        w.finish(None, b"")
+    }
+
+    fn reg_response(&mut self, now: Instant, u: u32, msg: &Message<'_>, code: u16) {
+        let kind = self.users[u as usize].kind;
+        if code < 200 {
+            return;
+        }
+        self.users[u as usize].txn = None;
+        if (code == 401 || code == 407) && !self.users[u as usize].auth_sent {
+            if let Some(authz) = self.answer_challenge(msg, code, u, "REGISTER", None) {
+                let key = self.txns.next_key();
+                self.users[u as usize].auth_sent = true;
+                let req = self.register_request(u, key, Some(authz));
+                self.users[u as usize].txn = Some(key);
+                self.start_txn(now, key, req, Method::Register, Owner::Register(u));
+                return;
+            }
+        }
+        let rejected = code == 401 || code == 407 || code == 403;
+        let c = &mut self.stats.counters;
+        if (200..300).contains(&code) {
+            let granted = msg.expires().unwrap_or(self.cfg.expires);
+            match kind {
+                RegKind::Initial => {
+                    c.reg_ok += 1;
+                    let d = now - self.users[u as usize].started;
+                    Delays::record(&mut self.stats.delays.rrd, d);
+                }
+                RegKind::Refresh => c.rereg_ok += 1,
+                RegKind::Deregister => c.dereg_ok += 1,
+            }
+            if kind == RegKind::Deregister || granted == 0 {
+                self.set_unregistered(u, RegState::Deregistered);
+            } else {
+                let sr: Vec<String> = msg
+                    .header_values(HeaderName::ServiceRoute)
+                    .map(str::to_string)
+                    .collect();
+                let user = &mut self.users[u as usize];
+                user.service_route = sr;
+                user.state = RegState::Registered;
+                if user.pos_registered.is_none() {
+                    user.pos_registered = Some(self.registered.len() as u32);
+                    self.registered.push(u);
+                }
+                let gen = user.gen;
+                if self.phase >= Phase::Deregistering {
+                    // Registered after the run stopped: take it back at once.
+                    self.dereg_pending += 1;
+                    self.register(now, u, RegKind::Deregister);
+                } else {
+                    self.arm(now + refresh_after(granted), Timer::Refresh(u, gen));
+                }
+            }
+        } else {
+            match kind {
+                RegKind::Initial => {
+                    c.reg_failed += 1;
+                    if rejected {
+                        c.reg_auth_rejected += 1;
+                    }
+                }
+                RegKind::Refresh => c.rereg_failed += 1,
+                RegKind::Deregister => c.dereg_failed += 1,
+            }
+            self.reg_failed(now, u, kind);
+        }
+        self.reg_concluded(now, kind);
+    }
+
+    fn reg_failed(&mut self, now: Instant, u: u32, kind: RegKind) {
+        if kind == RegKind::Deregister {
+            self.set_unregistered(u, RegState::Deregistered);
+            return;
+        }
+        self.set_unregistered(u, RegState::Failed);
+        if let Some(r) = self.cfg.reg_retry {
+            let gen = self.users[u as usize].gen;
+            self.arm(now + r, Timer::RegRetry(u, gen));
+        }
+    }
+
+    fn reg_concluded(&mut self, now: Instant, kind: RegKind) {
+        match kind {
+            RegKind::Initial if self.phase == Phase::Registering => {
+                self.initial_pending = self.initial_pending.saturating_sub(1);
+                if self.initial_pending == 0 {
+                    self.enter_calling(now);
+                }
+            }
+            RegKind::Deregister => {
+                self.dereg_pending = self.dereg_pending.saturating_sub(1);
+                self.check_deregistered();
+            }
+            _ => {}
+        }
+    }
+
+    fn set_unregistered(&mut self, u: u32, state: RegState) {
+        let user = &mut self.users[u as usize];
+        user.state = state;
+        if let Some(pos) = user.pos_registered.take() {
+            let last = *self.registered.last().expect("user is in the list");
+            self.registered.swap_remove(pos as usize);
+            if last != u {
+                self.users[last as usize].pos_registered = Some(pos);
+            }
+        }
+    }
+
+    /// Builds the Authorization / Proxy-Authorization line answering the challenge in `msg`.
+    fn answer_challenge(
+        &mut self,
+        msg: &Message<'_>,
+        code: u16,
+        u: u32,
+        method: &str,
+        uri: Option<&str>,
+    ) -> Option<String> {
+        let (h, proxy) = if code == 407 {
+            (HeaderName::ProxyAuthenticate, true)
+        } else {
+            (HeaderName::WwwAuthenticate, false)
+        };
+        let ch = Challenge::parse(msg.header(h)?, proxy).ok()?;
+        let domain_uri = format!("sip:{}", self.cfg.domain);
+        let cnonce = ids::token(&mut self.rng);
+        let user = &mut self.users[u as usize];
+        let nc = user.nc.next(&ch.nonce);
+        Some(auth::authorization_header(
+            &ch,
+            &Credentials {
+                username: &user.id.impi,
+                password: user.id.password.as_bytes(),
+                method,
+                uri: uri.unwrap_or(&domain_uri),
+                body: b"",
+            },
+            nc,
+            &cnonce,
+        ))
+    }
+
+    // ---------------------------------------------------------------- calls (UAC)
+
+    fn next_calls(&mut self, now: Instant, at: Instant) {
+        if self.phase != Phase::Calling {
+            return;
+        }
+        let mut due = at.max(self.next_call_at);
+        // Place every call that is due: a late wake-up must not lower the offered rate.
+        let mut placed = 0;
+        while due <= now && placed < 10_000 && self.calls_until.is_none_or(|end| due < end) {
+            if self
+                .cfg
+                .max_total_calls
+                .is_some_and(|m| self.calls_offered >= m)
+            {
+                self.check_calling_done(now);
+                return;
+            }
+            self.note_lag(now, due);
+            self.calls_offered += 1;
+            self.stats.counters.calls_offered += 1;
+            self.offer_call(now, due);
+            placed += 1;
+            due += self.arrival_gap();
+        }
+        self.next_call_at = due;
+        if self.calls_until.is_none_or(|end| due < end) {
+            self.arm(due.max(now), Timer::NextCall);
+        }
+    }
+
+    fn arrival_gap(&mut self) -> Duration {
+        let mean = 1.0 / self.cfg.cps;
+        let secs = match self.cfg.arrival {
+            super::config::Arrival::Constant => mean,
+            super::config::Arrival::Poisson => -mean * (1.0 - self.rng.random::<f64>()).ln(),
+        };
+        Duration::from_secs_f64(secs)
+    }
+
+    fn sample(&mut self, mean: Duration, dist: DurationDist) -> Duration {
+        match dist {
+            DurationDist::Fixed => mean,
+            DurationDist::Exp => {
+                mean.mul_f64(-(1.0 - self.rng.random::<f64>()).ln().min(50.0))
+            }
+        }
+    }
+
+    fn offer_call(&mut self, now: Instant, scheduled: Instant) {
+        if self.calls.len() >= self.cfg.max_calls {
+            self.stats.counters.calls_limited += 1;
+            return;
+        }
+        let (caller, ruri, from, to) = if let Some(ruri) = self.cfg.fixed_ruri.clone() {
+            let caller = (!self.users.is_empty())
+                .then(|| self.rng.random_range(0..self.users.len()) as u32);
+            let from = match caller {
+                Some(u) => self.users[u as usize].uri.clone(),
+                None => format!("<sip:imsload@{}>", self.cfg.domain),
+            };
+            (caller, ruri.clone(), from, format!("<{ruri}>"))
+        } else {
+            let n = self.registered.len();
+            if n < 2 {
+                self.stats.counters.calls_unplaced += 1;
+                return;
+            }
+            let a = self.rng.random_range(0..n);
+            let mut b = self.rng.random_range(0..n - 1);
+            if b >= a {
+                b += 1;
+            }
+            let (ua, ub) = (self.registered[a], self.registered[b]);
+            let callee = self.users[ub as usize].id.uri();
+            (
+                Some(ua),
+                callee.clone(),
+                self.users[ua as usize].uri.clone(),
+                format!("<{callee}>"),
+            )
+        };
+        let key = self.calls.next_key();
+        let call_id = self.ids.call_id('c', key, &self.local.ip().to_string());
+        let routes = caller
+            .map(|u| self.users[u as usize].service_route.clone())
+            .unwrap_or_default();
+        let hold = self.sample(self.cfg.hold, self.cfg.hold_dist);
+        let tag = ids::token(&mut self.rng);
+        let inserted = self.calls.insert(Call {
+            caller,
+            ruri,
+            from,
+            to,
+            local_tag: tag,
+            call_id,
+            cseq: 0,
+            routes,
+            state: CallState::Inviting,
+            invite_txn: None,
+            invite_branch: String::new(),
+            invite_sent: now,
+            first_invite: scheduled.min(now),
+            srd_done: false,
+            auth_sent: false,
+            answered_at: None,
+            dialog: None,
+            ack: None,
+            bye_sent: None,
+            cancel: None,
+            hold,
+        });
+        debug_assert_eq!(inserted, key);
+        self.stats.counters.calls_attempted += 1;
+        // SRD is measured from the INVITE's transmission, not the scheduled instant; the lag
+        // between them is reported on its own (sched_lag).
+        self.calls.get_mut(key).expect("just inserted").first_invite = now;
+        self.send_invite(now, key, None);
+        let t = now + self.cfg.invite_timeout;
+        self.arm(t, Timer::InviteTimeout(key));
+    }
+
+    fn send_invite(&mut self, now: Instant, k: Key, authz: Option<String>) {
+        let tk = self.txns.next_key();
+        let branch = self.ids.branch(tk);
+        let via = self.via(&branch);
+        let contact = self.caller_contact(k);
+        let sdp_offer = self.sdp_offer.clone();
+        let ua = self.cfg.user_agent.clone();
+        let c = self.calls.get_mut(k).expect("caller checked");
+        c.cseq += 1;
+        c.invite_branch = branch;
+        c.invite_sent = now;
+        let mut w = Writer::request("INVITE", &c.ruri);
+        w.header("Via", &via);
+        for r in &c.routes {
+            w.header("Route", r);
+        }
+        w.header("Max-Forwards", 70);
+        w.header("From", format_args!("{};tag={}", c.from, c.local_tag));
+        w.header("To", &c.to);
+        w.header("Call-ID", &c.call_id);
+        w.header("CSeq", format_args!("{} INVITE", c.cseq));
+        w.header("Contact", &contact);
+        w.header("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE");
+        w.header("Supported", "path, timer");
+        w.header("User-Agent", &ua);
+        if let Some(a) = authz {
+            w.line(&a);
+        }
+        let req = w.finish(Some("application/sdp"), &sdp_offer);
+        c.invite_txn = Some(tk);
+        self.start_txn(now, tk, req, Method::Invite, Owner::Invite(k));
+    }
+
+    fn caller_contact(&self, k: Key) -> String {
+        match self.calls.get(k).and_then(|c| c.caller) {
+            Some(u) => self.users[u as usize].contact.clone(),
+            None => format!(
+                "<sip:imsload@{};transport={}>",
+                self.via_host,
+                self.cfg.transport.param()
+            ),
+        }
+    }
+
+    /// ACK for a non-2xx final: same branch and Request-URI as the INVITE (RFC 3261 §17.1.1.3).
+    fn non2xx_ack(&self, c: &Call, resp: &Message<'_>) -> Vec<u8> {
+        let mut w = Writer::request("ACK", &c.ruri);
+        w.header("Via", self.via(&c.invite_branch));
+        for r in &c.routes {
+            w.header("Route", r);
+        }
+        w.header("Max-Forwards", 70);
+        w.header("From", format_args!("{};tag={}", c.from, c.local_tag));
+        w.header("To", resp.header(HeaderName::To).unwrap_or(&c.to));
+        w.header("Call-ID", &c.call_id);
+        w.header("CSeq", format_args!("{} ACK", c.cseq));
+        w.finish(None, b"")
+    }
+
+    fn invite_response(&mut self, now: Instant, k: Key, tk: Key, msg: &Message<'_>, code: u16) {
+        let Some(c) = self.calls.get_mut(k) else {
+            return;
+        };
+        if !c.srd_done && code > 100 {
+            c.srd_done = true;
+            let d = now - c.first_invite;
+            Delays::record(&mut self.stats.delays.srd, d);
+        }
+        if code < 200 {
+            if code > 100 && c.state == CallState::Inviting {
+                c.state = CallState::Early;
+                self.stats.counters.calls_ringing += 1;
+            } else if c.state == CallState::Inviting {
+                c.state = CallState::Early;
+            }
+            return;
+        }
+        c.invite_txn = None;
+        if (200..300).contains(&code) {
+            self.invite_answered(now, k, msg);
+            return;
+        }
+        // Non-2xx final: ACK it (the transaction repeats this ACK for retransmissions).
+        let ack = self.non2xx_ack(self.calls.get(k).expect("present"), msg);
+        self.send(self.cfg.target, ack.clone());
+        if let Some(t) = self.txns.get_mut(tk) {
+            t.ack = Some(ack);
+        }
+        let c = self.calls.get(k).expect("present");
+        let (cancelling, caller, auth_sent, ruri) =
+            (c.state == CallState::Cancelling, c.caller, c.auth_sent, c.ruri.clone());
+        if (code == 401 || code == 407) && !auth_sent {
+            if let Some(u) = caller {
+                if let Some(a) = self.answer_challenge(msg, code, u, "INVITE", Some(&ruri)) {
+                    let c = self.calls.get_mut(k).expect("present");
+                    c.auth_sent = true;
+                    c.state = CallState::Inviting;
+                    self.send_invite(now, k, Some(a));
+                    return;
+                }
+            }
+        }
+        let counters = &mut self.stats.counters;
+        match code {
+            487 if cancelling => counters.calls_cancelled += 1,
+            300..=399 => {
+                counters.invite_3xx += 1;
+                counters.calls_failed += 1;
+            }
+            _ => counters.calls_failed += 1,
+        }
+        match code {
+            480 | 486 | 600 | 603 => counters.invite_seer_effective += 1,
+            408 | 500 | 503 | 504 => counters.invite_ineffective += 1,
+            _ => {}
+        }
+        self.end_call(now, k);
+    }
+
+    fn invite_answered(&mut self, now: Instant, k: Key, msg: &Message<'_>) {
+        let via_branch_key = self.txns.next_key();
+        let c = self.calls.get_mut(k).expect("present");
+        // A 200 that crossed our CANCEL: the call is up, so ACK it and end it with BYE at once.
+        let cancelling = c.state == CallState::Cancelling;
+        self.stats.counters.calls_answered += 1;
+        Delays::record(&mut self.stats.delays.answer, now - c.first_invite);
+        let mut d = Dialog::from_uac_response(msg, &c.from, &c.local_tag, &c.to, c.cseq);
+        c.answered_at = Some(now);
+        c.state = CallState::Confirmed;
+        // ACK for 2xx is its own transaction with a new branch (RFC 3261 §13.2.2.4).
+        let branch = self.ids.branch(Key {
+            slot: via_branch_key.slot,
+            gen: u32::MAX - via_branch_key.gen,
+        });
+        let via = format!(
+            "SIP/2.0/{} {};branch={};rport",
+            self.cfg.transport.via(),
+            self.via_host,
+            branch
+        );
+        let cseq = c.cseq;
+        let ack = d.request("ACK", &via, Some(cseq)).finish(None, b"");
+        c.dialog = Some(d);
+        c.ack = Some(ack.clone());
+        let hold = c.hold;
+        self.send(self.cfg.target, ack);
+        if cancelling || self.phase >= Phase::Draining {
+            self.send_bye(now, k);
+        } else if self.cfg.bye_by == ByeBy::Caller || self.cfg.fixed_ruri.is_some() {
+            self.arm(now + hold, Timer::Hold(k));
+        }
+    }
+
+    fn hold_over(&mut self, now: Instant, k: Key) {
+        if self.calls.get(k).map(|c| c.state) == Some(CallState::Confirmed) {
+            self.send_bye(now, k);
+        }
+    }
+
+    fn send_bye(&mut self, now: Instant, k: Key) {
+        let tk = self.txns.next_key();
+        let branch = self.ids.branch(tk);
+        let via = self.via(&branch);
+        let ua = self.cfg.user_agent.clone();
+        let Some(c) = self.calls.get_mut(k) else {
+            return;
+        };
+        let Some(d) = c.dialog.as_mut() else { return };
+        let mut w = d.request("BYE", &via, None);
+        w.header("User-Agent", ua);
+        let req = w.finish(None, b"");
+        c.state = CallState::Terminating;
+        c.bye_sent = Some(now);
+        if let Some(a) = c.answered_at {
+            Delays::record(&mut self.stats.delays.sdt, now - a);
+        }
+        self.start_txn(now, tk, req, Method::Bye, Owner::Bye(k));
+    }
+
+    fn bye_response(&mut self, now: Instant, k: Key, code: u16) {
+        if code < 200 {
+            return;
+        }
+        // The call may be gone already: the callee's BYE crossed ours and was counted then.
+        let Some(c) = self.calls.get(k) else { return };
+        if let Some(s) = c.bye_sent {
+            Delays::record(&mut self.stats.delays.sdd, now - s);
+        }
+        match code {
+            200..=299 => self.stats.counters.calls_completed += 1,
+            481 => self.stats.counters.calls_bye_481 += 1,
+            _ => self.stats.counters.calls_bye_failed += 1,
+        }
+        self.end_call(now, k);
+    }
+
+    fn invite_timeout(&mut self, now: Instant, k: Key) {
+        if self.calls.get(k).map(|c| c.state) == Some(CallState::Early) {
+            self.send_cancel(now, k);
+        }
+    }
+
+    /// CANCEL mirrors the INVITE's Request-URI, Via branch, Call-ID, From, To and CSeq number.
+    fn send_cancel(&mut self, now: Instant, k: Key) {
+        let via_fn = |b: &str| self.via(b);
+        let Some(c) = self.calls.get(k) else { return };
+        if c.cancel.is_some() || c.state != CallState::Early {
+            return;
+        }
+        let mut w = Writer::request("CANCEL", &c.ruri);
+        w.header("Via", via_fn(&c.invite_branch));
+        for r in &c.routes {
+            w.header("Route", r);
+        }
+        w.header("Max-Forwards", 70);
+        w.header("From", format_args!("{};tag={}", c.from, c.local_tag));
+        w.header("To", &c.to);
+        w.header("Call-ID", &c.call_id);
+        w.header("CSeq", format_args!("{} CANCEL", c.cseq));
+        let req = w.finish(None, b"");
+        let ct = ClientTransaction::new(
+            Kind::NonInvite,
+            now,
+            self.cfg.transport.reliable(),
+            self.cfg.timers,
+        );
+        let deadline = ct.deadline();
+        self.send(self.cfg.target, req.clone());
+        let c = self.calls.get_mut(k).expect("present");
+        c.state = CallState::Cancelling;
+        c.cancel = Some((ct, req));
+        if let Some(d) = deadline {
+            self.arm(d, Timer::Cancel(k));
+        }
+    }
+
+    fn cancel_timer(&mut self, now: Instant, k: Key) {
+        let Some(c) = self.calls.get_mut(k) else {
+            return;
+        };
+        let Some((ct, req)) = c.cancel.as_mut() else {
+            return;
+        };
+        match ct.on_timer(now) {
+            TimerAction::Retransmit => {
+                let data = req.clone();
+                let next = ct.deadline();
+                self.stats.counters.retransmits += 1;
+                self.send(self.cfg.target, data);
+                if let Some(d) = next {
+                    self.arm(d, Timer::Cancel(k));
+                }
+            }
+            TimerAction::Timeout => {
+                self.stats.count_timeout("CANCEL");
+            }
+            _ => {
+                if let Some(d) = ct.deadline() {
+                    self.arm(d, Timer::Cancel(k));
+                }
+            }
+        }
+    }
+
+    fn end_call(&mut self, _now: Instant, k: Key) {
+        if let Some(c) = self.calls.remove(k) {
+            if let Some(t) = c.invite_txn {
+                // keep the INVITE transaction only if it is absorbing retransmissions
+                if self
+                    .txns
+                    .get(t)
+                    .is_some_and(|t| t.ct.state != State::Completed)
+                {
+                    self.txns.remove(t);
+                }
+            }
+        }
+        if self.phase == Phase::Draining {
+            self.check_drained(_now);
+        } else {
+            self.check_calling_done(_now);
+        }
+    }
+
+    fn txn_timed_out(&mut self, now: Instant, owner: Owner) {
+        match owner {
+            Owner::Register(u) => {
+                let kind = self.users[u as usize].kind;
+                self.users[u as usize].txn = None;
+                let c = &mut self.stats.counters;
+                match kind {
+                    RegKind::Initial => c.reg_timeouts += 1,
+                    RegKind::Refresh => c.rereg_failed += 1,
+                    RegKind::Deregister => c.dereg_failed += 1,
+                }
+                self.reg_failed(now, u, kind);
+                self.reg_concluded(now, kind);
+            }
+            Owner::Invite(k) => {
+                if let Some(c) = self.calls.get_mut(k) {
+                    c.invite_txn = None;
+                    self.stats.counters.calls_timeout += 1;
+                    self.stats.counters.invite_ineffective += 1;
+                    self.end_call(now, k);
+                }
+            }
+            Owner::Bye(k) => {
+                self.stats.counters.calls_bye_failed += 1;
+                self.end_call(now, k);
+            }
+            Owner::UasBye(k) => self.uas_end(now, k, None),
+        }
+    }
+
+    // ---------------------------------------------------------------- input
+
+    /// Feeds one received message. Never fails: malformed input is counted and dropped.
+    pub fn handle_input(&mut self, now: Instant, data: &[u8], from: SocketAddr) {
+        self.stats.counters.msgs_received += 1;
+        let msg = match Message::parse(data) {
+            Ok(m) => m,
+            Err(e) => {
+                self.stats.counters.malformed += 1;
+                *self.stats.malformed.entry(e.kind).or_default() += 1;
+                return;
+            }
+        };
+        match msg.status() {
+            Some(code) => self.handle_response(now, &msg, code),
+            None => self.handle_request(now, &msg, from),
+        }
+    }
+
+    fn handle_response(&mut self, now: Instant, msg: &Message<'_>, code: u16) {
+        let (cseq_method, branch) = (
+            msg.cseq().map(|(_, m)| m).unwrap_or(""),
+            msg.top_via().and_then(|v| v.branch).unwrap_or(""),
+        );
+        // CANCEL shares the INVITE's branch: route by CSeq method first.
+        if cseq_method == "CANCEL" {
+            if let Some(tk) = self.ids.parse_branch(branch) {
+                let owner = self.txns.get(tk).map(|t| match t.owner {
+                    Owner::Invite(k) => Some(k),
+                    _ => None,
+                });
+                if let Some(Some(k)) = owner {
+                    if let Some(c) = self.calls.get_mut(k) {
+                        if let Some((ct, _)) = c.cancel.as_mut() {
+                            ct.on_response(now, code);
+                        }
+                    }
+                }
+            }
+            self.stats.count_status("CANCEL", code);
+            return;
+        }
+        let Some(tk) = self.ids.parse_branch(branch) else {
+            return self.stray_response(now, msg, code);
+        };
+        let Some(t) = self.txns.get_mut(tk) else {
+            return self.stray_response(now, msg, code);
+        };
+        if t.method.as_str() != cseq_method {
+            self.stats.counters.stray_responses += 1;
+            return;
+        }
+        match t.ct.on_response(now, code) {
+            ResponseAction::Absorb => {
+                self.stats.counters.duplicates_received += 1;
+                if let Some(ack) = t.ack.clone() {
+                    let dest = t.dest;
+                    self.send(dest, ack);
+                }
+                return;
+            }
+            ResponseAction::Deliver => {}
+        }
+        let method = t.method;
+        if code > 100 {
+            self.stats.count_status(method.as_str(), code);
+        }
+        let owner = match &t.owner {
+            Owner::Register(u) => Owner::Register(*u),
+            Owner::Invite(k) => Owner::Invite(*k),
+            Owner::Bye(k) => Owner::Bye(*k),
+            Owner::UasBye(k) => Owner::UasBye(*k),
+        };
+        let done = t.ct.state == State::Terminated;
+        if done {
+            self.txns.remove(tk);
+        } else {
+            self.rearm_txn(tk);
+        }
+        match owner {
+            Owner::Register(u) => self.reg_response(now, u, msg, code),
+            Owner::Invite(k) => self.invite_response(now, k, tk, msg, code),
+            Owner::Bye(k) => self.bye_response(now, k, code),
+            Owner::UasBye(k) => {
+                if code >= 200 {
+                    self.uas_end(now, k, Some(code));
+                }
+            }
+        }
+    }
+
+    /// A response with no live transaction: a retransmitted 2xx to INVITE gets its ACK again.
+    fn stray_response(&mut self, _now: Instant, msg: &Message<'_>, code: u16) {
+        if (200..300).contains(&code) && msg.cseq().map(|c| c.1) == Some("INVITE") {
+            if let Some(('c', k)) = self.ids.parse_call_id(msg.call_id()) {
+                if let Some(ack) = self.calls.get(k).and_then(|c| c.ack.clone()) {
+                    self.stats.counters.duplicates_received += 1;
+                    self.send(self.cfg.target, ack);
+                    return;
+                }
+            }
+        }
+        self.stats.counters.stray_responses += 1;
+    }
+
+    fn handle_request(&mut self, now: Instant, msg: &Message<'_>, from: SocketAddr) {
+        let method = msg.method().unwrap_or("");
+        // Requests inside a call we placed (callee hangs up, re-INVITE, ...). Caller and callee
+        // may both be ours and share the Call-ID: the To tag tells which side is addressed.
+        if let Some(('c', k)) = self.ids.parse_call_id(msg.call_id()) {
+            let to_tag = msg.to_tag();
+            match self.calls.get(k) {
+                Some(c) if to_tag == Some(c.local_tag.as_str()) => {
+                    return self.uac_in_dialog(now, k, msg, method, from);
+                }
+                None if to_tag.is_some()
+                    && method == "BYE"
+                    && !self.uas_by_call_id.contains_key(msg.call_id()) =>
+                {
+                    // Our call is over already: a retransmission of a BYE we answered.
+                    self.stats.counters.duplicates_received += 1;
+                    return self.respond(msg, from, 200, None, None);
+                }
+                _ => {}
+            }
+        }
+        match method {
+            "INVITE" => self.uas_invite(now, msg, from),
+            "ACK" => self.uas_ack(now, msg),
+            "BYE" => self.uas_bye(now, msg, from),
+            "CANCEL" => self.uas_cancel(now, msg, from),
+            "OPTIONS" | "MESSAGE" | "NOTIFY" | "INFO" | "UPDATE" => {
+                self.respond(msg, from, 200, None, None)
+            }
+            _ => self.respond(msg, from, 501, None, None),
+        }
+    }
+
+    fn respond(
+        &mut self,
+        req: &Message<'_>,
+        to: SocketAddr,
+        code: u16,
+        tag: Option<&str>,
+        extra: Option<(&str, &str)>,
+    ) {
+        let mut w = Writer::response_to(req, code, reason(code), tag);
+        if let Some((n, v)) = extra {
+            w.header(n, v);
+        }
+        w.header("Server", &self.cfg.user_agent);
+        let data = w.finish(None, b"");
+        self.send(to, data);
+    }
+
+    fn uac_in_dialog(
+        &mut self,
+        now: Instant,
+        k: Key,
+        msg: &Message<'_>,
+        method: &str,
+        from: SocketAddr,
+    ) {
+        match method {
+            "ACK" => {}
+            "BYE" => {
+                // Session duration is recorded by the side that sends BYE, once per call.
+                self.respond(msg, from, 200, None, None);
+                self.stats.counters.calls_completed += 1;
+                self.end_call(now, k);
+            }
+            _ => {
+                let code = if self.calls.get(k).is_some() { 200 } else { 481 };
+                self.respond(msg, from, code, None, None)
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- answering side (UAS)
+
+    fn uas_invite(&mut self, now: Instant, msg: &Message<'_>, from: SocketAddr) {
+        let call_id = msg.call_id();
+        if let Some(&k) = self.uas_by_call_id.get(call_id) {
+            // A retransmitted INVITE: repeat the last response.
+            if let Some(u) = self.uas.get(k) {
+                let data = u.last_response.clone();
+                let peer = u.peer;
+                self.stats.counters.duplicates_received += 1;
+                self.send(peer, data);
+            }
+            return;
+        }
+        if msg.to_tag().is_some() {
+            // A re-INVITE (hold/unhold) for a dialog we no longer know.
+            return self.respond(msg, from, 481, None, None);
+        }
+        self.stats.counters.uas_invites += 1;
+        let user = msg
+            .request_uri()
+            .and_then(uri_user)
+            .and_then(|n| self.user_by_name.get(n).copied());
+        let tag = ids::token(&mut self.rng);
+        let contact = match user {
+            Some(u) => self.users[u as usize].contact.clone(),
+            None => format!(
+                "<sip:imsload@{};transport={}>",
+                self.via_host,
+                self.cfg.transport.param()
+            ),
+        };
+        let mut hdrs = Writer::response_to(msg, 180, "Ringing", Some(&tag));
+        hdrs.header("Contact", &contact);
+        hdrs.header("Server", &self.cfg.user_agent);
+        // Keep the header block without its status line; 180/200/487 reuse it.
+        let full = hdrs.finish(None, b"");
+        let start = full.iter().position(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let end = full.len() - "Content-Length: 0\r\n\r\n".len();
+        let resp_headers = full[start..end].to_vec();
+        let dialog = Dialog::from_uas_request(msg, &tag);
+        let key = self.uas.insert(UasCall {
+            call_id: call_id.to_string(),
+            state: UasState::Ringing,
+            peer: from,
+            resp_headers,
+            invite_branch: msg
+                .top_via()
+                .and_then(|v| v.branch)
+                .unwrap_or("")
+                .to_string(),
+            last_response: Vec::new(),
+            retransmit: None,
+            dialog: Some(dialog),
+            answered_at: None,
+            bye_sent: None,
+        });
+        self.uas_by_call_id.insert(call_id.to_string(), key);
+        self.uas_send(key, 180, None);
+        let ring = self.sample(self.cfg.ring, DurationDist::Fixed);
+        if ring.is_zero() {
+            self.uas_answer(now, key);
+        } else {
+            self.arm(now + ring, Timer::UasAnswer(key));
+        }
+    }
+
+    fn uas_send(&mut self, k: Key, code: u16, body: Option<&[u8]>) {
+        let Some(u) = self.uas.get_mut(k) else { return };
+        let mut data = Vec::with_capacity(u.resp_headers.len() + 400);
+        data.extend_from_slice(format!("SIP/2.0 {code} {}\r\n", reason(code)).as_bytes());
+        data.extend_from_slice(&u.resp_headers);
+        match body {
+            Some(b) => {
+                data.extend_from_slice(
+                    format!(
+                        "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n",
+                        b.len()
+                    )
+                    .as_bytes(),
+                );
+                data.extend_from_slice(b);
+            }
+            None => data.extend_from_slice(b"Content-Length: 0\r\n\r\n"),
+        }
+        u.last_response = data.clone();
+        let peer = u.peer;
+        self.send(peer, data);
+    }
+
+    fn uas_answer(&mut self, now: Instant, k: Key) {
+        if self.uas.get(k).map(|u| u.state) != Some(UasState::Ringing) {
+            return;
+        }
+        self.session_seq += 1;
+        let answer = sdp(&self.local.ip().to_string(), self.session_seq, 40002);
+        self.uas_send(k, 200, Some(&answer));
+        self.stats.counters.uas_answered += 1;
+        let u = self.uas.get_mut(k).expect("checked");
+        u.state = UasState::Answered;
+        u.answered_at = Some(now);
+        // Over UDP the 2xx is repeated until the ACK comes; over TCP only the give-up applies.
+        let r = ServerRetransmit::new(now, self.cfg.timers);
+        let at = if self.cfg.transport.reliable() {
+            r.give_up_at
+        } else {
+            r.next
+        };
+        u.retransmit = Some(r);
+        self.arm(at, Timer::UasRetransmit(k));
+    }
+
+    fn uas_retransmit(&mut self, now: Instant, k: Key) {
+        let reliable = self.cfg.transport.reliable();
+        let Some(u) = self.uas.get_mut(k) else { return };
+        if u.state != UasState::Answered {
+            return;
+        }
+        let Some(r) = u.retransmit.as_mut() else {
+            return;
+        };
+        if now < r.next && !reliable {
+            return;
+        }
+        if !reliable && r.fire(now) {
+            let next = r.next;
+            let (peer, data) = (u.peer, u.last_response.clone());
+            self.stats.counters.retransmits += 1;
+            self.send(peer, data);
+            self.arm(next, Timer::UasRetransmit(k));
+        } else if now >= r.give_up_at {
+            // No ACK in 64·T1: the dialog is dead (RFC 3261 §13.3.1.4), end it with BYE.
+            self.stats.count_timeout("ACK");
+            u.state = UasState::Confirmed;
+            self.uas_send_bye(now, k);
+        }
+    }
+
+    fn uas_ack(&mut self, now: Instant, msg: &Message<'_>) {
+        let Some(&k) = self.uas_by_call_id.get(msg.call_id()) else {
+            return;
+        };
+        let bye_by_callee = self.cfg.bye_by == ByeBy::Callee;
+        let hold = self.sample(self.cfg.hold, self.cfg.hold_dist);
+        let Some(u) = self.uas.get_mut(k) else { return };
+        match u.state {
+            UasState::Answered => {
+                u.state = UasState::Confirmed;
+                u.retransmit = None;
+                if bye_by_callee {
+                    self.arm(now + hold, Timer::UasHold(k));
+                }
+            }
+            // ACK for 487 or a retransmitted ACK.
+            _ => {}
+        }
+    }
+
+    fn uas_hold_over(&mut self, now: Instant, k: Key) {
+        if self.uas.get(k).map(|u| u.state) == Some(UasState::Confirmed) {
+            self.uas_send_bye(now, k);
+        }
+    }
+
+    fn uas_send_bye(&mut self, now: Instant, k: Key) {
+        let tk = self.txns.next_key();
+        let branch = self.ids.branch(tk);
+        let via = self.via(&branch);
+        let Some(u) = self.uas.get_mut(k) else { return };
+        let Some(d) = u.dialog.as_mut() else { return };
+        let req = d.request("BYE", &via, None).finish(None, b"");
+        u.state = UasState::Terminating;
+        u.bye_sent = Some(now);
+        if let Some(a) = u.answered_at {
+            Delays::record(&mut self.stats.delays.sdt, now - a);
+        }
+        self.start_txn(now, tk, req, Method::Bye, Owner::UasBye(k));
+    }
+
+    fn uas_bye(&mut self, now: Instant, msg: &Message<'_>, from: SocketAddr) {
+        let Some(&k) = self.uas_by_call_id.get(msg.call_id()) else {
+            return self.respond(msg, from, 481, None, None);
+        };
+        let Some(u) = self.uas.get_mut(k) else {
+            return self.respond(msg, from, 481, None, None);
+        };
+        if u.state == UasState::Ended {
+            self.stats.counters.duplicates_received += 1;
+            return self.respond(msg, from, 200, None, None);
+        }
+        self.stats.counters.uas_byes += 1;
+        self.respond(msg, from, 200, None, None);
+        self.uas_end(now, k, None);
+    }
+
+    fn uas_cancel(&mut self, now: Instant, msg: &Message<'_>, from: SocketAddr) {
+        let branch = msg.top_via().and_then(|v| v.branch).unwrap_or("");
+        let k = self.uas_by_call_id.get(msg.call_id()).copied();
+        let matched = k.and_then(|k| {
+            self.uas
+                .get(k)
+                .filter(|u| u.invite_branch == branch)
+                .map(|u| (k, u.state))
+        });
+        match matched {
+            Some((k, state)) => {
+                self.stats.counters.uas_cancels += 1;
+                self.respond(msg, from, 200, None, None);
+                if state == UasState::Ringing {
+                    self.uas_send(k, 487, None);
+                    self.uas_end(now, k, None);
+                }
+            }
+            _ => self.respond(msg, from, 481, None, None),
+        }
+    }
+
+    /// The answering side of a call is over; linger to absorb retransmissions (UDP only).
+    fn uas_end(&mut self, now: Instant, k: Key, _bye_status: Option<u16>) {
+        let reliable = self.cfg.transport.reliable();
+        let Some(u) = self.uas.get_mut(k) else { return };
+        if let Some(s) = u.bye_sent {
+            Delays::record(&mut self.stats.delays.sdd, now - s);
+        }
+        u.state = UasState::Ended;
+        u.dialog = None;
+        u.retransmit = None;
+        u.resp_headers = Vec::new();
+        if reliable {
+            let u = self.uas.remove(k).expect("present");
+            self.uas_by_call_id.remove(&u.call_id);
+        } else {
+            self.arm(now + self.cfg.timers.timeout(), Timer::UasLinger(k));
+        }
+    }
+}
+
+/// The user part of our own contact, for tests.
+pub fn contact_user(contact: &str) -> Option<&str> {
+    uri_user(name_addr_uri(strip_tag(contact)))
+}

@@ -1,0 +1,340 @@
+//! What the load engine counts. Each worker counts into an [`Interval`]; once a second the runner
+//! takes it and the aggregator adds it to the run's totals and to the per-second series. Intervals
+//! merge by addition (histograms included), which is also how shards on several machines will
+//! combine their results.
+
+use crate::sip::ParseErrorKind;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Plain event counters. Every field is a count of events in the interval (or run).
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Counters {
+    /// Initial registrations started (one per user; challenge rounds are not extra attempts).
+    pub reg_attempts: u64,
+    pub reg_ok: u64,
+    /// Ended with a final failure (including credentials refused).
+    pub reg_failed: u64,
+    /// Got no final response within 64·T1.
+    pub reg_timeouts: u64,
+    /// A second challenge after credentials were sent: the password (or K) is wrong.
+    pub reg_auth_rejected: u64,
+    pub rereg_attempts: u64,
+    pub rereg_ok: u64,
+    pub rereg_failed: u64,
+    pub dereg_attempts: u64,
+    pub dereg_ok: u64,
+    pub dereg_failed: u64,
+    /// Calls the open-loop scheduler asked for.
+    pub calls_offered: u64,
+    /// Offered but not placed: `--max-calls` were already up.
+    pub calls_limited: u64,
+    /// Offered but not placed: fewer than two registered users.
+    pub calls_unplaced: u64,
+    /// INVITEs sent (first transmission; auth retries and retransmissions not included).
+    pub calls_attempted: u64,
+    pub calls_ringing: u64,
+    pub calls_answered: u64,
+    /// Final 3xx-6xx to the INVITE (after any auth round).
+    pub calls_failed: u64,
+    pub calls_timeout: u64,
+    pub calls_cancelled: u64,
+    /// Ended by BYE with 2xx.
+    pub calls_completed: u64,
+    pub calls_bye_481: u64,
+    pub calls_bye_failed: u64,
+    /// INVITEs answered with 3xx (excluded from RFC 6076 ratios' denominators).
+    pub invite_3xx: u64,
+    /// INVITEs answered 480, 486, 600 or 603 (effective for SEER).
+    pub invite_seer_effective: u64,
+    /// INVITEs ended by timeout, 408, 500, 503 or 504 (ISA).
+    pub invite_ineffective: u64,
+    /// Answering side: INVITEs received, answered, BYEs and CANCELs received.
+    pub uas_invites: u64,
+    pub uas_answered: u64,
+    pub uas_byes: u64,
+    pub uas_cancels: u64,
+    /// Our own retransmissions (Timer A/E, 2xx retransmits). Not the target's losses.
+    pub retransmits: u64,
+    /// Retransmitted responses and requests we absorbed.
+    pub duplicates_received: u64,
+    /// Responses that matched no transaction of ours.
+    pub stray_responses: u64,
+    pub malformed: u64,
+    pub msgs_sent: u64,
+    pub msgs_received: u64,
+    /// Scheduled actions that ran more than 10 ms late (the generator is saturated).
+    pub late_actions: u64,
+}
+
+impl Counters {
+    pub fn add(&mut self, o: &Counters) {
+        macro_rules! add {
+            ($($f:ident),*) => { $( self.$f += o.$f; )* };
+        }
+        add!(
+            reg_attempts, reg_ok, reg_failed, reg_timeouts, reg_auth_rejected, rereg_attempts,
+            rereg_ok, rereg_failed, dereg_attempts, dereg_ok, dereg_failed, calls_offered,
+            calls_limited, calls_unplaced, calls_attempted, calls_ringing, calls_answered,
+            calls_failed, calls_timeout, calls_cancelled, calls_completed, calls_bye_481,
+            calls_bye_failed, invite_3xx, invite_seer_effective, invite_ineffective, uas_invites,
+            uas_answered, uas_byes, uas_cancels, retransmits, duplicates_received,
+            stray_responses, malformed, msgs_sent, msgs_received, late_actions
+        );
+    }
+}
+
+/// Delay histograms in microseconds, named after RFC 6076.
+#[derive(Clone, Debug)]
+pub struct Delays {
+    /// Registration Request Delay: first REGISTER sent → 2xx (challenge round included).
+    pub rrd: Histogram<u64>,
+    /// Session Request Delay: INVITE sent → first non-100 provisional or final response.
+    pub srd: Histogram<u64>,
+    /// INVITE sent → 200 OK (what a caller waits for an answer).
+    pub answer: Histogram<u64>,
+    /// Session Disconnect Delay: BYE sent → its final response.
+    pub sdd: Histogram<u64>,
+    /// Session Duration Time: 200 OK → BYE.
+    pub sdt: Histogram<u64>,
+    /// Lag of the generator's own schedule (call arrivals, registrations).
+    pub sched_lag: Histogram<u64>,
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs .. 1 h at 3 significant digits: percentiles exact to 0.1 %.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds are valid")
+}
+
+impl Default for Delays {
+    fn default() -> Self {
+        Delays {
+            rrd: histogram(),
+            srd: histogram(),
+            answer: histogram(),
+            sdd: histogram(),
+            sdt: histogram(),
+            sched_lag: histogram(),
+        }
+    }
+}
+
+impl Delays {
+    pub fn record(h: &mut Histogram<u64>, d: Duration) {
+        h.saturating_record((d.as_micros() as u64).max(1));
+    }
+    pub fn add(&mut self, o: &Delays) {
+        for (a, b) in self.all_mut().into_iter().zip(o.all()) {
+            // Same bounds everywhere, so adding cannot fail.
+            let _ = a.add(b);
+        }
+    }
+    fn all(&self) -> [&Histogram<u64>; 6] {
+        [
+            &self.rrd,
+            &self.srd,
+            &self.answer,
+            &self.sdd,
+            &self.sdt,
+            &self.sched_lag,
+        ]
+    }
+    fn all_mut(&mut self) -> [&mut Histogram<u64>; 6] {
+        [
+            &mut self.rrd,
+            &mut self.srd,
+            &mut self.answer,
+            &mut self.sdd,
+            &mut self.sdt,
+            &mut self.sched_lag,
+        ]
+    }
+    pub fn reset(&mut self) {
+        for h in self.all_mut() {
+            h.reset();
+        }
+    }
+}
+
+/// Gauges: values at the end of an interval, summed over workers.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Gauges {
+    pub registered: u64,
+    pub active_calls: u64,
+    pub answering_calls: u64,
+    pub pending_transactions: u64,
+}
+
+/// One worker's counts over one interval (or, summed, a run's totals).
+#[derive(Clone, Debug, Default)]
+pub struct Interval {
+    pub counters: Counters,
+    /// Responses received, by "METHOD CODE" (e.g. "INVITE 486"), and timeouts as "INVITE timeout".
+    pub status: BTreeMap<String, u64>,
+    pub malformed: BTreeMap<ParseErrorKind, u64>,
+    pub delays: Delays,
+    pub gauges: Gauges,
+}
+
+impl Interval {
+    pub fn add(&mut self, o: &Interval) {
+        self.counters.add(&o.counters);
+        for (k, v) in &o.status {
+            *self.status.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &o.malformed {
+            *self.malformed.entry(*k).or_default() += v;
+        }
+        self.delays.add(&o.delays);
+    }
+
+    pub fn count_status(&mut self, method: &str, code: u16) {
+        // Avoid allocating a key per response: the map is small and keys repeat.
+        let key = format!("{method} {code}");
+        *self.status.entry(key).or_default() += 1;
+    }
+
+    pub fn count_timeout(&mut self, method: &str) {
+        *self.status.entry(format!("{method} timeout")).or_default() += 1;
+    }
+
+    /// Hands out the counts so far and starts a fresh interval, keeping the histograms'
+    /// allocations.
+    pub fn take(&mut self) -> Interval {
+        let out = Interval {
+            counters: std::mem::take(&mut self.counters),
+            status: std::mem::take(&mut self.status),
+            malformed: std::mem::take(&mut self.malformed),
+            delays: self.delays.clone(),
+            gauges: self.gauges,
+        };
+        self.delays.reset();
+        out
+    }
+}
+
+/// Percentile summary of one histogram, in milliseconds.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct DelaySummary {
+    pub count: u64,
+    pub min_ms: f64,
+    pub mean_ms: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+impl DelaySummary {
+    pub fn of(h: &Histogram<u64>) -> DelaySummary {
+        if h.is_empty() {
+            return DelaySummary::default();
+        }
+        let ms = |v: u64| v as f64 / 1000.0;
+        DelaySummary {
+            count: h.len(),
+            min_ms: ms(h.min()),
+            mean_ms: h.mean() / 1000.0,
+            p50_ms: ms(h.value_at_quantile(0.5)),
+            p90_ms: ms(h.value_at_quantile(0.9)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            p999_ms: ms(h.value_at_quantile(0.999)),
+            max_ms: ms(h.max()),
+        }
+    }
+}
+
+/// RFC 6076 end-to-end metrics from a run's totals.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Rfc6076 {
+    pub registration_request_delay: DelaySummary,
+    /// Ineffective Registration Attempts, % of attempts (failures and timeouts).
+    pub ineffective_registration_attempts_pct: Option<f64>,
+    pub session_request_delay: DelaySummary,
+    pub session_disconnect_delay: DelaySummary,
+    pub session_duration_time: DelaySummary,
+    /// Session Establishment Ratio: INVITEs answered 200 / (INVITEs − INVITEs answered 3xx), %.
+    pub session_establishment_ratio_pct: Option<f64>,
+    /// SEER: INVITEs answered 200, 480, 486, 600 or 603 / (INVITEs − 3xx), %.
+    pub session_establishment_effectiveness_ratio_pct: Option<f64>,
+    /// Ineffective Session Attempts: timeouts, 408, 500, 503, 504 / INVITEs, %.
+    pub ineffective_session_attempts_pct: Option<f64>,
+    /// Session Completion Ratio: sessions ended by a successful BYE / INVITEs, %.
+    pub session_completion_ratio_pct: Option<f64>,
+}
+
+fn pct(num: u64, den: u64) -> Option<f64> {
+    (den > 0).then(|| 100.0 * num as f64 / den as f64)
+}
+
+impl Rfc6076 {
+    pub fn of(t: &Interval) -> Rfc6076 {
+        let c = &t.counters;
+        let invites = c.calls_attempted;
+        let non3xx = invites.saturating_sub(c.invite_3xx);
+        Rfc6076 {
+            registration_request_delay: DelaySummary::of(&t.delays.rrd),
+            ineffective_registration_attempts_pct: pct(
+                c.reg_failed + c.reg_timeouts,
+                c.reg_attempts,
+            ),
+            session_request_delay: DelaySummary::of(&t.delays.srd),
+            session_disconnect_delay: DelaySummary::of(&t.delays.sdd),
+            session_duration_time: DelaySummary::of(&t.delays.sdt),
+            session_establishment_ratio_pct: pct(c.calls_answered, non3xx),
+            session_establishment_effectiveness_ratio_pct: pct(
+                c.calls_answered + c.invite_seer_effective,
+                non3xx,
+            ),
+            ineffective_session_attempts_pct: pct(c.invite_ineffective, invites),
+            session_completion_ratio_pct: pct(c.calls_completed, invites),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_merge_by_addition() {
+        let mut a = Interval::default();
+        a.counters.calls_attempted = 10;
+        a.counters.calls_answered = 8;
+        a.count_status("INVITE", 200);
+        Delays::record(&mut a.delays.srd, Duration::from_millis(5));
+        let mut b = a.clone();
+        b.counters.invite_3xx = 2;
+        b.counters.calls_completed = 8;
+        Delays::record(&mut b.delays.srd, Duration::from_millis(15));
+        let mut total = Interval::default();
+        total.add(&a);
+        total.add(&b);
+        assert_eq!(total.counters.calls_attempted, 20);
+        assert_eq!(total.status["INVITE 200"], 2);
+        assert_eq!(total.delays.srd.len(), 3);
+        let m = Rfc6076::of(&total);
+        // 16 answered of 20 − 2 (3xx) = 88.9 %.
+        let ser = m.session_establishment_ratio_pct.unwrap();
+        assert!((ser - 100.0 * 16.0 / 18.0).abs() < 1e-9);
+        assert_eq!(m.session_completion_ratio_pct, Some(40.0));
+        assert_eq!(m.session_request_delay.count, 3);
+        assert!((m.session_request_delay.max_ms - 15.0).abs() < 0.1);
+        assert_eq!(m.ineffective_registration_attempts_pct, None);
+    }
+
+    #[test]
+    fn take_resets_counts() {
+        let mut i = Interval::default();
+        i.counters.msgs_sent = 3;
+        Delays::record(&mut i.delays.rrd, Duration::from_millis(1));
+        let t = i.take();
+        assert_eq!(t.counters.msgs_sent, 3);
+        assert_eq!(t.delays.rrd.len(), 1);
+        assert_eq!(i.counters.msgs_sent, 0);
+        assert!(i.delays.rrd.is_empty());
+    }
+}
