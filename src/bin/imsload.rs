@@ -1,1 +1,394 @@
-fn main(){}
+//! `imsload`: argument parsing and one call into the library.
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+use imsload::load::config::{Arrival, ByeBy, CoreConfig, DurationDist};
+use imsload::load::population::{self, Identity};
+use imsload::load::runner::{self, RunSpec};
+use imsload::shutdown::{self, StopReason};
+use imsload::sip::transaction::Timers;
+use imsload::sip::Transport;
+use imsload::target::core::TargetConfig;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Register a population of IMS users through a P-CSCF and place calls between them.
+///
+/// With no --target, runs against an embedded loopback target (registrar + proxy + answering UA).
+#[derive(Parser, Debug)]
+#[command(version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the embedded target on its own (registrar with digest, proxy, answering UA), like
+    /// `sipp -sn uas` with a registrar in front.
+    Serve(ServeArgs),
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 5s, 2m)"))
+}
+
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a rate (a number ≥ 0, per second)")),
+    }
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// The P-CSCF (or any SIP proxy/registrar) to load: HOST:PORT. Default: embedded target.
+    #[arg(long, value_name = "HOST:PORT")]
+    target: Option<String>,
+    /// Home domain: REGISTER Request-URI and the host of public identities.
+    #[arg(long, default_value = "ims.local")]
+    domain: String,
+    #[arg(long, value_enum, default_value = "udp")]
+    transport: Transport,
+    /// Number of users (from --user-pattern).
+    #[arg(long, default_value_t = 10)]
+    users: usize,
+    /// User name pattern; %d or %0Nd is the index.
+    #[arg(long, default_value = "user%04d")]
+    user_pattern: String,
+    #[arg(long, default_value_t = 1)]
+    first_index: u64,
+    /// Password rule: %u is the user name, %d the index.
+    #[arg(long, default_value = "pw_%u")]
+    password: String,
+    /// Users from a CSV file of impu,impi,password instead of the pattern.
+    #[arg(long, value_name = "CSV")]
+    users_file: Option<PathBuf>,
+    /// Initial registrations per second.
+    #[arg(long, default_value = "100", value_parser = positive_rate)]
+    reg_rate: f64,
+    /// Registration lifetime asked for, seconds (re-REGISTER before it runs out).
+    #[arg(long, default_value_t = 600)]
+    expires: u32,
+    /// Retry a failed registration after this long (default: no retry).
+    #[arg(long, value_parser = duration)]
+    reg_retry: Option<Duration>,
+    /// Do not register; place calls to --ruri (like `sipp -sn uac`).
+    #[arg(long)]
+    no_register: bool,
+    /// Call this Request-URI instead of registered users (implies --no-register).
+    #[arg(long, value_name = "URI")]
+    ruri: Option<String>,
+    /// Call attempts per second (open loop: a slow target does not slow it).
+    #[arg(long, default_value = "10", value_parser = positive_rate)]
+    cps: f64,
+    #[arg(long, value_enum, default_value = "constant")]
+    arrival: Arrival,
+    /// At most this many concurrent calls; arrivals beyond are counted as limited.
+    #[arg(long, default_value_t = 10_000)]
+    max_calls: usize,
+    /// Stop after this many calls (like `sipp -m`).
+    #[arg(long, value_name = "N")]
+    calls: Option<u64>,
+    /// Call hold time (mean, with --hold-dist exp).
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    hold: Duration,
+    #[arg(long, value_enum, default_value = "fixed")]
+    hold_dist: DurationDist,
+    /// How long the called side rings before answering.
+    #[arg(long, default_value = "0s", value_parser = duration)]
+    ring: Duration,
+    /// CANCEL calls that ring longer than this.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    invite_timeout: Duration,
+    #[arg(long, value_enum, default_value = "caller")]
+    bye_by: ByeBy,
+    /// Length of the call phase (after registration). Default: until Ctrl-C (10s on the
+    /// embedded target).
+    #[arg(long, value_parser = duration)]
+    duration: Option<Duration>,
+    /// Time allowed at the end for ending calls and de-registering.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    drain: Duration,
+    /// RFC 3261 T1 (retransmission start).
+    #[arg(long, default_value = "500ms", value_parser = duration)]
+    t1: Duration,
+    /// RFC 3261 T2 (retransmission cap).
+    #[arg(long, default_value = "4s", value_parser = duration)]
+    t2: Duration,
+    /// Worker tasks (each with its own socket and share of the users). Default: CPU cores.
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Local IP to send from. Default: the one that routes to the target.
+    #[arg(long)]
+    bind: Option<IpAddr>,
+    /// First local port (worker i uses port+i). Default: any free port.
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Write the final report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Write the per-second series here (.csv for CSV, else JSON lines).
+    #[arg(long, value_name = "FILE")]
+    series: Option<PathBuf>,
+    /// No live progress lines (the final report is still printed).
+    #[arg(long, short)]
+    quiet: bool,
+    /// Seed for caller/callee choice, arrival gaps and hold times.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on (UDP).
+    #[arg(long, default_value = "127.0.0.1:5060")]
+    listen: SocketAddr,
+    #[arg(long, default_value = "ims.local")]
+    domain: String,
+    /// Password rule for any user: %u is the user name.
+    #[arg(long, default_value = "pw_%u")]
+    password: String,
+    /// Ring time before answering calls to non-registered URIs.
+    #[arg(long, default_value = "0s", value_parser = duration)]
+    ring: Duration,
+    /// Stop after this long (default: until Ctrl-C).
+    #[arg(long, value_parser = duration)]
+    duration: Option<Duration>,
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match run_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("imsload: error: {e:#}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn run_main(cli: Cli) -> anyhow::Result<i32> {
+    if let Some(Command::Serve(s)) = cli.command {
+        return serve(s);
+    }
+    let a = cli.run;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = a.workers.unwrap_or(cores).max(1);
+    let users = load_users(&a)?;
+    let register = !(a.no_register || a.ruri.is_some());
+    if register && users.len() < 2 && a.cps > 0.0 {
+        bail!(
+            "calls between registered users need at least 2 users (--users {})",
+            users.len()
+        );
+    }
+    if a.t1.is_zero() || a.t2 < a.t1 {
+        bail!(
+            "timers must satisfy 0 < --t1 ≤ --t2 (got t1 {:?}, t2 {:?})",
+            a.t1,
+            a.t2
+        );
+    }
+    let rt = runtime(workers + 1)?;
+    rt.block_on(async move {
+        let (trigger, _sd) = shutdown::channel();
+        shutdown::watch_signals(trigger.clone());
+        let embedded = a.target.is_none();
+        let (target, served) = match &a.target {
+            Some(t) => (resolve(t)?, None),
+            None => {
+                if a.transport == Transport::Tcp {
+                    bail!("the embedded target speaks UDP only: give --target HOST:PORT for TCP");
+                }
+                let cfg = TargetConfig {
+                    domain: a.domain.clone(),
+                    password_rule: a.password.clone(),
+                    ..TargetConfig::default()
+                };
+                let s = imsload::target::serve::start(
+                    cfg,
+                    SocketAddr::from(([127, 0, 0, 1], 0)),
+                    trigger.subscribe(),
+                    Duration::from_secs(1),
+                    false,
+                )
+                .await?;
+                (s.addr, Some(s))
+            }
+        };
+        let duration = a.duration.or(embedded.then_some(Duration::from_secs(10)));
+        let fixed_ruri = a.ruri.clone().or_else(|| {
+            (!register).then(|| format!("sip:service@{}", target))
+        });
+        if embedded {
+            println!(
+                "imsload: no --target given: running against the embedded target at {target} \
+                 (registrar with digest + proxy + answering UA); give --target HOST:PORT for a real P-CSCF"
+            );
+        }
+        let bind = match a.bind {
+            Some(b) => b,
+            None => local_ip_for(target)?,
+        };
+        let core = CoreConfig {
+            target,
+            transport: a.transport,
+            domain: a.domain.clone(),
+            timers: Timers { t1: a.t1, t2: a.t2, ..Timers::default() },
+            register,
+            expires: a.expires,
+            reg_rate: a.reg_rate.max(0.001),
+            reg_retry: a.reg_retry,
+            cps: a.cps,
+            arrival: a.arrival,
+            max_calls: a.max_calls.max(1),
+            max_total_calls: a.calls,
+            hold: a.hold,
+            hold_dist: a.hold_dist,
+            ring: a.ring,
+            invite_timeout: a.invite_timeout,
+            bye_by: a.bye_by,
+            fixed_ruri,
+            duration,
+            drain: a.drain,
+            seed: a.seed,
+            ..CoreConfig::default()
+        };
+        println!(
+            "imsload: {} users @{} → {target} over {}, register {}, {} calls/s, hold {:?}, {}",
+            users.len(),
+            a.domain,
+            a.transport.param(),
+            if register { "yes" } else { "no" },
+            a.cps,
+            a.hold,
+            match duration {
+                Some(d) => format!("call phase {}", humantime::format_duration(d)),
+                None => "until Ctrl-C".into(),
+            }
+        );
+        let spec = RunSpec {
+            core,
+            workers,
+            bind,
+            port: a.port,
+            progress: !a.quiet,
+            report_json: a.report.clone(),
+            series: a.series.clone(),
+            embedded_target: embedded,
+        };
+        let report = runner::run(spec, users, trigger.clone()).await?;
+        if let Some(s) = served {
+            let _ = s.task.await;
+        }
+        println!("{}", report.to_text());
+        if let Some(p) = &a.report {
+            println!("report written to {}", p.display());
+        }
+        let c = &report.counters;
+        let failed = c.reg_failed + c.reg_timeouts + c.calls_failed + c.calls_timeout;
+        let _ = StopReason::Finished;
+        // Like SIPp: exit 1 when anything failed, so scripts can tell.
+        Ok(if failed > 0 { 1 } else { 0 })
+    })
+}
+
+fn load_users(a: &RunArgs) -> anyhow::Result<Vec<Identity>> {
+    Ok(match &a.users_file {
+        Some(p) => population::from_csv(p)?,
+        None => population::from_pattern(
+            &a.user_pattern,
+            a.first_index,
+            a.users,
+            &a.domain,
+            &a.password,
+        )?,
+    })
+}
+
+fn resolve(t: &str) -> anyhow::Result<SocketAddr> {
+    let with_port = if t.parse::<SocketAddr>().is_ok()
+        || t.rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        t.to_string()
+    } else {
+        format!("{t}:5060")
+    };
+    with_port
+        .to_socket_addrs()
+        .with_context(|| {
+            format!("cannot resolve --target {t:?} (expected HOST:PORT, e.g. 127.0.0.1:5060)")
+        })?
+        .next()
+        .with_context(|| format!("--target {t:?} resolves to no address"))
+}
+
+/// The local address the kernel would use to reach `target` (what goes in Via and Contact).
+fn local_ip_for(target: SocketAddr) -> anyhow::Result<IpAddr> {
+    let any: SocketAddr = if target.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        ([0u16; 8], 0).into()
+    };
+    let s = std::net::UdpSocket::bind(any)?;
+    s.connect(target)
+        .with_context(|| format!("no route to the target {target}"))?;
+    Ok(s.local_addr()?.ip())
+}
+
+fn serve(s: ServeArgs) -> anyhow::Result<i32> {
+    let rt = runtime(2)?;
+    rt.block_on(async move {
+        let (trigger, _sd) = shutdown::channel();
+        shutdown::watch_signals(trigger.clone());
+        let cfg = TargetConfig {
+            domain: s.domain.clone(),
+            password_rule: s.password.clone(),
+            uas: CoreConfig {
+                ring: s.ring,
+                register: false,
+                cps: 0.0,
+                ..CoreConfig::default()
+            },
+            ..TargetConfig::default()
+        };
+        let served = imsload::target::serve::start(
+            cfg,
+            s.listen,
+            trigger.subscribe(),
+            Duration::ZERO,
+            !s.quiet,
+        )
+        .await?;
+        println!(
+            "imsload serve: listening on udp:{} for domain {} (password rule {:?}); Ctrl-C to stop",
+            served.addr, s.domain, s.password
+        );
+        if let Some(d) = s.duration {
+            let t = trigger.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(d).await;
+                t.stop(StopReason::Duration);
+            });
+        }
+        let stats = served.task.await?;
+        println!("{}", serde_json::to_string_pretty(&stats)?);
+        Ok(0)
+    })
+}

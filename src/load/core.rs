@@ -201,6 +201,7 @@ pub struct LoadCore {
     dereg_pending: usize,
     session_seq: u64,
     sdp_offer: Vec<u8>,
+    calling_span: (Option<Instant>, Option<Instant>),
 }
 
 /// Re-register ahead of expiry as TS 24.229 §5.1.1.4 asks: 600 s before when the lifetime is
@@ -260,7 +261,7 @@ impl LoadCore {
             })
             .collect();
         let sdp_offer = sdp(&local.ip().to_string(), 1, 40000);
-        let mut core = LoadCore {
+        LoadCore {
             initial_pending: if cfg.register { users.len() } else { 0 },
             cfg,
             local,
@@ -287,13 +288,25 @@ impl LoadCore {
             dereg_pending: 0,
             session_seq: 0,
             sdp_offer,
-        };
-        if core.cfg.register && !core.users.is_empty() {
-            core.arm(now, Timer::NextReg);
-        } else {
-            core.enter_calling(now);
+            calling_span: (None, None),
         }
-        core
+    }
+
+    /// Begins the run: the first registrations (or calls) are due at `now`. Separate from
+    /// [`LoadCore::new`] so that the time spent setting up other workers is not counted as
+    /// scheduling lag.
+    pub fn start(&mut self, now: Instant) {
+        self.phase_started = now;
+        if self.cfg.register && !self.users.is_empty() {
+            self.arm(now, Timer::NextReg);
+        } else {
+            self.enter_calling(now);
+        }
+    }
+
+    /// When this worker's call phase began and ended (for the achieved call rate).
+    pub fn calling_span(&self) -> (Option<Instant>, Option<Instant>) {
+        self.calling_span
     }
 
     pub fn phase(&self) -> Phase {
@@ -499,6 +512,7 @@ impl LoadCore {
 
     fn enter_calling(&mut self, now: Instant) {
         self.phase = Phase::Calling;
+        self.calling_span.0 = Some(now);
         self.phase_started = now;
         self.next_call_at = now;
         if self.cfg.cps > 0.0 {
@@ -517,6 +531,9 @@ impl LoadCore {
             return;
         }
         self.phase = Phase::Draining;
+        if self.calling_span.0.is_some() {
+            self.calling_span.1 = Some(now);
+        }
         let deadline = now + self.cfg.drain;
         self.drain_deadline = Some(deadline);
         self.arm(deadline, Timer::DrainEnd);
@@ -544,8 +561,8 @@ impl LoadCore {
                 .drain_deadline
                 .map(|d| d.saturating_duration_since(now))
                 .unwrap_or(self.cfg.drain);
-            let rate = (users.len() as f64 / (left.as_secs_f64() / 2.0).max(0.001))
-                .max(self.cfg.reg_rate);
+            let rate =
+                (users.len() as f64 / (left.as_secs_f64() / 2.0).max(0.001)).max(self.cfg.reg_rate);
             // Register state machine sends immediately; spacing is done by staggering starts.
             for (i, u) in users.into_iter().enumerate() {
                 let at = now + Duration::from_secs_f64(i as f64 / rate);
@@ -839,9 +856,7 @@ impl LoadCore {
     fn sample(&mut self, mean: Duration, dist: DurationDist) -> Duration {
         match dist {
             DurationDist::Fixed => mean,
-            DurationDist::Exp => {
-                mean.mul_f64(-(1.0 - self.rng.random::<f64>()).ln().min(50.0))
-            }
+            DurationDist::Exp => mean.mul_f64(-(1.0 - self.rng.random::<f64>()).ln().min(50.0)),
         }
     }
 
@@ -851,8 +866,8 @@ impl LoadCore {
             return;
         }
         let (caller, ruri, from, to) = if let Some(ruri) = self.cfg.fixed_ruri.clone() {
-            let caller = (!self.users.is_empty())
-                .then(|| self.rng.random_range(0..self.users.len()) as u32);
+            let caller =
+                (!self.users.is_empty()).then(|| self.rng.random_range(0..self.users.len()) as u32);
             let from = match caller {
                 Some(u) => self.users[u as usize].uri.clone(),
                 None => format!("<sip:imsload@{}>", self.cfg.domain),
@@ -1007,8 +1022,12 @@ impl LoadCore {
             t.ack = Some(ack);
         }
         let c = self.calls.get(k).expect("present");
-        let (cancelling, caller, auth_sent, ruri) =
-            (c.state == CallState::Cancelling, c.caller, c.auth_sent, c.ruri.clone());
+        let (cancelling, caller, auth_sent, ruri) = (
+            c.state == CallState::Cancelling,
+            c.caller,
+            c.auth_sent,
+            c.ruri.clone(),
+        );
         if (code == 401 || code == 407) && !auth_sent {
             if let Some(u) = caller {
                 if let Some(a) = self.answer_challenge(msg, code, u, "INVITE", Some(&ruri)) {
@@ -1404,7 +1423,11 @@ impl LoadCore {
                 self.end_call(now, k);
             }
             _ => {
-                let code = if self.calls.get(k).is_some() { 200 } else { 481 };
+                let code = if self.calls.get(k).is_some() {
+                    200
+                } else {
+                    481
+                };
                 self.respond(msg, from, code, None, None)
             }
         }

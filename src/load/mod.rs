@@ -10,6 +10,8 @@
 pub mod config;
 pub mod core;
 pub mod population;
+pub mod report;
+pub mod runner;
 pub mod stats;
 
 #[cfg(test)]

@@ -121,7 +121,10 @@ pub fn from_csv(path: &Path) -> Result<Vec<Identity>, PopulationError> {
         }
         let impu = cols[0].strip_prefix("sip:").unwrap_or(cols[0]);
         if !impu.contains('@') || impu.starts_with('@') {
-            return Err(bad(&format!("public identity {:?} is not user@domain", cols[0])));
+            return Err(bad(&format!(
+                "public identity {:?} is not user@domain",
+                cols[0]
+            )));
         }
         if cols[1].is_empty() {
             return Err(bad("private identity is empty"));
@@ -171,8 +174,13 @@ mod tests {
         let e = from_csv(&f).unwrap_err().to_string();
         assert!(e.contains(":1:") && e.contains("2 columns"), "{e}");
         std::fs::write(&f, "nodomain,a,b\n").unwrap();
-        assert!(from_csv(&f).unwrap_err().to_string().contains("not user@domain"));
-        let e = from_csv(&dir.path().join("missing.csv")).unwrap_err().to_string();
+        assert!(from_csv(&f)
+            .unwrap_err()
+            .to_string()
+            .contains("not user@domain"));
+        let e = from_csv(&dir.path().join("missing.csv"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cannot read users file"), "{e}");
     }
 }

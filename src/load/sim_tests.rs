@@ -28,7 +28,8 @@ impl Net {
     fn new(cfg: CoreConfig, users: usize, password: &str) -> Net {
         let now = Instant::now();
         let pop = from_pattern("user%04d", 1, users, "ims.local", password).unwrap();
-        let load = LoadCore::new(cfg, SocketAddr::from(LOAD), pop, 0, now);
+        let mut load = LoadCore::new(cfg, SocketAddr::from(LOAD), pop, 0, now);
+        load.start(now);
         let target = TargetCore::new(TargetConfig::default(), SocketAddr::from(TARGET), now);
         Net {
             now,
@@ -119,7 +120,11 @@ fn full_run_registers_calls_and_deregisters() {
     assert_eq!(c.calls_completed, 50);
     assert_eq!(c.dereg_ok, 20);
     assert_eq!(c.retransmits, 0);
-    assert_eq!(net.target.registered(net.now), 0, "de-registration empties the registrar");
+    assert_eq!(
+        net.target.registered(net.now),
+        0,
+        "de-registration empties the registrar"
+    );
     // Every call crossed the proxy: INVITE, ACK, BYE each forwarded to the callee.
     assert!(net.target.stats.proxied_requests >= 150);
     assert_eq!(net.totals.status.get("REGISTER 401"), Some(&40));
@@ -162,7 +167,10 @@ fn loss_is_repaired_by_retransmission_and_counted_as_ours() {
         c.calls_answered + c.calls_failed + c.calls_timeout + c.calls_cancelled,
         50
     );
-    assert_eq!(c.calls_answered, 50, "one lost datagram in seven is repaired by Timer A/E");
+    assert_eq!(
+        c.calls_answered, 50,
+        "one lost datagram in seven is repaired by Timer A/E"
+    );
 }
 
 #[test]
@@ -200,7 +208,10 @@ fn max_calls_limits_and_open_loop_keeps_offering() {
     );
     net.run(Duration::from_secs(120));
     let c = &net.totals.counters;
-    assert_eq!(c.calls_offered, 100, "the offered rate does not bend to the limit");
+    assert_eq!(
+        c.calls_offered, 100,
+        "the offered rate does not bend to the limit"
+    );
     assert!(c.calls_limited > 80);
     assert_eq!(c.calls_attempted + c.calls_limited, 100);
 }

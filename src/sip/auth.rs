@@ -198,15 +198,15 @@ pub fn digest_response(
     nc: u32,
     cnonce: &str,
 ) -> String {
-    let ha1 = md5_hex(&[
-        cred.username.as_bytes(),
-        ch.realm.as_bytes(),
-        cred.password,
-    ]);
+    let ha1 = md5_hex(&[cred.username.as_bytes(), ch.realm.as_bytes(), cred.password]);
     let ha2 = match qop {
         Some("auth-int") => {
             let hbody = md5_hex(&[cred.body]);
-            md5_hex(&[cred.method.as_bytes(), cred.uri.as_bytes(), hbody.as_bytes()])
+            md5_hex(&[
+                cred.method.as_bytes(),
+                cred.uri.as_bytes(),
+                hbody.as_bytes(),
+            ])
         }
         _ => md5_hex(&[cred.method.as_bytes(), cred.uri.as_bytes()]),
     };

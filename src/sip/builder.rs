@@ -72,7 +72,11 @@ impl Writer {
 
 /// A minimal audio offer/answer; the load generator never sends media.
 pub fn sdp(origin_ip: &str, session_id: u64, port: u16) -> Vec<u8> {
-    let fam = if origin_ip.contains(':') { "IP6" } else { "IP4" };
+    let fam = if origin_ip.contains(':') {
+        "IP6"
+    } else {
+        "IP4"
+    };
     format!(
         "v=0\r\no=imsload {session_id} 1 IN {fam} {origin_ip}\r\ns=-\r\nc=IN {fam} {origin_ip}\r\nt=0 0\r\n\
 m=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\

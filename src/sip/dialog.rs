@@ -109,7 +109,10 @@ impl Dialog {
         if self.remote_tag.is_empty() {
             w.header("To", &self.remote_uri);
         } else {
-            w.header("To", format_args!("{};tag={}", self.remote_uri, self.remote_tag));
+            w.header(
+                "To",
+                format_args!("{};tag={}", self.remote_uri, self.remote_tag),
+            );
         }
         w.header("Call-ID", &self.call_id);
         w.header("CSeq", format_args!("{n} {method}"));
@@ -139,7 +142,9 @@ CSeq: 1 INVITE\r\nContact: <sip:b@10.0.0.2:5062>\r\nContent-Length: 0\r\n\r\n";
         let m = Message::parse(OK.as_bytes()).unwrap();
         let mut d = Dialog::from_uac_response(&m, "<sip:a@x>", "1", "<sip:b@x>", 1);
         assert_eq!(d.route_set, ["<sip:p1;lr>", "<sip:p2;lr>"]);
-        let bye = d.request("BYE", "SIP/2.0/UDP a;branch=z9hG4bK9", None).finish(None, b"");
+        let bye = d
+            .request("BYE", "SIP/2.0/UDP a;branch=z9hG4bK9", None)
+            .finish(None, b"");
         let b = Message::parse(&bye).unwrap();
         assert_eq!(b.request_uri(), Some("sip:b@10.0.0.2:5062"));
         let routes: Vec<_> = b.header_values(HeaderName::Route).collect();
@@ -154,7 +159,9 @@ CSeq: 1 INVITE\r\nContact: <sip:b@10.0.0.2:5062>\r\nContent-Length: 0\r\n\r\n";
         let text = OK.replace("<sip:p1;lr>", "<sip:p1>");
         let m = Message::parse(text.as_bytes()).unwrap();
         let mut d = Dialog::from_uac_response(&m, "<sip:a@x>", "1", "<sip:b@x>", 1);
-        let ack = d.request("ACK", "SIP/2.0/UDP a;branch=z9hG4bK9", Some(1)).finish(None, b"");
+        let ack = d
+            .request("ACK", "SIP/2.0/UDP a;branch=z9hG4bK9", Some(1))
+            .finish(None, b"");
         let a = Message::parse(&ack).unwrap();
         assert_eq!(a.request_uri(), Some("sip:p1"));
         let routes: Vec<_> = a.header_values(HeaderName::Route).collect();

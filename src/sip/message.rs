@@ -188,7 +188,10 @@ fn header_end(buf: &[u8]) -> Option<usize> {
 /// bytes are needed. Leading CRLF keep-alives (RFC 5626) are counted as a message of their own so the
 /// caller can drop them.
 pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, ParseError> {
-    let ws = buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+    let ws = buf
+        .iter()
+        .take_while(|b| **b == b'\r' || **b == b'\n')
+        .count();
     if ws > 0 {
         return Ok(Some(ws));
     }
@@ -206,10 +209,12 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, ParseError> {
             continue;
         };
         if HeaderName::classify(name.trim_end().as_bytes()) == HeaderName::ContentLength {
-            cl = value
-                .trim()
-                .parse()
-                .map_err(|_| err(ParseErrorKind::BadContentLength, "Content-Length is not a number"))?;
+            cl = value.trim().parse().map_err(|_| {
+                err(
+                    ParseErrorKind::BadContentLength,
+                    "Content-Length is not a number",
+                )
+            })?;
         }
     }
     if buf.len() < end + cl {
@@ -278,7 +283,10 @@ impl<'a> Message<'a> {
             if name == HeaderName::ContentLength {
                 let v = &text[value.start as usize..value.end as usize];
                 let n: usize = v.parse().map_err(|_| {
-                    err(ParseErrorKind::BadContentLength, "Content-Length is not a number")
+                    err(
+                        ParseErrorKind::BadContentLength,
+                        "Content-Length is not a number",
+                    )
                 })?;
                 if content_length.is_some_and(|old| old != n) {
                     return Err(err(
@@ -420,14 +428,18 @@ impl<'a> Message<'a> {
     }
 
     pub fn top_via(&self) -> Option<Via<'a>> {
-        self.header_values(HeaderName::Via).next().and_then(Via::parse)
+        self.header_values(HeaderName::Via)
+            .next()
+            .and_then(Via::parse)
     }
 
     pub fn from_tag(&self) -> Option<&'a str> {
-        self.header(HeaderName::From).and_then(|v| name_addr_param(v, "tag"))
+        self.header(HeaderName::From)
+            .and_then(|v| name_addr_param(v, "tag"))
     }
     pub fn to_tag(&self) -> Option<&'a str> {
-        self.header(HeaderName::To).and_then(|v| name_addr_param(v, "tag"))
+        self.header(HeaderName::To)
+            .and_then(|v| name_addr_param(v, "tag"))
     }
 
     /// URI of the first Contact.
@@ -492,7 +504,10 @@ fn parse_start_line(line: &str) -> Result<StartLine<'_>, ParseError> {
         return Err(err(ParseErrorKind::BadStartLine, "method is not a token"));
     }
     if uri.is_empty() || !uri.contains(':') {
-        return Err(err(ParseErrorKind::BadStartLine, "request URI has no scheme"));
+        return Err(err(
+            ParseErrorKind::BadStartLine,
+            "request URI has no scheme",
+        ));
     }
     Ok(StartLine::Request { method, uri })
 }
@@ -606,7 +621,10 @@ pub fn uri_user(uri: &str) -> Option<&str> {
     let rest = uri
         .strip_prefix("sip:")
         .or_else(|| uri.strip_prefix("sips:"))
-        .or_else(|| uri.strip_prefix("tel:").map(|t| t.split(';').next().unwrap_or(t)))?;
+        .or_else(|| {
+            uri.strip_prefix("tel:")
+                .map(|t| t.split(';').next().unwrap_or(t))
+        })?;
     if uri.starts_with("tel:") {
         return Some(rest);
     }
@@ -671,7 +689,10 @@ l: 0\r\n\r\n";
             kind("SIP/2.0 200 OK\r\nno colon here\r\n\r\n"),
             ParseErrorKind::BadHeader
         );
-        assert_eq!(kind("SIP/2.0 200 OK\r\nVia: x\r\n\r\n"), ParseErrorKind::MissingHeader);
+        assert_eq!(
+            kind("SIP/2.0 200 OK\r\nVia: x\r\n\r\n"),
+            ParseErrorKind::MissingHeader
+        );
         assert_eq!(
             kind("SIP/2.0 200 OK\r\nContent-Length: ten\r\n\r\n"),
             ParseErrorKind::BadContentLength

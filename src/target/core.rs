@@ -84,7 +84,8 @@ impl TargetCore {
         uas_cfg.cps = 0.0;
         uas_cfg.duration = None;
         uas_cfg.domain = cfg.domain.clone();
-        let uas = LoadCore::new(uas_cfg, local, Vec::new(), 0xffff, now);
+        let mut uas = LoadCore::new(uas_cfg, local, Vec::new(), 0xffff, now);
+        uas.start(now);
         TargetCore {
             me: local.to_string(),
             secret: rand::random(),
@@ -166,7 +167,8 @@ impl TargetCore {
         match dest {
             Some((new_ruri, to)) => {
                 let record_route = !in_dialog && method == "INVITE";
-                let fwd = self.forward_request(&msg, data, from, &new_ruri, record_route, routes_to_me);
+                let fwd =
+                    self.forward_request(&msg, data, from, &new_ruri, record_route, routes_to_me);
                 match fwd {
                     Some(bytes) => {
                         self.stats.proxied_requests += 1;
@@ -252,7 +254,11 @@ impl TargetCore {
                 return self.reply(msg, from, 403, None);
             }
             self.stats.challenges += 1;
-            let stale = if fresh == Some(false) { ", stale=true" } else { "" };
+            let stale = if fresh == Some(false) {
+                ", stale=true"
+            } else {
+                ""
+            };
             let ch = format!(
                 "WWW-Authenticate: Digest realm=\"{realm}\", nonce=\"{}\", qop=\"auth\", algorithm=MD5{stale}",
                 self.nonce(now)
@@ -265,10 +271,7 @@ impl TargetCore {
             .and_then(uri_user)
             .unwrap_or(&user)
             .to_string();
-        let expires = msg
-            .expires()
-            .unwrap_or(3600)
-            .min(self.cfg.max_expires);
+        let expires = msg.expires().unwrap_or(3600).min(self.cfg.max_expires);
         let contact = msg.contact_uri().unwrap_or("").to_string();
         let mut w = Writer::response_to(msg, 200, "OK", Some("tgt"));
         if expires == 0 || contact.is_empty() {
@@ -276,7 +279,10 @@ impl TargetCore {
         } else {
             w.header("Contact", format_args!("<{contact}>;expires={expires}"));
             w.header("Service-Route", format_args!("<sip:orig@{};lr>", self.me));
-            w.header("P-Associated-URI", format_args!("<sip:{to_user}@{}>", self.cfg.domain));
+            w.header(
+                "P-Associated-URI",
+                format_args!("<sip:{to_user}@{}>", self.cfg.domain),
+            );
             self.location.insert(
                 to_user,
                 Binding {
@@ -311,7 +317,10 @@ impl TargetCore {
         h.update(method.trim_start_matches("ACK").as_bytes());
         let branch = format!("z9hG4bKtg{}", hex(&h.finalize()[..8]));
         let mut w = Writer::request(method, new_ruri);
-        w.header("Via", format_args!("SIP/2.0/UDP {};branch={branch}", self.me));
+        w.header(
+            "Via",
+            format_args!("SIP/2.0/UDP {};branch={branch}", self.me),
+        );
         if record_route {
             w.header("Record-Route", format_args!("<sip:{};lr>", self.me));
         }
@@ -356,9 +365,9 @@ impl TargetCore {
     }
 
     fn on_response(&mut self, now: Instant, msg: &Message<'_>, data: &[u8], from: SocketAddr) {
-        let mine = msg
-            .top_via()
-            .is_some_and(|v| v.sent_by == self.me && v.branch.is_some_and(|b| b.starts_with("z9hG4bKtg")));
+        let mine = msg.top_via().is_some_and(|v| {
+            v.sent_by == self.me && v.branch.is_some_and(|b| b.starts_with("z9hG4bKtg"))
+        });
         if !mine {
             // A response to our answering side's own request (its BYE).
             return self.uas.handle_input(now, data, from);
@@ -369,7 +378,11 @@ impl TargetCore {
         let Some(next) = vias.next().and_then(Via::parse) else {
             return;
         };
-        let host = next.received.unwrap_or_else(|| next.sent_by.rsplit_once(':').map_or(next.sent_by, |(h, _)| h));
+        let host = next.received.unwrap_or_else(|| {
+            next.sent_by
+                .rsplit_once(':')
+                .map_or(next.sent_by, |(h, _)| h)
+        });
         let port = next
             .rport
             .filter(|p| !p.is_empty())
@@ -379,10 +392,13 @@ impl TargetCore {
         let Ok(ip) = host.trim_matches(['[', ']']).parse::<std::net::IpAddr>() else {
             return;
         };
-        let mut w = Writer::response(msg.status().unwrap_or(500), match msg.start {
-            crate::sip::message::StartLine::Response { reason, .. } => reason,
-            _ => "",
-        });
+        let mut w = Writer::response(
+            msg.status().unwrap_or(500),
+            match msg.start {
+                crate::sip::message::StartLine::Response { reason, .. } => reason,
+                _ => "",
+            },
+        );
         let mut dropped = false;
         for (name, value) in msg.raw_headers() {
             match HeaderName::classify(name.as_bytes()) {
