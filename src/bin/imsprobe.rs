@@ -269,14 +269,7 @@ fn pcap_only(cli: &Cli, file: &std::path::Path) -> anyhow::Result<i32> {
             layers,
             pacer: None,
             capture: None,
-            warnings: if cap.stats.unmatched_replies > 0 {
-                vec![format!(
-                    "{} replies in the capture match no request in it (capture started mid-run?)",
-                    cap.stats.unmatched_replies
-                )]
-            } else {
-                vec![]
-            },
+            warnings: pcap_warnings(&cap.stats),
             files: Files::default(),
         };
         run::write_outputs(&dir, &mut rep, &sets, &analyses, &tb, !cli.no_plot)?;
@@ -284,4 +277,20 @@ fn pcap_only(cli: &Cli, file: &std::path::Path) -> anyhow::Result<i32> {
         println!("  files: {}", dir.display());
     }
     Ok(0)
+}
+
+fn pcap_warnings(st: &pcapread::PcapStats) -> Vec<String> {
+    let mut w = Vec::new();
+    if st.unmatched_replies > 0 {
+        w.push(format!(
+            "{} replies in the capture match no request in it (capture started mid-run, or the requests were not captured)",
+            st.unmatched_replies
+        ));
+    }
+    for s in &st.ignored_streams {
+        w.push(format!(
+            "not analysed (a larger stream to the same host was): {s}"
+        ));
+    }
+    w
 }

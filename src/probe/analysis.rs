@@ -202,9 +202,10 @@ pub fn analyze(layer: Layer, records: &[ProbeRecord], p: &Params) -> LayerAnalys
         }
     }
 
-    // The set of probes "concerned" by a span [a, b]: those sent in [a - timeout, b].
-    let concerned = |a: i64, b: i64| -> std::ops::Range<usize> {
-        let lo = sent_times.partition_point(|&t| t < a - p.timeout_ns);
+    // The probes "concerned" by a reply gap: those sent from `from` (the send time of the probe
+    // whose reply opened the gap) to the gap's end.
+    let concerned = |from: i64, b: i64| -> std::ops::Range<usize> {
+        let lo = sent_times.partition_point(|&t| t < from);
         let hi = sent_times.partition_point(|&t| t <= b);
         lo..hi
     };
@@ -250,10 +251,11 @@ pub fn analyze(layer: Layer, records: &[ProbeRecord], p: &Params) -> LayerAnalys
 
     // Reply gaps: sorted arrivals of good replies (late ones included: they prove the service
     // answered at that moment).
-    let mut arrivals: Vec<i64> = recs
+    // (arrival, send time of the probe answered), by arrival.
+    let mut arrivals: Vec<(i64, i64)> = recs
         .iter()
         .filter(|r| r.outcome == Outcome::Ok)
-        .filter_map(|r| r.received_ns)
+        .filter_map(|r| r.received_ns.map(|t| (t, r.sent_ns)))
         .collect();
     arrivals.sort_unstable();
     let mut reply_gaps = Vec::new();
@@ -272,7 +274,7 @@ pub fn analyze(layer: Layer, records: &[ProbeRecord], p: &Params) -> LayerAnalys
                     reply_gaps.push(g);
                 }
             }
-            Some(&first) => {
+            Some(&(first, _)) => {
                 // Down from the start: the first good reply came later than the first send plus
                 // the smallest RTT seen, by at least min_gap.
                 let base_rtt = rtts.first().copied().unwrap_or(0);
@@ -286,20 +288,20 @@ pub fn analyze(layer: Layer, records: &[ProbeRecord], p: &Params) -> LayerAnalys
         }
     }
     for w in arrivals.windows(2) {
-        let (a, b) = (w[0], w[1]);
+        let ((a, a_sent), (b, _)) = (w[0], w[1]);
         s.max_reply_interval_ns = s.max_reply_interval_ns.max(b - a);
         if b - a >= p.min_gap_ns {
             let mut g = new_gap(GapKind::ReplyGap, a, b);
-            fill(&mut g, concerned(a, b));
+            fill(&mut g, concerned(a_sent, b));
             reply_gaps.push(g);
         }
     }
-    if let (Some(&last), Some(ls)) = (arrivals.last(), last_send) {
+    if let (Some(&(last, last_sent)), Some(ls)) = (arrivals.last(), last_send) {
         // Still silent at the end: from the last reply to the last probe sent.
         if ls - last >= p.min_gap_ns {
             let mut g = new_gap(GapKind::ReplyGap, last, ls);
             g.open_end = true;
-            fill(&mut g, concerned(last, ls));
+            fill(&mut g, concerned(last_sent, ls));
             reply_gaps.push(g);
         }
     }

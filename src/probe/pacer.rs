@@ -61,7 +61,8 @@ fn sleep_until(abs_ns: u64) {
     }
 }
 
-fn tune_thread(rt_priority: Option<i32>) -> bool {
+/// Sets 1 ns timer slack and, when asked and permitted, SCHED_FIFO on the calling thread.
+pub fn tune_thread(rt_priority: Option<i32>) -> bool {
     // SAFETY: prctl/pthread calls on the current thread with valid arguments.
     unsafe {
         libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0);

@@ -21,8 +21,10 @@ pub struct CapturedTarget {
     pub host: String,
     pub sip: Vec<ProbeRecord>,
     pub icmp: Vec<ProbeRecord>,
-    /// `host:port` of the SIP requests (first seen).
+    /// Destination port of the SIP requests.
     pub sip_port: Option<u16>,
+    /// Echo id of the ICMP requests.
+    pub icmp_id: Option<u16>,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -33,6 +35,8 @@ pub struct PcapStats {
     /// SIP responses / ICMP replies that matched no request in the capture.
     pub unmatched_replies: u64,
     pub duplicate_replies: u64,
+    /// Smaller probe streams to an analysed host that were left out.
+    pub ignored_streams: Vec<String>,
 }
 
 pub struct Captured {
@@ -107,18 +111,40 @@ fn ip_packet(linktype: i32, frame: &[u8]) -> Option<Ip<'_>> {
     }
 }
 
+/// One probe stream: SIP OPTIONS to (host, port), or ICMP echo to host with one echo id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Stream {
+    Sip(IpAddr, u16),
+    Icmp(IpAddr, u16),
+}
+
 /// Reads `path` (pcap or pcapng, any timestamp resolution) and rebuilds the probes. `only_host`
-/// keeps only requests to that destination.
+/// keeps only requests to that destination. When several streams of one layer go to the same
+/// host (two pings with different ids, OPTIONS to two ports), the largest one is analysed and
+/// the others are listed in [`PcapStats::ignored_streams`].
 pub fn read(path: &Path, only_host: Option<IpAddr>) -> Result<Captured, String> {
     let mut cap = Capture::from_file_with_precision(path, Precision::Nano)
         .map_err(|e| format!("cannot read capture {}: {e}", path.display()))?;
     let linktype = cap.get_datalink().0;
     let mut stats = PcapStats::default();
     let mut t0: Option<i128> = None;
-    let mut targets: BTreeMap<IpAddr, CapturedTarget> = BTreeMap::new();
-    // SIP: (call-id, cseq, branch) -> (dst, index). ICMP: (dst, id, seq16) -> newest index.
-    let mut sip_idx: HashMap<(String, u32, String), (IpAddr, usize)> = HashMap::new();
+    let mut streams: HashMap<Stream, Vec<ProbeRecord>> = HashMap::new();
+    // SIP: (call-id, cseq, branch) -> (stream, index). ICMP: (dst, id, seq16) -> newest index.
+    let mut sip_idx: HashMap<(String, u32, String), (Stream, usize)> = HashMap::new();
     let mut icmp_idx: HashMap<(IpAddr, u16, u16), usize> = HashMap::new();
+    let complete = |stats: &mut PcapStats,
+                    rec: Option<&mut ProbeRecord>,
+                    t: i64,
+                    outcome: Outcome,
+                    code: u16| match rec {
+        Some(r) if r.received_ns.is_some() => stats.duplicate_replies += 1,
+        Some(r) => {
+            r.received_ns = Some(t);
+            r.outcome = outcome;
+            r.code = code;
+        }
+        None => stats.unmatched_replies += 1,
+    };
     loop {
         let p = match cap.next_packet() {
             Ok(p) => p,
@@ -135,10 +161,10 @@ pub fn read(path: &Path, only_host: Option<IpAddr>) -> Result<Captured, String> 
         };
         match proto {
             17 if payload.len() >= 8 => {
+                let sport = u16::from_be_bytes([payload[0], payload[1]]);
                 let dport = u16::from_be_bytes([payload[2], payload[3]]);
-                let body = &payload[8..];
                 let Some((is_req, code, call_id, cseq, branch)) =
-                    super::sipcodec::options_identity(body)
+                    super::sipcodec::options_identity(&payload[8..])
                 else {
                     continue;
                 };
@@ -146,35 +172,23 @@ pub fn read(path: &Path, only_host: Option<IpAddr>) -> Result<Captured, String> 
                     if only_host.is_some_and(|h| h != dst) {
                         continue;
                     }
-                    let tg = targets.entry(dst).or_insert_with(|| CapturedTarget {
-                        host: dst.to_string(),
-                        ..CapturedTarget::default()
-                    });
-                    tg.sip_port.get_or_insert(dport);
-                    let seq = tg.sip.len() as u64;
-                    tg.sip.push(ProbeRecord::sent(Layer::Sip, seq, t));
-                    sip_idx.insert((call_id, cseq, branch), (dst, seq as usize));
+                    let key = Stream::Sip(dst, dport);
+                    let v = streams.entry(key).or_default();
+                    sip_idx.insert((call_id, cseq, branch), (key, v.len()));
+                    v.push(ProbeRecord::sent(Layer::Sip, v.len() as u64, t));
                 } else if code >= 200 {
-                    match sip_idx.get(&(call_id, cseq, branch)) {
-                        Some(&(d, i)) if d == src => {
-                            let Some(r) = targets.get_mut(&d).and_then(|tg| tg.sip.get_mut(i))
-                            else {
-                                continue;
-                            };
-                            if r.received_ns.is_some() {
-                                stats.duplicate_replies += 1;
-                            } else {
-                                r.received_ns = Some(t);
-                                r.code = code;
-                                r.outcome = if (200..300).contains(&code) {
-                                    Outcome::Ok
-                                } else {
-                                    Outcome::Failed
-                                };
-                            }
+                    let rec = match sip_idx.get(&(call_id, cseq, branch)) {
+                        Some(&(key @ Stream::Sip(h, port), i)) if h == src && port == sport => {
+                            streams.get_mut(&key).and_then(|v| v.get_mut(i))
                         }
-                        _ => stats.unmatched_replies += 1,
-                    }
+                        _ => None,
+                    };
+                    let outcome = if (200..300).contains(&code) {
+                        Outcome::Ok
+                    } else {
+                        Outcome::Failed
+                    };
+                    complete(&mut stats, rec, t, outcome, code);
                 }
             }
             1 if payload.len() >= 8 => {
@@ -185,33 +199,52 @@ pub fn read(path: &Path, only_host: Option<IpAddr>) -> Result<Captured, String> 
                         if only_host.is_some_and(|h| h != dst) {
                             continue;
                         }
-                        let tg = targets.entry(dst).or_insert_with(|| CapturedTarget {
-                            host: dst.to_string(),
-                            ..CapturedTarget::default()
-                        });
-                        let seq = tg.icmp.len() as u64;
-                        tg.icmp.push(ProbeRecord::sent(Layer::Icmp, seq, t));
-                        icmp_idx.insert((dst, id, seq16), seq as usize);
+                        let v = streams.entry(Stream::Icmp(dst, id)).or_default();
+                        icmp_idx.insert((dst, id, seq16), v.len());
+                        v.push(ProbeRecord::sent(Layer::Icmp, v.len() as u64, t));
                     }
-                    icmp::ECHO_REPLY => match icmp_idx.get(&(src, id, seq16)) {
-                        Some(&i) => {
-                            let Some(r) = targets.get_mut(&src).and_then(|tg| tg.icmp.get_mut(i))
-                            else {
-                                continue;
-                            };
-                            if r.received_ns.is_some() {
-                                stats.duplicate_replies += 1;
-                            } else {
-                                r.received_ns = Some(t);
-                                r.outcome = Outcome::Ok;
-                            }
-                        }
-                        None => stats.unmatched_replies += 1,
-                    },
+                    icmp::ECHO_REPLY => {
+                        let rec = icmp_idx.get(&(src, id, seq16)).and_then(|&i| {
+                            streams
+                                .get_mut(&Stream::Icmp(src, id))
+                                .and_then(|v| v.get_mut(i))
+                        });
+                        complete(&mut stats, rec, t, Outcome::Ok, 0);
+                    }
                     _ => {}
                 }
             }
             _ => {}
+        }
+    }
+    // Per destination: the largest stream of each layer.
+    let mut keys: Vec<(Stream, usize)> = streams.iter().map(|(k, v)| (*k, v.len())).collect();
+    keys.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut targets: BTreeMap<IpAddr, CapturedTarget> = BTreeMap::new();
+    for (key, n) in keys {
+        let host = match key {
+            Stream::Sip(h, _) | Stream::Icmp(h, _) => h,
+        };
+        let tg = targets.entry(host).or_insert_with(|| CapturedTarget {
+            host: host.to_string(),
+            ..CapturedTarget::default()
+        });
+        let recs = streams.remove(&key).unwrap_or_default();
+        match key {
+            Stream::Sip(_, port) if tg.sip.is_empty() => {
+                tg.sip = recs;
+                tg.sip_port = Some(port);
+            }
+            Stream::Icmp(_, id) if tg.icmp.is_empty() => {
+                tg.icmp = recs;
+                tg.icmp_id = Some(id);
+            }
+            Stream::Sip(h, port) => stats
+                .ignored_streams
+                .push(format!("{n} SIP OPTIONS to {h}:{port}")),
+            Stream::Icmp(h, id) => stats
+                .ignored_streams
+                .push(format!("{n} ICMP echo requests to {h} with id {id}")),
         }
     }
     let t0 = t0.unwrap_or(0);

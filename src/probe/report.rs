@@ -88,6 +88,12 @@ pub struct LayerOut {
     pub receive_timestamps: String,
     /// Socket details (`udp`, `tcp`, `icmp-datagram`, `icmp-raw`, `pcap`).
     pub socket: String,
+    /// Identity of the probe stream in a capture: the ICMP echo id (raw sockets; datagram ICMP
+    /// sockets get theirs from the kernel) or the local `ip:port` of the SIP socket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp_id: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sip_local: Option<String>,
     /// Counted, not recorded per probe: duplicates, malformed and foreign datagrams...
     #[serde(skip_serializing_if = "Option::is_none")]
     pub counters: Option<super::table::Counters>,
@@ -128,6 +134,8 @@ impl LayerOut {
             loss_windows: a.loss_windows.iter().map(|g| GapOut::new(g, tb)).collect(),
             receive_timestamps: receive_timestamps.into(),
             socket: socket.into(),
+            icmp_id: None,
+            sip_local: None,
             counters: None,
         }
     }

@@ -263,6 +263,7 @@ fn is_timeout(e: &std::io::Error) -> bool {
 
 fn spawn_sip_receiver(
     io: &SipIo,
+    rt: Option<i32>,
     clock: ProbeClock,
     name: String,
     stop: Arc<AtomicBool>,
@@ -272,6 +273,9 @@ fn spawn_sip_receiver(
     std::thread::Builder::new()
         .name("imsprobe-sip-rx".into())
         .spawn(move || {
+            // Same priority as the pacer: it shares the record table's lock with us, and must
+            // never wait for a receiver that the scheduler preempted while holding it.
+            pacer::tune_thread(rt);
             let mut buf = vec![0u8; 65536];
             while !stop.load(Ordering::Relaxed) {
                 let (n, ts) = match net::recv_timestamped(&socket, &mut buf) {
@@ -324,6 +328,7 @@ fn preview(b: &[u8]) -> String {
 
 fn spawn_icmp_receiver(
     io: &IcmpIo,
+    rt: Option<i32>,
     clock: ProbeClock,
     name: String,
     stop: Arc<AtomicBool>,
@@ -333,6 +338,7 @@ fn spawn_icmp_receiver(
     std::thread::Builder::new()
         .name("imsprobe-icmp-rx".into())
         .spawn(move || {
+            pacer::tune_thread(rt);
             let mut buf = vec![0u8; 65536];
             while !stop.load(Ordering::Relaxed) {
                 let (n, ts) = match net::recv_timestamped(&socket.socket, &mut buf) {
@@ -434,7 +440,12 @@ struct Live {
 impl Live {
     fn poll(&mut self, clock: &ProbeClock, now: i64, start: i64, min_gap: i64) {
         let last = self.table.last_good_ns.load(Ordering::Acquire);
-        let reference = if last == i64::MIN { start } else { last };
+        let first_sent = self.table.first_sent_ns.load(Ordering::Acquire);
+        if first_sent == i64::MIN {
+            return;
+        }
+        let _ = start;
+        let reference = if last == i64::MIN { first_sent } else { last };
         if let Some(since) = self.open_since {
             if last != i64::MIN && last > since {
                 let tb = clock.time_base();
@@ -487,6 +498,7 @@ pub fn run(cfg: &RunConfig, trigger: &Trigger) -> anyhow::Result<Vec<TargetResul
         if let Some(s) = &r.sip {
             receivers.push(spawn_sip_receiver(
                 s,
+                cfg.rt_priority,
                 clock,
                 r.target.name.clone(),
                 rx_stop.clone(),
@@ -496,6 +508,7 @@ pub fn run(cfg: &RunConfig, trigger: &Trigger) -> anyhow::Result<Vec<TargetResul
         if let Some(s) = &r.icmp {
             receivers.push(spawn_icmp_receiver(
                 s,
+                cfg.rt_priority,
                 clock,
                 r.target.name.clone(),
                 rx_stop.clone(),
@@ -577,8 +590,10 @@ pub fn run(cfg: &RunConfig, trigger: &Trigger) -> anyhow::Result<Vec<TargetResul
             pacer_stop.store(true, Ordering::Relaxed);
         }
         let now = clock.now_ns();
-        for l in &mut lives {
-            l.poll(&clock, now, start_t, min_gap);
+        if !cfg.quiet {
+            for l in &mut lives {
+                l.poll(&clock, now, start_t, min_gap);
+            }
         }
         if !cfg.quiet && now >= next_progress {
             next_progress += 10_000_000_000;
@@ -669,6 +684,12 @@ pub fn run(cfg: &RunConfig, trigger: &Trigger) -> anyhow::Result<Vec<TargetResul
                 "udp",
             );
             lo.counters = Some(strip_logged(s.table.counters()));
+            lo.sip_local = s
+                .socket
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .map(|a| a.to_string());
             layers.push(lo);
             analyses.push(a);
             records.push(recs);
@@ -691,6 +712,7 @@ pub fn run(cfg: &RunConfig, trigger: &Trigger) -> anyhow::Result<Vec<TargetResul
                 },
             );
             lo.counters = Some(strip_logged(s.table.counters()));
+            lo.icmp_id = s.socket.raw.then_some(s.codec.id);
             layers.push(lo);
             analyses.push(a);
             records.push(recs);

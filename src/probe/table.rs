@@ -52,6 +52,8 @@ pub struct LayerTable {
     pub last_good_ns: AtomicI64,
     /// Probes sent so far.
     pub sent: AtomicU64,
+    /// Send time of the first probe, `i64::MIN` before it.
+    pub first_sent_ns: AtomicI64,
 }
 
 impl LayerTable {
@@ -65,6 +67,7 @@ impl LayerTable {
             }),
             last_good_ns: AtomicI64::new(i64::MIN),
             sent: AtomicU64::new(0),
+            first_sent_ns: AtomicI64::new(i64::MIN),
         }
     }
 
@@ -83,6 +86,9 @@ impl LayerTable {
         }
         g.chunks[c].push(ProbeRecord::sent(self.layer, seq, sent_ns));
         g.len += 1;
+        if seq == 0 {
+            self.first_sent_ns.store(sent_ns, Ordering::Release);
+        }
         self.sent.store(g.len, Ordering::Release);
     }
 
