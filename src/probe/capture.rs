@@ -78,6 +78,12 @@ pub fn start(interface: &str, host: IpAddr, path: &Path) -> Result<CaptureHandle
     let mut cap = cap;
     cap.filter(&filter, true)
         .map_err(|e| explain(&format!("cannot set the BPF filter `{filter}`"), e))?;
+    // Non-blocking reads plus our own poll: libpcap's own read timeout does not fire with
+    // TPACKET_V3 in immediate mode on an idle interface, so a blocking read could never see
+    // the stop.
+    let mut cap = cap
+        .setnonblock()
+        .map_err(|e| explain("cannot make the capture non-blocking", e))?;
     let mut save = cap.savefile(path).map_err(|e| {
         format!(
             "packet capture disabled: cannot create {}: {e}",
@@ -95,8 +101,10 @@ pub fn start(interface: &str, host: IpAddr, path: &Path) -> Result<CaptureHandle
     let thread = std::thread::Builder::new()
         .name("imsprobe-capture".into())
         .spawn(move || {
-            // Once stopping: read on until the buffer is drained (a read timeout) or 200 ms
-            // passed (other traffic to the host may never pause).
+            // Once stopping: read on until the buffer is drained or 200 ms passed (other
+            // traffic to the host may never pause).
+            use std::os::fd::AsRawFd;
+            let fd = cap.as_raw_fd();
             let mut stopping: Option<std::time::Instant> = None;
             loop {
                 match cap.next_packet() {
@@ -104,8 +112,18 @@ pub fn start(interface: &str, host: IpAddr, path: &Path) -> Result<CaptureHandle
                         save.write(&p);
                         info.packets_written += 1;
                     }
-                    Err(pcap::Error::TimeoutExpired) if stopping.is_some() => break,
-                    Err(pcap::Error::TimeoutExpired) => {}
+                    Err(pcap::Error::TimeoutExpired) => {
+                        if stopping.is_some() {
+                            break;
+                        }
+                        let mut pfd = libc::pollfd {
+                            fd,
+                            events: libc::POLLIN,
+                            revents: 0,
+                        };
+                        // SAFETY: one valid pollfd.
+                        unsafe { libc::poll(&mut pfd, 1, 20) };
+                    }
                     Err(e) => {
                         info.error = Some(format!("capture ended early: {e}"));
                         break;
