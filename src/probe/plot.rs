@@ -89,15 +89,20 @@ pub fn svg(
 <rect width="100%" height="100%" fill="white"/>
 "#
     );
+    let addr = format!(
+        "{}{}",
+        rep.target.host,
+        rep.target.sip_port.map(|p| format!(":{p}")).unwrap_or_default()
+    );
+    let name = if rep.target.name == addr || rep.target.name == rep.target.host {
+        addr
+    } else {
+        format!("{} ({addr})", rep.target.name)
+    };
     let _ = writeln!(
         s,
-        r#"<text x="{LEFT}" y="30" font-size="22" font-weight="bold">imsprobe · {} ({}{}) · {}</text>"#,
-        esc(&rep.target.name),
-        esc(&rep.target.host),
-        rep.target
-            .sip_port
-            .map(|p| format!(":{p}"))
-            .unwrap_or_default(),
+        r#"<text x="{LEFT}" y="30" font-size="22" font-weight="bold">imsprobe · {} · {}</text>"#,
+        esc(&name),
         esc(&rep.started_utc)
     );
     let _ = writeln!(
@@ -223,16 +228,18 @@ fn panel(
     let sub = m
         .map(|m| {
             format!(
-                "sent {} · ok {} · late {} · failed {} · lost {} · availability {:.3} % · {} reply gap{} (longest {}) · RTT p50 {} p99 {} max {}",
+                "sent {} · ok {} · late {} · failed {} · lost {} · availability {:.3} % · {} · RTT p50 {} p99 {} max {}",
                 m.sent,
                 m.ok,
                 m.late,
                 m.failed,
                 m.lost,
                 m.availability_pct,
-                m.reply_gaps,
-                if m.reply_gaps == 1 { "" } else { "s" },
-                fmt_dur(m.longest_reply_gap_ms),
+                match m.reply_gaps {
+                    0 => "no reply gap".to_string(),
+                    1 => format!("1 reply gap ({})", fmt_dur(m.longest_reply_gap_ms)),
+                    n => format!("{n} reply gaps (longest {})", fmt_dur(m.longest_reply_gap_ms)),
+                },
                 m.rtt_p50_ms.map_or("-".into(), fmt_dur),
                 m.rtt_p99_ms.map_or("-".into(), fmt_dur),
                 m.rtt_max_ms.map_or("-".into(), fmt_dur),
@@ -338,7 +345,7 @@ fn panel(
         labels.push((
             x1,
             x2,
-            format!("gap {}", fmt_dur(g.duration_ns as f64 / 1e6)),
+            format!("reply gap {}", fmt_dur(g.duration_ns as f64 / 1e6)),
             "#b3140f",
         ));
     }
@@ -353,7 +360,7 @@ fn panel(
         labels.push((
             x1,
             x2,
-            format!("loss {}", fmt_dur(g.duration_ns as f64 / 1e6)),
+            format!("loss window {}", fmt_dur(g.duration_ns as f64 / 1e6)),
             "#a85f00",
         ));
     }
