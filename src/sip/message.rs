@@ -550,28 +550,49 @@ pub fn split_list(v: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// The URI inside a name-addr (`"Bob" <sip:bob@x>;tag=1`) or addr-spec (`sip:bob@x;tag=1`).
-pub fn name_addr_uri(v: &str) -> &str {
-    if let Some(lt) = v.find('<') {
-        let rest = &v[lt + 1..];
-        return rest.find('>').map(|gt| &rest[..gt]).unwrap_or(rest);
+/// Splits a name-addr (`"Bob" <sip:bob@x>;tag=1`) or addr-spec (`sip:bob@x;tag=1`) into its URI
+/// and its header parameters (from the first `;` after the URI). Quoted strings are skipped, so
+/// a `<` or `>` inside a display name or a quoted parameter (`+sip.instance="<urn:...>"`) does
+/// not mislead it.
+pub fn split_name_addr(v: &str) -> (&str, &str) {
+    let b = v.as_bytes();
+    let mut i = 0;
+    let mut in_q = false;
+    while i < b.len() {
+        match b[i] {
+            b'\\' if in_q => i += 1,
+            b'"' => in_q = !in_q,
+            b'<' if !in_q => {
+                let rest = &v[i + 1..];
+                return match rest.find('>') {
+                    Some(gt) => (rest[..gt].trim(), &rest[gt + 1..]),
+                    None => (rest.trim(), ""),
+                };
+            }
+            _ => {}
+        }
+        i += 1;
     }
     // addr-spec form: header params start at the first ';' (RFC 3261 §20.10).
-    v.split(';').next().unwrap_or(v).trim()
+    match v.find(';') {
+        Some(i) => (v[..i].trim(), &v[i..]),
+        None => (v.trim(), ""),
+    }
+}
+
+/// The URI inside a name-addr or addr-spec.
+pub fn name_addr_uri(v: &str) -> &str {
+    split_name_addr(v).0
 }
 
 /// A header parameter of a name-addr (after the `>`), e.g. `tag`, `expires`.
 pub fn name_addr_param<'v>(v: &'v str, name: &str) -> Option<&'v str> {
-    let params = match v.rfind('>') {
-        Some(gt) => &v[gt + 1..],
-        None => v.find(';').map(|i| &v[i..]).unwrap_or(""),
-    };
-    param(params, name)
+    param(split_name_addr(v).1, name)
 }
 
 /// Finds `;name=value` (or bare `;name`, returned as "") in a parameter list. Quotes are stripped.
 pub fn param<'v>(params: &'v str, name: &str) -> Option<&'v str> {
-    for p in params.split(';') {
+    for p in split_params(params) {
         let p = p.trim_matches(|c: char| c.is_ascii_whitespace());
         let (k, v) = p.split_once('=').unwrap_or((p, ""));
         if k.trim().eq_ignore_ascii_case(name) {
@@ -579,6 +600,33 @@ pub fn param<'v>(params: &'v str, name: &str) -> Option<&'v str> {
         }
     }
     None
+}
+
+/// Splits at `;` outside quoted strings.
+fn split_params(s: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(s);
+    std::iter::from_fn(move || {
+        let s = rest?;
+        let mut in_q = false;
+        let mut esc = false;
+        for (i, c) in s.char_indices() {
+            if esc {
+                esc = false;
+                continue;
+            }
+            match c {
+                '\\' if in_q => esc = true,
+                '"' => in_q = !in_q,
+                ';' if !in_q => {
+                    rest = Some(&s[i + 1..]);
+                    return Some(&s[..i]);
+                }
+                _ => {}
+            }
+        }
+        rest = None;
+        Some(s)
+    })
 }
 
 /// The parts of a Via header value the transaction layer needs.
@@ -712,6 +760,10 @@ l: 0\r\n\r\n";
             name_addr_param("\"A;B\" <sip:a@b;lr>;tag=9", "tag"),
             Some("9")
         );
+        assert_eq!(name_addr_uri("\"a<b>\" <sip:x@y>"), "sip:x@y");
+        let c = "<sip:ue@h>;+sip.instance=\"<urn:x;y>\";expires=600";
+        assert_eq!(name_addr_param(c, "expires"), Some("600"));
+        assert_eq!(name_addr_param(c, "+sip.instance"), Some("<urn:x;y>"));
         let v: Vec<_> = split_list("\"a,b\" <sip:x@y;p=a,b>, <sip:z>").collect();
         assert_eq!(v, ["\"a,b\" <sip:x@y;p=a,b>", "<sip:z>"]);
     }
