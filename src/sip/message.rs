@@ -165,23 +165,18 @@ pub struct Message<'a> {
     pub len: usize,
 }
 
-/// Where a header section ends: index just past the blank line.
+/// Where a header section ends: index just past the blank line. The search is the hot spot of
+/// the scanner, hence memchr's SIMD substring search rather than a byte loop.
 fn header_end(buf: &[u8]) -> Option<usize> {
-    // memchr-style scan for "\r\n\r\n"; also accept bare "\n\n" (RFC 3261 §7.5 asks us to be
-    // tolerant of LF-only line ends from broken peers).
-    let mut i = 0;
-    while i + 1 < buf.len() {
-        if buf[i] == b'\n' {
-            if buf[i + 1] == b'\n' {
-                return Some(i + 2);
-            }
-            if buf[i + 1] == b'\r' && buf.get(i + 2) == Some(&b'\n') {
-                return Some(i + 3);
-            }
-        }
-        i += 1;
+    if let Some(i) = memchr::memmem::find(buf, b"\r\n\r\n") {
+        // A bare "\n\n" earlier than the CRLF pair still ends the header (see below).
+        return Some(match memchr::memmem::find(&buf[..i], b"\n\n") {
+            Some(j) => j + 2,
+            None => i + 4,
+        });
     }
-    None
+    // Tolerate LF-only line ends from broken peers (RFC 3261 §7.5 asks for leniency).
+    memchr::memmem::find(buf, b"\n\n").map(|j| j + 2)
 }
 
 /// For stream transports: the length of the first complete message in `buf`, `Ok(None)` when more
@@ -467,7 +462,7 @@ impl<'a> Message<'a> {
 }
 
 fn memchr_nl(b: &[u8]) -> Option<usize> {
-    b.iter().position(|c| *c == b'\n')
+    memchr::memchr(b'\n', b)
 }
 
 fn is_lws(b: u8) -> bool {
@@ -517,27 +512,12 @@ pub fn split_list(v: &str) -> impl Iterator<Item = &str> {
     let mut rest = Some(v);
     std::iter::from_fn(move || loop {
         let s = rest?;
-        let mut in_q = false;
-        let mut in_a = false;
-        let mut esc = false;
-        let mut cut = None;
-        for (i, c) in s.char_indices() {
-            if esc {
-                esc = false;
-                continue;
-            }
-            match c {
-                '\\' if in_q => esc = true,
-                '"' => in_q = !in_q,
-                '<' if !in_q => in_a = true,
-                '>' if !in_q => in_a = false,
-                ',' if !in_q && !in_a => {
-                    cut = Some(i);
-                    break;
-                }
-                _ => {}
-            }
-        }
+        // Fast path: most values are a single element.
+        let cut = if memchr::memchr(b',', s.as_bytes()).is_none() {
+            None
+        } else {
+            find_outside_quotes(s.as_bytes(), b',', true)
+        };
         let (item, next) = match cut {
             Some(i) => (&s[..i], Some(&s[i + 1..])),
             None => (s, None),
@@ -548,6 +528,24 @@ pub fn split_list(v: &str) -> impl Iterator<Item = &str> {
             return Some(item);
         }
     })
+}
+
+/// Index of the first `sep` outside quoted strings (and outside `<...>` when `angles`).
+/// Works on bytes: the separators are ASCII, so UTF-8 text needs no decoding.
+fn find_outside_quotes(b: &[u8], sep: u8, angles: bool) -> Option<usize> {
+    let (mut in_q, mut in_a, mut i) = (false, false, 0);
+    while i < b.len() {
+        match b[i] {
+            b'\\' if in_q => i += 1,
+            b'"' => in_q = !in_q,
+            b'<' if angles && !in_q => in_a = true,
+            b'>' if angles && !in_q => in_a = false,
+            c if c == sep && !in_q && !in_a => return Some(i),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// Splits a name-addr (`"Bob" <sip:bob@x>;tag=1`) or addr-spec (`sip:bob@x;tag=1`) into its URI
@@ -607,25 +605,16 @@ fn split_params(s: &str) -> impl Iterator<Item = &str> {
     let mut rest = Some(s);
     std::iter::from_fn(move || {
         let s = rest?;
-        let mut in_q = false;
-        let mut esc = false;
-        for (i, c) in s.char_indices() {
-            if esc {
-                esc = false;
-                continue;
+        match find_outside_quotes(s.as_bytes(), b';', false) {
+            Some(i) => {
+                rest = Some(&s[i + 1..]);
+                Some(&s[..i])
             }
-            match c {
-                '\\' if in_q => esc = true,
-                '"' => in_q = !in_q,
-                ';' if !in_q => {
-                    rest = Some(&s[i + 1..]);
-                    return Some(&s[..i]);
-                }
-                _ => {}
+            None => {
+                rest = None;
+                Some(s)
             }
         }
-        rest = None;
-        Some(s)
     })
 }
 
