@@ -234,4 +234,12 @@ fn agrees_with_rsip_where_rsip_can_read() {
         compared += 1;
     }
     assert!(compared >= 1, "rsip read none of the corpus");
+    // The evidence behind docs/sip-message-layer.md, printed with --nocapture.
+    if let Ok(m) = rsip::SipMessage::try_from(CHALLENGE_AKA.as_bytes()) {
+        let typed = m.headers().iter().find_map(|h| match h {
+            rsip::Header::WwwAuthenticate(w) => Some(w.typed().map(|_| ())),
+            _ => None,
+        });
+        eprintln!("challenge_aka: rsip typed WWW-Authenticate: {typed:?}");
+    }
 }
