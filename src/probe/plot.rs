@@ -92,7 +92,10 @@ pub fn svg(
     let addr = format!(
         "{}{}",
         rep.target.host,
-        rep.target.sip_port.map(|p| format!(":{p}")).unwrap_or_default()
+        rep.target
+            .sip_port
+            .map(|p| format!(":{p}"))
+            .unwrap_or_default()
     );
     let name = if rep.target.name == addr || rep.target.name == rep.target.host {
         addr

@@ -242,11 +242,11 @@ fn kernel_or_now(table: &LayerTable, clock: &ProbeClock, ts: Option<(i64, i64)>)
     let now = clock.now_ns();
     match ts.and_then(|(s, n)| clock.from_realtime(s, n, now)) {
         Some(t) => {
-            table.count(|c| c.kernel_timestamps += 1);
+            table.kernel_timestamps.fetch_add(1, Ordering::Relaxed);
             t
         }
         None => {
-            table.count(|c| c.timestamp_fallbacks += 1);
+            table.timestamp_fallbacks.fetch_add(1, Ordering::Relaxed);
             now
         }
     }

@@ -54,6 +54,9 @@ pub struct LayerTable {
     pub sent: AtomicU64,
     /// Send time of the first probe, `i64::MIN` before it.
     pub first_sent_ns: AtomicI64,
+    /// Receive timestamps from the kernel / userspace fallbacks (atomics: counted per packet).
+    pub kernel_timestamps: AtomicU64,
+    pub timestamp_fallbacks: AtomicU64,
 }
 
 impl LayerTable {
@@ -68,6 +71,8 @@ impl LayerTable {
             last_good_ns: AtomicI64::new(i64::MIN),
             sent: AtomicU64::new(0),
             first_sent_ns: AtomicI64::new(i64::MIN),
+            kernel_timestamps: AtomicU64::new(0),
+            timestamp_fallbacks: AtomicU64::new(0),
         }
     }
 
@@ -155,7 +160,10 @@ impl LayerTable {
     }
 
     pub fn counters(&self) -> Counters {
-        self.lock().counters.clone()
+        let mut c = self.lock().counters.clone();
+        c.kernel_timestamps += self.kernel_timestamps.load(Ordering::Relaxed);
+        c.timestamp_fallbacks += self.timestamp_fallbacks.load(Ordering::Relaxed);
+        c
     }
 
     /// A copy of every record so far.
