@@ -19,6 +19,6 @@ pub mod clock;
 pub mod load;
 pub mod probe;
 pub mod shutdown;
-pub mod slab;
 pub mod sip;
+pub mod slab;
 pub mod target;
