@@ -1578,16 +1578,13 @@ impl LoadCore {
         let bye_by_callee = self.cfg.bye_by == ByeBy::Callee;
         let hold = self.sample(self.cfg.hold, self.cfg.hold_dist);
         let Some(u) = self.uas.get_mut(k) else { return };
-        match u.state {
-            UasState::Answered => {
-                u.state = UasState::Confirmed;
-                u.retransmit = None;
-                if bye_by_callee {
-                    self.arm(now + hold, Timer::UasHold(k));
-                }
+        // Otherwise an ACK for a 487, or a retransmitted ACK: nothing to do.
+        if u.state == UasState::Answered {
+            u.state = UasState::Confirmed;
+            u.retransmit = None;
+            if bye_by_callee {
+                self.arm(now + hold, Timer::UasHold(k));
             }
-            // ACK for 487 or a retransmitted ACK.
-            _ => {}
         }
     }
 

@@ -390,7 +390,7 @@ fn panel(
             }
             (Outcome::Failed, _) => failed[c] = true,
             _ => {
-                if v.map_or(true, |v| v.lost) {
+                if v.is_none_or(|v| v.lost) {
                     lost[c] = true;
                 }
             }
