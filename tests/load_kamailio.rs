@@ -434,3 +434,35 @@ fn hostile_datagrams_are_counted_not_fatal() {
     assert_eq!(kinds["truncated"], 2, "{kinds}");
     assert_eq!(kinds["bad_start_line"], 1, "{kinds}");
 }
+
+#[test]
+fn silent_target_ends_with_counted_timeouts_not_a_hang() {
+    // Nothing listens on this port: every REGISTER times out after 64·T1 (T1 = 50 ms here).
+    let port = free_port().unwrap();
+    let t0 = Instant::now();
+    let r = run(
+        &[
+            "--target",
+            &format!("127.0.0.1:{port}"),
+            "--users",
+            "4",
+            "--t1",
+            "50ms",
+            "--duration",
+            "1s",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.code, 1, "{}", explain(&r));
+    assert_eq!(counter(&r, "reg_timeouts"), 4);
+    assert_eq!(r.report["status_codes"]["REGISTER timeout"], 4);
+    // Timer E retransmissions are ours and counted as such: 50, 100, 200, 400 ms, then every
+    // 4 s would be T2, but 64·T1 = 3.2 s ends it first.
+    assert!(counter(&r, "retransmits") >= 4 * 5, "{}", r.report);
+    assert!(t0.elapsed() < Duration::from_secs(15));
+    assert!(
+        r.stdout.contains("no user registered"),
+        "the summary says what went wrong\n{}",
+        r.stdout
+    );
+}
