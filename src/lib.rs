@@ -10,6 +10,7 @@
 //!   proxy for registered users, answering UAS for everything else.
 //! - [`probe`]: the probe engine behind `imsprobe` (pacer, SIP and ICMP probers, capture, gap
 //!   analysis, plots).
+//! - [`profile`]: load profiles (TOML schema and checks, plans, threshold conditions, monitors).
 //! - [`shutdown`]: the one stop path every task watches.
 //! - [`clock`]: monotonic inside, wall-clock only for labels.
 //!
@@ -18,6 +19,7 @@
 pub mod clock;
 pub mod load;
 pub mod probe;
+pub mod profile;
 pub mod shutdown;
 pub mod sip;
 pub mod slab;

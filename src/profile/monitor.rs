@@ -1,0 +1,335 @@
+//! Monitors: figures about the target's resources, sampled once per interval. CPU is in % of one
+//! core (200 % = two cores busy), memory in MiB. Rates (CPU) are computed from the difference of
+//! two cumulative readings, so the first sample of a CPU monitor is `None`.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// What a monitor reads.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// Processes by pid, or every process whose name (`/proc/PID/comm`) matches.
+    Process {
+        pid: Option<u32>,
+        name: Option<String>,
+    },
+    /// A cgroup v2 directory (e.g. /sys/fs/cgroup/system.slice/kamailio.service).
+    Cgroup { path: String },
+    /// A shell command whose output `parser` reads.
+    Command { command: String, parser: Parser },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Parser {
+    /// The first number in the output.
+    Number,
+    /// `xentop -b -i 2 -d 1`: the CPU(%) of a domain (last block printed).
+    Xentop { domain: String },
+    /// `virsh domstats --cpu-total DOMAIN`: CPU % from the growth of cpu.time (ns).
+    VirshDomstats { domain: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Measure {
+    Cpu,
+    Memory,
+}
+
+/// A monitor with the state it needs to turn cumulative readings into rates.
+pub struct Monitor {
+    pub name: String,
+    pub source: Source,
+    pub measure: Measure,
+    last: Option<(Instant, f64)>,
+}
+
+impl Monitor {
+    pub fn new(name: &str, source: Source, measure: Measure) -> Monitor {
+        Monitor {
+            name: name.to_string(),
+            source,
+            measure,
+            last: None,
+        }
+    }
+
+    /// One sample at `now`: CPU % since the previous sample, or memory now. `Err` says why the
+    /// figure could not be read (the caller logs it once and records a gap in the series).
+    pub fn sample(&mut self, now: Instant) -> Result<Option<f64>, String> {
+        let (cumulative, value) = match (&self.source, self.measure) {
+            (Source::Process { pid, name }, Measure::Cpu) => {
+                (true, process_cpu_seconds(&pids(*pid, name.as_deref())?)?)
+            }
+            (Source::Process { pid, name }, Measure::Memory) => {
+                (false, process_rss_mib(&pids(*pid, name.as_deref())?)?)
+            }
+            (Source::Cgroup { path }, Measure::Cpu) => (true, cgroup_cpu_seconds(path)?),
+            (Source::Cgroup { path }, Measure::Memory) => (false, cgroup_memory_mib(path)?),
+            (Source::Command { command, parser }, _) => {
+                let out = run_command(command, Duration::from_secs(10))?;
+                match parser {
+                    Parser::Number => (false, first_number(&out).ok_or("no number in the output")?),
+                    Parser::Xentop { domain } => (
+                        false,
+                        parse_xentop(&out, domain)
+                            .ok_or_else(|| format!("no domain {domain:?} in xentop's output"))?,
+                    ),
+                    Parser::VirshDomstats { domain } => {
+                        let stats = parse_virsh_domstats(&out);
+                        let t = stats
+                            .get(domain.as_str())
+                            .and_then(|m| m.get("cpu.time"))
+                            .ok_or_else(|| {
+                                format!("no cpu.time for {domain:?} in virsh domstats")
+                            })?;
+                        (true, *t / 1e9)
+                    }
+                }
+            }
+        };
+        if !cumulative {
+            return Ok(Some(value));
+        }
+        let prev = self.last.replace((now, value));
+        Ok(prev.and_then(|(t, v)| {
+            let dt = now.saturating_duration_since(t).as_secs_f64();
+            (dt > 0.0).then(|| 100.0 * (value - v).max(0.0) / dt)
+        }))
+    }
+}
+
+fn pids(pid: Option<u32>, name: Option<&str>) -> Result<Vec<u32>, String> {
+    if let Some(p) = pid {
+        return Ok(vec![p]);
+    }
+    let name = name.ok_or("a process monitor needs a pid or a name")?;
+    // /proc/PID/comm holds at most 15 bytes of the name.
+    let short: String = name.chars().take(15).collect();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").map_err(|e| format!("cannot read /proc: {e}"))? {
+        let Ok(e) = e else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+            if comm.trim_end() == short {
+                out.push(pid);
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("no process named {name:?} is running"));
+    }
+    Ok(out)
+}
+
+/// utime + stime of the processes, in seconds (fields 14 and 15 of /proc/PID/stat).
+pub fn process_cpu_seconds(pids: &[u32]) -> Result<f64, String> {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut ticks = 0u64;
+    let mut seen = 0;
+    for pid in pids {
+        let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue; // exited between listing and reading
+        };
+        // The command name (field 2) may hold spaces: fields start after the last ')'.
+        let rest = s.rsplit_once(')').map(|x| x.1).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.len() > 12 {
+            ticks += f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0);
+            seen += 1;
+        }
+    }
+    if seen == 0 {
+        return Err(format!("processes {pids:?} are gone"));
+    }
+    Ok(ticks as f64 / hz)
+}
+
+fn process_rss_mib(pids: &[u32]) -> Result<f64, String> {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as f64;
+    let mut pages = 0u64;
+    for pid in pids {
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/statm")) {
+            pages += s
+                .split_whitespace()
+                .nth(1)
+                .and_then(|x| x.parse().ok())
+                .unwrap_or(0);
+        }
+    }
+    Ok(pages as f64 * page / (1024.0 * 1024.0))
+}
+
+fn cgroup_cpu_seconds(path: &str) -> Result<f64, String> {
+    let f = format!("{}/cpu.stat", path.trim_end_matches('/'));
+    let s = std::fs::read_to_string(&f).map_err(|e| format!("cannot read {f}: {e}"))?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("usage_usec "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|us| us / 1e6)
+        .ok_or_else(|| format!("{f} has no usage_usec (is this a cgroup v2 directory?)"))
+}
+
+fn cgroup_memory_mib(path: &str) -> Result<f64, String> {
+    let f = format!("{}/memory.current", path.trim_end_matches('/'));
+    let s = std::fs::read_to_string(&f).map_err(|e| format!("cannot read {f}: {e}"))?;
+    s.trim()
+        .parse::<f64>()
+        .map(|b| b / (1024.0 * 1024.0))
+        .map_err(|_| format!("{f} does not hold a number"))
+}
+
+fn run_command(command: &str, limit: Duration) -> Result<String, String> {
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
+    let t0 = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if t0.elapsed() > limit => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{command:?} did not finish within {limit:?}"));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(format!("waiting for {command:?}: {e}")),
+        }
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("reading {command:?}: {e}"))?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub fn first_number(s: &str) -> Option<f64> {
+    s.split(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
+        .find_map(|w| w.parse::<f64>().ok())
+}
+
+/// CPU(%) of `domain` in the last block of `xentop -b` output.
+pub fn parse_xentop(out: &str, domain: &str) -> Option<f64> {
+    let mut col = None;
+    let mut found = None;
+    for line in out.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.first() == Some(&"NAME") {
+            col = f.iter().position(|h| *h == "CPU(%)");
+            continue;
+        }
+        if f.first() == Some(&domain) {
+            if let Some(c) = col {
+                if let Some(v) = f.get(c).and_then(|v| v.parse::<f64>().ok()) {
+                    found = Some(v);
+                }
+            }
+        }
+    }
+    found
+}
+
+/// `virsh domstats` output → domain → key → value (numeric values only).
+pub fn parse_virsh_domstats(out: &str) -> HashMap<String, HashMap<String, f64>> {
+    let mut all: HashMap<String, HashMap<String, f64>> = HashMap::new();
+    let mut current: Option<String> = None;
+    for line in out.lines() {
+        let t = line.trim();
+        if let Some(rest) = t.strip_prefix("Domain:") {
+            let name = rest
+                .trim()
+                .trim_matches(|c| c == '\'' || c == '"')
+                .to_string();
+            all.entry(name.clone()).or_default();
+            current = Some(name);
+        } else if let (Some(d), Some((k, v))) = (&current, t.split_once('=')) {
+            if let Ok(v) = v.trim().parse::<f64>() {
+                all.entry(d.clone())
+                    .or_default()
+                    .insert(k.trim().to_string(), v);
+            }
+        }
+    }
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `xentop -b -i 2 -d 1` on a Xen 4.x host: the first block's CPU(%) is meaningless (no
+    /// previous sample), the second is the one to read.
+    const XENTOP: &str = "      NAME  STATE   CPU(sec) CPU(%)     MEM(k) MEM(%)  MAXMEM(k) MAXMEM(%) VCPUS NETS NETTX(k) NETRX(k) VBDS   VBD_OO   VBD_RD   VBD_WR  VBD_RSECT  VBD_WSECT SSID
+  Domain-0 -----r      12345    0.0    4194304   25.0   no limit       n/a     4    0        0        0    0        0        0        0          0          0    0
+     pcscf --b---        210    0.0     262144    1.6     262144       1.6     1    1     1234     5678    1        0      100      200       3000       4000    0
+      NAME  STATE   CPU(sec) CPU(%)     MEM(k) MEM(%)  MAXMEM(k) MAXMEM(%) VCPUS NETS NETTX(k) NETRX(k) VBDS   VBD_OO   VBD_RD   VBD_WR  VBD_RSECT  VBD_WSECT SSID
+  Domain-0 -----r      12346   12.5    4194304   25.0   no limit       n/a     4    0        0        0    0        0        0        0          0          0    0
+     pcscf -----r        211   93.4     262144    1.6     262144       1.6     1    1     1240     5690    1        0      100      201       3000       4010    0
+";
+
+    const VIRSH: &str = "Domain: 'pcscf'\n  cpu.time=12345678901\n  cpu.user=1000000000\n  cpu.system=2000000000\n\n\
+Domain: 'hss'\n  cpu.time=42\n  state.state=1\n";
+
+    #[test]
+    fn parses_xentop_last_block() {
+        assert_eq!(parse_xentop(XENTOP, "pcscf"), Some(93.4));
+        assert_eq!(parse_xentop(XENTOP, "Domain-0"), Some(12.5));
+        assert_eq!(parse_xentop(XENTOP, "scscf"), None);
+    }
+
+    #[test]
+    fn parses_virsh_domstats() {
+        let s = parse_virsh_domstats(VIRSH);
+        assert_eq!(s["pcscf"]["cpu.time"], 12345678901.0);
+        assert_eq!(s["hss"]["state.state"], 1.0);
+        assert_eq!(first_number("load: 0.42 1.0"), Some(0.42));
+    }
+
+    #[test]
+    fn process_cpu_of_a_busy_child_is_measured() {
+        // A child that spins (bounded: a fixed count, and killed after the samples).
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("i=0; while [ $i -lt 20000000 ]; do i=$((i+1)); done")
+            .spawn()
+            .unwrap();
+        let mut m = Monitor::new(
+            "cpu",
+            Source::Process {
+                pid: Some(child.id()),
+                name: None,
+            },
+            Measure::Cpu,
+        );
+        let t0 = Instant::now();
+        assert_eq!(
+            m.sample(t0).unwrap(),
+            None,
+            "the first CPU sample has no rate yet"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        let v = m.sample(Instant::now()).unwrap().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(v > 10.0 && v < 220.0, "cpu {v} %");
+        let mut none = Monitor::new(
+            "x",
+            Source::Process {
+                pid: None,
+                name: Some("no-such-process-xyz".into()),
+            },
+            Measure::Cpu,
+        );
+        assert!(none
+            .sample(Instant::now())
+            .unwrap_err()
+            .contains("no process named"));
+    }
+}
