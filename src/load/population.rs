@@ -1,6 +1,7 @@
-//! Who the simulated users are: identities and passwords, from a printf-style pattern or a CSV
-//! file of `impu,impi,password`.
+//! Who the simulated users are: identities and credentials, from a printf-style pattern or a
+//! CSV file of `impu,impi,password` with optional AKA columns `k`, `op`/`opc`, `amf`, `sqn`.
 
+use crate::sip::aka::{self, AkaKeys};
 use std::path::Path;
 
 /// One subscriber as the network knows it.
@@ -10,8 +11,23 @@ pub struct Identity {
     pub impu: String,
     /// Private identity (IMPI), the digest username.
     pub impi: String,
+    /// Digest password for MD5 challenges (unused by AKA users, may be empty).
     pub password: String,
+    /// IMS AKA subscription (USIM/ISIM): when present, AKAv1-MD5 challenges are answered.
+    pub aka: Option<AkaSubscription>,
 }
+
+/// What a USIM holds, as provisioned in the HSS: K, OPc, AMF and the SQN both sides start from
+/// (the UE's highest accepted SQN; the HSS's last issued one). The HSS reads the same file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AkaSubscription {
+    pub keys: AkaKeys,
+    pub sqn: u64,
+}
+
+/// Lab HSSs commonly provision AMF 8000 (the separation bit set); the UE itself takes AMF from
+/// AUTN, so this only matters to the network side reading the same data.
+pub const DEFAULT_AMF: [u8; 2] = [0x80, 0x00];
 
 impl Identity {
     /// The user part of the IMPU (what Contact and Request-URI carry).
@@ -32,12 +48,25 @@ pub enum PopulationError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{path}:{line}: {why} (expected: impu,impi,password — e.g. sip:alice@ims.local,alice@ims.local,secret)")]
+    #[error("{path}:{line}: {why} (expected: impu,impi,password[,k,opc,amf,sqn] — e.g. sip:alice@ims.local,alice@ims.local,secret — or a header line naming the columns)")]
     BadLine {
         path: String,
         line: usize,
         why: String,
     },
+    #[error("{path}:{line}: column {column}: {why}")]
+    BadField {
+        path: String,
+        line: usize,
+        column: String,
+        why: String,
+    },
+    #[error("{path}:1: header: {why} (known columns: impu, impi, password, k, op, opc, amf, sqn)")]
+    BadHeader { path: String, why: String },
+    #[error("IMPI pattern {0:?} has neither %u (user name) nor %d/%0Nd (index): every user would share one private identity")]
+    ImpiPatternConstant(String),
+    #[error("{0}")]
+    BadAka(String),
     #[error("users file {0} holds no users")]
     Empty(String),
 }
@@ -68,6 +97,23 @@ fn expand_index(pattern: &str, index: u64) -> Option<String> {
     found.then_some(out)
 }
 
+/// How to build a population from patterns (the CLI's `--user-pattern` family).
+#[derive(Clone, Debug)]
+pub struct PatternSpec<'a> {
+    /// User name pattern, `%d`/`%0Nd` is the index: the IMPU is `<user>@<domain>`.
+    pub user: &'a str,
+    pub first: u64,
+    pub count: usize,
+    pub domain: &'a str,
+    /// Password rule: `%u` the user name, `%d`/`%0Nd` the index.
+    pub password: &'a str,
+    /// IMPI pattern (`%u` user name, `%d`/`%0Nd` index); `None`: the user name, as Kamailio's
+    /// auth_db expects. IMS labs use `%015d@ims.mnc001.mcc001.3gppnetwork.org`-style IMPIs.
+    pub impi: Option<&'a str>,
+    /// One K/OPc/AMF/SQN for every user (how lab HSSs are provisioned), or MD5 only.
+    pub aka: Option<AkaSubscription>,
+}
+
 /// Users from a pattern: `user%04d` with indices `first..first+count`, public identity
 /// `<user>@<domain>`, private identity the same (as Kamailio's auth_db expects), password from
 /// `password_rule` where `%u` is the user name and `%d`/`%0Nd` the index.
@@ -78,65 +124,265 @@ pub fn from_pattern(
     domain: &str,
     password_rule: &str,
 ) -> Result<Vec<Identity>, PopulationError> {
-    if expand_index(pattern, 0).is_none() {
-        return Err(PopulationError::PatternWithoutIndex(pattern.to_string()));
+    from_spec(&PatternSpec {
+        user: pattern,
+        first,
+        count,
+        domain,
+        password: password_rule,
+        impi: None,
+        aka: None,
+    })
+}
+
+/// Users from a [`PatternSpec`].
+pub fn from_spec(spec: &PatternSpec<'_>) -> Result<Vec<Identity>, PopulationError> {
+    if expand_index(spec.user, 0).is_none() {
+        return Err(PopulationError::PatternWithoutIndex(spec.user.to_string()));
     }
-    Ok((0..count as u64)
+    if let Some(p) = spec.impi {
+        if !p.contains("%u") && expand_index(p, 0).is_none() {
+            return Err(PopulationError::ImpiPatternConstant(p.to_string()));
+        }
+    }
+    let rule = |pattern: &str, user: &str, idx: u64| {
+        let r = pattern.replace("%u", user);
+        expand_index(&r, idx).unwrap_or(r)
+    };
+    Ok((0..spec.count as u64)
         .map(|k| {
-            let idx = first + k;
-            let user = expand_index(pattern, idx).unwrap_or_default();
-            let pw_rule = password_rule.replace("%u", &user);
-            let password = expand_index(&pw_rule, idx).unwrap_or(pw_rule);
+            let idx = spec.first + k;
+            let user = expand_index(spec.user, idx).unwrap_or_default();
             Identity {
-                impu: format!("{user}@{domain}"),
-                impi: user,
-                password,
+                impu: format!("{user}@{}", spec.domain),
+                impi: spec
+                    .impi
+                    .map_or_else(|| user.clone(), |p| rule(p, &user, idx)),
+                password: rule(spec.password, &user, idx),
+                aka: spec.aka,
             }
         })
         .collect())
 }
 
-/// Users from a CSV file of `impu,impi,password` (a header line starting with `impu` and lines
-/// starting with `#` are skipped; `sip:` in front of the IMPU is optional).
+/// Builds an AKA subscription from hex strings as the CLI and the CSV give them: K and exactly
+/// one of OP/OPc are needed; AMF defaults to [`DEFAULT_AMF`], SQN to 0.
+pub fn aka_subscription(
+    k: &str,
+    op: Option<&str>,
+    opc: Option<&str>,
+    amf: Option<&str>,
+    sqn: Option<&str>,
+) -> Result<AkaSubscription, (&'static str, String)> {
+    let k: [u8; 16] = aka::parse_hex(k).map_err(|e| ("k", format!("K {e}")))?;
+    let amf = match amf.filter(|a| !a.trim().is_empty()) {
+        Some(a) => aka::parse_hex(a).map_err(|e| ("amf", format!("AMF {e}")))?,
+        None => DEFAULT_AMF,
+    };
+    let keys = match (
+        op.filter(|o| !o.trim().is_empty()),
+        opc.filter(|o| !o.trim().is_empty()),
+    ) {
+        (Some(_), Some(_)) => {
+            return Err((
+                "opc",
+                "both OP and OPc given: give one (OPc is derived from OP)".into(),
+            ))
+        }
+        (None, Some(c)) => AkaKeys::with_opc(
+            k,
+            aka::parse_hex(c).map_err(|e| ("opc", format!("OPc {e}")))?,
+            amf,
+        ),
+        (Some(o), None) => AkaKeys::with_op(
+            k,
+            aka::parse_hex(o).map_err(|e| ("op", format!("OP {e}")))?,
+            amf,
+        ),
+        (None, None) => return Err(("opc", "K given without OP or OPc".into())),
+    };
+    let sqn = match sqn.filter(|s| !s.trim().is_empty()) {
+        Some(s) => aka::parse_sqn(s).map_err(|e| ("sqn", e))?,
+        None => 0,
+    };
+    Ok(AkaSubscription { keys, sqn })
+}
+
+/// CSV columns, by position (no header) or by name (header line).
+#[derive(Default)]
+struct Columns {
+    impu: usize,
+    impi: usize,
+    password: Option<usize>,
+    k: Option<usize>,
+    op: Option<usize>,
+    opc: Option<usize>,
+    amf: Option<usize>,
+    sqn: Option<usize>,
+}
+
+impl Columns {
+    /// Without a header: `impu,impi,password[,k,opc,amf,sqn]`.
+    fn positional() -> Columns {
+        Columns {
+            impu: 0,
+            impi: 1,
+            password: Some(2),
+            k: Some(3),
+            op: None,
+            opc: Some(4),
+            amf: Some(5),
+            sqn: Some(6),
+        }
+    }
+
+    fn from_header(cols: &[&str]) -> Result<Columns, String> {
+        let mut found: [Option<usize>; 8] = [None; 8];
+        const NAMES: [&str; 8] = ["impu", "impi", "password", "k", "op", "opc", "amf", "sqn"];
+        for (i, c) in cols.iter().enumerate() {
+            let name = c.to_ascii_lowercase();
+            let Some(slot) = NAMES.iter().position(|n| *n == name) else {
+                return Err(format!("unknown column {c:?}"));
+            };
+            if found[slot].replace(i).is_some() {
+                return Err(format!("column {c:?} appears twice"));
+            }
+        }
+        let (Some(impu), Some(impi)) = (found[0], found[1]) else {
+            return Err("impu and impi columns are required".into());
+        };
+        if found[3].is_none() && found[2].is_none() {
+            return Err("need a password column, or k with op/opc for AKA users".into());
+        }
+        if found[3].is_some() && found[4].is_none() && found[5].is_none() {
+            return Err("column k needs op or opc".into());
+        }
+        if found[4].is_some() && found[5].is_some() {
+            return Err("give op or opc, not both".into());
+        }
+        Ok(Columns {
+            impu,
+            impi,
+            password: found[2],
+            k: found[3],
+            op: found[4],
+            opc: found[5],
+            amf: found[6],
+            sqn: found[7],
+        })
+    }
+}
+
+/// Users from a CSV file. With a header line (first line starting with `impu`), columns go by
+/// name: `impu`, `impi`, `password`, and for AKA users `k`, `op` or `opc`, `amf`, `sqn` (hex).
+/// Without one they go by position: `impu,impi,password[,k,opc,amf,sqn]`. Lines starting with
+/// `#` are skipped; `sip:` in front of the IMPU is optional. A row whose `k` is empty is an MD5
+/// user.
 pub fn from_csv(path: &Path) -> Result<Vec<Identity>, PopulationError> {
     let p = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| PopulationError::Read {
         path: p.clone(),
         source,
     })?;
+    parse_csv(&p, &text)
+}
+
+fn parse_csv(p: &str, text: &str) -> Result<Vec<Identity>, PopulationError> {
     let mut users = Vec::new();
+    let mut columns = Columns::positional();
+    let mut named = false;
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || (n == 0 && line.starts_with("impu")) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let cols: Vec<&str> = line.split(',').map(str::trim).collect();
+        if n == 0 && line.to_ascii_lowercase().starts_with("impu") {
+            columns = Columns::from_header(&cols).map_err(|why| PopulationError::BadHeader {
+                path: p.to_string(),
+                why,
+            })?;
+            named = true;
             continue;
         }
         let bad = |why: &str| PopulationError::BadLine {
-            path: p.clone(),
+            path: p.to_string(),
             line: n + 1,
             why: why.to_string(),
         };
-        let cols: Vec<&str> = line.split(',').map(str::trim).collect();
-        if cols.len() < 3 {
-            return Err(bad(&format!("{} columns, need 3", cols.len())));
+        let need = if named {
+            [
+                Some(columns.impu),
+                Some(columns.impi),
+                columns.password,
+                columns.k,
+            ]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(0)
+                + 1
+        } else {
+            3
+        };
+        if cols.len() < need {
+            return Err(bad(&format!("{} columns, need {need}", cols.len())));
         }
-        let impu = cols[0].strip_prefix("sip:").unwrap_or(cols[0]);
+        let get = |i: Option<usize>| i.and_then(|i| cols.get(i).copied()).unwrap_or("");
+        let impu_col = cols[columns.impu];
+        let impu = impu_col.strip_prefix("sip:").unwrap_or(impu_col);
         if !impu.contains('@') || impu.starts_with('@') {
             return Err(bad(&format!(
-                "public identity {:?} is not user@domain",
-                cols[0]
+                "public identity {impu_col:?} is not user@domain"
             )));
         }
-        if cols[1].is_empty() {
+        let impi = cols[columns.impi];
+        if impi.is_empty() {
             return Err(bad("private identity is empty"));
         }
+        let k = get(columns.k);
+        let aka = if k.is_empty() {
+            None
+        } else {
+            let op = columns.op.map(|i| get(Some(i)));
+            let opc = columns.opc.map(|i| get(Some(i)));
+            Some(
+                aka_subscription(
+                    k,
+                    op,
+                    opc,
+                    columns.amf.map(|i| get(Some(i))),
+                    columns.sqn.map(|i| get(Some(i))),
+                )
+                .map_err(|(column, why)| PopulationError::BadField {
+                    path: p.to_string(),
+                    line: n + 1,
+                    column: if named {
+                        column.to_string()
+                    } else {
+                        format!(
+                            "{} ({column})",
+                            match column {
+                                "k" => 4,
+                                "op" | "opc" => 5,
+                                "amf" => 6,
+                                _ => 7,
+                            }
+                        )
+                    },
+                    why,
+                })?,
+            )
+        };
         users.push(Identity {
             impu: impu.to_string(),
-            impi: cols[1].to_string(),
-            password: cols[2].to_string(),
+            impi: impi.to_string(),
+            password: get(columns.password).to_string(),
+            aka,
         });
     }
     if users.is_empty() {
-        return Err(PopulationError::Empty(p));
+        return Err(PopulationError::Empty(p.to_string()));
     }
     Ok(users)
 }
@@ -182,5 +428,135 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("cannot read users file"), "{e}");
+    }
+
+    const K1: &str = "465b5ce8b199b49faa5f0a2ee238a6bc";
+    const OP1: &str = "cdc202d5123e20f62b6d676ac72cb318";
+    const OPC1: &str = "cd63cb71954a9f4e48a5994e37a02baf";
+
+    #[test]
+    fn csv_aka_columns_by_name_and_by_position() {
+        let u = parse_csv(
+            "h.csv",
+            &format!(
+                "impu,impi,k,op,amf,sqn\n\
+                 sip:001010000000001@ims.mnc001.mcc001.3gppnetwork.org,001010000000001@ims.mnc001.mcc001.3gppnetwork.org,{K1},{OP1},b9b9,ff9bb4d0b607\n\
+                 sip:plain@d,plain@d,,,,\n"
+            ),
+        )
+        .unwrap();
+        let a = u[0].aka.expect("AKA user");
+        assert_eq!(
+            crate::sip::auth::hex(&a.keys.opc),
+            OPC1,
+            "OPc derived from OP"
+        );
+        assert_eq!(a.keys.amf, [0xb9, 0xb9]);
+        assert_eq!(a.sqn, 0xff9bb4d0b607);
+        assert_eq!(u[0].password, "");
+        assert_eq!(u[1].aka, None, "an empty k is an MD5 user");
+
+        // Positional, old 3-column rows stay valid next to 7-column ones.
+        let u = parse_csv(
+            "p.csv",
+            &format!("a@d,a@d,pa\nb@d,b@d,,{K1},{OPC1},8000,20\nc@d,c@d,pc,{K1},{OPC1}\n"),
+        )
+        .unwrap();
+        assert_eq!((u[0].aka, u[0].password.as_str()), (None, "pa"));
+        let b = u[1].aka.unwrap();
+        assert_eq!((b.keys.amf, b.sqn), (DEFAULT_AMF, 0x20));
+        assert_eq!(crate::sip::auth::hex(&b.keys.opc), OPC1);
+        assert_eq!(u[2].aka.unwrap().sqn, 0);
+    }
+
+    #[test]
+    fn csv_errors_name_line_and_column() {
+        let e = parse_csv("x.csv", &format!("impu,impi,k,opc\na@d,a@d,{K1},12\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("x.csv:2: column opc:") && e.contains("need 32"),
+            "{e}"
+        );
+        let e = parse_csv("x.csv", "a@d,a@d,pw,zz\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("x.csv:1: column 4 (k):"), "{e}");
+        let e = parse_csv("x.csv", &format!("a@d,a@d,pw,{K1}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("column 5 (opc)") && e.contains("without OP or OPc"),
+            "{e}"
+        );
+        let e = parse_csv("x.csv", &format!("a@d,a@d,pw,{K1},{OPC1},8000,xyz\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("column 7 (sqn)"), "{e}");
+        let e = parse_csv("x.csv", "impu,impi,ki\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown column \"ki\""), "{e}");
+        let e = parse_csv("x.csv", "impu,impi,k,op,opc\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not both"), "{e}");
+        let e = parse_csv("x.csv", "impu,impi,password,k\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs op or opc"), "{e}");
+    }
+
+    #[test]
+    fn pattern_with_impi_pattern_and_shared_aka_keys() {
+        let aka = aka_subscription(K1, None, Some(OPC1), Some("8000"), Some("0")).unwrap();
+        let u = from_spec(&PatternSpec {
+            user: "+1555%06d",
+            first: 1,
+            count: 2,
+            domain: "ims.mnc001.mcc001.3gppnetwork.org",
+            password: "unused",
+            impi: Some("00101%010d@ims.mnc001.mcc001.3gppnetwork.org"),
+            aka: Some(aka),
+        })
+        .unwrap();
+        assert_eq!(u[1].impu, "+1555000002@ims.mnc001.mcc001.3gppnetwork.org");
+        assert_eq!(
+            u[1].impi,
+            "001010000000002@ims.mnc001.mcc001.3gppnetwork.org"
+        );
+        assert_eq!(u[0].aka, Some(aka));
+        let u = from_spec(&PatternSpec {
+            user: "u%d",
+            first: 7,
+            count: 1,
+            domain: "d",
+            password: "p",
+            impi: Some("%u@d"),
+            aka: None,
+        })
+        .unwrap();
+        assert_eq!(u[0].impi, "u7@d");
+        assert!(matches!(
+            from_spec(&PatternSpec {
+                impi: Some("fixed@d"),
+                ..PatternSpec {
+                    user: "u%d",
+                    first: 1,
+                    count: 1,
+                    domain: "d",
+                    password: "p",
+                    impi: None,
+                    aka: None
+                }
+            }),
+            Err(PopulationError::ImpiPatternConstant(_))
+        ));
+        assert_eq!(
+            aka_subscription(K1, Some(OP1), Some(OPC1), None, None)
+                .unwrap_err()
+                .0,
+            "opc"
+        );
     }
 }

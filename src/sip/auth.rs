@@ -230,6 +230,18 @@ pub fn authorization_header(
     nc: u32,
     cnonce: &str,
 ) -> String {
+    authorization_header_with(ch, cred, nc, cnonce, None)
+}
+
+/// [`authorization_header`] with an `auts` parameter when given (AKA re-synchronisation,
+/// RFC 3310 §3.4: the response is then computed with an empty password).
+pub fn authorization_header_with(
+    ch: &Challenge,
+    cred: &Credentials<'_>,
+    nc: u32,
+    cnonce: &str,
+    auts: Option<&str>,
+) -> String {
     let qop = ch.chosen_qop();
     let response = digest_response(ch, cred, qop, nc, cnonce);
     let name = if ch.proxy {
@@ -247,7 +259,49 @@ pub fn authorization_header(
     if let Some(o) = &ch.opaque {
         let _ = write!(h, ", opaque=\"{o}\"");
     }
+    if let Some(a) = auts {
+        let _ = write!(h, ", auts=\"{a}\"");
+    }
     h
+}
+
+/// An Authorization line with an empty `response`: what an IMS UE sends in its initial REGISTER
+/// (TS 24.229 §5.1.1.2.1, `nonce=""`) and when it rejects an AKA challenge whose MAC is wrong
+/// (TS 24.229 §5.1.1.5.3: empty response, no `auts`).
+pub fn empty_response_header(
+    proxy: bool,
+    username: &str,
+    realm: &str,
+    nonce: &str,
+    uri: &str,
+    algorithm: Option<&str>,
+) -> String {
+    let name = if proxy {
+        "Proxy-Authorization"
+    } else {
+        "Authorization"
+    };
+    let mut h = format!(
+        "{name}: Digest username=\"{username}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"\""
+    );
+    if let Some(a) = algorithm {
+        let _ = write!(h, ", algorithm={a}");
+    }
+    h
+}
+
+/// One parameter of an Authorization / challenge value (`username`, `nonce`, `auts`, ...),
+/// unquoted; case-insensitive name.
+pub fn param(value: &str, name: &str) -> Option<String> {
+    let v = value.trim_start();
+    let rest = v
+        .get(..6)
+        .filter(|s| s.eq_ignore_ascii_case("Digest"))
+        .map_or(v, |_| &v[6..]);
+    auth_params(rest)
+        .into_iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
 }
 
 /// Server side, for the embedded target: checks an Authorization header against a password.

@@ -6,8 +6,10 @@
 //! - [`transaction`]: RFC 3261 client transaction timers as sans-IO state machines.
 //! - [`dialog`]: route sets, remote targets, in-dialog requests.
 //! - [`auth`]: HTTP Digest (MD5, qop auth/auth-int).
+//! - [`aka`]: Digest AKAv1-MD5 with Milenage (RES as the digest password, AUTS re-sync).
 //! - [`transport`]: sockets and stream framing.
 
+pub mod aka;
 pub mod auth;
 pub mod builder;
 pub mod dialog;
