@@ -17,6 +17,7 @@
 //! The binaries in `src/bin/` parse arguments and call into these modules.
 
 pub mod clock;
+pub mod hss;
 pub mod load;
 pub mod probe;
 pub mod profile;

@@ -1,0 +1,86 @@
+//! imshss: a small Diameter Cx HSS for the lab IMS core (see docs/ims-lab.md).
+//!
+//! imshss --listen 127.0.0.20:3868 --realm ims.mnc001.mcc001.3gppnetwork.org --subscribers FILE
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use imsload::hss::{server, Hss, HssConfig, Subscribers};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "imshss",
+    version,
+    about = "Diameter Cx HSS (UAR, MAR with Milenage AKAv1-MD5 vectors, SAR, LIR) for a lab IMS core"
+)]
+struct Args {
+    /// Address for Diameter over TCP.
+    #[arg(long, default_value = "127.0.0.20:3868")]
+    listen: SocketAddr,
+    /// Our Origin-Realm (the IMS home domain).
+    #[arg(long, default_value = "ims.mnc001.mcc001.3gppnetwork.org")]
+    realm: String,
+    /// Our Origin-Host [default: hss.<realm>].
+    #[arg(long)]
+    origin_host: Option<String>,
+    /// CSV with header impu,impi,password,k,opc,amf,sqn (hex k, opc, amf, sqn).
+    #[arg(long)]
+    subscribers: PathBuf,
+    /// Seed for RAND (reproducible runs); by default from the OS.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let subs = match Subscribers::load(&args.subscribers) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("imshss: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut cfg = HssConfig::for_realm(&args.realm);
+    if let Some(h) = args.origin_host {
+        cfg.origin_host = h;
+    }
+    let hss = Hss::new(cfg, subs, args.seed);
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("imshss: tokio runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let r = rt.block_on(async {
+        tokio::select! {
+            r = server::serve(args.listen, hss) => r,
+            _ = tokio::signal::ctrl_c() => Ok(()),
+            _ = sigterm() => Ok(()),
+        }
+    });
+    match r {
+        Ok(()) => {
+            server::log("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("imshss: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn sigterm() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}

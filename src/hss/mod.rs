@@ -1,0 +1,25 @@
+//! A small Diameter Cx HSS for the lab IMS core (`imshss`; `lab/ims/`, `docs/ims-lab.md`).
+//!
+//! No HSS can be installed from the package registries this project uses, so the project
+//! carries one: honest about the protocol (real Diameter over TCP, the Cx commands Kamailio's
+//! I-CSCF and S-CSCF send, Milenage vectors), small about everything else (one realm, no
+//! iFC, no RTR/PPR, state in memory only).
+//!
+//! - [`diameter`]: RFC 6733 codec (header, AVPs with vendor flag, grouped AVPs, framing).
+//! - [`vectors`]: Digest-AKAv1-MD5 vectors with Milenage, re-synchronisation from AUTS.
+//! - [`subscribers`]: the subscriber CSV shared with the UE side.
+//! - [`cx`]: sans-IO peer and Cx logic (CER/DWR/DPR, UAR, MAR, SAR, LIR).
+//! - [`server`]: the tokio TCP shell.
+//!
+//! Why not the `diameter` crate (0.7): its decoder fails on any AVP its dictionary lacks
+//! (`Error::UnknownAvpCode`), it ships no 3GPP Cx dictionary, and it pulls native-tls
+//! (OpenSSL) and all of tokio; the codec here is a few hundred lines and carries unknown AVPs.
+
+pub mod cx;
+pub mod diameter;
+pub mod server;
+pub mod subscribers;
+pub mod vectors;
+
+pub use cx::{Hss, HssConfig};
+pub use subscribers::Subscribers;
