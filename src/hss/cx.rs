@@ -791,6 +791,38 @@ mod tests {
         (vectors::sqn_from_bytes(&sqn), res)
     }
 
+    /// A CER captured from Kamailio 5.6.3's CDP (the lab's I-CSCF, tshark on the lab's lo).
+    const KAMAILIO_CER: &str = "010000c080000101000000002f484b4aa38fc446000001084000002f69637363\
+        662e696d732e6d6e633030312e6d63633030312e336770706e6574776f726b2e6f7267000000012840000029\
+        696d732e6d6e633030312e6d63633030312e336770706e6574776f726b2e6f72670000000000010a4000000c\
+        000028af0000010d00000015434469616d657465725065657200000000000104400000200000010a4000000c\
+        000028af000001024000000c01000000000001094000000c000028af";
+
+    #[test]
+    fn captured_kamailio_cer() {
+        let raw = from_hex(&KAMAILIO_CER.replace(' ', "")).unwrap();
+        let cer = Message::decode(&raw).unwrap();
+        assert_eq!(cer.encode(), raw, "byte-exact round trip");
+        assert!(cer.is_request());
+        assert_eq!(cer.command, cmd::CAPABILITIES_EXCHANGE);
+        assert_eq!(
+            cer.str_avp(code::ORIGIN_HOST, None),
+            Some("icscf.ims.mnc001.mcc001.3gppnetwork.org")
+        );
+        assert_eq!(cer.str_avp(code::PRODUCT_NAME, None), Some("CDiameterPeer"));
+        assert_eq!(cer.u32_avp(code::VENDOR_ID, None), Some(VENDOR_3GPP));
+        let mut h = hss();
+        let mut conn = Connection::default();
+        let out = conn.feed(&mut h, &raw, LOCAL);
+        assert!(!out.close);
+        let cea = Message::decode(&out.send).unwrap();
+        assert_eq!(cea.result_code(), Some(result::SUCCESS));
+        assert_eq!(
+            (cea.hop_by_hop, cea.end_to_end),
+            (cer.hop_by_hop, cer.end_to_end)
+        );
+    }
+
     #[test]
     fn cer_opens_and_advertises_cx() {
         let mut h = hss();

@@ -1,0 +1,257 @@
+#!/usr/bin/env bash
+# The lab IMS core: imshss (Diameter Cx HSS, this crate) + Kamailio P-CSCF, I-CSCF, S-CSCF,
+# all on loopback inside a network namespace of their own.
+#
+# usage: lab/ims/ims.sh start|stop|status RUNDIR
+#   start   create the namespace, write configs into RUNDIR, start imshss then the S-, I- and
+#           P-CSCF (each in its own process group, each CSCF in a private mount namespace
+#           whose /etc/hosts names the lab hosts), wait until every CSCF answers OPTIONS and
+#           both Diameter peers (I-CSCF, S-CSCF) have opened their Cx connection to the HSS
+#   stop    SIGTERM each process group, SIGKILL after 5 s, kill what is left in the
+#           namespace, delete the namespace
+#   status  namespace, processes, Diameter peers
+#
+# Inside the namespace (only there):
+#   HSS    127.0.0.20:3868 (TCP, hss.DOMAIN)
+#   P-CSCF 127.0.0.21:5060 (UDP+TCP, pcscf.DOMAIN)   <- UEs send everything here
+#   I-CSCF 127.0.0.22:4060 and :5060 (icscf.DOMAIN, DOMAIN)
+#   S-CSCF 127.0.0.23:6060 (scscf.DOMAIN)
+# Run a command there with:  ip netns exec "$(cat RUNDIR/netns)" COMMAND...
+#
+# Environment (defaults):
+#   NS=imslab-<hash of RUNDIR>   namespace name (RUNDIR/netns records it)
+#   DOMAIN=ims.mnc001.mcc001.3gppnetwork.org
+#   NUSERS=100                   generated subscribers (when SUBSCRIBERS is not given):
+#                                IMSI 001010000000001.., impu sip:IMSI@DOMAIN, impi IMSI@DOMAIN,
+#                                k = 000102030405060708090a0b0c0d + %04x(i), opc = OPC, amf
+#                                8000, sqn 0; written to RUNDIR/subscribers.csv
+#   OPC=cd63cb71954a9f4e48a5994e37a02baf
+#   SUBSCRIBERS=FILE             use this subscriber CSV (impu,impi,password,k,opc,amf,sqn)
+#   IMSHSS=path of imshss        default: imshss on PATH, else target/release/imshss
+#   CHILDREN=4 DBGLEVEL=2 READY_TIMEOUT=30 (s)
+#
+# Needs root (namespaces, mounts) and the Debian packages kamailio, kamailio-ims-modules,
+# kamailio-presence-modules, kamailio-sqlite-modules, sqlite3, sipsak, iproute2, util-linux.
+# Nothing outside RUNDIR and the namespace is touched: /etc/hosts is bind-mounted over only in
+# the CSCFs' private mount namespaces.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+CMD=${1:-}
+[ $# -ge 2 ] || { echo "usage: $0 start|stop|status RUNDIR" >&2; exit 2; }
+RUNDIR=$(realpath -m "$2")
+DOMAIN=${DOMAIN:-ims.mnc001.mcc001.3gppnetwork.org}
+NUSERS=${NUSERS:-100}
+OPC=${OPC:-cd63cb71954a9f4e48a5994e37a02baf}
+CHILDREN=${CHILDREN:-4}
+DBGLEVEL=${DBGLEVEL:-2}
+READY_TIMEOUT=${READY_TIMEOUT:-30}
+HSS_IP=127.0.0.20 PCSCF_IP=127.0.0.21 ICSCF_IP=127.0.0.22 SCSCF_IP=127.0.0.23
+HSS_PORT=3868 SCSCF_PORT=6060
+XSD_SRC=/usr/share/doc/kamailio/examples/ims/scscf/CxDataType_Rel7.xsd
+
+if [ -z "${NS:-}" ]; then
+  if [ -s "$RUNDIR/netns" ]; then NS=$(cat "$RUNDIR/netns")
+  else NS="imslab-$(printf '%s' "$RUNDIR" | cksum | cut -d' ' -f1)"; fi
+fi
+
+die() { echo "ims.sh: $*" >&2; exit 1; }
+log() { echo "ims.sh: $*" >&2; }
+ns_exists() { ip netns list 2>/dev/null | awk '{print $1}' | grep -qx "$NS"; }
+in_ns() { ip netns exec "$NS" "$@"; }
+
+find_imshss() {
+  if [ -n "${IMSHSS:-}" ]; then echo "$IMSHSS"; return; fi
+  if command -v imshss >/dev/null 2>&1; then command -v imshss; return; fi
+  echo "$ROOT/target/release/imshss"
+}
+
+check_prereqs() {
+  [ "$(id -u)" -eq 0 ] || die "needs root (network namespace, bind mount of /etc/hosts)"
+  local missing=() moddir
+  moddir=$(ls -d /usr/lib/*/kamailio/modules 2>/dev/null | head -n1 || true)
+  [ -n "$moddir" ] || moddir=/usr/lib/kamailio/modules
+  command -v kamailio >/dev/null 2>&1 || missing+=(kamailio)
+  [ -f "$moddir/ims_registrar_scscf.so" ] || missing+=(kamailio-ims-modules)
+  [ -f "$moddir/presence.so" ] || missing+=(kamailio-presence-modules)
+  [ -f "$moddir/db_sqlite.so" ] || missing+=(kamailio-sqlite-modules)
+  [ -f "$XSD_SRC" ] || missing+=("kamailio (for $XSD_SRC)")
+  command -v sqlite3 >/dev/null 2>&1 || missing+=(sqlite3)
+  command -v sipsak >/dev/null 2>&1 || missing+=(sipsak)
+  command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+  command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+  if [ ${#missing[@]} -gt 0 ]; then
+    die "missing Debian package(s): ${missing[*]} (apt-get install --no-install-recommends ${missing[*]}, or bash .ci/setup)"
+  fi
+  [ -x "$(find_imshss)" ] || die "no imshss binary at $(find_imshss): cargo build --release --bin imshss (or set IMSHSS)"
+}
+
+gen_subscribers() {
+  local out=$1
+  awk -v n="$NUSERS" -v d="$DOMAIN" -v opc="$OPC" 'BEGIN {
+    print "impu,impi,password,k,opc,amf,sqn"
+    for (i = 1; i <= n; i++) {
+      imsi = sprintf("00101%010d", i)
+      printf "sip:%s@%s,%s@%s,,000102030405060708090a0b0c0d%04x,%s,8000,000000000000\n", imsi, d, imsi, d, i, opc
+    }
+  }' >"$out"
+}
+
+write_configs() {
+  mkdir -p "$RUNDIR/cfg"
+  cat >"$RUNDIR/hosts" <<EOF
+127.0.0.1 localhost
+$HSS_IP hss.$DOMAIN
+$PCSCF_IP pcscf.$DOMAIN
+$ICSCF_IP icscf.$DOMAIN $DOMAIN
+$SCSCF_IP scscf.$DOMAIN
+EOF
+  local name ip port
+  for name in icscf scscf; do
+    if [ $name = icscf ]; then ip=$ICSCF_IP port=3869; else ip=$SCSCF_IP port=3870; fi
+    sed -e "s/@NAME@/$name/g" -e "s/@DOMAIN@/$DOMAIN/g" -e "s/@IP@/$ip/g" \
+        -e "s/@ACCEPT_PORT@/$port/g" -e "s/@HSS_PORT@/$HSS_PORT/g" \
+        "$HERE/cdp.xml.in" >"$RUNDIR/cfg/$name.xml"
+  done
+  cp "$XSD_SRC" "$RUNDIR/cfg/"
+  cp "$HERE/pcscf.cfg" "$HERE/icscf.cfg" "$HERE/scscf.cfg" "$RUNDIR/cfg/"
+  rm -f "$RUNDIR/icscf.db"
+  sed -e "s/@DOMAIN@/$DOMAIN/g" -e "s/@SCSCF_PORT@/$SCSCF_PORT/g" "$HERE/icscf.sql" |
+    sqlite3 "$RUNDIR/icscf.db"
+  if [ -n "${SUBSCRIBERS:-}" ]; then
+    cp "$SUBSCRIBERS" "$RUNDIR/subscribers.csv"
+  else
+    gen_subscribers "$RUNDIR/subscribers.csv"
+  fi
+}
+
+# start NAME CMD...: in its own session (pid = process group id), inside the namespace
+start_proc() {
+  local name=$1; shift
+  setsid ip netns exec "$NS" "$@" >"$RUNDIR/$name.log" 2>&1 </dev/null &
+  echo $! >"$RUNDIR/$name.pid"
+}
+
+start_kamailio() {
+  local name=$1; shift
+  # private mount namespace: our hosts file over /etc/hosts for this process tree only
+  start_proc "$name" unshare -m --propagation private \
+    sh -c 'mount --bind "$0" /etc/hosts && exec "$@"' "$RUNDIR/hosts" \
+    kamailio -DD -E -m 128 -M 16 -f "$RUNDIR/cfg/$name.cfg" \
+    -A "DBGLEVEL=$DBGLEVEL" -A "CHILDREN=$CHILDREN" -A "DOMAIN=\"$DOMAIN\"" \
+    -A "CTLSOCK=\"unix:$RUNDIR/${name}_ctl\"" "$@"
+}
+
+alive() { local p; p=$(cat "$RUNDIR/$1.pid" 2>/dev/null) && [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+
+wait_for() { # wait_for WHAT TEST-CMD...
+  local what=$1; shift
+  local deadline=$((SECONDS + READY_TIMEOUT))
+  until "$@" >/dev/null 2>&1; do
+    for p in hss scscf icscf pcscf; do
+      if [ -f "$RUNDIR/$p.pid" ] && ! alive $p; then
+        log "$p exited during start-up; last lines of $RUNDIR/$p.log:"
+        tail -n 25 "$RUNDIR/$p.log" >&2 || true
+        return 1
+      fi
+    done
+    if [ $SECONDS -ge $deadline ]; then
+      log "timeout (${READY_TIMEOUT}s) waiting for $what"
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+options_ok() { in_ns sipsak -s "sip:$1" -H 127.0.0.1; }   # 200 to OPTIONS
+
+cmd_start() {
+  check_prereqs
+  mkdir -p "$RUNDIR"
+  if ns_exists; then die "namespace $NS exists already (running? stop it: $0 stop $RUNDIR)"; fi
+  ip netns add "$NS"
+  echo "$NS" >"$RUNDIR/netns"
+  # from here on a failed start cleans up after itself
+  trap 'log "start failed, cleaning up"; cmd_stop >/dev/null 2>&1 || true; exit 1' ERR
+  ip -n "$NS" link set lo up
+  write_configs
+  local t0=$SECONDS
+  start_proc hss "$(find_imshss)" --listen "$HSS_IP:$HSS_PORT" --realm "$DOMAIN" \
+    --subscribers "$RUNDIR/subscribers.csv"
+  wait_for "imshss listening" grep -q "listening on" "$RUNDIR/hss.log"
+  start_kamailio scscf -A "CX_XSD=\"$RUNDIR/cfg/CxDataType_Rel7.xsd\"" \
+    -A "CDP_XML=\"$RUNDIR/cfg/scscf.xml\""
+  start_kamailio icscf -A "DB_URL=\"sqlite:///$RUNDIR/icscf.db\"" \
+    -A "CDP_XML=\"$RUNDIR/cfg/icscf.xml\""
+  start_kamailio pcscf
+  wait_for "S-CSCF OPTIONS" options_ok "$SCSCF_IP:$SCSCF_PORT"
+  wait_for "I-CSCF OPTIONS" options_ok "$ICSCF_IP:4060"
+  wait_for "P-CSCF OPTIONS" options_ok "$PCSCF_IP:5060"
+  # CDP connects to its peers on a timer: wait until the HSS saw both CERs succeed
+  wait_for "Cx peer scscf" grep -q "CER from scscf.$DOMAIN: open" "$RUNDIR/hss.log"
+  wait_for "Cx peer icscf" grep -q "CER from icscf.$DOMAIN: open" "$RUNDIR/hss.log"
+  trap - ERR
+  log "ready in $((SECONDS - t0)) s: namespace $NS, P-CSCF $PCSCF_IP:5060, $(($(wc -l <"$RUNDIR/subscribers.csv") - 1)) subscribers in $RUNDIR/subscribers.csv"
+}
+
+# true while a process of group $1 is alive; zombies do not count (whoever inherited them may
+# take seconds to reap them, and kill -0 succeeds on a zombie)
+group_alive() {
+  ps -e -o pgid=,stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/ { f = 1 } END { exit !f }'
+}
+
+stop_groups() { # SIGTERM all groups at once, up to 5 s for them to exit, then SIGKILL
+  local name pid pids=() i
+  for name in "$@"; do
+    pid=$(cat "$RUNDIR/$name.pid" 2>/dev/null) || continue
+    [ -n "$pid" ] || continue
+    pids+=("$pid")
+    kill -TERM -- "-$pid" 2>/dev/null || true
+    kill -CONT -- "-$pid" 2>/dev/null || true
+  done
+  for i in $(seq 50); do
+    local any=0
+    for pid in "${pids[@]}"; do group_alive "$pid" && any=1; done
+    [ $any -eq 1 ] || break
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
+  for name in "$@"; do rm -f "$RUNDIR/$name.pid"; done
+}
+
+cmd_stop() {
+  stop_groups pcscf icscf scscf hss
+  if ns_exists; then
+    # whatever is left in our namespace was started by us (e.g. a stray Kamailio child)
+    local left
+    left=$(ip netns pids "$NS" 2>/dev/null || true)
+    if [ -n "$left" ]; then
+      # shellcheck disable=SC2086
+      kill -KILL $left 2>/dev/null || true
+      sleep 0.2
+    fi
+    ip netns del "$NS"
+  fi
+  rm -f "$RUNDIR/netns" "$RUNDIR"/*_ctl "$RUNDIR"/*_rpc.fifo
+  log "stopped ($NS)"
+}
+
+cmd_status() {
+  local rc=0 p
+  if ns_exists; then echo "namespace $NS: present"; else echo "namespace $NS: absent"; rc=1; fi
+  for p in hss scscf icscf pcscf; do
+    if alive $p; then echo "$p: running (pgid $(cat "$RUNDIR/$p.pid"))"; else echo "$p: stopped"; rc=1; fi
+  done
+  if [ -f "$RUNDIR/hss.log" ]; then
+    echo "Cx peers opened: $(grep -c ': open (Cx)' "$RUNDIR/hss.log" || true)"
+  fi
+  return $rc
+}
+
+case "$CMD" in
+  start) cmd_start ;;
+  stop) cmd_stop ;;
+  status) cmd_status ;;
+  *) echo "usage: $0 start|stop|status RUNDIR" >&2; exit 2 ;;
+esac

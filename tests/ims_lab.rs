@@ -1,0 +1,667 @@
+//! The lab IMS core (lab/ims/ims.sh: imshss + Kamailio P-, I-, S-CSCF in a network namespace
+//! created here) against a UE written in this test: AKAv1-MD5 registration through the P-CSCF
+//! (401 with a nonce whose AUTN verifies with Milenage, RES as the digest password, 200 with
+//! Service-Route and P-Associated-URI), SQN re-synchronisation with AUTS, a call
+//! P → S → I → S → P between two registered users, and de-registration.
+//!
+//! Needs root and the Debian packages of `.ci/setup` (kamailio, kamailio-ims-modules,
+//! kamailio-presence-modules, kamailio-sqlite-modules, sqlite3, sipsak, iproute2): skipped
+//! elsewhere with a message, an error in CI (env CI set). The lab is always stopped (Drop) and
+//! its namespace deleted, also when an assertion fails.
+
+use std::fs::File;
+use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use md5::{Digest, Md5};
+use milenage::Milenage;
+
+const DOMAIN: &str = "ims.mnc001.mcc001.3gppnetwork.org";
+const PCSCF: &str = "127.0.0.21:5060";
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/lab/ims/ims.sh");
+const OPC: &str = "cd63cb71954a9f4e48a5994e37a02baf";
+const AMF: &str = "8000";
+
+fn hex16(s: &str) -> [u8; 16] {
+    imsload::hss::vectors::from_hex(s)
+        .unwrap()
+        .try_into()
+        .unwrap()
+}
+
+/// Subscriber i of this test: IMSI 00101000000000i, K = 0011..ee ‖ i.
+fn imsi(i: u32) -> String {
+    format!("0010100000000{i:02}")
+}
+fn k_of(i: u32) -> String {
+    format!("00112233445566778899aabbccdd{i:04x}")
+}
+
+// ---------------------------------------------------------------------------
+// prerequisites and the lab guard
+// ---------------------------------------------------------------------------
+
+/// None when everything is there; else what is missing.
+fn missing_prereqs() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root (needs network namespaces and a bind mount)".into());
+    }
+    let mut missing = Vec::new();
+    let moddirs = [
+        "/usr/lib/x86_64-linux-gnu/kamailio/modules",
+        "/usr/lib/aarch64-linux-gnu/kamailio/modules",
+        "/usr/lib/kamailio/modules",
+    ];
+    let has_mod = |m: &str| moddirs.iter().any(|d| Path::new(d).join(m).exists());
+    for (m, pkg) in [
+        ("ims_registrar_scscf.so", "kamailio-ims-modules"),
+        ("presence.so", "kamailio-presence-modules"),
+        ("db_sqlite.so", "kamailio-sqlite-modules"),
+        ("tm.so", "kamailio"),
+    ] {
+        if !has_mod(m) {
+            missing.push(pkg);
+        }
+    }
+    for (cmd, pkg) in [
+        ("kamailio", "kamailio"),
+        ("sqlite3", "sqlite3"),
+        ("sipsak", "sipsak"),
+        ("ip", "iproute2"),
+        ("unshare", "util-linux"),
+    ] {
+        let found = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+            .iter()
+            .any(|d| Path::new(d).join(cmd).exists());
+        if !found {
+            missing.push(pkg);
+        }
+    }
+    (!missing.is_empty()).then(|| format!("missing Debian packages: {}", missing.join(" ")))
+}
+
+fn ns_exists(ns: &str) -> bool {
+    Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(ns))
+        })
+        .unwrap_or(false)
+}
+
+/// A running lab; dropping it stops everything and deletes the namespace.
+struct Lab {
+    dir: tempfile::TempDir,
+    ns: String,
+}
+
+impl Lab {
+    fn start(subscribers: &str) -> Lab {
+        let dir = tempfile::Builder::new()
+            .prefix("imslab-test-")
+            .tempdir()
+            .unwrap();
+        let ns = format!("imslabt-{}", std::process::id());
+        let csv = dir.path().join("given.csv");
+        std::fs::write(&csv, subscribers).unwrap();
+        // the guard exists before the start: a half-started lab is cleaned up too
+        let lab = Lab { dir, ns };
+        let out = Command::new("bash")
+            .arg(SCRIPT)
+            .arg("start")
+            .arg(lab.dir.path())
+            .env("NS", &lab.ns)
+            .env("IMSHSS", env!("CARGO_BIN_EXE_imshss"))
+            .env("SUBSCRIBERS", &csv)
+            .env("READY_TIMEOUT", "20")
+            .env("CHILDREN", "2")
+            .output()
+            .expect("run lab/ims/ims.sh");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        eprintln!("{}", stderr.trim());
+        assert!(out.status.success(), "ims.sh start failed");
+        lab
+    }
+
+    fn path(&self, f: &str) -> PathBuf {
+        self.dir.path().join(f)
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(&format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// A UDP socket bound to `ip:0` inside the lab's namespace (the socket stays in it).
+    fn ue_socket(&self, ip: &str) -> UdpSocket {
+        let nsfile = format!("/run/netns/{}", self.ns);
+        let ip = ip.to_string();
+        std::thread::spawn(move || {
+            let f = File::open(&nsfile).expect("open netns");
+            // SAFETY: setns on a valid namespace fd, in a thread of our own that ends here.
+            let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            let s = UdpSocket::bind((ip.as_str(), 0)).expect("bind UE socket");
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            s
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(SCRIPT)
+            .arg("stop")
+            .arg(self.dir.path())
+            .env("NS", &self.ns)
+            .output();
+        if ns_exists(&self.ns) {
+            let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        }
+        if std::thread::panicking() {
+            for n in ["hss", "pcscf", "icscf", "scscf"] {
+                let l = self.log(n);
+                let tail: Vec<&str> = l.lines().rev().take(40).collect();
+                eprintln!("---- {n}.log (last lines)");
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// a small SIP UE
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct Sip {
+    first: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Sip {
+    fn parse(b: &[u8]) -> Sip {
+        let text = String::from_utf8_lossy(b);
+        let head = text.split("\r\n\r\n").next().unwrap_or("");
+        let mut lines = head.split("\r\n");
+        let first = lines.next().unwrap_or("").to_string();
+        let headers = lines
+            .filter_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                Some((n.trim().to_ascii_lowercase(), v.trim().to_string()))
+            })
+            .collect();
+        Sip { first, headers }
+    }
+    fn status(&self) -> Option<u16> {
+        let rest = self.first.strip_prefix("SIP/2.0 ")?;
+        rest.get(..3)?.parse().ok()
+    }
+    fn method(&self) -> Option<&str> {
+        (!self.first.starts_with("SIP/2.0")).then(|| self.first.split(' ').next().unwrap())
+    }
+    fn all(&self, name: &str) -> Vec<String> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .flat_map(|(_, v)| split_list(v))
+            .collect()
+    }
+    fn raw_all(&self, name: &str) -> Vec<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+    fn one(&self, name: &str) -> Option<String> {
+        self.raw_all(name).first().map(|s| s.to_string())
+    }
+    fn cseq_method(&self) -> String {
+        self.one("cseq")
+            .and_then(|c| c.split_whitespace().nth(1).map(str::to_string))
+            .unwrap_or_default()
+    }
+}
+
+/// Splits a header value at commas outside <> and quotes.
+fn split_list(v: &str) -> Vec<String> {
+    let (mut out, mut cur, mut angle, mut quote) = (Vec::new(), String::new(), false, false);
+    for c in v.chars() {
+        match c {
+            '"' => quote = !quote,
+            '<' if !quote => angle = true,
+            '>' if !quote => angle = false,
+            ',' if !angle && !quote => {
+                out.push(cur.trim().to_string());
+                cur.clear();
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    if !cur.trim().is_empty() {
+        out.push(cur.trim().to_string());
+    }
+    out
+}
+
+/// `key="value"` or `key=value` from a digest challenge.
+fn param(h: &str, key: &str) -> Option<String> {
+    let mut rest = h;
+    while let Some(i) = rest.find(key) {
+        let before_ok = i == 0 || matches!(rest.as_bytes()[i - 1], b' ' | b',');
+        let after = &rest[i + key.len()..];
+        if before_ok && after.starts_with('=') {
+            let v = &after[1..];
+            return Some(if let Some(q) = v.strip_prefix('"') {
+                q.split('"').next().unwrap_or("").to_string()
+            } else {
+                v.split([',', ' ', ';', '>'])
+                    .next()
+                    .unwrap_or("")
+                    .to_string()
+            });
+        }
+        rest = after;
+    }
+    None
+}
+
+fn md5_hex(parts: &[&[u8]]) -> String {
+    let mut h = Md5::new();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            h.update(b":");
+        }
+        h.update(p);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+struct Ue {
+    n: u32,
+    sock: UdpSocket,
+    addr: String,
+    impu: String,
+    impi: String,
+    k: [u8; 16],
+    opc: [u8; 16],
+    /// SQN_MS: the highest SQN accepted.
+    sqn_ms: u64,
+    seq: u32,
+    call_id: String,
+    from_tag: String,
+    service_route: Vec<String>,
+}
+
+impl Ue {
+    fn new(lab: &Lab, n: u32, ip: &str) -> Ue {
+        let sock = lab.ue_socket(ip);
+        let addr = sock.local_addr().unwrap().to_string();
+        Ue {
+            n,
+            sock,
+            addr,
+            impu: format!("sip:{}@{DOMAIN}", imsi(n)),
+            impi: format!("{}@{DOMAIN}", imsi(n)),
+            k: hex16(&k_of(n)),
+            opc: hex16(OPC),
+            sqn_ms: 0,
+            seq: 0,
+            call_id: format!("reg-{n}-{}@test", std::process::id()),
+            from_tag: format!("ft{n}"),
+            service_route: Vec::new(),
+        }
+    }
+
+    fn send(&self, msg: &str) {
+        self.sock.send_to(msg.as_bytes(), PCSCF).unwrap();
+    }
+
+    /// Next message, skipping 1xx responses when `skip_provisional`.
+    fn recv(&self, timeout: Duration, skip_provisional: bool) -> Option<Sip> {
+        let deadline = Instant::now() + timeout;
+        let mut buf = vec![0u8; 65536];
+        while Instant::now() < deadline {
+            if let Ok((n, _)) = self.sock.recv_from(&mut buf) {
+                let m = Sip::parse(&buf[..n]);
+                if skip_provisional && m.status().is_some_and(|s| s < 200) {
+                    continue;
+                }
+                return Some(m);
+            }
+        }
+        None
+    }
+
+    /// A final response to our request `method` (retransmitted requests skipped).
+    fn final_response(&self, method: &str) -> Sip {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(m) = self.recv(Duration::from_millis(500), true) {
+                if m.status().is_some() && m.cseq_method() == method {
+                    return m;
+                }
+            }
+        }
+        panic!("UE {}: no final response to {method}", self.n);
+    }
+
+    fn register_msg(&mut self, expires: u32, authz: &str) -> String {
+        self.seq += 1;
+        format!(
+            "REGISTER sip:{DOMAIN} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {addr};branch=z9hG4bK-r{n}-{seq};rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: <{impu}>;tag={tag}\r\n\
+             To: <{impu}>\r\n\
+             Call-ID: {cid}\r\n\
+             CSeq: {seq} REGISTER\r\n\
+             Contact: <sip:{user}@{addr}>;expires={expires}\r\n\
+             Expires: {expires}\r\n\
+             Supported: path\r\n\
+             {authz}\
+             Content-Length: 0\r\n\r\n",
+            addr = self.addr,
+            n = self.n,
+            seq = self.seq,
+            impu = self.impu,
+            tag = self.from_tag,
+            cid = self.call_id,
+            user = imsi(self.n),
+        )
+    }
+
+    /// Checks AUTN of a nonce: Ok(RES) when MAC-A verifies and SQN is fresh, Err(AUTS) when
+    /// SQN is not above SQN_MS. Panics on a MAC failure.
+    fn aka(&mut self, nonce: &[u8]) -> Result<[u8; 8], [u8; 14]> {
+        assert_eq!(nonce.len(), 32, "nonce is RAND ‖ AUTN");
+        let rand: [u8; 16] = nonce[..16].try_into().unwrap();
+        let autn = &nonce[16..];
+        let mut m = Milenage::new_with_opc(self.k, self.opc);
+        let (res, _ck, _ik, ak) = m.f2345(&rand);
+        let sqn_b: [u8; 6] = std::array::from_fn(|i| autn[i] ^ ak[i]);
+        let amf: [u8; 2] = autn[6..8].try_into().unwrap();
+        assert_eq!(amf, [0x80, 0], "AMF of the subscriber");
+        assert_eq!(
+            m.f1(&rand, &sqn_b, &amf),
+            autn[8..16],
+            "MAC-A of AUTN verifies for K/OPc of UE {}",
+            self.n
+        );
+        let sqn = imsload::hss::vectors::sqn_from_bytes(&sqn_b);
+        if sqn <= self.sqn_ms {
+            return Err(imsload::hss::vectors::make_auts(
+                &self.k,
+                &self.opc,
+                &rand,
+                self.sqn_ms,
+            ));
+        }
+        self.sqn_ms = sqn;
+        Ok(res)
+    }
+
+    /// REGISTER, 401 AKAv1-MD5 (resynchronising once when asked), REGISTER with RES: the
+    /// final response of the authenticated REGISTER.
+    fn register(&mut self, expires: u32) -> Sip {
+        let empty = format!(
+            "Authorization: Digest username=\"{}\", realm=\"{DOMAIN}\", nonce=\"\", \
+             uri=\"sip:{DOMAIN}\", response=\"\"\r\n",
+            self.impi
+        );
+        let msg = self.register_msg(expires, &empty);
+        self.send(&msg);
+        let mut resp = self.final_response("REGISTER");
+        for _round in 0..2 {
+            assert_eq!(resp.status(), Some(401), "UE {}: {}", self.n, resp.first);
+            let www = resp.one("www-authenticate").expect("WWW-Authenticate");
+            assert!(www.starts_with("Digest "), "{www}");
+            assert_eq!(
+                param(&www, "algorithm").as_deref(),
+                Some("AKAv1-MD5"),
+                "{www}"
+            );
+            assert!(
+                param(&www, "ck").is_none() && param(&www, "ik").is_none(),
+                "P-CSCF strips CK/IK: {www}"
+            );
+            let realm = param(&www, "realm").expect("realm");
+            let nonce = param(&www, "nonce").expect("nonce");
+            let qop = param(&www, "qop").unwrap_or_default();
+            assert!(qop.split(',').any(|q| q.trim() == "auth"), "qop {qop:?}");
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(&nonce)
+                .expect("nonce is base64");
+            let uri = format!("sip:{DOMAIN}");
+            let cnonce = format!("c{}{}", self.n, self.seq);
+            let (pw, extra): (Vec<u8>, String) = match self.aka(&raw) {
+                Ok(res) => (res.to_vec(), String::new()),
+                Err(auts) => (
+                    Vec::new(),
+                    format!(
+                        ", auts=\"{}\"",
+                        base64::engine::general_purpose::STANDARD.encode(auts)
+                    ),
+                ),
+            };
+            let ha1 = md5_hex(&[self.impi.as_bytes(), realm.as_bytes(), &pw]);
+            let ha2 = md5_hex(&[b"REGISTER", uri.as_bytes()]);
+            let response = md5_hex(&[
+                ha1.as_bytes(),
+                nonce.as_bytes(),
+                b"00000001",
+                cnonce.as_bytes(),
+                b"auth",
+                ha2.as_bytes(),
+            ]);
+            let authz = format!(
+                "Authorization: Digest username=\"{}\", realm=\"{realm}\", nonce=\"{nonce}\", \
+                 uri=\"{uri}\", response=\"{response}\", algorithm=AKAv1-MD5, qop=auth, \
+                 nc=00000001, cnonce=\"{cnonce}\"{extra}\r\n",
+                self.impi
+            );
+            let msg = self.register_msg(expires, &authz);
+            self.send(&msg);
+            resp = self.final_response("REGISTER");
+            if extra.is_empty() {
+                return resp;
+            }
+            // after AUTS the network challenges again with a fresh vector
+        }
+        panic!("UE {}: no registration after resynchronisation", self.n);
+    }
+}
+
+/// A response to `req` from the UE at `ue` (Via, Record-Route, From, Call-ID, CSeq copied).
+fn response_to(req: &Sip, code: &str, ue: &Ue, to_tag: &str, with_contact: bool) -> String {
+    let mut r = format!("SIP/2.0 {code}\r\n");
+    for v in req.raw_all("via") {
+        r += &format!("Via: {v}\r\n");
+    }
+    for v in req.raw_all("record-route") {
+        r += &format!("Record-Route: {v}\r\n");
+    }
+    r += &format!("From: {}\r\n", req.one("from").unwrap());
+    let to = req.one("to").unwrap();
+    if to.contains("tag=") {
+        r += &format!("To: {to}\r\n");
+    } else {
+        r += &format!("To: {to};tag={to_tag}\r\n");
+    }
+    r += &format!("Call-ID: {}\r\n", req.one("call-id").unwrap());
+    r += &format!("CSeq: {}\r\n", req.one("cseq").unwrap());
+    if with_contact {
+        r += &format!("Contact: <sip:{}@{}>\r\n", imsi(ue.n), ue.addr);
+    }
+    r += "Content-Length: 0\r\n\r\n";
+    r
+}
+
+fn uri_of(nameaddr: &str) -> String {
+    match (nameaddr.find('<'), nameaddr.find('>')) {
+        (Some(a), Some(b)) if a < b => nameaddr[a + 1..b].to_string(),
+        _ => nameaddr.split(';').next().unwrap().to_string(),
+    }
+}
+
+fn subscribers_csv(n: u32) -> String {
+    let mut s = String::from("impu,impi,password,k,opc,amf,sqn\n");
+    for i in 1..=n {
+        s += &format!(
+            "sip:{imsi}@{DOMAIN},{imsi}@{DOMAIN},,{k},{OPC},{AMF},000000000000\n",
+            imsi = imsi(i),
+            k = k_of(i)
+        );
+    }
+    s
+}
+
+/// Waits until the B-side UE receives a request of `method`.
+fn expect_request(ue: &Ue, method: &str) -> Sip {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Some(m) = ue.recv(Duration::from_millis(500), false) {
+            if m.method() == Some(method) {
+                return m;
+            }
+        }
+    }
+    panic!("UE {}: no {method} arrived", ue.n);
+}
+
+#[test]
+fn ims_core_registers_resyncs_calls_and_deregisters() {
+    if let Some(why) = missing_prereqs() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "ims_lab in CI: {why} (.ci/setup installs the packages)"
+        );
+        eprintln!("SKIP ims_lab: {why}");
+        return;
+    }
+    let t0 = Instant::now();
+    let lab = Lab::start(&subscribers_csv(3));
+
+    // 1. registration with AKAv1-MD5 through the P-CSCF
+    let mut a = Ue::new(&lab, 1, "127.0.0.101");
+    let ok = a.register(600);
+    assert_eq!(ok.status(), Some(200), "{}", ok.first);
+    let sr = ok.all("service-route");
+    assert!(
+        sr.iter().any(|r| r.contains("scscf")),
+        "Service-Route names the S-CSCF: {sr:?}"
+    );
+    let pau = ok.all("p-associated-uri");
+    assert!(
+        pau.iter().any(|u| u.contains(&a.impu)),
+        "P-Associated-URI {pau:?}"
+    );
+    a.service_route = sr;
+    let hss = lab.log("hss");
+    assert!(hss.contains(&format!("MAR {}", a.impi)), "{hss}");
+    assert!(hss.contains(&format!("SAR {}", a.impi)), "{hss}");
+
+    // 2. a UE whose SQN_MS is ahead of the HSS: AUTS, resync, then 200
+    let mut b = Ue::new(&lab, 2, "127.0.0.102");
+    b.sqn_ms = 0x4000;
+    let ok = b.register(600);
+    assert_eq!(ok.status(), Some(200), "{}", ok.first);
+    assert!(b.sqn_ms > 0x4000, "fresh SQN after resync: {:#x}", b.sqn_ms);
+    assert!(
+        lab.log("hss").contains("resync: SQN_HE"),
+        "HSS logged the resync"
+    );
+    b.service_route = ok.all("service-route");
+
+    // 3. a call a -> b: P -> S(orig) -> I (LIR) -> S(term) -> P -> b
+    let call_id = format!("call-{}@test", std::process::id());
+    let mut invite = format!("INVITE {} SIP/2.0\r\n", b.impu);
+    invite += &format!(
+        "Via: SIP/2.0/UDP {};branch=z9hG4bK-inv1;rport\r\nMax-Forwards: 70\r\n",
+        a.addr
+    );
+    for r in &a.service_route {
+        invite += &format!("Route: {r}\r\n");
+    }
+    invite += &format!(
+        "From: <{}>;tag=caller1\r\nTo: <{}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n\
+         Contact: <sip:{}@{}>\r\nContent-Length: 0\r\n\r\n",
+        a.impu,
+        b.impu,
+        imsi(1),
+        a.addr
+    );
+    a.send(&invite);
+    let inv_b = expect_request(&b, "INVITE");
+    let rr_b = inv_b.all("record-route");
+    assert!(
+        rr_b.len() >= 4,
+        "Record-Route of P, S (orig), S (term), P: {rr_b:?}"
+    );
+    b.send(&response_to(&inv_b, "180 Ringing", &b, "callee1", true));
+    b.send(&response_to(&inv_b, "200 OK", &b, "callee1", true));
+    let ok_a = a.final_response("INVITE");
+    assert_eq!(ok_a.status(), Some(200), "{}", ok_a.first);
+    // route set of the caller: Record-Route reversed; target: the callee's Contact
+    let mut route_set = ok_a.all("record-route");
+    route_set.reverse();
+    let target = uri_of(&ok_a.one("contact").expect("Contact in 200"));
+    let to = ok_a.one("to").unwrap();
+    let in_dialog = |method: &str, cseq: u32, branch: &str| {
+        let mut m = format!("{method} {target} SIP/2.0\r\n");
+        m += &format!(
+            "Via: SIP/2.0/UDP {};branch=z9hG4bK-{branch};rport\r\nMax-Forwards: 70\r\n",
+            a.addr
+        );
+        for r in &route_set {
+            m += &format!("Route: {r}\r\n");
+        }
+        m += &format!(
+            "From: <{}>;tag=caller1\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n\
+             Content-Length: 0\r\n\r\n",
+            a.impu
+        );
+        m
+    };
+    a.send(&in_dialog("ACK", 1, "ack1"));
+    let _ = expect_request(&b, "ACK");
+    a.send(&in_dialog("BYE", 2, "bye1"));
+    let bye_b = expect_request(&b, "BYE");
+    b.send(&response_to(&bye_b, "200 OK", &b, "callee1", false));
+    let bye_ok = a.final_response("BYE");
+    assert_eq!(bye_ok.status(), Some(200), "{}", bye_ok.first);
+    assert!(lab.log("hss").contains(&format!("LIR {}", b.impu)));
+
+    // 4. de-registration: the HSS hears SAR USER_DEREGISTRATION for both users
+    for ue in [&mut a, &mut b] {
+        let ok = ue.register(0);
+        assert_eq!(ok.status(), Some(200), "de-register: {}", ok.first);
+    }
+    let hss = lab.log("hss");
+    for ue in [&a, &b] {
+        assert!(
+            hss.contains(&format!("SAR {} {} type 5: deregistered", ue.impi, ue.impu)),
+            "{hss}"
+        );
+    }
+    eprintln!("ims_lab: done in {:?}", t0.elapsed());
+    assert!(t0.elapsed() < Duration::from_secs(60));
+}
