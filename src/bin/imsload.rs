@@ -8,7 +8,7 @@ use imsload::load::runner::{self, RunSpec};
 use imsload::shutdown::{self, StopReason};
 use imsload::sip::transaction::Timers;
 use imsload::sip::Transport;
-use imsload::target::core::TargetConfig;
+use imsload::target::core::{TargetAka, TargetConfig};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -64,9 +64,16 @@ struct RunArgs {
     /// Password rule: %u is the user name, %d the index.
     #[arg(long, default_value = "pw_%u")]
     password: String,
-    /// Users from a CSV file of impu,impi,password instead of the pattern.
+    /// Private identity (IMPI) pattern: %u is the user name, %d or %0Nd the index (e.g.
+    /// 00101%010d@ims.mnc001.mcc001.3gppnetwork.org). Default: the user name.
+    #[arg(long, value_name = "PATTERN")]
+    impi_pattern: Option<String>,
+    /// Users from a CSV file instead of the pattern: impu,impi,password[,k,opc,amf,sqn], or
+    /// columns named by a header line (impu, impi, password, k, op|opc, amf, sqn; hex).
     #[arg(long, value_name = "CSV")]
     users_file: Option<PathBuf>,
+    #[command(flatten)]
+    aka: AkaArgs,
     /// Initial registrations per second.
     #[arg(long, default_value = "100", value_parser = positive_rate)]
     reg_rate: f64,
@@ -142,6 +149,57 @@ struct RunArgs {
     seed: u64,
 }
 
+/// IMS AKA credentials shared by every pattern user (how lab HSSs are provisioned).
+#[derive(Args, Debug, Default)]
+struct AkaArgs {
+    /// AKA: subscriber key K (32 hex digits). With it users answer AKAv1-MD5 challenges.
+    #[arg(long, value_name = "HEX")]
+    aka_k: Option<String>,
+    /// AKA: OPc (32 hex digits).
+    #[arg(
+        long,
+        value_name = "HEX",
+        conflicts_with = "aka_op",
+        requires = "aka_k"
+    )]
+    aka_opc: Option<String>,
+    /// AKA: OP (32 hex digits); OPc is derived from it and K.
+    #[arg(long, value_name = "HEX", requires = "aka_k")]
+    aka_op: Option<String>,
+    /// AKA: authentication management field the network puts in AUTN (4 hex digits).
+    #[arg(long, value_name = "HEX", default_value = "8000", requires = "aka_k")]
+    amf: String,
+    /// AKA: the SQN the USIM (or, for `serve`, the HSS) starts from, hex.
+    #[arg(long, value_name = "HEX", default_value = "0", requires = "aka_k")]
+    sqn: String,
+}
+
+impl AkaArgs {
+    fn subscription(&self) -> anyhow::Result<Option<population::AkaSubscription>> {
+        let Some(k) = &self.aka_k else {
+            return Ok(None);
+        };
+        population::aka_subscription(
+            k,
+            self.aka_op.as_deref(),
+            self.aka_opc.as_deref(),
+            Some(&self.amf),
+            Some(&self.sqn),
+        )
+        .map(Some)
+        .map_err(|(flag, why)| {
+            let flag = match flag {
+                "k" => "--aka-k",
+                "op" => "--aka-op",
+                "opc" => "--aka-opc",
+                "amf" => "--amf",
+                _ => "--sqn",
+            };
+            anyhow::anyhow!("{flag}: {why}")
+        })
+    }
+}
+
 #[derive(Args, Debug)]
 struct ServeArgs {
     /// Address to listen on (UDP).
@@ -158,6 +216,12 @@ struct ServeArgs {
     /// Stop after this long (default: until Ctrl-C).
     #[arg(long, value_parser = duration)]
     duration: Option<Duration>,
+    /// Challenge with AKAv1-MD5 (these keys for every user; --sqn is the network's start).
+    #[command(flatten)]
+    aka: AkaArgs,
+    /// AKA keys and SQNs per user from the same CSV imsload reads (users with k get AKA).
+    #[arg(long, value_name = "CSV")]
+    users_file: Option<PathBuf>,
     #[arg(long, short)]
     quiet: bool,
 }
@@ -218,6 +282,7 @@ fn run_main(cli: Cli) -> anyhow::Result<i32> {
                 let cfg = TargetConfig {
                     domain: a.domain.clone(),
                     password_rule: a.password.clone(),
+                    aka: target_aka(&users, None),
                     ..TargetConfig::default()
                 };
                 let s = imsload::target::serve::start(
@@ -309,16 +374,41 @@ fn run_main(cli: Cli) -> anyhow::Result<i32> {
 }
 
 fn load_users(a: &RunArgs) -> anyhow::Result<Vec<Identity>> {
+    let aka = a.aka.subscription()?;
     Ok(match &a.users_file {
-        Some(p) => population::from_csv(p)?,
-        None => population::from_pattern(
-            &a.user_pattern,
-            a.first_index,
-            a.users,
-            &a.domain,
-            &a.password,
-        )?,
+        Some(p) => {
+            if aka.is_some() || a.impi_pattern.is_some() {
+                bail!("--aka-*/--impi-pattern apply to pattern users; with --users-file give k, opc, amf, sqn columns in the CSV");
+            }
+            population::from_csv(p)?
+        }
+        None => population::from_spec(&population::PatternSpec {
+            user: &a.user_pattern,
+            first: a.first_index,
+            count: a.users,
+            domain: &a.domain,
+            password: &a.password,
+            impi: a.impi_pattern.as_deref(),
+            aka,
+        })?,
     })
+}
+
+/// The embedded target's AKA data: the users that have keys (by IMPI), and `all` for anyone
+/// else when given. `None` when nobody uses AKA (the target stays MD5).
+fn target_aka(users: &[Identity], all: Option<population::AkaSubscription>) -> Option<TargetAka> {
+    let mut t = TargetAka {
+        all: all.map(|s| s.keys),
+        initial_sqn: all.map_or(0, |s| s.sqn),
+        sqn_step: 32,
+        ..TargetAka::default()
+    };
+    for u in users {
+        if let Some(s) = u.aka {
+            t.users.insert(u.impi.clone(), (s.keys, s.sqn));
+        }
+    }
+    (t.all.is_some() || !t.users.is_empty()).then_some(t)
 }
 
 fn resolve(t: &str) -> anyhow::Result<SocketAddr> {
@@ -357,7 +447,18 @@ fn serve(s: ServeArgs) -> anyhow::Result<i32> {
     rt.block_on(async move {
         let (trigger, _sd) = shutdown::channel();
         shutdown::watch_signals(trigger.clone());
+        let users = match &s.users_file {
+            Some(p) => population::from_csv(p)?,
+            None => Vec::new(),
+        };
+        let aka = target_aka(&users, s.aka.subscription()?);
+        let aka_note = match &aka {
+            Some(t) if t.all.is_some() => "AKAv1-MD5 for every user".to_string(),
+            Some(t) => format!("AKAv1-MD5 for the {} users with keys, MD5 for others", t.users.len()),
+            None => "MD5".to_string(),
+        };
         let cfg = TargetConfig {
+            aka,
             domain: s.domain.clone(),
             password_rule: s.password.clone(),
             uas: CoreConfig {
@@ -377,7 +478,7 @@ fn serve(s: ServeArgs) -> anyhow::Result<i32> {
         )
         .await?;
         println!(
-            "imsload serve: listening on udp:{} for domain {} (password rule {:?}); Ctrl-C to stop",
+            "imsload serve: listening on udp:{} for domain {} ({aka_note}; password rule {:?}); Ctrl-C to stop",
             served.addr, s.domain, s.password
         );
         if let Some(d) = s.duration {

@@ -11,6 +11,7 @@
 use super::config::{ByeBy, CoreConfig, DurationDist};
 use super::population::Identity;
 use super::stats::{Delays, Interval};
+use crate::sip::aka::{self, AkaError, Usim};
 use crate::sip::auth::{self, Challenge, Credentials, NonceCounter};
 use crate::sip::builder::{sdp, Writer};
 use crate::sip::dialog::{strip_tag, Dialog};
@@ -92,11 +93,26 @@ struct User {
     txn: Option<Key>,
     started: Instant,
     auth_sent: bool,
+    /// This registration attempt already sent AUTS: one more challenge round is allowed, and a
+    /// second stale SQN is a failure rather than a loop.
+    resync_sent: bool,
     nc: NonceCounter,
+    /// The user's USIM (AKA users): its SQN_MS moves with every challenge accepted.
+    usim: Option<Usim>,
     service_route: Vec<String>,
     /// Bumped to cancel pending refresh/retry timers.
     gen: u32,
     pos_registered: Option<u32>,
+}
+
+/// How a challenge is answered.
+enum AuthAnswer {
+    /// Digest credentials (MD5 password or AKA RES).
+    Credentials(String),
+    /// AKA SQN out of range: `auts=` for re-synchronisation, a fresh challenge will follow.
+    Resync(String),
+    /// AKA MAC-A wrong: an empty `response` and no `auts`, as TS 24.229 §5.1.1.5.3 asks.
+    MacFailure(String),
 }
 
 enum Owner {
@@ -252,7 +268,9 @@ impl LoadCore {
                     txn: None,
                     started: now,
                     auth_sent: false,
+                    resync_sent: false,
                     nc: NonceCounter::default(),
+                    usim: id.aka.map(|a| Usim::new(a.keys, a.sqn)),
                     service_route: Vec::new(),
                     gen: 0,
                     pos_registered: None,
@@ -628,6 +646,7 @@ impl LoadCore {
         user.kind = kind;
         user.gen += 1;
         user.auth_sent = false;
+        user.resync_sent = false;
         user.started = now;
         // A refresh or de-registration keeps the user Registered until its answer comes.
         if user.state != RegState::Registered {
@@ -666,8 +685,19 @@ impl LoadCore {
         w.header("Supported", "path");
         w.header("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE");
         w.header("User-Agent", &self.cfg.user_agent);
-        if let Some(a) = authz {
-            w.line(&a);
+        match authz {
+            Some(a) => w.line(&a),
+            // An IMS AKA user announces its private identity from the first REGISTER on
+            // (TS 24.229 §5.1.1.2.1): the S-CSCF needs the IMPI to fetch vectors from the HSS.
+            None if user.usim.is_some() => w.line(&auth::empty_response_header(
+                false,
+                &user.id.impi,
+                &self.cfg.domain,
+                "",
+                &domain_uri,
+                None,
+            )),
+            None => {}
         }
         w.finish(None, b"")
     }
@@ -679,9 +709,31 @@ impl LoadCore {
         }
         self.users[u as usize].txn = None;
         if (code == 401 || code == 407) && !self.users[u as usize].auth_sent {
-            if let Some(authz) = self.answer_challenge(msg, code, u, "REGISTER", None) {
+            let answer = self.answer_challenge(msg, code, u, "REGISTER", None, b"");
+            let user = &mut self.users[u as usize];
+            let authz = match answer {
+                Some(AuthAnswer::Credentials(a)) => {
+                    user.auth_sent = true;
+                    Some(a)
+                }
+                Some(AuthAnswer::Resync(a)) => {
+                    // The network answers AUTS with a fresh challenge: leave auth_sent unset
+                    // so that one is answered too.
+                    user.resync_sent = true;
+                    self.stats.counters.reg_aka_resyncs += 1;
+                    Some(a)
+                }
+                Some(AuthAnswer::MacFailure(a)) => {
+                    // Tell the network its challenge was refused (TS 24.229 §5.1.1.5.3) and
+                    // take whatever it answers as the end of this attempt.
+                    user.auth_sent = true;
+                    self.stats.counters.reg_aka_mac_failures += 1;
+                    Some(a)
+                }
+                None => None,
+            };
+            if let Some(authz) = authz {
                 let key = self.txns.next_key();
-                self.users[u as usize].auth_sent = true;
                 let req = self.register_request(u, key, Some(authz));
                 self.users[u as usize].txn = Some(key);
                 self.start_txn(now, key, req, Method::Register, Owner::Register(u));
@@ -780,7 +832,10 @@ impl LoadCore {
         }
     }
 
-    /// Builds the Authorization / Proxy-Authorization line answering the challenge in `msg`.
+    /// Builds the Authorization / Proxy-Authorization line answering the challenge in `msg`:
+    /// MD5 with the user's password, or AKAv1-MD5 with RES from the user's USIM. `None` when
+    /// the challenge cannot be answered (unparsable, AKA for a user without keys, a second
+    /// stale SQN after re-synchronisation): the caller counts the failure.
     fn answer_challenge(
         &mut self,
         msg: &Message<'_>,
@@ -788,7 +843,8 @@ impl LoadCore {
         u: u32,
         method: &str,
         uri: Option<&str>,
-    ) -> Option<String> {
+        body: &[u8],
+    ) -> Option<AuthAnswer> {
         let (h, proxy) = if code == 407 {
             (HeaderName::ProxyAuthenticate, true)
         } else {
@@ -796,21 +852,53 @@ impl LoadCore {
         };
         let ch = Challenge::parse(msg.header(h)?, proxy).ok()?;
         let domain_uri = format!("sip:{}", self.cfg.domain);
+        let uri = uri.unwrap_or(&domain_uri);
         let cnonce = ids::token(&mut self.rng);
         let user = &mut self.users[u as usize];
         let nc = user.nc.next(&ch.nonce);
-        Some(auth::authorization_header(
-            &ch,
-            &Credentials {
-                username: &user.id.impi,
-                password: user.id.password.as_bytes(),
-                method,
-                uri: uri.unwrap_or(&domain_uri),
-                body: b"",
-            },
-            nc,
-            &cnonce,
-        ))
+        let mut cred = Credentials {
+            username: &user.id.impi,
+            password: user.id.password.as_bytes(),
+            method,
+            uri,
+            body,
+        };
+        if !ch.is_aka() {
+            return Some(AuthAnswer::Credentials(auth::authorization_header(
+                &ch, &cred, nc, &cnonce,
+            )));
+        }
+        let usim = user.usim.as_mut()?;
+        let outcome = aka::parse_nonce(&ch.nonce).and_then(|c| usim.authenticate(&c));
+        match outcome {
+            Ok(r) => {
+                // RFC 3310 §3.1: RES itself (raw bytes, not hex) is the digest password.
+                cred.password = &r.res;
+                Some(AuthAnswer::Credentials(auth::authorization_header(
+                    &ch, &cred, nc, &cnonce,
+                )))
+            }
+            Err(AkaError::SyncFailure { auts, .. }) if !user.resync_sent => {
+                // RFC 3310 §3.4: the response that carries AUTS uses an empty password.
+                cred.password = b"";
+                Some(AuthAnswer::Resync(auth::authorization_header_with(
+                    &ch,
+                    &cred,
+                    nc,
+                    &cnonce,
+                    Some(&aka::encode_auts(&auts)),
+                )))
+            }
+            Err(AkaError::MacFailure) => Some(AuthAnswer::MacFailure(auth::empty_response_header(
+                proxy,
+                &user.id.impi,
+                &ch.realm,
+                &ch.nonce,
+                uri,
+                Some(&ch.algorithm),
+            ))),
+            Err(_) => None,
+        }
     }
 
     // ---------------------------------------------------------------- calls (UAC)
@@ -1030,7 +1118,12 @@ impl LoadCore {
         );
         if (code == 401 || code == 407) && !auth_sent {
             if let Some(u) = caller {
-                if let Some(a) = self.answer_challenge(msg, code, u, "INVITE", Some(&ruri)) {
+                let body = self.sdp_offer.clone();
+                // Only a usable credential is worth a new INVITE; an AKA MAC failure or
+                // re-synchronisation belongs to registration, not to a call.
+                if let Some(AuthAnswer::Credentials(a)) =
+                    self.answer_challenge(msg, code, u, "INVITE", Some(&ruri), &body)
+                {
                     let c = self.calls.get_mut(k).expect("present");
                     c.auth_sent = true;
                     c.state = CallState::Inviting;

@@ -192,6 +192,13 @@ impl Report {
             "  initial   attempts {:>8}  ok {:>8}  failed {:>6}  timeouts {:>6}  auth rejected {:>6}",
             c.reg_attempts, c.reg_ok, c.reg_failed, c.reg_timeouts, c.reg_auth_rejected
         );
+        if c.reg_aka_mac_failures + c.reg_aka_resyncs > 0 {
+            let _ = writeln!(
+                s,
+                "  AKA       MAC failures {:>6}  (network not authenticated: K/OPc differ)  SQN re-syncs {:>6}",
+                c.reg_aka_mac_failures, c.reg_aka_resyncs
+            );
+        }
         let _ = writeln!(
             s,
             "  refresh   attempts {:>8}  ok {:>8}  failed {:>6}",

@@ -4,9 +4,10 @@
 
 use super::config::{ByeBy, CoreConfig};
 use super::core::{LoadCore, Phase};
-use super::population::from_pattern;
+use super::population::{aka_subscription, from_pattern, from_spec, Identity, PatternSpec};
 use super::stats::{Interval, Rfc6076};
-use crate::target::core::{TargetConfig, TargetCore};
+use crate::sip::aka::AkaKeys;
+use crate::target::core::{TargetAka, TargetConfig, TargetCore};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,8 @@ struct Net {
     sent: u64,
     dropped: u64,
     totals: Interval,
+    /// Every message the load side sent, in order (for tests that read the wire).
+    from_load: Vec<String>,
 }
 
 const LOAD: ([u8; 4], u16) = ([127, 0, 0, 2], 5070);
@@ -26,11 +29,15 @@ const TARGET: ([u8; 4], u16) = ([127, 0, 0, 1], 5060);
 
 impl Net {
     fn new(cfg: CoreConfig, users: usize, password: &str) -> Net {
-        let now = Instant::now();
         let pop = from_pattern("user%04d", 1, users, "ims.local", password).unwrap();
+        Net::with(cfg, pop, TargetConfig::default())
+    }
+
+    fn with(cfg: CoreConfig, pop: Vec<Identity>, target: TargetConfig) -> Net {
+        let now = Instant::now();
         let mut load = LoadCore::new(cfg, SocketAddr::from(LOAD), pop, 0, now);
         load.start(now);
-        let target = TargetCore::new(TargetConfig::default(), SocketAddr::from(TARGET), now);
+        let target = TargetCore::new(target, SocketAddr::from(TARGET), now);
         Net {
             now,
             load,
@@ -39,6 +46,7 @@ impl Net {
             sent: 0,
             dropped: 0,
             totals: Interval::default(),
+            from_load: Vec::new(),
         }
     }
 
@@ -51,6 +59,8 @@ impl Net {
             while let Some(x) = self.load.poll_transmit() {
                 moved = true;
                 assert_eq!(x.dest, t, "the load side only talks to its outbound proxy");
+                self.from_load
+                    .push(String::from_utf8_lossy(&x.data).into_owned());
                 if self.deliver() {
                     self.target.handle_input(self.now, &x.data, l);
                 }
@@ -225,4 +235,137 @@ fn unanswered_target_ends_with_timeouts_not_a_hang() {
     assert_eq!(c.reg_timeouts, 3);
     assert_eq!(net.load.phase(), Phase::Done);
     assert_eq!(net.totals.status.get("REGISTER timeout"), Some(&3));
+}
+
+// ---------------------------------------------------------------- IMS AKA (AKAv1-MD5)
+
+/// TS 35.208 test set 1's K and OPc: any K would do, these are recognisable in a capture.
+fn lab_keys() -> AkaKeys {
+    aka_subscription(
+        "465b5ce8b199b49faa5f0a2ee238a6bc",
+        None,
+        Some("cd63cb71954a9f4e48a5994e37a02baf"),
+        Some("8000"),
+        None,
+    )
+    .unwrap()
+    .keys
+}
+
+/// `count` AKA users with the lab's IMSI-style IMPIs, K from `k` (hex) and the UE's SQN.
+fn aka_net(cfg: CoreConfig, count: usize, k: &str, ue_sqn: &str) -> Net {
+    let sub = aka_subscription(
+        k,
+        None,
+        Some("cd63cb71954a9f4e48a5994e37a02baf"),
+        Some("8000"),
+        Some(ue_sqn),
+    )
+    .unwrap();
+    let pop = from_spec(&PatternSpec {
+        user: "+1555%06d",
+        first: 1,
+        count,
+        domain: "ims.local",
+        password: "not-used-by-aka",
+        impi: Some("00101%010d@ims.local"),
+        aka: Some(sub),
+    })
+    .unwrap();
+    let target = TargetConfig {
+        aka: Some(TargetAka::all(lab_keys())),
+        ..TargetConfig::default()
+    };
+    Net::with(cfg, pop, target)
+}
+
+#[test]
+fn aka_users_register_call_and_deregister() {
+    let mut net = aka_net(cfg(), 20, "465b5ce8b199b49faa5f0a2ee238a6bc", "0");
+    net.run(Duration::from_secs(120));
+    let c = &net.totals.counters;
+    assert_eq!(net.load.phase(), Phase::Done);
+    assert_eq!((c.reg_attempts, c.reg_ok, c.reg_failed), (20, 20, 0));
+    assert_eq!((c.reg_aka_mac_failures, c.reg_aka_resyncs), (0, 0));
+    assert_eq!(c.calls_attempted, 50);
+    assert_eq!(c.calls_completed, 50);
+    assert_eq!(c.dereg_ok, 20);
+    assert_eq!(net.target.registered(net.now), 0);
+    // Every REGISTER (initial and de-registration) was challenged once with AKA and answered.
+    assert_eq!(net.totals.status.get("REGISTER 401"), Some(&40));
+    assert_eq!(net.target.stats.challenges, 40);
+    assert_eq!(net.target.stats.auth_failures, 0);
+}
+
+#[test]
+fn aka_wrong_k_is_a_counted_mac_failure() {
+    let mut net = aka_net(cfg(), 4, "00112233445566778899aabbccddeeff", "0");
+    net.run(Duration::from_secs(60));
+    let c = &net.totals.counters;
+    assert_eq!((c.reg_attempts, c.reg_ok, c.reg_failed), (4, 0, 4));
+    assert_eq!(c.reg_aka_mac_failures, 4);
+    assert_eq!(c.reg_auth_rejected, 4);
+    // The UE told the network (empty response), and the network refused it with 403.
+    assert_eq!(net.totals.status.get("REGISTER 403"), Some(&4));
+    assert_eq!(net.target.stats.auth_failures, 4);
+    assert_eq!(c.calls_attempted, 0);
+}
+
+#[test]
+fn aka_ue_ahead_of_the_network_resynchronises_then_registers() {
+    // The UEs have accepted SQN 0x1000 already; the target starts from 0 and would send 0x20.
+    let mut net = aka_net(cfg(), 3, "465b5ce8b199b49faa5f0a2ee238a6bc", "1000");
+    net.run(Duration::from_secs(120));
+    let c = &net.totals.counters;
+    assert_eq!((c.reg_attempts, c.reg_ok, c.reg_failed), (3, 3, 0));
+    assert_eq!(c.reg_aka_resyncs, 3);
+    assert_eq!(c.reg_aka_mac_failures, 0);
+    assert_eq!(net.target.stats.aka_resyncs, 3);
+    // Initial: challenge, AUTS, fresh challenge, 200; then the de-registration's own round,
+    // whose SQN follows the re-synchronised one and needs no second AUTS.
+    assert_eq!(net.totals.status.get("REGISTER 401"), Some(&(3 * 3)));
+    assert_eq!(c.dereg_ok, 3);
+}
+
+/// The REGISTERs an AKA UE puts on the wire: the IMS initial form (IMPI, empty nonce and
+/// response), the AKA answer echoing the algorithm, and AUTS with a response over an empty
+/// password when re-synchronising.
+#[test]
+fn aka_register_requests_on_the_wire() {
+    let mut net = aka_net(
+        CoreConfig {
+            cps: 0.0,
+            duration: Some(Duration::from_secs(1)),
+            ..cfg()
+        },
+        1,
+        "465b5ce8b199b49faa5f0a2ee238a6bc",
+        "1000",
+    );
+    net.run(Duration::from_secs(60));
+    let regs: Vec<&String> = net
+        .from_load
+        .iter()
+        .filter(|m| m.starts_with("REGISTER "))
+        .collect();
+    assert!(regs.len() >= 3, "{regs:#?}");
+    let authz = |m: &str| {
+        m.lines()
+            .find(|l| l.starts_with("Authorization: "))
+            .unwrap_or_else(|| panic!("no Authorization in {m}"))
+            .to_string()
+    };
+    assert!(regs[0].contains("Supported: path"));
+    assert_eq!(
+        authz(regs[0]),
+        "Authorization: Digest username=\"001010000000001@ims.local\", realm=\"ims.local\", \
+         nonce=\"\", uri=\"sip:ims.local\", response=\"\""
+    );
+    let resync = authz(regs[1]);
+    assert!(resync.contains("auts=\""), "{resync}");
+    assert!(resync.contains("algorithm=AKAv1-MD5"), "{resync}");
+    let answer = authz(regs[2]);
+    assert!(!answer.contains("auts="), "{answer}");
+    assert!(answer.contains("algorithm=AKAv1-MD5") && answer.contains("qop=auth"));
+    assert_eq!(net.totals.counters.reg_ok, 1);
 }

@@ -21,6 +21,11 @@ pub struct Counters {
     pub reg_timeouts: u64,
     /// A second challenge after credentials were sent: the password (or K) is wrong.
     pub reg_auth_rejected: u64,
+    /// AKA challenges whose MAC-A did not match the user's K/OPc: the network failed
+    /// authentication (or K/OPc differ from the HSS's). Any REGISTER, initial or not.
+    pub reg_aka_mac_failures: u64,
+    /// AKA challenges with an SQN out of range, answered with AUTS (re-synchronisation).
+    pub reg_aka_resyncs: u64,
     pub rereg_attempts: u64,
     pub rereg_ok: u64,
     pub rereg_failed: u64,
@@ -80,6 +85,8 @@ impl Counters {
             reg_failed,
             reg_timeouts,
             reg_auth_rejected,
+            reg_aka_mac_failures,
+            reg_aka_resyncs,
             rereg_attempts,
             rereg_ok,
             rereg_failed,

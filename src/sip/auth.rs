@@ -443,4 +443,35 @@ mod tests {
         assert_eq!(nc.next("a"), 2);
         assert_eq!(nc.next("b"), 1);
     }
+
+    #[test]
+    fn aka_header_forms() {
+        let h = empty_response_header(false, "i@d", "d", "", "sip:d", None);
+        assert_eq!(
+            h,
+            "Authorization: Digest username=\"i@d\", realm=\"d\", nonce=\"\", uri=\"sip:d\", response=\"\""
+        );
+        let v = h.split_once(": ").unwrap().1;
+        assert_eq!(param(v, "response").as_deref(), Some(""));
+        assert_eq!(param(v, "USERNAME").as_deref(), Some("i@d"));
+        assert_eq!(param(v, "auts"), None);
+        let ch = Challenge::parse(
+            "Digest realm=\"d\", nonce=\"n\", algorithm=AKAv1-MD5",
+            false,
+        )
+        .unwrap();
+        let cred = Credentials {
+            username: "i@d",
+            password: b"",
+            method: "REGISTER",
+            uri: "sip:d",
+            body: b"",
+        };
+        let h = authorization_header_with(&ch, &cred, 1, "c", Some("QUJD"));
+        assert!(h.ends_with(", algorithm=AKAv1-MD5, auts=\"QUJD\""), "{h}");
+        assert_eq!(
+            param(h.split_once(": ").unwrap().1, "auts").as_deref(),
+            Some("QUJD")
+        );
+    }
 }

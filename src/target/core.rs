@@ -1,4 +1,6 @@
-//! The embedded target, sans IO: a registrar that challenges with MD5 digest, a stateless proxy
+//! The embedded target, sans IO: a registrar that challenges with MD5 digest (or, in AKA mode,
+//! with Digest AKAv1-MD5 vectors it makes itself, as an S-CSCF would get them from an HSS),
+//! a stateless proxy
 //! that routes requests to registered users (Record-Route, Service-Route, loose routing), and an
 //! answering user agent for every Request-URI that is not a registered user (like `sipp -sn uas`).
 //!
@@ -8,7 +10,8 @@
 
 use crate::load::config::CoreConfig;
 use crate::load::core::{LoadCore, Transmit};
-use crate::sip::auth::{hex, verify};
+use crate::sip::aka::{self, AkaKeys, AuthVector};
+use crate::sip::auth::{self, hex, verify};
 use crate::sip::builder::Writer;
 use crate::sip::message::{name_addr_uri, split_list, uri_user, Via};
 use crate::sip::{HeaderName, Message};
@@ -28,6 +31,39 @@ pub struct TargetConfig {
     pub nonce_ttl: Duration,
     /// The answering side's settings (ring time, hold when it hangs up, timers).
     pub uas: CoreConfig,
+    /// Challenge with AKAv1-MD5 instead of MD5 for the users it has keys for.
+    pub aka: Option<TargetAka>,
+}
+
+/// AKA subscriber data of the embedded target: what an HSS would hold.
+#[derive(Clone, Debug, Default)]
+pub struct TargetAka {
+    /// Keys for any user not listed in `users` (how lab HSSs are provisioned). `None`: only
+    /// the listed users get AKA, the others MD5.
+    pub all: Option<AkaKeys>,
+    /// Per private identity (the Authorization username): keys and the last SQN issued.
+    pub users: HashMap<String, (AkaKeys, u64)>,
+    /// SQN of the first vector for a user with no SQN of its own is `initial_sqn + sqn_step`.
+    pub initial_sqn: u64,
+    /// SQN increment per vector: 32 leaves the 5 IND bits of TS 33.102 Annex C alone.
+    pub sqn_step: u64,
+}
+
+impl TargetAka {
+    pub fn all(keys: AkaKeys) -> TargetAka {
+        TargetAka {
+            all: Some(keys),
+            sqn_step: 32,
+            ..TargetAka::default()
+        }
+    }
+}
+
+/// What the target remembers per AKA subscriber: SQN and the vector of its last challenge.
+struct AkaSub {
+    keys: AkaKeys,
+    sqn: u64,
+    pending: Option<(String, AuthVector)>,
 }
 
 impl Default for TargetConfig {
@@ -42,6 +78,7 @@ impl Default for TargetConfig {
                 cps: 0.0,
                 ..CoreConfig::default()
             },
+            aka: None,
         }
     }
 }
@@ -58,6 +95,8 @@ pub struct TargetStats {
     pub registers: u64,
     pub challenges: u64,
     pub auth_failures: u64,
+    /// AKA re-synchronisations accepted (valid AUTS received).
+    pub aka_resyncs: u64,
     pub registered: u64,
     pub proxied_requests: u64,
     pub proxied_responses: u64,
@@ -72,6 +111,7 @@ pub struct TargetCore {
     secret: u64,
     epoch: Instant,
     location: HashMap<String, Binding>,
+    aka: HashMap<String, AkaSub>,
     uas: LoadCore,
     out: VecDeque<Transmit>,
     pub stats: TargetStats,
@@ -91,6 +131,7 @@ impl TargetCore {
             secret: rand::random(),
             epoch: now,
             location: HashMap::new(),
+            aka: HashMap::new(),
             uas,
             out: VecDeque::new(),
             stats: TargetStats::default(),
@@ -229,8 +270,14 @@ impl TargetCore {
 
     fn on_register(&mut self, now: Instant, msg: &Message<'_>, from: SocketAddr) {
         self.stats.registers += 1;
-        let realm = self.cfg.domain.clone();
         let authz = msg.header(HeaderName::Authorization);
+        if let Some(impi) = self.aka_user(msg, authz) {
+            if let Some(user) = self.aka_register(msg, authz, &impi, from) {
+                self.bind(now, msg, from, user);
+            }
+            return;
+        }
+        let realm = self.cfg.domain.clone();
         let nonce = authz.and_then(|a| {
             split_list(a.trim_start().trim_start_matches("Digest"))
                 .filter_map(|p| p.split_once('='))
@@ -265,6 +312,105 @@ impl TargetCore {
             );
             return self.reply(msg, from, 401, Some(ch));
         };
+        self.bind(now, msg, from, user);
+    }
+
+    /// The private identity to run AKA for, when this REGISTER's user has AKA keys: the
+    /// Authorization username, else (no Authorization) the To URI's `user@host`.
+    fn aka_user(&self, msg: &Message<'_>, authz: Option<&str>) -> Option<String> {
+        let cfg = self.cfg.aka.as_ref()?;
+        let impi = match authz.and_then(|a| auth::param(a, "username")) {
+            Some(u) => u,
+            None => {
+                let to = name_addr_uri(msg.header(HeaderName::To)?);
+                to.trim_start_matches("sip:").split(';').next()?.to_string()
+            }
+        };
+        (cfg.all.is_some() || cfg.users.contains_key(&impi)).then_some(impi)
+    }
+
+    /// AKA registrar (what an S-CSCF does with the HSS's vectors): challenge with a fresh
+    /// vector, check the response against XRES, re-synchronise on `auts`, refuse an empty
+    /// response (the UE found our MAC wrong). `Some(impi)` when the REGISTER is authorized.
+    fn aka_register(
+        &mut self,
+        msg: &Message<'_>,
+        authz: Option<&str>,
+        impi: &str,
+        from: SocketAddr,
+    ) -> Option<String> {
+        let realm = self.cfg.domain.clone();
+        let cfg = self.cfg.aka.as_ref().expect("checked by aka_user");
+        let step = cfg.sqn_step.max(1);
+        let sub = self.aka.entry(impi.to_string()).or_insert_with(|| {
+            let (keys, sqn) = cfg
+                .users
+                .get(impi)
+                .copied()
+                .or(cfg.all.map(|k| (k, cfg.initial_sqn)))
+                .expect("checked by aka_user");
+            AkaSub {
+                keys,
+                sqn,
+                pending: None,
+            }
+        });
+        let nonce = authz
+            .and_then(|a| auth::param(a, "nonce"))
+            .unwrap_or_default();
+        let pending = sub
+            .pending
+            .as_ref()
+            .filter(|(n, _)| !nonce.is_empty() && *n == nonce)
+            .map(|(_, v)| *v);
+        let mut resynced = false;
+        if let (Some(a), Some(v)) = (authz, pending) {
+            if let Some(auts) = auth::param(a, "auts") {
+                // TS 33.102 §6.3.5: a valid AUTS sets our SQN to the UE's; a forged one ends it.
+                match aka::decode_auts(&auts).and_then(|x| aka::resync(&sub.keys, &v.rand, &x)) {
+                    Ok(sqn_ms) => {
+                        sub.sqn = sqn_ms;
+                        sub.pending = None;
+                        resynced = true;
+                    }
+                    Err(_) => {
+                        sub.pending = None;
+                        self.stats.auth_failures += 1;
+                        self.reply(msg, from, 403, None);
+                        return None;
+                    }
+                }
+            } else {
+                sub.pending = None;
+                let xres = v.xres;
+                let ok = verify(a, "REGISTER", &realm, &nonce, |_| Some(xres.to_vec()));
+                if ok.is_some() {
+                    return Some(impi.to_string());
+                }
+                // A wrong RES, or an empty response from a UE whose MAC check failed: as an
+                // S-CSCF does (TS 24.229 §5.4.1.2.3), no second challenge, 403.
+                self.stats.auth_failures += 1;
+                self.reply(msg, from, 403, None);
+                return None;
+            }
+        }
+        if resynced {
+            self.stats.aka_resyncs += 1;
+        }
+        sub.sqn = (sub.sqn + step) & aka::SQN_MASK;
+        let v = aka::generate(&sub.keys, rand::random(), sub.sqn);
+        let n = v.nonce();
+        sub.pending = Some((n.clone(), v));
+        self.stats.challenges += 1;
+        let ch = format!(
+            "WWW-Authenticate: Digest realm=\"{realm}\", nonce=\"{n}\", qop=\"auth\", algorithm=AKAv1-MD5"
+        );
+        self.reply(msg, from, 401, Some(ch));
+        None
+    }
+
+    /// Accepts an authorized REGISTER: binds (or removes) the To user's contact and answers 200.
+    fn bind(&mut self, now: Instant, msg: &Message<'_>, from: SocketAddr, user: String) {
         let to_user = msg
             .header(HeaderName::To)
             .map(name_addr_uri)
