@@ -134,11 +134,19 @@ def main():
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--rates", default="1000,5000,10000")
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--exe", action="append", default=[],
+                    help="imsprobe binary to measure (repeat to compare builds back to back in the "
+                         "steady-state table, alternating; default target/release/imsprobe)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="steady-state runs per rate and binary (alternating between binaries)")
+    ap.add_argument("--steady-only", action="store_true",
+                    help="only the steady-state table (no ping, no pause injection)")
     args = ap.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "--bins", "-q"], cwd=ROOT, check=True)
-    exe = os.path.join(ROOT, "target/release/imsprobe")
+    exes = args.exe or [os.path.join(ROOT, "target/release/imsprobe")]
+    exe = exes[0]
     serve = os.path.join(ROOT, "target/release/imsload")
     port = free_port()
     target = f"127.0.0.1:{port}"
@@ -152,23 +160,27 @@ def main():
               f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
         print()
         print("== steady state: SIP OPTIONS + ICMP echo at the same rate each")
-        hdr = (f"{'rate/layer':>10} {'layer':>5} {'achieved/s':>11} {'send jitter p99 µs':>19} "
+        hdr = (f"{'rate/layer':>10} {'build':>5} {'layer':>5} {'achieved/s':>11} {'send jitter p99 µs':>19} "
                f"{'pacer late p99 µs':>18} {'max reply ivl ms':>17} {'lost':>5} {'rtt p50/p99 ms':>16} {'CPU %':>6}")
         print(hdr)
         for rate in rates:
-            out = os.path.join(tmp, f"steady-{rate}")
-            rep, cpu, wall = run_probe(exe, target, rate, args.seconds, out)
+          for rep_i in range(args.repeat):
+           for bi, ex in enumerate(exes):
+            out = os.path.join(tmp, f"steady-{rate}-{bi}-{rep_i}")
+            rep, cpu, wall = run_probe(ex, target, rate, args.seconds, out)
             cpu_pct = 100.0 * cpu / wall
             for name in ("sip", "icmp"):
                 l = layer(rep, name)
                 if not l:
                     continue
                 s = l["summary"]
-                print(f"{rate:>10} {name:>5} {s['achieved_rate']:>11.1f} {s['send_interval_jitter_p99_us']:>19.1f} "
+                print(f"{rate:>10} {bi:>5} {name:>5} {s['achieved_rate']:>11.1f} {s['send_interval_jitter_p99_us']:>19.1f} "
                       f"{rep['pacer']['lateness_p99_ns'] / 1e3:>18.1f} {s['max_reply_interval_ms']:>17.3f} "
                       f"{s['lost']:>5} {s['rtt_p50_ms']:>7.3f}/{s['rtt_p99_ms']:<8.3f} {cpu_pct:>6.1f}")
                 results.append({"kind": "steady", "rate": rate, "layer": name, "cpu_pct": cpu_pct, **s,
-                                "pacer": rep["pacer"]})
+                                "exe": ex, "pacer": rep["pacer"]})
+        if args.steady_only:
+            return
         print()
         print("== ping -D -i 1/rate -c rate*seconds 127.0.0.1 (iputils), same machine, same time")
         for rate in rates:
@@ -190,7 +202,8 @@ def main():
             interval_ms = 1000.0 / rate
             dur = 1.0 + len(lengths) * reps * 0.25 + 1.0
             out = os.path.join(tmp, f"gaps-{rate}")
-            rep, _, _ = run_probe(exe, target, rate, dur, out, extra=["--sip", "--min-gap", "250us"],
+            rep, _, _ = run_probe(exe, target, rate, dur, out,
+                                  extra=["--sip", "--min-gap", "250us"],
                                   during=inject_pauses(srv.pid, lengths, reps, 1.0, 0.25, log))
             gaps = [(utc_ns(g["start_utc"]), utc_ns(g["end_utc"]), g["duration_ms"])
                     for g in layer(rep, "sip")["reply_gaps"]]

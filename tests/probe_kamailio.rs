@@ -176,6 +176,175 @@ fn sigstop_pauses_are_measured_as_reply_gaps_with_late_bursts() {
     assert_eq!(icmp["summary"]["lost"], 0);
 }
 
+/// Runs imsprobe over `transport` while Kamailio is paused for each of `pauses` (seconds, 1 s
+/// before the first, 2 s after each); returns the report and the injected pause lengths (ms).
+fn run_with_pauses(
+    kam: &Kamailio,
+    extra: &[&str],
+    pauses: &[f64],
+    out: &Path,
+) -> (Value, Vec<f64>) {
+    let target = kam.addr().to_string();
+    let total: f64 = 1.0 + pauses.iter().map(|p| p + 2.0).sum::<f64>();
+    let dur = format!("{}ms", (total * 1000.0) as u64);
+    let mut args = vec![
+        "--target",
+        &target,
+        "--rate",
+        "1000",
+        "--duration",
+        &dur,
+        "--no-capture",
+    ];
+    args.extend_from_slice(extra);
+    let probe = spawn_probe(&args, out);
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut injected = Vec::new();
+    for &p in pauses {
+        let a = Instant::now();
+        assert!(kam.pause(), "SIGSTOP");
+        let b = Instant::now();
+        std::thread::sleep(Duration::from_secs_f64(p));
+        let c = Instant::now();
+        assert!(kam.resume(), "SIGCONT");
+        let d = Instant::now();
+        // The injected pause, between the midpoints of the two signal calls.
+        injected.push(((c - a) + (d - b)).as_secs_f64() / 2.0 * 1000.0);
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let rep = finish(probe, out, Duration::from_secs_f64(total + 15.0));
+    (rep, injected)
+}
+
+/// SIP OPTIONS over TCP (one connection, kept through the pause): the same reply gaps and
+/// late bursts as over UDP, and no reconnect.
+#[test]
+fn sigstop_pauses_over_tcp_are_measured_as_reply_gaps_with_late_bursts() {
+    let _g = serial();
+    let kam = kamailio();
+    let dir = tempdir();
+    let out = dir.path().join("run");
+    let (rep, injected) =
+        run_with_pauses(&kam, &["--transport", "tcp", "--sip"], &[0.5, 2.0], &out);
+    eprintln!("pacer: {}", rep["pacer"]);
+    let sip = layer(&rep, "sip");
+    eprintln!("tcp: {}", sip["tcp"]);
+    assert_eq!(sip["socket"], "tcp");
+    assert_eq!(sip["tcp"]["connection_losses"], 0, "{}", sip["tcp"]);
+    assert_eq!(sip["tcp"]["connects"], 1);
+    assert_eq!(sip["summary"]["send_errors"], 0);
+    let all = sip["reply_gaps"].as_array().unwrap();
+    let tol = 2.0 * f(&rep["params"]["interval_ms"]) + 5.0;
+    let gaps: Vec<&Value> = all
+        .iter()
+        .filter(|g| f(&g["duration_ms"]) > 400.0)
+        .collect();
+    assert_eq!(
+        gaps.len(),
+        injected.len(),
+        "one long gap per pause: {all:#?}"
+    );
+    for (g, inj) in gaps.iter().zip(&injected) {
+        let d = f(&g["duration_ms"]);
+        eprintln!(
+            "TCP: pause {inj:.3} ms -> reply gap {d:.3} ms (diff {:+.3} ms, tolerance {tol} ms), late {}, burst {}",
+            d - inj,
+            g["late_replies"],
+            g["answered_after"]
+        );
+        assert!(
+            (d - inj).abs() <= tol,
+            "reply gap {d} ms vs pause {inj} ms (tolerance {tol} ms)"
+        );
+        assert!(g["late_replies"].as_u64().unwrap() >= 50, "{g}");
+        assert!(g["answered_after"].as_u64().unwrap() >= 50, "{g}");
+    }
+    // The 2 s pause exceeds the 1 s timeout. Unlike UDP, where the paused server's socket
+    // buffer overflows and later probes are dropped, TCP queues every probe: those sent in the
+    // pause's last second are answered within the timeout. So the loss window is the pause
+    // minus the timeout, plus the time Kamailio takes to work through the queued burst.
+    let longest = sip["loss_windows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| f(&g["duration_ms"]))
+        .fold(0.0, f64::max);
+    let expect = injected[1] - 1000.0;
+    assert!(
+        longest >= expect - tol && longest <= expect + 300.0,
+        "loss window {longest} vs pause - timeout = {expect}"
+    );
+}
+
+/// Kamailio goes away entirely while probed over TCP: the connection loss is an outage (probes
+/// sent while down are lost), reconnects keep failing without stalling anything, and the run
+/// ends on time with valid files.
+#[test]
+fn a_killed_target_over_tcp_is_an_outage_and_the_run_ends_on_time() {
+    let _g = serial();
+    let kam = kamailio();
+    let dir = tempdir();
+    let out = dir.path().join("run");
+    let t0 = Instant::now();
+    let probe = spawn_probe(
+        &[
+            "--target",
+            &kam.addr().to_string(),
+            "--transport",
+            "tcp",
+            "--sip",
+            "--rate",
+            "1000",
+            "--duration",
+            "3s",
+            "--timeout",
+            "500ms",
+            "--no-capture",
+        ],
+        &out,
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    let killed_at = t0.elapsed();
+    drop(kam);
+    let stopped_in = t0.elapsed() - killed_at;
+    eprintln!("kamailio stopped in {stopped_in:?}");
+    let rep = finish(probe, &out, Duration::from_secs(20));
+    assert!(
+        t0.elapsed() < Duration::from_secs(8),
+        "the run ended late: {:?}",
+        t0.elapsed()
+    );
+    let sip = layer(&rep, "sip");
+    let tcp = &sip["tcp"];
+    eprintln!(
+        "tcp: {tcp}
+summary: {}",
+        sip["summary"]
+    );
+    // Kamailio's shutdown may still accept one reconnect before its last process is gone.
+    let losses = tcp["connection_losses"].as_u64().unwrap();
+    assert!(losses >= 1, "{tcp}");
+    assert_eq!(tcp["reconnects"].as_u64().unwrap(), losses - 1, "{tcp}");
+    assert!(tcp["failed_reconnects"].as_u64().unwrap() >= 5, "{tcp}");
+    let s = &sip["summary"];
+    // Down from the kill (plus Kamailio's own shutdown) to the end: well over a second.
+    let down = tcp["sent_while_down"].as_u64().unwrap();
+    assert!(down >= 1000, "{down} probes sent while down");
+    assert!(s["lost"].as_u64().unwrap() >= down, "{s}");
+    assert!(s["ok"].as_u64().unwrap() >= 800, "{s}");
+    // One reply gap, still open at the end.
+    let gaps = sip["reply_gaps"].as_array().unwrap();
+    let last = gaps.last().expect("a reply gap");
+    assert_eq!(last["open_end"], true, "{last}");
+    assert!(f(&last["duration_ms"]) >= 1000.0, "{last}");
+    let csv = std::fs::read_to_string(out.join("probes.csv")).unwrap();
+    assert_eq!(
+        csv.lines().skip(1).count() as u64,
+        s["sent"].as_u64().unwrap()
+    );
+    assert!(out.join("timeline.png").is_file());
+}
+
 #[test]
 fn a_run_without_faults_reports_no_gap() {
     let _g = serial();

@@ -47,7 +47,9 @@ struct Cli {
     /// Run the ICMP echo probe (with neither --sip nor --icmp, both run).
     #[arg(long)]
     icmp: bool,
-    /// SIP transport, overriding the targets file (only udp is implemented).
+    /// SIP transport, overriding the targets file. TCP: one connection per target, made before
+    /// probing; its loss is an outage (probes sent while down are lost) and it is made again,
+    /// at most every 100 ms.
     #[arg(long, value_enum)]
     transport: Option<Transport>,
     /// A probe without a good reply within this long has failed (loss window).

@@ -8,8 +8,10 @@
 //! - [`sipcodec`] / [`icmp`]: sans-IO codecs: the OPTIONS request for probe *n*, and which probe a
 //!   received datagram answers (matched by identity, never by order).
 //! - [`table`]: the shared, append-only record store the pacer writes and the receivers complete.
-//! - [`net`]: sockets, `recvmsg` with `SO_TIMESTAMPNS` kernel receive timestamps, ICMP socket
-//!   fallback (datagram ICMP, then raw).
+//! - [`net`]: sockets, `recvmmsg` batches with `SO_TIMESTAMPNS` kernel receive timestamps, ICMP
+//!   socket fallback (datagram ICMP, then raw).
+//! - [`tcp`]: SIP over TCP: the connection shared by pacer and receiver, non-blocking writes,
+//!   reconnects.
 //! - [`pacer`]: the dedicated sending thread on an absolute schedule (`clock_nanosleep`
 //!   `TIMER_ABSTIME`).
 //! - [`capture`]: libpcap capture thread (nanosecond pcap) and [`pcapread`], which rebuilds
@@ -33,6 +35,7 @@ pub mod run;
 pub mod sipcodec;
 pub mod table;
 pub mod targets;
+pub mod tcp;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};

@@ -113,6 +113,147 @@ pub fn recv_timestamped(s: &Socket, buf: &mut [u8]) -> io::Result<(usize, Option
     Ok((n as usize, ts))
 }
 
+/// Waits until `fd` is readable (or has an error or hang-up pending), at most `timeout_ms`.
+/// False on timeout or EINTR.
+pub fn wait_readable(fd: std::os::fd::RawFd, timeout_ms: i32) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let rc = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted {
+            Ok(false)
+        } else {
+            Err(e)
+        };
+    }
+    Ok(rc > 0)
+}
+
+/// Room for one `SCM_TIMESTAMPNS` control message (and a little more), 8-aligned.
+const CMSG_WORDS: usize = 8;
+
+/// Receive buffers for `recvmmsg`: up to `slots` datagrams per system call, each with its kernel
+/// receive timestamp. A receiver that reads in batches wakes up once per batch instead of once
+/// per datagram; with kernel timestamps the stamps stay those of the arrivals, however late the
+/// batch is read.
+pub struct RecvBatch {
+    slot_len: usize,
+    data: Vec<u8>,
+    cmsg: Vec<[u64; CMSG_WORDS]>,
+    iov: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+    n: usize,
+}
+
+// SAFETY: the raw pointers in `iov`/`hdrs` point into the batch's own heap buffers, which move
+// with it; the batch is used by one thread at a time.
+unsafe impl Send for RecvBatch {}
+
+impl RecvBatch {
+    pub fn new(slots: usize, slot_len: usize) -> RecvBatch {
+        let slots = slots.max(1);
+        let mut b = RecvBatch {
+            slot_len,
+            data: vec![0u8; slots * slot_len],
+            cmsg: vec![[0u64; CMSG_WORDS]; slots],
+            // SAFETY: iovec and mmsghdr are plain data; zeroed is a valid empty value.
+            iov: vec![unsafe { std::mem::zeroed() }; slots],
+            hdrs: vec![unsafe { std::mem::zeroed() }; slots],
+            n: 0,
+        };
+        for i in 0..slots {
+            b.iov[i] = libc::iovec {
+                iov_base: b.data[i * slot_len..].as_mut_ptr() as *mut libc::c_void,
+                iov_len: slot_len,
+            };
+        }
+        b
+    }
+
+    /// Reads every datagram waiting (up to the number of slots) without blocking. `Ok(0)` when
+    /// none is waiting.
+    pub fn recv(&mut self, s: &Socket) -> io::Result<usize> {
+        let slots = self.hdrs.len();
+        for i in 0..slots {
+            let h = &mut self.hdrs[i].msg_hdr;
+            h.msg_name = std::ptr::null_mut();
+            h.msg_namelen = 0;
+            h.msg_iov = &mut self.iov[i];
+            h.msg_iovlen = 1;
+            h.msg_control = self.cmsg[i].as_mut_ptr() as *mut libc::c_void;
+            h.msg_controllen = std::mem::size_of::<[u64; CMSG_WORDS]>() as _;
+            h.msg_flags = 0;
+            self.hdrs[i].msg_len = 0;
+        }
+        // SAFETY: every header points at buffers owned by `self` that outlive the call.
+        let n = unsafe {
+            libc::recvmmsg(
+                s.as_raw_fd(),
+                self.hdrs.as_mut_ptr(),
+                slots as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            self.n = 0;
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::WouldBlock {
+                Ok(0)
+            } else {
+                Err(e)
+            };
+        }
+        self.n = n as usize;
+        Ok(self.n)
+    }
+
+    /// Datagram `i` of the last [`RecvBatch::recv`] and its kernel stamp (realtime
+    /// `(sec, nsec)`) when present.
+    pub fn get(&self, i: usize) -> (&[u8], Option<(i64, i64)>) {
+        debug_assert!(i < self.n);
+        let len = (self.hdrs[i].msg_len as usize).min(self.slot_len);
+        let data = &self.data[i * self.slot_len..i * self.slot_len + len];
+        let msg = &self.hdrs[i].msg_hdr;
+        let mut ts = None;
+        // SAFETY: CMSG_* walk the control buffer the kernel filled, within msg_controllen.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                    let p = libc::CMSG_DATA(c) as *const libc::timespec;
+                    let t = std::ptr::read_unaligned(p);
+                    ts = Some((t.tv_sec as i64, t.tv_nsec as i64));
+                }
+                c = libc::CMSG_NXTHDR(msg, c);
+            }
+        }
+        (data, ts)
+    }
+}
+
+/// Sleeps until CLOCK_MONOTONIC `abs_ns`.
+pub fn sleep_until_mono(abs_ns: u64) {
+    let ts = libc::timespec {
+        tv_sec: (abs_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (abs_ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: valid timespec; an early return (EINTR) only shortens the sleep.
+    unsafe {
+        libc::clock_nanosleep(
+            libc::CLOCK_MONOTONIC,
+            libc::TIMER_ABSTIME,
+            &ts,
+            std::ptr::null_mut(),
+        )
+    };
+}
+
 /// A UDP socket connected to `target`, blocking with a short read timeout (so the receiver
 /// notices the stop), big buffers and kernel receive timestamps.
 pub fn sip_udp_socket(target: SocketAddr) -> io::Result<(Socket, bool)> {
@@ -273,5 +414,38 @@ mod tests {
         let now = c.now_ns();
         let t = c.from_realtime(sec, nsec, now).expect("plausible stamp");
         assert!(t <= now && now - t < 1_000_000_000, "t={t} now={now}");
+    }
+
+    #[test]
+    fn recv_batch_reads_several_datagrams_with_their_stamps() {
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (s, ts) = sip_udp_socket(peer.local_addr().unwrap()).unwrap();
+        assert!(ts);
+        let me = s.local_addr().unwrap().as_socket().unwrap();
+        let mut b = RecvBatch::new(4, 16);
+        assert_eq!(
+            b.recv(&s).unwrap(),
+            0,
+            "nothing waiting: no block, no datagram"
+        );
+        for i in 0..6u8 {
+            peer.send_to(&[i; 20], me).unwrap();
+        }
+        assert!(wait_readable(s.as_raw_fd(), 1000).unwrap());
+        let mut got = Vec::new();
+        let mut last = (0, 0);
+        while got.len() < 6 {
+            let n = b.recv(&s).unwrap();
+            assert!(n > 0 && n <= 4);
+            for i in 0..n {
+                let (d, stamp) = b.get(i);
+                assert_eq!(d.len(), 16, "truncated to the slot");
+                let stamp = stamp.expect("kernel stamp per datagram");
+                assert!(stamp >= last, "stamps in arrival order");
+                last = stamp;
+                got.push(d[0]);
+            }
+        }
+        assert_eq!(got, vec![0, 1, 2, 3, 4, 5]);
     }
 }

@@ -75,6 +75,15 @@ pub fn tune_thread(rt_priority: Option<i32>) -> bool {
     false
 }
 
+/// Sets the calling thread's timer slack: how much later than asked the kernel may end its
+/// sleeps, so that it can serve several timers with one wake-up.
+pub fn set_timer_slack(ns: u64) {
+    // SAFETY: prctl on the current thread with valid arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, ns.max(1) as libc::c_ulong, 0, 0, 0);
+    }
+}
+
 /// Runs the schedule on the calling thread until `stop` or the deadline. `tick(k, scheduled)` is
 /// called for every tick, in order.
 pub fn run(cfg: &PacerConfig, stop: &AtomicBool, mut tick: impl FnMut(u64, u64)) -> PacerStats {

@@ -97,6 +97,9 @@ pub struct LayerOut {
     /// Counted, not recorded per probe: duplicates, malformed and foreign datagrams...
     #[serde(skip_serializing_if = "Option::is_none")]
     pub counters: Option<super::table::Counters>,
+    /// SIP over TCP: connects, reconnects, connection losses, probes sent while down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<super::tcp::TcpStats>,
 }
 
 impl LayerOut {
@@ -137,6 +140,7 @@ impl LayerOut {
             icmp_id: None,
             sip_local: None,
             counters: None,
+            tcp: None,
         }
     }
 }

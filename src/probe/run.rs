@@ -15,6 +15,7 @@ use super::report::{self, Files, LayerOut, ParamsOut, Report, TargetOut};
 use super::sipcodec::{OptionsCodec, Reply};
 use super::table::{Completion, LayerTable};
 use super::targets::Target;
+use super::tcp::{self, TcpLink};
 use super::{Layer, Outcome};
 use crate::shutdown::{StopReason, Trigger};
 use socket2::Socket;
@@ -57,11 +58,21 @@ fn log(clock: &ProbeClock, msg: &str) {
     eprintln!("[{}] {msg}", clock.time_base().label(clock.now_ns()));
 }
 
+/// The SIP socket of a target.
+#[derive(Clone)]
+enum SipSock {
+    Udp(Arc<Socket>),
+    Tcp(Arc<TcpLink>),
+}
+
 struct SipIo {
     table: Arc<LayerTable>,
-    socket: Arc<Socket>,
+    sock: SipSock,
     codec: Arc<OptionsCodec>,
+    /// Kernel receive timestamps (UDP with SO_TIMESTAMPNS).
     timestamps: bool,
+    /// Our `ip:port` (the first connection's, for TCP).
+    local: String,
 }
 
 struct IcmpIo {
@@ -109,38 +120,46 @@ fn setup_target(
     let mut warnings = Vec::new();
     let mut sip = None;
     if cfg.layers.contains(&Layer::Sip) {
-        if t.transport != crate::sip::Transport::Udp {
-            anyhow::bail!(
-                "target {}: SIP over {} is not supported by imsprobe yet; use transport udp (--transport udp)",
-                t.name,
-                t.transport.param()
-            );
-        }
-        let (socket, timestamps) = net::sip_udp_socket(t.addr).map_err(|e| {
-            anyhow::anyhow!(
-                "target {}: cannot open a UDP socket to {}: {e}",
-                t.name,
-                t.addr
-            )
-        })?;
-        let local = socket
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
+        let (sock, local, timestamps) = match t.transport {
+            crate::sip::Transport::Udp => {
+                let (socket, timestamps) = net::sip_udp_socket(t.addr).map_err(|e| {
+                    anyhow::anyhow!(
+                        "target {}: cannot open a UDP socket to {}: {e}",
+                        t.name,
+                        t.addr
+                    )
+                })?;
+                let local = socket.local_addr().ok().and_then(|a| a.as_socket());
+                if !timestamps {
+                    warnings.push(
+                        "SIP: the kernel refused SO_TIMESTAMPNS; receive times are userspace readings"
+                            .into(),
+                    );
+                }
+                (SipSock::Udp(Arc::new(socket)), local, timestamps)
+            }
+            crate::sip::Transport::Tcp => {
+                let link = TcpLink::open(t.addr, Duration::from_secs(2)).map_err(|e| {
+                    anyhow::anyhow!(
+                        "target {}: cannot connect over TCP to {}: {e} (is a SIP server listening on TCP there? --transport udp probes over UDP)",
+                        t.name,
+                        t.addr
+                    )
+                })?;
+                let local = link.local_addr();
+                (SipSock::Tcp(Arc::new(link)), local, false)
+            }
+        };
+        let local = local
             .map(|a| a.to_string())
             .unwrap_or_else(|| "0.0.0.0:0".into());
         let target_str = t.addr.to_string();
-        if !timestamps {
-            warnings.push(
-                "SIP: the kernel refused SO_TIMESTAMPNS; receive times are userspace readings"
-                    .into(),
-            );
-        }
         sip = Some(SipIo {
             table: Arc::new(LayerTable::new(Layer::Sip)),
-            socket: Arc::new(socket),
+            sock,
             codec: Arc::new(OptionsCodec::new(run_id, t.transport, &target_str, &local)),
             timestamps,
+            local,
         });
     }
     let mut icmp_io = None;
@@ -238,8 +257,8 @@ fn once(
     }
 }
 
-fn kernel_or_now(table: &LayerTable, clock: &ProbeClock, ts: Option<(i64, i64)>) -> i64 {
-    let now = clock.now_ns();
+/// The receive time of a datagram read at `now`: its kernel stamp when plausible.
+fn kernel_or_now(table: &LayerTable, clock: &ProbeClock, ts: Option<(i64, i64)>, now: i64) -> i64 {
     match ts.and_then(|(s, n)| clock.from_realtime(s, n, now)) {
         Some(t) => {
             table.kernel_timestamps.fetch_add(1, Ordering::Relaxed);
@@ -252,74 +271,288 @@ fn kernel_or_now(table: &LayerTable, clock: &ProbeClock, ts: Option<(i64, i64)>)
     }
 }
 
-fn is_timeout(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::WouldBlock
-            | std::io::ErrorKind::TimedOut
-            | std::io::ErrorKind::Interrupted
-    )
+/// Datagram receivers read in batches: after draining their socket they sleep this long before
+/// they wait for the next datagram, so at 10 kHz a receiver wakes about 1000 times per second
+/// instead of 10000 (each wake-up of a sleeping thread costs more than reading ten datagrams).
+/// Only with kernel receive timestamps, which keep the arrival times whenever the batch is read;
+/// with userspace readings a receiver reads each datagram as it comes.
+pub const BATCH_NS: u64 = 1_000_000;
+/// Timer slack of batching receivers: their wake-up may be merged with another timer's.
+const BATCH_SLACK_NS: u64 = 100_000;
+/// Datagrams per `recvmmsg`.
+const BATCH_SLOTS: usize = 32;
+
+/// Everything a receiver needs to record what it read.
+struct Sink {
+    table: Arc<LayerTable>,
+    clock: ProbeClock,
+    name: String,
+    answered: Arc<AtomicU64>,
+}
+
+impl Sink {
+    fn receive_error(&self, e: &std::io::Error, hint: &str) {
+        let kind = format!("receive error {e}");
+        self.table
+            .count(|c| *c.receive_errors.entry(kind.clone()).or_default() += 1);
+        once(&self.table, &self.clock, &self.name, &kind, || {
+            hint.to_string()
+        });
+    }
+
+    fn sip(&self, codec: &OptionsCodec, msg: &[u8], t: i64) {
+        let (table, clock, name) = (&self.table, &self.clock, &self.name);
+        match codec.classify(msg) {
+            Reply::Final { seq, code } => {
+                let outcome = if (200..300).contains(&code) {
+                    Outcome::Ok
+                } else {
+                    Outcome::Failed
+                };
+                if table.complete(seq, t, outcome, code) == Completion::Fresh {
+                    self.answered.fetch_add(1, Ordering::Relaxed);
+                }
+                if outcome == Outcome::Failed {
+                    once(table, clock, name, &format!("status {code}"), || {
+                        "a non-2xx final response counts as a failed probe".into()
+                    });
+                }
+            }
+            Reply::Provisional { .. } => table.count(|c| c.provisional += 1),
+            Reply::Foreign(k) => {
+                table.count(|c| *c.foreign.entry(k.as_str()).or_default() += 1);
+                once(table, clock, name, k.as_str(), || {
+                    format!(
+                        "a message that answers none of our probes: {:?}",
+                        preview(msg)
+                    )
+                });
+            }
+            Reply::Malformed(k) => {
+                table.count(|c| *c.malformed.entry(k.as_str()).or_default() += 1);
+                once(
+                    table,
+                    clock,
+                    name,
+                    &format!("malformed {}", k.as_str()),
+                    || format!("{:?}", preview(msg)),
+                );
+            }
+        }
+    }
+
+    fn icmp(&self, codec: &EchoCodec, raw: bool, pkt: &[u8], t: i64) {
+        let (table, clock, name) = (&self.table, &self.clock, &self.name);
+        match codec.classify(pkt, raw, raw) {
+            IcmpReply::Echo { seq } => {
+                if table.complete(seq, t, Outcome::Ok, 0) == Completion::Fresh {
+                    self.answered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            IcmpReply::Error { kind, seq16 } => {
+                if let Some(seq) = icmp::widen_seq16(table.len().saturating_sub(1), seq16) {
+                    if table.complete(seq, t, Outcome::Failed, kind as u16) == Completion::Fresh {
+                        self.answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                once(
+                    table,
+                    clock,
+                    name,
+                    &format!("icmp error type {kind}"),
+                    || "an ICMP error about our echo counts as a failed probe".into(),
+                );
+            }
+            IcmpReply::Foreign => {
+                // Raw sockets see every ICMP packet of the host: not worth a log line.
+                table.count(|c| *c.foreign.entry("not_ours").or_default() += 1);
+            }
+            IcmpReply::Malformed => {
+                table.count(|c| *c.malformed.entry("icmp").or_default() += 1);
+                once(table, clock, name, "malformed icmp", || {
+                    format!("{} bytes", pkt.len())
+                });
+            }
+        }
+    }
+}
+
+/// The datagram receive loop: wait for the socket, drain it with `recvmmsg`, hand every
+/// datagram with its receive time to `handle`, then (when batching) sleep [`BATCH_NS`].
+fn datagram_loop(
+    socket: &Socket,
+    slot_len: usize,
+    batch_ns: u64,
+    stop: &AtomicBool,
+    sink: &Sink,
+    error_hint: &str,
+    mut handle: impl FnMut(&[u8], i64),
+) {
+    use std::os::fd::AsRawFd;
+    if batch_ns > 0 {
+        pacer::set_timer_slack(BATCH_SLACK_NS);
+    }
+    let mut batch = net::RecvBatch::new(BATCH_SLOTS, slot_len);
+    while !stop.load(Ordering::Relaxed) {
+        match net::wait_readable(socket.as_raw_fd(), 50) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                sink.receive_error(&e, error_hint);
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+        }
+        loop {
+            let n = match batch.recv(socket) {
+                Ok(n) => n,
+                Err(e) => {
+                    sink.receive_error(&e, error_hint);
+                    break;
+                }
+            };
+            let now = sink.clock.now_ns();
+            for i in 0..n {
+                let (data, ts) = batch.get(i);
+                handle(data, kernel_or_now(&sink.table, &sink.clock, ts, now));
+            }
+            if n < BATCH_SLOTS {
+                break;
+            }
+        }
+        if batch_ns > 0 {
+            net::sleep_until_mono(crate::clock::monotonic_ns() + batch_ns);
+        }
+    }
 }
 
 fn spawn_sip_receiver(
     io: &SipIo,
     rt: Option<i32>,
-    clock: ProbeClock,
-    name: String,
+    sink: Sink,
     stop: Arc<AtomicBool>,
-    answered: Arc<AtomicU64>,
+    batch_ns: u64,
 ) -> JoinHandle<()> {
-    let (table, socket, codec) = (io.table.clone(), io.socket.clone(), io.codec.clone());
+    let codec = io.codec.clone();
+    let sock = io.sock.clone();
+    let timestamps = io.timestamps;
     std::thread::Builder::new()
         .name("imsprobe-sip-rx".into())
         .spawn(move || {
             // Same priority as the pacer: it shares the record table's lock with us, and must
             // never wait for a receiver that the scheduler preempted while holding it.
             pacer::tune_thread(rt);
-            let mut buf = vec![0u8; 65536];
-            while !stop.load(Ordering::Relaxed) {
-                let (n, ts) = match net::recv_timestamped(&socket, &mut buf) {
-                    Ok(x) => x,
-                    Err(e) if is_timeout(&e) => continue,
-                    Err(e) => {
-                        let kind = format!("receive error {e}");
-                        table.count(|c| *c.receive_errors.entry(kind.clone()).or_default() += 1);
-                        once(&table, &clock, &name, &kind, || {
-                            "the target's host answered with an ICMP error (no SIP server on that port?)".into()
-                        });
-                        continue;
-                    }
-                };
-                let t = kernel_or_now(&table, &clock, ts);
-                match codec.classify(&buf[..n]) {
-                    Reply::Final { seq, code } => {
-                        let outcome = if (200..300).contains(&code) { Outcome::Ok } else { Outcome::Failed };
-                        if table.complete(seq, t, outcome, code) == Completion::Fresh {
-                            answered.fetch_add(1, Ordering::Relaxed);
-                        }
-                        if outcome == Outcome::Failed {
-                            once(&table, &clock, &name, &format!("status {code}"), || {
-                                "a non-2xx final response counts as a failed probe".into()
-                            });
-                        }
-                    }
-                    Reply::Provisional { .. } => table.count(|c| c.provisional += 1),
-                    Reply::Foreign(k) => {
-                        table.count(|c| *c.foreign.entry(k.as_str()).or_default() += 1);
-                        once(&table, &clock, &name, k.as_str(), || {
-                            format!("a message that answers none of our probes: {:?}", preview(&buf[..n]))
-                        });
-                    }
-                    Reply::Malformed(k) => {
-                        table.count(|c| *c.malformed.entry(k.as_str()).or_default() += 1);
-                        once(&table, &clock, &name, &format!("malformed {}", k.as_str()), || {
-                            format!("{:?}", preview(&buf[..n]))
-                        });
-                    }
-                }
+            match sock {
+                SipSock::Udp(socket) => datagram_loop(
+                    &socket,
+                    16 * 1024,
+                    if timestamps { batch_ns } else { 0 },
+                    &stop,
+                    &sink,
+                    "the target's host answered with an ICMP error (no SIP server on that port?)",
+                    |msg, t| sink.sip(&codec, msg, t),
+                ),
+                SipSock::Tcp(link) => tcp_loop(&link, &codec, &stop, &sink),
             }
         })
         .expect("spawn SIP receiver thread")
+}
+
+/// The TCP receive loop: read, frame by Content-Length, match; on loss, reconnect at most every
+/// [`tcp::RECONNECT_EVERY_NS`]. Receive time: CLOCK_MONOTONIC just after `recv()` returned.
+fn tcp_loop(link: &TcpLink, codec: &OptionsCodec, stop: &AtomicBool, sink: &Sink) {
+    use crate::clock::monotonic_ns;
+    use tcp::Read;
+    let clock = &sink.clock;
+    let name = &sink.name;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut framer = crate::sip::transport::StreamFramer::default();
+    let mut seen_gen = link.generation();
+    let mut next_attempt = 0u64;
+    let mut down_since: Option<i64> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let (gen, conn) = link.current();
+        if gen != seen_gen {
+            framer = Default::default();
+            seen_gen = gen;
+        }
+        let Some(s) = conn else {
+            let now = clock.now_ns();
+            if down_since.is_none() {
+                down_since = Some(now);
+                let why = link
+                    .stats()
+                    .loss_reasons
+                    .keys()
+                    .last()
+                    .cloned()
+                    .unwrap_or_default();
+                log(
+                    clock,
+                    &format!(
+                        "{name} sip: TCP connection to {} lost ({why}); probes count as lost until it is back; reconnecting every {} ms",
+                        link.target,
+                        tcp::RECONNECT_EVERY_NS / 1_000_000
+                    ),
+                );
+            }
+            let mono = monotonic_ns();
+            if mono < next_attempt {
+                net::sleep_until_mono(next_attempt.min(mono + 50_000_000));
+                continue;
+            }
+            next_attempt = mono + tcp::RECONNECT_EVERY_NS;
+            match link.reconnect() {
+                Ok(()) => {
+                    let st = link.stats();
+                    log(
+                        clock,
+                        &format!(
+                            "{name} sip: TCP reconnected to {} after {:.1} ms (reconnect {}, local {})",
+                            link.target,
+                            (clock.now_ns() - down_since.unwrap_or(now)) as f64 / 1e6,
+                            st.reconnects,
+                            link.local_addr().map(|a| a.to_string()).unwrap_or_default()
+                        ),
+                    );
+                    down_since = None;
+                }
+                Err(e) => {
+                    let kind = format!("tcp reconnect failed: {}", e.kind());
+                    once(&sink.table, clock, name, &kind, || e.to_string());
+                }
+            }
+            continue;
+        };
+        match tcp::read_some(&s, &mut buf, 50) {
+            Ok(Read::Nothing) => {}
+            Ok(Read::Closed) => {
+                link.mark_down(gen, "closed by the target");
+            }
+            Err(e) => {
+                link.mark_down(gen, &format!("receive: {e}"));
+            }
+            Ok(Read::Data(n)) => {
+                let t = clock.now_ns();
+                framer.push(&buf[..n]);
+                loop {
+                    match framer.next_message() {
+                        Ok(Some(msg)) => sink.sip(codec, msg, t),
+                        Ok(None) => break,
+                        Err(e) => {
+                            sink.table
+                                .count(|c| *c.malformed.entry("tcp_framing").or_default() += 1);
+                            once(&sink.table, clock, name, "tcp framing error", || {
+                                format!("{e}; the connection is dropped and made again")
+                            });
+                            link.mark_down(gen, "framing error");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn preview(b: &[u8]) -> String {
@@ -329,70 +562,37 @@ fn preview(b: &[u8]) -> String {
 fn spawn_icmp_receiver(
     io: &IcmpIo,
     rt: Option<i32>,
-    clock: ProbeClock,
-    name: String,
+    sink: Sink,
     stop: Arc<AtomicBool>,
-    answered: Arc<AtomicU64>,
+    batch_ns: u64,
 ) -> JoinHandle<()> {
-    let (table, socket, codec) = (io.table.clone(), io.socket.clone(), io.codec.clone());
+    let (socket, codec) = (io.socket.clone(), io.codec.clone());
     std::thread::Builder::new()
         .name("imsprobe-icmp-rx".into())
         .spawn(move || {
             pacer::tune_thread(rt);
-            let mut buf = vec![0u8; 65536];
-            while !stop.load(Ordering::Relaxed) {
-                let (n, ts) = match net::recv_timestamped(&socket.socket, &mut buf) {
-                    Ok(x) => x,
-                    Err(e) if is_timeout(&e) => continue,
-                    Err(e) => {
-                        let kind = format!("receive error {e}");
-                        table.count(|c| *c.receive_errors.entry(kind.clone()).or_default() += 1);
-                        once(&table, &clock, &name, &kind, String::new);
-                        continue;
-                    }
-                };
-                match codec.classify(&buf[..n], socket.raw, socket.raw) {
-                    IcmpReply::Echo { seq } => {
-                        let t = kernel_or_now(&table, &clock, ts);
-                        if table.complete(seq, t, Outcome::Ok, 0) == Completion::Fresh {
-                            answered.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    IcmpReply::Error { kind, seq16 } => {
-                        let t = kernel_or_now(&table, &clock, ts);
-                        if let Some(seq) = icmp::widen_seq16(table.len().saturating_sub(1), seq16) {
-                            if table.complete(seq, t, Outcome::Failed, kind as u16)
-                                == Completion::Fresh
-                            {
-                                answered.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                        once(
-                            &table,
-                            &clock,
-                            &name,
-                            &format!("icmp error type {kind}"),
-                            || "an ICMP error about our echo counts as a failed probe".into(),
-                        );
-                    }
-                    IcmpReply::Foreign => {
-                        // Raw sockets see every ICMP packet of the host: not worth a log line.
-                        table.count(|c| *c.foreign.entry("not_ours").or_default() += 1);
-                    }
-                    IcmpReply::Malformed => {
-                        table.count(|c| *c.malformed.entry("icmp").or_default() += 1);
-                        once(&table, &clock, &name, "malformed icmp", || {
-                            format!("{} bytes", n)
-                        });
-                    }
-                }
-            }
+            let raw = socket.raw;
+            datagram_loop(
+                &socket.socket,
+                2048,
+                if socket.timestamps { batch_ns } else { 0 },
+                &stop,
+                &sink,
+                "",
+                |pkt, t| sink.icmp(&codec, raw, pkt, t),
+            )
         })
         .expect("spawn ICMP receiver thread")
 }
 
+/// The pacer's way to send SIP.
+enum SipTx {
+    Udp(Arc<Socket>),
+    Tcp(tcp::TcpSender),
+}
+
 struct Pacing {
-    sip: Option<(Arc<LayerTable>, Arc<Socket>, Arc<OptionsCodec>)>,
+    sip: Option<(Arc<LayerTable>, SipTx, Arc<OptionsCodec>)>,
     icmp: Option<(Arc<LayerTable>, Arc<IcmpSocket>, Arc<EchoCodec>)>,
 }
 
@@ -405,13 +605,20 @@ fn spawn_pacer(
     std::thread::Builder::new()
         .name("imsprobe-pacer".into())
         .spawn(move || {
+            let mut pacing = pacing;
             let mut sip_seq = 0u64;
             let mut icmp_seq = 0u64;
+            // One buffer for every OPTIONS, written from the codec's template.
+            let mut msg = Vec::with_capacity(1024);
             pacer::run(&cfg, &stop, |_k, _due| {
-                if let Some((table, socket, codec)) = &pacing.sip {
-                    let msg = codec.request(sip_seq);
+                if let Some((table, tx, codec)) = &mut pacing.sip {
+                    codec.write_request(sip_seq, &mut msg);
                     table.push_sent(sip_seq, clock.now_ns());
-                    if let Err(errno) = net::send_nonblocking(socket, &msg) {
+                    let r = match tx {
+                        SipTx::Udp(socket) => net::send_nonblocking(socket, &msg),
+                        SipTx::Tcp(sender) => sender.send(&msg),
+                    };
+                    if let Err(errno) = r {
                         table.mark_send_error(sip_seq, errno);
                     }
                     sip_seq += 1;
@@ -496,23 +703,33 @@ pub fn run(cfg: &RunConfig, trigger: &Trigger) -> anyhow::Result<Vec<TargetResul
     let mut receivers = Vec::new();
     for r in &runs {
         if let Some(s) = &r.sip {
+            let sink = Sink {
+                table: s.table.clone(),
+                clock,
+                name: r.target.name.clone(),
+                answered: r.answered.clone(),
+            };
             receivers.push(spawn_sip_receiver(
                 s,
                 cfg.rt_priority,
-                clock,
-                r.target.name.clone(),
+                sink,
                 rx_stop.clone(),
-                r.answered.clone(),
+                BATCH_NS,
             ));
         }
         if let Some(s) = &r.icmp {
+            let sink = Sink {
+                table: s.table.clone(),
+                clock,
+                name: r.target.name.clone(),
+                answered: r.answered.clone(),
+            };
             receivers.push(spawn_icmp_receiver(
                 s,
                 cfg.rt_priority,
-                clock,
-                r.target.name.clone(),
+                sink,
                 rx_stop.clone(),
-                r.answered.clone(),
+                BATCH_NS,
             ));
         }
     }
@@ -533,10 +750,13 @@ pub fn run(cfg: &RunConfig, trigger: &Trigger) -> anyhow::Result<Vec<TargetResul
     let mut lives = Vec::new();
     for r in &runs {
         let pacing = Pacing {
-            sip: r
-                .sip
-                .as_ref()
-                .map(|s| (s.table.clone(), s.socket.clone(), s.codec.clone())),
+            sip: r.sip.as_ref().map(|s| {
+                let tx = match &s.sock {
+                    SipSock::Udp(u) => SipTx::Udp(u.clone()),
+                    SipSock::Tcp(l) => SipTx::Tcp(tcp::TcpSender::new(l.clone())),
+                };
+                (s.table.clone(), tx, s.codec.clone())
+            }),
             icmp: r
                 .icmp
                 .as_ref()
@@ -649,6 +869,11 @@ pub fn run(cfg: &RunConfig, trigger: &Trigger) -> anyhow::Result<Vec<TargetResul
     for h in receivers {
         let _ = h.join();
     }
+    for r in &runs {
+        if let Some(SipSock::Tcp(l)) = r.sip.as_ref().map(|s| &s.sock) {
+            l.close();
+        }
+    }
     // Let the capture see the last packets, then flush it.
     std::thread::sleep(Duration::from_millis(30));
     for r in &mut runs {
@@ -681,15 +906,13 @@ pub fn run(cfg: &RunConfig, trigger: &Trigger) -> anyhow::Result<Vec<TargetResul
                 &a,
                 &tb,
                 if s.timestamps { "kernel" } else { "userspace" },
-                "udp",
+                r.target.transport.param(),
             );
             lo.counters = Some(strip_logged(s.table.counters()));
-            lo.sip_local = s
-                .socket
-                .local_addr()
-                .ok()
-                .and_then(|a| a.as_socket())
-                .map(|a| a.to_string());
+            lo.sip_local = Some(s.local.clone());
+            if let SipSock::Tcp(l) = &s.sock {
+                lo.tcp = Some(l.stats());
+            }
             layers.push(lo);
             analyses.push(a);
             records.push(recs);
