@@ -203,7 +203,7 @@ fn pcap_only(cli: &Cli, file: &std::path::Path) -> anyhow::Result<i32> {
         .collect();
     anyhow::ensure!(
         !targets.is_empty(),
-        "{} holds no SIP OPTIONS over UDP and no ICMP echo requests{} ({} packets read)",
+        "{} holds no SIP OPTIONS (over UDP or TCP) and no ICMP echo requests{} ({} packets read)",
         file.display(),
         cli.pcap_host
             .map(|h| format!(" to {h}"))
@@ -261,7 +261,7 @@ fn pcap_only(cli: &Cli, file: &std::path::Path) -> anyhow::Result<i32> {
                 name: t.host.clone(),
                 host: t.host.clone(),
                 sip_port: t.sip_port,
-                transport: t.sip_port.map(|_| "udp".to_string()),
+                transport: t.sip_transport.map(str::to_string),
             },
             started_utc: tb.label(start),
             ended_utc: tb.label(end),
@@ -287,6 +287,18 @@ fn pcap_warnings(st: &pcapread::PcapStats) -> Vec<String> {
         w.push(format!(
             "{} replies in the capture match no request in it (capture started mid-run, or the requests were not captured)",
             st.unmatched_replies
+        ));
+    }
+    if st.tcp_holes > 0 {
+        w.push(format!(
+            "the capture missed bytes inside SIP TCP connections {} times; the messages cut by those holes were skipped",
+            st.tcp_holes
+        ));
+    }
+    if st.tcp_unframed > 0 {
+        w.push(format!(
+            "{} times SIP TCP data could not be framed (bad Content-Length?); the partial messages were skipped",
+            st.tcp_unframed
         ));
     }
     for s in &st.ignored_streams {

@@ -1,12 +1,19 @@
 //! Rebuilds probe records from a capture (`imsprobe --pcap-only FILE`), so the gap report can be
 //! recomputed after the fact, also from captures taken by tshark/tcpdump on a real testbed.
 //!
-//! A probe is any SIP OPTIONS request over UDP (matched to its response by Call-ID + CSeq + top
-//! Via branch) or any ICMP echo request (matched to the reply by destination, id and sequence;
+//! A probe is any SIP OPTIONS request over UDP or TCP (matched to its response by Call-ID + CSeq +
+//! top Via branch) or any ICMP echo request (matched to the reply by destination, id and sequence;
 //! a reply is matched to the newest unanswered request with that identity). Requests are grouped
 //! by destination host: each destination is a target. Send and receive times are the capture's
 //! timestamps (the wire, as seen where the capture was taken). IPv4 and IPv6 for SIP, IPv4 for
 //! ICMP; link types Ethernet, Linux cooked (v1, v2), raw IP, BSD loopback.
+//!
+//! SIP over TCP: each direction of each connection is reassembled by TCP sequence number and cut
+//! into messages by Content-Length. Segments must arrive in order in the capture (as on
+//! loopback, or wherever the capture point saw no loss); a retransmitted or overlapping segment
+//! contributes only its new bytes; a hole (a segment the capture missed) discards the partial
+//! message and resynchronises on the next message start, counted in `tcp_holes`. A message's
+//! time is the capture time of the segment that completed it.
 
 use super::{icmp, Layer, Outcome, ProbeRecord, TimeBase};
 use chrono::{TimeZone, Utc};
@@ -23,6 +30,8 @@ pub struct CapturedTarget {
     pub icmp: Vec<ProbeRecord>,
     /// Destination port of the SIP requests.
     pub sip_port: Option<u16>,
+    /// Their transport (`udp` or `tcp`).
+    pub sip_transport: Option<&'static str>,
     /// Echo id of the ICMP requests.
     pub icmp_id: Option<u16>,
 }
@@ -37,6 +46,10 @@ pub struct PcapStats {
     pub duplicate_replies: u64,
     /// Smaller probe streams to an analysed host that were left out.
     pub ignored_streams: Vec<String>,
+    /// SIP over TCP: bytes the capture missed inside a connection (resynchronised after).
+    pub tcp_holes: u64,
+    /// SIP over TCP: data that could not be framed as SIP (the partial message is dropped).
+    pub tcp_unframed: u64,
 }
 
 pub struct Captured {
@@ -111,11 +124,122 @@ fn ip_packet(linktype: i32, frame: &[u8]) -> Option<Ip<'_>> {
     }
 }
 
-/// One probe stream: SIP OPTIONS to (host, port), or ICMP echo to host with one echo id.
+/// One probe stream: SIP OPTIONS to (host, port, over TCP?), or ICMP echo to host with one echo
+/// id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Stream {
-    Sip(IpAddr, u16),
+    Sip(IpAddr, u16, bool),
     Icmp(IpAddr, u16),
+}
+
+/// One direction of a TCP connection being reassembled.
+#[derive(Default)]
+struct Flow {
+    /// Sequence number of the next byte expected.
+    next: Option<u32>,
+    framer: crate::sip::transport::StreamFramer,
+}
+
+type SipIndex = HashMap<(String, u32, String), (Stream, usize)>;
+
+/// One SIP message seen at `t` from `src:sport` to `dst:dport`.
+#[allow(clippy::too_many_arguments)]
+fn sip_message(
+    msg: &[u8],
+    (src, sport, dst, dport, tcp): (IpAddr, u16, IpAddr, u16, bool),
+    t: i64,
+    only_host: Option<IpAddr>,
+    streams: &mut HashMap<Stream, Vec<ProbeRecord>>,
+    sip_idx: &mut SipIndex,
+    stats: &mut PcapStats,
+) {
+    let Some((is_req, code, call_id, cseq, branch)) = super::sipcodec::options_identity(msg) else {
+        return;
+    };
+    if is_req {
+        if only_host.is_some_and(|h| h != dst) {
+            return;
+        }
+        let key = Stream::Sip(dst, dport, tcp);
+        let v = streams.entry(key).or_default();
+        sip_idx.insert((call_id, cseq, branch), (key, v.len()));
+        v.push(ProbeRecord::sent(Layer::Sip, v.len() as u64, t));
+    } else if code >= 200 {
+        let rec = match sip_idx.get(&(call_id, cseq, branch)) {
+            Some(&(key @ Stream::Sip(h, port, over_tcp), i))
+                if h == src && port == sport && over_tcp == tcp =>
+            {
+                streams.get_mut(&key).and_then(|v| v.get_mut(i))
+            }
+            _ => None,
+        };
+        let outcome = if (200..300).contains(&code) {
+            Outcome::Ok
+        } else {
+            Outcome::Failed
+        };
+        complete(stats, rec, t, outcome, code);
+    }
+}
+
+fn complete(
+    stats: &mut PcapStats,
+    rec: Option<&mut ProbeRecord>,
+    t: i64,
+    outcome: Outcome,
+    code: u16,
+) {
+    match rec {
+        Some(r) if r.received_ns.is_some() => stats.duplicate_replies += 1,
+        Some(r) => {
+            r.received_ns = Some(t);
+            r.outcome = outcome;
+            r.code = code;
+        }
+        None => stats.unmatched_replies += 1,
+    }
+}
+
+/// The new bytes of a TCP segment of `flow` (in-order reassembly), updating it.
+fn tcp_new_bytes<'a>(
+    flow: &mut Flow,
+    seq: u32,
+    syn: bool,
+    data: &'a [u8],
+    stats: &mut PcapStats,
+) -> &'a [u8] {
+    if syn {
+        flow.next = Some(seq.wrapping_add(1));
+        flow.framer = Default::default();
+        return &[];
+    }
+    if data.is_empty() {
+        return data;
+    }
+    let end = seq.wrapping_add(data.len() as u32);
+    let fresh = match flow.next {
+        None => data,
+        Some(n) => {
+            let off = seq.wrapping_sub(n) as i32;
+            if off == 0 {
+                data
+            } else if off < 0 {
+                // Retransmission or overlap: only the bytes beyond what we have.
+                let skip = off.unsigned_abs() as usize;
+                if skip >= data.len() {
+                    return &[];
+                }
+                &data[skip..]
+            } else {
+                // A hole: the capture missed bytes. Drop the partial message.
+                stats.tcp_holes += 1;
+                flow.framer = Default::default();
+                data
+            }
+        }
+    };
+    flow.next = Some(end);
+    fresh
 }
 
 /// Reads `path` (pcap or pcapng, any timestamp resolution) and rebuilds the probes. `only_host`
@@ -130,21 +254,9 @@ pub fn read(path: &Path, only_host: Option<IpAddr>) -> Result<Captured, String> 
     let mut t0: Option<i128> = None;
     let mut streams: HashMap<Stream, Vec<ProbeRecord>> = HashMap::new();
     // SIP: (call-id, cseq, branch) -> (stream, index). ICMP: (dst, id, seq16) -> newest index.
-    let mut sip_idx: HashMap<(String, u32, String), (Stream, usize)> = HashMap::new();
+    let mut sip_idx: SipIndex = HashMap::new();
     let mut icmp_idx: HashMap<(IpAddr, u16, u16), usize> = HashMap::new();
-    let complete = |stats: &mut PcapStats,
-                    rec: Option<&mut ProbeRecord>,
-                    t: i64,
-                    outcome: Outcome,
-                    code: u16| match rec {
-        Some(r) if r.received_ns.is_some() => stats.duplicate_replies += 1,
-        Some(r) => {
-            r.received_ns = Some(t);
-            r.outcome = outcome;
-            r.code = code;
-        }
-        None => stats.unmatched_replies += 1,
-    };
+    let mut flows: HashMap<(IpAddr, u16, IpAddr, u16), Flow> = HashMap::new();
     loop {
         let p = match cap.next_packet() {
             Ok(p) => p,
@@ -163,32 +275,57 @@ pub fn read(path: &Path, only_host: Option<IpAddr>) -> Result<Captured, String> 
             17 if payload.len() >= 8 => {
                 let sport = u16::from_be_bytes([payload[0], payload[1]]);
                 let dport = u16::from_be_bytes([payload[2], payload[3]]);
-                let Some((is_req, code, call_id, cseq, branch)) =
-                    super::sipcodec::options_identity(&payload[8..])
-                else {
+                sip_message(
+                    &payload[8..],
+                    (src, sport, dst, dport, false),
+                    t,
+                    only_host,
+                    &mut streams,
+                    &mut sip_idx,
+                    &mut stats,
+                );
+            }
+            6 if payload.len() >= 20 => {
+                let sport = u16::from_be_bytes([payload[0], payload[1]]);
+                let dport = u16::from_be_bytes([payload[2], payload[3]]);
+                let seq = u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]);
+                let doff = (payload[12] >> 4) as usize * 4;
+                let flags = payload[13];
+                if doff < 20 || doff > payload.len() {
+                    stats.undecodable += 1;
                     continue;
-                };
-                if is_req {
-                    if only_host.is_some_and(|h| h != dst) {
-                        continue;
-                    }
-                    let key = Stream::Sip(dst, dport);
-                    let v = streams.entry(key).or_default();
-                    sip_idx.insert((call_id, cseq, branch), (key, v.len()));
-                    v.push(ProbeRecord::sent(Layer::Sip, v.len() as u64, t));
-                } else if code >= 200 {
-                    let rec = match sip_idx.get(&(call_id, cseq, branch)) {
-                        Some(&(key @ Stream::Sip(h, port), i)) if h == src && port == sport => {
-                            streams.get_mut(&key).and_then(|v| v.get_mut(i))
+                }
+                let key = (src, sport, dst, dport);
+                if flags & 0x04 != 0 {
+                    // RST: the connection is gone.
+                    flows.remove(&key);
+                    continue;
+                }
+                let flow = flows.entry(key).or_default();
+                let fresh =
+                    tcp_new_bytes(flow, seq, flags & 0x02 != 0, &payload[doff..], &mut stats);
+                if fresh.is_empty() {
+                    continue;
+                }
+                flow.framer.push(fresh);
+                loop {
+                    match flow.framer.next_message() {
+                        Ok(Some(m)) => sip_message(
+                            m,
+                            (src, sport, dst, dport, true),
+                            t,
+                            only_host,
+                            &mut streams,
+                            &mut sip_idx,
+                            &mut stats,
+                        ),
+                        Ok(None) => break,
+                        Err(_) => {
+                            stats.tcp_unframed += 1;
+                            flow.framer = Default::default();
+                            break;
                         }
-                        _ => None,
-                    };
-                    let outcome = if (200..300).contains(&code) {
-                        Outcome::Ok
-                    } else {
-                        Outcome::Failed
-                    };
-                    complete(&mut stats, rec, t, outcome, code);
+                    }
                 }
             }
             1 if payload.len() >= 8 => {
@@ -223,7 +360,7 @@ pub fn read(path: &Path, only_host: Option<IpAddr>) -> Result<Captured, String> 
     let mut targets: BTreeMap<IpAddr, CapturedTarget> = BTreeMap::new();
     for (key, n) in keys {
         let host = match key {
-            Stream::Sip(h, _) | Stream::Icmp(h, _) => h,
+            Stream::Sip(h, _, _) | Stream::Icmp(h, _) => h,
         };
         let tg = targets.entry(host).or_insert_with(|| CapturedTarget {
             host: host.to_string(),
@@ -231,17 +368,19 @@ pub fn read(path: &Path, only_host: Option<IpAddr>) -> Result<Captured, String> 
         });
         let recs = streams.remove(&key).unwrap_or_default();
         match key {
-            Stream::Sip(_, port) if tg.sip.is_empty() => {
+            Stream::Sip(_, port, tcp) if tg.sip.is_empty() => {
                 tg.sip = recs;
                 tg.sip_port = Some(port);
+                tg.sip_transport = Some(if tcp { "tcp" } else { "udp" });
             }
             Stream::Icmp(_, id) if tg.icmp.is_empty() => {
                 tg.icmp = recs;
                 tg.icmp_id = Some(id);
             }
-            Stream::Sip(h, port) => stats
-                .ignored_streams
-                .push(format!("{n} SIP OPTIONS to {h}:{port}")),
+            Stream::Sip(h, port, tcp) => stats.ignored_streams.push(format!(
+                "{n} SIP OPTIONS to {h}:{port} over {}",
+                if tcp { "TCP" } else { "UDP" }
+            )),
             Stream::Icmp(h, id) => stats
                 .ignored_streams
                 .push(format!("{n} ICMP echo requests to {h} with id {id}")),
@@ -260,4 +399,125 @@ pub fn read(path: &Path, only_host: Option<IpAddr>) -> Result<Captured, String> 
         targets: targets.into_values().collect(),
         stats,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::sipcodec::OptionsCodec;
+    use crate::sip::builder::Writer;
+    use crate::sip::{Message, Transport};
+    use std::io::Write as _;
+
+    /// An IPv4 + TCP packet (checksums left zero: nobody checks them here).
+    fn tcp(
+        src: [u8; 4],
+        sport: u16,
+        dst: [u8; 4],
+        dport: u16,
+        seq: u32,
+        flags: u8,
+        data: &[u8],
+    ) -> Vec<u8> {
+        let total = 20 + 20 + data.len();
+        let mut p = vec![
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            0,
+            0x40,
+            0,
+            64,
+            6,
+            0,
+            0,
+        ];
+        p.extend_from_slice(&src);
+        p.extend_from_slice(&dst);
+        p.extend_from_slice(&sport.to_be_bytes());
+        p.extend_from_slice(&dport.to_be_bytes());
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        p.extend_from_slice(data);
+        p
+    }
+
+    /// A nanosecond pcap of raw IP packets, one every `step` ns.
+    fn pcap(packets: &[(i64, Vec<u8>)]) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        let mut h = Vec::new();
+        h.extend_from_slice(&0xa1b2_3c4du32.to_le_bytes());
+        h.extend_from_slice(&2u16.to_le_bytes());
+        h.extend_from_slice(&4u16.to_le_bytes());
+        h.extend_from_slice(&[0; 8]);
+        h.extend_from_slice(&65535u32.to_le_bytes());
+        h.extend_from_slice(&101u32.to_le_bytes());
+        for (t, p) in packets {
+            let t = 1_764_000_000_000_000_000i64 + t;
+            h.extend_from_slice(&((t / 1_000_000_000) as u32).to_le_bytes());
+            h.extend_from_slice(&((t % 1_000_000_000) as u32).to_le_bytes());
+            h.extend_from_slice(&(p.len() as u32).to_le_bytes());
+            h.extend_from_slice(&(p.len() as u32).to_le_bytes());
+            h.extend_from_slice(p);
+        }
+        f.write_all(&h).unwrap();
+        f
+    }
+
+    #[test]
+    fn sip_over_tcp_is_reassembled_in_order_with_retransmissions_and_holes() {
+        let (c, s) = ([127, 0, 0, 1], [127, 0, 0, 21]);
+        let (cp, sp) = (40000u16, 5060u16);
+        let codec = OptionsCodec::new(9, Transport::Tcp, "127.0.0.21:5060", "127.0.0.1:40000");
+        let reqs: Vec<Vec<u8>> = (0..4).map(|i| codec.request(i)).collect();
+        let ok = |r: &[u8]| {
+            Writer::response_to(&Message::parse(r).unwrap(), 200, "OK", Some("x")).finish(None, b"")
+        };
+        let ms = 1_000_000i64;
+        let mut pk = Vec::new();
+        let (mut cs, mut ss) = (1000u32, 5000u32);
+        pk.push((0, tcp(c, cp, s, sp, cs - 1, 0x02, b"")));
+        pk.push((0, tcp(s, sp, c, cp, ss - 1, 0x12, b"")));
+        // Probe 0 in two segments, the first retransmitted in between.
+        let (a, b) = reqs[0].split_at(100);
+        pk.push((ms, tcp(c, cp, s, sp, cs, 0x18, a)));
+        pk.push((ms + 10, tcp(c, cp, s, sp, cs, 0x18, a)));
+        pk.push((ms + 20, tcp(c, cp, s, sp, cs + 100, 0x18, b)));
+        cs += reqs[0].len() as u32;
+        // Probe 1 whole; probe 2 lost by the capture (a hole); probe 3 whole.
+        pk.push((2 * ms, tcp(c, cp, s, sp, cs, 0x18, &reqs[1])));
+        cs += reqs[1].len() as u32;
+        cs += reqs[2].len() as u32;
+        pk.push((4 * ms, tcp(c, cp, s, sp, cs, 0x18, &reqs[3])));
+        // Replies to 0 and 1 coalesced in one segment, 3 alone (2 was never seen).
+        let mut two = ok(&reqs[0]);
+        two.extend(ok(&reqs[1]));
+        pk.push((5 * ms, tcp(s, sp, c, cp, ss, 0x18, &two)));
+        ss += two.len() as u32;
+        pk.push((6 * ms, tcp(s, sp, c, cp, ss, 0x18, &ok(&reqs[3]))));
+        let f = pcap(&pk);
+        let cap = read(f.path(), None).unwrap();
+        assert_eq!(cap.targets.len(), 1);
+        let t = &cap.targets[0];
+        assert_eq!((t.sip_port, t.sip_transport), (Some(5060), Some("tcp")));
+        let got: Vec<(i64, Option<i64>)> =
+            t.sip.iter().map(|r| (r.sent_ns, r.received_ns)).collect();
+        // t = 0 is the first packet; a request's time is that of its last segment.
+        assert_eq!(
+            got,
+            vec![
+                (ms + 20, Some(5 * ms)),
+                (2 * ms, Some(5 * ms)),
+                (4 * ms, Some(6 * ms))
+            ]
+        );
+        assert!(t
+            .sip
+            .iter()
+            .all(|r| r.outcome == Outcome::Ok && r.code == 200));
+        assert_eq!(cap.stats.tcp_holes, 1);
+        assert_eq!(cap.stats.unmatched_replies, 0);
+    }
 }
