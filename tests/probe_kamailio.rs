@@ -90,38 +90,8 @@ fn sigstop_pauses_are_measured_as_reply_gaps_with_late_bursts() {
     let kam = kamailio();
     let dir = tempdir();
     let out = dir.path().join("run");
-    let target = kam.addr().to_string();
     let pauses = [0.5f64, 1.5, 3.0];
-    // 1 s before, 2 s after each pause.
-    let total: f64 = 1.0 + pauses.iter().map(|p| p + 2.0).sum::<f64>();
-    let dur = format!("{}ms", (total * 1000.0) as u64);
-    let probe = spawn_probe(
-        &[
-            "--target",
-            &target,
-            "--rate",
-            "1000",
-            "--duration",
-            &dur,
-            "--no-capture",
-        ],
-        &out,
-    );
-    std::thread::sleep(Duration::from_millis(1000));
-    let mut injected = Vec::new();
-    for p in pauses {
-        let a = Instant::now();
-        assert!(kam.pause(), "SIGSTOP");
-        let b = Instant::now();
-        std::thread::sleep(Duration::from_secs_f64(p));
-        let c = Instant::now();
-        assert!(kam.resume(), "SIGCONT");
-        let d = Instant::now();
-        // The injected pause, between the midpoints of the two signal calls.
-        injected.push(((c - a) + (d - b)).as_secs_f64() / 2.0 * 1000.0);
-        std::thread::sleep(Duration::from_secs(2));
-    }
-    let rep = finish(probe, &out, Duration::from_secs_f64(total + 15.0));
+    let (rep, injected) = run_with_pauses(&kam, &[], &pauses, &out);
     eprintln!("pacer: {}", rep["pacer"]);
     let sip = layer(&rep, "sip");
     let all = sip["reply_gaps"].as_array().unwrap();
