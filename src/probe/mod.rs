@@ -136,6 +136,13 @@ impl ProbeRecord {
 }
 
 /// Turns time-base nanoseconds into wall-clock UTC labels.
+///
+/// Live runs take `wall0` from the run's [`crate::clock::Epoch`] (through
+/// [`net::ProbeClock`], which is built on it: one (wall, monotonic) pair per run, monotonic time
+/// inside), so the labels are exactly `Epoch`'s. It is kept apart from `Epoch` because probe
+/// times are `i64` ns offsets (kernel stamps mapped onto them, possibly before `t = 0`), not
+/// `Instant`s, and because a capture (`--pcap-only`) has a wall-clock origin but no monotonic one
+/// from which an `Epoch` could be made.
 #[derive(Clone, Copy, Debug)]
 pub struct TimeBase {
     /// Wall-clock UTC at `t = 0`.

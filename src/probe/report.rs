@@ -348,6 +348,20 @@ pub fn summary_text(r: &Report) -> String {
             );
         }
     }
+    for l in &r.layers {
+        if let Some(t) = &l.tcp {
+            let _ = writeln!(
+                s,
+                "  {} tcp: {} connection loss(es), {} reconnect(s), {} failed reconnect attempt(s), {} probes sent while down, {} writes would block",
+                l.layer.as_str(),
+                t.connection_losses,
+                t.reconnects,
+                t.failed_reconnects,
+                t.sent_while_down,
+                t.would_block
+            );
+        }
+    }
     for w in &r.warnings {
         let _ = writeln!(s, "  warning: {w}");
     }
