@@ -4,6 +4,12 @@ print the achieved rate, the send-interval jitter p99, the CPU % of imsprobe, an
 gap it detects reliably, beside `ping -i` (iputils) run in the same benchmark.
 
     python3 bench/probe_bench.py [--seconds 10] [--rates 1000,5000,10000]
+    python3 bench/probe_bench.py --no-build --steady-only --rates 1000,10000 --repeat 3 \
+        --exe /tmp/imsprobe-old --exe target/release/imsprobe     # compare builds
+
+Comparing builds: on a shared machine CPU figures drift with the neighbours' load, so the
+steady-state runs of the given binaries alternate (rate by rate, `--repeat` rounds), and the
+`build` column names the binary by its index in `--exe`.
 
 Target: `imsload serve` on 127.0.0.1 (a light SIP UAS that answers OPTIONS with 200). ICMP goes to
 the same loopback address (answered by the kernel).
