@@ -445,7 +445,7 @@ fn spawn_sip_receiver(
             match sock {
                 SipSock::Udp(socket) => datagram_loop(
                     &socket,
-                    16 * 1024,
+                    64 * 1024,
                     if timestamps { batch_ns } else { 0 },
                     &stop,
                     &sink,
