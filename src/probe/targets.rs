@@ -187,4 +187,23 @@ mod tests {
         assert!(e.contains("pcscf") && e.contains("nosuch"), "{e}");
         assert!(TargetsFile::parse("[targets.x]\nhost=1\n").is_err());
     }
+
+    #[test]
+    fn transport_tcp_in_the_file_and_the_override() {
+        let f = TargetsFile::parse(
+            "[targets.scscf]\nhost = \"127.0.0.23\"\nsip_port = 6060\ntransport = \"tcp\"\n",
+        )
+        .unwrap();
+        let p = Path::new("t.toml");
+        let t = resolve_target("scscf", Some(&f), p, None).unwrap();
+        assert_eq!(t.transport, Transport::Tcp);
+        assert_eq!(t.addr, "127.0.0.23:6060".parse().unwrap());
+        let t = resolve_target("scscf", Some(&f), p, Some(Transport::Udp)).unwrap();
+        assert_eq!(
+            t.transport,
+            Transport::Udp,
+            "--transport overrides the file"
+        );
+        assert!(TargetsFile::parse("[targets.x]\nhost = \"h\"\ntransport = \"sctp\"\n").is_err());
+    }
 }
