@@ -126,7 +126,8 @@ struct RunArgs {
     /// RFC 3261 T2 (retransmission cap).
     #[arg(long, default_value = "4s", value_parser = duration)]
     t2: Duration,
-    /// Worker tasks (each with its own socket and share of the users). Default: CPU cores.
+    /// Worker tasks (each with its own socket and share of the users). Default: one per 4,000
+    /// calls/s or 8,000 registrations/s, at most one per core.
     #[arg(long)]
     workers: Option<usize>,
     /// Local IP to send from. Default: the one that routes to the target.
@@ -252,7 +253,11 @@ fn run_main(cli: Cli) -> anyhow::Result<i32> {
     }
     let a = cli.run;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let workers = a.workers.unwrap_or(cores).max(1);
+    // One worker per 4,000 calls/s or 8,000 registrations/s, up to the number of cores: at low
+    // rates more workers only add wake-ups and migrations (measured: 0.66 vs 0.43 CPU-s per
+    // 10,000 calls at 1,000 calls/s with 2 workers vs 1).
+    let auto = ((a.cps / 4000.0).max(a.reg_rate / 8000.0).ceil() as usize).clamp(1, cores);
+    let workers = a.workers.unwrap_or(auto).max(1);
     let users = load_users(&a)?;
     let register = !(a.no_register || a.ruri.is_some());
     if register && users.len() < 2 && a.cps > 0.0 {
@@ -366,7 +371,8 @@ fn run_main(cli: Cli) -> anyhow::Result<i32> {
             println!("report written to {}", p.display());
         }
         let c = &report.counters;
-        let failed = c.reg_failed + c.reg_timeouts + c.calls_failed + c.calls_timeout;
+        let failed =
+            c.reg_failed + c.reg_timeouts + c.calls_failed + c.calls_timeout + c.calls_abandoned;
         let _ = StopReason::Finished;
         // Like SIPp: exit 1 when anything failed, so scripts can tell.
         Ok(if failed > 0 { 1 } else { 0 })

@@ -62,6 +62,8 @@ enum Timer {
     UasHold(Key),
     UasLinger(Key),
     PhaseEnd,
+    /// Half the drain time has passed: de-register even if some calls are still open.
+    DeregisterNow,
     DrainEnd,
 }
 
@@ -491,8 +493,13 @@ impl LoadCore {
                     self.stop(now);
                 }
             }
+            Timer::DeregisterNow => self.start_deregistration(now),
             Timer::DrainEnd => {
                 if self.phase < Phase::Done {
+                    // Whatever is still open now is abandoned, and counted as such: a call whose
+                    // BYE was never answered must not vanish from the books.
+                    self.stats.counters.calls_abandoned += self.calls.len() as u64;
+                    self.stats.counters.dereg_abandoned += self.dereg_pending as u64;
                     self.phase = Phase::Done;
                 }
             }
@@ -555,10 +562,29 @@ impl LoadCore {
         let deadline = now + self.cfg.drain;
         self.drain_deadline = Some(deadline);
         self.arm(deadline, Timer::DrainEnd);
-        for k in self.calls.keys() {
+        self.arm(now + self.cfg.drain / 2, Timer::DeregisterNow);
+        // Established calls are ended by BYE spread over at most a quarter of the drain time
+        // (no slower than 2,000/s): 10,000 BYEs in one burst overflow the peer's socket buffer
+        // and come back as retransmissions.
+        let keys = self.calls.keys();
+        let confirmed = keys
+            .iter()
+            .filter(|k| self.calls.get(**k).map(|c| c.state) == Some(CallState::Confirmed))
+            .count();
+        let rate = (confirmed as f64 / (self.cfg.drain.as_secs_f64() / 4.0).max(0.001)).max(2000.0);
+        let mut i = 0usize;
+        for k in keys {
             let state = self.calls.get(k).map(|c| c.state);
             match state {
-                Some(CallState::Confirmed) => self.send_bye(now, k),
+                Some(CallState::Confirmed) => {
+                    let at = now + Duration::from_secs_f64(i as f64 / rate);
+                    i += 1;
+                    if at <= now {
+                        self.send_bye(now, k);
+                    } else {
+                        self.arm(at, Timer::Hold(k));
+                    }
+                }
                 Some(CallState::Early) => self.send_cancel(now, k),
                 _ => {}
             }
@@ -569,7 +595,13 @@ impl LoadCore {
     }
 
     fn check_drained(&mut self, now: Instant) {
-        if self.phase == Phase::Draining && self.calls.is_empty() {
+        if self.calls.is_empty() {
+            self.start_deregistration(now);
+        }
+    }
+
+    fn start_deregistration(&mut self, now: Instant) {
+        if self.phase == Phase::Draining {
             self.phase = Phase::Deregistering;
             self.phase_started = now;
             let users: Vec<u32> = self.registered.clone();
@@ -597,7 +629,7 @@ impl LoadCore {
     }
 
     fn check_deregistered(&mut self) {
-        if self.phase == Phase::Deregistering && self.dereg_pending == 0 {
+        if self.phase == Phase::Deregistering && self.dereg_pending == 0 && self.calls.is_empty() {
             self.phase = Phase::Done;
         }
     }
@@ -1309,6 +1341,8 @@ impl LoadCore {
         }
         if self.phase == Phase::Draining {
             self.check_drained(_now);
+        } else if self.phase == Phase::Deregistering {
+            self.check_deregistered();
         } else {
             self.check_calling_done(_now);
         }
@@ -1406,6 +1440,11 @@ impl LoadCore {
                 return;
             }
             ResponseAction::Deliver => {}
+        }
+        if code >= 200 && t.method != Method::Invite {
+            // Completed non-INVITE transactions only absorb retransmitted responses (Timer K);
+            // their request is never sent again, so its bytes need not linger for 5 s.
+            t.request = Vec::new();
         }
         let method = t.method;
         if code > 100 {

@@ -206,8 +206,8 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "  de-reg    attempts {:>8}  ok {:>8}  failed {:>6}",
-            c.dereg_attempts, c.dereg_ok, c.dereg_failed
+            "  de-reg    attempts {:>8}  ok {:>8}  failed {:>6}  unanswered at end {:>4}",
+            c.dereg_attempts, c.dereg_ok, c.dereg_failed, c.dereg_abandoned
         );
         let _ = writeln!(
             s,
@@ -226,8 +226,8 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "  completed {:>6}  BYE 481 {:>7}  BYE failed {:>5}",
-            c.calls_completed, c.calls_bye_481, c.calls_bye_failed
+            "  completed {:>6}  BYE 481 {:>7}  BYE failed {:>5}  abandoned at end {:>4}",
+            c.calls_completed, c.calls_bye_481, c.calls_bye_failed, c.calls_abandoned
         );
         let _ = writeln!(
             s,

@@ -369,3 +369,31 @@ fn aka_register_requests_on_the_wire() {
     assert!(answer.contains("algorithm=AKAv1-MD5") && answer.contains("qop=auth"));
     assert_eq!(net.totals.counters.reg_ok, 1);
 }
+
+#[test]
+fn calls_left_open_at_the_drain_deadline_are_counted_as_abandoned() {
+    let mut net = Net::new(
+        CoreConfig {
+            hold: Duration::from_secs(60),
+            duration: Some(Duration::from_secs(5)),
+            drain: Duration::from_secs(2),
+            ..cfg()
+        },
+        20,
+        "pw_%u",
+    );
+    // Registration (0.4 s) and most of the call phase run normally; then the target goes silent,
+    // so no BYE and no de-registration is ever answered.
+    net.run(Duration::from_millis(4900));
+    net.drop_every = 1;
+    net.run(Duration::from_secs(60));
+    let c = &net.totals.counters;
+    assert_eq!(net.load.phase(), Phase::Done);
+    // Calls start at 0.4 s, every 0.2 s: 23 are answered before 4.9 s, 2 more ring into silence.
+    assert_eq!(c.calls_attempted, 25);
+    assert_eq!(c.calls_answered, 23);
+    assert_eq!(c.calls_completed, 0);
+    assert_eq!(c.calls_abandoned, 25, "every open call is in the books");
+    assert_eq!(c.dereg_attempts, 20);
+    assert_eq!(c.dereg_abandoned, 20);
+}

@@ -50,6 +50,10 @@ pub struct Counters {
     pub calls_completed: u64,
     pub calls_bye_481: u64,
     pub calls_bye_failed: u64,
+    /// Still open when the drain time ran out (e.g. a BYE never answered).
+    pub calls_abandoned: u64,
+    /// De-registrations still unanswered when the drain time ran out.
+    pub dereg_abandoned: u64,
     /// INVITEs answered with 3xx (excluded from RFC 6076 ratios' denominators).
     pub invite_3xx: u64,
     /// INVITEs answered 480, 486, 600 or 603 (effective for SEER).
@@ -105,6 +109,8 @@ impl Counters {
             calls_completed,
             calls_bye_481,
             calls_bye_failed,
+            calls_abandoned,
+            dereg_abandoned,
             invite_3xx,
             invite_seer_effective,
             invite_ineffective,
