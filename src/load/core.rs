@@ -98,6 +98,12 @@ struct User {
     /// This registration attempt already sent AUTS: one more challenge round is allowed, and a
     /// second stale SQN is a failure rather than a loop.
     resync_sent: bool,
+    /// Nonce of the last challenge answered with credentials, and how many were answered in
+    /// this attempt: a new AKA challenge (or a `stale=true` one) after credentials is answered
+    /// again, at most three rounds, because Kamailio's S-CSCF may challenge afresh when the
+    /// answer outran the storing of its vector.
+    answered_nonce: String,
+    auth_rounds: u8,
     nc: NonceCounter,
     /// The user's USIM (AKA users): its SQN_MS moves with every challenge accepted.
     usim: Option<Usim>,
@@ -271,6 +277,8 @@ impl LoadCore {
                     started: now,
                     auth_sent: false,
                     resync_sent: false,
+                    answered_nonce: String::new(),
+                    auth_rounds: 0,
                     nc: NonceCounter::default(),
                     usim: id.aka.map(|a| Usim::new(a.keys, a.sqn)),
                     service_route: Vec::new(),
@@ -679,6 +687,8 @@ impl LoadCore {
         user.gen += 1;
         user.auth_sent = false;
         user.resync_sent = false;
+        user.auth_rounds = 0;
+        user.answered_nonce.clear();
         user.started = now;
         // A refresh or de-registration keeps the user Registered until its answer comes.
         if user.state != RegState::Registered {
@@ -740,12 +750,30 @@ impl LoadCore {
             return;
         }
         self.users[u as usize].txn = None;
+        let challenge = match code {
+            401 => msg.header(HeaderName::WwwAuthenticate),
+            407 => msg.header(HeaderName::ProxyAuthenticate),
+            _ => None,
+        }
+        .and_then(|h| Challenge::parse(h, code == 407).ok());
+        if let Some(ch) = &challenge {
+            let user = &mut self.users[u as usize];
+            let fresh = ch.nonce != user.answered_nonce && (ch.is_aka() || ch.stale);
+            if user.auth_sent && user.auth_rounds > 0 && user.auth_rounds < 3 && fresh {
+                user.auth_sent = false;
+                self.stats.counters.reg_extra_challenges += 1;
+            }
+        }
         if (code == 401 || code == 407) && !self.users[u as usize].auth_sent {
             let answer = self.answer_challenge(msg, code, u, "REGISTER", None, b"");
             let user = &mut self.users[u as usize];
             let authz = match answer {
                 Some(AuthAnswer::Credentials(a)) => {
                     user.auth_sent = true;
+                    user.auth_rounds += 1;
+                    if let Some(ch) = &challenge {
+                        user.answered_nonce.clone_from(&ch.nonce);
+                    }
                     Some(a)
                 }
                 Some(AuthAnswer::Resync(a)) => {

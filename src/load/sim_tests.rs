@@ -397,3 +397,66 @@ fn calls_left_open_at_the_drain_deadline_are_counted_as_abandoned() {
     assert_eq!(c.dereg_attempts, 20);
     assert_eq!(c.dereg_abandoned, 20);
 }
+
+/// Kamailio 5.6's S-CSCF may answer a correct AKA response with a fresh challenge (its vector
+/// was not stored yet when the answer came): the UE answers the new vector instead of giving
+/// up, at most three rounds, and counts the extra rounds. A repeated nonce is a rejection.
+#[test]
+fn aka_fresh_challenge_after_credentials_is_answered_again() {
+    use crate::sip::aka;
+    use crate::sip::builder::Writer;
+    use crate::sip::Message;
+    let keys = lab_keys();
+    let sub = aka_subscription(
+        "465b5ce8b199b49faa5f0a2ee238a6bc",
+        None,
+        Some("cd63cb71954a9f4e48a5994e37a02baf"),
+        Some("8000"),
+        Some("1000"),
+    )
+    .unwrap();
+    let pop = from_spec(&PatternSpec {
+        user: "+1555%06d",
+        first: 1,
+        count: 1,
+        domain: "ims.local",
+        password: "x",
+        impi: Some("00101%010d@ims.local"),
+        aka: Some(sub),
+    })
+    .unwrap();
+    let now = Instant::now();
+    let cfg = CoreConfig { cps: 0.0, ..cfg() };
+    let mut ue = LoadCore::new(cfg, SocketAddr::from(LOAD), pop, 0, now);
+    ue.start(now);
+    ue.handle_timeout(now);
+    let from = SocketAddr::from(TARGET);
+    let challenge = |ue: &mut LoadCore, nonce: &str| -> Option<String> {
+        let req = ue.poll_transmit()?.data;
+        let m = Message::parse(&req).unwrap();
+        let mut w = Writer::response_to(&m, 401, "Unauthorized", Some("t"));
+        w.header(
+            "WWW-Authenticate",
+            format_args!(
+                "Digest realm=\"ims.local\", nonce=\"{nonce}\", algorithm=AKAv1-MD5, qop=\"auth\""
+            ),
+        );
+        ue.handle_input(now, &w.finish(None, b""), from);
+        Some(String::from_utf8(req).unwrap())
+    };
+    let v1 = aka::generate(&keys, [1; 16], 0x1000 + 32).nonce();
+    let v2 = aka::generate(&keys, [2; 16], 0x1000 + 64).nonce();
+    let first = challenge(&mut ue, &v1).expect("initial REGISTER");
+    assert!(first.contains("nonce=\"\""));
+    let answered_v1 = challenge(&mut ue, &v2).expect("answer to the first vector");
+    assert!(answered_v1.contains(&v1));
+    let answered_v2 = challenge(&mut ue, &v2).expect("the fresh vector is answered again");
+    assert!(answered_v2.contains(&v2) && answered_v2.contains("response=\""));
+    // The same nonce once more: that is a rejection, not another round.
+    assert!(ue.poll_transmit().is_none(), "no fourth REGISTER");
+    let s = ue.take_stats();
+    assert_eq!(s.counters.reg_extra_challenges, 1);
+    assert_eq!(s.counters.reg_failed, 1);
+    assert_eq!(s.counters.reg_auth_rejected, 1);
+    assert_eq!(s.counters.reg_aka_mac_failures, 0);
+}

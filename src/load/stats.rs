@@ -26,6 +26,9 @@ pub struct Counters {
     pub reg_aka_mac_failures: u64,
     /// AKA challenges with an SQN out of range, answered with AUTS (re-synchronisation).
     pub reg_aka_resyncs: u64,
+    /// A fresh challenge after credentials were sent (new AKA vector or `stale=true`), answered
+    /// again rather than counted as a rejection.
+    pub reg_extra_challenges: u64,
     pub rereg_attempts: u64,
     pub rereg_ok: u64,
     pub rereg_failed: u64,
@@ -109,6 +112,7 @@ impl Counters {
             calls_completed,
             calls_bye_481,
             calls_bye_failed,
+            reg_extra_challenges,
             calls_abandoned,
             dereg_abandoned,
             invite_3xx,
