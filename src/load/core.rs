@@ -1144,17 +1144,20 @@ impl LoadCore {
         let Some(c) = self.calls.get_mut(k) else {
             return;
         };
-        if !c.srd_done && code > 100 {
+        let first_non100 = !c.srd_done && code > 100;
+        if first_non100 {
             c.srd_done = true;
             let d = now - c.first_invite;
             Delays::record(&mut self.stats.delays.srd, d);
         }
         if code < 200 {
-            if code > 100 && c.state == CallState::Inviting {
+            // Any provisional (100 from a proxy included) allows CANCEL; the call counts as
+            // ringing at its first provisional other than 100, whatever came before it.
+            if c.state == CallState::Inviting {
                 c.state = CallState::Early;
+            }
+            if first_non100 {
                 self.stats.counters.calls_ringing += 1;
-            } else if c.state == CallState::Inviting {
-                c.state = CallState::Early;
             }
             return;
         }
