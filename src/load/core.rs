@@ -52,6 +52,8 @@ enum Timer {
     Refresh(u32, u32),
     Dereg(u32, u32),
     RegRetry(u32, u32),
+    /// Send the REGISTER answering a repeated challenge (after a think time).
+    AuthAnswer(u32, u32),
     Hold(Key),
     InviteTimeout(Key),
     Cancel(Key),
@@ -104,6 +106,7 @@ struct User {
     /// answer outran the storing of its vector.
     answered_nonce: String,
     auth_rounds: u8,
+    pending_authz: Option<String>,
     nc: NonceCounter,
     /// The user's USIM (AKA users): its SQN_MS moves with every challenge accepted.
     usim: Option<Usim>,
@@ -279,6 +282,7 @@ impl LoadCore {
                     resync_sent: false,
                     answered_nonce: String::new(),
                     auth_rounds: 0,
+                    pending_authz: None,
                     nc: NonceCounter::default(),
                     usim: id.aka.map(|a| Usim::new(a.keys, a.sqn)),
                     service_route: Vec::new(),
@@ -470,6 +474,14 @@ impl LoadCore {
             Timer::Dereg(u, gen) => {
                 if self.users[u as usize].gen == gen {
                     self.register(now, u, RegKind::Deregister);
+                }
+            }
+            Timer::AuthAnswer(u, gen) => {
+                let user = &mut self.users[u as usize];
+                if user.gen == gen {
+                    if let Some(a) = user.pending_authz.take() {
+                        self.send_register_with(now, u, a);
+                    }
                 }
             }
             Timer::RegRetry(u, gen) => {
@@ -744,6 +756,13 @@ impl LoadCore {
         w.finish(None, b"")
     }
 
+    fn send_register_with(&mut self, now: Instant, u: u32, authz: String) {
+        let key = self.txns.next_key();
+        let req = self.register_request(u, key, Some(authz));
+        self.users[u as usize].txn = Some(key);
+        self.start_txn(now, key, req, Method::Register, Owner::Register(u));
+    }
+
     fn reg_response(&mut self, now: Instant, u: u32, msg: &Message<'_>, code: u16) {
         let kind = self.users[u as usize].kind;
         if code < 200 {
@@ -793,10 +812,18 @@ impl LoadCore {
                 None => None,
             };
             if let Some(authz) = authz {
-                let key = self.txns.next_key();
-                let req = self.register_request(u, key, Some(authz));
-                self.users[u as usize].txn = Some(key);
-                self.start_txn(now, key, req, Method::Register, Owner::Register(u));
+                let round = self.users[u as usize].auth_rounds;
+                if round >= 2 {
+                    // A repeated challenge: the network answered too fast for itself once
+                    // already. Take a USIM's think time (20 ms per extra round) before answering.
+                    let user = &mut self.users[u as usize];
+                    user.pending_authz = Some(authz);
+                    let gen = user.gen;
+                    let at = now + Duration::from_millis(20 * u64::from(round - 1));
+                    self.arm(at, Timer::AuthAnswer(u, gen));
+                } else {
+                    self.send_register_with(now, u, authz);
+                }
                 return;
             }
         }

@@ -450,6 +450,12 @@ fn aka_fresh_challenge_after_credentials_is_answered_again() {
     assert!(first.contains("nonce=\"\""));
     let answered_v1 = challenge(&mut ue, &v2).expect("answer to the first vector");
     assert!(answered_v1.contains(&v1));
+    // The repeated challenge is answered after a think time, not at once.
+    assert!(
+        ue.poll_transmit().is_none(),
+        "answer waits for its think time"
+    );
+    ue.handle_timeout(now + Duration::from_millis(20));
     let answered_v2 = challenge(&mut ue, &v2).expect("the fresh vector is answered again");
     assert!(answered_v2.contains(&v2) && answered_v2.contains("response=\""));
     // The same nonce once more: that is a rejection, not another round.
