@@ -1240,7 +1240,14 @@ impl LoadCore {
     }
 
     fn invite_answered(&mut self, now: Instant, k: Key, msg: &Message<'_>) {
-        let via_branch_key = self.txns.next_key();
+        // ACK for 2xx is its own transaction with a new branch (RFC 3261 §13.2.2.4). Nothing
+        // answers an ACK, so the branch only has to be unique: the next transaction slot with a
+        // generation no transaction will reach.
+        let tk = self.txns.next_key();
+        let via = self.via(&self.ids.branch(Key {
+            slot: tk.slot,
+            gen: u32::MAX - tk.gen,
+        }));
         let c = self.calls.get_mut(k).expect("present");
         // A 200 that crossed our CANCEL: the call is up, so ACK it and end it with BYE at once.
         let cancelling = c.state == CallState::Cancelling;
@@ -1249,17 +1256,6 @@ impl LoadCore {
         let mut d = Dialog::from_uac_response(msg, &c.from, &c.local_tag, &c.to, c.cseq);
         c.answered_at = Some(now);
         c.state = CallState::Confirmed;
-        // ACK for 2xx is its own transaction with a new branch (RFC 3261 §13.2.2.4).
-        let branch = self.ids.branch(Key {
-            slot: via_branch_key.slot,
-            gen: u32::MAX - via_branch_key.gen,
-        });
-        let via = format!(
-            "SIP/2.0/{} {};branch={};rport",
-            self.cfg.transport.via(),
-            self.via_host,
-            branch
-        );
         let cseq = c.cseq;
         let ack = d.request("ACK", &via, Some(cseq)).finish(None, b"");
         c.dialog = Some(d);
@@ -1384,7 +1380,7 @@ impl LoadCore {
         }
     }
 
-    fn end_call(&mut self, _now: Instant, k: Key) {
+    fn end_call(&mut self, now: Instant, k: Key) {
         if let Some(c) = self.calls.remove(k) {
             if let Some(t) = c.invite_txn {
                 // keep the INVITE transaction only if it is absorbing retransmissions
@@ -1398,11 +1394,11 @@ impl LoadCore {
             }
         }
         if self.phase == Phase::Draining {
-            self.check_drained(_now);
+            self.check_drained(now);
         } else if self.phase == Phase::Deregistering {
             self.check_deregistered();
         } else {
-            self.check_calling_done(_now);
+            self.check_calling_done(now);
         }
     }
 
