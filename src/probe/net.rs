@@ -433,19 +433,23 @@ mod tests {
         }
         assert!(wait_readable(s.as_raw_fd(), 1000).unwrap());
         let mut got = Vec::new();
-        let mut last = (0, 0);
+        let mut stamps = Vec::new();
         while got.len() < 6 {
             let n = b.recv(&s).unwrap();
             assert!(n > 0 && n <= 4);
             for i in 0..n {
                 let (d, stamp) = b.get(i);
                 assert_eq!(d.len(), 16, "truncated to the slot");
-                let stamp = stamp.expect("kernel stamp per datagram");
-                assert!(stamp >= last, "stamps in arrival order");
-                last = stamp;
+                let (sec, nsec) = stamp.expect("kernel stamp per datagram");
+                stamps.push(sec as i128 * 1_000_000_000 + nsec as i128);
                 got.push(d[0]);
             }
         }
+        // Each datagram carries its own stamp, but their order is not something the kernel
+        // promises across CPUs: once, in a full-suite run on this 2-core machine, a stamp came
+        // out earlier than its predecessor's. So: all six stamps close together (1 ms).
+        let (lo, hi) = (stamps.iter().min().unwrap(), stamps.iter().max().unwrap());
+        assert!(hi - lo < 1_000_000, "stamps span {} ns", hi - lo);
         assert_eq!(got, vec![0, 1, 2, 3, 4, 5]);
     }
 }
