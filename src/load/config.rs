@@ -34,6 +34,86 @@ pub enum ByeBy {
     Callee,
 }
 
+/// What one scenario attempt is. Attempts arrive at the run's rate; each draws its scenario
+/// from the [`Mix`] (IMS Bench SIPp / TS 186 008 style traffic sets).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    /// INVITE/180/200/ACK, hold, BYE between two registered users.
+    Call,
+    /// Initial REGISTER of a user who is not registered.
+    Register,
+    /// Refresh of a registered user's registration, now.
+    Reregister,
+    /// De-registration (Expires: 0) of a registered user.
+    Deregister,
+    /// Page-mode MESSAGE (RFC 3428) from one registered user to another.
+    Message,
+    /// OPTIONS from one registered user to another (capability query).
+    Options,
+}
+
+/// Shares of each scenario among attempts (they add up to 1).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Mix {
+    pub call: f64,
+    pub register: f64,
+    pub reregister: f64,
+    pub deregister: f64,
+    pub message: f64,
+    pub options: f64,
+}
+
+impl Default for Mix {
+    fn default() -> Self {
+        Mix {
+            call: 1.0,
+            register: 0.0,
+            reregister: 0.0,
+            deregister: 0.0,
+            message: 0.0,
+            options: 0.0,
+        }
+    }
+}
+
+impl Mix {
+    fn shares(&self) -> [(Scenario, f64); 6] {
+        [
+            (Scenario::Call, self.call),
+            (Scenario::Register, self.register),
+            (Scenario::Reregister, self.reregister),
+            (Scenario::Deregister, self.deregister),
+            (Scenario::Message, self.message),
+            (Scenario::Options, self.options),
+        ]
+    }
+
+    /// The scenario for a uniform draw `x` in [0, 1).
+    pub fn pick(&self, x: f64) -> Scenario {
+        let total: f64 = self.shares().iter().map(|s| s.1).sum();
+        let mut acc = 0.0;
+        let x = x * total;
+        let mut last = Scenario::Call;
+        for (sc, share) in self.shares() {
+            if share <= 0.0 {
+                continue;
+            }
+            acc += share;
+            last = sc;
+            if x < acc {
+                return sc;
+            }
+        }
+        last
+    }
+
+    /// Only calls: the classic SIPp-like run, where the rate is calls per second.
+    pub fn calls_only(&self) -> bool {
+        self.call > 0.0 && self.shares()[1..].iter().all(|s| s.1 <= 0.0)
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct CoreConfig {
     /// Where every request goes first (the P-CSCF, or the outbound proxy).
@@ -48,19 +128,26 @@ pub struct CoreConfig {
     pub expires: u32,
     /// Initial registrations per second (this worker's share).
     pub reg_rate: f64,
+    /// Share of the users registered before the first scenario attempt (0..=1); the others
+    /// wait for `register` attempts of the mix.
+    pub preregistered: f64,
     /// Try a failed registration again after this long.
     pub reg_retry: Option<Duration>,
-    /// Call attempts per second (this worker's share). 0 = no calls.
+    /// Scenario attempts per second (this worker's share); with the default mix (calls only)
+    /// that is calls per second. 0 = none. The runner may change it during the run.
     pub cps: f64,
+    /// What each attempt is.
+    pub mix: Mix,
     pub arrival: Arrival,
     /// Concurrent outgoing calls at most (this worker's share).
     pub max_calls: usize,
-    /// Stop offering calls after this many (this worker's share), like `sipp -m`.
+    /// Stop offering attempts after this many (this worker's share), like `sipp -m`.
     pub max_total_calls: Option<u64>,
     pub hold: Duration,
     pub hold_dist: DurationDist,
     /// Time the answering side rings (180) before it answers (200).
     pub ring: Duration,
+    pub ring_dist: DurationDist,
     /// CANCEL a call that has rung this long without a final answer.
     pub invite_timeout: Duration,
     pub bye_by: ByeBy,
@@ -85,14 +172,17 @@ impl Default for CoreConfig {
             register: true,
             expires: 600,
             reg_rate: 100.0,
+            preregistered: 1.0,
             reg_retry: None,
             cps: 10.0,
+            mix: Mix::default(),
             arrival: Arrival::Constant,
             max_calls: 10_000,
             max_total_calls: None,
             hold: Duration::from_secs(5),
             hold_dist: DurationDist::Fixed,
             ring: Duration::ZERO,
+            ring_dist: DurationDist::Fixed,
             invite_timeout: Duration::from_secs(30),
             bye_by: ByeBy::Caller,
             fixed_ruri: None,
@@ -101,5 +191,35 @@ impl Default for CoreConfig {
             user_agent: concat!("imsload/", env!("CARGO_PKG_VERSION")).into(),
             seed: 1,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mix_picks_by_share() {
+        let m = Mix {
+            call: 0.5,
+            message: 0.25,
+            options: 0.25,
+            ..Mix::default()
+        };
+        assert_eq!(m.pick(0.0), Scenario::Call);
+        assert_eq!(m.pick(0.49), Scenario::Call);
+        assert_eq!(m.pick(0.5), Scenario::Message);
+        assert_eq!(m.pick(0.74), Scenario::Message);
+        assert_eq!(m.pick(0.99), Scenario::Options);
+        assert!(!m.calls_only());
+        assert!(Mix::default().calls_only());
+        // Zero shares are never picked, even at the edges.
+        let only_msg = Mix {
+            call: 0.0,
+            message: 1.0,
+            ..Mix::default()
+        };
+        assert_eq!(only_msg.pick(0.0), Scenario::Message);
+        assert_eq!(only_msg.pick(0.999_999), Scenario::Message);
     }
 }

@@ -4,11 +4,13 @@
 //!
 //! Driven by [`super::runner`] over real sockets, and by unit tests under a virtual clock.
 //!
-//! Life of a run: `Registering` (initial REGISTERs at `reg_rate`) → `Calling` (open-loop call
-//! arrivals at `cps`, re-REGISTER before expiry) → `Draining` (no new calls; established calls
-//! are ended with BYE, early ones CANCELled) → `Deregistering` (Expires: 0) → `Done`.
+//! Life of a run: `Registering` (initial REGISTERs at `reg_rate` for the pre-registered share)
+//! → `Calling` (open-loop scenario arrivals at a rate the runner may change at any time, each
+//! drawn from the mix: call, MESSAGE, OPTIONS, register, re-register, de-register; re-REGISTER
+//! before expiry) → `Draining` (no new attempts; established calls are ended with BYE, early
+//! ones CANCELled) → `Deregistering` (Expires: 0) → `Done`.
 
-use super::config::{ByeBy, CoreConfig, DurationDist};
+use super::config::{ByeBy, CoreConfig, DurationDist, Scenario};
 use super::population::Identity;
 use super::stats::{Delays, Interval};
 use crate::sip::aka::{self, AkaError, Usim};
@@ -57,7 +59,9 @@ enum Timer {
     Hold(Key),
     InviteTimeout(Key),
     Cancel(Key),
-    NextCall,
+    /// The next scenario arrival; the number is the arrival schedule's generation, bumped when
+    /// the rate changes so that a superseded timer does nothing.
+    NextArrival(u32),
     NextReg,
     UasAnswer(Key),
     UasRetransmit(Key),
@@ -131,6 +135,20 @@ enum Owner {
     Invite(Key),
     Bye(Key),
     UasBye(Key),
+    /// A MESSAGE or OPTIONS scenario (a lone non-INVITE transaction).
+    Nit(Key),
+}
+
+/// A MESSAGE or OPTIONS in flight: enough to answer a challenge and to time it.
+struct NitReq {
+    sender: u32,
+    ruri: String,
+    method: Method,
+    call_id: String,
+    from_tag: String,
+    cseq: u32,
+    started: Instant,
+    auth_sent: bool,
 }
 
 struct Txn {
@@ -211,6 +229,7 @@ pub struct LoadCore {
     user_by_name: HashMap<String, u32>,
     txns: Slab<Txn>,
     calls: Slab<Call>,
+    nits: Slab<NitReq>,
     uas: Slab<UasCall>,
     uas_by_call_id: HashMap<String, Key>,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
@@ -219,7 +238,14 @@ pub struct LoadCore {
     phase: Phase,
     phase_started: Instant,
     next_reg_user: usize,
+    /// Users registered in the `Registering` phase (the pre-registered share).
+    prereg_count: usize,
     initial_pending: usize,
+    /// Current scenario attempt rate (per second, this worker).
+    rate: f64,
+    arrival_gen: u32,
+    /// When the last arrival was due (constant arrivals keep their spacing across rate changes).
+    last_arrival: Instant,
     next_call_at: Instant,
     /// End of the call phase (exclusive): arrivals at or after it are not offered.
     calls_until: Option<Instant>,
@@ -293,8 +319,18 @@ impl LoadCore {
             })
             .collect();
         let sdp_offer = sdp(&local.ip().to_string(), 1, 40000);
+        let prereg_count = if cfg.register {
+            ((users.len() as f64 * cfg.preregistered.clamp(0.0, 1.0)).round() as usize)
+                .min(users.len())
+        } else {
+            0
+        };
         LoadCore {
-            initial_pending: if cfg.register { users.len() } else { 0 },
+            initial_pending: prereg_count,
+            prereg_count,
+            rate: cfg.cps,
+            arrival_gen: 0,
+            last_arrival: now,
             cfg,
             local,
             via_host,
@@ -305,6 +341,7 @@ impl LoadCore {
             user_by_name,
             txns: Slab::default(),
             calls: Slab::default(),
+            nits: Slab::default(),
             uas: Slab::default(),
             uas_by_call_id: HashMap::new(),
             timers: BinaryHeap::new(),
@@ -329,7 +366,7 @@ impl LoadCore {
     /// scheduling lag.
     pub fn start(&mut self, now: Instant) {
         self.phase_started = now;
-        if self.cfg.register && !self.users.is_empty() {
+        if self.prereg_count > 0 {
             self.arm(now, Timer::NextReg);
         } else {
             self.enter_calling(now);
@@ -343,6 +380,41 @@ impl LoadCore {
 
     pub fn phase(&self) -> Phase {
         self.phase
+    }
+
+    /// The scenario attempt rate now in force (per second).
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    /// Changes the scenario attempt rate from `now` on (what profiles' phases do). The arrival
+    /// process goes on seamlessly: constant arrivals keep their last arrival and take the new
+    /// spacing from it; Poisson arrivals are memoryless, so the next gap is drawn afresh.
+    pub fn set_rate(&mut self, now: Instant, rate: f64) {
+        let rate = if rate.is_finite() { rate.max(0.0) } else { 0.0 };
+        if rate == self.rate {
+            return;
+        }
+        self.rate = rate;
+        if self.phase == Phase::Calling {
+            self.schedule_arrivals(now);
+        }
+    }
+
+    /// (Re)starts the arrival schedule at the current rate; earlier arrival timers lapse.
+    fn schedule_arrivals(&mut self, now: Instant) {
+        self.arrival_gen = self.arrival_gen.wrapping_add(1);
+        if self.rate <= 0.0 {
+            return;
+        }
+        let next = match self.cfg.arrival {
+            super::config::Arrival::Constant => (self.last_arrival + self.arrival_gap()).max(now),
+            super::config::Arrival::Poisson => now + self.arrival_gap(),
+        };
+        self.next_call_at = next;
+        if self.calls_until.is_none_or(|end| next < end) {
+            self.arm(next, Timer::NextArrival(self.arrival_gen));
+        }
     }
     pub fn is_done(&self) -> bool {
         self.phase == Phase::Done
@@ -462,7 +534,11 @@ impl LoadCore {
                 self.note_lag(now, at);
                 self.next_registration(now, at)
             }
-            Timer::NextCall => self.next_calls(now, at),
+            Timer::NextArrival(gen) => {
+                if gen == self.arrival_gen {
+                    self.next_arrivals(now)
+                }
+            }
             Timer::Refresh(u, gen) => {
                 if self.users[u as usize].gen == gen
                     && self.users[u as usize].state == RegState::Registered
@@ -559,13 +635,16 @@ impl LoadCore {
         self.phase = Phase::Calling;
         self.calling_span.0 = Some(now);
         self.phase_started = now;
-        self.next_call_at = now;
-        if self.cfg.cps > 0.0 {
-            self.arm(now, Timer::NextCall);
-        }
         if let Some(d) = self.cfg.duration {
             self.calls_until = Some(now + d);
             self.arm(now + d, Timer::PhaseEnd);
+        }
+        // The first arrival is due at once.
+        self.next_call_at = now;
+        self.last_arrival = now;
+        self.arrival_gen = self.arrival_gen.wrapping_add(1);
+        if self.rate > 0.0 {
+            self.arm(now, Timer::NextArrival(self.arrival_gen));
         }
         self.check_calling_done(now);
     }
@@ -676,14 +755,14 @@ impl LoadCore {
         // Send every registration that is due (a late wake-up catches up, open loop).
         let interval = Duration::from_secs_f64(1.0 / self.cfg.reg_rate.max(0.001));
         let mut due = at;
-        while self.next_reg_user < self.users.len() && due <= now {
+        while self.next_reg_user < self.prereg_count && due <= now {
             let u = self.next_reg_user as u32;
             self.next_reg_user += 1;
             self.stats.counters.reg_attempts += 1;
             self.register(now, u, RegKind::Initial);
             due += interval;
         }
-        if self.next_reg_user < self.users.len() {
+        if self.next_reg_user < self.prereg_count {
             self.arm(due, Timer::NextReg);
         }
     }
@@ -990,12 +1069,12 @@ impl LoadCore {
 
     // ---------------------------------------------------------------- calls (UAC)
 
-    fn next_calls(&mut self, now: Instant, at: Instant) {
-        if self.phase != Phase::Calling {
+    fn next_arrivals(&mut self, now: Instant) {
+        if self.phase != Phase::Calling || self.rate <= 0.0 {
             return;
         }
-        let mut due = at.max(self.next_call_at);
-        // Place every call that is due: a late wake-up must not lower the offered rate.
+        let mut due = self.next_call_at;
+        // Start every attempt that is due: a late wake-up must not lower the offered rate.
         let mut placed = 0;
         while due <= now && placed < 10_000 && self.calls_until.is_none_or(|end| due < end) {
             if self
@@ -1008,19 +1087,73 @@ impl LoadCore {
             }
             self.note_lag(now, due);
             self.calls_offered += 1;
-            self.stats.counters.calls_offered += 1;
-            self.offer_call(now, due);
+            self.stats.counters.scenarios_offered += 1;
+            self.last_arrival = due;
+            let scenario = self.cfg.mix.pick(self.rng.random());
+            self.start_scenario(now, due, scenario);
             placed += 1;
             due += self.arrival_gap();
         }
         self.next_call_at = due;
         if self.calls_until.is_none_or(|end| due < end) {
-            self.arm(due.max(now), Timer::NextCall);
+            self.arm(due.max(now), Timer::NextArrival(self.arrival_gen));
         }
     }
 
+    fn start_scenario(&mut self, now: Instant, due: Instant, scenario: Scenario) {
+        match scenario {
+            Scenario::Call => {
+                self.stats.counters.calls_offered += 1;
+                self.offer_call(now, due);
+            }
+            Scenario::Register => match self.pick_unregistered() {
+                Some(u) => {
+                    self.stats.counters.reg_attempts += 1;
+                    self.register(now, u, RegKind::Initial);
+                }
+                None => self.stats.counters.scenarios_unplaced += 1,
+            },
+            Scenario::Reregister | Scenario::Deregister => {
+                let n = self.registered.len();
+                if n == 0 {
+                    self.stats.counters.scenarios_unplaced += 1;
+                    return;
+                }
+                let u = self.registered[self.rng.random_range(0..n)];
+                let kind = if scenario == Scenario::Reregister {
+                    RegKind::Refresh
+                } else {
+                    RegKind::Deregister
+                };
+                self.register(now, u, kind);
+            }
+            Scenario::Message => self.send_nit(now, Method::Message),
+            Scenario::Options => self.send_nit(now, Method::Options),
+        }
+    }
+
+    /// A user with no registration and none under way, for `register` attempts. Random probes
+    /// keep this O(1) however large the population; when they miss, the attempt is unplaced
+    /// (and counted), which only happens when nearly everyone is registered.
+    fn pick_unregistered(&mut self) -> Option<u32> {
+        if self.users.is_empty() || !self.cfg.register {
+            return None;
+        }
+        for _ in 0..16 {
+            let u = self.rng.random_range(0..self.users.len());
+            let user = &self.users[u];
+            if user.state != RegState::Registered
+                && user.state != RegState::Pending
+                && user.txn.is_none()
+            {
+                return Some(u as u32);
+            }
+        }
+        None
+    }
+
     fn arrival_gap(&mut self) -> Duration {
-        let mean = 1.0 / self.cfg.cps;
+        let mean = 1.0 / self.rate.max(1e-9);
         let secs = match self.cfg.arrival {
             super::config::Arrival::Constant => mean,
             super::config::Arrival::Poisson => -mean * (1.0 - self.rng.random::<f64>()).ln(),
@@ -1295,6 +1428,117 @@ impl LoadCore {
         self.start_txn(now, tk, req, Method::Bye, Owner::Bye(k));
     }
 
+    // ---------------------------------------------------------------- MESSAGE / OPTIONS
+
+    /// Starts a MESSAGE or OPTIONS scenario between two registered users, routed like a call
+    /// (the sender's Service-Route, then the P-CSCF), answered by our own answering side.
+    fn send_nit(&mut self, now: Instant, method: Method) {
+        let n = self.registered.len();
+        if n < 2 {
+            self.stats.counters.scenarios_unplaced += 1;
+            return;
+        }
+        let a = self.rng.random_range(0..n);
+        let mut b = self.rng.random_range(0..n - 1);
+        if b >= a {
+            b += 1;
+        }
+        let (ua, ub) = (self.registered[a], self.registered[b]);
+        let key = self.nits.next_key();
+        let r = NitReq {
+            sender: ua,
+            ruri: self.users[ub as usize].id.uri(),
+            method,
+            call_id: self.ids.call_id('m', key, &self.local.ip().to_string()),
+            from_tag: ids::token(&mut self.rng),
+            cseq: 0,
+            started: now,
+            auth_sent: false,
+        };
+        let inserted = self.nits.insert(r);
+        debug_assert_eq!(inserted, key);
+        let c = &mut self.stats.counters;
+        match method {
+            Method::Message => c.msg_attempts += 1,
+            _ => c.opt_attempts += 1,
+        }
+        self.send_nit_request(now, key, None);
+    }
+
+    fn send_nit_request(&mut self, now: Instant, k: Key, authz: Option<String>) {
+        let tk = self.txns.next_key();
+        let via = self.via(&self.ids.branch(tk));
+        let Some(r) = self.nits.get_mut(k) else {
+            return;
+        };
+        r.cseq += 1;
+        let user = &self.users[r.sender as usize];
+        let method = r.method;
+        let mut w = Writer::request(method.as_str(), &r.ruri);
+        w.header("Via", &via);
+        for route in &user.service_route {
+            w.header("Route", route);
+        }
+        w.header("Max-Forwards", 70);
+        w.header("From", format_args!("{};tag={}", user.uri, r.from_tag));
+        w.header("To", format_args!("<{}>", r.ruri));
+        w.header("Call-ID", &r.call_id);
+        w.header("CSeq", format_args!("{} {}", r.cseq, method.as_str()));
+        w.header("User-Agent", &self.cfg.user_agent);
+        if let Some(a) = authz {
+            w.line(&a);
+        }
+        let req = if method == Method::Message {
+            w.finish(Some("text/plain"), b"imsload page-mode message")
+        } else {
+            w.header("Accept", "application/sdp");
+            w.finish(None, b"")
+        };
+        self.start_txn(now, tk, req, method, Owner::Nit(k));
+    }
+
+    fn nit_response(&mut self, now: Instant, k: Key, msg: &Message<'_>, code: u16) {
+        if code < 200 {
+            return;
+        }
+        let Some(r) = self.nits.get(k) else { return };
+        let (method, sender, auth_sent, ruri) = (r.method, r.sender, r.auth_sent, r.ruri.clone());
+        if (code == 401 || code == 407) && !auth_sent {
+            if let Some(AuthAnswer::Credentials(a)) =
+                self.answer_challenge(msg, code, sender, method.as_str(), Some(&ruri), b"")
+            {
+                self.nits.get_mut(k).expect("present").auth_sent = true;
+                self.send_nit_request(now, k, Some(a));
+                return;
+            }
+        }
+        let r = self.nits.remove(k).expect("present");
+        let ok = (200..300).contains(&code);
+        let (c, h) = match method {
+            Method::Message => (
+                [
+                    &mut self.stats.counters.msg_ok,
+                    &mut self.stats.counters.msg_failed,
+                ],
+                &mut self.stats.delays.message,
+            ),
+            _ => (
+                [
+                    &mut self.stats.counters.opt_ok,
+                    &mut self.stats.counters.opt_failed,
+                ],
+                &mut self.stats.delays.options,
+            ),
+        };
+        let [ok_count, failed_count] = c;
+        if ok {
+            *ok_count += 1;
+            Delays::record(h, now - r.started);
+        } else {
+            *failed_count += 1;
+        }
+    }
+
     fn bye_response(&mut self, now: Instant, k: Key, code: u16) {
         if code < 200 {
             return;
@@ -1429,6 +1673,15 @@ impl LoadCore {
                 self.end_call(now, k);
             }
             Owner::UasBye(k) => self.uas_end(now, k, None),
+            Owner::Nit(k) => {
+                if let Some(r) = self.nits.remove(k) {
+                    let c = &mut self.stats.counters;
+                    match r.method {
+                        Method::Message => c.msg_timeouts += 1,
+                        _ => c.opt_timeouts += 1,
+                    }
+                }
+            }
         }
     }
 
@@ -1509,6 +1762,7 @@ impl LoadCore {
             Owner::Invite(k) => Owner::Invite(*k),
             Owner::Bye(k) => Owner::Bye(*k),
             Owner::UasBye(k) => Owner::UasBye(*k),
+            Owner::Nit(k) => Owner::Nit(*k),
         };
         let done = t.ct.state == State::Terminated;
         if done {
@@ -1525,6 +1779,7 @@ impl LoadCore {
                     self.uas_end(now, k, Some(code));
                 }
             }
+            Owner::Nit(k) => self.nit_response(now, k, msg, code),
         }
     }
 
@@ -1678,7 +1933,7 @@ impl LoadCore {
         });
         self.uas_by_call_id.insert(call_id.to_string(), key);
         self.uas_send(key, 180, None);
-        let ring = self.sample(self.cfg.ring, DurationDist::Fixed);
+        let ring = self.sample(self.cfg.ring, self.cfg.ring_dist);
         if ring.is_zero() {
             self.uas_answer(now, key);
         } else {

@@ -466,3 +466,102 @@ fn aka_fresh_challenge_after_credentials_is_answered_again() {
     assert_eq!(s.counters.reg_auth_rejected, 1);
     assert_eq!(s.counters.reg_aka_mac_failures, 0);
 }
+
+#[test]
+fn scenario_mix_runs_every_kind_and_books_each() {
+    use super::config::Mix;
+    let mut net = Net::new(
+        CoreConfig {
+            cps: 20.0,
+            duration: None,
+            preregistered: 0.5,
+            mix: Mix {
+                call: 0.3,
+                register: 0.1,
+                reregister: 0.1,
+                deregister: 0.1,
+                message: 0.2,
+                options: 0.2,
+            },
+            ..cfg()
+        },
+        40,
+        "pw_%u",
+    );
+    // Pre-registration of 20 users at 50/s takes 0.4 s; then 10 s of attempts at 20/s.
+    net.run(Duration::from_millis(10_350));
+    let mid = net.totals.counters.clone();
+    assert_eq!(mid.scenarios_offered, 200);
+    assert_eq!(
+        mid.calls_offered
+            + mid.msg_attempts
+            + mid.opt_attempts
+            + (mid.reg_attempts - 20)
+            + mid.rereg_attempts
+            + mid.dereg_attempts
+            + mid.scenarios_unplaced,
+        mid.scenarios_offered,
+        "every attempt is one scenario, booked once"
+    );
+    let now = net.now;
+    net.load.stop(now);
+    net.run(Duration::from_secs(60));
+    let c = &net.totals.counters;
+    assert_eq!(net.load.phase(), Phase::Done);
+    // Half the population registered first; the mix's register attempts add more.
+    assert!(c.reg_attempts > 30, "{}", c.reg_attempts);
+    assert!(c.msg_attempts > 20 && c.opt_attempts > 20, "{c:?}");
+    assert_eq!(c.msg_ok, c.msg_attempts, "every MESSAGE answered 200");
+    assert_eq!(c.opt_ok, c.opt_attempts);
+    assert!(
+        mid.rereg_attempts > 5 && c.rereg_ok == c.rereg_attempts,
+        "{c:?}"
+    );
+    // Mid-run de-registrations plus the final ones, all answered.
+    assert!(
+        mid.dereg_attempts > 5 && c.dereg_ok == c.dereg_attempts,
+        "{c:?}"
+    );
+    assert_eq!(net.totals.delays.message.len(), c.msg_ok);
+    assert_eq!(net.target.registered(net.now), 0);
+}
+
+#[test]
+fn rate_changes_take_effect_at_once_and_keep_the_spacing() {
+    let mut net = Net::new(
+        CoreConfig {
+            cps: 10.0,
+            duration: None,
+            hold: Duration::from_millis(200),
+            ..cfg()
+        },
+        20,
+        "pw_%u",
+    );
+    // Registration of 20 users at 50/s takes 0.4 s; then 10/s for 2 s.
+    net.run(Duration::from_millis(2400));
+    let first = net.totals.counters.scenarios_offered;
+    assert!((19..=21).contains(&first), "{first}");
+    let now = net.now;
+    net.load.set_rate(now, 50.0);
+    net.run(Duration::from_secs(2));
+    let second = net.totals.counters.scenarios_offered - first;
+    assert!((99..=101).contains(&second), "{second} at 50/s for 2 s");
+    let now = net.now;
+    net.load.set_rate(now, 0.0);
+    net.run(Duration::from_secs(2));
+    assert_eq!(net.totals.counters.scenarios_offered, first + second);
+    // Slow rates still fire when they change every second (constant spacing is kept).
+    for _ in 0..4 {
+        let now = net.now;
+        let r = net.load.rate();
+        net.load.set_rate(now, if r == 0.6 { 0.7 } else { 0.6 });
+        net.run(Duration::from_secs(1));
+    }
+    let slow = net.totals.counters.scenarios_offered - first - second;
+    assert!((2..=3).contains(&slow), "{slow} arrivals in 4 s at ~0.65/s");
+    let now = net.now;
+    net.load.stop(now);
+    net.run(Duration::from_secs(30));
+    assert_eq!(net.load.phase(), Phase::Done);
+}

@@ -35,6 +35,11 @@ pub struct Counters {
     pub dereg_attempts: u64,
     pub dereg_ok: u64,
     pub dereg_failed: u64,
+    /// Scenario attempts the open-loop scheduler asked for (all kinds; calls among them).
+    pub scenarios_offered: u64,
+    /// Re-/de-/registration, MESSAGE or OPTIONS attempts not started: no suitable user (e.g.
+    /// nobody unregistered for a `register` attempt, fewer than two registered users).
+    pub scenarios_unplaced: u64,
     /// Calls the open-loop scheduler asked for.
     pub calls_offered: u64,
     /// Offered but not placed: `--max-calls` were already up.
@@ -68,6 +73,16 @@ pub struct Counters {
     pub uas_answered: u64,
     pub uas_byes: u64,
     pub uas_cancels: u64,
+    /// MESSAGE scenarios: sent, answered 2xx, other final, no final response in 64·T1.
+    pub msg_attempts: u64,
+    pub msg_ok: u64,
+    pub msg_failed: u64,
+    pub msg_timeouts: u64,
+    /// OPTIONS scenarios, likewise.
+    pub opt_attempts: u64,
+    pub opt_ok: u64,
+    pub opt_failed: u64,
+    pub opt_timeouts: u64,
     /// Our own retransmissions (Timer A/E, 2xx retransmits). Not the target's losses.
     pub retransmits: u64,
     /// Retransmitted responses and requests we absorbed.
@@ -100,6 +115,8 @@ impl Counters {
             dereg_attempts,
             dereg_ok,
             dereg_failed,
+            scenarios_offered,
+            scenarios_unplaced,
             calls_offered,
             calls_limited,
             calls_unplaced,
@@ -122,6 +139,14 @@ impl Counters {
             uas_answered,
             uas_byes,
             uas_cancels,
+            msg_attempts,
+            msg_ok,
+            msg_failed,
+            msg_timeouts,
+            opt_attempts,
+            opt_ok,
+            opt_failed,
+            opt_timeouts,
             retransmits,
             duplicates_received,
             stray_responses,
@@ -148,6 +173,10 @@ pub struct Delays {
     pub sdt: Histogram<u64>,
     /// Lag of the generator's own schedule (call arrivals, registrations).
     pub sched_lag: Histogram<u64>,
+    /// MESSAGE sent → its final response (the non-INVITE analogue of SRD).
+    pub message: Histogram<u64>,
+    /// OPTIONS sent → its final response.
+    pub options: Histogram<u64>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -164,6 +193,8 @@ impl Default for Delays {
             sdd: histogram(),
             sdt: histogram(),
             sched_lag: histogram(),
+            message: histogram(),
+            options: histogram(),
         }
     }
 }
@@ -178,7 +209,7 @@ impl Delays {
             let _ = a.add(b);
         }
     }
-    fn all(&self) -> [&Histogram<u64>; 6] {
+    fn all(&self) -> [&Histogram<u64>; 8] {
         [
             &self.rrd,
             &self.srd,
@@ -186,9 +217,11 @@ impl Delays {
             &self.sdd,
             &self.sdt,
             &self.sched_lag,
+            &self.message,
+            &self.options,
         ]
     }
-    fn all_mut(&mut self) -> [&mut Histogram<u64>; 6] {
+    fn all_mut(&mut self) -> [&mut Histogram<u64>; 8] {
         [
             &mut self.rrd,
             &mut self.srd,
@@ -196,6 +229,8 @@ impl Delays {
             &mut self.sdd,
             &mut self.sdt,
             &mut self.sched_lag,
+            &mut self.message,
+            &mut self.options,
         ]
     }
     pub fn reset(&mut self) {
