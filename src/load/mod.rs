@@ -1,13 +1,16 @@
 //! The load engine behind `imsload`.
 //!
 //! - [`population`]: who the users are (pattern or CSV).
-//! - [`config`]: the settings of one worker.
+//! - [`config`]: the settings of one worker, the scenario mix.
+//! - [`control`]: the rate of each second: a profile's plan with thresholds, or a capacity
+//!   search (sans IO, no clock).
 //! - [`core`]: the sans-IO user agent (register, call, answer) of one worker.
 //! - [`stats`]: counters, RFC 6076 delay histograms, intervals that merge by addition.
 //! - [`report`]: final text/JSON report and the per-second series.
 //! - [`runner`]: sockets, workers, live progress, shutdown.
 
 pub mod config;
+pub mod control;
 pub mod core;
 pub mod population;
 pub mod report;

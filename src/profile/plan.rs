@@ -15,6 +15,11 @@ pub struct Segment {
     pub rate_to: f64,
     /// The phase stops early when this holds (then stays `hold_after` at the rate reached).
     pub until: Option<String>,
+    /// Which `[[phase]]` of the profile this segment belongs to (0-based).
+    pub phase_index: usize,
+    /// The `hold_after` stretch of a phase with `until`: run only when the threshold was
+    /// reached, at the rate reached (its `rate_from`/`rate_to` are the plan's guess).
+    pub hold: bool,
 }
 
 impl Segment {
@@ -53,6 +58,8 @@ impl Plan {
                     rate_from: from,
                     rate_to: to,
                     until: until.clone(),
+                    phase_index: i,
+                    hold: false,
                 });
                 t += d;
             };
@@ -96,6 +103,8 @@ impl Plan {
                     rate_from: last,
                     rate_to: last,
                     until: None,
+                    phase_index: i,
+                    hold: true,
                 });
                 t += h;
             }
