@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# Builds the migration lab's guest into GUEST_DIR (lab.sh up calls this; a no-op when current).
+#
+# usage: lab/migration/build-guest.sh [--kamailio]
+#   GUEST_DIR/vmlinuz        Debian's kernel: the package linux-image-amd64 points at, fetched
+#                            with `apt-get download` and unpacked with dpkg-deb (no install)
+#   GUEST_DIR/initramfs.gz   busybox-static, the virtio/ext4 modules, guest/init and our two
+#                            static tools: guest/sip-responder.c and guest/dirtier.c
+#   GUEST_DIR/rootfs-kamailio.img   (--kamailio) debootstrap'ed bookworm + kamailio as an ext4
+#                            image, for `lab.sh up --sip-responder kamailio` (about 2 min, once)
+#
+# The initramfs is rebuilt when any guest source or this script changed (a hash in
+# GUEST_DIR/stamp); the kernel .deb is kept in GUEST_DIR/debs and downloaded only once.
+# Environment: GUEST_DIR (default /var/cache/imsprobe-migration-lab/guest).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+GUEST_DIR=${GUEST_DIR:-/var/cache/imsprobe-migration-lab/guest}
+KAMAILIO=0
+[ "${1:-}" = --kamailio ] && KAMAILIO=1
+
+die() { echo "build-guest: $*" >&2; exit 1; }
+for c in gcc busybox cpio gzip dpkg-deb apt-get; do
+  command -v "$c" >/dev/null || die "$c not found: run lab/migration/setup.sh"
+done
+[ -x /bin/busybox ] && file_is_static=$(LC_ALL=C ldd /bin/busybox 2>&1 || true)
+case "${file_is_static:-}" in
+  *"not a dynamic"*|*"statically linked"*) ;;
+  *) die "/bin/busybox is not the static one (Debian package busybox-static): run lab/migration/setup.sh" ;;
+esac
+
+mkdir -p "$GUEST_DIR/debs"
+# One build at a time: lab.sh up may race a second up, and CI may run two tests at once.
+exec 9>"$GUEST_DIR/.lock"
+flock -w 600 9 || die "another build holds $GUEST_DIR/.lock for more than 10 min"
+
+stamp=$(cat "$HERE/build-guest.sh" "$HERE"/guest/* | sha256sum | cut -c1-16)
+
+# 1. the kernel .deb (cached)
+kdeb=$(ls "$GUEST_DIR"/debs/linux-image-[0-9]*.deb 2>/dev/null | head -n 1 || true)
+if [ -z "$kdeb" ]; then
+  echo "build-guest: downloading Debian's kernel package" >&2
+  tmp=$(mktemp -d "$GUEST_DIR/debs/.dl.XXXXXX")
+  # apt-get download writes into the current directory; as root it warns that _apt cannot
+  # write there, which is harmless, so only real errors are shown.
+  fetch() { (cd "$tmp" && apt-get -q download "$@" 2>&1 | grep -v -e unsandboxed -e '^Get:' >&2 || true); }
+  fetch linux-image-amd64
+  if ! ls "$tmp"/linux-image-amd64_*.deb >/dev/null 2>&1; then
+    echo "build-guest: package lists look stale, running apt-get update" >&2
+    apt-get -q -o DPkg::Lock::Timeout=300 update >&2
+    fetch linux-image-amd64
+  fi
+  meta=$(ls "$tmp"/linux-image-amd64_*.deb 2>/dev/null) ||
+    die "apt-get download linux-image-amd64 failed (no Debian package lists? run apt-get update)"
+  kpkg=$(dpkg-deb -f "$meta" Depends | grep -o 'linux-image-[0-9][^ ,]*' | head -n 1)
+  [ -n "$kpkg" ] || die "cannot read the kernel package from $meta's Depends"
+  fetch "$kpkg"
+  ls "$tmp"/"$kpkg"_*.deb >/dev/null 2>&1 || die "apt-get download $kpkg failed"
+  mv "$tmp"/"$kpkg"_*.deb "$GUEST_DIR/debs/"
+  rm -rf "$tmp"
+  kdeb=$(ls "$GUEST_DIR"/debs/linux-image-[0-9]*.deb | head -n 1)
+fi
+
+if [ "$(cat "$GUEST_DIR/stamp" 2>/dev/null)" = "$stamp $(basename "$kdeb")" ] &&
+   [ -s "$GUEST_DIR/vmlinuz" ] && [ -s "$GUEST_DIR/initramfs.gz" ] &&
+   { [ $KAMAILIO = 0 ] || [ -s "$GUEST_DIR/rootfs-kamailio.img" ]; }; then
+  exit 0
+fi
+echo "build-guest: building the guest in $GUEST_DIR" >&2
+
+work=$(mktemp -d "$GUEST_DIR/.build.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+# Only the kernel image and the few modules we load: the full tree is ~400 MB.
+dpkg-deb --fsys-tarfile "$kdeb" |
+  tar -x -C "$work" --wildcards './boot/vmlinuz-*' './lib/modules/*/kernel/drivers/*' \
+      './lib/modules/*/kernel/fs/*' './lib/modules/*/kernel/lib/*' './lib/modules/*/kernel/crypto/*' \
+      './lib/modules/*/kernel/net/*'
+kver=$(ls "$work/lib/modules")
+moddir="$work/lib/modules/$kver/kernel"
+
+# 2. modules in load order. The package ships no modules.dep (depmod makes it at install), so
+#    the order comes from each module's own "depends=" field in its .modinfo strings.
+order=()
+modpath() { find "$moddir" -name "$1.ko" -o -name "$1.ko.xz" -o -name "$1.ko.zst" | head -n 1; }
+modcat() {
+  case "$1" in
+    *.xz) xz -dc "$1" ;; *.zst) zstd -qdc "$1" ;; *) cat "$1" ;;
+  esac
+}
+addmod() {
+  local m=$1 f d
+  for d in "${order[@]}"; do [ "$d" = "$m" ] && return 0; done
+  f=$(modpath "$m")
+  [ -n "$f" ] || die "kernel $kver has no module $m"
+  for d in $(modcat "$f" | tr '\0' '\n' | sed -n 's/^depends=//p' | tr ',' ' '); do
+    addmod "$d"
+  done
+  order+=("$m")
+}
+addmod virtio_pci
+addmod virtio_net
+# the Kamailio guest's root disk; in every initramfs, so one initramfs serves both guests
+addmod virtio_blk
+addmod ext4
+addmod crc32c_generic # ext4 needs crc32c; TCG's qemu64 CPU has no SSE4.2 for crc32c-intel
+
+root="$work/initramfs"
+mkdir -p "$root"/{bin,dev,etc,proc,sys,tmp,run,root,lib/modules}
+for m in "${order[@]}"; do modcat "$(modpath "$m")" >"$root/lib/modules/$m.ko"; done
+echo "${order[*]}" >"$root/lib/modules/load-order"
+cp /bin/busybox "$root/bin/"
+for applet in $("$root/bin/busybox" --list); do
+  [ "$applet" = busybox ] || ln -s busybox "$root/bin/$applet"
+done
+ln -s bin "$root/sbin"
+# static: the initramfs has no C library
+gcc -O2 -static -Wall -o "$root/bin/sip-responder" "$HERE/guest/sip-responder.c"
+gcc -O2 -static -Wall -o "$root/bin/dirtier" "$HERE/guest/dirtier.c"
+install -m 755 "$HERE/guest/init" "$root/init"
+(cd "$root" && find . -print0 | cpio --null -o -H newc --quiet) | gzip -1 >"$work/initramfs.gz"
+
+# 3. optional: a read-only root filesystem with Kamailio
+if [ $KAMAILIO = 1 ] && { [ ! -s "$GUEST_DIR/rootfs-kamailio.img" ] ||
+    ! cmp -s "$HERE/guest/kamailio.cfg" "$GUEST_DIR/kamailio.cfg"; }; then
+  for c in debootstrap mkfs.ext4; do
+    command -v "$c" >/dev/null ||
+      die "$c not found: apt-get install --no-install-recommends debootstrap e2fsprogs"
+  done
+  rf="$GUEST_DIR/rootfs-kamailio"
+  if [ ! -x "$rf/usr/sbin/kamailio" ]; then
+    echo "build-guest: debootstrap bookworm + kamailio (about 2 min, once)" >&2
+    rm -rf "$rf"
+    debootstrap --variant=minbase --include=kamailio bookworm "$rf" http://deb.debian.org/debian >&2
+    rm -rf "$rf"/var/cache/apt/archives/*.deb "$rf"/var/lib/apt/lists/*
+  fi
+  cp "$HERE/guest/kamailio.cfg" "$rf/etc/kamailio/lab.cfg"
+  kib=$(du -sk "$rf" | cut -f1)
+  # mkfs.ext4 -d fills the image from a directory: no loop mount needed
+  mkfs.ext4 -q -F -O ^has_journal -L labroot -d "$rf" "$work/rootfs-kamailio.img" \
+    "$((kib * 5 / 4 / 1024 + 64))M"
+  mv "$work/rootfs-kamailio.img" "$GUEST_DIR/rootfs-kamailio.img"
+  cp "$HERE/guest/kamailio.cfg" "$GUEST_DIR/kamailio.cfg"
+fi
+
+cp "$work"/boot/vmlinuz-* "$GUEST_DIR/vmlinuz.tmp"
+mv "$GUEST_DIR/vmlinuz.tmp" "$GUEST_DIR/vmlinuz"
+mv "$work/initramfs.gz" "$GUEST_DIR/initramfs.gz"
+echo "$kver" >"$GUEST_DIR/kernel-version"
+echo "$stamp $(basename "$kdeb")" >"$GUEST_DIR/stamp"
+echo "build-guest: kernel $kver, modules ${order[*]}, initramfs $(du -k "$GUEST_DIR/initramfs.gz" | cut -f1) KiB" >&2

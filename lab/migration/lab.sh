@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# A QEMU live-migration lab on one Linux box: two "hosts" and a probe client as network
+# namespaces behind a bridge "switch", a small guest that answers SIP OPTIONS, real precopy
+# migration over TCP between the hosts, driven through QMP. See docs/migration-lab.md.
+#
+# usage: lab/migration/lab.sh COMMAND [options]
+#   up [--mem MiB] [--dirty MB/s] [--ws MiB] [--link-mbit N] [--bw MB/s]
+#      [--downtime-limit ms] [--sip-responder static|kamailio]
+#                      network + guest booted on host "src"; prints one JSON line (what to
+#                      probe); defaults: 256 MiB, idle, 1000 Mbit/s link, 125 MB/s, 300 ms
+#   migrate [--timeout s] [--bw MB/s] [--downtime-limit ms] [--no-capture]
+#                      move the guest to the other host; prints ONE JSON line; exit 0 = ok
+#   status             one JSON line: where the guest runs; exit 0 when it runs
+#   down               stop every process of the lab, remove its namespaces; idempotent
+#   exec-probe CMD...  run CMD in the probe namespace (where the clients/probes belong)
+#
+# Environment: LAB_NAME (namespace prefix, default mlab), LAB_RUN_DIR (default
+# /run/imsprobe-$LAB_NAME), GUEST_DIR (default /var/cache/imsprobe-migration-lab/guest),
+# ACCEL (tcg | kvm; default tcg), LINK_QUEUE_MS (tbf queue of the shaped link, default 10).
+# Needs root. Installs nothing: lab/migration/setup.sh does.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+LAB_NAME=${LAB_NAME:-mlab}
+RUN_DIR=${LAB_RUN_DIR:-/run/imsprobe-$LAB_NAME}
+GUEST_DIR=${GUEST_DIR:-/var/cache/imsprobe-migration-lab/guest}
+ACCEL=${ACCEL:-tcg}
+LINK_QUEUE_MS=${LINK_QUEUE_MS:-10}
+NS_SRC=$LAB_NAME-src NS_DST=$LAB_NAME-dst NS_PROBE=$LAB_NAME-probe NS_SW=$LAB_NAME-sw
+ALL_NS=("$NS_SRC" "$NS_DST" "$NS_PROBE" "$NS_SW")
+
+# TEST-NET-2 (RFC 5737) and only inside the namespaces: 198.51.100.0/25 is the service LAN
+# behind the switch, 198.51.100.128/25 the separate migration link between the two hosts (as a
+# cluster keeps migration traffic off the service network, so probes never queue behind it).
+GUEST_IP=198.51.100.10
+HOST_IP_SRC=198.51.100.1 HOST_IP_DST=198.51.100.2 PROBE_IP=198.51.100.100
+MIG_IP_SRC=198.51.100.129 MIG_IP_DST=198.51.100.130
+
+die() { echo "lab.sh: $*" >&2; exit 1; }
+say() { echo "lab: $*" >&2; }
+ns() { ip netns exec "$1" "${@:2}"; }
+ns_exists() { [ -e "/run/netns/$1" ]; }
+labctl() { python3 "$HERE/labctl.py" "$RUN_DIR" "$@"; }
+
+need_root() { [ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, taps, tc): run with sudo"; }
+
+need_tools() {
+  local c missing=()
+  for c in qemu-system-x86_64 ip tc python3 busybox gcc; do
+    command -v "$c" >/dev/null || missing+=("$c")
+  done
+  [ ${#missing[@]} -eq 0 ] || die "missing ${missing[*]}: run lab/migration/setup.sh"
+}
+
+# Serialises lab.sh calls: a status during a migrate would otherwise steal the QMP socket,
+# and two ups would race for the same namespaces.
+lock() {
+  mkdir -p "$RUN_DIR"
+  exec 8>"$RUN_DIR/lock"
+  flock -w 300 8 || die "another lab.sh holds $RUN_DIR/lock for more than 5 min"
+}
+
+number() { # number NAME VALUE: a non-negative integer or decimal, else die
+  [[ "$2" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "$1 needs a number, not '$2'"
+}
+
+net_up() {
+  local n
+  for n in "${ALL_NS[@]}"; do
+    ip netns add "$n"
+    # no IPv6: no router solicitations or DAD on the wires, nothing but the lab's traffic
+    ns "$n" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    ns "$n" ip link set lo up
+  done
+  # The switch: a plain learning bridge, no STP, forwarding at once. It learns where the
+  # guest's MAC is from the frames it sees; after migration, from the destination's RARP.
+  ns "$NS_SW" ip link add br0 type bridge stp_state 0 forward_delay 0 mcast_snooping 0
+  ns "$NS_SW" ip link set br0 up
+  # Cables (veth pairs) are made inside the switch namespace and their far end moved straight
+  # into the host namespace: no interface of the lab ever exists in the root namespace.
+  local host swport
+  for host in src dst probe; do
+    swport=sw-$host
+    ns "$NS_SW" ip link add "$swport" type veth peer name up0 netns "$LAB_NAME-$host"
+    ns "$NS_SW" ip link set "$swport" master br0 up
+    ns "$LAB_NAME-$host" ip link set up0 up
+  done
+  ns "$NS_PROBE" ip addr add "$PROBE_IP/25" dev up0
+  # Each host bridges its uplink with the guest's tap, as a hypervisor host does.
+  local ip
+  for host in src dst; do
+    ip=$HOST_IP_SRC
+    [ $host = dst ] && ip=$HOST_IP_DST
+    ns "$LAB_NAME-$host" ip link add br0 type bridge stp_state 0 forward_delay 0
+    ns "$LAB_NAME-$host" ip link set up0 master br0
+    ns "$LAB_NAME-$host" ip tuntap add dev tap0 mode tap
+    ns "$LAB_NAME-$host" ip link set tap0 master br0 up
+    ns "$LAB_NAME-$host" ip addr add "$ip/25" dev br0
+    ns "$LAB_NAME-$host" ip link set br0 up
+  done
+  # The migration link, host to host.
+  ns "$NS_SRC" ip link add mig0 type veth peer name mig0 netns "$NS_DST"
+  ns "$NS_SRC" ip addr add "$MIG_IP_SRC/25" dev mig0
+  ns "$NS_DST" ip addr add "$MIG_IP_DST/25" dev mig0
+  ns "$NS_SRC" ip link set mig0 up
+  ns "$NS_DST" ip link set mig0 up
+  ns "$NS_PROBE" ping -c 1 -W 2 -q "$HOST_IP_SRC" >/dev/null || die "probe cannot reach src host"
+  ns "$NS_SRC" ping -c 1 -W 2 -q "$MIG_IP_DST" >/dev/null || die "migration link is down"
+}
+
+shape_link() { # shape_link MBIT: tbf on both directions of the migration link (0 = unshaped)
+  local n
+  for n in "$NS_SRC" "$NS_DST"; do
+    if [ "$1" = 0 ]; then
+      ns "$n" tc qdisc del dev mig0 root 2>/dev/null || true
+    else
+      # QEMU lifts its own max-bandwidth for the final stop-and-copy, so only a real bottleneck
+      # like this one gives the downtime a 1 Gbit/s network has. The queue is kept short
+      # (LINK_QUEUE_MS) like a switch port's: a deep one would hold stop-and-copy data that
+      # QEMU counts as sent, stretching the real pause beyond QEMU's downtime figure.
+      ns "$n" tc qdisc replace dev mig0 root tbf rate "${1}mbit" burst 256kb latency "${LINK_QUEUE_MS}ms"
+    fi
+  done
+}
+
+cmd_up() {
+  local mem=256 dirty=0 ws= link=1000 bw=125 dtl=300 sip=static
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --mem) number "$1" "${2:-}"; mem=$2; shift 2 ;;
+      --dirty) number "$1" "${2:-}"; dirty=$2; shift 2 ;;
+      --ws) number "$1" "${2:-}"; ws=$2; shift 2 ;;
+      --link-mbit) number "$1" "${2:-}"; link=$2; shift 2 ;;
+      --bw) number "$1" "${2:-}"; bw=$2; shift 2 ;;
+      --downtime-limit) number "$1" "${2:-}"; dtl=$2; shift 2 ;;
+      --sip-responder)
+        case "${2:-}" in static|kamailio) sip=$2 ;; *) die "--sip-responder is static or kamailio" ;; esac
+        shift 2 ;;
+      *) die "unknown up option '$1' (see the top of $0)" ;;
+    esac
+  done
+  [ "${mem%.*}" -ge 128 ] || die "--mem $mem is too small: the guest kernel needs 128 MiB"
+  # the dirtier's working set must fit beside the kernel and initramfs; half of RAM does
+  [ -n "$ws" ] || ws=$(( ${mem%.*} / 2 > 512 ? 512 : ${mem%.*} / 2 ))
+  [ "$ws" -le $(( ${mem%.*} - 96 )) ] || die "--ws $ws MiB does not fit a $mem MiB guest"
+  case "$ACCEL" in
+    tcg) ;;
+    kvm) [ -w /dev/kvm ] || die "ACCEL=kvm but /dev/kvm is not usable" ;;
+    *) die "ACCEL is tcg or kvm, not '$ACCEL'" ;;
+  esac
+  need_tools
+  lock
+  local n up=()
+  for n in "${ALL_NS[@]}"; do ns_exists "$n" && up+=("$n"); done
+  if [ ${#up[@]} -gt 0 ] || [ -e "$RUN_DIR/config.json" ]; then
+    die "a lab named '$LAB_NAME' is already up (${up[*]:-$RUN_DIR/config.json}): run '$0 down' first"
+  fi
+
+  local build=()
+  [ "$sip" = kamailio ] && build=(--kamailio)
+  GUEST_DIR=$GUEST_DIR "$HERE/build-guest.sh" "${build[@]}"
+
+  # From here on a failure (set -e or die) must leave nothing behind.
+  UP_DONE=0
+  trap '[ "$UP_DONE" = 1 ] || { say "up failed; cleaning up"; do_down || true; }' EXIT
+  find "$RUN_DIR" -mindepth 1 -maxdepth 1 ! -name lock -exec rm -rf {} +
+  cat >"$RUN_DIR/config.json" <<EOF
+{"name": "$LAB_NAME", "mem_mib": $mem, "dirty_mb_s": $dirty, "ws_mib": $ws,
+ "link_mbit": $link, "bw_mb_s": $bw, "downtime_limit_ms": $dtl, "accel": "$ACCEL",
+ "sip_responder": "$sip", "guest_ip": "$GUEST_IP", "guest_dir": "$GUEST_DIR"}
+EOF
+  say "network: namespaces ${ALL_NS[*]}"
+  net_up
+  shape_link "$link"
+  labctl boot
+  # Ready means reachable from where the clients are, at both layers the probes use.
+  local i=0
+  until ns "$NS_PROBE" ping -c 1 -W 1 -q "$GUEST_IP" >/dev/null 2>&1; do
+    i=$((i + 1))
+    [ $i -lt 60 ] || die "the guest does not answer ping from $NS_PROBE; see $RUN_DIR/src.serial.log"
+  done
+  ns "$NS_PROBE" python3 "$HERE/labctl.py" - sip-check "$GUEST_IP:5060" 60 ||
+    die "the guest does not answer SIP OPTIONS; see $RUN_DIR/src.serial.log"
+  UP_DONE=1
+  say "up: guest $GUEST_IP (SIP udp/5060, ICMP) runs on src; probe from namespace $NS_PROBE:"
+  say "  $0 exec-probe imsprobe --target $GUEST_IP:5060 ..."
+  labctl status
+}
+
+# Stops what the lab started and removes its namespaces. Every QEMU is stopped through its pid
+# file (QMP quit, then signals); anything else still inside a lab namespace (a tcpdump, a
+# probe started with exec-probe) is named and stopped by pid, since its network is going away.
+do_down() {
+  [ -e "$RUN_DIR/config.json" ] && labctl stop || true
+  local n pid
+  for n in "${ALL_NS[@]}"; do
+    ns_exists "$n" || continue
+    for pid in $(ip netns pids "$n" 2>/dev/null); do
+      say "stopping pid $pid in $n: $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-120)"
+      kill -TERM "$pid" 2>/dev/null || true
+    done
+    for _ in $(seq 50); do
+      [ -z "$(ip netns pids "$n" 2>/dev/null)" ] && break
+      sleep 0.1
+    done
+    for pid in $(ip netns pids "$n" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+    # deleting the namespace deletes its veths, bridges and taps with it
+    ip netns del "$n" 2>/dev/null || true
+  done
+  rm -f "$RUN_DIR/config.json" "$RUN_DIR/state.json"
+  say "down: nothing of lab '$LAB_NAME' is left running"
+}
+
+case "${1:-}" in
+  up) need_root; shift; cmd_up "$@" ;;
+  migrate)
+    need_root; shift
+    [ -e "$RUN_DIR/config.json" ] || {
+      echo '{"ok": false, "error": "no lab is up: run lab/migration/lab.sh up"}'
+      die "no lab is up: run $0 up"
+    }
+    lock
+    labctl migrate "$@" ;;
+  status)
+    need_root
+    if [ ! -e "$RUN_DIR/config.json" ]; then
+      echo '{"up": false, "host": null}'
+      exit 1
+    fi
+    lock
+    labctl status ;;
+  down) need_root; lock; do_down ;;
+  exec-probe)
+    need_root; shift
+    [ $# -gt 0 ] || die "exec-probe needs a command"
+    ns_exists "$NS_PROBE" || die "no probe namespace $NS_PROBE: run $0 up"
+    exec ip netns exec "$NS_PROBE" "$@" ;;
+  *) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
+esac
