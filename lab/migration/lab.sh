@@ -13,6 +13,7 @@
 #   status             one JSON line: where the guest runs; exit 0 when it runs
 #   down               stop every process of the lab, remove its namespaces; idempotent
 #   exec-probe CMD...  run CMD in the probe namespace (where the clients/probes belong)
+#   check              exit 0 when this machine can run the lab (root, tools); else say why
 #
 # Environment: LAB_NAME (namespace prefix, default mlab), LAB_RUN_DIR (default
 # /run/imsprobe-$LAB_NAME), GUEST_DIR (default /var/cache/imsprobe-migration-lab/guest),
@@ -211,8 +212,25 @@ do_down() {
   say "down: nothing of lab '$LAB_NAME' is left running"
 }
 
+# What a test asks before it runs the lab: cheap, builds and starts nothing.
+cmd_check() {
+  need_root
+  need_tools
+  command -v tcpdump >/dev/null || die "missing tcpdump: run lab/migration/setup.sh"
+  case "$(LC_ALL=C ldd /bin/busybox 2>&1)" in
+    *"not a dynamic"*|*"statically linked"*) ;;
+    *) die "/bin/busybox is not busybox-static: run lab/migration/setup.sh" ;;
+  esac
+  [ -e /dev/net/tun ] || die "no /dev/net/tun: the guest's tap device needs the tun driver"
+  ip netns add "$LAB_NAME-check" 2>/dev/null && ip netns del "$LAB_NAME-check" ||
+    die "cannot create network namespaces here"
+  if [ "$ACCEL" = kvm ] && [ ! -w /dev/kvm ]; then die "ACCEL=kvm but /dev/kvm is not usable"; fi
+  echo "lab.sh: this machine can run the migration lab ($ACCEL)" >&2
+}
+
 case "${1:-}" in
   up) need_root; shift; cmd_up "$@" ;;
+  check) cmd_check ;;
   migrate)
     need_root; shift
     [ -e "$RUN_DIR/config.json" ] || {
