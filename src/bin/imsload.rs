@@ -1,10 +1,15 @@
 //! `imsload`: argument parsing and one call into the library.
 
 use anyhow::{bail, Context as _};
-use clap::{Args, Parser, Subcommand};
-use imsload::load::config::{Arrival, ByeBy, CoreConfig, DurationDist};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use imsload::load::config::{Arrival, ByeBy, CoreConfig, DurationDist, Mix};
+use imsload::load::control::{Controller, Objective};
 use imsload::load::population::{self, Identity};
 use imsload::load::runner::{self, RunSpec};
+use imsload::profile::monitor::Monitor;
+use imsload::profile::plan::Plan;
+use imsload::profile::schema::{self, parse_duration, Profile};
 use imsload::shutdown::{self, StopReason};
 use imsload::sip::transaction::Timers;
 use imsload::sip::Transport;
@@ -45,6 +50,13 @@ fn positive_rate(s: &str) -> Result<f64, String> {
 
 #[derive(Args, Debug)]
 struct RunArgs {
+    /// Load profile (TOML; see profiles/ and docs/profiles.md): population, scenario mix,
+    /// phases or a capacity search, monitors. Flags given on the command line override it.
+    #[arg(long, value_name = "FILE")]
+    profile: Option<PathBuf>,
+    /// Print the plan (phases, rates, totals) and the settings in force; send nothing.
+    #[arg(long)]
+    dry_run: bool,
     /// The P-CSCF (or any SIP proxy/registrar) to load: HOST:PORT. Default: embedded target.
     #[arg(long, value_name = "HOST:PORT")]
     target: Option<String>,
@@ -228,8 +240,12 @@ struct ServeArgs {
 }
 
 fn main() {
-    let cli = Cli::parse();
-    let code = match run_main(cli) {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    let code = match run_main(cli, &matches) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("imsload: error: {e:#}");
@@ -247,16 +263,234 @@ fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn run_main(cli: Cli) -> anyhow::Result<i32> {
+/// What a profile adds to a run beyond flags.
+#[derive(Default)]
+struct ProfileRun {
+    control: Option<Controller>,
+    monitors: Vec<Monitor>,
+    monitor_interval: Option<Duration>,
+    mix: Mix,
+    preregistered: f64,
+    ring_dist: Option<DurationDist>,
+    /// The `--dry-run` text.
+    plan_text: String,
+}
+
+/// True when the user gave this flag on the command line (it then wins over the profile).
+fn given(m: &ArgMatches, id: &str) -> bool {
+    matches!(
+        m.value_source(id),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    )
+}
+
+fn dist(d: &schema::Dist) -> anyhow::Result<(Duration, DurationDist)> {
+    let mean =
+        parse_duration(&d.mean).with_context(|| format!("{:?} is not a duration", d.mean))?;
+    let kind = if d.dist == "exp" {
+        DurationDist::Exp
+    } else {
+        DurationDist::Fixed
+    };
+    Ok((mean, kind))
+}
+
+/// Takes into `a` what the profile sets and the command line did not, and builds the rate
+/// controller and monitors.
+fn apply_profile(a: &mut RunArgs, m: &ArgMatches, p: &Profile) -> anyhow::Result<ProfileRun> {
+    let pop = &p.population;
+    if !given(m, "users") {
+        a.users = (*pop.count.get_ref()).max(0) as usize;
+    }
+    if !given(m, "user_pattern") {
+        a.user_pattern.clone_from(&pop.pattern);
+    }
+    if !given(m, "first_index") {
+        a.first_index = pop.first_index;
+    }
+    if !given(m, "password") {
+        a.password.clone_from(&pop.password);
+    }
+    if !given(m, "users_file") && pop.file.is_some() {
+        a.users_file = pop.file.as_ref().map(PathBuf::from);
+    }
+    if !given(m, "reg_rate") {
+        a.reg_rate = *pop.reg_rate.get_ref();
+    }
+    if !given(m, "expires") {
+        a.expires = pop.expires;
+    }
+    if !given(m, "target") && p.target.address.is_some() {
+        a.target.clone_from(&p.target.address);
+    }
+    if !given(m, "domain") {
+        if let Some(d) = &p.target.domain {
+            a.domain.clone_from(d);
+        }
+    }
+    if !given(m, "transport") {
+        if let Some(t) = &p.target.transport {
+            a.transport = match t.as_str() {
+                "udp" => Transport::Udp,
+                "tcp" => Transport::Tcp,
+                other => bail!("profile: target.transport {other:?}: use \"udp\" or \"tcp\""),
+            };
+        }
+    }
+    let sc = &p.scenario;
+    if !given(m, "arrival") {
+        a.arrival = if sc.arrival == "poisson" {
+            Arrival::Poisson
+        } else {
+            Arrival::Constant
+        };
+    }
+    if !given(m, "hold") && !given(m, "hold_dist") {
+        (a.hold, a.hold_dist) = dist(&sc.hold)?;
+    }
+    let mut out = ProfileRun {
+        preregistered: *pop.preregistered.get_ref(),
+        ..ProfileRun::default()
+    };
+    if !given(m, "ring") {
+        let (ring, d) = dist(&sc.ring)?;
+        a.ring = ring;
+        out.ring_dist = Some(d);
+    }
+    let mx = &sc.mix;
+    out.mix = Mix {
+        call: *mx.call.get_ref(),
+        register: *mx.register.get_ref(),
+        reregister: *mx.reregister.get_ref(),
+        deregister: *mx.deregister.get_ref(),
+        message: *mx.message.get_ref(),
+        options: *mx.options.get_ref(),
+    };
+    for mon in &p.monitors {
+        out.monitors
+            .push(Monitor::from_profile(mon).map_err(|e| anyhow::anyhow!("profile: {e}"))?);
+        if let Some(iv) = mon.interval.as_deref().and_then(parse_duration) {
+            out.monitor_interval = Some(out.monitor_interval.map_or(iv, |x: Duration| x.min(iv)));
+        }
+    }
+    let mut plan = Plan::of(p);
+    if let Some(d) = a.duration {
+        // --duration caps the plan: segments past it are cut.
+        plan.segments.retain(|s| s.start < d);
+        if let Some(last) = plan.segments.last_mut() {
+            last.duration = last.duration.min(d - last.start);
+        }
+    }
+    if given(m, "cps") {
+        out.plan_text = format!(
+            "--cps {} given: a constant {} attempts/s replaces the profile's phases{}\n",
+            a.cps,
+            a.cps,
+            match a.duration {
+                Some(d) => format!(" for {}", humantime::format_duration(d)),
+                None => " until Ctrl-C".into(),
+            }
+        );
+        return Ok(out);
+    }
+    match (&p.capacity, p.phases.is_empty()) {
+        (Some(_), false) => bail!(
+            "profile: give [[phase]]s or [capacity], not both (a capacity search sets its own rates)"
+        ),
+        (Some(c), true) => {
+            let each = parse_duration(&c.each).context("profile: capacity.each")?;
+            let max_delay = sc
+                .objective
+                .as_deref()
+                .and_then(parse_duration)
+                .unwrap_or(Duration::from_secs(2));
+            let limit_pct = c.limit_pct.as_ref().map_or(0.1, |l| *l.get_ref());
+            out.plan_text = format!(
+                "capacity search: attempts/s from {} in steps of {} every {} up to {}; a step fails when over {limit_pct} % \
+                 of its scenarios fail or take longer than {} (TS 186 008 \"inadequately handled\"); the design objective \
+                 capacity is the last step that passed\n",
+                c.from.get_ref(),
+                c.step.get_ref(),
+                humantime::format_duration(each),
+                c.max.get_ref(),
+                humantime::format_duration(max_delay),
+            );
+            out.control = Some(Controller::capacity(
+                *c.from.get_ref(),
+                *c.step.get_ref(),
+                *c.max.get_ref(),
+                each,
+                Objective {
+                    max_delay,
+                    limit_pct,
+                },
+            ));
+        }
+        (None, true) => {
+            out.plan_text = "the profile has no [[phase]]: --cps and --duration apply\n".into();
+        }
+        (None, false) => {
+            out.plan_text = plan.to_text(p);
+            out.control = Some(
+                Controller::plan(&plan).map_err(|e| anyhow::anyhow!("profile: {e}"))?,
+            );
+        }
+    }
+    Ok(out)
+}
+
+fn run_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
     if let Some(Command::Serve(s)) = cli.command {
         return serve(s);
     }
-    let a = cli.run;
+    let mut a = cli.run;
+    let prof = match &a.profile {
+        Some(path) => {
+            let p = schema::load(path)?;
+            apply_profile(&mut a, matches, &p)?
+        }
+        None => {
+            if a.dry_run {
+                bail!("--dry-run prints a profile's plan: give --profile FILE");
+            }
+            ProfileRun {
+                preregistered: 1.0,
+                ..ProfileRun::default()
+            }
+        }
+    };
+    if a.dry_run {
+        print!("{}", prof.plan_text);
+        println!(
+            "settings: {} users ({}), target {}, domain {}, {}, reg {}/s, expires {} s, {:?} arrivals, hold {} {:?}, ring {}",
+            a.users,
+            match &a.users_file {
+                Some(f) => format!("from {}", f.display()),
+                None => format!("pattern {}", a.user_pattern),
+            },
+            a.target.as_deref().unwrap_or("embedded"),
+            a.domain,
+            a.transport.param(),
+            a.reg_rate,
+            a.expires,
+            a.arrival,
+            humantime::format_duration(a.hold),
+            a.hold_dist,
+            humantime::format_duration(a.ring),
+        );
+        if !prof.monitors.is_empty() {
+            let names: Vec<&str> = prof.monitors.iter().map(|m| m.name.as_str()).collect();
+            println!("monitors: {}", names.join(", "));
+        }
+        return Ok(0);
+    }
+    let has_control = prof.control.is_some();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     // One worker per 4,000 calls/s or 8,000 registrations/s, up to the number of cores: at low
     // rates more workers only add wake-ups and migrations (measured: 0.66 vs 0.43 CPU-s per
     // 10,000 calls at 1,000 calls/s with 2 workers vs 1).
-    let auto = ((a.cps / 4000.0).max(a.reg_rate / 8000.0).ceil() as usize).clamp(1, cores);
+    let peak = if has_control { 0.0 } else { a.cps };
+    let auto = ((peak / 4000.0).max(a.reg_rate / 8000.0).ceil() as usize).clamp(1, cores);
     let workers = a.workers.unwrap_or(auto).max(1);
     let users = load_users(&a)?;
     let register = !(a.no_register || a.ruri.is_some());
@@ -274,6 +508,7 @@ fn run_main(cli: Cli) -> anyhow::Result<i32> {
         );
     }
     let rt = runtime(workers + 1)?;
+    let a = a;
     rt.block_on(async move {
         let (trigger, _sd) = shutdown::channel();
         shutdown::watch_signals(trigger.clone());
@@ -301,7 +536,13 @@ fn run_main(cli: Cli) -> anyhow::Result<i32> {
                 (s.addr, Some(s))
             }
         };
-        let duration = a.duration.or(embedded.then_some(Duration::from_secs(10)));
+        // With a plan the controller ends the run; else --duration (10 s on the embedded
+        // target, where a forgotten Ctrl-C should not run forever).
+        let duration = if has_control {
+            None
+        } else {
+            a.duration.or(embedded.then_some(Duration::from_secs(10)))
+        };
         let fixed_ruri = a.ruri.clone().or_else(|| {
             (!register).then(|| format!("sip:service@{}", target))
         });
@@ -323,14 +564,17 @@ fn run_main(cli: Cli) -> anyhow::Result<i32> {
             register,
             expires: a.expires,
             reg_rate: a.reg_rate.max(0.001),
+            preregistered: prof.preregistered,
             reg_retry: a.reg_retry,
-            cps: a.cps,
+            cps: if has_control { 0.0 } else { a.cps },
+            mix: prof.mix,
             arrival: a.arrival,
             max_calls: a.max_calls.max(1),
             max_total_calls: a.calls,
             hold: a.hold,
             hold_dist: a.hold_dist,
             ring: a.ring,
+            ring_dist: prof.ring_dist.unwrap_or(DurationDist::Fixed),
             invite_timeout: a.invite_timeout,
             bye_by: a.bye_by,
             fixed_ruri,
@@ -340,15 +584,20 @@ fn run_main(cli: Cli) -> anyhow::Result<i32> {
             ..CoreConfig::default()
         };
         println!(
-            "imsload: {} users @{} → {target} over {}, register {}, {} calls/s, hold {:?}, {}",
+            "imsload: {} users @{} → {target} over {}, register {}, {}, hold {:?}, {}",
             users.len(),
             a.domain,
             a.transport.param(),
             if register { "yes" } else { "no" },
-            a.cps,
+            if has_control {
+                format!("rates from {}", a.profile.as_deref().unwrap_or(std::path::Path::new("")).display())
+            } else {
+                format!("{} attempts/s", a.cps)
+            },
             a.hold,
             match duration {
                 Some(d) => format!("call phase {}", humantime::format_duration(d)),
+                None if has_control => "until the plan ends".into(),
                 None => "until Ctrl-C".into(),
             }
         );
@@ -361,6 +610,9 @@ fn run_main(cli: Cli) -> anyhow::Result<i32> {
             report_json: a.report.clone(),
             series: a.series.clone(),
             embedded_target: embedded,
+            control: prof.control,
+            monitors: prof.monitors,
+            monitor_interval: prof.monitor_interval.unwrap_or(Duration::from_secs(1)),
         };
         let report = runner::run(spec, users, trigger.clone()).await?;
         if let Some(s) = served {
@@ -371,8 +623,15 @@ fn run_main(cli: Cli) -> anyhow::Result<i32> {
             println!("report written to {}", p.display());
         }
         let c = &report.counters;
-        let failed =
-            c.reg_failed + c.reg_timeouts + c.calls_failed + c.calls_timeout + c.calls_abandoned;
+        let failed = c.reg_failed
+            + c.reg_timeouts
+            + c.calls_failed
+            + c.calls_timeout
+            + c.calls_abandoned
+            + c.msg_failed
+            + c.msg_timeouts
+            + c.opt_failed
+            + c.opt_timeouts;
         let _ = StopReason::Finished;
         // Like SIPp: exit 1 when anything failed, so scripts can tell.
         Ok(if failed > 0 { 1 } else { 0 })

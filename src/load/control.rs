@@ -329,8 +329,8 @@ impl PlanState {
                 self.held.unwrap_or(seg.rate_from)
             } else {
                 // A ramp takes the rate of the middle of each second.
-                let f = ((self.elapsed as f64 + 0.5) / seg.duration.as_secs_f64().max(1e-9))
-                    .min(1.0);
+                let f =
+                    ((self.elapsed as f64 + 0.5) / seg.duration.as_secs_f64().max(1e-9)).min(1.0);
                 seg.rate_from + (seg.rate_to - seg.rate_from) * f
             };
             self.elapsed += 1;
@@ -411,7 +411,8 @@ impl CapacityState {
     fn observe(&mut self, s: &Second, row: &Interval, events: &mut Vec<Event>) {
         let Some(step) = s.step else { return };
         while self.observed.len() <= step {
-            self.observed.push((0, Handled::default(), Interval::default()));
+            self.observed
+                .push((0, Handled::default(), Interval::default()));
         }
         let h = Handled::of(row, self.objective.max_delay);
         let entry = &mut self.observed[step];
@@ -525,7 +526,11 @@ mod tests {
         let mut c = Controller::plan(&p).unwrap();
         let n = std::iter::from_fn(|| c.next_second(&mon(Some(1.0)))).count();
         assert_eq!(n, 2);
-        assert!(c.events[0].what.contains("without reaching"), "{:?}", c.events);
+        assert!(
+            c.events[0].what.contains("without reaching"),
+            "{:?}",
+            c.events
+        );
     }
 
     fn second(attempts: u64, failed: u64, answers_ms: &[u64]) -> Interval {

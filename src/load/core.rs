@@ -388,26 +388,32 @@ impl LoadCore {
     }
 
     /// Changes the scenario attempt rate from `now` on (what profiles' phases do). The arrival
-    /// process goes on seamlessly: constant arrivals keep their last arrival and take the new
-    /// spacing from it; Poisson arrivals are memoryless, so the next gap is drawn afresh.
+    /// process goes on seamlessly: a constant-rate schedule keeps its phase (the part of the
+    /// gap still to wait shrinks or stretches by old rate / new rate), so a change neither adds
+    /// nor drops an arrival; Poisson arrivals are memoryless, so the next gap is drawn afresh.
     pub fn set_rate(&mut self, now: Instant, rate: f64) {
         let rate = if rate.is_finite() { rate.max(0.0) } else { 0.0 };
         if rate == self.rate {
             return;
         }
-        self.rate = rate;
+        let old = std::mem::replace(&mut self.rate, rate);
         if self.phase == Phase::Calling {
-            self.schedule_arrivals(now);
+            self.schedule_arrivals(now, old);
         }
     }
 
     /// (Re)starts the arrival schedule at the current rate; earlier arrival timers lapse.
-    fn schedule_arrivals(&mut self, now: Instant) {
+    fn schedule_arrivals(&mut self, now: Instant, old_rate: f64) {
         self.arrival_gen = self.arrival_gen.wrapping_add(1);
         if self.rate <= 0.0 {
             return;
         }
         let next = match self.cfg.arrival {
+            super::config::Arrival::Constant if old_rate > 0.0 => {
+                let wait = self.next_call_at.saturating_duration_since(now);
+                now + wait.mul_f64(old_rate / self.rate)
+            }
+            // From a standstill, the first arrival comes one gap after the last one (or now).
             super::config::Arrival::Constant => (self.last_arrival + self.arrival_gap()).max(now),
             super::config::Arrival::Poisson => now + self.arrival_gap(),
         };
@@ -416,6 +422,7 @@ impl LoadCore {
             self.arm(next, Timer::NextArrival(self.arrival_gen));
         }
     }
+
     pub fn is_done(&self) -> bool {
         self.phase == Phase::Done
     }

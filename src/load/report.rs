@@ -23,6 +23,18 @@ pub struct SeriesRow {
     pub rrd_p50_ms: f64,
     pub rrd_p99_ms: f64,
     pub sched_lag_max_ms: f64,
+    /// imsload's own CPU in this second, % of one core (the generator's self-check).
+    pub generator_cpu_pct: f64,
+    /// Scenario attempts started (sent) in this second.
+    pub attempts_started: u64,
+    /// The rate the plan offered for this second (profile runs).
+    pub offered_rate: Option<f64>,
+    pub plan_phase: Option<String>,
+    pub message_p50_ms: f64,
+    pub options_p50_ms: f64,
+    /// Monitor readings (`mon_<name>`), empty when none.
+    #[serde(flatten)]
+    pub monitors: BTreeMap<String, Option<f64>>,
 }
 
 impl SeriesRow {
@@ -40,6 +52,13 @@ impl SeriesRow {
             rrd_p50_ms: rrd.p50_ms,
             rrd_p99_ms: rrd.p99_ms,
             sched_lag_max_ms: DelaySummary::of(&i.delays.sched_lag).max_ms,
+            generator_cpu_pct: 0.0,
+            attempts_started: super::control::attempts_started(i),
+            offered_rate: None,
+            plan_phase: None,
+            message_p50_ms: DelaySummary::of(&i.delays.message).p50_ms,
+            options_p50_ms: DelaySummary::of(&i.delays.options).p50_ms,
+            monitors: BTreeMap::new(),
         }
     }
 
@@ -156,9 +175,111 @@ pub struct Report {
     pub malformed_by_kind: BTreeMap<String, u64>,
     pub rfc6076: Rfc6076,
     pub answer_delay: DelaySummary,
+    pub message_delay: DelaySummary,
+    pub options_delay: DelaySummary,
     pub scheduling_lag: DelaySummary,
     pub settings: serde_json::Value,
     pub warnings: Vec<String>,
+    /// Seconds in which the generator's self-check found it saturated or late.
+    pub generator_behind_s: u64,
+    /// Profile runs: offered vs achieved rate per phase, threshold events, capacity search.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanReport>,
+}
+
+/// One phase of a profile run as it went.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PhaseSummary {
+    pub phase: String,
+    pub seconds: u64,
+    pub offered_attempts: f64,
+    pub started_attempts: u64,
+    pub offered_rate: f64,
+    pub achieved_rate: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PlanReport {
+    pub phases: Vec<PhaseSummary>,
+    pub events: Vec<super::control::Event>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<super::control::CapacityResult>,
+}
+
+impl PlanReport {
+    /// Mean offered rate over the plan's seconds.
+    pub fn offered_rate(&self) -> f64 {
+        let (a, n) = self.phases.iter().fold((0.0, 0u64), |(a, n), p| {
+            (a + p.offered_attempts, n + p.seconds)
+        });
+        if n == 0 {
+            0.0
+        } else {
+            a / n as f64
+        }
+    }
+
+    fn write_text(&self, s: &mut String) {
+        let _ = writeln!(s, "\nPlan: offered vs achieved attempts/s per phase");
+        for p in &self.phases {
+            let dev = if p.offered_rate > 0.0 {
+                format!("{:+.1} %", 100.0 * (p.achieved_rate / p.offered_rate - 1.0))
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                s,
+                "  {:<36} {:>5} s  offered {:>9.2}/s  achieved {:>9.2}/s  {dev}",
+                p.phase, p.seconds, p.offered_rate, p.achieved_rate
+            );
+        }
+        for e in &self.events {
+            let _ = writeln!(s, "  at plan second {}: {}", e.t, e.what);
+        }
+        if let Some(c) = &self.capacity {
+            let _ = writeln!(
+                s,
+                "\nCapacity search (inadequately handled: failed, or slower than {} ms; limit {} %)",
+                c.max_delay_ms, c.limit_pct
+            );
+            let _ = writeln!(
+                s,
+                "  {:>9} {:>9} {:>9} {:>8} {:>8} {:>11} {:>9} {:>9}  verdict",
+                "rate/s",
+                "achieved",
+                "attempts",
+                "failed",
+                "slow",
+                "inadequate",
+                "p50 ms",
+                "p99 ms"
+            );
+            for st in &c.steps {
+                let _ = writeln!(
+                    s,
+                    "  {:>9.1} {:>9.1} {:>9} {:>8} {:>8} {:>10.3}% {:>9.2} {:>9.2}  {}",
+                    st.rate,
+                    st.achieved_rate,
+                    st.handled.attempts,
+                    st.handled.failed,
+                    st.handled.slow,
+                    st.inadequate_pct,
+                    st.answer_p50_ms,
+                    st.answer_p99_ms,
+                    if st.passed { "pass" } else { "FAIL" }
+                );
+            }
+            let _ = writeln!(
+                s,
+                "  design objective capacity: {} ({})",
+                c.design_objective_capacity
+                    .map_or("none: the first step failed".to_string(), |r| format!(
+                        "{r} attempts/s"
+                    )),
+                c.ended
+            );
+        }
+    }
 }
 
 impl Report {
@@ -234,6 +355,37 @@ impl Report {
             "  answering side: INVITEs {} answered {} BYEs {} CANCELs {}",
             c.uas_invites, c.uas_answered, c.uas_byes, c.uas_cancels
         );
+        if c.msg_attempts + c.opt_attempts + c.scenarios_unplaced > 0 {
+            let _ = writeln!(s, "\nOther scenarios");
+            let _ = writeln!(
+                s,
+                "  MESSAGE  sent {:>8}  ok {:>8}  failed {:>6}  timeouts {:>6}  p50 {:.2} p99 {:.2} ms",
+                c.msg_attempts,
+                c.msg_ok,
+                c.msg_failed,
+                c.msg_timeouts,
+                self.message_delay.p50_ms,
+                self.message_delay.p99_ms
+            );
+            let _ = writeln!(
+                s,
+                "  OPTIONS  sent {:>8}  ok {:>8}  failed {:>6}  timeouts {:>6}  p50 {:.2} p99 {:.2} ms",
+                c.opt_attempts,
+                c.opt_ok,
+                c.opt_failed,
+                c.opt_timeouts,
+                self.options_delay.p50_ms,
+                self.options_delay.p99_ms
+            );
+            let _ = writeln!(
+                s,
+                "  attempts offered {} (all scenarios), not placed for want of a suitable user {}",
+                c.scenarios_offered, c.scenarios_unplaced
+            );
+        }
+        if let Some(p) = &self.plan {
+            p.write_text(&mut s);
+        }
         let _ = writeln!(s, "\nRFC 6076");
         let row = |s: &mut String, name: &str, d: &DelaySummary| {
             let _ = writeln!(

@@ -3,23 +3,24 @@
 //! All the protocol logic is in the core; this file only moves bytes and time.
 
 use super::config::CoreConfig;
+use super::control::{attempts_started, Controller, Second};
 use super::core::{LoadCore, Phase, Transmit};
 use super::population::Identity;
-use super::report::{Report, SeriesRow, SeriesWriter};
+use super::report::{PhaseSummary, PlanReport, Report, SeriesRow, SeriesWriter};
 use super::stats::{DelaySummary, Interval, Rfc6076};
 use crate::clock::Epoch;
 use crate::shutdown::{Shutdown, StopReason, Trigger};
 use crate::sip::transport::{udp_socket, StreamFramer};
 use crate::sip::Transport;
 use anyhow::Context as _;
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// Everything a run needs besides the population.
-#[derive(Clone, Debug)]
 pub struct RunSpec {
     /// Totals for the whole run; the runner gives each worker its share.
     pub core: CoreConfig,
@@ -32,6 +33,12 @@ pub struct RunSpec {
     pub report_json: Option<PathBuf>,
     pub series: Option<PathBuf>,
     pub embedded_target: bool,
+    /// Rate of each second from a profile's plan or a capacity search; `None`: `core.cps`
+    /// throughout, and `core.duration` ends the run.
+    pub control: Option<Controller>,
+    /// Figures watched during the run (thresholds of the plan; columns of the series).
+    pub monitors: Vec<crate::profile::monitor::Monitor>,
+    pub monitor_interval: Duration,
 }
 
 struct WorkerMsg {
@@ -47,7 +54,11 @@ fn share(total: u64, n: usize, i: usize) -> u64 {
 }
 
 /// Runs the load to its end and returns the report (already printed/written as asked).
-pub async fn run(spec: RunSpec, users: Vec<Identity>, trigger: Trigger) -> anyhow::Result<Report> {
+pub async fn run(
+    mut spec: RunSpec,
+    users: Vec<Identity>,
+    trigger: Trigger,
+) -> anyhow::Result<Report> {
     let epoch = Epoch::now();
     let n_users = users.len();
     // No more workers than pairs of users (calls are placed between a worker's own users).
@@ -57,6 +68,8 @@ pub async fn run(spec: RunSpec, users: Vec<Identity>, trigger: Trigger) -> anyho
         spec.workers.max(1)
     };
     let (tx, mut rx) = mpsc::channel::<WorkerMsg>(1024);
+    // The attempt rate of the whole run; each worker takes its share at its next tick.
+    let (rate_tx, rate_rx) = watch::channel(spec.core.cps);
     // Workers hand in their second 100 ms before the aggregator closes it, so that each row
     // holds exactly one interval of every worker.
     let t0 = tokio::time::Instant::now();
@@ -94,13 +107,23 @@ pub async fn run(spec: RunSpec, users: Vec<Identity>, trigger: Trigger) -> anyho
                     .with_context(|| format!("cannot bind UDP {local} for worker {i}"))?;
                 let local = sock.local_addr()?;
                 let core = LoadCore::new(cfg, local, chunk, i as u32, Instant::now());
-                tokio::spawn(udp_worker(i, core, sock, shutdown, tx, worker_ticks))
+                let ctl = Control {
+                    ticks: worker_ticks,
+                    rate: rate_rx.clone(),
+                    workers,
+                };
+                tokio::spawn(udp_worker(i, core, sock, shutdown, tx, ctl))
             }
             Transport::Tcp => {
                 let stream = tcp_connect(local, c.target).await?;
                 let local = stream.local_addr()?;
                 let core = LoadCore::new(cfg, local, chunk, i as u32, Instant::now());
-                tokio::spawn(tcp_worker(i, core, stream, shutdown, tx, worker_ticks))
+                let ctl = Control {
+                    ticks: worker_ticks,
+                    rate: rate_rx.clone(),
+                    workers,
+                };
+                tokio::spawn(tcp_worker(i, core, stream, shutdown, tx, ctl))
             }
         };
         handles.push(h);
@@ -111,6 +134,15 @@ pub async fn run(spec: RunSpec, users: Vec<Identity>, trigger: Trigger) -> anyho
         Some(p) => Some(SeriesWriter::create(p)?),
         None => None,
     };
+    let mut control = spec.control.take();
+    let sampler = (!spec.monitors.is_empty()).then(|| {
+        crate::profile::monitor::Sampler::start(
+            std::mem::take(&mut spec.monitors),
+            spec.monitor_interval,
+        )
+    });
+    let mut selfcheck = SelfCheck::new(workers);
+    let mut book = PlanBook::default();
     let mut total = Interval::default();
     let mut second = Interval::default();
     let mut phases = vec![Phase::Registering; workers];
@@ -122,6 +154,11 @@ pub async fn run(spec: RunSpec, users: Vec<Identity>, trigger: Trigger) -> anyho
     let mut shutdown = trigger.subscribe();
     let mut open = true;
     let mut stop_seen = false;
+    // Seconds handed to the workers and not yet seen back: a rate set now takes effect at the
+    // workers' next tick and shows in the row after next (see `Ticks`).
+    let mut pending: VecDeque<(u64, Second)> = VecDeque::new();
+    let mut plan_over = control.is_none();
+    let mut row_no = 0u64;
     while open {
         tokio::select! {
             m = rx.recv() => match m {
@@ -134,22 +171,57 @@ pub async fn run(spec: RunSpec, users: Vec<Identity>, trigger: Trigger) -> anyho
                 None => open = false,
             },
             _ = tick.tick() => {
+                row_no += 1;
                 let slowest = *phases.iter().min().expect("one worker at least");
                 second.gauges = sum_gauges(&last_gauges);
-                let row = SeriesRow::new(
+                let monitors = sampler.as_ref().map(|s| s.latest()).unwrap_or_default();
+                let mut row = SeriesRow::new(
                     epoch.secs(Instant::now()),
                     epoch.label(Instant::now()),
                     phase_name(slowest),
                     &second,
                 );
+                row.monitors = monitors.iter().map(|(k, v)| (format!("mon_{k}"), *v)).collect();
+                let check = selfcheck.second(&second);
+                row.generator_cpu_pct = check.cpu_pct;
+                if let Some((_, s)) = pending.front().filter(|(r, _)| *r == row_no) {
+                    row.offered_rate = Some(s.rate);
+                    row.plan_phase = Some(s.phase.clone());
+                    book.add(&s.phase, s.rate, &second);
+                    if let Some(c) = control.as_mut() {
+                        c.observe(s, &second);
+                    }
+                    pending.pop_front();
+                }
                 total.add(&second);
                 if spec.progress {
                     eprintln!("{}", row.progress_line(n_users, &total));
+                    if let Some(w) = check.warning {
+                        eprintln!("{w}");
+                    }
                 }
                 if let Some(w) = series.as_mut() {
                     w.write(&row).context("writing the time series")?;
                 }
                 second = Interval::default();
+                // Decide the second after next, once every worker is past pre-registration.
+                if let Some(c) = control.as_mut() {
+                    if !plan_over && !stop_seen && slowest >= Phase::Calling {
+                        match c.next_second(&monitors) {
+                            Some(s) => {
+                                let _ = rate_tx.send(s.rate);
+                                pending.push_back((row_no + 2, s));
+                            }
+                            None => {
+                                plan_over = true;
+                                let _ = rate_tx.send(0.0);
+                            }
+                        }
+                    }
+                    if plan_over && pending.is_empty() && !stop_seen {
+                        trigger.stop(StopReason::Duration);
+                    }
+                }
             }
             r = shutdown.stopped(), if !stop_seen => {
                 stop_seen = true;
@@ -164,6 +236,7 @@ pub async fn run(spec: RunSpec, users: Vec<Identity>, trigger: Trigger) -> anyho
             }
         }
     }
+    drop(sampler);
     // Last partial second.
     second.gauges = sum_gauges(&last_gauges);
     total.add(&second);
@@ -176,6 +249,11 @@ pub async fn run(spec: RunSpec, users: Vec<Identity>, trigger: Trigger) -> anyho
         );
         w.write(&row).context("writing the time series")?;
     }
+    let plan_report = control.map(|c| PlanReport {
+        phases: book.phases,
+        events: c.events.clone(),
+        capacity: c.capacity_result(),
+    });
     trigger.stop(StopReason::Finished);
     let ended = Instant::now();
     // The call phase runs from the first worker's start of calling to the last one's end.
@@ -185,7 +263,7 @@ pub async fn run(spec: RunSpec, users: Vec<Identity>, trigger: Trigger) -> anyho
         (Some(s), Some(e)) => e.saturating_duration_since(s),
         _ => Duration::ZERO,
     };
-    let report = build_report(
+    let mut report = build_report(
         &spec,
         &epoch,
         ended,
@@ -195,6 +273,20 @@ pub async fn run(spec: RunSpec, users: Vec<Identity>, trigger: Trigger) -> anyho
         &total,
         trigger.reason(),
     );
+    report.generator_behind_s = selfcheck.behind_seconds;
+    if selfcheck.behind_seconds > 0 {
+        report.warnings.push(format!(
+            "the generator itself was saturated or late in {} seconds (its CPU near the limit of \
+             its worker threads, or its schedule over 20 ms late): figures of those seconds say \
+             more about imsload than about the target; use more --workers, a second machine, \
+             or a lower rate",
+            selfcheck.behind_seconds
+        ));
+    }
+    if let Some(p) = &plan_report {
+        report.offered_cps = p.offered_rate();
+    }
+    report.plan = plan_report;
     if let Some(p) = &spec.report_json {
         let text = serde_json::to_string_pretty(&report)?;
         std::fs::write(p, text)
@@ -297,9 +389,13 @@ fn build_report(
             .collect(),
         rfc6076: Rfc6076::of(total),
         answer_delay: DelaySummary::of(&total.delays.answer),
+        message_delay: DelaySummary::of(&total.delays.message),
+        options_delay: DelaySummary::of(&total.delays.options),
         scheduling_lag: lag,
         settings: serde_json::to_value(&spec.core).unwrap_or_default(),
         warnings,
+        generator_behind_s: 0,
+        plan: None,
     }
 }
 
@@ -351,6 +447,106 @@ impl Ticks {
     }
 }
 
+/// What a worker takes from the runner besides its core and socket: its reporting ticks and the
+/// run's attempt rate (of which it applies its share at its tick, right after reporting, so
+/// that a rate change falls exactly on a row boundary of the series).
+struct Control {
+    ticks: Ticks,
+    rate: watch::Receiver<f64>,
+    workers: usize,
+}
+
+impl Control {
+    fn apply(&mut self, core: &mut LoadCore) {
+        if self.rate.has_changed().unwrap_or(false) {
+            let total = *self.rate.borrow_and_update();
+            core.set_rate(Instant::now(), total / self.workers as f64);
+        }
+    }
+}
+
+/// The generator's own health, second by second: its CPU use against the threads it has, and
+/// how late its schedule ran. A saturated generator looks like a lossy target (the known
+/// SIPp trap); this says which it was.
+struct SelfCheck {
+    last_cpu: Option<(Instant, f64)>,
+    threads: usize,
+    behind_seconds: u64,
+    last_warned: Option<Instant>,
+}
+
+struct CheckedSecond {
+    cpu_pct: f64,
+    warning: Option<String>,
+}
+
+impl SelfCheck {
+    fn new(workers: usize) -> SelfCheck {
+        SelfCheck {
+            last_cpu: None,
+            threads: workers + 1,
+            behind_seconds: 0,
+            last_warned: None,
+        }
+    }
+
+    fn second(&mut self, s: &Interval) -> CheckedSecond {
+        let now = Instant::now();
+        let cpu = crate::profile::monitor::process_cpu_seconds(&[std::process::id()]).ok();
+        let cpu_pct = match (cpu, self.last_cpu) {
+            (Some(c), Some((t, prev))) => {
+                100.0 * (c - prev).max(0.0) / now.duration_since(t).as_secs_f64().max(1e-3)
+            }
+            _ => 0.0,
+        };
+        if let Some(c) = cpu {
+            self.last_cpu = Some((now, c));
+        }
+        let lag_ms = DelaySummary::of(&s.delays.sched_lag).max_ms;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let limit = 100.0 * self.threads.min(cores) as f64;
+        let behind = lag_ms > 20.0 || cpu_pct > 0.9 * limit;
+        let mut warning = None;
+        if behind {
+            self.behind_seconds += 1;
+            if self
+                .last_warned
+                .is_none_or(|t| now.duration_since(t) > Duration::from_secs(10))
+            {
+                self.last_warned = Some(now);
+                warning = Some(format!(
+                    "!! GENERATOR BEHIND: imsload used {cpu_pct:.0} % CPU (limit ~{limit:.0} %) and its schedule ran up to {lag_ms:.0} ms late: \
+                     failures now may be imsload's, not the target's"
+                ));
+            }
+        }
+        CheckedSecond { cpu_pct, warning }
+    }
+}
+
+/// Offered and achieved rates of each plan phase, in the order they ran.
+#[derive(Default)]
+struct PlanBook {
+    phases: Vec<PhaseSummary>,
+}
+
+impl PlanBook {
+    fn add(&mut self, phase: &str, rate: f64, row: &Interval) {
+        if self.phases.last().is_none_or(|p| p.phase != phase) {
+            self.phases.push(PhaseSummary {
+                phase: phase.to_string(),
+                ..PhaseSummary::default()
+            });
+        }
+        let p = self.phases.last_mut().expect("pushed above");
+        p.seconds += 1;
+        p.offered_attempts += rate;
+        p.started_attempts += attempts_started(row);
+        p.offered_rate = p.offered_attempts / p.seconds as f64;
+        p.achieved_rate = p.started_attempts as f64 / p.seconds as f64;
+    }
+}
+
 fn report(id: usize, core: &mut LoadCore, phase: Phase) -> WorkerMsg {
     WorkerMsg {
         worker: id,
@@ -366,10 +562,10 @@ async fn udp_worker(
     sock: tokio::net::UdpSocket,
     mut shutdown: Shutdown,
     tx: mpsc::Sender<WorkerMsg>,
-    ticks: Ticks,
+    mut ctl: Control,
 ) {
     let mut buf = vec![0u8; 65536];
-    let mut tick = ticks.interval();
+    let mut tick = ctl.ticks.interval();
     core.start(Instant::now());
     let mut errors = SendErrors {
         seen: Default::default(),
@@ -408,6 +604,7 @@ async fn udp_worker(
             _ = tick.tick() => {
                 let phase = core.phase();
                 let _ = tx.send(report(id, &mut core, phase)).await;
+                ctl.apply(&mut core);
             }
         }
     }
@@ -420,14 +617,14 @@ async fn tcp_worker(
     stream: tokio::net::TcpStream,
     mut shutdown: Shutdown,
     tx: mpsc::Sender<WorkerMsg>,
-    ticks: Ticks,
+    mut ctl: Control,
 ) {
     core.start(Instant::now());
     let peer = stream.peer_addr().ok();
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = vec![0u8; 65536];
     let mut framer = StreamFramer::default();
-    let mut tick = ticks.interval();
+    let mut tick = ctl.ticks.interval();
     let mut stop_seen = false;
     let mut connected = true;
     let mut out = Vec::with_capacity(65536);
@@ -479,6 +676,7 @@ async fn tcp_worker(
             _ = tick.tick() => {
                 let phase = core.phase();
                 let _ = tx.send(report(id, &mut core, phase)).await;
+                ctl.apply(&mut core);
             }
         }
     }

@@ -98,6 +98,130 @@ impl Monitor {
     }
 }
 
+impl Monitor {
+    /// The monitor a profile's `[[monitor]]` describes (profiles are checked when loaded; what
+    /// is still wrong here is named).
+    pub fn from_profile(m: &super::schema::Monitor) -> Result<Monitor, String> {
+        let measure = match m.measure.as_deref().unwrap_or("cpu") {
+            "cpu" => Measure::Cpu,
+            "memory" => Measure::Memory,
+            other => return Err(format!("monitor {:?}: measure {other:?}", m.name)),
+        };
+        let need = |o: &Option<String>, what: &str| {
+            o.clone()
+                .ok_or_else(|| format!("monitor {:?} needs {what}", m.name))
+        };
+        let source = match m.kind.as_str() {
+            "process" => {
+                let p = need(&m.process, "process")?;
+                match p.parse::<u32>() {
+                    Ok(pid) => Source::Process {
+                        pid: Some(pid),
+                        name: None,
+                    },
+                    Err(_) => Source::Process {
+                        pid: None,
+                        name: Some(p),
+                    },
+                }
+            }
+            "cgroup" => Source::Cgroup {
+                path: need(&m.cgroup, "cgroup")?,
+            },
+            "command" => {
+                let domain = || need(&m.domain, "domain");
+                let parser = match m.parser.as_deref().unwrap_or("number") {
+                    "number" => Parser::Number,
+                    "xentop" => Parser::Xentop { domain: domain()? },
+                    "virsh-domstats" => Parser::VirshDomstats { domain: domain()? },
+                    other => return Err(format!("monitor {:?}: parser {other:?}", m.name)),
+                };
+                Source::Command {
+                    command: need(&m.command, "command")?,
+                    parser,
+                }
+            }
+            other => return Err(format!("monitor {:?}: kind {other:?}", m.name)),
+        };
+        Ok(Monitor::new(&m.name, source, measure))
+    }
+}
+
+/// Samples monitors on a thread of its own (a command such as `xentop` or an SSH call may take
+/// seconds, which must not stall the load), keeping the latest reading of each. Stops and
+/// joins its thread when dropped.
+pub struct Sampler {
+    latest: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, Option<f64>>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sampler {
+    /// Starts sampling every `interval`. A monitor that cannot be read is reported on stderr
+    /// once (with the reason) and reads as missing until it can be read again.
+    pub fn start(mut monitors: Vec<Monitor>, interval: Duration) -> Sampler {
+        use std::sync::atomic::Ordering;
+        let latest = std::sync::Arc::new(std::sync::Mutex::new(
+            monitors
+                .iter()
+                .map(|m| (m.name.clone(), None))
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        ));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (l, st) = (latest.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("monitors".into())
+            .spawn(move || {
+                let mut complained = vec![false; monitors.len()];
+                while !st.load(Ordering::Relaxed) {
+                    let t0 = Instant::now();
+                    for (i, m) in monitors.iter_mut().enumerate() {
+                        let v = match m.sample(Instant::now()) {
+                            Ok(v) => {
+                                complained[i] = false;
+                                v
+                            }
+                            Err(e) => {
+                                if !complained[i] {
+                                    eprintln!("monitor {:?}: {e}", m.name);
+                                    complained[i] = true;
+                                }
+                                None
+                            }
+                        };
+                        if let Ok(mut map) = l.lock() {
+                            map.insert(m.name.clone(), v);
+                        }
+                    }
+                    // Sleep out the interval in short naps, so that stopping is prompt.
+                    while !st.load(Ordering::Relaxed) && t0.elapsed() < interval {
+                        std::thread::sleep(Duration::from_millis(20).min(interval));
+                    }
+                }
+            })
+            .ok();
+        Sampler {
+            latest,
+            stop,
+            thread,
+        }
+    }
+
+    /// The latest reading of every monitor (`None`: not read yet, or unreadable).
+    pub fn latest(&self) -> std::collections::BTreeMap<String, Option<f64>> {
+        self.latest.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 fn pids(pid: Option<u32>, name: Option<&str>) -> Result<Vec<u32>, String> {
     if let Some(p) = pid {
         return Ok(vec![p]);
