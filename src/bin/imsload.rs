@@ -374,6 +374,10 @@ fn apply_profile(a: &mut RunArgs, m: &ArgMatches, p: &Profile) -> anyhow::Result
         }
     }
     let mut plan = Plan::of(p);
+    // --users (or a CSV) may have changed how many are pre-registered.
+    plan.preregister = (a.users as f64 * pop.preregistered.get_ref()).round() as usize;
+    plan.preregister_time =
+        Duration::from_secs_f64(plan.preregister as f64 / pop.reg_rate.get_ref().max(0.001));
     if let Some(d) = a.duration {
         // --duration caps the plan: segments past it are cut.
         plan.segments.retain(|s| s.start < d);

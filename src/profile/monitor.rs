@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 /// What a monitor reads.
 #[derive(Clone, Debug)]
 pub enum Source {
-    /// Processes by pid, or every process whose name (`/proc/PID/comm`) matches.
+    /// Processes by pid (their sum), or every process whose name (`/proc/PID/comm`) matches.
     Process {
-        pid: Option<u32>,
+        pids: Vec<u32>,
         name: Option<String>,
     },
     /// A cgroup v2 directory (e.g. /sys/fs/cgroup/system.slice/kamailio.service).
@@ -57,11 +57,11 @@ impl Monitor {
     /// figure could not be read (the caller logs it once and records a gap in the series).
     pub fn sample(&mut self, now: Instant) -> Result<Option<f64>, String> {
         let (cumulative, value) = match (&self.source, self.measure) {
-            (Source::Process { pid, name }, Measure::Cpu) => {
-                (true, process_cpu_seconds(&pids(*pid, name.as_deref())?)?)
+            (Source::Process { pids: p, name }, Measure::Cpu) => {
+                (true, process_cpu_seconds(&pids(p, name.as_deref())?)?)
             }
-            (Source::Process { pid, name }, Measure::Memory) => {
-                (false, process_rss_mib(&pids(*pid, name.as_deref())?)?)
+            (Source::Process { pids: p, name }, Measure::Memory) => {
+                (false, process_rss_mib(&pids(p, name.as_deref())?)?)
             }
             (Source::Cgroup { path }, Measure::Cpu) => (true, cgroup_cpu_seconds(path)?),
             (Source::Cgroup { path }, Measure::Memory) => (false, cgroup_memory_mib(path)?),
@@ -113,14 +113,14 @@ impl Monitor {
         };
         let source = match m.kind.as_str() {
             "process" => {
+                // "1234" or "1234,1240" (a process and its children, summed), else a name.
                 let p = need(&m.process, "process")?;
-                match p.parse::<u32>() {
-                    Ok(pid) => Source::Process {
-                        pid: Some(pid),
-                        name: None,
-                    },
+                let list: Result<Vec<u32>, _> =
+                    p.split(',').map(|x| x.trim().parse::<u32>()).collect();
+                match list {
+                    Ok(pids) => Source::Process { pids, name: None },
                     Err(_) => Source::Process {
-                        pid: None,
+                        pids: Vec::new(),
                         name: Some(p),
                     },
                 }
@@ -222,9 +222,9 @@ impl Drop for Sampler {
     }
 }
 
-fn pids(pid: Option<u32>, name: Option<&str>) -> Result<Vec<u32>, String> {
-    if let Some(p) = pid {
-        return Ok(vec![p]);
+fn pids(given: &[u32], name: Option<&str>) -> Result<Vec<u32>, String> {
+    if !given.is_empty() {
+        return Ok(given.to_vec());
     }
     let name = name.ok_or("a process monitor needs a pid or a name")?;
     // /proc/PID/comm holds at most 15 bytes of the name.
@@ -427,7 +427,7 @@ Domain: 'hss'\n  cpu.time=42\n  state.state=1\n";
         let mut m = Monitor::new(
             "cpu",
             Source::Process {
-                pid: Some(child.id()),
+                pids: vec![child.id()],
                 name: None,
             },
             Measure::Cpu,
@@ -446,7 +446,7 @@ Domain: 'hss'\n  cpu.time=42\n  state.state=1\n";
         let mut none = Monitor::new(
             "x",
             Source::Process {
-                pid: None,
+                pids: Vec::new(),
                 name: Some("no-such-process-xyz".into()),
             },
             Measure::Cpu,

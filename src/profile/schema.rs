@@ -208,7 +208,8 @@ pub struct Monitor {
     pub name: String,
     /// `process`, `cgroup` or `command`.
     pub kind: String,
-    /// process: pid or process name (all processes with that name are summed).
+    /// process: a pid, pids separated by commas, or a process name (all processes with that
+    /// name are summed).
     pub process: Option<String>,
     /// cgroup: path under /sys/fs/cgroup.
     pub cgroup: Option<String>,

@@ -249,6 +249,8 @@ pub struct KamailioOpts {
     pub invite_auth: bool,
     /// UDP receiver processes and TCP workers, each.
     pub children: u32,
+    /// `-A SLOW_US=N`: every request holds a worker N µs (a small, slow element; 0 = off).
+    pub slow_us: u32,
 }
 
 impl Default for KamailioOpts {
@@ -258,6 +260,7 @@ impl Default for KamailioOpts {
             domain: "ims.local".into(),
             invite_auth: false,
             children: 2,
+            slow_us: 0,
         }
     }
 }
@@ -407,6 +410,9 @@ impl Kamailio {
             .args(["-A", &format!("RPCREPLYDIR=\"{d}/\"")]);
         if opts.invite_auth {
             cmd.args(["-A", "WITH_INVITE_AUTH"]);
+        }
+        if opts.slow_us > 0 {
+            cmd.args(["-A", &format!("SLOW_US={}", opts.slow_us)]);
         }
         let out = File::options().create(true).append(true).open(&log)?;
         let child = cmd
