@@ -242,7 +242,7 @@ class Lab:
         while time.monotonic() < deadline:
             try:
                 with open(path, errors="replace") as f:
-                    if re.search(pattern, f.read(), re.M):
+                    if re.search(pattern, f.read()):
                         return True
             except FileNotFoundError:
                 pass
@@ -259,11 +259,12 @@ class Lab:
         pid = self.start_qemu(host, incoming=False)
         log(f"QEMU pid {pid} booting the guest on {host} "
             f"({self.cfg['mem_mib']} MiB, {self.cfg['accel']})")
-        self.wait_console(host, r"^LAB: ready", 180)
+        self.wait_console(host, r"LAB: ready", 180)
         if self.cfg["dirty_mb_s"] > 0:
             # the dirtier touches its whole working set first; wait so the first precopy round
             # already sees the steady rate
-            self.wait_console(host, r"^dirtier: ready", 180)
+            # (not anchored: console output of other programs can share its line)
+            self.wait_console(host, r"dirtier: ready", 180)
         self.save_state({"host": host, "migrations": 0, "booted_wall_us": now_us()})
         log(f"guest booted on {host} in {time.monotonic() - t0:.1f} s")
 
@@ -418,7 +419,19 @@ class Lab:
                            if e["host"] == dst and e["event"] == "RESUME"), None)
             if stop and resume:
                 res["stop_to_resume_ms"] = round((resume - stop) / 1000, 3)
-                res["checkpoints_vs_stop_ms"] = self.checkpoints(stop, res["started_wall_us"])
+                cp = self.checkpoints(stop, res["started_wall_us"])
+                res["checkpoints_vs_stop_ms"] = cp
+                if "src-downtime-end" in cp and "dst-precopy-loadvm-completed" in cp:
+                    # STOP->RESUME in three parts: QEMU's own figure (source side), the data
+                    # still in flight when the source was done (socket buffers, the shaped
+                    # link's queue), and the destination's switch-on after loading it all
+                    res["pause_parts_ms"] = {
+                        "source_until_sent": cp["src-downtime-end"],
+                        "in_flight_until_loaded": round(cp["dst-precopy-loadvm-completed"]
+                                                        - cp["src-downtime-end"], 3),
+                        "loaded_until_resume": round(res["stop_to_resume_ms"]
+                                                     - cp["dst-precopy-loadvm-completed"], 3),
+                    }
             if committed:
                 # the guest now lives on dst: retire the source, whatever else went wrong
                 self.stop_qemu(src, qs)

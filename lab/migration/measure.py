@@ -129,8 +129,9 @@ def table(rows):
         med = []
         for i, (_, f) in enumerate(COLS):
             vals = [cell(f, r) for r in rs if cell(f, r) is not None]
-            med.append(str(key[i]) if i < 3 else
-                       (str(round(statistics.median(vals), 1)) if vals else "-"))
+            m = statistics.median(vals) if vals else None
+            med.append(str(key[i]) if i < 3 else "-" if m is None else
+                       str(round(m, 2 if abs(m) < 10 else 1)))
         lines.append("| **median** " + " | ".join(med) + f" (n={len(rs)}) |")
     return "\n".join(lines)
 
