@@ -124,7 +124,7 @@ if [ $KAMAILIO = 1 ] && { [ ! -s "$GUEST_DIR/rootfs-kamailio.img" ] ||
     ! cmp -s "$HERE/guest/kamailio.cfg" "$GUEST_DIR/kamailio.cfg"; }; then
   for c in debootstrap mkfs.ext4; do
     command -v "$c" >/dev/null ||
-      die "$c not found: apt-get install --no-install-recommends debootstrap e2fsprogs"
+      die "$c not found: run lab/migration/setup.sh --kamailio"
   done
   rf="$GUEST_DIR/rootfs-kamailio"
   if [ ! -x "$rf/usr/sbin/kamailio" ]; then

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the migration lab (lab/migration/lab.sh) needs, only when something is missing.
 # Idempotent; a no-op that takes well under a second when everything is there. Called by
-# .ci/setup, or by hand: `sudo lab/migration/setup.sh`.
+# .ci/setup, or by hand: `sudo lab/migration/setup.sh [--kamailio]`.
 #
 # qemu-system-x86 must match the machine's qemu-utils: this image carries qemu-utils
 # 10.0.x~bpo12 from bookworm-backports, which declares "Breaks: qemu-system-common (<< 8.0)",
@@ -17,6 +17,8 @@ APT_DIR=${APT_DIR:-/var/cache/imsprobe-migration-lab/apt}
 # readiness check; tcpdump: timing of the destination's announcements (RARP/GARP) on the
 # switch; python3: the QMP driver; gcc + libc6-dev: the guest's static C tools.
 PKGS=(busybox-static cpio gzip xz-utils zstd iproute2 iputils-ping tcpdump python3 gcc libc6-dev)
+# --kamailio: debootstrap + e2fsprogs build the Kamailio guest's root image (build-guest.sh)
+[ "${1:-}" = --kamailio ] && PKGS+=(debootstrap e2fsprogs)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
