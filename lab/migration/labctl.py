@@ -242,8 +242,12 @@ class Lab:
         while time.monotonic() < deadline:
             try:
                 with open(path, errors="replace") as f:
-                    if re.search(pattern, f.read()):
-                        return True
+                    text = f.read()
+                if re.search(pattern, text):
+                    return True
+                failed = re.search(r"LAB: failed: (.*)", text)
+                if failed:
+                    raise LabError(f"guest on {host}: {failed.group(1)}; see {path}")
             except FileNotFoundError:
                 pass
             if not self.pid(host):
@@ -547,18 +551,22 @@ def sip_check(target, secs):
     ip, port = target.rsplit(":", 1)
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(0.5)
+    # a connected socket knows its own address: a real SIP stack (Kamailio) answers to the
+    # Via's sent-by, so it must be right
+    s.connect((ip, int(port)))
+    me_ip, me_port = s.getsockname()
     deadline = time.monotonic() + secs
     n = 0
     while time.monotonic() < deadline:
         n += 1
         call_id = f"lab-check-{os.getpid()}-{n}"
         req = (f"OPTIONS sip:{ip}:{port} SIP/2.0\r\n"
-               f"Via: SIP/2.0/UDP 0.0.0.0:0;branch=z9hG4bK{call_id}\r\n"
+               f"Via: SIP/2.0/UDP {me_ip}:{me_port};rport;branch=z9hG4bK{call_id}\r\n"
                f"From: <sip:lab@check>;tag={n}\r\nTo: <sip:{ip}:{port}>\r\n"
                f"Call-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
                "Content-Length: 0\r\n\r\n")
         try:
-            s.sendto(req.encode(), (ip, int(port)))
+            s.send(req.encode())
             while True:
                 data = s.recv(65535).decode(errors="replace")
                 if call_id in data:
