@@ -63,7 +63,8 @@ fi
 
 if [ "$(cat "$GUEST_DIR/stamp" 2>/dev/null)" = "$stamp $(basename "$kdeb")" ] &&
    [ -s "$GUEST_DIR/vmlinuz" ] && [ -s "$GUEST_DIR/initramfs.gz" ] &&
-   { [ $KAMAILIO = 0 ] || [ -s "$GUEST_DIR/rootfs-kamailio.img" ]; }; then
+   { [ $KAMAILIO = 0 ] || { [ -s "$GUEST_DIR/rootfs-kamailio.img" ] &&
+                            cmp -s "$HERE/guest/kamailio.cfg" "$GUEST_DIR/kamailio.cfg"; }; }; then
   exit 0
 fi
 echo "build-guest: building the guest in $GUEST_DIR" >&2
