@@ -165,10 +165,21 @@ cmd_up() {
   UP_DONE=0
   trap '[ "$UP_DONE" = 1 ] || { say "up failed; cleaning up"; do_down || true; }' EXIT
   find "$RUN_DIR" -mindepth 1 -maxdepth 1 ! -name lock -exec rm -rf {} +
+  # Every QEMU of this lab, including the incoming ones started much later, must load the very
+  # same guest: a rebuild of the shared cache (another lab's up, a changed source) must not
+  # reach a lab that is already up. So the lab keeps its own copy (11 MB, tmpfs), and a hard
+  # link to the Kamailio image (330 MB), which a rebuild replaces by rename, not in place.
+  mkdir -p "$RUN_DIR/guest"
+  cp "$GUEST_DIR/vmlinuz" "$GUEST_DIR/initramfs.gz" "$RUN_DIR/guest/"
+  if [ "$sip" = kamailio ]; then
+    mkdir -p "$GUEST_DIR/in-use"
+    ln -f "$GUEST_DIR/rootfs-kamailio.img" "$GUEST_DIR/in-use/$LAB_NAME.img"
+    ln -sf "$GUEST_DIR/in-use/$LAB_NAME.img" "$RUN_DIR/guest/rootfs-kamailio.img"
+  fi
   cat >"$RUN_DIR/config.json" <<EOF
 {"name": "$LAB_NAME", "mem_mib": $mem, "dirty_mb_s": $dirty, "ws_mib": $ws,
  "link_mbit": $link, "bw_mb_s": $bw, "downtime_limit_ms": $dtl, "accel": "$ACCEL",
- "sip_responder": "$sip", "guest_ip": "$GUEST_IP", "guest_dir": "$GUEST_DIR"}
+ "sip_responder": "$sip", "guest_ip": "$GUEST_IP", "guest_dir": "$RUN_DIR/guest"}
 EOF
   say "network: namespaces ${ALL_NS[*]}"
   net_up
@@ -208,7 +219,8 @@ do_down() {
     # deleting the namespace deletes its veths, bridges and taps with it
     ip netns del "$n" 2>/dev/null || true
   done
-  rm -f "$RUN_DIR/config.json" "$RUN_DIR/state.json"
+  rm -f "$RUN_DIR/config.json" "$RUN_DIR/state.json" "$GUEST_DIR/in-use/$LAB_NAME.img"
+  rm -rf "$RUN_DIR/guest"
   say "down: nothing of lab '$LAB_NAME' is left running"
 }
 
