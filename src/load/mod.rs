@@ -7,11 +7,13 @@
 //! - [`core`]: the sans-IO user agent (register, call, answer) of one worker.
 //! - [`stats`]: counters, RFC 6076 delay histograms, intervals that merge by addition.
 //! - [`report`]: final text/JSON report and the per-second series.
+//! - [`plot`]: the run over time and a capacity search as SVG/PNG beside the report.
 //! - [`runner`]: sockets, workers, live progress, shutdown.
 
 pub mod config;
 pub mod control;
 pub mod core;
+pub mod plot;
 pub mod population;
 pub mod report;
 pub mod runner;

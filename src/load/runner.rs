@@ -159,6 +159,7 @@ pub async fn run(
     let mut pending: VecDeque<(u64, Second)> = VecDeque::new();
     let mut plan_over = control.is_none();
     let mut row_no = 0u64;
+    let mut rows: Vec<SeriesRow> = Vec::new();
     while open {
         tokio::select! {
             m = rx.recv() => match m {
@@ -202,6 +203,10 @@ pub async fn run(
                 }
                 if let Some(w) = series.as_mut() {
                     w.write(&row).context("writing the time series")?;
+                }
+                if spec.report_json.is_some() {
+                    // Kept for the plot beside the report (about 1 KB a second).
+                    rows.push(row);
                 }
                 second = Interval::default();
                 // Decide the second after next, once every worker is past pre-registration.
@@ -291,6 +296,22 @@ pub async fn run(
         let text = serde_json::to_string_pretty(&report)?;
         std::fs::write(p, text)
             .with_context(|| format!("cannot write the report {}", p.display()))?;
+        // Plots beside the report; a plot that cannot be drawn (no fonts, say) is a warning,
+        // not a lost run.
+        let title = format!("imsload → {}", report.target);
+        let mut plots = vec![(p.with_extension(""), super::plot::run_svg(&title, &rows))];
+        if let Some(c) = report.plan.as_ref().and_then(|p| p.capacity.as_ref()) {
+            let stem = p.file_stem().unwrap_or_default().to_string_lossy();
+            plots.push((
+                p.with_file_name(format!("{stem}-capacity")),
+                super::plot::capacity_svg(&format!("Capacity search → {}", report.target), c),
+            ));
+        }
+        for (base, svg) in plots {
+            if let Err(e) = super::plot::write(&base, &svg) {
+                eprintln!("imsload: plot not written: {e}");
+            }
+        }
     }
     Ok(report)
 }
