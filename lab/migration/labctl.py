@@ -417,6 +417,13 @@ class Lab:
             events = (qs.events if qs else []) + (qd.events if qd else [])
             events.sort(key=lambda e: e["wall_us"])
             res["events"] = events
+            done = next((e["wall_us"] for e in events if e["host"] == src
+                         and e["event"] == "MIGRATION"
+                         and e["data"].get("status") == "completed"), None)
+            if done:
+                # QEMU's own stamp of completion is exact; the 50 ms poll that saw it is not
+                res["poll_ended_wall_us"] = res["ended_wall_us"]
+                res["ended_wall_us"] = done
             stop = next((e["wall_us"] for e in events
                          if e["host"] == src and e["event"] == "STOP"), None)
             resume = next((e["wall_us"] for e in events
