@@ -125,7 +125,7 @@ shape_link() { # shape_link MBIT: tbf on both directions of the migration link (
 }
 
 cmd_up() {
-  local mem=256 dirty=0 ws= link=1000 bw=125 dtl=300 sip=static
+  local mem=256 dirty=0 ws='' link=1000 bw=125 dtl=300 sip=static
   while [ $# -gt 0 ]; do
     case "$1" in
       --mem) number "$1" "${2:-}"; mem=$2; shift 2 ;;
