@@ -62,6 +62,15 @@ fn run_profile(kam: &Kamailio, profile: &str, extra: &[&str], limit: Duration) -
     );
     let text =
         std::fs::read_to_string(&report).unwrap_or_else(|e| panic!("no report ({e})\n{stderr}"));
+    // The run's plot lies beside the report, as SVG and PNG (a capacity search adds its own).
+    for ext in ["svg", "png"] {
+        let p = report.with_extension(ext);
+        let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 1000, "{} missing or empty\n{stderr}", p.display());
+    }
+    if profile.contains("[capacity]") {
+        assert!(dir.path().join("report-capacity.png").exists(), "{stderr}");
+    }
     let series = std::fs::read_to_string(&series)
         .unwrap()
         .lines()

@@ -680,7 +680,21 @@ fn target_aka(users: &[Identity], all: Option<population::AkaSubscription>) -> O
     (t.all.is_some() || !t.users.is_empty()).then_some(t)
 }
 
+/// `--target`: a name from `profiles/targets.toml` (the file imsprobe reads, so both tools
+/// agree on what `pcscf` is), HOST:PORT, or a host (port 5060).
 fn resolve(t: &str) -> anyhow::Result<SocketAddr> {
+    let file = std::path::Path::new("profiles/targets.toml");
+    if let Ok(Some(f)) = imsload::probe::targets::TargetsFile::load(file) {
+        if let Some(e) = f.targets.get(t) {
+            let host = if e.host.contains(':') {
+                format!("[{}]", e.host)
+            } else {
+                e.host.clone()
+            };
+            return resolve(&format!("{host}:{}", e.sip_port))
+                .with_context(|| format!("target {t} in {}", file.display()));
+        }
+    }
     let with_port = if t.parse::<SocketAddr>().is_ok()
         || t.rsplit_once(':')
             .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
