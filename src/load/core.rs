@@ -1139,6 +1139,20 @@ impl LoadCore {
         }
     }
 
+    /// Two different registered users, uniformly: the caller (sender) and the callee.
+    fn pick_pair(&mut self) -> Option<(u32, u32)> {
+        let n = self.registered.len();
+        if n < 2 {
+            return None;
+        }
+        let a = self.rng.random_range(0..n);
+        let mut b = self.rng.random_range(0..n - 1);
+        if b >= a {
+            b += 1;
+        }
+        Some((self.registered[a], self.registered[b]))
+    }
+
     /// A user with no registration and none under way, for `register` attempts. Random probes
     /// keep this O(1) however large the population; when they miss, the attempt is unplaced
     /// (and counted), which only happens when nearly everyone is registered.
@@ -1189,17 +1203,10 @@ impl LoadCore {
             };
             (caller, ruri.clone(), from, format!("<{ruri}>"))
         } else {
-            let n = self.registered.len();
-            if n < 2 {
+            let Some((ua, ub)) = self.pick_pair() else {
                 self.stats.counters.calls_unplaced += 1;
                 return;
-            }
-            let a = self.rng.random_range(0..n);
-            let mut b = self.rng.random_range(0..n - 1);
-            if b >= a {
-                b += 1;
-            }
-            let (ua, ub) = (self.registered[a], self.registered[b]);
+            };
             let callee = self.users[ub as usize].id.uri();
             (
                 Some(ua),
@@ -1440,17 +1447,10 @@ impl LoadCore {
     /// Starts a MESSAGE or OPTIONS scenario between two registered users, routed like a call
     /// (the sender's Service-Route, then the P-CSCF), answered by our own answering side.
     fn send_nit(&mut self, now: Instant, method: Method) {
-        let n = self.registered.len();
-        if n < 2 {
+        let Some((ua, ub)) = self.pick_pair() else {
             self.stats.counters.scenarios_unplaced += 1;
             return;
-        }
-        let a = self.rng.random_range(0..n);
-        let mut b = self.rng.random_range(0..n - 1);
-        if b >= a {
-            b += 1;
-        }
-        let (ua, ub) = (self.registered[a], self.registered[b]);
+        };
         let key = self.nits.next_key();
         let r = NitReq {
             sender: ua,
