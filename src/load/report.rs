@@ -105,7 +105,29 @@ impl SeriesRow {
             } else {
                 String::new()
             },
-        )
+        ) + &self.plan_progress()
+    }
+
+    /// The plan's part of the progress line: phase, offered rate, monitors, own CPU.
+    fn plan_progress(&self) -> String {
+        let mut s = String::new();
+        if let (Some(p), Some(r)) = (&self.plan_phase, self.offered_rate) {
+            let _ = write!(s, " | plan {p} {r:.1}/s started {}", self.attempts_started);
+        }
+        for (k, v) in &self.monitors {
+            match v {
+                Some(v) => {
+                    let _ = write!(s, " | {} {v:.1}", k.trim_start_matches("mon_"));
+                }
+                None => {
+                    let _ = write!(s, " | {} -", k.trim_start_matches("mon_"));
+                }
+            }
+        }
+        if self.plan_phase.is_some() || !self.monitors.is_empty() {
+            let _ = write!(s, " | imsload cpu {:.0} %", self.generator_cpu_pct);
+        }
+        s
     }
 }
 
