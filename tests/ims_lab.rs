@@ -691,6 +691,17 @@ fn ims_core_registers_resyncs_calls_and_deregisters() {
 
 /// Runs imsload inside the lab's namespace against the P-CSCF; returns its JSON report.
 fn imsload_in_lab(lab: &Lab, users_csv: &str, extra: &[&str]) -> serde_json::Value {
+    imsload_in_lab_watching(lab, users_csv, extra, || {})
+}
+
+/// Like `imsload_in_lab`, calling `during` about every 50 ms while imsload runs (to look at
+/// the core's state mid-run).
+fn imsload_in_lab_watching(
+    lab: &Lab,
+    users_csv: &str,
+    extra: &[&str],
+    mut during: impl FnMut(),
+) -> serde_json::Value {
     let csv = lab.path("ue-users.csv");
     std::fs::write(&csv, users_csv).unwrap();
     let report = lab.path("imsload-report.json");
@@ -719,6 +730,7 @@ fn imsload_in_lab(lab: &Lab, users_csv: &str, extra: &[&str]) -> serde_json::Val
             let _ = child.kill();
             panic!("imsload did not finish within 60 s");
         }
+        during();
         std::thread::sleep(Duration::from_millis(50));
     }
     let out = child.wait_with_output().unwrap();
@@ -732,16 +744,50 @@ fn imsload_in_lab(lab: &Lab, users_csv: &str, extra: &[&str]) -> serde_json::Val
     serde_json::from_str(&text).unwrap()
 }
 
-/// The S-CSCF's own count of registered contacts.
-fn scscf_contacts(lab: &Lab) -> Option<u64> {
+/// `kamcmd` against the S-CSCF's ctl socket; its standard output.
+fn scscf_rpc(lab: &Lab, args: &[&str]) -> String {
     let out = Command::new("kamcmd")
         .arg("-s")
         .arg(format!("unix:{}", lab.path("scscf_ctl").display()))
-        .args(["stats.get_statistics", "active_contacts"])
+        .args(args)
         .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split('=').nth(1)?.trim().parse().ok()
+        .expect("run kamcmd");
+    assert!(
+        out.status.success(),
+        "kamcmd {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The first `key: value` (kamcmd's rendering of an RPC struct) as a number.
+fn rpc_field(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The S-CSCF's IMPU records (ulscscf.status, domain "location").
+fn scscf_impu_records(lab: &Lab) -> u64 {
+    let text = scscf_rpc(lab, &["ulscscf.status"]);
+    rpc_field(&text, "Records").unwrap_or_else(|| panic!("no Records in {text}"))
+}
+
+/// The S-CSCF's statistic of contacts it holds in memory.
+fn scscf_contacts(lab: &Lab) -> u64 {
+    let text = scscf_rpc(lab, &["stats.get_statistics", "active_contacts"]);
+    text.split('=')
+        .nth(1)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no active_contacts in {text}"))
+}
+
+/// The S-CSCF's registration state of `impu` (ulscscf.showimpu), None when it holds no record.
+fn scscf_impu_state(lab: &Lab, impu: &str) -> Option<String> {
+    let text = scscf_rpc(lab, &["ulscscf.showimpu", impu]);
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("state:"))
+        .map(|v| v.trim().to_string())
 }
 
 #[test]
@@ -758,7 +804,12 @@ fn imsload_registers_fifty_aka_users_calls_and_deregisters_through_the_lab() {
     let lab = Lab::start(&subs);
     // The first 50 users, with the keys the HSS holds.
     let fifty: String = subs.lines().take(51).map(|l| format!("{l}\n")).collect();
-    let r = imsload_in_lab(
+    let impu = |i: u32| format!("sip:{}@{DOMAIN}", imsi(i));
+    // Mid-run, the S-CSCF holds all 50 (so the emptiness checked after de-registration is
+    // not that of a core that never saw them).
+    let mut most_records = 0;
+    let mut seen_registered = false;
+    let r = imsload_in_lab_watching(
         &lab,
         &fifty,
         &[
@@ -773,6 +824,11 @@ fn imsload_registers_fifty_aka_users_calls_and_deregisters_through_the_lab() {
             "--duration",
             "20s",
         ],
+        || {
+            most_records = most_records.max(scscf_impu_records(&lab));
+            seen_registered |=
+                scscf_impu_state(&lab, &impu(50)).is_some_and(|s| s.starts_with("registered"));
+        },
     );
     let c = &r["counters"];
     assert_eq!(c["reg_attempts"], 50, "{r}");
@@ -792,12 +848,35 @@ fn imsload_registers_fifty_aka_users_calls_and_deregisters_through_the_lab() {
             "no de-registration SAR for {impi}"
         );
     }
-    // The S-CSCF's own statistic keeps counting the contacts for a while after de-registration
-    // (ims_usrloc_scscf deletes them on its timer): read, not asserted; see docs/ims-lab.md.
-    eprintln!(
-        "S-CSCF active_contacts after de-registration: {:?}",
-        scscf_contacts(&lab)
+    assert_eq!(most_records, 50, "IMPU records at the S-CSCF mid-run");
+    assert!(
+        seen_registered,
+        "user 50 shown registered by ulscscf.showimpu mid-run"
     );
+    // De-registration empties the S-CSCF. ims_usrloc_scscf applies it on its timer: the 200
+    // leaves the contact marked deleted and the IMPU record in place (still "registered" in
+    // showimpu); a timer pass deletes the record, a later one frees the contact once
+    // contact_delete_delay has run (lab/ims/scscf.cfg sets both to 1 s; module defaults 90 s
+    // and 30 s). Hence a bounded wait.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let t_dereg = Instant::now();
+    loop {
+        let records = scscf_impu_records(&lab);
+        let contacts = scscf_contacts(&lab);
+        let still: Vec<u32> = (1..=50)
+            .filter(|&i| scscf_impu_state(&lab, &impu(i)).is_some())
+            .collect();
+        if records == 0 && contacts == 0 && still.is_empty() {
+            eprintln!("S-CSCF empty {:?} after imsload ended", t_dereg.elapsed());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "S-CSCF still holds {records} IMPU record(s), {contacts} contact(s), users {still:?} \
+             10 s after de-registration"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // Users 51..53 with a wrong K: the network's AUTN does not verify, counted as such.
     let wrong: String = std::iter::once("impu,impi,password,k,opc,amf,sqn\n".to_string())
