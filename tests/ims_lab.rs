@@ -25,6 +25,7 @@ const PCSCF: &str = "127.0.0.21:5060";
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/lab/ims/ims.sh");
 const OPC: &str = "cd63cb71954a9f4e48a5994e37a02baf";
 const AMF: &str = "8000";
+const PANI: &str = "3GPP-E-UTRAN-FDD; utran-cell-id-3gpp=00101000000001";
 
 fn hex16(s: &str) -> [u8; 16] {
     imsload::hss::vectors::from_hex(s)
@@ -39,6 +40,10 @@ fn imsi(i: u32) -> String {
 }
 fn k_of(i: u32) -> String {
     format!("00112233445566778899aabbccdd{i:04x}")
+}
+/// Subscriber i's tel: IMPU, in its implicit registration set beside the sip: one.
+fn tel_of(i: u32) -> String {
+    format!("tel:+1555{i:07}")
 }
 
 // ---------------------------------------------------------------------------
@@ -554,12 +559,13 @@ fn uri_of(nameaddr: &str) -> String {
 }
 
 fn subscribers_csv(n: u32) -> String {
-    let mut s = String::from("impu,impi,password,k,opc,amf,sqn\n");
+    let mut s = String::from("impu,impi,password,k,opc,amf,sqn,tel\n");
     for i in 1..=n {
         s += &format!(
-            "sip:{imsi}@{DOMAIN},{imsi}@{DOMAIN},,{k},{OPC},{AMF},000000000000\n",
+            "sip:{imsi}@{DOMAIN},{imsi}@{DOMAIN},,{k},{OPC},{AMF},000000000000,{tel}\n",
             imsi = imsi(i),
-            k = k_of(i)
+            k = k_of(i),
+            tel = tel_of(i)
         );
     }
     s
@@ -600,11 +606,14 @@ fn ims_core_registers_resyncs_calls_and_deregisters() {
         sr.iter().any(|r| r.contains("scscf")),
         "Service-Route names the S-CSCF: {sr:?}"
     );
-    let pau = ok.all("p-associated-uri");
-    assert!(
-        pau.iter().any(|u| u.contains(&a.impu)),
-        "P-Associated-URI {pau:?}"
-    );
+    // The HSS's user profile puts the sip: and the tel: IMPU in one implicit registration set:
+    // the S-CSCF lists both, the registered one first (the default identity).
+    let pau: Vec<String> = ok
+        .all("p-associated-uri")
+        .iter()
+        .map(|v| uri_of(v))
+        .collect();
+    assert_eq!(pau, [a.impu.clone(), tel_of(1)], "P-Associated-URI");
     a.service_route = sr;
     assert!(lab.hss_logged(&format!("MAR {}", a.impi)));
     assert!(lab.hss_logged(&format!("SAR {}", a.impi)));
@@ -628,16 +637,27 @@ fn ims_core_registers_resyncs_calls_and_deregisters() {
     for r in &a.service_route {
         invite += &format!("Route: {r}\r\n");
     }
+    // The caller prefers its tel: IMPU; the P-CSCF asserts it (it is in a's P-Associated-URI).
     invite += &format!(
         "From: <{}>;tag=caller1\r\nTo: <{}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n\
-         Contact: <sip:{}@{}>\r\nContent-Length: 0\r\n\r\n",
+         P-Preferred-Identity: <{}>\r\nContact: <sip:{}@{}>\r\nContent-Length: 0\r\n\r\n",
         a.impu,
         b.impu,
+        tel_of(1),
         imsi(1),
         a.addr
     );
     a.send(&invite);
     let inv_b = expect_request(&b, "INVITE");
+    assert_eq!(
+        inv_b.one("p-asserted-identity").as_deref(),
+        Some(format!("<{}>", tel_of(1)).as_str()),
+        "the callee sees the caller's preferred tel: identity, asserted"
+    );
+    assert!(
+        inv_b.one("p-preferred-identity").is_none(),
+        "the P-CSCF removed it"
+    );
     let rr_b = inv_b.all("record-route");
     assert!(
         rr_b.len() >= 4,
@@ -805,8 +825,8 @@ fn imsload_registers_fifty_aka_users_calls_and_deregisters_through_the_lab() {
     // The first 50 users, with the keys the HSS holds.
     let fifty: String = subs.lines().take(51).map(|l| format!("{l}\n")).collect();
     let impu = |i: u32| format!("sip:{}@{DOMAIN}", imsi(i));
-    // Mid-run, the S-CSCF holds all 50 (so the emptiness checked after de-registration is
-    // not that of a core that never saw them).
+    // Mid-run, the S-CSCF holds all 50 users' sip: and tel: IMPUs (so the emptiness checked
+    // after de-registration is not that of a core that never saw them).
     let mut most_records = 0;
     let mut seen_registered = false;
     let r = imsload_in_lab_watching(
@@ -823,6 +843,14 @@ fn imsload_registers_fifty_aka_users_calls_and_deregisters_through_the_lab() {
             "500ms",
             "--duration",
             "20s",
+            "--pani",
+            PANI,
+            "--ppi",
+            "tel",
+            "--sip-instance",
+            "urn:gsma:imei:35209900-%06d-0",
+            "--icsi-ref",
+            "urn:urn-7:3gpp-service.ims.icsi.mmtel",
         ],
         || {
             most_records = most_records.max(scscf_impu_records(&lab));
@@ -837,6 +865,41 @@ fn imsload_registers_fifty_aka_users_calls_and_deregisters_through_the_lab() {
     assert_eq!(c["calls_answered"], 8, "{r}");
     assert_eq!(c["calls_completed"], 8, "{r}");
     assert_eq!(c["dereg_ok"], 50, "{r}");
+    // Every 200 listed both IMPUs of the user (the tel: one from the HSS's implicit set).
+    assert_eq!(c["reg_no_associated_uri"], 0, "{r}");
+    assert_eq!(c["reg_associated_uris"], 100, "{r}");
+    assert_eq!(c["reg_associated_missing_own"], 0, "{r}");
+    // What imsload sent, as the P-CSCF and the S-CSCF logged it (lab/ims/*.cfg xlog lines).
+    let (pcscf, scscf) = (lab.log("pcscf"), lab.log("scscf"));
+    for i in 1..=50 {
+        let ue_reg = format!("UE REGISTER {} supported [path] pani [{PANI}]", impu(i));
+        assert!(pcscf.contains(&ue_reg), "P-CSCF did not log: {ue_reg}");
+        let contact = format!("REGISTER {} contact [<sip:{}@", impu(i), imsi(i));
+        let params = format!(
+            ";transport=udp>;+sip.instance=\"<urn:gsma:imei:35209900-{i:06}-0>\";\
+             +g.3gpp.icsi-ref=\"urn%3Aurn-7%3A3gpp-service.ims.icsi.mmtel\"] pani [{PANI}]"
+        );
+        assert!(
+            scscf
+                .lines()
+                .any(|l| l.contains(&contact) && l.contains(&params)),
+            "S-CSCF did not log {contact}...{params}"
+        );
+    }
+    let mo: Vec<&str> = pcscf
+        .lines()
+        .filter(|l| l.contains("MO INVITE from "))
+        .collect();
+    assert_eq!(mo.len(), 8, "{mo:#?}");
+    for l in mo {
+        let n: u32 = l.split("from sip:00101").nth(1).unwrap()[..10]
+            .parse()
+            .unwrap();
+        assert!(
+            l.contains(&format!("preferred [<{}>] pani [{PANI}]", tel_of(n))),
+            "{l}"
+        );
+    }
     // Every user was de-registered at the S-CSCF: it told the HSS (SAR type 5) for each.
     for i in 1..=50 {
         let impi = format!("{}@{DOMAIN}", imsi(i));
@@ -848,7 +911,7 @@ fn imsload_registers_fifty_aka_users_calls_and_deregisters_through_the_lab() {
             "no de-registration SAR for {impi}"
         );
     }
-    assert_eq!(most_records, 50, "IMPU records at the S-CSCF mid-run");
+    assert_eq!(most_records, 100, "IMPU records at the S-CSCF mid-run");
     assert!(
         seen_registered,
         "user 50 shown registered by ulscscf.showimpu mid-run"
@@ -879,7 +942,7 @@ fn imsload_registers_fifty_aka_users_calls_and_deregisters_through_the_lab() {
     }
 
     // Users 51..53 with a wrong K: the network's AUTN does not verify, counted as such.
-    let wrong: String = std::iter::once("impu,impi,password,k,opc,amf,sqn\n".to_string())
+    let wrong: String = std::iter::once("impu,impi,password,k,opc,amf,sqn,tel\n".to_string())
         .chain(subs.lines().skip(51).map(|l| {
             let mut f: Vec<String> = l.split(',').map(str::to_string).collect();
             f[3] = "ffffffffffffffffffffffffffffffff".into();

@@ -24,9 +24,10 @@
 #   NUSERS=100                   generated subscribers (when SUBSCRIBERS is not given):
 #                                IMSI 001010000000001.., impu sip:IMSI@DOMAIN, impi IMSI@DOMAIN,
 #                                k = 000102030405060708090a0b0c0d + %04x(i), opc = OPC, amf
-#                                8000, sqn 0; written to RUNDIR/subscribers.csv
+#                                8000, sqn 0, tel tel:+1555%07d(i) (a second IMPU in the
+#                                implicit set); written to RUNDIR/subscribers.csv
 #   OPC=cd63cb71954a9f4e48a5994e37a02baf
-#   SUBSCRIBERS=FILE             use this subscriber CSV (impu,impi,password,k,opc,amf,sqn)
+#   SUBSCRIBERS=FILE             use this subscriber CSV (impu,impi,password,k,opc,amf,sqn[,tel])
 #   IMSHSS=path of imshss        default: imshss on PATH, else target/release/imshss
 #   CHILDREN=4 DBGLEVEL=2 READY_TIMEOUT=30 (s)
 #
@@ -90,10 +91,10 @@ check_prereqs() {
 gen_subscribers() {
   local out=$1
   awk -v n="$NUSERS" -v d="$DOMAIN" -v opc="$OPC" 'BEGIN {
-    print "impu,impi,password,k,opc,amf,sqn"
+    print "impu,impi,password,k,opc,amf,sqn,tel"
     for (i = 1; i <= n; i++) {
       imsi = sprintf("00101%010d", i)
-      printf "sip:%s@%s,%s@%s,,000102030405060708090a0b0c0d%04x,%s,8000,000000000000\n", imsi, d, imsi, d, i, opc
+      printf "sip:%s@%s,%s@%s,,000102030405060708090a0b0c0d%04x,%s,8000,000000000000,tel:+1555%07d\n", imsi, d, imsi, d, i, opc, i
     }
   }' >"$out"
 }

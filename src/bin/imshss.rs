@@ -25,7 +25,7 @@ struct Args {
     /// Our Origin-Host [default: hss.<realm>].
     #[arg(long)]
     origin_host: Option<String>,
-    /// CSV with header impu,impi,password,k,opc,amf,sqn (hex k, opc, amf, sqn).
+    /// CSV with header impu,impi,password,k,opc,amf,sqn[,tel] (hex k, opc, amf, sqn; tel: a tel: IMPU).
     #[arg(long)]
     subscribers: PathBuf,
     /// Seed for RAND (reproducible runs); by default from the OS.

@@ -3,7 +3,9 @@
 use anyhow::{bail, Context as _};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use imsload::load::config::{Arrival, ByeBy, CoreConfig, DurationDist, Mix};
+use imsload::load::config::{
+    Arrival, ByeBy, CoreConfig, DurationDist, ImsOptions, Mix, PreferredIdentity,
+};
 use imsload::load::control::{Controller, Objective};
 use imsload::load::population::{self, Identity};
 use imsload::load::runner::{self, RunSpec};
@@ -80,12 +82,14 @@ struct RunArgs {
     /// 00101%010d@ims.mnc001.mcc001.3gppnetwork.org). Default: the user name.
     #[arg(long, value_name = "PATTERN")]
     impi_pattern: Option<String>,
-    /// Users from a CSV file instead of the pattern: impu,impi,password[,k,opc,amf,sqn], or
-    /// columns named by a header line (impu, impi, password, k, op|opc, amf, sqn; hex).
+    /// Users from a CSV file instead of the pattern: impu,impi,password[,k,opc,amf,sqn,tel], or
+    /// columns named by a header line (impu, impi, password, k, op|opc, amf, sqn; hex; tel: tel:+… IMPU).
     #[arg(long, value_name = "CSV")]
     users_file: Option<PathBuf>,
     #[command(flatten)]
     aka: AkaArgs,
+    #[command(flatten)]
+    ims: ImsArgs,
     /// Initial registrations per second.
     #[arg(long, default_value = "100", value_parser = positive_rate)]
     reg_rate: f64,
@@ -185,6 +189,53 @@ struct AkaArgs {
     /// AKA: the SQN the USIM (or, for `serve`, the HSS) starts from, hex.
     #[arg(long, value_name = "HEX", default_value = "0", requires = "aka_k")]
     sqn: String,
+}
+
+/// IMS UE headers (TS 24.229). `Supported: path` is always on REGISTER.
+#[derive(Args, Debug, Default)]
+struct ImsArgs {
+    /// P-Access-Network-Info on REGISTER, INVITE and MESSAGE, e.g.
+    /// '3GPP-E-UTRAN-FDD; utran-cell-id-3gpp=00101000000001'.
+    #[arg(long, value_name = "VALUE")]
+    pani: Option<String>,
+    /// P-Preferred-Identity on INVITE and MESSAGE: the user's sip: IMPU, or its tel: IMPU.
+    #[arg(long, value_name = "WHICH")]
+    ppi: Option<PreferredIdentity>,
+    /// +sip.instance in Contact, per user: a URN with %d or %0Nd for the user's index (CSV
+    /// users: the row order from --first-index), e.g. 'urn:gsma:imei:35209900-%06d-0'.
+    #[arg(long, value_name = "PATTERN")]
+    sip_instance: Option<String>,
+    /// +g.3gpp.icsi-ref in Contact (the URN; it is percent-encoded), e.g.
+    /// urn:urn-7:3gpp-service.ims.icsi.mmtel.
+    #[arg(long, value_name = "URN")]
+    icsi_ref: Option<String>,
+    /// A tel: IMPU per pattern user beside the sip: one: a global number with %d or %0Nd for
+    /// the index, e.g. '+1555%07d'. CSV users: the `tel` column.
+    #[arg(long, value_name = "PATTERN")]
+    tel_pattern: Option<String>,
+}
+
+impl ImsArgs {
+    fn options(&self) -> anyhow::Result<ImsOptions> {
+        if let Some(p) = &self.pani {
+            // It goes into a header line as given: a line break would forge headers.
+            if p.trim().is_empty() || p.contains(['\r', '\n']) {
+                bail!("--pani {p:?}: give one non-empty header value (no line breaks)");
+            }
+        }
+        if let Some(i) = &self.icsi_ref {
+            if !i.get(..4).is_some_and(|u| u.eq_ignore_ascii_case("urn:"))
+                || i.contains(['"', ' ', '\r', '\n'])
+            {
+                bail!("--icsi-ref {i:?}: an ICSI is a URN, e.g. urn:urn-7:3gpp-service.ims.icsi.mmtel");
+            }
+        }
+        Ok(ImsOptions {
+            pani: self.pani.clone(),
+            preferred_identity: self.ppi,
+            icsi_ref: self.icsi_ref.clone(),
+        })
+    }
 }
 
 impl AkaArgs {
@@ -497,6 +548,7 @@ fn run_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
     let auto = ((peak / 4000.0).max(a.reg_rate / 8000.0).ceil() as usize).clamp(1, cores);
     let workers = a.workers.unwrap_or(auto).max(1);
     let users = load_users(&a)?;
+    let ims = a.ims.options()?;
     let register = !(a.no_register || a.ruri.is_some());
     if register && users.len() < 2 && a.cps > 0.0 {
         bail!(
@@ -585,6 +637,7 @@ fn run_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
             duration,
             drain: a.drain,
             seed: a.seed,
+            ims,
             ..CoreConfig::default()
         };
         println!(
@@ -644,10 +697,10 @@ fn run_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
 
 fn load_users(a: &RunArgs) -> anyhow::Result<Vec<Identity>> {
     let aka = a.aka.subscription()?;
-    Ok(match &a.users_file {
+    let mut users = match &a.users_file {
         Some(p) => {
-            if aka.is_some() || a.impi_pattern.is_some() {
-                bail!("--aka-*/--impi-pattern apply to pattern users; with --users-file give k, opc, amf, sqn columns in the CSV");
+            if aka.is_some() || a.impi_pattern.is_some() || a.ims.tel_pattern.is_some() {
+                bail!("--aka-*/--impi-pattern/--tel-pattern apply to pattern users; with --users-file give k, opc, amf, sqn, tel columns in the CSV");
             }
             population::from_csv(p)?
         }
@@ -659,8 +712,14 @@ fn load_users(a: &RunArgs) -> anyhow::Result<Vec<Identity>> {
             password: &a.password,
             impi: a.impi_pattern.as_deref(),
             aka,
+            tel: a.ims.tel_pattern.as_deref(),
         })?,
-    })
+    };
+    if let Some(p) = &a.ims.sip_instance {
+        population::set_instances(&mut users, p, a.first_index)
+            .map_err(|e| anyhow::anyhow!("--sip-instance: {e}"))?;
+    }
+    Ok(users)
 }
 
 /// The embedded target's AKA data: the users that have keys (by IMPI), and `all` for anyone

@@ -1,5 +1,7 @@
 //! The subscriber file the HSS serves and the UE side (imsload) reads: CSV with the header
-//! `impu,impi,password,k,opc,amf,sqn` (k, opc: 32 hex digits; amf: 4; sqn: 12, or empty for 0).
+//! `impu,impi,password,k,opc,amf,sqn` (k, opc: 32 hex digits; amf: 4; sqn: 12, or empty for 0),
+//! optionally followed by a `tel` column: a tel: IMPU of the same subscription (`tel:+15550001`,
+//! may be empty), put in the implicit registration set after the row's `impu`.
 //!
 //! Several rows with one IMPI make one subscription with several public identities (an
 //! implicit registration set); the keys of its first row count. `password` is for plain
@@ -14,6 +16,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use super::vectors::{from_hex, sqn_from_bytes};
 
 pub const HEADER: &str = "impu,impi,password,k,opc,amf,sqn";
+/// [`HEADER`] with the optional tel: IMPU column.
+pub const HEADER_TEL: &str = "impu,impi,password,k,opc,amf,sqn,tel";
 
 /// One IMS subscription (one IMPI).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +56,7 @@ impl Subscribers {
     pub fn parse(text: &str) -> Result<Subscribers> {
         let mut subs = Subscribers::default();
         let mut header_seen = false;
+        let mut fields = 7;
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -59,15 +64,29 @@ impl Subscribers {
             }
             if !header_seen {
                 let cols: Vec<&str> = line.split(',').map(str::trim).collect();
-                if cols.join(",") != HEADER {
-                    bail!("line {}: header must be {HEADER:?}, is {line:?}", n + 1);
-                }
+                fields = match cols.join(",") {
+                    h if h == HEADER => 7,
+                    h if h == HEADER_TEL => 8,
+                    _ => bail!(
+                        "line {}: header must be {HEADER:?} or {HEADER_TEL:?}, is {line:?}",
+                        n + 1
+                    ),
+                };
                 header_seen = true;
                 continue;
             }
             let f: Vec<&str> = line.split(',').map(str::trim).collect();
-            if f.len() != 7 {
-                bail!("line {}: {} fields, want 7", n + 1, f.len());
+            if f.len() != fields {
+                bail!("line {}: {} fields, want {fields}", n + 1, f.len());
+            }
+            let tel = f.get(7).copied().filter(|t| !t.is_empty());
+            if let Some(t) = tel {
+                if !t.starts_with("tel:+") {
+                    bail!(
+                        "line {}: tel {t:?} is not a global tel: URI (tel:+15550001)",
+                        n + 1
+                    );
+                }
             }
             let (impu, impi) = (f[0], f[1]);
             if impu.is_empty() || impi.is_empty() {
@@ -89,21 +108,23 @@ impl Subscribers {
                 })
             })()
             .with_context(|| format!("line {}", n + 1))?;
-            if subs.by_impu.contains_key(impu) {
-                bail!("line {}: impu {impu} listed twice", n + 1);
-            }
             let idx = match subs.by_impi.get(impi) {
-                Some(&i) => {
-                    subs.list[i].impus.push(impu.to_string());
-                    i
-                }
+                Some(&i) => i,
                 None => {
-                    subs.list.push(row);
+                    subs.list.push(Subscriber {
+                        impus: Vec::new(),
+                        ..row
+                    });
                     subs.by_impi.insert(impi.to_string(), subs.list.len() - 1);
                     subs.list.len() - 1
                 }
             };
-            subs.by_impu.insert(impu.to_string(), idx);
+            for u in std::iter::once(impu).chain(tel) {
+                if subs.by_impu.insert(u.to_string(), idx).is_some() {
+                    bail!("line {}: impu {u} listed twice", n + 1);
+                }
+                subs.list[idx].impus.push(u.to_string());
+            }
         }
         if !header_seen {
             bail!("no header line {HEADER:?}");
@@ -152,6 +173,25 @@ sip:u2@ims.example,u2@ims.example,pw,0102030405060708090a0b0c0d0e0f10,0102030405
         assert_eq!(s.index_of_impu("tel:+15550001"), Some(0));
         assert_eq!(s.index_of_impi("u2@ims.example"), Some(1));
         assert_eq!(s.list[1].sqn, 0);
+    }
+
+    #[test]
+    fn tel_column_joins_the_implicit_set() {
+        let z = "0".repeat(32);
+        let csv = format!(
+            "{HEADER_TEL}\nsip:a@d,a@d,,{z},{z},8000,,tel:+15550001\nsip:b@d,b@d,,{z},{z},8000,,\n"
+        );
+        let s = Subscribers::parse(&csv).unwrap();
+        assert_eq!(s.list[0].impus, vec!["sip:a@d", "tel:+15550001"]);
+        assert_eq!(s.index_of_impu("tel:+15550001"), Some(0));
+        assert_eq!(s.list[1].impus, vec!["sip:b@d"]);
+        let bad = format!("{HEADER_TEL}\nsip:a@d,a@d,,{z},{z},8000,,+15550001\n");
+        let e = format!("{:#}", Subscribers::parse(&bad).unwrap_err());
+        assert!(e.contains("line 2") && e.contains("tel:"), "{e}");
+        let dup = format!(
+            "{HEADER_TEL}\nsip:a@d,a@d,,{z},{z},8000,,tel:+1\nsip:b@d,b@d,,{z},{z},8000,,tel:+1\n"
+        );
+        assert!(Subscribers::parse(&dup).is_err());
     }
 
     #[test]

@@ -160,6 +160,33 @@ pub struct CoreConfig {
     pub user_agent: String,
     /// Seed for caller/callee choice, arrival gaps and hold times (reproducible runs).
     pub seed: u64,
+    /// IMS headers and Contact parameters of the UE (TS 24.229).
+    pub ims: ImsOptions,
+}
+
+/// Which of the user's public identities goes into P-Preferred-Identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PreferredIdentity {
+    /// The sip: IMPU the user registers.
+    Sip,
+    /// The user's tel: IMPU (the sip: one for users without a tel: IMPU).
+    Tel,
+}
+
+/// What an IMS UE adds to its requests beyond plain SIP (TS 24.229 §5.1.1.2, §5.1.2A.1).
+/// `Supported: path` is always sent on REGISTER; `+sip.instance` comes per user from
+/// [`super::population::Identity::instance`].
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ImsOptions {
+    /// P-Access-Network-Info on REGISTER, INVITE and MESSAGE, e.g.
+    /// `3GPP-E-UTRAN-FDD; utran-cell-id-3gpp=00101000000001`.
+    pub pani: Option<String>,
+    /// P-Preferred-Identity on INVITE and MESSAGE.
+    pub preferred_identity: Option<PreferredIdentity>,
+    /// IMS communication service identifier announced in Contact as `+g.3gpp.icsi-ref`, e.g.
+    /// `urn:urn-7:3gpp-service.ims.icsi.mmtel`.
+    pub icsi_ref: Option<String>,
 }
 
 impl Default for CoreConfig {
@@ -190,6 +217,7 @@ impl Default for CoreConfig {
             drain: Duration::from_secs(10),
             user_agent: concat!("imsload/", env!("CARGO_PKG_VERSION")).into(),
             seed: 1,
+            ims: ImsOptions::default(),
         }
     }
 }

@@ -10,7 +10,7 @@
 //! before expiry) → `Draining` (no new attempts; established calls are ended with BYE, early
 //! ones CANCELled) → `Deregistering` (Expires: 0) → `Done`.
 
-use super::config::{ByeBy, CoreConfig, DurationDist, Scenario};
+use super::config::{ByeBy, CoreConfig, DurationDist, ImsOptions, PreferredIdentity, Scenario};
 use super::population::Identity;
 use super::stats::{Delays, Interval};
 use crate::sip::aka::{self, AkaError, Usim};
@@ -115,6 +115,10 @@ struct User {
     /// The user's USIM (AKA users): its SQN_MS moves with every challenge accepted.
     usim: Option<Usim>,
     service_route: Vec<String>,
+    /// From the last 2xx to REGISTER: P-Associated-URI (the identities this user may use; the
+    /// first is its default) and Path (the proxies between it and the registrar), as URIs.
+    associated: Vec<String>,
+    path: Vec<String>,
     /// Bumped to cancel pending refresh/retry timers.
     gen: u32,
     pos_registered: Option<u32>,
@@ -286,7 +290,7 @@ impl LoadCore {
             .enumerate()
             .map(|(i, id)| {
                 user_by_name.insert(id.user().to_string(), i as u32);
-                let contact = format!("<sip:{}@{};transport={}>", id.user(), via_host, tp);
+                let contact = ue_contact(&id, &via_host, tp, &cfg.ims);
                 User {
                     uri: format!("<{}>", id.uri()),
                     contact,
@@ -312,6 +316,8 @@ impl LoadCore {
                     nc: NonceCounter::default(),
                     usim: id.aka.map(|a| Usim::new(a.keys, a.sqn)),
                     service_route: Vec::new(),
+                    associated: Vec::new(),
+                    path: Vec::new(),
                     gen: 0,
                     pos_registered: None,
                     id,
@@ -823,6 +829,9 @@ impl LoadCore {
         w.header("Contact", &user.contact);
         w.header("Expires", expires);
         w.header("Supported", "path");
+        if let Some(pani) = &self.cfg.ims.pani {
+            w.header("P-Access-Network-Info", pani);
+        }
         w.header("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE");
         w.header("User-Agent", &self.cfg.user_agent);
         match authz {
@@ -933,8 +942,19 @@ impl LoadCore {
                     .header_values(HeaderName::ServiceRoute)
                     .map(str::to_string)
                     .collect();
+                let uris = |h| {
+                    msg.header_values(h)
+                        .map(|v| name_addr_uri(v).to_string())
+                        .collect::<Vec<String>>()
+                };
+                let (associated, path) = (uris(HeaderName::PAssociatedUri), uris(HeaderName::Path));
+                if kind == RegKind::Initial {
+                    self.note_associated(u, &associated);
+                }
                 let user = &mut self.users[u as usize];
                 user.service_route = sr;
+                user.associated = associated;
+                user.path = path;
                 user.state = RegState::Registered;
                 if user.pos_registered.is_none() {
                     user.pos_registered = Some(self.registered.len() as u32);
@@ -1003,6 +1023,48 @@ impl LoadCore {
                 self.users[last as usize].pos_registered = Some(pos);
             }
         }
+    }
+
+    /// Counts what an initial registration's P-Associated-URI says: missing altogether, how
+    /// many identities, and whether the user's own IMPUs (sip:, and tel: when it has one) are
+    /// among them (TS 24.229 §5.1.1.2: the network lists the implicitly registered set).
+    fn note_associated(&mut self, u: u32, associated: &[String]) {
+        let c = &mut self.stats.counters;
+        if associated.is_empty() {
+            c.reg_no_associated_uri += 1;
+            return;
+        }
+        c.reg_associated_uris += associated.len() as u64;
+        let id = &self.users[u as usize].id;
+        let listed = |uri: &str| associated.iter().any(|a| a.eq_ignore_ascii_case(uri));
+        if !listed(&id.uri()) || id.tel.as_deref().is_some_and(|t| !listed(t)) {
+            c.reg_associated_missing_own += 1;
+        }
+    }
+
+    /// The identities the network gave user `name` in P-Associated-URI, and the Path of its
+    /// last 2xx to REGISTER (empty before one arrived).
+    pub fn registration_of(&self, name: &str) -> Option<(&[String], &[String])> {
+        let u = &self.users[*self.user_by_name.get(name)? as usize];
+        Some((&u.associated, &u.path))
+    }
+
+    /// P-Access-Network-Info and P-Preferred-Identity for a request user `u` originates
+    /// (INVITE, MESSAGE), as TS 24.229 §5.1.2A.1 has the UE add them.
+    fn originating_headers(&self, u: Option<u32>) -> Vec<(&'static str, String)> {
+        let mut h = Vec::new();
+        if let Some(pani) = &self.cfg.ims.pani {
+            h.push(("P-Access-Network-Info", pani.clone()));
+        }
+        if let (Some(pref), Some(u)) = (self.cfg.ims.preferred_identity, u) {
+            let id = &self.users[u as usize].id;
+            let uri = match (pref, &id.tel) {
+                (PreferredIdentity::Tel, Some(t)) => t.clone(),
+                _ => id.uri(),
+            };
+            h.push(("P-Preferred-Identity", format!("<{uri}>")));
+        }
+        h
     }
 
     /// Builds the Authorization / Proxy-Authorization line answering the challenge in `msg`:
@@ -1260,6 +1322,7 @@ impl LoadCore {
         let branch = self.ids.branch(tk);
         let via = self.via(&branch);
         let contact = self.caller_contact(k);
+        let ims_headers = self.originating_headers(self.calls.get(k).and_then(|c| c.caller));
         let sdp_offer = self.sdp_offer.clone();
         let ua = self.cfg.user_agent.clone();
         let c = self.calls.get_mut(k).expect("caller checked");
@@ -1279,6 +1342,9 @@ impl LoadCore {
         w.header("Contact", &contact);
         w.header("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE");
         w.header("Supported", "path, timer");
+        for (name, value) in &ims_headers {
+            w.header(name, value);
+        }
         w.header("User-Agent", &ua);
         if let Some(a) = authz {
             w.line(&a);
@@ -1475,6 +1541,7 @@ impl LoadCore {
     fn send_nit_request(&mut self, now: Instant, k: Key, authz: Option<String>) {
         let tk = self.txns.next_key();
         let via = self.via(&self.ids.branch(tk));
+        let ims_headers = self.originating_headers(self.nits.get(k).map(|r| r.sender));
         let Some(r) = self.nits.get_mut(k) else {
             return;
         };
@@ -1491,6 +1558,11 @@ impl LoadCore {
         w.header("To", format_args!("<{}>", r.ruri));
         w.header("Call-ID", &r.call_id);
         w.header("CSeq", format_args!("{} {}", r.cseq, method.as_str()));
+        if method == Method::Message {
+            for (name, value) in &ims_headers {
+                w.header(name, value);
+            }
+        }
         w.header("User-Agent", &self.cfg.user_agent);
         if let Some(a) = authz {
             w.line(&a);
@@ -2116,6 +2188,37 @@ impl LoadCore {
 }
 
 /// The user part of our own contact, for tests.
+/// The Contact a UE registers and calls from: its address, then `+sip.instance` (RFC 5626) when
+/// the user has an instance ID and `+g.3gpp.icsi-ref` (TS 24.229 §7.9.2, the URN percent-encoded)
+/// when an ICSI is configured.
+fn ue_contact(id: &Identity, host: &str, transport: &str, ims: &ImsOptions) -> String {
+    let mut c = format!("<sip:{}@{host};transport={transport}>", id.user());
+    if let Some(inst) = &id.instance {
+        c += &format!(";+sip.instance=\"<{inst}>\"");
+    }
+    if let Some(icsi) = &ims.icsi_ref {
+        c += &format!(";+g.3gpp.icsi-ref=\"{}\"", percent_encode_urn(icsi));
+    }
+    c
+}
+
+/// `urn:urn-7:3gpp-service.ims.icsi.mmtel` → `urn%3Aurn-7%3A3gpp-service.ims.icsi.mmtel`; a value
+/// that already holds `%` escapes is taken as encoded.
+fn percent_encode_urn(v: &str) -> String {
+    if v.contains('%') {
+        return v.to_string();
+    }
+    let mut out = String::with_capacity(v.len() + 8);
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out += &format!("%{b:02X}");
+        }
+    }
+    out
+}
+
 pub fn contact_user(contact: &str) -> Option<&str> {
     uri_user(name_addr_uri(strip_tag(contact)))
 }

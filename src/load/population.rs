@@ -1,5 +1,6 @@
 //! Who the simulated users are: identities and credentials, from a printf-style pattern or a
-//! CSV file of `impu,impi,password` with optional AKA columns `k`, `op`/`opc`, `amf`, `sqn`.
+//! CSV file of `impu,impi,password` with optional AKA columns `k`, `op`/`opc`, `amf`, `sqn`
+//! and a `tel` column (a tel: IMPU beside the sip: one).
 
 use crate::sip::aka::{self, AkaKeys};
 use std::path::Path;
@@ -15,6 +16,11 @@ pub struct Identity {
     pub password: String,
     /// IMS AKA subscription (USIM/ISIM): when present, AKAv1-MD5 challenges are answered.
     pub aka: Option<AkaSubscription>,
+    /// A tel: IMPU of the same subscription (`tel:+15550001`), registered implicitly with the
+    /// sip: IMPU: the network lists it in P-Associated-URI, and it can be the preferred identity.
+    pub tel: Option<String>,
+    /// The UE's instance ID for `+sip.instance` (RFC 5626), e.g. `urn:gsma:imei:35209900-000001-0`.
+    pub instance: Option<String>,
 }
 
 /// What a USIM holds, as provisioned in the HSS: K, OPc, AMF and the SQN both sides start from
@@ -48,7 +54,7 @@ pub enum PopulationError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{path}:{line}: {why} (expected: impu,impi,password[,k,opc,amf,sqn] — e.g. sip:alice@ims.local,alice@ims.local,secret — or a header line naming the columns)")]
+    #[error("{path}:{line}: {why} (expected: impu,impi,password[,k,opc,amf,sqn,tel] — e.g. sip:alice@ims.local,alice@ims.local,secret — or a header line naming the columns)")]
     BadLine {
         path: String,
         line: usize,
@@ -61,12 +67,20 @@ pub enum PopulationError {
         column: String,
         why: String,
     },
-    #[error("{path}:1: header: {why} (known columns: impu, impi, password, k, op, opc, amf, sqn)")]
+    #[error(
+        "{path}:1: header: {why} (known columns: impu, impi, password, k, op, opc, amf, sqn, tel)"
+    )]
     BadHeader { path: String, why: String },
     #[error("IMPI pattern {0:?} has neither %u (user name) nor %d/%0Nd (index): every user would share one private identity")]
     ImpiPatternConstant(String),
     #[error("{0}")]
     BadAka(String),
+    #[error("tel pattern {pattern:?}: {why} (example: +1555%07d gives tel:+15550000001)")]
+    BadTelPattern { pattern: String, why: String },
+    #[error("instance pattern {0:?} has no %d or %0Nd: every user would claim the same device (example: urn:gsma:imei:35209900-%06d-0)")]
+    InstancePatternConstant(String),
+    #[error("instance pattern {0:?}: an instance ID is a URN (RFC 5626 §4.1), e.g. urn:gsma:imei:35209900-%06d-0 or urn:uuid:…")]
+    InstanceNotUrn(String),
     #[error("users file {0} holds no users")]
     Empty(String),
 }
@@ -112,6 +126,8 @@ pub struct PatternSpec<'a> {
     pub impi: Option<&'a str>,
     /// One K/OPc/AMF/SQN for every user (how lab HSSs are provisioned), or MD5 only.
     pub aka: Option<AkaSubscription>,
+    /// tel: IMPU pattern (a global number, `%d`/`%0Nd` the index), e.g. `+1555%07d`.
+    pub tel: Option<&'a str>,
 }
 
 /// Users from a pattern: `user%04d` with indices `first..first+count`, public identity
@@ -132,6 +148,7 @@ pub fn from_pattern(
         password: password_rule,
         impi: None,
         aka: None,
+        tel: None,
     })
 }
 
@@ -144,6 +161,12 @@ pub fn from_spec(spec: &PatternSpec<'_>) -> Result<Vec<Identity>, PopulationErro
         if !p.contains("%u") && expand_index(p, 0).is_none() {
             return Err(PopulationError::ImpiPatternConstant(p.to_string()));
         }
+    }
+    if let Some(t) = spec.tel {
+        tel_uri(t, spec.first).map_err(|why| PopulationError::BadTelPattern {
+            pattern: t.to_string(),
+            why,
+        })?;
     }
     let rule = |pattern: &str, user: &str, idx: u64| {
         let r = pattern.replace("%u", user);
@@ -160,9 +183,56 @@ pub fn from_spec(spec: &PatternSpec<'_>) -> Result<Vec<Identity>, PopulationErro
                     .map_or_else(|| user.clone(), |p| rule(p, &user, idx)),
                 password: rule(spec.password, &user, idx),
                 aka: spec.aka,
+                tel: spec.tel.and_then(|t| tel_uri(t, idx).ok()),
+                instance: None,
             }
         })
         .collect())
+}
+
+/// `tel:` + the pattern expanded with `index`; the number must be global (`+` and digits,
+/// RFC 3966 visual separators `-` `.` allowed), as an IMS tel: IMPU is.
+fn tel_uri(pattern: &str, index: u64) -> Result<String, String> {
+    let p = pattern.strip_prefix("tel:").unwrap_or(pattern);
+    let n = expand_index(p, index).ok_or("no %d or %0Nd to put the index in")?;
+    global_number(&n)?;
+    Ok(format!("tel:{n}"))
+}
+
+fn global_number(n: &str) -> Result<(), String> {
+    let digits = n
+        .strip_prefix('+')
+        .ok_or("not a global number: it must start with +")?;
+    if !digits.bytes().any(|b| b.is_ascii_digit())
+        || !digits
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'-' || b == b'.')
+    {
+        return Err(format!("{n:?} is not + followed by digits"));
+    }
+    Ok(())
+}
+
+/// Gives every user an instance ID for `+sip.instance` from `pattern` (`%d`/`%0Nd`: the user's
+/// index, `first` for the first user; for CSV users the row order from `first`).
+pub fn set_instances(
+    users: &mut [Identity],
+    pattern: &str,
+    first: u64,
+) -> Result<(), PopulationError> {
+    if expand_index(pattern, 0).is_none() {
+        return Err(PopulationError::InstancePatternConstant(pattern.into()));
+    }
+    if !pattern
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case("urn:"))
+    {
+        return Err(PopulationError::InstanceNotUrn(pattern.into()));
+    }
+    for (k, u) in users.iter_mut().enumerate() {
+        u.instance = expand_index(pattern, first + k as u64);
+    }
+    Ok(())
 }
 
 /// Builds an AKA subscription from hex strings as the CLI and the CSV give them: K and exactly
@@ -219,10 +289,11 @@ struct Columns {
     opc: Option<usize>,
     amf: Option<usize>,
     sqn: Option<usize>,
+    tel: Option<usize>,
 }
 
 impl Columns {
-    /// Without a header: `impu,impi,password[,k,opc,amf,sqn]`.
+    /// Without a header: `impu,impi,password[,k,opc,amf,sqn,tel]`.
     fn positional() -> Columns {
         Columns {
             impu: 0,
@@ -233,12 +304,15 @@ impl Columns {
             opc: Some(4),
             amf: Some(5),
             sqn: Some(6),
+            tel: Some(7),
         }
     }
 
     fn from_header(cols: &[&str]) -> Result<Columns, String> {
-        let mut found: [Option<usize>; 8] = [None; 8];
-        const NAMES: [&str; 8] = ["impu", "impi", "password", "k", "op", "opc", "amf", "sqn"];
+        let mut found: [Option<usize>; 9] = [None; 9];
+        const NAMES: [&str; 9] = [
+            "impu", "impi", "password", "k", "op", "opc", "amf", "sqn", "tel",
+        ];
         for (i, c) in cols.iter().enumerate() {
             let name = c.to_ascii_lowercase();
             let Some(slot) = NAMES.iter().position(|n| *n == name) else {
@@ -269,13 +343,15 @@ impl Columns {
             opc: found[5],
             amf: found[6],
             sqn: found[7],
+            tel: found[8],
         })
     }
 }
 
 /// Users from a CSV file. With a header line (first line starting with `impu`), columns go by
-/// name: `impu`, `impi`, `password`, and for AKA users `k`, `op` or `opc`, `amf`, `sqn` (hex).
-/// Without one they go by position: `impu,impi,password[,k,opc,amf,sqn]`. Lines starting with
+/// name: `impu`, `impi`, `password`, for AKA users `k`, `op` or `opc`, `amf`, `sqn` (hex), and
+/// `tel` (a tel: IMPU of the same user, `tel:+…`, may be empty). Without one they go by
+/// position: `impu,impi,password[,k,opc,amf,sqn,tel]`. Lines starting with
 /// `#` are skipped; `sip:` in front of the IMPU is optional. A row whose `k` is empty is an MD5
 /// user.
 pub fn from_csv(path: &Path) -> Result<Vec<Identity>, PopulationError> {
@@ -374,11 +450,34 @@ fn parse_csv(p: &str, text: &str) -> Result<Vec<Identity>, PopulationError> {
                 })?,
             )
         };
+        let tel = match get(columns.tel) {
+            "" => None,
+            t => {
+                let col = if named {
+                    "tel".into()
+                } else {
+                    "8 (tel)".into()
+                };
+                let bad_tel = |why: String| PopulationError::BadField {
+                    path: p.to_string(),
+                    line: n + 1,
+                    column: col,
+                    why,
+                };
+                let Some(num) = t.strip_prefix("tel:") else {
+                    return Err(bad_tel(format!("{t:?} is not a tel: URI (tel:+15550001)")));
+                };
+                global_number(num).map_err(|why| bad_tel(format!("{t:?}: {why}")))?;
+                Some(t.to_string())
+            }
+        };
         users.push(Identity {
             impu: impu.to_string(),
             impi: impi.to_string(),
             password: get(columns.password).to_string(),
             aka,
+            tel,
+            instance: None,
         });
     }
     if users.is_empty() {
@@ -518,6 +617,7 @@ mod tests {
             password: "unused",
             impi: Some("00101%010d@ims.mnc001.mcc001.3gppnetwork.org"),
             aka: Some(aka),
+            tel: None,
         })
         .unwrap();
         assert_eq!(u[1].impu, "+1555000002@ims.mnc001.mcc001.3gppnetwork.org");
@@ -534,6 +634,7 @@ mod tests {
             password: "p",
             impi: Some("%u@d"),
             aka: None,
+            tel: None,
         })
         .unwrap();
         assert_eq!(u[0].impi, "u7@d");
@@ -547,7 +648,8 @@ mod tests {
                     domain: "d",
                     password: "p",
                     impi: None,
-                    aka: None
+                    aka: None,
+                    tel: None,
                 }
             }),
             Err(PopulationError::ImpiPatternConstant(_))
@@ -558,5 +660,77 @@ mod tests {
                 .0,
             "opc"
         );
+    }
+
+    #[test]
+    fn tel_impus_from_pattern_and_csv() {
+        let spec = PatternSpec {
+            user: "user%04d",
+            first: 7,
+            count: 2,
+            domain: "d",
+            password: "pw",
+            impi: None,
+            aka: None,
+            tel: Some("+1555%07d"),
+        };
+        let u = from_spec(&spec).unwrap();
+        assert_eq!(u[0].tel.as_deref(), Some("tel:+15550000007"));
+        assert_eq!(u[1].tel.as_deref(), Some("tel:+15550000008"));
+        for (bad, why) in [
+            ("1555%07d", "must start with +"),
+            ("+1555", "no %d"),
+            ("+15x%d", "not + followed by digits"),
+        ] {
+            let e = from_spec(&PatternSpec {
+                tel: Some(bad),
+                ..spec.clone()
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(why) && e.contains(bad), "{bad}: {e}");
+        }
+
+        let u = parse_csv(
+            "t.csv",
+            &format!(
+                "impu,impi,k,opc,tel\na@d,a@d,{K1},{OPC1},tel:+15550001\nb@d,b@d,{K1},{OPC1},\n"
+            ),
+        )
+        .unwrap();
+        assert_eq!(u[0].tel.as_deref(), Some("tel:+15550001"));
+        assert_eq!(u[1].tel, None);
+        let e = parse_csv("t.csv", "impu,impi,password,tel\na@d,a@d,pw,+15550001\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("t.csv:2") && e.contains("column tel") && e.contains("tel: URI"),
+            "{e}"
+        );
+        // the lab's subscriber file, positional: tel is column 8
+        let u = parse_csv(
+            "p.csv",
+            &format!("a@d,a@d,,{K1},{OPC1},8000,0,tel:+4930123\n"),
+        )
+        .unwrap();
+        assert_eq!(u[0].tel.as_deref(), Some("tel:+4930123"));
+    }
+
+    #[test]
+    fn instance_ids_per_user() {
+        let mut u = from_pattern("user%04d", 1, 2, "d", "pw").unwrap();
+        set_instances(&mut u, "urn:gsma:imei:35209900-%06d-0", 1).unwrap();
+        assert_eq!(
+            u[0].instance.as_deref(),
+            Some("urn:gsma:imei:35209900-000001-0")
+        );
+        assert_eq!(
+            u[1].instance.as_deref(),
+            Some("urn:gsma:imei:35209900-000002-0")
+        );
+        let e = set_instances(&mut u, "urn:gsma:imei:35209900-000001-0", 1).unwrap_err();
+        assert!(e.to_string().contains("same device"), "{e}");
+        let e = set_instances(&mut u, "35209900-%06d-0", 1).unwrap_err();
+        assert!(e.to_string().contains("URN"), "{e}");
     }
 }

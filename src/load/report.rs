@@ -342,6 +342,13 @@ impl Report {
                 c.reg_aka_mac_failures, c.reg_aka_resyncs
             );
         }
+        if c.reg_associated_uris + c.reg_no_associated_uri > 0 {
+            let _ = writeln!(
+                s,
+                "  IMS       P-Associated-URI: {} identities, 200s without it {}, lacking the user's own IMPU {}",
+                c.reg_associated_uris, c.reg_no_associated_uri, c.reg_associated_missing_own
+            );
+        }
         let _ = writeln!(
             s,
             "  refresh   attempts {:>8}  ok {:>8}  failed {:>6}",

@@ -270,6 +270,7 @@ fn aka_net(cfg: CoreConfig, count: usize, k: &str, ue_sqn: &str) -> Net {
         password: "not-used-by-aka",
         impi: Some("00101%010d@ims.local"),
         aka: Some(sub),
+        tel: None,
     })
     .unwrap();
     let target = TargetConfig {
@@ -423,6 +424,7 @@ fn aka_fresh_challenge_after_credentials_is_answered_again() {
         password: "x",
         impi: Some("00101%010d@ims.local"),
         aka: Some(sub),
+        tel: None,
     })
     .unwrap();
     let now = Instant::now();
@@ -564,4 +566,161 @@ fn rate_changes_take_effect_at_once_and_keep_the_spacing() {
     net.load.stop(now);
     net.run(Duration::from_secs(30));
     assert_eq!(net.load.phase(), Phase::Done);
+}
+
+/// The IMS options reach the wire: P-Access-Network-Info on REGISTER, INVITE and MESSAGE;
+/// `Supported: path` and the Contact's `+sip.instance` / `+g.3gpp.icsi-ref` on REGISTER;
+/// P-Preferred-Identity (the tel: IMPU here) on INVITE and MESSAGE only.
+#[test]
+fn ims_headers_and_contact_parameters_on_the_wire() {
+    use super::config::{ImsOptions, Mix, PreferredIdentity};
+    use super::population::set_instances;
+    let mut pop = from_spec(&PatternSpec {
+        user: "user%04d",
+        first: 1,
+        count: 6,
+        domain: "ims.local",
+        password: "pw_%u",
+        impi: None,
+        aka: None,
+        tel: Some("+1555%07d"),
+    })
+    .unwrap();
+    set_instances(&mut pop, "urn:gsma:imei:35209900-%06d-0", 1).unwrap();
+    let pani = "3GPP-E-UTRAN-FDD; utran-cell-id-3gpp=00101000000001";
+    let mut net = Net::with(
+        CoreConfig {
+            cps: 10.0,
+            duration: Some(Duration::from_secs(3)),
+            hold: Duration::from_millis(200),
+            mix: Mix {
+                call: 0.4,
+                message: 0.3,
+                options: 0.3,
+                ..Mix::default()
+            },
+            ims: ImsOptions {
+                pani: Some(pani.into()),
+                preferred_identity: Some(PreferredIdentity::Tel),
+                icsi_ref: Some("urn:urn-7:3gpp-service.ims.icsi.mmtel".into()),
+            },
+            ..cfg()
+        },
+        pop,
+        TargetConfig::default(),
+    );
+    net.run(Duration::from_secs(60));
+    assert_eq!(net.load.phase(), Phase::Done);
+    let c = &net.totals.counters;
+    assert_eq!(c.reg_ok, 6);
+    assert!(
+        c.calls_completed > 0 && c.msg_ok > 0 && c.opt_ok > 0,
+        "{c:?}"
+    );
+    let header = |m: &str, name: &str| -> Option<String> {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+            .map(str::to_string)
+    };
+    let user_of = |m: &str| {
+        let from = header(m, "From").unwrap();
+        from[from.find("user").unwrap()..][..8].to_string()
+    };
+    let mut seen = [0; 4];
+    for m in &net.from_load {
+        let method = m.split(' ').next().unwrap();
+        let ppi = header(m, "P-Preferred-Identity");
+        match method {
+            "REGISTER" => {
+                seen[0] += 1;
+                let u = user_of(m);
+                let n: u32 = u[4..].parse().unwrap();
+                assert_eq!(header(m, "P-Access-Network-Info").as_deref(), Some(pani));
+                assert_eq!(header(m, "Supported").as_deref(), Some("path"));
+                assert_eq!(
+                    header(m, "Contact").unwrap(),
+                    format!(
+                        "<sip:{u}@127.0.0.2:5070;transport=udp>;\
+                         +sip.instance=\"<urn:gsma:imei:35209900-{n:06}-0>\";\
+                         +g.3gpp.icsi-ref=\"urn%3Aurn-7%3A3gpp-service.ims.icsi.mmtel\""
+                    )
+                );
+                assert_eq!(ppi, None, "no P-Preferred-Identity on REGISTER");
+            }
+            "INVITE" | "MESSAGE" => {
+                seen[if method == "INVITE" { 1 } else { 2 }] += 1;
+                let n: u32 = user_of(m)[4..].parse().unwrap();
+                assert_eq!(ppi, Some(format!("<tel:+1555{n:07}>")), "{m}");
+                assert_eq!(header(m, "P-Access-Network-Info").as_deref(), Some(pani));
+            }
+            "OPTIONS" => {
+                seen[3] += 1;
+                assert_eq!(ppi, None);
+                assert_eq!(header(m, "P-Access-Network-Info"), None);
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        seen.iter().all(|&n| n > 0),
+        "REGISTER/INVITE/MESSAGE/OPTIONS seen: {seen:?}"
+    );
+    // The embedded registrar lists only the sip: IMPU: every user misses its tel: IMPU.
+    assert_eq!(c.reg_associated_uris, 6);
+    assert_eq!(c.reg_no_associated_uri, 0);
+    assert_eq!(c.reg_associated_missing_own, 6);
+}
+
+/// What the 2xx to REGISTER says is kept per user: P-Associated-URI (sip: and tel:), Path;
+/// a 2xx without P-Associated-URI is counted.
+#[test]
+fn registration_keeps_associated_identities_and_path() {
+    use crate::sip::builder::Writer;
+    use crate::sip::Message;
+    let pop = from_spec(&PatternSpec {
+        user: "user%04d",
+        first: 1,
+        count: 2,
+        domain: "ims.local",
+        password: "pw",
+        impi: None,
+        aka: None,
+        tel: Some("+1555%07d"),
+    })
+    .unwrap();
+    let now = Instant::now();
+    let cfg = CoreConfig {
+        cps: 0.0,
+        reg_rate: 1000.0,
+        ..cfg()
+    };
+    let mut ue = LoadCore::new(cfg, SocketAddr::from(LOAD), pop, 0, now);
+    ue.start(now);
+    ue.handle_timeout(now + Duration::from_millis(5));
+    let from = SocketAddr::from(TARGET);
+    for (i, with_pau) in [(1, true), (2, false)] {
+        let req = ue.poll_transmit().expect("a REGISTER per user").data;
+        let m = Message::parse(&req).unwrap();
+        let mut w = Writer::response_to(&m, 200, "OK", Some("t"));
+        w.header("Contact", "<sip:x@127.0.0.2:5070>;expires=600");
+        w.header("Path", "<sip:term@pcscf.ims.local;lr>");
+        w.header("Service-Route", "<sip:orig@scscf.ims.local;lr>");
+        if with_pau {
+            w.header(
+                "P-Associated-URI",
+                format_args!("<sip:user{i:04}@ims.local>, <tel:+1555{i:07}>"),
+            );
+        }
+        ue.handle_input(now, &w.finish(None, b""), from);
+    }
+    let (assoc, path) = ue.registration_of("user0001").unwrap();
+    assert_eq!(assoc, ["sip:user0001@ims.local", "tel:+15550000001"]);
+    assert_eq!(path, ["sip:term@pcscf.ims.local;lr"]);
+    let (assoc, _) = ue.registration_of("user0002").unwrap();
+    assert!(assoc.is_empty());
+    let c = ue.take_stats().counters;
+    assert_eq!(c.reg_ok, 2);
+    assert_eq!(c.reg_associated_uris, 2);
+    assert_eq!(c.reg_no_associated_uri, 1);
+    assert_eq!(c.reg_associated_missing_own, 0);
 }

@@ -29,6 +29,13 @@ pub struct Counters {
     /// A fresh challenge after credentials were sent (new AKA vector or `stale=true`), answered
     /// again rather than counted as a rejection.
     pub reg_extra_challenges: u64,
+    /// Initial registrations whose 2xx carried no P-Associated-URI (an IMS registrar sends it).
+    pub reg_no_associated_uri: u64,
+    /// Identities listed in P-Associated-URI of initial registrations' 2xx (all users summed).
+    pub reg_associated_uris: u64,
+    /// Initial registrations whose P-Associated-URI lacked one of the user's own IMPUs (its
+    /// sip: IMPU, or its tel: IMPU when it has one).
+    pub reg_associated_missing_own: u64,
     pub rereg_attempts: u64,
     pub rereg_ok: u64,
     pub rereg_failed: u64,
@@ -130,6 +137,9 @@ impl Counters {
             calls_bye_481,
             calls_bye_failed,
             reg_extra_challenges,
+            reg_no_associated_uri,
+            reg_associated_uris,
+            reg_associated_missing_own,
             calls_abandoned,
             dereg_abandoned,
             invite_3xx,
