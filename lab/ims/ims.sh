@@ -30,6 +30,9 @@
 #   SUBSCRIBERS=FILE             use this subscriber CSV (impu,impi,password,k,opc,amf,sqn[,tel])
 #   IMSHSS=path of imshss        default: imshss on PATH, else target/release/imshss
 #   CHILDREN=4 DBGLEVEL=2 READY_TIMEOUT=30 (s)
+#   SHM_MB=128 PKG_MB=16         Kamailio's shared and per-process memory (-m, -M); at a few
+#                                hundred registrations/s the CSCFs' shared memory is what runs
+#                                out first (docs/ims-lab.md, "Registrations per second")
 #
 # Needs root (namespaces, mounts) and the Debian packages kamailio, kamailio-ims-modules,
 # kamailio-presence-modules, kamailio-sqlite-modules, sqlite3, sipsak, iproute2, util-linux.
@@ -48,6 +51,8 @@ OPC=${OPC:-cd63cb71954a9f4e48a5994e37a02baf}
 CHILDREN=${CHILDREN:-4}
 DBGLEVEL=${DBGLEVEL:-2}
 READY_TIMEOUT=${READY_TIMEOUT:-30}
+SHM_MB=${SHM_MB:-128}
+PKG_MB=${PKG_MB:-16}
 HSS_IP=127.0.0.20 PCSCF_IP=127.0.0.21 ICSCF_IP=127.0.0.22 SCSCF_IP=127.0.0.23
 HSS_PORT=3868 SCSCF_PORT=6060
 XSD_SRC=/usr/share/doc/kamailio/examples/ims/scscf/CxDataType_Rel7.xsd
@@ -139,7 +144,7 @@ start_kamailio() {
   # private mount namespace: our hosts file over /etc/hosts for this process tree only
   start_proc "$name" unshare -m --propagation private \
     sh -c 'mount --bind "$0" /etc/hosts && exec "$@"' "$RUNDIR/hosts" \
-    kamailio -DD -E -m 128 -M 16 -f "$RUNDIR/cfg/$name.cfg" \
+    kamailio -DD -E -m "$SHM_MB" -M "$PKG_MB" -f "$RUNDIR/cfg/$name.cfg" \
     -A "DBGLEVEL=$DBGLEVEL" -A "CHILDREN=$CHILDREN" -A "DOMAIN=\"$DOMAIN\"" \
     -A "CTLSOCK=\"unix:$RUNDIR/${name}_ctl\"" "$@"
 }
