@@ -2187,7 +2187,6 @@ impl LoadCore {
     }
 }
 
-/// The user part of our own contact, for tests.
 /// The Contact a UE registers and calls from: its address, then `+sip.instance` (RFC 5626) when
 /// the user has an instance ID and `+g.3gpp.icsi-ref` (TS 24.229 §7.9.2, the URN percent-encoded)
 /// when an ICSI is configured.
@@ -2219,6 +2218,7 @@ fn percent_encode_urn(v: &str) -> String {
     out
 }
 
+/// The user part of our own contact, for tests.
 pub fn contact_user(contact: &str) -> Option<&str> {
     uri_user(name_addr_uri(strip_tag(contact)))
 }
