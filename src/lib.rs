@@ -11,6 +11,8 @@
 //! - [`probe`]: the probe engine behind `imsprobe` (pacer, SIP and ICMP probers, capture, gap
 //!   analysis, plots).
 //! - [`profile`]: load profiles (TOML schema and checks, plans, threshold conditions, monitors).
+//! - [`trials`]: migration trials behind `imsprobe trials` (probes + load + migration command per
+//!   trial, hypervisor output parsers, the per-trial table and its plots).
 //! - [`shutdown`]: the one stop path every task watches.
 //! - [`clock`]: monotonic inside, wall-clock only for labels.
 //!
@@ -25,3 +27,4 @@ pub mod shutdown;
 pub mod sip;
 pub mod slab;
 pub mod target;
+pub mod trials;

@@ -16,14 +16,18 @@ use std::time::Duration;
 #[command(
     name = "imsprobe",
     version,
+    args_conflicts_with_subcommands = true,
     about = "Measure the service gaps of IMS elements at the SIP and the IP layer",
     after_help = "Examples:\n  imsprobe --target pcscf --rate 1000 --duration 120s\n  \
 imsprobe --target 127.0.0.1:5060 --rate 2000 --icmp --sip\n  \
 imsprobe --target pcscf --target scscf --duration 60s\n  \
-imsprobe --pcap-only captures/20261125T035400Z-pcscf/capture.pcap\n\n\
-Definitions of reply gap, loss window and late reply: docs/imsprobe.md"
+imsprobe --pcap-only captures/20261125T035400Z-pcscf/capture.pcap\n  \
+imsprobe trials --target pcscf --migrate 'lab/migration/lab.sh migrate' --trials 10\n\n\
+Definitions of reply gap, loss window and late reply: docs/imsprobe.md; trials: docs/trials.md"
 )]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
     /// Target: a name from the targets file (pcscf, icscf, scscf, hss, ...) or HOST:PORT.
     /// Repeat to probe several targets in parallel, each with its own results.
     #[arg(long = "target", short = 't', value_name = "NAME|HOST:PORT")]
@@ -92,8 +96,141 @@ struct Cli {
     pcap_host: Option<std::net::IpAddr>,
 }
 
+#[derive(clap::Subcommand, Debug)]
+enum Cmd {
+    /// Migration trials: per trial probe the element, run a load, wait for a threshold (or a
+    /// delay), run the migration command, keep probing; then a table and plots of every trial.
+    Trials(Box<TrialsArgs>),
+}
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  \
+imsprobe trials --target 198.51.100.10:5060 --migrate 'lab/migration/lab.sh migrate' --trials 10 --out /tmp/mig\n  \
+imsprobe trials --target pcscf --migrate 'xl migrate pcscf n2' --back 'xl migrate pcscf n1' --trials 26 \\\n    \
+--load profiles/paper-2019.toml --trigger 'cpu > 90%' --monitor 'command xentop -b -i 2 -d 1' --monitor-parser xentop:pcscf\n\n\
+The migration command gets IMSPROBE_TRIAL, IMSPROBE_DIRECTION (migrate|back) and IMSPROBE_TRIAL_DIR.\n\
+Exit code: 0 when every trial succeeded, 1 when one failed or was interrupted or on an error.\n\
+Output and definitions: docs/trials.md")]
+struct TrialsArgs {
+    /// The migrating element: a name from the targets file or HOST:PORT.
+    #[arg(long, short = 't', value_name = "NAME|HOST:PORT")]
+    target: String,
+    /// Also probe these elements during each trial ("the others"); repeat.
+    #[arg(long = "also", value_name = "NAME|HOST:PORT")]
+    also: Vec<String>,
+    /// The targets file.
+    #[arg(
+        long = "targets",
+        value_name = "FILE",
+        default_value = "profiles/targets.toml"
+    )]
+    targets_file: PathBuf,
+    /// The command that migrates the VM (run with sh -c). Its output is read for the
+    /// hypervisor's figures: lab JSON, QMP query-migrate, virsh domjobinfo --completed, xl.
+    #[arg(long, value_name = "CMD")]
+    migrate: String,
+    /// The command that migrates it back: odd trials run --migrate, even trials --back.
+    /// Without it every trial runs --migrate (e.g. a lab command that flips direction itself).
+    #[arg(long, value_name = "CMD")]
+    back: Option<String>,
+    /// Number of trials.
+    #[arg(long, default_value_t = 1)]
+    trials: u32,
+    /// Wait between trials.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    pause: Duration,
+    /// Baseline probing before the load starts.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "3s")]
+    before: Duration,
+    /// Probing after the migration command ended.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    after: Duration,
+    /// Wait this long after the load started before migrating (with --trigger: before the
+    /// first check of the threshold).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    delay: Duration,
+    /// Migrate when this holds on --monitor, e.g. 'cpu > 90%' (cpu: % of one core; memory: MiB;
+    /// a command monitor's name is free).
+    #[arg(long, value_name = "COND", requires = "monitor")]
+    trigger: Option<String>,
+    /// What the trigger reads: 'process NAME', 'pid N', 'cgroup PATH' or 'command CMD...'.
+    #[arg(long, value_name = "SPEC")]
+    monitor: Option<String>,
+    /// How a command monitor's output is read: number, xentop:DOMAIN, virsh-domstats:DOMAIN.
+    #[arg(long, value_name = "PARSER")]
+    monitor_parser: Option<String>,
+    /// Sample the monitor this often.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    monitor_interval: Duration,
+    /// When the trigger has not held for this long, migrate anyway (recorded in the trial).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
+    trigger_timeout: Duration,
+    /// Kill the migration command (SIGTERM, then SIGKILL) after this long; the trial fails.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+    migrate_timeout: Duration,
+    /// Run `imsload --profile PROFILE --target TARGET` during each trial.
+    #[arg(long, value_name = "PROFILE", conflicts_with = "load_cmd")]
+    load: Option<PathBuf>,
+    /// Run this command (sh -c) as the load during each trial; {report}, {series}, {dir} and
+    /// {target} are replaced by the trial's load report path, series path, folder and HOST:PORT.
+    #[arg(long, value_name = "CMD")]
+    load_cmd: Option<String>,
+    /// The imsload binary for --load [default: next to imsprobe, else on PATH].
+    #[arg(long, value_name = "PATH")]
+    imsload: Option<PathBuf>,
+    /// After SIGINT, wait this long for the load to drain and write its report.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    load_drain: Duration,
+    /// Run the SIP OPTIONS probe (with neither --sip nor --icmp, both run).
+    #[arg(long)]
+    sip: bool,
+    /// Run the ICMP echo probe (with neither --sip nor --icmp, both run).
+    #[arg(long)]
+    icmp: bool,
+    /// Probes per second per layer.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// SIP transport, overriding the targets file.
+    #[arg(long, value_enum)]
+    transport: Option<Transport>,
+    /// A probe without a good reply within this long has failed (loss window).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    timeout: Duration,
+    /// Replies with an RTT above this are late.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "100ms")]
+    late_rtt: Duration,
+    /// Report gaps of at least this length.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "20ms")]
+    min_gap: Duration,
+    /// Output directory [default: captures/<timestamp>-trials-<target>/].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Do not capture packets.
+    #[arg(long)]
+    no_capture: bool,
+    /// Capture on this interface instead of the one that routes to the target.
+    #[arg(long, value_name = "IF")]
+    iface: Option<String>,
+    /// No plots (per-trial timelines and the trials' figures).
+    #[arg(long)]
+    no_plot: bool,
+    /// SCHED_FIFO priority of the pacer thread when permitted (0 = normal scheduling).
+    #[arg(long, default_value_t = 10)]
+    rt_priority: i32,
+}
+
 fn main() {
     let cli = Cli::parse();
+    if let Some(Cmd::Trials(a)) = cli.command {
+        let code = match trials_main(*a) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("imsprobe trials: error: {e:#}");
+                1
+            }
+        };
+        std::process::exit(code);
+    }
     let code = match real_main(cli) {
         Ok(c) => c,
         Err(e) => {
@@ -122,6 +259,169 @@ fn watch_signals(trigger: Trigger) {
             trigger.stop(StopReason::Interrupted);
             tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
             eprintln!("imsprobe: second interrupt: exiting without writing the reports");
+            std::process::exit(130);
+        });
+    });
+}
+
+fn trials_main(a: TrialsArgs) -> anyhow::Result<i32> {
+    use imsload::profile::condition::Condition;
+    use imsload::profile::monitor::Measure;
+    use imsload::trials::{self, LoadSpec, StartRule, TrialsConfig, TriggerSpec};
+    let file = TargetsFile::load(&a.targets_file).map_err(anyhow::Error::msg)?;
+    let mut targets = Vec::new();
+    for spec in std::iter::once(&a.target).chain(&a.also) {
+        let t = resolve_target(spec, file.as_ref(), &a.targets_file, a.transport)
+            .map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            !targets
+                .iter()
+                .any(|x: &imsload::probe::targets::Target| x.path_name() == t.path_name()),
+            "target {spec} is given twice"
+        );
+        targets.push(t);
+    }
+    let layers = match (a.sip, a.icmp) {
+        (false, false) | (true, true) => vec![Layer::Sip, Layer::Icmp],
+        (true, false) => vec![Layer::Sip],
+        (false, true) => vec![Layer::Icmp],
+    };
+    anyhow::ensure!(
+        a.rate.is_finite() && a.rate > 0.0 && a.rate <= 100_000.0,
+        "--rate {}: give probes per second per layer, between 0 and 100000",
+        a.rate
+    );
+    anyhow::ensure!(!a.timeout.is_zero(), "--timeout must be above zero");
+    anyhow::ensure!(a.trials >= 1, "--trials must be at least 1");
+    anyhow::ensure!(
+        !a.migrate.trim().is_empty(),
+        "--migrate is empty: give the command that migrates the VM"
+    );
+    anyhow::ensure!(
+        !a.monitor_interval.is_zero(),
+        "--monitor-interval must be above zero"
+    );
+    let start = match (&a.trigger, &a.monitor) {
+        (None, Some(_)) => anyhow::bail!(
+            "--monitor without --trigger: say when to migrate, e.g. --trigger 'cpu > 90%'"
+        ),
+        (None, None) => StartRule::Delay(a.delay),
+        (Some(text), Some(m)) => {
+            let condition = Condition::parse(text).map_err(|e| anyhow::anyhow!("--trigger {e}"))?;
+            let source = trials::parse_monitor(m, a.monitor_parser.as_deref())
+                .map_err(anyhow::Error::msg)?;
+            let measure = match condition.metric.as_str() {
+                "cpu" => Measure::Cpu,
+                "mem" | "memory" => Measure::Memory,
+                other => {
+                    anyhow::ensure!(
+                        matches!(source, imsload::profile::monitor::Source::Command { .. }),
+                        "--trigger {text:?}: a process or cgroup monitor measures cpu or memory, not {other:?}"
+                    );
+                    Measure::Cpu
+                }
+            };
+            StartRule::Trigger(TriggerSpec {
+                text: text.clone(),
+                condition,
+                source,
+                measure,
+                delay: a.delay,
+                interval: a.monitor_interval,
+                timeout: a.trigger_timeout,
+            })
+        }
+        (Some(_), None) => unreachable!("clap requires --monitor with --trigger"),
+    };
+    let load = match (&a.load, &a.load_cmd) {
+        (Some(p), _) => {
+            anyhow::ensure!(
+                p.is_file(),
+                "--load {}: no such profile file (profiles/*.toml)",
+                p.display()
+            );
+            let imsload = a.imsload.clone().unwrap_or_else(|| {
+                std::env::current_exe()
+                    .ok()
+                    .and_then(|e| e.parent().map(|d| d.join("imsload")))
+                    .filter(|p| p.is_file())
+                    .unwrap_or_else(|| PathBuf::from("imsload"))
+            });
+            Some(LoadSpec::Profile {
+                imsload,
+                profile: p.clone(),
+            })
+        }
+        (None, Some(c)) => Some(LoadSpec::Command(c.clone())),
+        (None, None) => None,
+    };
+    let out = a.out.clone().unwrap_or_else(|| {
+        PathBuf::from("captures").join(format!(
+            "{}-trials-{}",
+            imsload::clock::stamp_for_path(chrono::Utc::now()),
+            targets[0].path_name()
+        ))
+    });
+    let cfg = TrialsConfig {
+        probe: RunConfig {
+            targets,
+            layers,
+            rate: a.rate,
+            duration: None,
+            timeout: a.timeout,
+            late_rtt: a.late_rtt,
+            min_gap: a.min_gap,
+            out: None,
+            capture: !a.no_capture,
+            iface: a.iface.clone(),
+            spin: Duration::ZERO,
+            rt_priority: (a.rt_priority > 0).then_some(a.rt_priority),
+            plot: !a.no_plot,
+            quiet: true,
+        },
+        migrate: a.migrate.clone(),
+        back: a.back.clone(),
+        trials: a.trials,
+        pause: a.pause,
+        before: a.before,
+        after: a.after,
+        start,
+        migrate_timeout: a.migrate_timeout,
+        load,
+        load_drain: a.load_drain,
+        out,
+        plot: !a.no_plot,
+    };
+    let (trigger, _shutdown) = shutdown::channel();
+    watch_signals_trials(trigger.clone());
+    let o = trials::run(&cfg, &trigger)?;
+    print!("{}", o.summary);
+    println!("\nfiles: {}", o.dir.display());
+    let all_ok = !o.interrupted && o.rows.iter().all(|r| r.status == "ok");
+    Ok(if all_ok { 0 } else { 1 })
+}
+
+/// Ctrl-C for trials: the first ends the current trial cleanly; the second stops the children
+/// (they have their own process groups, so the terminal's SIGINT does not reach them) and exits.
+fn watch_signals_trials(trigger: Trigger) {
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+                return;
+            };
+            tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+            eprintln!("imsprobe trials: stopping: this trial is recorded as interrupted, then the table is written (Ctrl-C again to quit at once)");
+            trigger.stop(StopReason::Interrupted);
+            tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+            eprintln!("imsprobe trials: second interrupt: stopping the load and migration commands, exiting without the table");
+            imsload::trials::kill_children();
             std::process::exit(130);
         });
     });

@@ -16,15 +16,15 @@ const TOP: f64 = 92.0;
 const PANEL_H: f64 = 330.0;
 const PANEL_GAP: f64 = 70.0;
 const LANE_H: f64 = 14.0;
-const FONT: &str = "DejaVu Sans, Verdana, sans-serif";
+pub(crate) const FONT: &str = "DejaVu Sans, Verdana, sans-serif";
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }
 
-fn fmt_dur(ms: f64) -> String {
+pub(crate) fn fmt_dur(ms: f64) -> String {
     if ms >= 1000.0 {
         format!("{:.3} s", ms / 1000.0)
     } else if ms >= 10.0 {
@@ -34,7 +34,7 @@ fn fmt_dur(ms: f64) -> String {
     }
 }
 
-fn tick_label(t: f64, step: f64) -> String {
+pub(crate) fn tick_label(t: f64, step: f64) -> String {
     if step >= 1.0 {
         format!("{t:.0}")
     } else {
@@ -43,7 +43,7 @@ fn tick_label(t: f64, step: f64) -> String {
     }
 }
 
-fn nice_step(span: f64, target_ticks: f64) -> f64 {
+pub(crate) fn nice_step(span: f64, target_ticks: f64) -> f64 {
     let raw = span / target_ticks;
     let mag = 10f64.powf(raw.log10().floor());
     for m in [1.0, 2.0, 5.0, 10.0] {

@@ -687,11 +687,20 @@ impl Live {
 
 /// Runs the probes until `trigger` fires or the duration ends, and writes every file.
 pub fn run(cfg: &RunConfig, trigger: &Trigger) -> anyhow::Result<Vec<TargetResult>> {
+    run_with_clock(cfg, trigger, ProbeClock::start())
+}
+
+/// [`run`] on a clock the caller made, so that it can place its own events (a migration
+/// command's start and end) on the probes' time base exactly.
+pub fn run_with_clock(
+    cfg: &RunConfig,
+    trigger: &Trigger,
+    clock: ProbeClock,
+) -> anyhow::Result<Vec<TargetResult>> {
     anyhow::ensure!(
         cfg.rate > 0.0 && cfg.rate <= 100_000.0,
         "--rate must be in (0, 100000] per second"
     );
-    let clock = ProbeClock::start();
     let interval_ns = (1e9 / cfg.rate).round() as i64;
     let run_id: u32 = rand::random();
     let mut runs = Vec::new();

@@ -1,0 +1,479 @@
+//! The trials table: one row per trial, then mean/median/min/max/stddev rows over the trials
+//! whose migration succeeded, written as CSV, JSON and a Markdown summary. Also the least-squares
+//! trend line the plots draw. Pure functions: rows in, text out.
+
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// The figures of one trial, flat (the full record is the trial's `trial.json`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct TrialRow {
+    /// 1-based.
+    pub trial: u32,
+    /// `migrate` (the `--migrate` command) or `back` (the `--back` command).
+    pub direction: String,
+    /// `ok`, `failed` or `interrupted`.
+    pub status: String,
+    /// Why the trial failed, in words.
+    pub failure: Option<String>,
+    pub started_utc: String,
+    /// The migration command's exit code (`None`: killed, or never ended).
+    pub exit_code: Option<i32>,
+    /// Which hypervisor output was read (`lab-json`, `qmp`, `virsh-domjobinfo`, `xl`).
+    pub hv_format: Option<String>,
+    /// Command start to end, by our monotonic clock.
+    pub migration_ms: Option<f64>,
+    /// The hypervisor's own total time.
+    pub hv_total_ms: Option<f64>,
+    /// Data transferred in MB (10^6 bytes, as the reference study), from the hypervisor.
+    pub data_mb: Option<f64>,
+    /// The hypervisor's downtime figure.
+    pub hv_downtime_ms: Option<f64>,
+    /// The VM's real pause: source STOP to destination RESUME, where events are reported.
+    pub vm_pause_ms: Option<f64>,
+    /// The largest SIP reply gap overlapping the migration (0 when none reached `--min-gap`).
+    pub sip_gap_ms: Option<f64>,
+    pub sip_gap_bound_ms: Option<f64>,
+    /// The largest ICMP reply gap overlapping the migration (0 when none reached `--min-gap`).
+    pub icmp_gap_ms: Option<f64>,
+    pub icmp_gap_bound_ms: Option<f64>,
+    /// Users' view from the load report: failed or timed-out registrations (initial and
+    /// re-registrations), failed or timed-out calls, and our own retransmissions (requests not
+    /// answered within T1: late).
+    pub reg_failed: Option<u64>,
+    pub calls_failed: Option<u64>,
+    pub late_requests: Option<u64>,
+}
+
+/// A numeric column of the table.
+pub struct Column {
+    pub key: &'static str,
+    pub header: &'static str,
+    pub get: fn(&TrialRow) -> Option<f64>,
+}
+
+/// The numeric columns, in table order.
+pub const COLUMNS: &[Column] = &[
+    Column {
+        key: "migration_ms",
+        header: "migration ms (command)",
+        get: |r| r.migration_ms,
+    },
+    Column {
+        key: "hv_total_ms",
+        header: "migration ms (hypervisor)",
+        get: |r| r.hv_total_ms,
+    },
+    Column {
+        key: "data_mb",
+        header: "data MB",
+        get: |r| r.data_mb,
+    },
+    Column {
+        key: "hv_downtime_ms",
+        header: "hypervisor downtime ms",
+        get: |r| r.hv_downtime_ms,
+    },
+    Column {
+        key: "vm_pause_ms",
+        header: "STOP→RESUME ms",
+        get: |r| r.vm_pause_ms,
+    },
+    Column {
+        key: "sip_gap_ms",
+        header: "SIP gap ms",
+        get: |r| r.sip_gap_ms,
+    },
+    Column {
+        key: "icmp_gap_ms",
+        header: "ICMP gap ms",
+        get: |r| r.icmp_gap_ms,
+    },
+    Column {
+        key: "reg_failed",
+        header: "reg failed",
+        get: |r| r.reg_failed.map(|v| v as f64),
+    },
+    Column {
+        key: "calls_failed",
+        header: "calls failed",
+        get: |r| r.calls_failed.map(|v| v as f64),
+    },
+    Column {
+        key: "late_requests",
+        header: "late requests",
+        get: |r| r.late_requests.map(|v| v as f64),
+    },
+];
+
+/// Summary statistics of one column.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Stats {
+    pub n: usize,
+    pub mean: f64,
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    /// Sample standard deviation (n − 1); 0 for a single value.
+    pub stddev: f64,
+}
+
+impl Stats {
+    pub fn of(values: &[f64]) -> Option<Stats> {
+        let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let mean = v.iter().sum::<f64>() / n as f64;
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        let stddev = if n > 1 {
+            (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+        } else {
+            0.0
+        };
+        Some(Stats {
+            n,
+            mean,
+            median,
+            min: v[0],
+            max: v[n - 1],
+            stddev,
+        })
+    }
+}
+
+/// Per column key, the statistics over the trials with status `ok`.
+pub fn column_stats(rows: &[TrialRow]) -> Vec<(&'static str, Option<Stats>)> {
+    COLUMNS
+        .iter()
+        .map(|c| {
+            let vals: Vec<f64> = rows
+                .iter()
+                .filter(|r| r.status == "ok")
+                .filter_map(|r| (c.get)(r))
+                .collect();
+            (c.key, Stats::of(&vals))
+        })
+        .collect()
+}
+
+/// Least-squares line `y = intercept + slope·x`; `None` with fewer than two distinct x.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Trend {
+    pub intercept: f64,
+    pub slope: f64,
+}
+
+impl Trend {
+    pub fn fit(points: &[(f64, f64)]) -> Option<Trend> {
+        let pts: Vec<(f64, f64)> = points
+            .iter()
+            .copied()
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .collect();
+        let n = pts.len() as f64;
+        if pts.len() < 2 {
+            return None;
+        }
+        let mx = pts.iter().map(|p| p.0).sum::<f64>() / n;
+        let my = pts.iter().map(|p| p.1).sum::<f64>() / n;
+        let sxx: f64 = pts.iter().map(|p| (p.0 - mx).powi(2)).sum();
+        if sxx <= f64::EPSILON * n {
+            return None;
+        }
+        let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+        let slope = sxy / sxx;
+        Some(Trend {
+            intercept: my - slope * mx,
+            slope,
+        })
+    }
+    pub fn at(&self, x: f64) -> f64 {
+        self.intercept + self.slope * x
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn num(v: Option<f64>) -> String {
+    v.map_or(String::new(), |x| {
+        let s = format!("{x:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    })
+}
+
+const STAT_NAMES: [&str; 5] = ["mean", "median", "min", "max", "stddev"];
+
+fn stat_value(s: &Stats, name: &str) -> f64 {
+    match name {
+        "mean" => s.mean,
+        "median" => s.median,
+        "min" => s.min,
+        "max" => s.max,
+        _ => s.stddev,
+    }
+}
+
+/// `trials.csv`: a row per trial, then a row per statistic (its name in the `trial` column,
+/// computed over the `ok` trials).
+pub fn csv(rows: &[TrialRow]) -> String {
+    let mut s = String::new();
+    let mut head = vec![
+        "trial",
+        "direction",
+        "status",
+        "started_utc",
+        "exit_code",
+        "hv_format",
+    ];
+    for c in COLUMNS {
+        head.push(c.key);
+        if c.key == "sip_gap_ms" {
+            head.push("sip_gap_bound_ms");
+        }
+        if c.key == "icmp_gap_ms" {
+            head.push("icmp_gap_bound_ms");
+        }
+    }
+    head.push("failure");
+    let _ = writeln!(s, "{}", head.join(","));
+    for r in rows {
+        let mut f = vec![
+            r.trial.to_string(),
+            r.direction.clone(),
+            r.status.clone(),
+            r.started_utc.clone(),
+            r.exit_code.map_or(String::new(), |c| c.to_string()),
+            r.hv_format.clone().unwrap_or_default(),
+        ];
+        for c in COLUMNS {
+            f.push(num((c.get)(r)));
+            if c.key == "sip_gap_ms" {
+                f.push(num(r.sip_gap_bound_ms));
+            }
+            if c.key == "icmp_gap_ms" {
+                f.push(num(r.icmp_gap_bound_ms));
+            }
+        }
+        f.push(csv_field(r.failure.as_deref().unwrap_or("")));
+        let _ = writeln!(s, "{}", f.join(","));
+    }
+    let stats = column_stats(rows);
+    for name in STAT_NAMES {
+        let mut f = vec![
+            name.to_string(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+        ];
+        for (c, (_, st)) in COLUMNS.iter().zip(&stats) {
+            f.push(num(st.map(|st| stat_value(&st, name))));
+            if c.key == "sip_gap_ms" || c.key == "icmp_gap_ms" {
+                f.push(String::new());
+            }
+        }
+        f.push(String::new());
+        let _ = writeln!(s, "{}", f.join(","));
+    }
+    s
+}
+
+fn md_num(v: Option<f64>) -> String {
+    v.map_or("–".into(), |x| {
+        if x.abs() >= 100.0 {
+            format!("{x:.0}")
+        } else {
+            format!("{x:.1}")
+        }
+    })
+}
+
+/// `summary.md`: the table with the statistic rows, and what the columns mean.
+pub fn markdown(rows: &[TrialRow], title: &str, min_gap_ms: f64, notes: &[String]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# {title}\n");
+    let ok = rows.iter().filter(|r| r.status == "ok").count();
+    let failed = rows.iter().filter(|r| r.status == "failed").count();
+    let interrupted = rows.iter().filter(|r| r.status == "interrupted").count();
+    let _ = writeln!(
+        s,
+        "{} trial(s): {ok} ok, {failed} failed, {interrupted} interrupted. Statistics are over the ok trials.\n",
+        rows.len()
+    );
+    let mut head = vec!["trial", "dir", "status"];
+    head.extend(COLUMNS.iter().map(|c| c.header));
+    let _ = writeln!(s, "| {} |", head.join(" | "));
+    let _ = writeln!(s, "|{}|", vec!["---"; head.len()].join("|"));
+    for r in rows {
+        let mut f = vec![r.trial.to_string(), r.direction.clone(), r.status.clone()];
+        for c in COLUMNS {
+            let v = (c.get)(r);
+            let cell = match c.key {
+                "sip_gap_ms" | "icmp_gap_ms" if v == Some(0.0) => format!("< {min_gap_ms:.0}"),
+                "sip_gap_ms" => with_bound(v, r.sip_gap_bound_ms),
+                "icmp_gap_ms" => with_bound(v, r.icmp_gap_bound_ms),
+                _ => md_num(v),
+            };
+            f.push(cell);
+        }
+        let _ = writeln!(s, "| {} |", f.join(" | "));
+    }
+    let stats = column_stats(rows);
+    for name in STAT_NAMES {
+        let mut f = vec![format!("**{name}**"), String::new(), String::new()];
+        for (_, st) in &stats {
+            f.push(md_num(st.map(|st| stat_value(&st, name))));
+        }
+        let _ = writeln!(s, "| {} |", f.join(" | "));
+    }
+    let failures: Vec<&TrialRow> = rows.iter().filter(|r| r.failure.is_some()).collect();
+    if !failures.is_empty() {
+        let _ = writeln!(s, "\n## Failed or interrupted trials\n");
+        for r in failures {
+            let _ = writeln!(
+                s,
+                "- trial {}: {}",
+                r.trial,
+                r.failure.as_deref().unwrap_or("")
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\n## Columns\n\n\
+- **migration ms (command)**: the migration command's start to its end, by imsprobe's monotonic clock.\n\
+- **migration ms (hypervisor)**, **data MB** (10^6 bytes), **hypervisor downtime ms**: the hypervisor's own figures, where its output reports them (– where not).\n\
+- **STOP→RESUME ms**: the VM's real pause, source STOP event to destination RESUME event (lab JSON).\n\
+- **SIP gap ms**, **ICMP gap ms**: the largest reply gap of the probes that overlaps the migration, ± one probe interval; `< {min_gap_ms:.0}` when no gap reached `--min-gap`.\n\
+- **reg failed**, **calls failed**, **late requests**: the load's report for the trial (failed or timed-out registrations and calls; requests retransmitted because no answer came within T1).\n\
+\nPer-trial records: `trial-NNN/trial.json`; definitions: docs/trials.md."
+    );
+    if !notes.is_empty() {
+        let _ = writeln!(s, "\n## Notes\n");
+        for n in notes {
+            let _ = writeln!(s, "- {n}");
+        }
+    }
+    s
+}
+
+fn with_bound(v: Option<f64>, b: Option<f64>) -> String {
+    match (v, b) {
+        (Some(v), Some(b)) => format!("{} ± {}", md_num(Some(v)), md_num(Some(b))),
+        (v, _) => md_num(v),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(i: u32, status: &str, mig: f64, sip: f64) -> TrialRow {
+        TrialRow {
+            trial: i,
+            direction: if i % 2 == 1 { "migrate" } else { "back" }.into(),
+            status: status.into(),
+            started_utc: "2026-11-25T06:00:00.000000000Z".into(),
+            migration_ms: Some(mig),
+            sip_gap_ms: Some(sip),
+            sip_gap_bound_ms: Some(1.0),
+            ..TrialRow::default()
+        }
+    }
+
+    #[test]
+    fn stats_of_values() {
+        let s = Stats::of(&[2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]).unwrap();
+        assert_eq!(s.n, 8);
+        assert_eq!(s.mean, 5.0);
+        assert_eq!(s.median, 4.5);
+        assert_eq!((s.min, s.max), (2.0, 9.0));
+        assert!((s.stddev - 2.138089935).abs() < 1e-6, "{}", s.stddev);
+        let one = Stats::of(&[3.0]).unwrap();
+        assert_eq!((one.median, one.stddev), (3.0, 0.0));
+        assert!(Stats::of(&[]).is_none());
+        assert!(Stats::of(&[f64::NAN]).is_none());
+    }
+
+    #[test]
+    fn trend_line_fits_and_refuses_degenerate_input() {
+        let t = Trend::fit(&[(1.0, 3.0), (2.0, 5.0), (3.0, 7.0)]).unwrap();
+        assert!((t.slope - 2.0).abs() < 1e-12 && (t.intercept - 1.0).abs() < 1e-12);
+        assert!((t.at(10.0) - 21.0).abs() < 1e-9);
+        // Noisy: the least-squares slope of (1,1),(2,3),(3,2) is 0.5.
+        let t = Trend::fit(&[(1.0, 1.0), (2.0, 3.0), (3.0, 2.0)]).unwrap();
+        assert!((t.slope - 0.5).abs() < 1e-12 && (t.intercept - 1.0).abs() < 1e-12);
+        assert!(Trend::fit(&[(1.0, 1.0)]).is_none());
+        assert!(Trend::fit(&[(2.0, 1.0), (2.0, 5.0)]).is_none());
+    }
+
+    #[test]
+    fn statistics_rows_use_ok_trials_only() {
+        let rows = vec![
+            row(1, "ok", 1000.0, 400.0),
+            row(2, "failed", 50.0, 0.0),
+            row(3, "ok", 3000.0, 600.0),
+        ];
+        let st = column_stats(&rows);
+        let mig = st
+            .iter()
+            .find(|(k, _)| *k == "migration_ms")
+            .unwrap()
+            .1
+            .unwrap();
+        assert_eq!(
+            (mig.n, mig.mean, mig.min, mig.max),
+            (2, 2000.0, 1000.0, 3000.0)
+        );
+        assert!(st
+            .iter()
+            .find(|(k, _)| *k == "data_mb")
+            .unwrap()
+            .1
+            .is_none());
+        let c = csv(&rows);
+        let lines: Vec<&str> = c.lines().collect();
+        assert_eq!(lines.len(), 1 + 3 + 5);
+        let head: Vec<&str> = lines[0].split(',').collect();
+        let col = |name: &str| head.iter().position(|h| *h == name).unwrap();
+        let mean: Vec<&str> = lines[4].split(',').collect();
+        assert_eq!(mean[0], "mean");
+        assert_eq!(mean[col("migration_ms")], "2000");
+        assert_eq!(mean[col("sip_gap_ms")], "500");
+        assert_eq!(mean.len(), head.len());
+        let r2: Vec<&str> = lines[2].split(',').collect();
+        assert_eq!(r2[col("status")], "failed");
+        assert_eq!(r2[col("data_mb")], "");
+        let md = markdown(&rows, "t", 20.0, &["a note".into()]);
+        assert!(md.contains("| 1 | migrate | ok | 1000 |"), "{md}");
+        assert!(md.contains("< 20"), "{md}");
+        assert!(md.contains("400 ± 1.0"), "{md}");
+        assert!(md.contains("**stddev**") && md.contains("a note"));
+    }
+
+    #[test]
+    fn csv_quotes_failure_text() {
+        let mut r = row(1, "failed", 1.0, 0.0);
+        r.failure = Some("exit code 1, \"boom\", see stderr".into());
+        let c = csv(&[r]);
+        assert!(c
+            .lines()
+            .nth(1)
+            .unwrap()
+            .ends_with("\"exit code 1, \"\"boom\"\", see stderr\""));
+    }
+}
