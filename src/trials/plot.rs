@@ -92,7 +92,7 @@ fn legend(s: &mut String, items: &[(&str, &str, bool)]) {
             x + 26.0,
             esc(name)
         );
-        x += 44.0 + name.chars().count() as f64 * 7.2;
+        x += 44.0 + name.chars().count() as f64 * 7.9;
     }
     s.push('\n');
 }
@@ -108,6 +108,15 @@ fn bars(
 ) -> String {
     let mut s = String::new();
     header(&mut s, title, subtitle);
+    let trend_name = series.get(trend).map(|se| se.name);
+    let series: Vec<&Series> = series
+        .iter()
+        .filter(|se| se.values.iter().any(Option::is_some))
+        .collect();
+    let trend = series
+        .iter()
+        .position(|se| Some(se.name) == trend_name)
+        .unwrap_or(usize::MAX);
     let max = series
         .iter()
         .flat_map(|se| {
@@ -207,8 +216,8 @@ fn bars(
             let _ = writeln!(
                 s,
                 r##"<text x="{}" y="{}" font-size="12" text-anchor="end" fill="#333">trend of {}: {:+.3} per trial</text>"##,
-                W - RIGHT,
-                TOP - 8.0,
+                W - RIGHT - 8.0,
+                TOP + 18.0,
                 esc(se.name),
                 t.slope
             );
@@ -312,8 +321,8 @@ fn scatter(title: &str, rows: &[TrialRow]) -> String {
             y_of(t.at(0.0).max(0.0)),
             x_of(top),
             y_of(t.at(top)),
-            W - RIGHT,
-            TOP - 8.0,
+            W - RIGHT - 8.0,
+            TOP + 18.0,
             t.intercept,
             t.slope
         );

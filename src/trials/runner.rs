@@ -1173,7 +1173,8 @@ fn write_table(
     let md = table::markdown(&rows, &title, cfg.probe.min_gap.as_secs_f64() * 1e3, notes);
     w("summary.md", &md)?;
     if cfg.plot {
-        for (name, svg) in super::plot::all(&rows, &title) {
+        let short = format!("Migration trials: {}", cfg.probe.targets[0].name);
+        for (name, svg) in super::plot::all(&rows, &short) {
             w(&format!("{name}.svg"), &svg)?;
             if let Err(e) = crate::probe::plot::png(&svg, &dir.join(format!("{name}.png"))) {
                 log(&format!("no PNG for {name}: {e}"));

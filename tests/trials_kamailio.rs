@@ -1,0 +1,423 @@
+//! `imsprobe trials` end to end against a real Kamailio on loopback. The "migration" is a script
+//! that SIGSTOPs the whole Kamailio instance for ~400 ms (what a VM's stop-and-copy looks like to
+//! its clients) and prints a `virsh domjobinfo --completed` text; the way back is a command that
+//! fails. A load (imsload, registering and calling through Kamailio) runs during each trial.
+//! Checked: every file exists and parses, each good trial's SIP gap matches the pause within the
+//! probe's bound, the failed migration is a failed row and the next trial still runs, and Ctrl-C
+//! records the current trial as interrupted and still writes the table.
+//!
+//! The tests of this file run one at a time (a shared lock): they measure time.
+
+mod common;
+
+use common::{Kamailio, KamailioOpts};
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("imsprobe-trials")
+        .tempdir()
+        .unwrap()
+}
+
+fn json(path: &Path) -> Value {
+    let t = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&t).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// Pauses the Kamailio process group for 400 ms, stamping before and after each signal
+/// (CLOCK_REALTIME ns, `date +%s%N`) into the trial folder, then prints what virsh would.
+fn pause_script(dir: &Path, pgid: i32) -> String {
+    let p = dir.join("pause.sh");
+    std::fs::write(
+        &p,
+        format!(
+            r#"#!/bin/sh
+set -e
+a=$(date +%s%N); /bin/kill -STOP -- -{pgid}; b=$(date +%s%N)
+sleep 0.4
+c=$(date +%s%N); /bin/kill -CONT -- -{pgid}; d=$(date +%s%N)
+echo "$a $b $c $d" > "$IMSPROBE_TRIAL_DIR/pause.ns"
+cat <<'EOF'
+Job type:         Completed
+Operation:        Outgoing migration
+Time elapsed:     412          ms
+Data processed:   95.600 MiB
+Data remaining:   0.000 B
+Data total:       256.000 MiB
+Memory processed: 95.600 MiB
+Memory remaining: 0.000 B
+Memory total:     256.000 MiB
+Memory bandwidth: 232.039 MiB/s
+Iteration:        3
+Total downtime:   400          ms
+Setup time:       2            ms
+EOF
+"#
+        ),
+    )
+    .unwrap();
+    p.display().to_string()
+}
+
+fn fail_script(dir: &Path) -> String {
+    let p = dir.join("fail.sh");
+    std::fs::write(
+        &p,
+        "#!/bin/sh\necho 'error: operation failed: migration out job: unexpectedly failed' >&2\nexit 1\n",
+    )
+    .unwrap();
+    p.display().to_string()
+}
+
+fn run_trials(
+    args: &[String],
+    limit: Duration,
+    interrupt_after: Option<Duration>,
+) -> (i32, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imsprobe"))
+        .arg("trials")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn imsprobe trials");
+    let t0 = Instant::now();
+    let mut sent = false;
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        if let Some(d) = interrupt_after {
+            if !sent && t0.elapsed() >= d {
+                assert!(common::send_signal(child.id() as i32, 2), "SIGINT");
+                sent = true;
+            }
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!(
+                "imsprobe trials did not finish within {limit:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&o.stderr));
+    (o.status.code().unwrap_or(-1), stdout)
+}
+
+fn csv_rows(path: &Path) -> Vec<Vec<String>> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect()
+}
+
+#[test]
+fn sigstop_trials_with_a_failed_one_in_between() {
+    let _g = serial();
+    let kam = Kamailio::start(KamailioOpts {
+        users: 4,
+        ..KamailioOpts::default()
+    })
+    .expect("start kamailio (see tests/common; .ci/run installs the packages)");
+    let dir = tempdir();
+    let out = dir.path().join("out");
+    let target = kam.addr().to_string();
+    let load = format!(
+        "exec {} --target {{target}} --domain {} --users 4 --reg-rate 50 --cps 4 --hold 1s --duration 60s --drain 3s --report {{report}} --quiet",
+        env!("CARGO_BIN_EXE_imsload"),
+        kam.domain()
+    );
+    let args: Vec<String> = [
+        "--target",
+        &target,
+        "--migrate",
+        &format!("sh {}", pause_script(dir.path(), kam.pgid())),
+        "--back",
+        &format!("sh {}", fail_script(dir.path())),
+        "--trials",
+        "3",
+        "--before",
+        "1s",
+        "--delay",
+        "1s",
+        "--after",
+        "1500ms",
+        "--pause",
+        "500ms",
+        "--rate",
+        "1000",
+        "--no-capture",
+        "--load-cmd",
+        &load,
+        "--load-drain",
+        "10s",
+        "--out",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([out.display().to_string()])
+    .collect();
+    let (code, stdout) = run_trials(&args, Duration::from_secs(120), None);
+    assert_eq!(code, 1, "a failed trial makes the exit code 1");
+    assert!(stdout.contains("| 2 | back | failed |"), "{stdout}");
+
+    // The table: CSV, JSON, Markdown, plots.
+    let rows = csv_rows(&out.join("trials.csv"));
+    let head = rows[0].clone();
+    let col = |n: &str| {
+        head.iter()
+            .position(|h| h == n)
+            .unwrap_or_else(|| panic!("no {n}"))
+    };
+    assert_eq!(
+        rows.len(),
+        1 + 3 + 5,
+        "3 trials and 5 statistic rows: {rows:?}"
+    );
+    let statuses: Vec<&str> = rows[1..4]
+        .iter()
+        .map(|r| r[col("status")].as_str())
+        .collect();
+    assert_eq!(statuses, ["ok", "failed", "ok"]);
+    assert_eq!(rows[2][col("exit_code")], "1");
+    assert_eq!(rows[4][0], "mean");
+    let tj = json(&out.join("trials.json"));
+    assert_eq!(tj["rows"].as_array().unwrap().len(), 3);
+    assert_eq!(tj["stats_over_ok_trials"]["hv_downtime_ms"]["n"], 2);
+    assert_eq!(
+        f(&tj["stats_over_ok_trials"]["hv_downtime_ms"]["mean"]),
+        400.0
+    );
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(
+        md.contains("**stddev**") && md.contains("exited with code 1"),
+        "{md}"
+    );
+    for name in ["data", "migration_time", "downtime", "downtime_vs_sip_gap"] {
+        let svg = std::fs::read_to_string(out.join(format!("{name}.svg"))).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+            "{name}"
+        );
+        let png = std::fs::read(out.join(format!("{name}.png"))).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{name}.png");
+    }
+
+    for (i, status) in [(1, "ok"), (2, "failed"), (3, "ok")] {
+        let td = out.join(format!("trial-{i:03}"));
+        let t = json(&td.join("trial.json"));
+        assert_eq!(t["status"], status, "{t:#}");
+        // The probe record, as imsprobe writes it.
+        let rep = json(&td.join("report.json"));
+        assert_eq!(rep["tool"], "imsprobe");
+        assert!(td.join("probes.csv").is_file() && td.join("timeline.svg").is_file());
+        assert!(td.join("migrate.stdout").is_file() && td.join("migrate.stderr").is_file());
+        // The load ran, was stopped with SIGINT and wrote its report.
+        let load = &t["load"];
+        assert!(
+            load["report"].is_string(),
+            "load report missing: {load:#} {t:#}"
+        );
+        assert!(load["reg_attempts"].as_u64().unwrap() >= 4, "{load:#}");
+        assert_eq!(load["killed"], false, "{load:#}");
+        assert_eq!(load["ended_early"], false, "{load:#}");
+        let interval = f(&rep["params"]["interval_ms"]);
+        if status == "failed" {
+            assert!(t["failure"]
+                .as_str()
+                .unwrap()
+                .contains("exited with code 1"));
+            assert!(t["hypervisor"].is_null());
+            continue;
+        }
+        let hv = &t["hypervisor"];
+        assert_eq!(hv["format"], "virsh-domjobinfo");
+        assert_eq!(f(&hv["downtime_ms"]), 400.0);
+        assert_eq!(hv["transferred_bytes"].as_u64(), Some(100_243_866));
+        // The pause as the script stamped it, against the SIP gap the probes measured.
+        let ns: Vec<f64> = std::fs::read_to_string(td.join("pause.ns"))
+            .unwrap()
+            .split_whitespace()
+            .map(|x| x.parse().unwrap())
+            .collect();
+        let (a, b, c, d) = (ns[0], ns[1], ns[2], ns[3]);
+        let pause_ms = ((c - a) + (d - b)) / 2.0 / 1e6;
+        let stamp_slop = ((b - a) + (d - c)) / 2.0 / 1e6;
+        let row = &t["row"];
+        let gap = f(&row["sip_gap_ms"]);
+        let bound = f(&row["sip_gap_bound_ms"]);
+        assert_eq!(bound, interval);
+        let tol = 2.0 * bound + 5.0 + stamp_slop;
+        eprintln!(
+            "trial {i}: pause {pause_ms:.3} ms (stamps ±{stamp_slop:.3}) -> SIP gap {gap:.3} ± {bound} ms (diff {:+.3}, tolerance {tol:.3}); ICMP gap {} ms; load {}",
+            gap - pause_ms,
+            row["icmp_gap_ms"],
+            load
+        );
+        assert!(
+            (gap - pause_ms).abs() <= tol,
+            "trial {i}: SIP gap {gap} ms vs pause {pause_ms} ms (tolerance {tol} ms)"
+        );
+        // The gap lies inside the migration command's run on the probe timeline.
+        let g = &t["targets"][0]["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["layer"] == "sip")
+            .unwrap()["reply_gap"];
+        let m = &t["migration"];
+        assert!(f(&g["start_s"]) >= f(&m["start_s"]) - 0.002, "{g} {m}");
+        assert!(f(&g["end_s"]) <= f(&m["end_s"]) + 0.05, "{g} {m}");
+        assert!(f(&m["duration_ms"]) >= 400.0);
+        // The kernel answers ICMP while Kamailio is stopped.
+        assert_eq!(f(&row["icmp_gap_ms"]), 0.0, "{row}");
+    }
+}
+
+#[test]
+fn ctrl_c_records_the_trial_as_interrupted_and_writes_the_table() {
+    let _g = serial();
+    let kam = Kamailio::start(KamailioOpts {
+        users: 1,
+        ..KamailioOpts::default()
+    })
+    .expect("start kamailio");
+    let dir = tempdir();
+    let out = dir.path().join("out");
+    let target = kam.addr().to_string();
+    let args: Vec<String> = [
+        "--target",
+        &target,
+        "--migrate",
+        "sleep 0.2",
+        "--trials",
+        "5",
+        "--before",
+        "500ms",
+        "--after",
+        "30s",
+        "--sip",
+        "--no-capture",
+        "--no-plot",
+        "--out",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([out.display().to_string()])
+    .collect();
+    let t0 = Instant::now();
+    let (code, _) = run_trials(&args, Duration::from_secs(60), Some(Duration::from_secs(2)));
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "Ctrl-C ended the run promptly"
+    );
+    assert_eq!(code, 1);
+    let tj = json(&out.join("trials.json"));
+    let rows = tj["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "no trial starts after Ctrl-C: {rows:#?}");
+    assert_eq!(rows[0]["status"], "interrupted");
+    // The migration had run: its figures are kept.
+    assert!(f(&rows[0]["migration_ms"]) >= 200.0);
+    let t = json(&out.join("trial-001/trial.json"));
+    assert_eq!(t["status"], "interrupted");
+    assert!(out.join("trial-001/report.json").is_file());
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(
+        md.contains("interrupted (Ctrl-C) after 1 of 5 trials"),
+        "{md}"
+    );
+}
+
+#[test]
+fn bad_input_is_refused_with_a_clear_message() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--target", "127.0.0.1:5060", "--migrate", " "],
+            "--migrate is empty",
+        ),
+        (
+            &[
+                "--target",
+                "127.0.0.1:5060",
+                "--migrate",
+                "true",
+                "--trigger",
+                "cpu >> 9",
+                "--monitor",
+                "process kamailio",
+            ],
+            "--trigger",
+        ),
+        (
+            &[
+                "--target",
+                "127.0.0.1:5060",
+                "--migrate",
+                "true",
+                "--trigger",
+                "cpu > 9",
+                "--monitor",
+                "disk sda",
+            ],
+            "process, pid, cgroup or command",
+        ),
+        (
+            &[
+                "--target",
+                "127.0.0.1:5060",
+                "--migrate",
+                "true",
+                "--load",
+                "/nonexistent.toml",
+            ],
+            "no such profile file",
+        ),
+        (
+            &["--target", "nosuchname", "--migrate", "true"],
+            "unknown target",
+        ),
+        (
+            &[
+                "--target",
+                "127.0.0.1:5060",
+                "--migrate",
+                "true",
+                "--trials",
+                "0",
+            ],
+            "at least 1",
+        ),
+    ];
+    for (args, want) in cases {
+        let o = Command::new(env!("CARGO_BIN_EXE_imsprobe"))
+            .arg("trials")
+            .args(*args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
