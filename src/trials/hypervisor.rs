@@ -45,6 +45,10 @@ pub struct HvReport {
     pub iterations: Option<u64>,
     /// Throughput in Mbit/s as reported.
     pub mbps: Option<f64>,
+    /// The hosts the guest left and reached (the lab JSON's `from`/`to`: the lab alternates,
+    /// so STOP is on `from` and RESUME on `to`).
+    pub from: Option<String>,
+    pub to: Option<String>,
     /// Events with wall-clock times (the lab JSON's `events`).
     pub events: Vec<HvEvent>,
     /// The lab's own STOP→RESUME (ms), as it computed it.
@@ -145,6 +149,9 @@ fn parse_lab_value(v: &Value) -> HvReport {
         }
     }
     r.stop_to_resume_ms = v.get("stop_to_resume_ms").and_then(Value::as_f64);
+    let host = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+    r.from = host("from");
+    r.to = host("to");
     r
 }
 
@@ -160,13 +167,9 @@ fn num_u64(v: &Value) -> Option<u64> {
 /// QMP `query-migrate`'s return object (QEMU's `MigrationInfo`): times in ms, `ram` in bytes.
 pub fn parse_qmp_value(q: &Value) -> HvReport {
     let status = q.get("status").and_then(Value::as_str).map(str::to_string);
-    let succeeded = status.as_deref().and_then(|s| match s {
-        "completed" => Some(true),
-        "failed" | "cancelled" | "cancelling" => Some(false),
-        // Still running (`active`, `device`...): the command returned before the end; a
-        // migration not known to have completed has not succeeded.
-        _ => Some(false),
-    });
+    // Anything but `completed` (`failed`, `cancelled`, or still `active` when the command
+    // returned before the end) is not a success.
+    let succeeded = status.as_deref().map(|s| s == "completed");
     let ram = q.get("ram");
     let ram_u64 = |k: &str| ram.and_then(|r| r.get(k)).and_then(num_u64);
     let mut notes = Vec::new();
@@ -193,6 +196,8 @@ pub fn parse_qmp_value(q: &Value) -> HvReport {
         memory_bytes: ram_u64("total"),
         iterations: ram_u64("dirty-sync-count"),
         mbps: ram.and_then(|r| r.get("mbps")).and_then(Value::as_f64),
+        from: None,
+        to: None,
         events: Vec::new(),
         stop_to_resume_ms: None,
         notes,
@@ -277,6 +282,8 @@ pub fn parse_virsh_domjobinfo(text: &str) -> Option<HvReport> {
         memory_bytes: get("Memory total").and_then(bytes_value),
         iterations: get("Iteration").and_then(|v| v.split_whitespace().next()?.parse().ok()),
         mbps,
+        from: None,
+        to: None,
         events: Vec::new(),
         stop_to_resume_ms: None,
         notes,
@@ -394,6 +401,10 @@ mod tests {
         assert_eq!(r.iterations, Some(33));
         assert_eq!(r.mbps, Some(943.1));
         assert_eq!(r.stop_to_resume_ms, Some(308.0));
+        assert_eq!(
+            (r.from.as_deref(), r.to.as_deref()),
+            (Some("src"), Some("dst"))
+        );
         assert_eq!(r.events.len(), 3);
         assert_eq!(
             r.events[1],

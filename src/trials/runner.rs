@@ -407,19 +407,24 @@ pub fn wall_us_to_probe_s(wall0: DateTime<Utc>, wall_us: i64) -> f64 {
     ((wall_us as i128 * 1000 - w0) as f64) / 1e9
 }
 
-/// The first STOP on the source and the first RESUME on the destination after it.
-pub fn stop_resume(events: &[hypervisor::HvEvent]) -> Option<(i64, i64)> {
-    let is = |e: &hypervisor::HvEvent, host: &str, ev: &str| {
-        e.event.eq_ignore_ascii_case(ev) && (e.host == host || e.host == "?")
+/// The first STOP on the host the guest left and the first RESUME after it on the host it
+/// reached (any host when the output does not say which).
+pub fn stop_resume(
+    events: &[hypervisor::HvEvent],
+    from: Option<&str>,
+    to: Option<&str>,
+) -> Option<(i64, i64)> {
+    let on = |e: &hypervisor::HvEvent, host: Option<&str>, ev: &str| {
+        e.event.eq_ignore_ascii_case(ev) && host.is_none_or(|h| e.host == h)
     };
     let stop = events
         .iter()
-        .filter(|e| is(e, "src", "STOP"))
+        .filter(|e| on(e, from, "STOP"))
         .map(|e| e.wall_us)
         .min()?;
     let resume = events
         .iter()
-        .filter(|e| is(e, "dst", "RESUME") && e.wall_us >= stop)
+        .filter(|e| on(e, to, "RESUME") && e.wall_us >= stop)
         .map(|e| e.wall_us)
         .min()?;
     Some((stop, resume))
@@ -995,7 +1000,7 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
                 bound_ms: clock_out.bound_ms,
             });
         }
-        if let Some((stop, resume)) = stop_resume(&h.events) {
+        if let Some((stop, resume)) = stop_resume(&h.events, h.from.as_deref(), h.to.as_deref()) {
             vm_pause = Some(PauseOut {
                 stop_s: wall_us_to_probe_s(wall0, stop),
                 resume_s: wall_us_to_probe_s(wall0, resume),
@@ -1317,8 +1322,22 @@ mod tests {
             ev("src", "STOP", 1_000),
             ev("dst", "RESUME", 1_308),
         ];
-        assert_eq!(stop_resume(&evs), Some((1_000, 1_308)));
-        assert_eq!(stop_resume(&evs[..2]), None);
+        assert_eq!(
+            stop_resume(&evs, Some("src"), Some("dst")),
+            Some((1_000, 1_308))
+        );
+        assert_eq!(stop_resume(&evs[..2], Some("src"), Some("dst")), None);
+        // The way back: the guest leaves dst.
+        let back = vec![
+            ev("src", "RESUME", 50),
+            ev("dst", "STOP", 2_000),
+            ev("src", "RESUME", 2_250),
+        ];
+        assert_eq!(
+            stop_resume(&back, Some("dst"), Some("src")),
+            Some((2_000, 2_250))
+        );
+        assert_eq!(stop_resume(&back, None, None), Some((2_000, 2_250)));
         let w0 = DateTime::<Utc>::from_timestamp(1_764_052_800, 500_000_000).unwrap();
         let s = wall_us_to_probe_s(w0, 1_764_052_801_250_000);
         assert!((s - 0.75).abs() < 1e-9, "{s}");
