@@ -1049,6 +1049,11 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
     };
     let (sip_gap_ms, sip_gap_bound_ms) = gap(Layer::Sip);
     let (icmp_gap_ms, icmp_gap_bound_ms) = gap(Layer::Icmp);
+    let loss = |layer: Layer| -> Option<f64> {
+        let lp = main.and_then(|t| t.layers.iter().find(|l| l.layer == layer))?;
+        migration.as_ref()?;
+        Some(lp.loss_window.as_ref().map_or(0.0, |g| g.duration_ms))
+    };
     let row = TrialRow {
         trial: t.index,
         direction: t.direction.into(),
@@ -1069,6 +1074,8 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
         sip_gap_bound_ms,
         icmp_gap_ms,
         icmp_gap_bound_ms,
+        sip_loss_ms: loss(Layer::Sip),
+        icmp_loss_ms: loss(Layer::Icmp),
         reg_failed: load_out.as_ref().and_then(|l| l.reg_failed),
         calls_failed: load_out.as_ref().and_then(|l| l.calls_failed),
         late_requests: load_out.as_ref().and_then(|l| l.late_requests),

@@ -37,6 +37,10 @@ pub struct TrialRow {
     /// The largest ICMP reply gap overlapping the migration (0 when none reached `--min-gap`).
     pub icmp_gap_ms: Option<f64>,
     pub icmp_gap_bound_ms: Option<f64>,
+    /// The largest loss window (RFC 6201, send side) overlapping the migration, per layer (0
+    /// when none reached `--min-gap`); ± one probe interval like the gaps.
+    pub sip_loss_ms: Option<f64>,
+    pub icmp_loss_ms: Option<f64>,
     /// Users' view from the load report: failed or timed-out registrations (initial and
     /// re-registrations), failed or timed-out calls, and our own retransmissions (requests not
     /// answered within T1: late).
@@ -88,6 +92,16 @@ pub const COLUMNS: &[Column] = &[
         key: "icmp_gap_ms",
         header: "ICMP gap ms",
         get: |r| r.icmp_gap_ms,
+    },
+    Column {
+        key: "sip_loss_ms",
+        header: "SIP loss window ms",
+        get: |r| r.sip_loss_ms,
+    },
+    Column {
+        key: "icmp_loss_ms",
+        header: "ICMP loss window ms",
+        get: |r| r.icmp_loss_ms,
     },
     Column {
         key: "reg_failed",
@@ -323,7 +337,9 @@ pub fn markdown(rows: &[TrialRow], title: &str, min_gap_ms: f64, notes: &[String
         for c in COLUMNS {
             let v = (c.get)(r);
             let cell = match c.key {
-                "sip_gap_ms" | "icmp_gap_ms" if v == Some(0.0) => format!("< {min_gap_ms:.0}"),
+                "sip_gap_ms" | "icmp_gap_ms" | "sip_loss_ms" | "icmp_loss_ms" if v == Some(0.0) => {
+                    format!("< {min_gap_ms:.0}")
+                }
                 "sip_gap_ms" => with_bound(v, r.sip_gap_bound_ms),
                 "icmp_gap_ms" => with_bound(v, r.icmp_gap_bound_ms),
                 _ => md_num(v),
@@ -359,6 +375,7 @@ pub fn markdown(rows: &[TrialRow], title: &str, min_gap_ms: f64, notes: &[String
 - **migration ms (hypervisor)**, **data MB** (10^6 bytes), **hypervisor downtime ms**: the hypervisor's own figures, where its output reports them (– where not).\n\
 - **STOP→RESUME ms**: the VM's real pause, source STOP event to destination RESUME event (lab JSON).\n\
 - **SIP gap ms**, **ICMP gap ms**: the largest reply gap of the probes that overlaps the migration, ± one probe interval; `< {min_gap_ms:.0}` when no gap reached `--min-gap`.\n\
+- **SIP/ICMP loss window ms**: the largest run of probes without a good reply within `--timeout` overlapping the migration (send side, RFC 6201), ± one probe interval.\n\
 - **reg failed**, **calls failed**, **late requests**: the load's report for the trial (failed or timed-out registrations and calls; requests retransmitted because no answer came within T1).\n\
 \nPer-trial records: `trial-NNN/trial.json`; definitions: docs/trials.md."
     );
