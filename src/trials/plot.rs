@@ -14,6 +14,8 @@ const LEFT: f64 = 90.0;
 const RIGHT: f64 = 30.0;
 const TOP: f64 = 96.0;
 const BOTTOM: f64 = 70.0;
+const PW: f64 = W - LEFT - RIGHT;
+const PH: f64 = H - TOP - BOTTOM;
 
 /// One bar series.
 struct Series<'a> {
@@ -29,6 +31,7 @@ fn header(s: &mut String, title: &str, subtitle: &str) {
         s,
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="{FONT}">
 <rect width="100%" height="100%" fill="white"/>
+<defs><clipPath id="frame"><rect x="{LEFT}" y="{TOP}" width="{PW}" height="{PH}"/></clipPath></defs>
 <text x="{LEFT}" y="30" font-size="20" font-weight="bold">{}</text>
 <text x="{LEFT}" y="52" font-size="13" fill="#444">{}</text>
 "##,
@@ -67,14 +70,27 @@ fn y_axis(s: &mut String, max: f64, label: &str) -> f64 {
     top
 }
 
-fn legend(s: &mut String, items: &[(&str, &str, bool)]) {
+/// How a legend entry is drawn.
+#[derive(Clone, Copy, PartialEq)]
+enum Mark {
+    Box,
+    Line,
+    Dashed,
+}
+
+fn legend(s: &mut String, items: &[(&str, &str, Mark)]) {
     let mut x = LEFT;
     let y = 76.0;
-    for (name, color, line) in items {
-        if *line {
+    for &(name, color, mark) in items {
+        if mark != Mark::Box {
+            let dash = if mark == Mark::Dashed {
+                r#" stroke-dasharray="6 4""#
+            } else {
+                ""
+            };
             let _ = write!(
                 s,
-                r#"<line x1="{x}" x2="{}" y1="{}" y2="{}" stroke="{color}" stroke-width="2" stroke-dasharray="6 4"/>"#,
+                r#"<line x1="{x}" x2="{}" y1="{}" y2="{}" stroke="{color}" stroke-width="2"{dash}/>"#,
                 x + 22.0,
                 y - 4.0,
                 y - 4.0
@@ -189,8 +205,10 @@ fn bars(
         LEFT + pw / 2.0,
         H - 24.0
     );
-    let mut items: Vec<(&str, &str, bool)> =
-        series.iter().map(|se| (se.name, se.color, false)).collect();
+    let mut items: Vec<(&str, &str, Mark)> = series
+        .iter()
+        .map(|se| (se.name, se.color, Mark::Box))
+        .collect();
     if let Some(se) = series.get(trend) {
         let pts: Vec<(f64, f64)> = rows
             .iter()
@@ -203,16 +221,16 @@ fn bars(
             let xy: Vec<(f64, f64)> = rows
                 .iter()
                 .enumerate()
-                .map(|(i, r)| (x_mid(i), y_of(t.at(r.trial as f64).max(0.0))))
+                .map(|(i, r)| (x_mid(i), TOP + ph - t.at(r.trial as f64) / top * ph))
                 .collect();
             if let (Some(a), Some(b)) = (xy.first(), xy.last()) {
                 let _ = writeln!(
                     s,
-                    r##"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#111" stroke-width="2" stroke-dasharray="6 4"/>"##,
+                    r##"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#111" stroke-width="2" stroke-dasharray="6 4" clip-path="url(#frame)"/>"##,
                     a.0, a.1, b.0, b.1
                 );
             }
-            items.push(("trend (least squares)", "#111", true));
+            items.push(("trend (least squares)", "#111", Mark::Dashed));
             let _ = writeln!(
                 s,
                 r##"<text x="{}" y="{}" font-size="12" text-anchor="end" fill="#333">trend of {}: {:+.3} per trial</text>"##,
@@ -257,7 +275,7 @@ fn scatter(title: &str, rows: &[TrialRow]) -> String {
     header(
         &mut s,
         title,
-        "each point is a trial; dashed grey: measured = hypervisor; black: least-squares fit over the ok trials",
+        "each point is a trial (SIP gap ± one probe interval); the fit is over the ok trials",
     );
     let max = pts
         .iter()
@@ -282,7 +300,7 @@ fn scatter(title: &str, rows: &[TrialRow]) -> String {
     }
     let _ = writeln!(
         s,
-        r##"<text x="{:.1}" y="{:.1}" font-size="13" text-anchor="middle">hypervisor downtime (ms)</text><line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#999" stroke-dasharray="4 4"/>"##,
+        r##"<text x="{:.1}" y="{:.1}" font-size="13" text-anchor="middle">hypervisor downtime (ms)</text><line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#777" stroke-width="1.5" stroke-dasharray="4 4"/>"##,
         LEFT + pw / 2.0,
         H - 24.0,
         x_of(0.0),
@@ -310,23 +328,24 @@ fn scatter(title: &str, rows: &[TrialRow]) -> String {
     }
     let fit: Vec<(f64, f64)> = pts.iter().filter(|p| p.4).map(|p| (p.1, p.2)).collect();
     let mut items = vec![
-        ("ok trial", "#1f5fbf", false),
-        ("failed/interrupted", "#c0150f", false),
+        ("ok trial", "#1f5fbf", Mark::Box),
+        ("failed/interrupted", "#c0150f", Mark::Box),
+        ("gap = downtime", "#777", Mark::Dashed),
     ];
     if let Some(t) = Trend::fit(&fit) {
         let _ = writeln!(
             s,
-            r##"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#111" stroke-width="2"/><text x="{}" y="{}" font-size="12" text-anchor="end" fill="#333">gap = {:.1} ms + {:.3} × downtime</text>"##,
+            r##"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#111" stroke-width="2" clip-path="url(#frame)"/><text x="{}" y="{}" font-size="12" text-anchor="end" fill="#333">gap = {:.1} ms + {:.3} × downtime</text>"##,
             x_of(0.0),
-            y_of(t.at(0.0).max(0.0)),
+            TOP + ph - t.at(0.0) / top * ph,
             x_of(top),
-            y_of(t.at(top)),
+            TOP + ph - t.at(top) / top * ph,
             W - RIGHT - 8.0,
             TOP + 18.0,
             t.intercept,
             t.slope
         );
-        items.push(("fit", "#111", true));
+        items.push(("least-squares fit", "#111", Mark::Line));
     }
     legend(&mut s, &items);
     if pts.is_empty() {

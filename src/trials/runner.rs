@@ -140,7 +140,6 @@ fn signal_group(pgid: i32, sig: i32) -> bool {
 
 fn spawn_sh(
     command: &str,
-    dir: &Path,
     stdout: &Path,
     stderr: &Path,
     env: &[(&str, String)],
@@ -152,7 +151,6 @@ fn spawn_sh(
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(stdout)?)
         .stderr(std::fs::File::create(stderr)?)
-        .current_dir(std::env::current_dir().unwrap_or_else(|_| dir.to_path_buf()))
         .process_group(0);
     for (k, v) in env {
         c.env(k, v);
@@ -562,7 +560,7 @@ fn start_load(spec: &LoadSpec, dir: &Path, target: &str) -> Result<LoadChild, St
             .replace("{target}", &shell_quote(target)),
     };
     let (so, se) = (dir.join("load.stdout"), dir.join("load.stderr"));
-    let child = spawn_sh(&command, dir, &so, &se, &[])
+    let child = spawn_sh(&command, &so, &se, &[])
         .map_err(|e| format!("cannot start the load ({command}): {e}"))?;
     register_group(child.id() as i32);
     Ok(LoadChild {
@@ -733,7 +731,7 @@ fn run_migration(
     let (so, se) = (dir.join("migrate.stdout"), dir.join("migrate.stderr"));
     let wall0 = Utc::now();
     let t0 = clock.now_ns();
-    let mut child = spawn_sh(command, dir, &so, &se, env)
+    let mut child = spawn_sh(command, &so, &se, env)
         .map_err(|e| format!("cannot start the migration command {command:?}: {e}"))?;
     let pgid = child.id() as i32;
     register_group(pgid);
