@@ -143,6 +143,10 @@ fn sigstop_trials_with_a_failed_one_in_between() {
     let dir = tempdir();
     let out = dir.path().join("out");
     let target = kam.addr().to_string();
+    // A byte counter that never moves: where the hypervisor reports nothing (the failed trial),
+    // the data column is the counter's growth, 0.
+    let counter = dir.path().join("counter");
+    std::fs::write(&counter, "123456789\n").unwrap();
     let load = format!(
         "exec {} --target {{target}} --domain {} --users 4 --reg-rate 50 --cps 4 --hold 1s --duration 60s --drain 3s --report {{report}} --quiet",
         env!("CARGO_BIN_EXE_imsload"),
@@ -172,6 +176,8 @@ fn sigstop_trials_with_a_failed_one_in_between() {
         &load,
         "--load-drain",
         "10s",
+        "--data-cmd",
+        &format!("cat {}", counter.display()),
         "--out",
     ]
     .iter()

@@ -11,9 +11,12 @@
 //!   probe intervals + 5 ms (reference: 0.5–5 ms).
 //! - The ICMP reply gap ends when the first echo reply arrives after RESUME: the switch has
 //!   learnt the guest's MAC from the first RARP (the lab's capture: ~0.03 ms after RESUME), and
-//!   the guest, under TCG with a cold translation cache, sends its first IPv4 frame ~10–25 ms
-//!   after RESUME (`announce.first_ipv4_vs_resume_ms`). Allowed: 0..=`WARMUP_MS`, and the gap's
-//!   end must match the lab's first IPv4 frame within 2 intervals + 1 ms.
+//!   the guest, under TCG with a cold translation cache, sends its first IPv4 frame 15–63 ms
+//!   after RESUME (`announce.first_ipv4_vs_resume_ms`). Allowed: 0..=`WARMUP_MS`; and the first
+//!   reply after RESUME (the earlier of the SIP and the ICMP gap's ends) must be that frame,
+//!   within 2 intervals + 1 ms.
+//! - The ICMP gap starts at STOP: the last reply before it came within 2 intervals, plus
+//!   `STOP_SLACK_MS` for a TCG guest answering late on a busy host.
 //! - So QEMU downtime ≤ ICMP gap + bound ≤ QEMU downtime + `S2R_OVER_DOWNTIME_MS` +
 //!   `WARMUP_MS` + bound.
 
@@ -24,8 +27,12 @@ use std::time::Duration;
 
 /// STOP→RESUME minus QEMU's downtime, at most (ms).
 const S2R_OVER_DOWNTIME_MS: f64 = 60.0;
-/// The first echo reply after RESUME, at most (ms): bridge learning + GARP + TCG warm-up.
-const WARMUP_MS: f64 = 60.0;
+/// The first echo reply after RESUME, at most (ms): bridge learning + GARP + TCG warm-up
+/// (measured 17–63 ms on this shared 2-core machine).
+const WARMUP_MS: f64 = 150.0;
+/// How much earlier than STOP the last reply before it may come (ms): the TCG guest's reply
+/// latency on a busy host (measured up to 3 ms).
+const STOP_SLACK_MS: f64 = 10.0;
 const GUEST: &str = "198.51.100.10:5060";
 const LAB_NAME: &str = "mlab-trialstest";
 
@@ -135,6 +142,12 @@ fn one_trial_in_the_qemu_lab() {
             .args([
                 "--trials", "1", "--before", "2s", "--after", "3s", "--rate", "1000",
             ])
+            // The migration link's byte counters, both ends, around the migration: a check of
+            // QEMU's `ram.transferred` from outside QEMU.
+            .arg("--data-cmd")
+            .arg(format!(
+                "for h in src dst; do ip netns exec {LAB_NAME}-$h cat /sys/class/net/mig0/statistics/tx_bytes; done | paste -sd+ | bc"
+            ))
             .arg("--out")
             .arg(&out),
         Duration::from_secs(300),
@@ -149,10 +162,19 @@ fn one_trial_in_the_qemu_lab() {
     let hv = &t["hypervisor"];
     assert_eq!(hv["format"], "lab-json");
     assert_eq!(hv["status"], "completed");
-    assert!(
-        hv["transferred_bytes"].as_u64().unwrap() > 50_000_000,
-        "{hv}"
+    let transferred = hv["transferred_bytes"].as_u64().unwrap() as f64;
+    assert!(transferred > 50_000_000.0, "{hv}");
+    // The wire carries the stream plus TCP/IP headers and the ACKs: a few % more.
+    let wire = f(&t["data_counter"]["bytes"]);
+    eprintln!(
+        "lab: QEMU ram.transferred {transferred} B, migration link {wire} B ({:+.2} %)",
+        (wire / transferred - 1.0) * 100.0
     );
+    assert!(
+        (0.98..=1.10).contains(&(wire / transferred)),
+        "link counter {wire} B vs QEMU's {transferred} B"
+    );
+    assert_eq!(t["row"]["data_source"], "hypervisor");
     let downtime = f(&hv["downtime_ms"]);
     let pause = &t["vm_pause"];
     let s2r = f(&pause["ms"]);
@@ -191,18 +213,24 @@ fn one_trial_in_the_qemu_lab() {
         (lw_ms - s2r).abs() <= 2.0 * interval + 5.0,
         "loss window {lw_ms} vs STOP→RESUME {s2r}"
     );
+    // The last reply before STOP: within an interval on an idle host; the TCG guest answers a
+    // few ms late when the host is busy (the final pre-copy pass competes for the CPU).
     assert!(
-        start_vs_stop.abs() <= 2.0 * interval + place,
+        (-(2.0 * interval + STOP_SLACK_MS)..=2.0 * interval + place).contains(&start_vs_stop),
         "the gap starts at STOP: {start_vs_stop} ms"
     );
     assert!(
         (-bound..=WARMUP_MS + bound).contains(&end_vs_resume),
         "the gap ends {end_vs_resume} ms after RESUME (allowance {WARMUP_MS} ms)"
     );
+    // The guest's first IPv4 frame after RESUME is its first reply, SIP or ICMP: the earlier
+    // of the two layers' gap ends must be that frame (as the lab's capture saw it).
     if let Some(first) = first_ipv4 {
+        let sip_end = (f(&layer("sip")["reply_gap"]["end_s"]) - f(&pause["resume_s"])) * 1e3;
+        let earliest = end_vs_resume.min(sip_end);
         assert!(
-            (end_vs_resume - first).abs() <= 2.0 * interval + 1.0,
-            "gap end {end_vs_resume} ms vs the guest's first IPv4 frame {first} ms after RESUME"
+            (earliest - first).abs() <= 2.0 * interval + 1.0,
+            "first reply after RESUME at {earliest} ms (ICMP {end_vs_resume}, SIP {sip_end}) vs the guest's first IPv4 frame at {first} ms"
         );
     }
     // And the whole: QEMU's figure against the ICMP gap.

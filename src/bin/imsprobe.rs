@@ -181,6 +181,12 @@ struct TrialsArgs {
     /// After SIGINT, wait this long for the load to drain and write its report.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     load_drain: Duration,
+    /// A command printing a byte counter of the migration link, run just before and after
+    /// each migration: its growth is the data transferred where the hypervisor reports none,
+    /// e.g. 'cat /sys/class/net/eth1/statistics/tx_bytes /sys/class/net/eth1/statistics/rx_bytes
+    /// | paste -sd+ | bc'.
+    #[arg(long, value_name = "CMD")]
+    data_cmd: Option<String>,
     /// Run the SIP OPTIONS probe (with neither --sip nor --icmp, both run).
     #[arg(long)]
     sip: bool,
@@ -389,6 +395,7 @@ fn trials_main(a: TrialsArgs) -> anyhow::Result<i32> {
         migrate_timeout: a.migrate_timeout,
         load,
         load_drain: a.load_drain,
+        data_cmd: a.data_cmd.clone(),
         out,
         plot: !a.no_plot,
     };

@@ -90,6 +90,10 @@ pub struct TrialsConfig {
     pub load: Option<LoadSpec>,
     /// How long the load may take to drain after SIGINT before it is killed.
     pub load_drain: Duration,
+    /// A command printing a byte counter of the migration link (e.g. the sending interface's
+    /// `tx_bytes`), run just before and just after the migration command: its growth is the
+    /// data transferred where the hypervisor reports none.
+    pub data_cmd: Option<String>,
     pub out: PathBuf,
     pub plot: bool,
 }
@@ -346,6 +350,17 @@ pub struct TargetPick {
     pub layers: Vec<LayerPick>,
 }
 
+/// The `--data-cmd` counter around the migration.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CounterOut {
+    pub command: String,
+    pub before: Option<f64>,
+    pub after: Option<f64>,
+    /// after − before, when both were read and it did not go backwards.
+    pub bytes: Option<f64>,
+    pub error: Option<String>,
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct LoadOut {
     pub command: String,
@@ -379,6 +394,7 @@ pub struct TrialRecord {
     pub trigger: Option<TriggerOut>,
     pub migration: Option<MigrationOut>,
     pub hypervisor: Option<HvReport>,
+    pub data_counter: Option<CounterOut>,
     pub events: Vec<EventOut>,
     pub vm_pause: Option<PauseOut>,
     /// The migrating element first, then the others.
@@ -796,6 +812,50 @@ fn run_migration(
     })
 }
 
+/// Runs `command` (sh -c, at most 10 s) and returns the first number it prints.
+fn read_counter(command: &str) -> Result<f64, String> {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run --data-cmd {command:?}: {e}"))?;
+    let t0 = Instant::now();
+    // Bounded: 10 s, then killed.
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if t0.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("--data-cmd {command:?} did not finish within 10 s"));
+            }
+        }
+    }
+    let o = child
+        .wait_with_output()
+        .map_err(|e| format!("--data-cmd {command:?}: {e}"))?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    if !o.status.success() {
+        return Err(format!(
+            "--data-cmd {command:?} failed ({}): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        ));
+    }
+    crate::profile::monitor::first_number(&text).ok_or_else(|| {
+        format!(
+            "--data-cmd {command:?} printed no number: {:?}",
+            text.trim()
+        )
+    })
+}
+
 /// Reads the (wall, mono) pair again and compares it with the clock's anchor.
 fn clock_check(clock: &ProbeClock) -> ClockOut {
     let m1 = monotonic_ns();
@@ -933,6 +993,7 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
         }
     }
     let mut migration = None;
+    let mut data_counter: Option<CounterOut> = None;
     if cut.is_none() {
         log(&format!("{tag}: migration command: {}", t.command));
         let env = [
@@ -940,7 +1001,39 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
             ("IMSPROBE_DIRECTION", t.direction.to_string()),
             ("IMSPROBE_TRIAL_DIR", t.dir.display().to_string()),
         ];
-        match run_migration(&t.command, &t.dir, &env, clock, cfg.migrate_timeout, t.stop) {
+        let mut counter = cfg.data_cmd.as_ref().map(|c| CounterOut {
+            command: c.clone(),
+            ..CounterOut::default()
+        });
+        if let Some(c) = &mut counter {
+            match read_counter(&c.command) {
+                Ok(v) => c.before = Some(v),
+                Err(e) => c.error = Some(e),
+            }
+        }
+        let m = run_migration(&t.command, &t.dir, &env, clock, cfg.migrate_timeout, t.stop);
+        if let Some(c) = &mut counter {
+            if c.error.is_none() {
+                match read_counter(&c.command) {
+                    Ok(v) => c.after = Some(v),
+                    Err(e) => c.error = Some(e),
+                }
+            }
+            if let (Some(a), Some(b)) = (c.before, c.after) {
+                if b >= a {
+                    c.bytes = Some(b - a);
+                } else {
+                    c.error = Some(format!(
+                        "the counter went backwards ({a} -> {b}): reset, or a different interface"
+                    ));
+                }
+            }
+            if let Some(e) = &c.error {
+                warnings.push(e.clone());
+            }
+        }
+        data_counter = counter;
+        match m {
             Ok(m) => {
                 log(&format!(
                     "{tag}: migration command ended after {:.1} ms, exit {}",
@@ -980,7 +1073,7 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
         hypervisor::detect(&so, &se)
     });
     if migration.is_some() && hv.is_none() {
-        warnings.push("the migration command printed no hypervisor report this tool reads (lab JSON, QMP query-migrate, virsh domjobinfo --completed, xl migrate): no data transferred, no hypervisor downtime".into());
+        warnings.push("the migration command printed no hypervisor report this tool reads (lab JSON, QMP query-migrate, virsh domjobinfo --completed, xl migrate): no hypervisor downtime, and no data transferred unless --data-cmd counts it".into());
     }
     let wall0 = clock.epoch.wall;
     let mut events = Vec::new();
@@ -1052,6 +1145,11 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
         migration.as_ref()?;
         Some(lp.loss_window.as_ref().map_or(0.0, |g| g.duration_ms))
     };
+    let hv_bytes = hv
+        .as_ref()
+        .and_then(|h| h.transferred_bytes)
+        .map(|b| b as f64);
+    let counter_bytes = data_counter.as_ref().and_then(|c| c.bytes);
     let row = TrialRow {
         trial: t.index,
         direction: t.direction.into(),
@@ -1062,10 +1160,12 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
         hv_format: hv.as_ref().map(|h| h.format.to_string()),
         migration_ms: migration.as_ref().map(|m| m.duration_ms),
         hv_total_ms: hv.as_ref().and_then(|h| h.total_time_ms),
-        data_mb: hv
-            .as_ref()
-            .and_then(|h| h.transferred_bytes)
-            .map(|b| b as f64 / 1e6),
+        data_mb: hv_bytes.or(counter_bytes).map(|b| b / 1e6),
+        data_source: if hv_bytes.is_some() {
+            Some("hypervisor".into())
+        } else {
+            counter_bytes.map(|_| "counter".into())
+        },
         hv_downtime_ms: hv.as_ref().and_then(|h| h.downtime_ms),
         vm_pause_ms: vm_pause.as_ref().map(|p| p.ms),
         sip_gap_ms,
@@ -1088,6 +1188,7 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
         trigger: trigger_out,
         migration,
         hypervisor: hv,
+        data_counter,
         events,
         vm_pause,
         targets,

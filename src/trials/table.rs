@@ -25,8 +25,11 @@ pub struct TrialRow {
     pub migration_ms: Option<f64>,
     /// The hypervisor's own total time.
     pub hv_total_ms: Option<f64>,
-    /// Data transferred in MB (10^6 bytes, as the reference study), from the hypervisor.
+    /// Data transferred in MB (10^6 bytes, as the reference study): the hypervisor's figure,
+    /// else the growth of the `--data-cmd` byte counter.
     pub data_mb: Option<f64>,
+    /// `hypervisor` or `counter`: where `data_mb` comes from.
+    pub data_source: Option<String>,
     /// The hypervisor's downtime figure.
     pub hv_downtime_ms: Option<f64>,
     /// The VM's real pause: source STOP to destination RESUME, where events are reported.
@@ -251,6 +254,7 @@ pub fn csv(rows: &[TrialRow]) -> String {
         "started_utc",
         "exit_code",
         "hv_format",
+        "data_source",
     ];
     for c in COLUMNS {
         head.push(c.key);
@@ -271,6 +275,7 @@ pub fn csv(rows: &[TrialRow]) -> String {
             r.started_utc.clone(),
             r.exit_code.map_or(String::new(), |c| c.to_string()),
             r.hv_format.clone().unwrap_or_default(),
+            r.data_source.clone().unwrap_or_default(),
         ];
         for c in COLUMNS {
             f.push(num((c.get)(r)));
@@ -286,14 +291,9 @@ pub fn csv(rows: &[TrialRow]) -> String {
     }
     let stats = column_stats(rows);
     for name in STAT_NAMES {
-        let mut f = vec![
-            name.to_string(),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-        ];
+        // The statistic's name in the `trial` column, the other text columns empty.
+        let mut f = vec![name.to_string()];
+        f.resize(7, String::new());
         for (c, (_, st)) in COLUMNS.iter().zip(&stats) {
             f.push(num(st.map(|st| stat_value(&st, name))));
             if c.key == "sip_gap_ms" || c.key == "icmp_gap_ms" {
