@@ -170,7 +170,7 @@ fn exit_text(st: &std::process::ExitStatus) -> (Option<i32>, Option<i32>) {
 // ---------------------------------------------------------------------------------------------
 // Monitor parsing
 
-/// Parses `--monitor`: `process NAME`, `pid N`, `cgroup PATH`, or `command CMD...` read by
+/// Parses `--monitor`: `process NAME`, `pid N[,N...]`, `cgroup PATH`, or `command CMD...` read by
 /// `parser` (`number`, `xentop:DOMAIN`, `virsh-domstats:DOMAIN`). Same sources as the profiles'
 /// `[[monitor]]` (docs/profiles.md).
 pub fn parse_monitor(spec: &str, parser: Option<&str>) -> Result<Source, String> {
@@ -201,19 +201,22 @@ pub fn parse_monitor(spec: &str, parser: Option<&str>) -> Result<Source, String>
         "process" => {
             need("a process name")?;
             Ok(Source::Process {
-                pid: None,
+                pids: Vec::new(),
                 name: Some(rest.to_string()),
             })
         }
         "pid" => {
             need("a pid")?;
-            let pid: u32 = rest
-                .parse()
-                .map_err(|_| format!("--monitor {spec:?}: {rest:?} is not a pid"))?;
-            Ok(Source::Process {
-                pid: Some(pid),
-                name: None,
-            })
+            // Several pids are summed, as the profiles' monitors do.
+            let pids = rest
+                .split([' ', ','])
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    p.parse::<u32>()
+                        .map_err(|_| format!("--monitor {spec:?}: {p:?} is not a pid"))
+                })
+                .collect::<Result<Vec<u32>, String>>()?;
+            Ok(Source::Process { pids, name: None })
         }
         "cgroup" => {
             need("a cgroup v2 directory")?;
@@ -1459,7 +1462,7 @@ mod tests {
         ));
         assert!(matches!(
             parse_monitor("pid 42", None).unwrap(),
-            Source::Process { pid: Some(42), .. }
+            Source::Process { pids, .. } if pids == [42]
         ));
         assert!(matches!(
             parse_monitor("cgroup /sys/fs/cgroup/x", None).unwrap(),
