@@ -46,11 +46,11 @@ fn pause_script(dir: &Path, pgid: i32) -> String {
     std::fs::write(
         &p,
         format!(
-            r#"#!/bin/sh
+            r#"#!/bin/bash
 set -e
-a=$(date +%s%N); /bin/kill -STOP -- -{pgid}; b=$(date +%s%N)
+a=$(date +%s%N); kill -STOP -- -{pgid}; b=$(date +%s%N)
 sleep 0.4
-c=$(date +%s%N); /bin/kill -CONT -- -{pgid}; d=$(date +%s%N)
+c=$(date +%s%N); kill -CONT -- -{pgid}; d=$(date +%s%N)
 echo "$a $b $c $d" > "$IMSPROBE_TRIAL_DIR/pause.ns"
 cat <<'EOF'
 Job type:         Completed
@@ -156,7 +156,8 @@ fn sigstop_trials_with_a_failed_one_in_between() {
         "--target",
         &target,
         "--migrate",
-        &format!("sh {}", pause_script(dir.path(), kam.pgid())),
+        // bash: its kill builtin signals a process group (`-- -PGID`); dash's does not.
+        &format!("bash {}", pause_script(dir.path(), kam.pgid())),
         "--back",
         &format!("sh {}", fail_script(dir.path())),
         "--trials",
