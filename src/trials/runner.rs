@@ -1229,6 +1229,42 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
     Ok(rec)
 }
 
+/// The `--also` targets' largest gaps during each migration, for the summary.
+fn others_markdown(records: &[TrialRecord]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    if records.iter().all(|r| r.targets.len() < 2) {
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "\n## The other targets during each migration\n\n| trial | target | SIP gap ms | ICMP gap ms |\n|---|---|---|---|"
+    );
+    for r in records {
+        for t in r.targets.iter().skip(1) {
+            let cell = |l: Layer| {
+                t.layers
+                    .iter()
+                    .find(|x| x.layer == l)
+                    .map_or("–".to_string(), |x| {
+                        x.reply_gap.as_ref().map_or("none".to_string(), |g| {
+                            format!("{:.1} ± {:.1}", g.duration_ms, g.error_bound_ms)
+                        })
+                    })
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} |",
+                r.trial,
+                t.target,
+                cell(Layer::Sip),
+                cell(Layer::Icmp)
+            );
+        }
+    }
+    s
+}
+
 /// Writes trials.csv, trials.json, summary.md and the plots; returns the summary.
 fn write_table(
     cfg: &TrialsConfig,
@@ -1284,7 +1320,8 @@ fn write_table(
         "Migration trials: {} ({})",
         cfg.probe.targets[0].name, cfg.migrate
     );
-    let md = table::markdown(&rows, &title, cfg.probe.min_gap.as_secs_f64() * 1e3, notes);
+    let mut md = table::markdown(&rows, &title, cfg.probe.min_gap.as_secs_f64() * 1e3, notes);
+    md.push_str(&others_markdown(records));
     w("summary.md", &md)?;
     if cfg.plot {
         let short = format!("Migration trials: {}", cfg.probe.targets[0].name);
