@@ -428,3 +428,120 @@ fn bad_input_is_refused_with_a_clear_message() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+/// The start rule: a threshold on a monitor (here Kamailio's processes by pid, `cpu >= 0`, which
+/// holds at the second sample) with a profile as the load; and a threshold that never holds,
+/// after whose timeout the migration runs anyway and the trial says so.
+#[test]
+fn trigger_on_a_monitor_with_a_profile_load_and_the_trigger_timeout() {
+    let _g = serial();
+    let kam = Kamailio::start(KamailioOpts {
+        users: 20,
+        ..KamailioOpts::default()
+    })
+    .expect("start kamailio");
+    let dir = tempdir();
+    let target = kam.addr().to_string();
+    let pids = kam
+        .pids()
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let common = |out: &Path| -> Vec<String> {
+        [
+            "--target",
+            &target,
+            "--migrate",
+            "true",
+            "--trials",
+            "1",
+            "--before",
+            "300ms",
+            "--after",
+            "300ms",
+            "--sip",
+            "--no-capture",
+            "--no-plot",
+            "--monitor-interval",
+            "200ms",
+            "--out",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([out.display().to_string()])
+        .collect()
+    };
+    let smoke = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/smoke.toml");
+    let out = dir.path().join("held");
+    let mut args = common(&out);
+    args.extend(
+        [
+            "--trigger",
+            "cpu >= 0",
+            "--monitor",
+            &format!("pid {pids}"),
+            "--delay",
+            "1s",
+            "--load",
+            smoke,
+            "--imsload",
+            env!("CARGO_BIN_EXE_imsload"),
+        ]
+        .map(str::to_string),
+    );
+    let (code, _) = run_trials(&args, Duration::from_secs(60), None);
+    assert_eq!(code, 0);
+    let t = json(&out.join("trial-001/trial.json"));
+    let tr = &t["trigger"];
+    assert_eq!(tr["kind"], "threshold");
+    assert_eq!(tr["fired"], true, "{tr}");
+    assert_eq!(tr["timed_out"], false);
+    assert!(f(&tr["waited_s"]) >= 1.0, "the delay comes first: {tr}");
+    assert!(tr["last_value"].is_number(), "{tr}");
+    assert!(t["load"]["command"].as_str().unwrap().contains("--profile"));
+    assert_eq!(
+        t["load"]["reg_attempts"].as_u64(),
+        Some(20),
+        "{:#}",
+        t["load"]
+    );
+    assert_eq!(t["load"]["reg_failed"].as_u64(), Some(0), "{:#}", t["load"]);
+    assert_eq!(t["status"], "ok");
+
+    let out = dir.path().join("timeout");
+    let mut args = common(&out);
+    args.extend(
+        [
+            "--trigger",
+            "cpu > 100000",
+            "--monitor",
+            "process kamailio",
+            "--trigger-timeout",
+            "1s",
+        ]
+        .map(str::to_string),
+    );
+    let (code, _) = run_trials(&args, Duration::from_secs(60), None);
+    assert_eq!(
+        code, 0,
+        "a trigger that never held is recorded, not a failure"
+    );
+    let t = json(&out.join("trial-001/trial.json"));
+    let tr = &t["trigger"];
+    assert_eq!(
+        (tr["fired"].as_bool(), tr["timed_out"].as_bool()),
+        (Some(false), Some(true)),
+        "{tr}"
+    );
+    assert!(t["migration"]["exit_code"] == 0, "the migration ran anyway");
+    assert!(
+        t["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("did not hold")),
+        "{:#}",
+        t["warnings"]
+    );
+}
