@@ -629,13 +629,25 @@ fn stop_load(mut l: LoadChild, drain: Duration, warnings: &mut Vec<String>) -> L
                         signal_group(pgid, libc::SIGKILL);
                         let _ = l.child.wait();
                         l.out.killed = true;
-                        warnings.push(format!(
-                            "the load did not end within {} after SIGINT and was killed; its report may be missing",
-                            humantime::format_duration(drain)
-                        ));
                         break;
                     }
                 }
+            }
+            // A shell that did not exec the load may die of the SIGINT before the load has
+            // drained and written its report: wait for the whole process group.
+            while !l.out.killed && signal_group(pgid, 0) {
+                if t0.elapsed() >= drain {
+                    signal_group(pgid, libc::SIGKILL);
+                    l.out.killed = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if l.out.killed {
+                warnings.push(format!(
+                    "the load did not end within {} after SIGINT and was killed; its report may be missing",
+                    humantime::format_duration(drain)
+                ));
             }
         }
     }
