@@ -24,7 +24,7 @@ pub(crate) fn esc(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-pub(crate) fn fmt_dur(ms: f64) -> String {
+fn fmt_dur(ms: f64) -> String {
     if ms >= 1000.0 {
         format!("{:.3} s", ms / 1000.0)
     } else if ms >= 10.0 {
