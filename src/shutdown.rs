@@ -69,21 +69,54 @@ impl Shutdown {
 /// Turns Ctrl-C (SIGINT) and SIGTERM into `StopReason::Interrupted`. A second Ctrl-C exits at once,
 /// for the user whose target hangs the drain.
 pub fn watch_signals(trigger: Trigger) {
-    tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
+    tokio::spawn(handle_signals(
+        trigger,
+        Signals {
+            stopping: "stopping: finishing calls, de-registering and writing reports (Ctrl-C again to quit now)",
+            quitting: "second interrupt: exiting without cleanup",
+            last_rites: || {},
+        },
+    ));
+}
+
+/// What a program says on the first and second Ctrl-C/SIGTERM, and what it must still do
+/// before exiting on the second (e.g. stop child processes).
+pub struct Signals {
+    pub stopping: &'static str,
+    pub quitting: &'static str,
+    pub last_rites: fn(),
+}
+
+/// [`watch_signals`] for programs without a tokio runtime of their own: the watcher runs on a
+/// thread with a small runtime.
+pub fn watch_signals_on_thread(trigger: Trigger, signals: Signals) {
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
             return;
         };
-        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-        eprintln!("stopping: finishing calls, de-registering and writing reports (Ctrl-C again to quit now)");
-        trigger.stop(StopReason::Interrupted);
-        int.recv().await;
-        eprintln!("second interrupt: exiting without cleanup");
-        std::process::exit(130);
+        rt.block_on(handle_signals(trigger, signals));
     });
+}
+
+/// The first signal stops the run cleanly; the second exits at once (130).
+async fn handle_signals(trigger: Trigger, signals: Signals) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+    eprintln!("{}", signals.stopping);
+    trigger.stop(StopReason::Interrupted);
+    tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+    eprintln!("{}", signals.quitting);
+    (signals.last_rites)();
+    std::process::exit(130);
 }
 
 #[cfg(test)]

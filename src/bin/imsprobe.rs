@@ -7,7 +7,7 @@ use imsload::probe::report::{self, Files, LayerOut, ParamsOut, Report, TargetOut
 use imsload::probe::run::{self, RunConfig};
 use imsload::probe::targets::{resolve_target, TargetsFile};
 use imsload::probe::{pcapread, Layer};
-use imsload::shutdown::{self, StopReason, Trigger};
+use imsload::shutdown::{self, Signals, Trigger};
 use imsload::sip::Transport;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,58 +32,19 @@ struct Cli {
     /// Repeat to probe several targets in parallel, each with its own results.
     #[arg(long = "target", short = 't', value_name = "NAME|HOST:PORT")]
     targets: Vec<String>,
-    /// The targets file.
-    #[arg(
-        long = "targets",
-        value_name = "FILE",
-        default_value = "profiles/targets.toml"
-    )]
-    targets_file: PathBuf,
     /// Probes per second, per layer [default: 1000; with --pcap-only: estimated from the capture].
     #[arg(long)]
     rate: Option<f64>,
     /// How long to probe (e.g. 120s, 5m). Default: until Ctrl-C.
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
-    /// Run the SIP OPTIONS probe (with neither --sip nor --icmp, both run).
-    #[arg(long)]
-    sip: bool,
-    /// Run the ICMP echo probe (with neither --sip nor --icmp, both run).
-    #[arg(long)]
-    icmp: bool,
-    /// SIP transport, overriding the targets file. TCP: one connection per target, made before
-    /// probing; its loss is an outage (probes sent while down are lost) and it is made again,
-    /// at most every 100 ms.
-    #[arg(long, value_enum)]
-    transport: Option<Transport>,
-    /// A probe without a good reply within this long has failed (loss window).
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
-    timeout: Duration,
-    /// Replies with an RTT above this are counted as late even within the timeout.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "100ms")]
-    late_rtt: Duration,
-    /// Report gaps and loss windows of at least this length.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "20ms")]
-    min_gap: Duration,
     /// Output directory [default: captures/<timestamp>-<target>/]; with several targets, one
     /// subdirectory per target.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Do not capture packets.
-    #[arg(long)]
-    no_capture: bool,
-    /// Capture on this interface instead of the one that routes to the target.
-    #[arg(long, value_name = "IF")]
-    iface: Option<String>,
-    /// Do not draw the SVG/PNG timeline.
-    #[arg(long)]
-    no_plot: bool,
     /// Busy-wait this long before each send instead of sleeping (costs CPU; 0 = never).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
     spin: Duration,
-    /// SCHED_FIFO priority of the pacer thread when permitted (0 = normal scheduling).
-    #[arg(long, default_value_t = 10)]
-    rt_priority: i32,
     /// Only the summary: no live gap lines.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -94,6 +55,8 @@ struct Cli {
     /// With --pcap-only: only analyse probes to this host.
     #[arg(long, value_name = "IP")]
     pcap_host: Option<std::net::IpAddr>,
+    #[command(flatten)]
+    probe: ProbeOpts,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -118,13 +81,6 @@ struct TrialsArgs {
     /// Also probe these elements during each trial ("the others"); repeat.
     #[arg(long = "also", value_name = "NAME|HOST:PORT")]
     also: Vec<String>,
-    /// The targets file.
-    #[arg(
-        long = "targets",
-        value_name = "FILE",
-        default_value = "profiles/targets.toml"
-    )]
-    targets_file: PathBuf,
     /// The command that migrates the VM (run with sh -c). Its output is read for the
     /// hypervisor's figures: lab JSON, QMP query-migrate, virsh domjobinfo --completed, xl.
     #[arg(long, value_name = "CMD")]
@@ -187,42 +143,119 @@ struct TrialsArgs {
     /// | paste -sd+ | bc'.
     #[arg(long, value_name = "CMD")]
     data_cmd: Option<String>,
+    /// Probes per second per layer.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Output directory [default: captures/<timestamp>-trials-<target>/].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    probe: ProbeOpts,
+}
+
+/// How probes run and are judged: shared by `imsprobe` and `imsprobe trials`.
+#[derive(clap::Args, Debug)]
+struct ProbeOpts {
+    /// The targets file.
+    #[arg(
+        long = "targets",
+        value_name = "FILE",
+        default_value = "profiles/targets.toml"
+    )]
+    targets_file: PathBuf,
     /// Run the SIP OPTIONS probe (with neither --sip nor --icmp, both run).
     #[arg(long)]
     sip: bool,
     /// Run the ICMP echo probe (with neither --sip nor --icmp, both run).
     #[arg(long)]
     icmp: bool,
-    /// Probes per second per layer.
-    #[arg(long, default_value_t = 1000.0)]
-    rate: f64,
-    /// SIP transport, overriding the targets file.
+    /// SIP transport, overriding the targets file. TCP: one connection per target, made before
+    /// probing; its loss is an outage (probes sent while down are lost) and it is made again,
+    /// at most every 100 ms.
     #[arg(long, value_enum)]
     transport: Option<Transport>,
     /// A probe without a good reply within this long has failed (loss window).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
     timeout: Duration,
-    /// Replies with an RTT above this are late.
+    /// Replies with an RTT above this are counted as late even within the timeout.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "100ms")]
     late_rtt: Duration,
-    /// Report gaps of at least this length.
+    /// Report gaps and loss windows of at least this length.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "20ms")]
     min_gap: Duration,
-    /// Output directory [default: captures/<timestamp>-trials-<target>/].
-    #[arg(long, value_name = "DIR")]
-    out: Option<PathBuf>,
     /// Do not capture packets.
     #[arg(long)]
     no_capture: bool,
     /// Capture on this interface instead of the one that routes to the target.
     #[arg(long, value_name = "IF")]
     iface: Option<String>,
-    /// No plots (per-trial timelines and the trials' figures).
+    /// Do not draw plots (the SVG/PNG timeline; with trials, the trials' figures too).
     #[arg(long)]
     no_plot: bool,
     /// SCHED_FIFO priority of the pacer thread when permitted (0 = normal scheduling).
     #[arg(long, default_value_t = 10)]
     rt_priority: i32,
+}
+
+impl ProbeOpts {
+    /// Resolves target specs (names from the targets file or HOST:PORT); each at most once.
+    fn targets<'a>(
+        &self,
+        specs: impl Iterator<Item = &'a String>,
+    ) -> anyhow::Result<Vec<imsload::probe::targets::Target>> {
+        let file = TargetsFile::load(&self.targets_file).map_err(anyhow::Error::msg)?;
+        let mut targets: Vec<imsload::probe::targets::Target> = Vec::new();
+        for spec in specs {
+            let t = resolve_target(spec, file.as_ref(), &self.targets_file, self.transport)
+                .map_err(anyhow::Error::msg)?;
+            anyhow::ensure!(
+                !targets.iter().any(|x| x.path_name() == t.path_name()),
+                "target {spec} is given twice"
+            );
+            targets.push(t);
+        }
+        Ok(targets)
+    }
+
+    fn layers(&self) -> Vec<Layer> {
+        match (self.sip, self.icmp) {
+            (false, false) | (true, true) => vec![Layer::Sip, Layer::Icmp],
+            (true, false) => vec![Layer::Sip],
+            (false, true) => vec![Layer::Icmp],
+        }
+    }
+
+    /// The probe engine's settings for these options (checked).
+    fn run_config(
+        &self,
+        specs: &[&String],
+        rate: f64,
+        out: Option<PathBuf>,
+        spin: Duration,
+        quiet: bool,
+    ) -> anyhow::Result<RunConfig> {
+        anyhow::ensure!(
+            rate.is_finite() && rate > 0.0 && rate <= 100_000.0,
+            "--rate {rate}: give probes per second per layer, between 0 and 100000"
+        );
+        anyhow::ensure!(!self.timeout.is_zero(), "--timeout must be above zero");
+        Ok(RunConfig {
+            targets: self.targets(specs.iter().copied())?,
+            layers: self.layers(),
+            rate,
+            duration: None,
+            timeout: self.timeout,
+            late_rtt: self.late_rtt,
+            min_gap: self.min_gap,
+            out,
+            capture: !self.no_capture,
+            iface: self.iface.clone(),
+            spin,
+            rt_priority: (self.rt_priority > 0).then_some(self.rt_priority),
+            plot: !self.no_plot,
+            quiet,
+        })
+    }
 }
 
 fn main() {
@@ -248,56 +281,24 @@ fn main() {
 }
 
 fn watch_signals(trigger: Trigger) {
-    std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        rt.block_on(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
-                return;
-            };
-            tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-            eprintln!("imsprobe: stopping: awaiting the last replies, flushing the capture, writing the reports (Ctrl-C again to quit at once)");
-            trigger.stop(StopReason::Interrupted);
-            tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-            eprintln!("imsprobe: second interrupt: exiting without writing the reports");
-            std::process::exit(130);
-        });
-    });
+    shutdown::watch_signals_on_thread(
+        trigger,
+        Signals {
+            stopping: "imsprobe: stopping: awaiting the last replies, flushing the capture, writing the reports (Ctrl-C again to quit at once)",
+            quitting: "imsprobe: second interrupt: exiting without writing the reports",
+            last_rites: || {},
+        },
+    );
 }
 
 fn trials_main(a: TrialsArgs) -> anyhow::Result<i32> {
     use imsload::profile::condition::Condition;
     use imsload::profile::monitor::Measure;
     use imsload::trials::{self, LoadSpec, StartRule, TrialsConfig, TriggerSpec};
-    let file = TargetsFile::load(&a.targets_file).map_err(anyhow::Error::msg)?;
-    let mut targets = Vec::new();
-    for spec in std::iter::once(&a.target).chain(&a.also) {
-        let t = resolve_target(spec, file.as_ref(), &a.targets_file, a.transport)
-            .map_err(anyhow::Error::msg)?;
-        anyhow::ensure!(
-            !targets
-                .iter()
-                .any(|x: &imsload::probe::targets::Target| x.path_name() == t.path_name()),
-            "target {spec} is given twice"
-        );
-        targets.push(t);
-    }
-    let layers = match (a.sip, a.icmp) {
-        (false, false) | (true, true) => vec![Layer::Sip, Layer::Icmp],
-        (true, false) => vec![Layer::Sip],
-        (false, true) => vec![Layer::Icmp],
-    };
-    anyhow::ensure!(
-        a.rate.is_finite() && a.rate > 0.0 && a.rate <= 100_000.0,
-        "--rate {}: give probes per second per layer, between 0 and 100000",
-        a.rate
-    );
-    anyhow::ensure!(!a.timeout.is_zero(), "--timeout must be above zero");
+    let specs: Vec<&String> = std::iter::once(&a.target).chain(&a.also).collect();
+    let probe = a
+        .probe
+        .run_config(&specs, a.rate, None, Duration::ZERO, true)?;
     anyhow::ensure!(a.trials >= 1, "--trials must be at least 1");
     anyhow::ensure!(
         !a.migrate.trim().is_empty(),
@@ -365,26 +366,11 @@ fn trials_main(a: TrialsArgs) -> anyhow::Result<i32> {
         PathBuf::from("captures").join(format!(
             "{}-trials-{}",
             imsload::clock::stamp_for_path(chrono::Utc::now()),
-            targets[0].path_name()
+            probe.targets[0].path_name()
         ))
     });
     let cfg = TrialsConfig {
-        probe: RunConfig {
-            targets,
-            layers,
-            rate: a.rate,
-            duration: None,
-            timeout: a.timeout,
-            late_rtt: a.late_rtt,
-            min_gap: a.min_gap,
-            out: None,
-            capture: !a.no_capture,
-            iface: a.iface.clone(),
-            spin: Duration::ZERO,
-            rt_priority: (a.rt_priority > 0).then_some(a.rt_priority),
-            plot: !a.no_plot,
-            quiet: true,
-        },
+        probe,
         migrate: a.migrate.clone(),
         back: a.back.clone(),
         trials: a.trials,
@@ -397,7 +383,7 @@ fn trials_main(a: TrialsArgs) -> anyhow::Result<i32> {
         load_drain: a.load_drain,
         data_cmd: a.data_cmd.clone(),
         out,
-        plot: !a.no_plot,
+        plot: !a.probe.no_plot,
     };
     let (trigger, _shutdown) = shutdown::channel();
     watch_signals_trials(trigger.clone());
@@ -411,27 +397,14 @@ fn trials_main(a: TrialsArgs) -> anyhow::Result<i32> {
 /// Ctrl-C for trials: the first ends the current trial cleanly; the second stops the children
 /// (they have their own process groups, so the terminal's SIGINT does not reach them) and exits.
 fn watch_signals_trials(trigger: Trigger) {
-    std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        rt.block_on(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
-                return;
-            };
-            tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-            eprintln!("imsprobe trials: stopping: this trial is recorded as interrupted, then the table is written (Ctrl-C again to quit at once)");
-            trigger.stop(StopReason::Interrupted);
-            tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-            eprintln!("imsprobe trials: second interrupt: stopping the load and migration commands, exiting without the table");
-            imsload::trials::kill_children();
-            std::process::exit(130);
-        });
-    });
+    shutdown::watch_signals_on_thread(
+        trigger,
+        Signals {
+            stopping: "imsprobe trials: stopping: this trial is recorded as interrupted, then the table is written (Ctrl-C again to quit at once)",
+            quitting: "imsprobe trials: second interrupt: stopping the load and migration commands, exiting without the table",
+            last_rites: imsload::trials::kill_children,
+        },
+    );
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<i32> {
@@ -441,47 +414,18 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
     anyhow::ensure!(
         !cli.targets.is_empty(),
         "no target: give --target NAME (from {}) or --target HOST:PORT, or --pcap-only FILE",
-        cli.targets_file.display()
+        cli.probe.targets_file.display()
     );
-    let file = TargetsFile::load(&cli.targets_file).map_err(anyhow::Error::msg)?;
-    let mut targets = Vec::new();
-    for spec in &cli.targets {
-        let t = resolve_target(spec, file.as_ref(), &cli.targets_file, cli.transport)
-            .map_err(anyhow::Error::msg)?;
-        anyhow::ensure!(
-            !targets
-                .iter()
-                .any(|x: &imsload::probe::targets::Target| x.path_name() == t.path_name()),
-            "target {spec} is given twice"
-        );
-        targets.push(t);
-    }
-    let layers = match (cli.sip, cli.icmp) {
-        (false, false) | (true, true) => vec![Layer::Sip, Layer::Icmp],
-        (true, false) => vec![Layer::Sip],
-        (false, true) => vec![Layer::Icmp],
-    };
-    let rate = cli.rate.unwrap_or(1000.0);
-    anyhow::ensure!(
-        rate.is_finite() && rate > 0.0 && rate <= 100_000.0,
-        "--rate {rate}: give probes per second per layer, between 0 and 100000"
-    );
-    anyhow::ensure!(!cli.timeout.is_zero(), "--timeout must be above zero");
+    let specs: Vec<&String> = cli.targets.iter().collect();
     let cfg = RunConfig {
-        targets,
-        layers,
-        rate,
         duration: cli.duration,
-        timeout: cli.timeout,
-        late_rtt: cli.late_rtt,
-        min_gap: cli.min_gap,
-        out: cli.out.clone(),
-        capture: !cli.no_capture,
-        iface: cli.iface.clone(),
-        spin: cli.spin,
-        rt_priority: (cli.rt_priority > 0).then_some(cli.rt_priority),
-        plot: !cli.no_plot,
-        quiet: cli.quiet,
+        ..cli.probe.run_config(
+            &specs,
+            cli.rate.unwrap_or(1000.0),
+            cli.out.clone(),
+            cli.spin,
+            cli.quiet,
+        )?
     };
     let (trigger, _shutdown) = shutdown::channel();
     watch_signals(trigger.clone());
@@ -542,9 +486,9 @@ fn pcap_only(cli: &Cli, file: &std::path::Path) -> anyhow::Result<i32> {
             .unwrap_or(0);
         let params = Params {
             interval_ns,
-            timeout_ns: cli.timeout.as_nanos() as i64,
-            late_rtt_ns: cli.late_rtt.as_nanos() as i64,
-            min_gap_ns: cli.min_gap.as_nanos() as i64,
+            timeout_ns: cli.probe.timeout.as_nanos() as i64,
+            late_rtt_ns: cli.probe.late_rtt.as_nanos() as i64,
+            min_gap_ns: cli.probe.min_gap.as_nanos() as i64,
             end_ns: end,
         };
         let mut analyses = Vec::new();
@@ -581,7 +525,7 @@ fn pcap_only(cli: &Cli, file: &std::path::Path) -> anyhow::Result<i32> {
             warnings: pcap_warnings(&cap.stats),
             files: Files::default(),
         };
-        run::write_outputs(&dir, &mut rep, &sets, &analyses, &tb, !cli.no_plot)?;
+        run::write_outputs(&dir, &mut rep, &sets, &analyses, &tb, !cli.probe.no_plot)?;
         print!("{}", report::summary_text(&rep));
         println!("  files: {}", dir.display());
     }
