@@ -294,10 +294,11 @@ impl PlanReport {
             let _ = writeln!(
                 s,
                 "  design objective capacity: {} ({})",
-                c.design_objective_capacity
-                    .map_or("none: the first step failed".to_string(), |r| format!(
-                        "{r} attempts/s"
-                    )),
+                match (c.design_objective_capacity, c.steps.is_empty()) {
+                    (Some(r), _) => format!("{r} attempts/s"),
+                    (None, true) => "none: no step ran to its end".to_string(),
+                    (None, false) => "none: the first step failed".to_string(),
+                },
                 c.ended
             );
         }

@@ -154,6 +154,7 @@ pub async fn run(
     let mut shutdown = trigger.subscribe();
     let mut open = true;
     let mut stop_seen = false;
+    let mut stopped_at: Option<Instant> = None;
     // Seconds handed to the workers and not yet seen back: a rate set now takes effect at the
     // workers' next tick and shows in the row after next (see `Ticks`).
     let mut pending: VecDeque<(u64, Second)> = VecDeque::new();
@@ -188,9 +189,16 @@ pub async fn run(
                 if let Some((_, s)) = pending.front().filter(|(r, _)| *r == row_no) {
                     row.offered_rate = Some(s.rate);
                     row.plan_phase = Some(s.phase.clone());
-                    book.add(&s.phase, s.rate, &second);
-                    if let Some(c) = control.as_mut() {
-                        c.observe(s, &second);
+                    // Once stopped, the workers offer nothing more: a second that ran (even in
+                    // part) after the stop would read as the target's shortfall. Rows end 100 ms
+                    // before the tick (see `Ticks`).
+                    let row_end = Instant::now().checked_sub(Duration::from_millis(100));
+                    let cut = matches!((stopped_at, row_end), (Some(t), Some(e)) if t < e);
+                    if !cut {
+                        book.add(&s.phase, s.rate, &second);
+                        if let Some(c) = control.as_mut() {
+                            c.observe(s, &second);
+                        }
                     }
                     pending.pop_front();
                 }
@@ -230,6 +238,7 @@ pub async fn run(
             }
             r = shutdown.stopped(), if !stop_seen => {
                 stop_seen = true;
+                stopped_at = Some(Instant::now());
                 let _ = r;
                 // Workers drain within `drain`; past that (plus slack) we stop waiting.
                 hard_deadline = Some(tokio::time::Instant::now() + spec.core.drain + Duration::from_secs(3));
