@@ -39,6 +39,16 @@ enum Command {
     Serve(ServeArgs),
 }
 
+/// `--ue-ports`: a count, or `users` (0 inside: one socket per user).
+fn ue_ports(s: &str) -> Result<usize, String> {
+    match s {
+        "users" | "user" => Ok(0),
+        _ => s
+            .parse()
+            .map_err(|_| format!("{s:?}: give a number of sockets per worker, or `users`")),
+    }
+}
+
 fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 5s, 2m)"))
 }
@@ -149,9 +159,14 @@ struct RunArgs {
     /// Local IP to send from. Default: the one that routes to the target.
     #[arg(long)]
     bind: Option<IpAddr>,
-    /// First local port (worker i uses port+i). Default: any free port.
+    /// First local port (worker i uses port+i; with --ue-ports N, its sockets take N
+    /// consecutive ports). Default: any free port.
     #[arg(long, default_value_t = 0)]
     port: u16,
+    /// UDP sockets per worker, users spread over them (user i on socket i % N), so that a
+    /// P-CSCF sees them as distinct UEs; `users` (or 0): one socket, so one port, per user.
+    #[arg(long, default_value = "1", value_parser = ue_ports, value_name = "N|users")]
+    ue_ports: usize,
     /// Write the final report as JSON here.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
@@ -663,6 +678,7 @@ fn run_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
             workers,
             bind,
             port: a.port,
+            ue_ports: a.ue_ports,
             progress: !a.quiet,
             report_json: a.report.clone(),
             series: a.series.clone(),

@@ -34,8 +34,20 @@ use std::time::{Duration, Instant};
 /// A datagram (or stream message) to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transmit {
+    /// Index of the local socket to send from (into the `locals` given to [`LoadCore::new`]):
+    /// a P-CSCF tells UEs apart by source address and port, so each user's messages must
+    /// leave from its own socket.
+    pub src: u32,
     pub dest: SocketAddr,
     pub data: Vec<u8>,
+}
+
+/// Where a request came from: the peer, and which of our sockets it reached (the socket
+/// answers go out from, so the peer sees them come from the address it sent to).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub sock: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -91,6 +103,8 @@ enum RegState {
 
 struct User {
     id: Identity,
+    /// The user's socket (index into `locals`), `i % locals.len()`.
+    sock: u32,
     uri: String,
     contact: String,
     state: RegState,
@@ -146,6 +160,7 @@ enum Owner {
 /// A MESSAGE or OPTIONS in flight: enough to answer a challenge and to time it.
 struct NitReq {
     sender: u32,
+    sock: u32,
     ruri: String,
     method: Method,
     call_id: String,
@@ -158,6 +173,7 @@ struct NitReq {
 struct Txn {
     ct: ClientTransaction,
     request: Vec<u8>,
+    src: u32,
     dest: SocketAddr,
     owner: Owner,
     method: Method,
@@ -177,6 +193,8 @@ enum CallState {
 
 struct Call {
     caller: Option<u32>,
+    /// The caller's socket: every request of the dialog leaves from it.
+    sock: u32,
     ruri: String,
     from: String,
     to: String,
@@ -211,7 +229,8 @@ enum UasState {
 struct UasCall {
     call_id: String,
     state: UasState,
-    peer: SocketAddr,
+    /// The hop the INVITE came from, and our socket it reached (the callee's).
+    peer: Peer,
     /// Response headers shared by 180/200/487 (Via…CSeq, Record-Route, To with our tag).
     resp_headers: Vec<u8>,
     invite_branch: String,
@@ -224,8 +243,10 @@ struct UasCall {
 
 pub struct LoadCore {
     cfg: CoreConfig,
-    local: SocketAddr,
-    via_host: String,
+    /// Our sockets' addresses; users are spread over them.
+    locals: Vec<SocketAddr>,
+    /// `host:port` of each socket, for Via sent-by and Contact.
+    via_hosts: Vec<String>,
     ids: IdScheme,
     rng: SmallRng,
     users: Vec<User>,
@@ -269,9 +290,11 @@ pub fn refresh_after(granted: u32) -> Duration {
 }
 
 impl LoadCore {
+    /// `locals` are the addresses of the worker's sockets (one at least); user `i` sends and
+    /// receives on socket `i % locals.len()`.
     pub fn new(
         cfg: CoreConfig,
-        local: SocketAddr,
+        locals: &[SocketAddr],
         population: Vec<Identity>,
         worker: u32,
         now: Instant,
@@ -281,7 +304,10 @@ impl LoadCore {
             .wrapping_add(worker)
             .wrapping_add(std::process::id() << 8);
         let mut rng = SmallRng::seed_from_u64(cfg.seed.wrapping_add(worker as u64 * 7919));
-        let via_host = local.to_string();
+        assert!(!locals.is_empty(), "a core needs one local socket at least");
+        let locals = locals.to_vec();
+        let local = locals[0];
+        let via_hosts: Vec<String> = locals.iter().map(|l| l.to_string()).collect();
         let ids = IdScheme::new(run);
         let tp = cfg.transport.param();
         let mut user_by_name = HashMap::with_capacity(population.len());
@@ -290,8 +316,10 @@ impl LoadCore {
             .enumerate()
             .map(|(i, id)| {
                 user_by_name.insert(id.user().to_string(), i as u32);
-                let contact = ue_contact(&id, &via_host, tp, &cfg.ims);
+                let sock = (i % locals.len()) as u32;
+                let contact = ue_contact(&id, &via_hosts[sock as usize], tp, &cfg.ims);
                 User {
+                    sock,
                     uri: format!("<{}>", id.uri()),
                     contact,
                     state: RegState::Idle,
@@ -338,8 +366,8 @@ impl LoadCore {
             arrival_gen: 0,
             last_arrival: now,
             cfg,
-            local,
-            via_host,
+            locals,
+            via_hosts,
             ids,
             rng,
             users,
@@ -432,8 +460,15 @@ impl LoadCore {
     pub fn is_done(&self) -> bool {
         self.phase == Phase::Done
     }
+    /// The first socket's address.
     pub fn local(&self) -> SocketAddr {
-        self.local
+        self.locals[0]
+    }
+
+    /// The local address of user `name` (the socket it registers and calls from).
+    pub fn user_local(&self, name: &str) -> Option<SocketAddr> {
+        let u = *self.user_by_name.get(name)?;
+        Some(self.locals[self.users[u as usize].sock as usize])
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -457,16 +492,16 @@ impl LoadCore {
         self.timers.push(Reverse((at, t)));
     }
 
-    fn send(&mut self, dest: SocketAddr, data: Vec<u8>) {
+    fn send(&mut self, src: u32, dest: SocketAddr, data: Vec<u8>) {
         self.stats.counters.msgs_sent += 1;
-        self.out.push_back(Transmit { dest, data });
+        self.out.push_back(Transmit { src, dest, data });
     }
 
-    fn via(&self, branch: &str) -> String {
+    fn via(&self, src: u32, branch: &str) -> String {
         format!(
             "SIP/2.0/{} {};branch={};rport",
             self.cfg.transport.via(),
-            self.via_host,
+            self.via_hosts[src as usize],
             branch
         )
     }
@@ -476,6 +511,7 @@ impl LoadCore {
         &mut self,
         now: Instant,
         key: Key,
+        src: u32,
         request: Vec<u8>,
         method: Method,
         owner: Owner,
@@ -489,13 +525,14 @@ impl LoadCore {
         // Requests go to the outbound proxy, except the answering side's BYE, which goes back
         // to the hop its INVITE came from (the proxy that record-routed, or the caller).
         let dest = match &owner {
-            Owner::UasBye(k) => self.uas.get(*k).map_or(self.cfg.target, |u| u.peer),
+            Owner::UasBye(k) => self.uas.get(*k).map_or(self.cfg.target, |u| u.peer.addr),
             _ => self.cfg.target,
         };
-        self.send(dest, request.clone());
+        self.send(src, dest, request.clone());
         let inserted = self.txns.insert(Txn {
             ct,
             request,
+            src,
             dest,
             owner,
             method,
@@ -624,10 +661,10 @@ impl LoadCore {
         }
         match t.ct.on_timer(now) {
             TimerAction::Retransmit => {
-                let (dest, data) = (t.dest, t.request.clone());
+                let (src, dest, data) = (t.src, t.dest, t.request.clone());
                 self.stats.counters.retransmits += 1;
                 self.stats.counters.msgs_sent += 1;
-                self.out.push_back(Transmit { dest, data });
+                self.out.push_back(Transmit { src, dest, data });
                 self.rearm_txn(k);
             }
             TimerAction::Timeout => {
@@ -805,12 +842,13 @@ impl LoadCore {
         }
         let req = self.register_request(u, key, None);
         self.users[u as usize].txn = Some(key);
-        self.start_txn(now, key, req, Method::Register, Owner::Register(u));
+        let sock = self.users[u as usize].sock;
+        self.start_txn(now, key, sock, req, Method::Register, Owner::Register(u));
     }
 
     fn register_request(&mut self, u: u32, key: Key, authz: Option<String>) -> Vec<u8> {
         let branch = self.ids.branch(key);
-        let via = self.via(&branch);
+        let via = self.via(self.users[u as usize].sock, &branch);
         let domain_uri = format!("sip:{}", self.cfg.domain);
         let expires = if self.users[u as usize].kind == RegKind::Deregister {
             0
@@ -855,7 +893,8 @@ impl LoadCore {
         let key = self.txns.next_key();
         let req = self.register_request(u, key, Some(authz));
         self.users[u as usize].txn = Some(key);
-        self.start_txn(now, key, req, Method::Register, Owner::Register(u));
+        let sock = self.users[u as usize].sock;
+        self.start_txn(now, key, sock, req, Method::Register, Owner::Register(u));
     }
 
     fn reg_response(&mut self, now: Instant, u: u32, msg: &Message<'_>, code: u16) {
@@ -1278,7 +1317,8 @@ impl LoadCore {
             )
         };
         let key = self.calls.next_key();
-        let call_id = self.ids.call_id('c', key, &self.local.ip().to_string());
+        let call_id = self.ids.call_id('c', key, &self.locals[0].ip().to_string());
+        let sock = caller.map_or(0, |u| self.users[u as usize].sock);
         let routes = caller
             .map(|u| self.users[u as usize].service_route.clone())
             .unwrap_or_default();
@@ -1286,6 +1326,7 @@ impl LoadCore {
         let tag = ids::token(&mut self.rng);
         let inserted = self.calls.insert(Call {
             caller,
+            sock,
             ruri,
             from,
             to,
@@ -1320,7 +1361,8 @@ impl LoadCore {
     fn send_invite(&mut self, now: Instant, k: Key, authz: Option<String>) {
         let tk = self.txns.next_key();
         let branch = self.ids.branch(tk);
-        let via = self.via(&branch);
+        let sock = self.calls.get(k).map_or(0, |c| c.sock);
+        let via = self.via(sock, &branch);
         let contact = self.caller_contact(k);
         let ims_headers = self.originating_headers(self.calls.get(k).and_then(|c| c.caller));
         let sdp_offer = self.sdp_offer.clone();
@@ -1351,7 +1393,7 @@ impl LoadCore {
         }
         let req = w.finish(Some("application/sdp"), &sdp_offer);
         c.invite_txn = Some(tk);
-        self.start_txn(now, tk, req, Method::Invite, Owner::Invite(k));
+        self.start_txn(now, tk, sock, req, Method::Invite, Owner::Invite(k));
     }
 
     fn caller_contact(&self, k: Key) -> String {
@@ -1359,7 +1401,7 @@ impl LoadCore {
             Some(u) => self.users[u as usize].contact.clone(),
             None => format!(
                 "<sip:imsload@{};transport={}>",
-                self.via_host,
+                self.via_hosts[0],
                 self.cfg.transport.param()
             ),
         }
@@ -1368,7 +1410,7 @@ impl LoadCore {
     /// ACK for a non-2xx final: same branch and Request-URI as the INVITE (RFC 3261 §17.1.1.3).
     fn non2xx_ack(&self, c: &Call, resp: &Message<'_>) -> Vec<u8> {
         let mut w = Writer::request("ACK", &c.ruri);
-        w.header("Via", self.via(&c.invite_branch));
+        w.header("Via", self.via(c.sock, &c.invite_branch));
         for r in &c.routes {
             w.header("Route", r);
         }
@@ -1407,8 +1449,9 @@ impl LoadCore {
             return;
         }
         // Non-2xx final: ACK it (the transaction repeats this ACK for retransmissions).
-        let ack = self.non2xx_ack(self.calls.get(k).expect("present"), msg);
-        self.send(self.cfg.target, ack.clone());
+        let c = self.calls.get(k).expect("present");
+        let (ack, sock) = (self.non2xx_ack(c, msg), c.sock);
+        self.send(sock, self.cfg.target, ack.clone());
         if let Some(t) = self.txns.get_mut(tk) {
             t.ack = Some(ack);
         }
@@ -1457,10 +1500,14 @@ impl LoadCore {
         // answers an ACK, so the branch only has to be unique: the next transaction slot with a
         // generation no transaction will reach.
         let tk = self.txns.next_key();
-        let via = self.via(&self.ids.branch(Key {
-            slot: tk.slot,
-            gen: u32::MAX - tk.gen,
-        }));
+        let sock = self.calls.get(k).map_or(0, |c| c.sock);
+        let via = self.via(
+            sock,
+            &self.ids.branch(Key {
+                slot: tk.slot,
+                gen: u32::MAX - tk.gen,
+            }),
+        );
         let c = self.calls.get_mut(k).expect("present");
         // A 200 that crossed our CANCEL: the call is up, so ACK it and end it with BYE at once.
         let cancelling = c.state == CallState::Cancelling;
@@ -1474,7 +1521,7 @@ impl LoadCore {
         c.dialog = Some(d);
         c.ack = Some(ack.clone());
         let hold = c.hold;
-        self.send(self.cfg.target, ack);
+        self.send(sock, self.cfg.target, ack);
         if cancelling || self.phase >= Phase::Draining {
             self.send_bye(now, k);
         } else if self.cfg.bye_by == ByeBy::Caller || self.cfg.fixed_ruri.is_some() {
@@ -1491,7 +1538,8 @@ impl LoadCore {
     fn send_bye(&mut self, now: Instant, k: Key) {
         let tk = self.txns.next_key();
         let branch = self.ids.branch(tk);
-        let via = self.via(&branch);
+        let sock = self.calls.get(k).map_or(0, |c| c.sock);
+        let via = self.via(sock, &branch);
         let ua = self.cfg.user_agent.clone();
         let Some(c) = self.calls.get_mut(k) else {
             return;
@@ -1505,7 +1553,7 @@ impl LoadCore {
         if let Some(a) = c.answered_at {
             Delays::record(&mut self.stats.delays.sdt, now - a);
         }
-        self.start_txn(now, tk, req, Method::Bye, Owner::Bye(k));
+        self.start_txn(now, tk, sock, req, Method::Bye, Owner::Bye(k));
     }
 
     // ---------------------------------------------------------------- MESSAGE / OPTIONS
@@ -1520,9 +1568,10 @@ impl LoadCore {
         let key = self.nits.next_key();
         let r = NitReq {
             sender: ua,
+            sock: self.users[ua as usize].sock,
             ruri: self.users[ub as usize].id.uri(),
             method,
-            call_id: self.ids.call_id('m', key, &self.local.ip().to_string()),
+            call_id: self.ids.call_id('m', key, &self.locals[0].ip().to_string()),
             from_tag: ids::token(&mut self.rng),
             cseq: 0,
             started: now,
@@ -1540,7 +1589,8 @@ impl LoadCore {
 
     fn send_nit_request(&mut self, now: Instant, k: Key, authz: Option<String>) {
         let tk = self.txns.next_key();
-        let via = self.via(&self.ids.branch(tk));
+        let sock = self.nits.get(k).map_or(0, |r| r.sock);
+        let via = self.via(sock, &self.ids.branch(tk));
         let ims_headers = self.originating_headers(self.nits.get(k).map(|r| r.sender));
         let Some(r) = self.nits.get_mut(k) else {
             return;
@@ -1573,7 +1623,7 @@ impl LoadCore {
             w.header("Accept", "application/sdp");
             w.finish(None, b"")
         };
-        self.start_txn(now, tk, req, method, Owner::Nit(k));
+        self.start_txn(now, tk, sock, req, method, Owner::Nit(k));
     }
 
     fn nit_response(&mut self, now: Instant, k: Key, msg: &Message<'_>, code: u16) {
@@ -1643,13 +1693,13 @@ impl LoadCore {
 
     /// CANCEL mirrors the INVITE's Request-URI, Via branch, Call-ID, From, To and CSeq number.
     fn send_cancel(&mut self, now: Instant, k: Key) {
-        let via_fn = |b: &str| self.via(b);
         let Some(c) = self.calls.get(k) else { return };
         if c.cancel.is_some() || c.state != CallState::Early {
             return;
         }
+        let sock = c.sock;
         let mut w = Writer::request("CANCEL", &c.ruri);
-        w.header("Via", via_fn(&c.invite_branch));
+        w.header("Via", self.via(sock, &c.invite_branch));
         for r in &c.routes {
             w.header("Route", r);
         }
@@ -1666,7 +1716,7 @@ impl LoadCore {
             self.cfg.timers,
         );
         let deadline = ct.deadline();
-        self.send(self.cfg.target, req.clone());
+        self.send(sock, self.cfg.target, req.clone());
         let c = self.calls.get_mut(k).expect("present");
         c.state = CallState::Cancelling;
         c.cancel = Some((ct, req));
@@ -1686,8 +1736,9 @@ impl LoadCore {
             TimerAction::Retransmit => {
                 let data = req.clone();
                 let next = ct.deadline();
+                let sock = c.sock;
                 self.stats.counters.retransmits += 1;
-                self.send(self.cfg.target, data);
+                self.send(sock, self.cfg.target, data);
                 if let Some(d) = next {
                     self.arm(d, Timer::Cancel(k));
                 }
@@ -1766,8 +1817,14 @@ impl LoadCore {
 
     // ---------------------------------------------------------------- input
 
-    /// Feeds one received message. Never fails: malformed input is counted and dropped.
-    pub fn handle_input(&mut self, now: Instant, data: &[u8], from: SocketAddr) {
+    /// Feeds one received message, from `from`, that reached our socket `socket`. Never fails:
+    /// malformed input is counted and dropped. Responses are matched by branch alone, whatever
+    /// socket they arrive on.
+    pub fn handle_input(&mut self, now: Instant, data: &[u8], from: SocketAddr, socket: u32) {
+        let from = Peer {
+            addr: from,
+            sock: socket.min(self.locals.len() as u32 - 1),
+        };
         self.stats.counters.msgs_received += 1;
         let msg = match Message::parse(data) {
             Ok(m) => m,
@@ -1820,8 +1877,8 @@ impl LoadCore {
             ResponseAction::Absorb => {
                 self.stats.counters.duplicates_received += 1;
                 if let Some(ack) = t.ack.clone() {
-                    let dest = t.dest;
-                    self.send(dest, ack);
+                    let (src, dest) = (t.src, t.dest);
+                    self.send(src, dest, ack);
                 }
                 return;
             }
@@ -1866,9 +1923,13 @@ impl LoadCore {
     fn stray_response(&mut self, _now: Instant, msg: &Message<'_>, code: u16) {
         if (200..300).contains(&code) && msg.cseq().map(|c| c.1) == Some("INVITE") {
             if let Some(('c', k)) = self.ids.parse_call_id(msg.call_id()) {
-                if let Some(ack) = self.calls.get(k).and_then(|c| c.ack.clone()) {
+                if let Some((ack, sock)) = self
+                    .calls
+                    .get(k)
+                    .and_then(|c| Some((c.ack.clone()?, c.sock)))
+                {
                     self.stats.counters.duplicates_received += 1;
-                    self.send(self.cfg.target, ack);
+                    self.send(sock, self.cfg.target, ack);
                     return;
                 }
             }
@@ -1876,7 +1937,7 @@ impl LoadCore {
         self.stats.counters.stray_responses += 1;
     }
 
-    fn handle_request(&mut self, now: Instant, msg: &Message<'_>, from: SocketAddr) {
+    fn handle_request(&mut self, now: Instant, msg: &Message<'_>, from: Peer) {
         let method = msg.method().unwrap_or("");
         // Requests inside a call we placed (callee hangs up, re-INVITE, ...). Caller and callee
         // may both be ours and share the Call-ID: the To tag tells which side is addressed.
@@ -1912,7 +1973,7 @@ impl LoadCore {
     fn respond(
         &mut self,
         req: &Message<'_>,
-        to: SocketAddr,
+        to: Peer,
         code: u16,
         tag: Option<&str>,
         extra: Option<(&str, &str)>,
@@ -1923,17 +1984,10 @@ impl LoadCore {
         }
         w.header("Server", &self.cfg.user_agent);
         let data = w.finish(None, b"");
-        self.send(to, data);
+        self.send(to.sock, to.addr, data);
     }
 
-    fn uac_in_dialog(
-        &mut self,
-        now: Instant,
-        k: Key,
-        msg: &Message<'_>,
-        method: &str,
-        from: SocketAddr,
-    ) {
+    fn uac_in_dialog(&mut self, now: Instant, k: Key, msg: &Message<'_>, method: &str, from: Peer) {
         match method {
             "ACK" => {}
             "BYE" => {
@@ -1955,7 +2009,7 @@ impl LoadCore {
 
     // ---------------------------------------------------------------- answering side (UAS)
 
-    fn uas_invite(&mut self, now: Instant, msg: &Message<'_>, from: SocketAddr) {
+    fn uas_invite(&mut self, now: Instant, msg: &Message<'_>, from: Peer) {
         let call_id = msg.call_id();
         if let Some(&k) = self.uas_by_call_id.get(call_id) {
             // A retransmitted INVITE: repeat the last response.
@@ -1963,7 +2017,7 @@ impl LoadCore {
                 let data = u.last_response.clone();
                 let peer = u.peer;
                 self.stats.counters.duplicates_received += 1;
-                self.send(peer, data);
+                self.send(peer.sock, peer.addr, data);
             }
             return;
         }
@@ -1981,7 +2035,7 @@ impl LoadCore {
             Some(u) => self.users[u as usize].contact.clone(),
             None => format!(
                 "<sip:imsload@{};transport={}>",
-                self.via_host,
+                self.via_hosts[from.sock as usize],
                 self.cfg.transport.param()
             ),
         };
@@ -2040,7 +2094,7 @@ impl LoadCore {
         }
         u.last_response = data.clone();
         let peer = u.peer;
-        self.send(peer, data);
+        self.send(peer.sock, peer.addr, data);
     }
 
     fn uas_answer(&mut self, now: Instant, k: Key) {
@@ -2048,7 +2102,7 @@ impl LoadCore {
             return;
         }
         self.session_seq += 1;
-        let answer = sdp(&self.local.ip().to_string(), self.session_seq, 40002);
+        let answer = sdp(&self.locals[0].ip().to_string(), self.session_seq, 40002);
         self.uas_send(k, 200, Some(&answer));
         self.stats.counters.uas_answered += 1;
         let u = self.uas.get_mut(k).expect("checked");
@@ -2081,7 +2135,7 @@ impl LoadCore {
             let next = r.next;
             let (peer, data) = (u.peer, u.last_response.clone());
             self.stats.counters.retransmits += 1;
-            self.send(peer, data);
+            self.send(peer.sock, peer.addr, data);
             self.arm(next, Timer::UasRetransmit(k));
         } else if now >= r.give_up_at {
             // No ACK in 64·T1: the dialog is dead (RFC 3261 §13.3.1.4), end it with BYE.
@@ -2117,7 +2171,10 @@ impl LoadCore {
     fn uas_send_bye(&mut self, now: Instant, k: Key) {
         let tk = self.txns.next_key();
         let branch = self.ids.branch(tk);
-        let via = self.via(&branch);
+        let Some(sock) = self.uas.get(k).map(|u| u.peer.sock) else {
+            return;
+        };
+        let via = self.via(sock, &branch);
         let Some(u) = self.uas.get_mut(k) else { return };
         let Some(d) = u.dialog.as_mut() else { return };
         let req = d.request("BYE", &via, None).finish(None, b"");
@@ -2126,10 +2183,10 @@ impl LoadCore {
         if let Some(a) = u.answered_at {
             Delays::record(&mut self.stats.delays.sdt, now - a);
         }
-        self.start_txn(now, tk, req, Method::Bye, Owner::UasBye(k));
+        self.start_txn(now, tk, sock, req, Method::Bye, Owner::UasBye(k));
     }
 
-    fn uas_bye(&mut self, now: Instant, msg: &Message<'_>, from: SocketAddr) {
+    fn uas_bye(&mut self, now: Instant, msg: &Message<'_>, from: Peer) {
         let Some(&k) = self.uas_by_call_id.get(msg.call_id()) else {
             return self.respond(msg, from, 481, None, None);
         };
@@ -2145,7 +2202,7 @@ impl LoadCore {
         self.uas_end(now, k, None);
     }
 
-    fn uas_cancel(&mut self, now: Instant, msg: &Message<'_>, from: SocketAddr) {
+    fn uas_cancel(&mut self, now: Instant, msg: &Message<'_>, from: Peer) {
         let branch = msg.top_via().and_then(|v| v.branch).unwrap_or("");
         let k = self.uas_by_call_id.get(msg.call_id()).copied();
         let matched = k.and_then(|k| {

@@ -13,9 +13,11 @@ use crate::shutdown::{Shutdown, StopReason, Trigger};
 use crate::sip::transport::{udp_socket, StreamFramer};
 use crate::sip::Transport;
 use anyhow::Context as _;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
@@ -27,8 +29,13 @@ pub struct RunSpec {
     pub workers: usize,
     /// Local address to bind (port 0: any).
     pub bind: IpAddr,
-    /// First local port; worker i binds `port + i`. 0 = ephemeral.
+    /// First local port; worker i binds `port + i` (with `ue_ports` N > 1: `port + i·N + j`
+    /// for its socket j). 0 = ephemeral.
     pub port: u16,
+    /// UDP sockets per worker, its users spread over them (user i on socket i % N); 0: one
+    /// per user. A P-CSCF keys UEs by source address and port, so users sharing a socket are
+    /// one UE to it.
+    pub ue_ports: usize,
     pub progress: bool,
     pub report_json: Option<PathBuf>,
     pub series: Option<PathBuf>,
@@ -83,6 +90,19 @@ pub async fn run(
         chunks[(i * workers / n_users.max(1)).min(workers - 1)].push(u);
     }
     let c = &spec.core;
+    let per_worker: Vec<usize> = chunks
+        .iter()
+        .map(|ch| match spec.ue_ports {
+            0 => ch.len().max(1),
+            n => n,
+        })
+        .collect();
+    if c.transport == Transport::Tcp && per_worker.iter().any(|n| *n > 1) {
+        anyhow::bail!(
+            "--ue-ports works over UDP only for now (over TCP each worker has one connection)"
+        );
+    }
+    check_fd_limit(per_worker.iter().sum())?;
     for (i, chunk) in chunks.into_iter().enumerate() {
         let f = 1.0 / workers as f64;
         let cfg = CoreConfig {
@@ -93,31 +113,44 @@ pub async fn run(
             seed: c.seed.wrapping_add(i as u64),
             ..c.clone()
         };
-        let port = if spec.port == 0 {
-            0
-        } else {
-            spec.port + i as u16
+        let n_socks = per_worker[i];
+        // Consecutive ports: worker i's sockets follow worker i-1's.
+        let first_port = per_worker[..i].iter().sum::<usize>();
+        let port_of = |j: usize| -> anyhow::Result<u16> {
+            if spec.port == 0 {
+                return Ok(0);
+            }
+            u16::try_from(spec.port as usize + first_port + j).map_err(|_| {
+                anyhow::anyhow!("--port {} leaves too few ports for the sockets", spec.port)
+            })
         };
-        let local = SocketAddr::new(spec.bind, port);
         let tx = tx.clone();
         let shutdown = trigger.subscribe();
         let h = match c.transport {
             Transport::Udp => {
-                let sock = udp_socket(local)
-                    .with_context(|| format!("cannot bind UDP {local} for worker {i}"))?;
-                let local = sock.local_addr()?;
-                let core = LoadCore::new(cfg, local, chunk, i as u32, Instant::now());
+                let mut socks = Vec::with_capacity(n_socks);
+                let mut locals = Vec::with_capacity(n_socks);
+                for j in 0..n_socks {
+                    let local = SocketAddr::new(spec.bind, port_of(j)?);
+                    let sock = udp_socket(local).with_context(|| {
+                        format!("cannot bind UDP {local} for worker {i} (socket {j})")
+                    })?;
+                    locals.push(sock.local_addr()?);
+                    socks.push(sock);
+                }
+                let core = LoadCore::new(cfg, &locals, chunk, i as u32, Instant::now());
                 let ctl = Control {
                     ticks: worker_ticks,
                     rate: rate_rx.clone(),
                     workers,
                 };
-                tokio::spawn(udp_worker(i, core, sock, shutdown, tx, ctl))
+                tokio::spawn(udp_worker(i, core, socks, shutdown, tx, ctl))
             }
             Transport::Tcp => {
+                let local = SocketAddr::new(spec.bind, port_of(0)?);
                 let stream = tcp_connect(local, c.target).await?;
                 let local = stream.local_addr()?;
-                let core = LoadCore::new(cfg, local, chunk, i as u32, Instant::now());
+                let core = LoadCore::new(cfg, &[local], chunk, i as u32, Instant::now());
                 let ctl = Control {
                     ticks: worker_ticks,
                     rate: rate_rx.clone(),
@@ -586,14 +619,62 @@ fn report(id: usize, core: &mut LoadCore, phase: Phase) -> WorkerMsg {
     }
 }
 
+/// Resolves with socket `i` once it is readable. One such future per socket in a
+/// `FuturesUnordered`: only sockets that were woken are polled, so a worker with 10,000
+/// sockets does not scan them all on every datagram.
+async fn readable(socks: Arc<[tokio::net::UdpSocket]>, i: usize) -> usize {
+    // An error here (none is known for UDP) shows again in try_recv_from, which skips it.
+    let _ = socks[i].readable().await;
+    i
+}
+
+/// Raises the soft RLIMIT_NOFILE to what `sockets` need (plus slack for the runtime, files and
+/// the embedded target), or says how to raise the hard limit.
+fn check_fd_limit(sockets: usize) -> anyhow::Result<()> {
+    const SLACK: u64 = 256;
+    let need = sockets as u64 + SLACK;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Ok(());
+    }
+    if lim.rlim_cur >= need {
+        return Ok(());
+    }
+    if lim.rlim_max >= need {
+        let raised = libc::rlimit {
+            rlim_cur: need,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct we pass.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return Ok(());
+        }
+    }
+    anyhow::bail!(
+        "{sockets} UE sockets need about {need} open files, but the limit is {} (hard {}): \
+         raise it with `ulimit -n {need}` (root, or `LimitNOFILE=` in a systemd unit, or \
+         /etc/security/limits.conf for the hard limit), or give fewer --ue-ports",
+        lim.rlim_cur,
+        lim.rlim_max
+    )
+}
+
 async fn udp_worker(
     id: usize,
     mut core: LoadCore,
-    sock: tokio::net::UdpSocket,
+    socks: Vec<tokio::net::UdpSocket>,
     mut shutdown: Shutdown,
     tx: mpsc::Sender<WorkerMsg>,
     mut ctl: Control,
 ) {
+    let socks: Arc<[tokio::net::UdpSocket]> = socks.into();
+    let mut ready: FuturesUnordered<_> = (0..socks.len())
+        .map(|i| readable(socks.clone(), i))
+        .collect();
     let mut buf = vec![0u8; 65536];
     let mut tick = ctl.ticks.interval();
     core.start(Instant::now());
@@ -602,8 +683,16 @@ async fn udp_worker(
     };
     let mut stop_seen = false;
     loop {
-        while let Some(Transmit { dest, data }) = core.poll_transmit() {
-            if let Err(e) = sock.send_to(&data, dest).await {
+        while let Some(Transmit { src, dest, data }) = core.poll_transmit() {
+            let sock = &socks[src as usize];
+            // try_send_to first: the socket is nearly always writable, and it saves a future.
+            let r = match sock.try_send_to(&data, dest) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    sock.send_to(&data, dest).await
+                }
+                r => r,
+            };
+            if let Err(e) = r {
                 errors.note(id, dest, &e);
             }
         }
@@ -617,18 +706,20 @@ async fn udp_worker(
                 stop_seen = true;
                 core.stop(Instant::now());
             }
-            r = sock.recv_from(&mut buf) => {
-                if let Ok((n, from)) = r {
-                    let now = Instant::now();
-                    core.handle_input(now, &buf[..n], from);
-                    // Drain what else is queued before going round the loop: fewer wake-ups.
-                    for _ in 0..256 {
-                        match sock.try_recv_from(&mut buf) {
-                            Ok((n, from)) => core.handle_input(now, &buf[..n], from),
-                            Err(_) => break,
-                        }
+            Some(i) = ready.next() => {
+                let now = Instant::now();
+                let sock = &socks[i];
+                // Drain what is queued before going round the loop: fewer wake-ups. WouldBlock
+                // clears the readiness, so the next future waits for new datagrams.
+                for _ in 0..256 {
+                    match sock.try_recv_from(&mut buf) {
+                        Ok((n, from)) => core.handle_input(now, &buf[..n], from, i as u32),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        // ICMP errors surface here (ECONNREFUSED): skip them, keep reading.
+                        Err(_) => continue,
                     }
                 }
+                ready.push(readable(socks.clone(), i));
             }
             _ = sleep_opt(deadline) => core.handle_timeout(Instant::now()),
             _ = tick.tick() => {
@@ -690,7 +781,7 @@ async fn tcp_worker(
                     let from = peer.unwrap_or(core.local());
                     loop {
                         match framer.next_message() {
-                            Ok(Some(m)) => core.handle_input(now, m, from),
+                            Ok(Some(m)) => core.handle_input(now, m, from, 0),
                             Ok(None) => break,
                             Err(e) => {
                                 // Framing is lost for good: count it and drop the connection.

@@ -22,6 +22,13 @@ struct Net {
     totals: Interval,
     /// Every message the load side sent, in order (for tests that read the wire).
     from_load: Vec<String>,
+    /// The load side's socket addresses (user i on `locals[i % len]`).
+    locals: Vec<SocketAddr>,
+    /// The source address of each message in `from_load`.
+    from_load_src: Vec<SocketAddr>,
+    /// What the target sent to the load side (kept with several sockets only): the socket it
+    /// reached, and the message.
+    to_load: Vec<(SocketAddr, String)>,
 }
 
 const LOAD: ([u8; 4], u16) = ([127, 0, 0, 2], 5070);
@@ -34,8 +41,17 @@ impl Net {
     }
 
     fn with(cfg: CoreConfig, pop: Vec<Identity>, target: TargetConfig) -> Net {
+        Net::with_locals(cfg, pop, target, vec![SocketAddr::from(LOAD)])
+    }
+
+    fn with_locals(
+        cfg: CoreConfig,
+        pop: Vec<Identity>,
+        target: TargetConfig,
+        locals: Vec<SocketAddr>,
+    ) -> Net {
         let now = Instant::now();
-        let mut load = LoadCore::new(cfg, SocketAddr::from(LOAD), pop, 0, now);
+        let mut load = LoadCore::new(cfg, &locals, pop, 0, now);
         load.start(now);
         let target = TargetCore::new(target, SocketAddr::from(TARGET), now);
         Net {
@@ -47,29 +63,42 @@ impl Net {
             dropped: 0,
             totals: Interval::default(),
             from_load: Vec::new(),
+            locals,
+            from_load_src: Vec::new(),
+            to_load: Vec::new(),
         }
     }
 
     /// Moves datagrams and time until the load side is done or `limit` of virtual time passes.
     fn run(&mut self, limit: Duration) {
         let end = self.now + limit;
-        let (l, t) = (SocketAddr::from(LOAD), SocketAddr::from(TARGET));
+        let t = SocketAddr::from(TARGET);
         for _ in 0..5_000_000 {
             let mut moved = false;
             while let Some(x) = self.load.poll_transmit() {
                 moved = true;
                 assert_eq!(x.dest, t, "the load side only talks to its outbound proxy");
+                let l = self.locals[x.src as usize];
                 self.from_load
                     .push(String::from_utf8_lossy(&x.data).into_owned());
+                self.from_load_src.push(l);
                 if self.deliver() {
                     self.target.handle_input(self.now, &x.data, l);
                 }
             }
             while let Some(x) = self.target.poll_transmit() {
                 moved = true;
-                assert_eq!(x.dest, l);
+                let sock = self
+                    .locals
+                    .iter()
+                    .position(|l| *l == x.dest)
+                    .expect("the target only sends to the load side's sockets");
+                if self.locals.len() > 1 {
+                    self.to_load
+                        .push((x.dest, String::from_utf8_lossy(&x.data).into_owned()));
+                }
                 if self.deliver() {
-                    self.load.handle_input(self.now, &x.data, t);
+                    self.load.handle_input(self.now, &x.data, t, sock as u32);
                 }
             }
             if moved {
@@ -429,7 +458,7 @@ fn aka_fresh_challenge_after_credentials_is_answered_again() {
     .unwrap();
     let now = Instant::now();
     let cfg = CoreConfig { cps: 0.0, ..cfg() };
-    let mut ue = LoadCore::new(cfg, SocketAddr::from(LOAD), pop, 0, now);
+    let mut ue = LoadCore::new(cfg, &[SocketAddr::from(LOAD)], pop, 0, now);
     ue.start(now);
     ue.handle_timeout(now);
     let from = SocketAddr::from(TARGET);
@@ -443,7 +472,7 @@ fn aka_fresh_challenge_after_credentials_is_answered_again() {
                 "Digest realm=\"ims.local\", nonce=\"{nonce}\", algorithm=AKAv1-MD5, qop=\"auth\""
             ),
         );
-        ue.handle_input(now, &w.finish(None, b""), from);
+        ue.handle_input(now, &w.finish(None, b""), from, 0);
         Some(String::from_utf8(req).unwrap())
     };
     let v1 = aka::generate(&keys, [1; 16], 0x1000 + 32).nonce();
@@ -694,7 +723,7 @@ fn registration_keeps_associated_identities_and_path() {
         reg_rate: 1000.0,
         ..cfg()
     };
-    let mut ue = LoadCore::new(cfg, SocketAddr::from(LOAD), pop, 0, now);
+    let mut ue = LoadCore::new(cfg, &[SocketAddr::from(LOAD)], pop, 0, now);
     ue.start(now);
     ue.handle_timeout(now + Duration::from_millis(5));
     let from = SocketAddr::from(TARGET);
@@ -711,7 +740,7 @@ fn registration_keeps_associated_identities_and_path() {
                 format_args!("<sip:user{i:04}@ims.local>, <tel:+1555{i:07}>"),
             );
         }
-        ue.handle_input(now, &w.finish(None, b""), from);
+        ue.handle_input(now, &w.finish(None, b""), from, 0);
     }
     let (assoc, path) = ue.registration_of("user0001").unwrap();
     assert_eq!(assoc, ["sip:user0001@ims.local", "tel:+15550000001"]);
@@ -723,4 +752,100 @@ fn registration_keeps_associated_identities_and_path() {
     assert_eq!(c.reg_associated_uris, 2);
     assert_eq!(c.reg_no_associated_uri, 1);
     assert_eq!(c.reg_associated_missing_own, 0);
+}
+
+/// `--ue-ports`: users on several local sockets. Each user's REGISTER leaves from its own
+/// socket with that socket's port in Via and Contact (what a P-CSCF keys UEs by), calls are
+/// delivered to the callee's socket, and every transaction still completes.
+#[test]
+fn users_on_several_sockets_register_and_call_from_their_own_ports() {
+    use crate::sip::message::{name_addr_uri, uri_user};
+    use crate::sip::{HeaderName, Message};
+    let locals: Vec<SocketAddr> = (0..3)
+        .map(|j| SocketAddr::from(([127, 0, 0, 2], 5070 + j)))
+        .collect();
+    let pop = from_pattern("user%04d", 1, 6, "ims.local", "pw_%u").unwrap();
+    let mut net = Net::with_locals(cfg(), pop, TargetConfig::default(), locals.clone());
+    net.run(Duration::from_secs(120));
+    let c = &net.totals.counters;
+    assert_eq!(net.load.phase(), Phase::Done);
+    assert_eq!((c.reg_ok, c.reg_failed, c.stray_responses), (6, 0, 0));
+    assert_eq!((c.calls_attempted, c.calls_completed), (50, 50));
+    assert_eq!(c.dereg_ok, 6);
+    let mut registers = 0;
+    for (msg, src) in net.from_load.iter().zip(&net.from_load_src) {
+        let m = Message::parse(msg.as_bytes()).unwrap();
+        if m.method() != Some("REGISTER") {
+            continue;
+        }
+        registers += 1;
+        let user = m
+            .header(HeaderName::From)
+            .map(name_addr_uri)
+            .and_then(uri_user)
+            .unwrap();
+        let i: usize = user.trim_start_matches("user").parse().unwrap();
+        let own = locals[(i - 1) % 3];
+        assert_eq!(*src, own, "{user} sends from its own socket");
+        assert_eq!(net.load.user_local(user), Some(own));
+        assert!(
+            m.header(HeaderName::Via)
+                .unwrap()
+                .contains(&format!(" {own};")),
+            "{user}: Via sent-by is its socket: {msg}"
+        );
+        assert!(
+            m.header(HeaderName::Contact)
+                .unwrap()
+                .contains(&format!("@{own};")),
+            "{user}: Contact is its socket: {msg}"
+        );
+    }
+    // Initial (with the challenge round) and de-registration: 6 users × 3 REGISTERs at least.
+    assert!(registers >= 18);
+    for l in &locals {
+        assert!(net.from_load_src.contains(l), "socket {l} unused");
+    }
+    // Each INVITE reached its callee's socket, each ACK and BYE of a dialog its user's socket.
+    let mut invites = 0;
+    for (dest, msg) in &net.to_load {
+        let m = Message::parse(msg.as_bytes()).unwrap();
+        if m.method() == Some("INVITE") {
+            invites += 1;
+            let user = m.request_uri().and_then(uri_user).unwrap();
+            assert_eq!(net.load.user_local(user), Some(*dest), "INVITE to {user}");
+        }
+    }
+    assert_eq!(invites, 50);
+}
+
+/// Responses are matched by Via branch alone: one that arrives on another socket than its
+/// request left from (a P-CSCF answering from a different port, or NAT) still completes it.
+#[test]
+fn a_response_on_another_socket_still_matches() {
+    use crate::sip::builder::Writer;
+    use crate::sip::Message;
+    let locals: Vec<SocketAddr> = (0..2)
+        .map(|j| SocketAddr::from(([127, 0, 0, 2], 5070 + j)))
+        .collect();
+    let pop = from_pattern("user%04d", 1, 2, "ims.local", "pw").unwrap();
+    let now = Instant::now();
+    let cfg = CoreConfig {
+        cps: 0.0,
+        reg_rate: 1000.0,
+        ..cfg()
+    };
+    let mut ue = LoadCore::new(cfg, &locals, pop, 0, now);
+    ue.start(now);
+    ue.handle_timeout(now + Duration::from_millis(5));
+    for sock in [1, 0] {
+        let x = ue.poll_transmit().expect("a REGISTER per user");
+        assert_eq!(x.src, 1 - sock, "user i on socket i % 2");
+        let m = Message::parse(&x.data).unwrap();
+        let mut w = Writer::response_to(&m, 200, "OK", Some("t"));
+        w.header("Contact", "<sip:x@127.0.0.2:5070>;expires=600");
+        ue.handle_input(now, &w.finish(None, b""), SocketAddr::from(TARGET), sock);
+    }
+    let c = ue.take_stats().counters;
+    assert_eq!((c.reg_ok, c.stray_responses), (2, 0));
 }

@@ -124,7 +124,7 @@ impl TargetCore {
         uas_cfg.cps = 0.0;
         uas_cfg.duration = None;
         uas_cfg.domain = cfg.domain.clone();
-        let mut uas = LoadCore::new(uas_cfg, local, Vec::new(), 0xffff, now);
+        let mut uas = LoadCore::new(uas_cfg, &[local], Vec::new(), 0xffff, now);
         uas.start(now);
         TargetCore {
             me: local.to_string(),
@@ -214,6 +214,7 @@ impl TargetCore {
                     Some(bytes) => {
                         self.stats.proxied_requests += 1;
                         self.out.push_back(Transmit {
+                            src: 0,
                             dest: to,
                             data: bytes,
                         });
@@ -221,7 +222,7 @@ impl TargetCore {
                     None => self.reply(&msg, from, 483, None),
                 }
             }
-            None => self.uas.handle_input(now, data, from),
+            None => self.uas.handle_input(now, data, from, 0),
         }
     }
 
@@ -243,7 +244,11 @@ impl TargetCore {
         }
         w.header("Server", "imsload-target");
         let data = w.finish(None, b"");
-        self.out.push_back(Transmit { dest: to, data });
+        self.out.push_back(Transmit {
+            src: 0,
+            dest: to,
+            data,
+        });
     }
 
     fn nonce(&self, now: Instant) -> String {
@@ -441,7 +446,11 @@ impl TargetCore {
         w.header("Server", "imsload-target");
         let data = w.finish(None, b"");
         self.stats.registered = self.location.len() as u64;
-        self.out.push_back(Transmit { dest: from, data });
+        self.out.push_back(Transmit {
+            src: 0,
+            dest: from,
+            data,
+        });
     }
 
     /// Stateless forwarding (RFC 3261 §16.11): new Request-URI, our Via on top (branch derived
@@ -516,7 +525,7 @@ impl TargetCore {
         });
         if !mine {
             // A response to our answering side's own request (its BYE).
-            return self.uas.handle_input(now, data, from);
+            return self.uas.handle_input(now, data, from, 0);
         }
         // Drop our Via, send to the next one's received/rport or sent-by.
         let mut vias = msg.header_values(HeaderName::Via);
@@ -561,6 +570,7 @@ impl TargetCore {
         }
         self.stats.proxied_responses += 1;
         self.out.push_back(Transmit {
+            src: 0,
             dest: SocketAddr::new(ip, port),
             data: w.finish(None, msg.body()),
         });
