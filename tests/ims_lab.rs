@@ -766,9 +766,17 @@ fn imsload_in_lab_watching(
 
 /// `kamcmd` against the S-CSCF's ctl socket; its standard output.
 fn scscf_rpc(lab: &Lab, args: &[&str]) -> String {
+    cscf_rpc(lab, "scscf", args)
+}
+
+/// `kamcmd` against the ctl socket of CSCF `name` (pcscf, icscf, scscf).
+fn cscf_rpc(lab: &Lab, name: &str, args: &[&str]) -> String {
     let out = Command::new("kamcmd")
         .arg("-s")
-        .arg(format!("unix:{}", lab.path("scscf_ctl").display()))
+        .arg(format!(
+            "unix:{}",
+            lab.path(&format!("{name}_ctl")).display()
+        ))
         .args(args)
         .output()
         .expect("run kamcmd");
@@ -790,6 +798,12 @@ fn rpc_field(text: &str, key: &str) -> Option<u64> {
 /// The S-CSCF's IMPU records (ulscscf.status, domain "location").
 fn scscf_impu_records(lab: &Lab) -> u64 {
     let text = scscf_rpc(lab, &["ulscscf.status"]);
+    rpc_field(&text, "Records").unwrap_or_else(|| panic!("no Records in {text}"))
+}
+
+/// The P-CSCF's UE records (ulpcscf.status): one per UE address (IP:port) it saw register.
+fn pcscf_records(lab: &Lab) -> u64 {
+    let text = cscf_rpc(lab, "pcscf", &["ulpcscf.status"]);
     rpc_field(&text, "Records").unwrap_or_else(|| panic!("no Records in {text}"))
 }
 
@@ -828,6 +842,7 @@ fn imsload_registers_fifty_aka_users_calls_and_deregisters_through_the_lab() {
     // Mid-run, the S-CSCF holds all 50 users' sip: and tel: IMPUs (so the emptiness checked
     // after de-registration is not that of a core that never saw them).
     let mut most_records = 0;
+    let mut most_pcscf_records = 0;
     let mut seen_registered = false;
     let r = imsload_in_lab_watching(
         &lab,
@@ -851,9 +866,13 @@ fn imsload_registers_fifty_aka_users_calls_and_deregisters_through_the_lab() {
             "urn:gsma:imei:35209900-%06d-0",
             "--icsi-ref",
             "urn:urn-7:3gpp-service.ims.icsi.mmtel",
+            // Each user on its own port: the P-CSCF sees 50 UEs, as with real phones.
+            "--ue-ports",
+            "users",
         ],
         || {
             most_records = most_records.max(scscf_impu_records(&lab));
+            most_pcscf_records = most_pcscf_records.max(pcscf_records(&lab));
             seen_registered |=
                 scscf_impu_state(&lab, &impu(50)).is_some_and(|s| s.starts_with("registered"));
         },
@@ -912,6 +931,21 @@ fn imsload_registers_fifty_aka_users_calls_and_deregisters_through_the_lab() {
         );
     }
     assert_eq!(most_records, 100, "IMPU records at the S-CSCF mid-run");
+    // One P-CSCF record per user (with one socket for all, ulpcscf.status shows Records: 1).
+    assert_eq!(most_pcscf_records, 50, "UE records at the P-CSCF mid-run");
+    // Its own registration found, the P-CSCF asserts each caller's preferred tel: identity
+    // (pcscf_assert_identity), which the S-CSCF receives as P-Asserted-Identity.
+    let orig: Vec<&str> = scscf
+        .lines()
+        .filter(|l| l.contains("ORIG INVITE from "))
+        .collect();
+    assert_eq!(orig.len(), 8, "{orig:#?}");
+    for l in orig {
+        let n: u32 = l.split("from sip:00101").nth(1).unwrap()[..10]
+            .parse()
+            .unwrap();
+        assert!(l.contains(&format!("asserted [<{}>]", tel_of(n))), "{l}");
+    }
     assert!(
         seen_registered,
         "user 50 shown registered by ulscscf.showimpu mid-run"

@@ -471,3 +471,83 @@ fn silent_target_ends_with_counted_timeouts_not_a_hang() {
         r.stdout
     );
 }
+
+/// `--ue-ports users`: every user registers from its own port, so Kamailio's location table
+/// holds one contact per user at a distinct address:port (with one socket per worker it holds
+/// as many contacts, but at one or two ports), and calls still complete between them.
+#[test]
+fn ue_ports_give_each_user_its_own_contact_port_in_kamailio() {
+    let k = kam(40, false);
+    let target = k.addr().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r.json");
+    let child = spawn(
+        &[
+            "--target",
+            &target,
+            "--users",
+            "40",
+            "--ue-ports",
+            "users",
+            "--workers",
+            "2",
+            "--reg-rate",
+            "200",
+            "--cps",
+            "10",
+            "--calls",
+            "20",
+            "--hold",
+            "500ms",
+            "--duration",
+            "20s",
+        ],
+        &report,
+    );
+    let mut contacts = Vec::new();
+    let all = wait_for(Duration::from_secs(20), || {
+        contacts = k.contact_addresses().unwrap_or_default();
+        contacts.len() == 40
+    });
+    let r = finish(child, &report, Duration::from_secs(60));
+    assert!(all, "Kamailio holds {contacts:?}\n{}", explain(&r));
+    let port = |addr: &str| -> String {
+        // sip:user0001@127.0.0.1:40123;transport=udp → 127.0.0.1:40123
+        let hp = addr.split('@').nth(1).unwrap_or("");
+        hp.split([';', '>']).next().unwrap_or("").to_string()
+    };
+    let ports: std::collections::HashSet<String> = contacts.iter().map(|(_, a)| port(a)).collect();
+    assert_eq!(ports.len(), 40, "one address:port per user: {contacts:?}");
+    for (aor, addr) in &contacts {
+        let user = aor.split('@').next().unwrap();
+        assert!(addr.starts_with(&format!("sip:{user}@")), "{aor} → {addr}");
+    }
+    assert_eq!(r.code, 0, "{}", explain(&r));
+    assert_eq!(counter(&r, "reg_ok"), 40, "{}", explain(&r));
+    assert_eq!(counter(&r, "calls_completed"), 20, "{}", explain(&r));
+    assert_eq!(counter(&r, "uas_invites"), 20);
+    assert_eq!(counter(&r, "stray_responses"), 0);
+    assert_eq!(counter(&r, "dereg_ok"), 40);
+    assert_eq!(k.registered_contacts().unwrap(), 0);
+}
+
+#[test]
+fn ue_ports_over_tcp_is_refused_with_a_reason() {
+    let k = kam(4, false);
+    let out = Command::new(IMSLOAD)
+        .args(["--target", &k.addr().to_string(), "--transport", "tcp"])
+        .args([
+            "--users",
+            "4",
+            "--ue-ports",
+            "2",
+            "--duration",
+            "1s",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("UDP only"), "{err}");
+}

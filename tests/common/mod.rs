@@ -579,6 +579,45 @@ impl Kamailio {
         })
     }
 
+    /// Every contact in the `location` table as (AoR, contact address), from a JSON-RPC
+    /// `ul.dump`: where Kamailio would send to each user, its port included.
+    pub fn contact_addresses(&self) -> Result<Vec<(String, String)>> {
+        let dump = self.jsonrpc("ul.dump", "")?;
+        if !dump.contains("\"Domains\"") {
+            bail!(
+                "unexpected ul.dump reply: {}",
+                &dump[..dump.len().min(2000)]
+            );
+        }
+        // AoR and Address values hold no quotes: a scan in document order pairs each contact
+        // with the AoR above it.
+        let mut out = Vec::new();
+        let mut aor = String::new();
+        let mut rest = dump.as_str();
+        loop {
+            let next = ["\"AoR\"", "\"Address\""]
+                .iter()
+                .filter_map(|k| rest.find(k).map(|i| (i, *k)))
+                .min();
+            let Some((i, key)) = next else { break };
+            rest = &rest[i + key.len()..];
+            let value = rest
+                .trim_start()
+                .strip_prefix(':')
+                .map(str::trim_start)
+                .and_then(|v| v.strip_prefix('"'))
+                .and_then(|v| v.split('"').next())
+                .unwrap_or("")
+                .to_string();
+            if key == "\"AoR\"" {
+                aor = value;
+            } else {
+                out.push((aor.clone(), value));
+            }
+        }
+        Ok(out)
+    }
+
     /// usrloc's own counter of contacts (`usrloc:location_contacts`); includes
     /// expired contacts not yet removed by the timer. Cheap at any table size.
     pub fn contacts_counter(&self) -> Result<usize> {
