@@ -628,6 +628,21 @@ async fn readable(socks: Arc<[tokio::net::UdpSocket]>, i: usize) -> usize {
     i
 }
 
+/// The next socket with datagrams waiting. One socket (the default) is awaited directly: the
+/// set's task allocation per wake-up is measurable at 2,000 calls/s.
+async fn next_readable<F: std::future::Future<Output = usize>>(
+    socks: &[tokio::net::UdpSocket],
+    ready: &mut FuturesUnordered<F>,
+) -> usize {
+    if socks.len() == 1 {
+        let _ = socks[0].readable().await;
+        return 0;
+    }
+    // The set is never empty (each socket's future is put back once drained), so `next`
+    // yields a socket or stays pending.
+    ready.next().await.unwrap_or(0)
+}
+
 /// Raises the soft RLIMIT_NOFILE to what `sockets` need (plus slack for the runtime, files and
 /// the embedded target), or says how to raise the hard limit.
 fn check_fd_limit(sockets: usize) -> anyhow::Result<()> {
@@ -673,6 +688,7 @@ async fn udp_worker(
 ) {
     let socks: Arc<[tokio::net::UdpSocket]> = socks.into();
     let mut ready: FuturesUnordered<_> = (0..socks.len())
+        .filter(|_| socks.len() > 1)
         .map(|i| readable(socks.clone(), i))
         .collect();
     let mut buf = vec![0u8; 65536];
@@ -706,7 +722,7 @@ async fn udp_worker(
                 stop_seen = true;
                 core.stop(Instant::now());
             }
-            Some(i) = ready.next() => {
+            i = next_readable(&socks, &mut ready) => {
                 let now = Instant::now();
                 let sock = &socks[i];
                 // Drain what is queued before going round the loop: fewer wake-ups. WouldBlock
@@ -719,7 +735,9 @@ async fn udp_worker(
                         Err(_) => continue,
                     }
                 }
-                ready.push(readable(socks.clone(), i));
+                if socks.len() > 1 {
+                    ready.push(readable(socks.clone(), i));
+                }
             }
             _ = sleep_opt(deadline) => core.handle_timeout(Instant::now()),
             _ = tick.tick() => {
