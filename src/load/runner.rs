@@ -102,7 +102,10 @@ pub async fn run(
             "--ue-ports works over UDP only for now (over TCP each worker has one connection)"
         );
     }
-    check_fd_limit(per_worker.iter().sum())?;
+    let sockets: usize = per_worker.iter().sum();
+    if sockets > workers {
+        check_fd_limit(sockets)?;
+    }
     for (i, chunk) in chunks.into_iter().enumerate() {
         let f = 1.0 / workers as f64;
         let cfg = CoreConfig {
