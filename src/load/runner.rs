@@ -29,8 +29,8 @@ pub struct RunSpec {
     pub workers: usize,
     /// Local address to bind (port 0: any).
     pub bind: IpAddr,
-    /// First local port; worker i binds `port + i` (with `ue_ports` N > 1: `port + i·N + j`
-    /// for its socket j). 0 = ephemeral.
+    /// First local port; worker i binds `port + i`, or with several sockets per worker the
+    /// ports after those of worker i-1 (N per worker: `port + i·N + j`). 0 = ephemeral.
     pub port: u16,
     /// UDP sockets per worker, its users spread over them (user i on socket i % N); 0: one
     /// per user. A P-CSCF keys UEs by source address and port, so users sharing a socket are
@@ -632,7 +632,7 @@ async fn readable(socks: Arc<[tokio::net::UdpSocket]>, i: usize) -> usize {
 }
 
 /// The next socket with datagrams waiting. One socket (the default) is awaited directly: the
-/// set's task allocation per wake-up is measurable at 2,000 calls/s.
+/// set would allocate a task node per wake-up for nothing.
 async fn next_readable<F: std::future::Future<Output = usize>>(
     socks: &[tokio::net::UdpSocket],
     ready: &mut FuturesUnordered<F>,
