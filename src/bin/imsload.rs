@@ -386,6 +386,15 @@ fn apply_profile(a: &mut RunArgs, m: &ArgMatches, p: &Profile) -> anyhow::Result
     if !given(m, "expires") {
         a.expires = pop.expires;
     }
+    if !given(m, "ue_ports") {
+        // Checked when the profile was loaded: a count, or "users" (0: one per user).
+        if let Some(u) = &pop.ue_ports {
+            a.ue_ports = match u.get_ref() {
+                schema::UePorts::Count(n) => *n as usize,
+                schema::UePorts::Named(_) => 0,
+            };
+        }
+    }
     if !given(m, "target") && p.target.address.is_some() {
         a.target.clone_from(&p.target.address);
     }
@@ -532,7 +541,7 @@ fn run_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
     if a.dry_run {
         print!("{}", prof.plan_text);
         println!(
-            "settings: {} users ({}), target {}, domain {}, {}, reg {}/s, expires {} s, {:?} arrivals, hold {} {:?}, ring {}",
+            "settings: {} users ({}), target {}, domain {}, {}, {}, reg {}/s, expires {} s, {:?} arrivals, hold {} {:?}, ring {}",
             a.users,
             match &a.users_file {
                 Some(f) => format!("from {}", f.display()),
@@ -541,6 +550,11 @@ fn run_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
             a.target.as_deref().unwrap_or("embedded"),
             a.domain,
             a.transport.param(),
+            match a.ue_ports {
+                0 => "one UDP socket per user".to_string(),
+                1 => "one socket per worker".to_string(),
+                n => format!("{n} sockets per worker"),
+            },
             a.reg_rate,
             a.expires,
             a.arrival,

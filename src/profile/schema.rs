@@ -49,6 +49,17 @@ pub struct Population {
     /// Registrations per second during pre-registration.
     pub reg_rate: Spanned<f64>,
     pub expires: u32,
+    /// UDP sockets per worker the users are spread over (`imsload --ue-ports`): a number, or
+    /// "users" for one socket (one address:port, one UE to the P-CSCF) per user.
+    pub ue_ports: Option<Spanned<UePorts>>,
+}
+
+/// `ue_ports = 4` or `ue_ports = "users"`.
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(untagged)]
+pub enum UePorts {
+    Count(u32),
+    Named(String),
 }
 
 impl Default for Population {
@@ -62,6 +73,7 @@ impl Default for Population {
             preregistered: Spanned::new(0..0, 1.0),
             reg_rate: Spanned::new(0..0, 100.0),
             expires: 600,
+            ue_ports: None,
         }
     }
 }
@@ -338,6 +350,17 @@ fn validate(p: &Profile, text: &str, path: &str) -> Result<(), ProfileError> {
             format!("{share} is not a share between 0 and 1"),
         ));
     }
+    if let Some(u) = &pop.ue_ports {
+        if let UePorts::Named(v) = u.get_ref() {
+            if v != "users" {
+                return Err(bad(
+                    u.span(),
+                    "population.ue_ports",
+                    format!("{v:?}: give a number of sockets per worker, or \"users\""),
+                ));
+            }
+        }
+    }
     let mut sum = 0.0;
     for (name, v) in p.scenario.mix.shares() {
         non_negative(v, &format!("scenario.mix.{name}"))?;
@@ -508,6 +531,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("add up to 0.7"), "{e}");
+    }
+
+    #[test]
+    fn ue_ports_is_a_count_or_users() {
+        let p = parse("[population]\nue_ports = 4\n", "p").unwrap();
+        assert_eq!(
+            p.population.ue_ports.unwrap().into_inner(),
+            UePorts::Count(4)
+        );
+        let p = parse("[population]\nue_ports = \"users\"\n", "p").unwrap();
+        assert_eq!(
+            p.population.ue_ports.unwrap().into_inner(),
+            UePorts::Named("users".into())
+        );
+        let e = parse("[population]\nue_ports = \"many\"\n", "p")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("p:2") && e.contains("population.ue_ports"),
+            "{e}"
+        );
     }
 
     #[test]
