@@ -5,6 +5,8 @@
 
 use super::control::CapacityResult;
 use super::report::SeriesRow;
+// The SVG basics (escaping, round tick steps, the font) are the probe timeline's.
+use crate::probe::plot::{esc, nice_step, FONT};
 use std::fmt::Write as _;
 
 const W: f64 = 1400.0;
@@ -13,7 +15,6 @@ const RIGHT: f64 = 190.0;
 const TOP: f64 = 70.0;
 const PANEL_H: f64 = 200.0;
 const GAP: f64 = 50.0;
-const FONT: &str = "DejaVu Sans, Verdana, sans-serif";
 const COLORS: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
 ];
@@ -29,23 +30,6 @@ struct Line {
 struct Panel {
     title: String,
     lines: Vec<Line>,
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-/// A round step for about `n` ticks over `span`.
-fn tick_step(span: f64, n: f64) -> f64 {
-    let raw = (span / n).max(1e-9);
-    let mag = 10f64.powf(raw.log10().floor());
-    [1.0, 2.0, 5.0, 10.0]
-        .into_iter()
-        .map(|m| m * mag)
-        .find(|s| *s >= raw)
-        .unwrap_or(10.0 * mag)
 }
 
 fn num(v: f64) -> String {
@@ -107,7 +91,7 @@ fn chart(
             .iter()
             .flat_map(|l| l.pts.iter().filter_map(|p| p.1))
             .fold(0.0f64, f64::max);
-        let step = tick_step(if ymax > 0.0 { ymax } else { 1.0 }, 4.0);
+        let step = nice_step(if ymax > 0.0 { ymax } else { 1.0 }, 4.0);
         let ytop = (ymax / step).ceil().max(1.0) * step;
         let y_of = |y: f64| bot - y / ytop * (bot - top);
         let _ = writeln!(
@@ -197,7 +181,7 @@ fn chart(
             );
         }
         // x ticks under every panel.
-        let xstep = tick_step(x1 - x0, 10.0);
+        let xstep = nice_step(x1 - x0, 10.0);
         let mut x = (x0 / xstep).ceil() * xstep;
         while x <= x1 + 1e-9 {
             let _ = writeln!(
