@@ -125,10 +125,15 @@ fn chart(
                 r##"<line x1="{px:.1}" x2="{px:.1}" y1="{top}" y2="{bot}" stroke="#888" stroke-dasharray="3,3"/>"##
             );
             if pi == 0 && !label.is_empty() {
+                // Near the right edge the label goes left of its line, clear of the legend.
+                let (x, anchor) = if px > LEFT + 0.85 * pw {
+                    (px - 3.0, "end")
+                } else {
+                    (px + 3.0, "start")
+                };
                 let _ = writeln!(
                     s,
-                    r##"<text x="{:.1}" y="{:.1}" font-size="10" fill="#555">{}</text>"##,
-                    px + 3.0,
+                    r##"<text x="{x:.1}" y="{:.1}" font-size="10" fill="#555" text-anchor="{anchor}">{}</text>"##,
                     top + 12.0,
                     esc(label)
                 );
