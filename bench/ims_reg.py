@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Registrations/s through the lab IMS core (lab/ims) and where the time goes.
 
-usage (root; the lab running):  python3 bench/ims_reg.py RUNDIR RATE[,RATE...] [SECONDS]
+usage (root; the lab running):  python3 bench/ims_reg.py RUNDIR RATE[,RATE...] [SECONDS] [--capture]
+                                    [-- IMSLOAD-ARGS...]   (e.g. -- --ue-ports users)
 
 For each rate, imsload (target/release/imsload, inside the lab's namespace) registers
 RATE x SECONDS users of RUNDIR/subscribers.csv with AKA at --reg-rate RATE, then de-registers
@@ -12,6 +13,8 @@ the registration window, RRD percentiles, and each node's CPU (% of one core) du
 (first to last second of the series in phase "registering"). With --capture, tcpdump records
 the lab's loopback during the run and tshark splits the time: SIP response times per hop
 (UE-P, P-I, I-S) and Diameter answer times per command (Cx, at the CSCF's side of the HSS).
+Arguments after "--" are passed to imsload as they are. "pcscf_records": the P-CSCF's
+`ulpcscf.status` Records, read once all users should be registered (SECONDS + 0.5 s in).
 """
 import csv
 import json
@@ -110,7 +113,13 @@ def ts(s):
     return datetime.fromisoformat(s + "+00:00").timestamp()
 
 
-def run_rate(rundir, ns, groups, rate, seconds, capture):
+def pcscf_records(rundir, into):
+    txt = subprocess.run(["kamcmd", "-s", f"unix:{rundir}/pcscf_ctl", "ulpcscf.status"],
+                         capture_output=True, text=True).stdout
+    into += [int(l.split(":")[1]) for l in txt.splitlines() if l.strip().startswith("Records:")]
+
+
+def run_rate(rundir, ns, groups, rate, seconds, capture, extra=()):
     users_total = sum(1 for _ in open(os.path.join(rundir, "subscribers.csv"))) - 1
     n = min(int(rate * seconds), users_total)
     csvf = os.path.join(rundir, f"bench-users-{rate}.csv")
@@ -132,12 +141,16 @@ def run_rate(rundir, ns, groups, rate, seconds, capture):
     s.start()
     time.sleep(0.6)
     t0 = time.time()
+    records = []
+    rec = threading.Timer(min(n / rate, seconds) + 0.5, pcscf_records, (rundir, records))
+    rec.start()
     subprocess.run(["ip", "netns", "exec", ns, IMSLOAD, "--target", "127.0.0.21:5060",
                     "--domain", DOMAIN, "--users-file", csvf, "--reg-rate", str(rate),
                     "--cps", "0", "--duration", "1s", "--drain", "20s", "--expires", "3600",
-                    "--quiet", "--report", report, "--series", series],
+                    "--quiet", "--report", report, "--series", series, *extra],
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.time() - t0
+    rec.join()
     time.sleep(0.6)
     s.stop = True
     s.join()
@@ -176,7 +189,8 @@ def run_rate(rundir, ns, groups, rate, seconds, capture):
         "achieved_per_s": round(ok_in_window / max(dt, 1e-9), 1),
         "rrd_p50_ms": rrd["p50_ms"], "rrd_p90_ms": rrd["p90_ms"], "rrd_p99_ms": rrd["p99_ms"],
         "rrd_max_ms": rrd["max_ms"], "cpu_pct": {k: round(v, 1) for k, v in cpu.items()},
-        "shm_peak": shm, "udp_rcvbuf_drops": drops, "drops_by_socket": per_socket, "status": r["status_codes"], "run_s": round(wall, 1), "loadavg": open("/proc/loadavg").read().split()[:3],
+        "shm_peak": shm, "udp_rcvbuf_drops": drops, "drops_by_socket": per_socket, "status": r["status_codes"], "run_s": round(wall, 1), "pcscf_records": sum(records) if records else None,
+        "imsload_args": " ".join(extra), "loadavg": open("/proc/loadavg").read().split()[:3],
     }
     if capture:
         out["hops"] = split_time(pcap)
@@ -224,6 +238,9 @@ def split_time(pcap):
 def main():
     if len(sys.argv) < 3:
         sys.exit(__doc__)
+    extra = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else []
+    if "--" in sys.argv:
+        sys.argv = sys.argv[:sys.argv.index("--")]
     rundir = sys.argv[1]
     rates = [int(x) for x in sys.argv[2].split(",")]
     seconds = float(sys.argv[3]) if len(sys.argv) > 3 and sys.argv[3][0].isdigit() else 10.0
@@ -231,7 +248,7 @@ def main():
     ns = open(os.path.join(rundir, "netns")).read().strip()
     groups = {int(open(os.path.join(rundir, f"{n}.pid")).read()): n for n in NODES}
     for rate in rates:
-        res = run_rate(rundir, ns, groups, rate, seconds, capture)
+        res = run_rate(rundir, ns, groups, rate, seconds, capture, extra)
         print(json.dumps(res), flush=True)
         time.sleep(3)  # the S-CSCF's timer drops the de-registered users
 
