@@ -807,6 +807,13 @@ fn pcscf_records(lab: &Lab) -> u64 {
     rpc_field(&text, "Records").unwrap_or_else(|| panic!("no Records in {text}"))
 }
 
+/// The longest chain of UE records in one hash slot of the P-CSCF (ulpcscf.status Max-Slots):
+/// users on one address share a slot whatever their ports, as no real UEs do.
+fn pcscf_longest_chain(lab: &Lab) -> u64 {
+    let text = cscf_rpc(lab, "pcscf", &["ulpcscf.status"]);
+    rpc_field(&text, "Max-Slots").unwrap_or_else(|| panic!("no Max-Slots in {text}"))
+}
+
 /// The S-CSCF's statistic of contacts it holds in memory.
 fn scscf_contacts(lab: &Lab) -> u64 {
     let text = scscf_rpc(lab, &["stats.get_statistics", "active_contacts"]);
@@ -843,6 +850,7 @@ fn imsload_registers_fifty_aka_users_calls_and_deregisters_through_the_lab() {
     // after de-registration is not that of a core that never saw them).
     let mut most_records = 0;
     let mut most_pcscf_records = 0;
+    let mut longest_chain = 0;
     let mut seen_registered = false;
     let r = imsload_in_lab_watching(
         &lab,
@@ -866,13 +874,19 @@ fn imsload_registers_fifty_aka_users_calls_and_deregisters_through_the_lab() {
             "urn:gsma:imei:35209900-%06d-0",
             "--icsi-ref",
             "urn:urn-7:3gpp-service.ims.icsi.mmtel",
-            // Each user on its own port: the P-CSCF sees 50 UEs, as with real phones.
+            // Each user on its own address:port: the P-CSCF sees 50 UEs, as with real phones
+            // (own addresses too: its records are hashed by address, see pcscf_longest_chain).
             "--ue-ports",
             "users",
+            "--ue-ips",
+            "50",
+            "--bind",
+            "127.0.1.1",
         ],
         || {
             most_records = most_records.max(scscf_impu_records(&lab));
             most_pcscf_records = most_pcscf_records.max(pcscf_records(&lab));
+            longest_chain = longest_chain.max(pcscf_longest_chain(&lab));
             seen_registered |=
                 scscf_impu_state(&lab, &impu(50)).is_some_and(|s| s.starts_with("registered"));
         },
@@ -933,6 +947,12 @@ fn imsload_registers_fifty_aka_users_calls_and_deregisters_through_the_lab() {
     assert_eq!(most_records, 100, "IMPU records at the S-CSCF mid-run");
     // One P-CSCF record per user (with one socket for all, ulpcscf.status shows Records: 1).
     assert_eq!(most_pcscf_records, 50, "UE records at the P-CSCF mid-run");
+    // Spread over hash slots as real UEs are (one address for all puts all 50 in one slot).
+    eprintln!("P-CSCF: {most_pcscf_records} UE records, longest hash-slot chain {longest_chain}");
+    assert!(
+        longest_chain <= 10,
+        "{longest_chain} UE records share one P-CSCF hash slot"
+    );
     // Its own registration found, the P-CSCF asserts each caller's preferred tel: identity
     // (pcscf_assert_identity), which the S-CSCF receives as P-Asserted-Identity.
     let orig: Vec<&str> = scscf

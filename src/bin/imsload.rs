@@ -167,6 +167,12 @@ struct RunArgs {
     /// P-CSCF sees them as distinct UEs; `users` (or 0): one socket, so one port, per user.
     #[arg(long, default_value = "1", value_parser = ue_ports, value_name = "N|users")]
     ue_ports: usize,
+    /// Spread those sockets over N consecutive source addresses from --bind (IPv4), as real
+    /// UEs each have their own: a P-CSCF keys its UE records by address, and many ports on one
+    /// address crowd one hash slot (measured: docs/ims-lab.md). On loopback any 127.x.y.z
+    /// works; elsewhere the addresses must be configured on the host.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    ue_ips: u32,
     /// Write the final report as JSON here.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
@@ -693,6 +699,7 @@ fn run_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
             bind,
             port: a.port,
             ue_ports: a.ue_ports,
+            ue_ips: a.ue_ips.max(1),
             progress: !a.quiet,
             report_json: a.report.clone(),
             series: a.series.clone(),

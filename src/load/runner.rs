@@ -36,6 +36,8 @@ pub struct RunSpec {
     /// per user. A P-CSCF keys UEs by source address and port, so users sharing a socket are
     /// one UE to it.
     pub ue_ports: usize,
+    /// Consecutive source addresses (from `bind`, IPv4) the sockets are spread over.
+    pub ue_ips: u32,
     pub progress: bool,
     pub report_json: Option<PathBuf>,
     pub series: Option<PathBuf>,
@@ -103,6 +105,18 @@ pub async fn run(
         );
     }
     let sockets: usize = per_worker.iter().sum();
+    if spec.ue_ips > 1 && !spec.bind.is_ipv4() {
+        anyhow::bail!("--ue-ips needs an IPv4 --bind address (got {})", spec.bind);
+    }
+    // Socket g (counted over all workers) takes address bind + g % ue_ips.
+    let ip_of = |g: usize| -> IpAddr {
+        match spec.bind {
+            IpAddr::V4(b) if spec.ue_ips > 1 => IpAddr::V4(std::net::Ipv4Addr::from(
+                u32::from(b).wrapping_add((g % spec.ue_ips as usize) as u32),
+            )),
+            other => other,
+        }
+    };
     if sockets > workers {
         check_fd_limit(sockets)?;
     }
@@ -134,9 +148,16 @@ pub async fn run(
                 let mut socks = Vec::with_capacity(n_socks);
                 let mut locals = Vec::with_capacity(n_socks);
                 for j in 0..n_socks {
-                    let local = SocketAddr::new(spec.bind, port_of(j)?);
+                    let local = SocketAddr::new(ip_of(first_port + j), port_of(j)?);
                     let sock = udp_socket(local).with_context(|| {
-                        format!("cannot bind UDP {local} for worker {i} (socket {j})")
+                        format!(
+                            "cannot bind UDP {local} for worker {i} (socket {j}){}",
+                            if spec.ue_ips > 1 {
+                                ": with --ue-ips every address must exist on this host (any 127.x.y.z on loopback)"
+                            } else {
+                                ""
+                            }
+                        )
                     })?;
                     locals.push(sock.local_addr()?);
                     socks.push(sock);
