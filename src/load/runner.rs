@@ -557,7 +557,8 @@ impl Control {
 /// SIPp trap); this says which it was.
 struct SelfCheck {
     last_cpu: Option<(Instant, f64)>,
-    threads: usize,
+    /// CPU % the generator can use at most: its threads, or the cores if fewer.
+    limit_pct: f64,
     behind_seconds: u64,
     last_warned: Option<Instant>,
 }
@@ -571,7 +572,9 @@ impl SelfCheck {
     fn new(workers: usize) -> SelfCheck {
         SelfCheck {
             last_cpu: None,
-            threads: workers + 1,
+            limit_pct: 100.0
+                * (workers + 1).min(std::thread::available_parallelism().map_or(1, |n| n.get()))
+                    as f64,
             behind_seconds: 0,
             last_warned: None,
         }
@@ -590,8 +593,7 @@ impl SelfCheck {
             self.last_cpu = Some((now, c));
         }
         let lag_ms = DelaySummary::of(&s.delays.sched_lag).max_ms;
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let limit = 100.0 * self.threads.min(cores) as f64;
+        let limit = self.limit_pct;
         let behind = lag_ms > 20.0 || cpu_pct > 0.9 * limit;
         let mut warning = None;
         if behind {
