@@ -801,17 +801,28 @@ fn scscf_impu_records(lab: &Lab) -> u64 {
     rpc_field(&text, "Records").unwrap_or_else(|| panic!("no Records in {text}"))
 }
 
-/// The P-CSCF's UE records (ulpcscf.status): one per UE address (IP:port) it saw register.
-fn pcscf_records(lab: &Lab) -> u64 {
+/// The P-CSCF's UE records (ulpcscf.status): one per UE address (IP:port) it saw register;
+/// and the longest chain of them in one hash slot (Max-Slots): users on one address share a
+/// slot whatever their ports, as no real UEs do.
+fn pcscf_records(lab: &Lab) -> (u64, u64) {
     let text = cscf_rpc(lab, "pcscf", &["ulpcscf.status"]);
-    rpc_field(&text, "Records").unwrap_or_else(|| panic!("no Records in {text}"))
+    let field = |k| rpc_field(&text, k).unwrap_or_else(|| panic!("no {k} in {text}"));
+    (field("Records"), field("Max-Slots"))
 }
 
-/// The longest chain of UE records in one hash slot of the P-CSCF (ulpcscf.status Max-Slots):
-/// users on one address share a slot whatever their ports, as no real UEs do.
-fn pcscf_longest_chain(lab: &Lab) -> u64 {
-    let text = cscf_rpc(lab, "pcscf", &["ulpcscf.status"]);
-    rpc_field(&text, "Max-Slots").unwrap_or_else(|| panic!("no Max-Slots in {text}"))
+/// The 8 calls' INVITEs a CSCF logged with `marker`, with the caller's user number.
+fn invites_logged<'a>(log: &'a str, marker: &str) -> Vec<(u32, &'a str)> {
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(marker)).collect();
+    assert_eq!(lines.len(), 8, "{lines:#?}");
+    lines
+        .into_iter()
+        .map(|l| {
+            let n = l.split("from sip:00101").nth(1).unwrap()[..10]
+                .parse()
+                .unwrap();
+            (n, l)
+        })
+        .collect()
 }
 
 /// The S-CSCF's statistic of contacts it holds in memory.
@@ -875,7 +886,7 @@ fn imsload_registers_fifty_aka_users_calls_and_deregisters_through_the_lab() {
             "--icsi-ref",
             "urn:urn-7:3gpp-service.ims.icsi.mmtel",
             // Each user on its own address:port: the P-CSCF sees 50 UEs, as with real phones
-            // (own addresses too: its records are hashed by address, see pcscf_longest_chain).
+            // (own addresses too: its records are hashed by address, see pcscf_records).
             "--ue-ports",
             "users",
             "--ue-ips",
@@ -885,8 +896,9 @@ fn imsload_registers_fifty_aka_users_calls_and_deregisters_through_the_lab() {
         ],
         || {
             most_records = most_records.max(scscf_impu_records(&lab));
-            most_pcscf_records = most_pcscf_records.max(pcscf_records(&lab));
-            longest_chain = longest_chain.max(pcscf_longest_chain(&lab));
+            let (records, chain) = pcscf_records(&lab);
+            most_pcscf_records = most_pcscf_records.max(records);
+            longest_chain = longest_chain.max(chain);
             seen_registered |=
                 scscf_impu_state(&lab, &impu(50)).is_some_and(|s| s.starts_with("registered"));
         },
@@ -919,15 +931,7 @@ fn imsload_registers_fifty_aka_users_calls_and_deregisters_through_the_lab() {
             "S-CSCF did not log {contact}...{params}"
         );
     }
-    let mo: Vec<&str> = pcscf
-        .lines()
-        .filter(|l| l.contains("MO INVITE from "))
-        .collect();
-    assert_eq!(mo.len(), 8, "{mo:#?}");
-    for l in mo {
-        let n: u32 = l.split("from sip:00101").nth(1).unwrap()[..10]
-            .parse()
-            .unwrap();
+    for (n, l) in invites_logged(&pcscf, "MO INVITE from ") {
         assert!(
             l.contains(&format!("preferred [<{}>] pani [{PANI}]", tel_of(n))),
             "{l}"
@@ -955,15 +959,7 @@ fn imsload_registers_fifty_aka_users_calls_and_deregisters_through_the_lab() {
     );
     // Its own registration found, the P-CSCF asserts each caller's preferred tel: identity
     // (pcscf_assert_identity), which the S-CSCF receives as P-Asserted-Identity.
-    let orig: Vec<&str> = scscf
-        .lines()
-        .filter(|l| l.contains("ORIG INVITE from "))
-        .collect();
-    assert_eq!(orig.len(), 8, "{orig:#?}");
-    for l in orig {
-        let n: u32 = l.split("from sip:00101").nth(1).unwrap()[..10]
-            .parse()
-            .unwrap();
+    for (n, l) in invites_logged(&scscf, "ORIG INVITE from ") {
         assert!(l.contains(&format!("asserted [<{}>]", tel_of(n))), "{l}");
     }
     assert!(
