@@ -722,6 +722,8 @@ fn run_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
             + c.calls_failed
             + c.calls_timeout
             + c.calls_abandoned
+            + c.calls_unanswered
+            + c.dereg_unanswered
             + c.msg_failed
             + c.msg_timeouts
             + c.opt_failed

@@ -27,7 +27,7 @@ use crate::slab::{Key, Slab};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -642,14 +642,53 @@ impl LoadCore {
             Timer::DeregisterNow => self.start_deregistration(now),
             Timer::DrainEnd => {
                 if self.phase < Phase::Done {
-                    // Whatever is still open now is abandoned, and counted as such: a call whose
-                    // BYE was never answered must not vanish from the books.
-                    self.stats.counters.calls_abandoned += self.calls.len() as u64;
-                    self.stats.counters.dereg_abandoned += self.dereg_pending as u64;
+                    self.book_open_work_at_end();
                     self.phase = Phase::Done;
                 }
             }
         }
+    }
+
+    /// Books whatever is still open when the drain time runs out, so nothing vanishes from the
+    /// books, and tells two causes apart: a request of ours still waiting for its final response
+    /// (the target stopped answering: a dead or frozen peer shows here, even when its transaction
+    /// timeout would outlive the run) from work we chose not to finish (a staggered BYE or
+    /// de-registration never sent).
+    fn book_open_work_at_end(&mut self) {
+        let mut calls_waiting = HashSet::new();
+        let mut deregs_waiting = 0u64;
+        for k in self.txns.keys() {
+            let Some(t) = self.txns.get(k) else { continue };
+            if !matches!(t.ct.state, State::Calling | State::Proceeding) {
+                continue;
+            }
+            match t.owner {
+                Owner::Invite(c) | Owner::Bye(c) => {
+                    calls_waiting.insert(c);
+                }
+                Owner::Register(u) if self.users[u as usize].kind == RegKind::Deregister => {
+                    deregs_waiting += 1
+                }
+                _ => {}
+            }
+        }
+        for k in self.calls.keys() {
+            let cancelling = self
+                .calls
+                .get(k)
+                .and_then(|c| c.cancel.as_ref())
+                .is_some_and(|(ct, _)| matches!(ct.state, State::Calling | State::Proceeding));
+            if cancelling {
+                calls_waiting.insert(k);
+            }
+        }
+        let c = &mut self.stats.counters;
+        let waiting = calls_waiting.len() as u64;
+        c.calls_unanswered += waiting;
+        c.calls_abandoned += self.calls.len() as u64 - waiting;
+        let deregs_waiting = deregs_waiting.min(self.dereg_pending as u64);
+        c.dereg_unanswered += deregs_waiting;
+        c.dereg_abandoned += self.dereg_pending as u64 - deregs_waiting;
     }
 
     fn on_txn_timer(&mut self, now: Instant, at: Instant, k: Key) {
@@ -1919,8 +1958,17 @@ impl LoadCore {
         }
     }
 
-    /// A response with no live transaction: a retransmitted 2xx to INVITE gets its ACK again.
+    /// A response with no live transaction: a retransmitted 2xx to INVITE gets its ACK again; a
+    /// provisional for a transaction we ran (our branch, whatever became of it) arrived after its
+    /// final response, which proxies with several processes do, and is no stray.
     fn stray_response(&mut self, _now: Instant, msg: &Message<'_>, code: u16) {
+        if code < 200 {
+            let branch = msg.top_via().and_then(|v| v.branch).unwrap_or("");
+            if self.ids.parse_branch(branch).is_some() {
+                self.stats.counters.late_provisionals += 1;
+                return;
+            }
+        }
         if (200..300).contains(&code) && msg.cseq().map(|c| c.1) == Some("INVITE") {
             if let Some(('c', k)) = self.ids.parse_call_id(msg.call_id()) {
                 if let Some((ack, sock)) = self

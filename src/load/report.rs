@@ -357,8 +357,8 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "  de-reg    attempts {:>8}  ok {:>8}  failed {:>6}  unanswered at end {:>4}",
-            c.dereg_attempts, c.dereg_ok, c.dereg_failed, c.dereg_abandoned
+            "  de-reg    attempts {:>8}  ok {:>8}  failed {:>6}  unanswered at end {:>4}  not sent {:>4}",
+            c.dereg_attempts, c.dereg_ok, c.dereg_failed, c.dereg_unanswered, c.dereg_abandoned
         );
         let _ = writeln!(
             s,
@@ -377,8 +377,12 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "  completed {:>6}  BYE 481 {:>7}  BYE failed {:>5}  abandoned at end {:>4}",
-            c.calls_completed, c.calls_bye_481, c.calls_bye_failed, c.calls_abandoned
+            "  completed {:>6}  BYE 481 {:>7}  BYE failed {:>5}  unanswered at end {:>4}  abandoned at end {:>4}",
+            c.calls_completed,
+            c.calls_bye_481,
+            c.calls_bye_failed,
+            c.calls_unanswered,
+            c.calls_abandoned
         );
         let _ = writeln!(
             s,
@@ -470,11 +474,12 @@ impl Report {
         let _ = writeln!(s, " {}", line.trim_start());
         let _ = writeln!(
             s,
-            "\nTransport: sent {} received {} | our retransmissions {} | duplicates absorbed {} | stray responses {} | malformed {}{}",
+            "\nTransport: sent {} received {} | our retransmissions {} | duplicates absorbed {} | late provisionals {} | stray responses {} | malformed {}{}",
             c.msgs_sent,
             c.msgs_received,
             c.retransmits,
             c.duplicates_received,
+            c.late_provisionals,
             c.stray_responses,
             c.malformed,
             if self.malformed_by_kind.is_empty() {

@@ -437,6 +437,14 @@ fn build_report(
             lag.p99_ms, c.late_actions
         ));
     }
+    if c.calls_unanswered + c.dereg_unanswered > 0 {
+        warnings.push(format!(
+            "the target stopped answering: {} calls and {} de-registrations were still waiting for \
+             a final response when the drain time ran out (counted as unanswered, not as work \
+             left undone; their transaction timeouts would have outlived the run)",
+            c.calls_unanswered, c.dereg_unanswered
+        ));
+    }
     if c.calls_limited > 0 {
         warnings.push(format!(
             "{} calls were not placed because --max-calls ({}) were up",

@@ -65,10 +65,16 @@ pub struct Counters {
     pub calls_completed: u64,
     pub calls_bye_481: u64,
     pub calls_bye_failed: u64,
-    /// Still open when the drain time ran out (e.g. a BYE never answered).
+    /// Still open when the drain time ran out with no request of ours outstanding: work we chose
+    /// not to finish (a BYE or CANCEL not yet sent).
     pub calls_abandoned: u64,
-    /// De-registrations still unanswered when the drain time ran out.
+    /// Still open when the drain time ran out with an INVITE, BYE or CANCEL of ours waiting for
+    /// its final response: the target stopped answering.
+    pub calls_unanswered: u64,
+    /// De-registrations never sent when the drain time ran out.
     pub dereg_abandoned: u64,
+    /// De-registrations sent and still waiting for a final response when the drain time ran out.
+    pub dereg_unanswered: u64,
     /// INVITEs answered with 3xx (excluded from RFC 6076 ratios' denominators).
     pub invite_3xx: u64,
     /// INVITEs answered 480, 486, 600 or 603 (effective for SEER).
@@ -96,6 +102,9 @@ pub struct Counters {
     pub duplicates_received: u64,
     /// Responses that matched no transaction of ours.
     pub stray_responses: u64,
+    /// Provisional responses to a transaction of ours that had already ended: a multi-process
+    /// proxy may relay a 180 after the 200 that followed it. Normal reordering, not a stray.
+    pub late_provisionals: u64,
     pub malformed: u64,
     pub msgs_sent: u64,
     pub msgs_received: u64,
@@ -141,7 +150,9 @@ impl Counters {
             reg_associated_uris,
             reg_associated_missing_own,
             calls_abandoned,
+            calls_unanswered,
             dereg_abandoned,
+            dereg_unanswered,
             invite_3xx,
             invite_seer_effective,
             invite_ineffective,
@@ -160,6 +171,7 @@ impl Counters {
             retransmits,
             duplicates_received,
             stray_responses,
+            late_provisionals,
             malformed,
             msgs_sent,
             msgs_received,

@@ -105,7 +105,7 @@ pub enum ParseErrorKind {
     BadHeader,
     /// A mandatory header (Via, From, To, Call-ID, CSeq) is missing or unreadable.
     MissingHeader,
-    /// Content-Length is not a number, or larger than the datagram.
+    /// Content-Length is not a number, or over [`MAX_BODY_LEN`].
     BadContentLength,
 }
 
@@ -135,6 +135,34 @@ impl fmt::Display for ParseError {
 }
 
 impl std::error::Error for ParseError {}
+
+/// The largest header section we read. Beyond it a stream is not SIP we can frame (or a peer
+/// trying to make us buffer without bound).
+pub const MAX_HEADER_LEN: usize = 64 * 1024;
+
+/// The largest body we accept. Every Content-Length from the network is checked against it before
+/// any arithmetic, so a hostile value can neither wrap an index nor make a stream framer wait for
+/// (and buffer) gigabytes. SIP bodies in IMS (SDP, XML, short messages) stay far below it; UDP
+/// cannot carry more anyway.
+pub const MAX_BODY_LEN: usize = 64 * 1024;
+
+/// Reads a Content-Length value: a decimal number no larger than [`MAX_BODY_LEN`].
+fn read_content_length(v: &str) -> Result<usize, ParseError> {
+    let v = v.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(err(
+            ParseErrorKind::BadContentLength,
+            "Content-Length is not a number",
+        ));
+    }
+    match v.parse::<usize>() {
+        Ok(n) if n <= MAX_BODY_LEN => Ok(n),
+        _ => Err(err(
+            ParseErrorKind::BadContentLength,
+            "Content-Length over 64 KiB, the largest body accepted",
+        )),
+    }
+}
 
 fn err(kind: ParseErrorKind, detail: &'static str) -> ParseError {
     ParseError { kind, detail }
@@ -191,7 +219,7 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, ParseError> {
         return Ok(Some(ws));
     }
     let Some(end) = header_end(buf) else {
-        if buf.len() > 64 * 1024 {
+        if buf.len() > MAX_HEADER_LEN {
             return Err(err(ParseErrorKind::Truncated, "header section over 64 KiB"));
         }
         return Ok(None);
@@ -204,18 +232,18 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, ParseError> {
             continue;
         };
         if HeaderName::classify(name.trim_end().as_bytes()) == HeaderName::ContentLength {
-            cl = value.trim().parse().map_err(|_| {
-                err(
-                    ParseErrorKind::BadContentLength,
-                    "Content-Length is not a number",
-                )
-            })?;
+            cl = read_content_length(value)?;
         }
     }
-    if buf.len() < end + cl {
+    if end > MAX_HEADER_LEN {
+        return Err(err(ParseErrorKind::Truncated, "header section over 64 KiB"));
+    }
+    // Both terms are bounded (64 KiB each), so the sum cannot wrap.
+    let total = end + cl;
+    if buf.len() < total {
         return Ok(None);
     }
-    Ok(Some(end + cl))
+    Ok(Some(total))
 }
 
 impl<'a> Message<'a> {
@@ -276,13 +304,7 @@ impl<'a> Message<'a> {
             let name = HeaderName::classify(&line[..name_end]);
             let value = (line_start + vs) as u32..(line_start + ve) as u32;
             if name == HeaderName::ContentLength {
-                let v = &text[value.start as usize..value.end as usize];
-                let n: usize = v.parse().map_err(|_| {
-                    err(
-                        ParseErrorKind::BadContentLength,
-                        "Content-Length is not a number",
-                    )
-                })?;
+                let n = read_content_length(&text[value.start as usize..value.end as usize])?;
                 if content_length.is_some_and(|old| old != n) {
                     return Err(err(
                         ParseErrorKind::BadContentLength,
@@ -298,7 +320,8 @@ impl<'a> Message<'a> {
             });
         }
         let body_len = match content_length {
-            Some(n) if end + n > buf.len() => {
+            // `n` is at most MAX_BODY_LEN and `end <= buf.len()`: no wrap either way.
+            Some(n) if n > buf.len() - end => {
                 return Err(err(
                     ParseErrorKind::Truncated,
                     "body shorter than Content-Length",
@@ -755,6 +778,46 @@ l: 0\r\n\r\n";
         assert_eq!(name_addr_param(c, "+sip.instance"), Some("<urn:x;y>"));
         let v: Vec<_> = split_list("\"a,b\" <sip:x@y;p=a,b>, <sip:z>").collect();
         assert_eq!(v, ["\"a,b\" <sip:x@y;p=a,b>", "<sip:z>"]);
+    }
+
+    /// Issue 10: a Content-Length near 2^64 wrapped `end + n` in release builds, so `parse`
+    /// accepted a body of `end..end-1` and `body()` panicked; in `frame_len` it returned a frame of
+    /// 0 bytes and the stream framer spun forever.
+    #[test]
+    fn hostile_content_lengths_are_errors_not_wraps() {
+        let head = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n";
+        let with = |cl: &str| format!("{head}Content-Length: {cl}\r\n\r\n");
+        let max = u64::MAX.to_string();
+        let end = with("0").len() as u64 - 1 + max.len() as u64;
+        // 2^64 - header length: the value that made `end + cl` wrap to exactly 0.
+        let wrap_to_zero = (u64::MAX - end + 1).to_string();
+        for cl in [
+            max.as_str(),
+            wrap_to_zero.as_str(),
+            "1000000000000",
+            "65537",
+            "99999999999999999999999",
+            "-1",
+            "+5",
+            "",
+        ] {
+            let m = with(cl);
+            let e = Message::parse(m.as_bytes()).unwrap_err();
+            assert_eq!(e.kind, ParseErrorKind::BadContentLength, "{cl}");
+            let e = frame_len(m.as_bytes()).unwrap_err();
+            assert_eq!(e.kind, ParseErrorKind::BadContentLength, "{cl}");
+        }
+        // The largest accepted body still frames and parses.
+        let big = format!(
+            "{}{}",
+            with(&MAX_BODY_LEN.to_string()),
+            "x".repeat(MAX_BODY_LEN)
+        );
+        assert_eq!(frame_len(big.as_bytes()).unwrap(), Some(big.len()));
+        assert_eq!(
+            Message::parse(big.as_bytes()).unwrap().body().len(),
+            MAX_BODY_LEN
+        );
     }
 
     #[test]

@@ -112,6 +112,9 @@ impl StreamFramer {
                     return Ok(None);
                 }
                 Some(n) => {
+                    // frame_len never yields an empty frame (a header section is at least its
+                    // blank line); were it to, this loop would spin without consuming input.
+                    debug_assert!(n > 0);
                     let s = self.start;
                     self.start += n;
                     if pending[0] == b'\r' || pending[0] == b'\n' {
@@ -143,6 +146,36 @@ mod tests {
         }
         assert_eq!(got.len(), 2);
         assert!(got.iter().all(|g| g == m.as_bytes()));
+    }
+
+    /// Issue 10: `Content-Length: 2^64 - header length` wrapped to a 0-byte frame that was
+    /// yielded forever; 10^12 made the framer buffer without bound. Both are now errors at once.
+    #[test]
+    fn framer_errs_on_hostile_lengths_and_never_stalls() {
+        let head = "SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: ";
+        let len_with = |v: u64| head.len() as u64 + v.to_string().len() as u64 + 4;
+        // Find the value whose sum with the header length is 2^64 (mod 2^64).
+        let mut v = u64::MAX - len_with(u64::MAX) + 1;
+        while v.wrapping_add(len_with(v)) != 0 {
+            v += 1;
+        }
+        for cl in [v, 1_000_000_000_000] {
+            let mut f = StreamFramer::default();
+            f.push(format!("{head}{cl}\r\n\r\n").as_bytes());
+            assert!(f.next_message().is_err(), "{cl}");
+        }
+        // Bytes that never end a header section: an error once past the header limit, not growth.
+        let mut f = StreamFramer::default();
+        let junk = vec![b'a'; 4096];
+        let mut failed = false;
+        for _ in 0..(2 * crate::sip::message::MAX_HEADER_LEN / junk.len()) {
+            f.push(&junk);
+            if f.next_message().is_err() {
+                failed = true;
+                break;
+            }
+        }
+        assert!(failed);
     }
 
     #[test]
