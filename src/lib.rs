@@ -13,6 +13,8 @@
 //! - [`profile`]: load profiles (TOML schema and checks, plans, threshold conditions, monitors).
 //! - [`trials`]: migration trials behind `imsprobe trials` (probes + load + migration command per
 //!   trial, hypervisor output parsers, the per-trial table and its plots).
+//! - [`io`]: the thin runtime under the sans-IO cores: one loop per thread over epoll, batched
+//!   UDP (recvmmsg/sendmmsg) and TCP framing.
 //! - [`shutdown`]: the one stop path every task watches.
 //! - [`clock`]: monotonic inside, wall-clock only for labels.
 //!
@@ -20,6 +22,7 @@
 
 pub mod clock;
 pub mod hss;
+pub mod io;
 pub mod load;
 pub mod probe;
 pub mod profile;

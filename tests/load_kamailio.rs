@@ -420,10 +420,12 @@ fn hostile_datagrams_are_counted_not_fatal() {
     );
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    let junk: [&[u8]; 4] = [
+    let junk: [&[u8]; 5] = [
         b"HELLO WORLD\r\n\r\n",
         b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP x\r\n", // truncated
-        b"INVITE sip:x SIP/2.0\r\nContent-Length: 99999\r\n\r\n",
+        b"INVITE sip:x SIP/2.0\r\nContent-Length: 9999\r\n\r\n", // body shorter: truncated
+        // Over the 64 KiB body limit; 2^64-1 used to wrap the bounds check (issue 10).
+        b"INVITE sip:x SIP/2.0\r\nContent-Length: 18446744073709551615\r\n\r\n",
         b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 1.2.3.4;branch=z9hG4bKnotours\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n\r\n",
     ];
     for j in junk {
@@ -431,13 +433,14 @@ fn hostile_datagrams_are_counted_not_fatal() {
     }
     let r = finish(child, &report, Duration::from_secs(60));
     assert_eq!(r.code, 0, "{}", explain(&r));
-    assert_eq!(counter(&r, "malformed"), 3, "{}", r.report);
+    assert_eq!(counter(&r, "malformed"), 4, "{}", r.report);
     // The forged response is stray; on a loaded machine a late 2xx retransmission may be too.
     assert!(counter(&r, "stray_responses") >= 1, "{}", r.report);
     assert_eq!(counter(&r, "calls_completed"), 10);
     let kinds = &r.report["malformed_by_kind"];
     assert_eq!(kinds["truncated"], 2, "{kinds}");
     assert_eq!(kinds["bad_start_line"], 1, "{kinds}");
+    assert_eq!(kinds["bad_content_length"], 1, "{kinds}");
 }
 
 #[test]

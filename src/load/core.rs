@@ -31,16 +31,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// A datagram (or stream message) to send.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Transmit {
-    /// Index of the local socket to send from (into the `locals` given to [`LoadCore::new`]):
-    /// a P-CSCF tells UEs apart by source address and port, so each user's messages must
-    /// leave from its own socket.
-    pub src: u32,
-    pub dest: SocketAddr,
-    pub data: Vec<u8>,
-}
+pub use crate::sip::transport::Transmit;
 
 /// Where a request came from: the peer, and which of our sockets it reached (the socket
 /// answers go out from, so the peer sees them come from the address it sent to).
@@ -2289,6 +2280,25 @@ impl LoadCore {
         } else {
             self.arm(now + self.cfg.timers.timeout(), Timer::UasLinger(k));
         }
+    }
+}
+
+impl crate::io::Endpoint for LoadCore {
+    fn handle_input(&mut self, now: Instant, data: &[u8], from: SocketAddr, socket: u32) {
+        LoadCore::handle_input(self, now, data, from, socket)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        LoadCore::handle_timeout(self, now)
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        LoadCore::poll_transmit(self)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        LoadCore::poll_timeout(self)
+    }
+    fn stream_unreadable(&mut self, e: &crate::sip::ParseError) {
+        self.stats.counters.malformed += 1;
+        *self.stats.malformed.entry(e.kind).or_default() += 1;
     }
 }
 

@@ -4,22 +4,22 @@
 
 use super::config::CoreConfig;
 use super::control::{attempts_started, Controller, Second};
-use super::core::{LoadCore, Phase, Transmit};
+use super::core::{LoadCore, Phase};
 use super::population::Identity;
 use super::report::{PhaseSummary, PlanReport, Report, SeriesRow, SeriesWriter};
 use super::stats::{DelaySummary, Interval, Rfc6076};
 use crate::clock::Epoch;
+use crate::io::driver::{Driver, MAX_SLEEP};
 use crate::shutdown::{Shutdown, StopReason, Trigger};
-use crate::sip::transport::{udp_socket, StreamFramer};
+use crate::sip::transport::udp_socket;
 use crate::sip::Transport;
 use anyhow::Context as _;
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
 /// Everything a run needs besides the population.
@@ -86,6 +86,8 @@ pub async fn run(
         first: t0 + Duration::from_millis(900),
     };
     let mut handles = Vec::new();
+    // Set when the drain overran: the workers stop at their next turn, unfinished.
+    let abandon = Arc::new(AtomicBool::new(false));
     let mut chunks: Vec<Vec<Identity>> = (0..workers).map(|_| Vec::new()).collect();
     for (i, u) in users.into_iter().enumerate() {
         // Contiguous blocks keep user0001.. in the first worker, which reads better in traces.
@@ -143,7 +145,7 @@ pub async fn run(
         };
         let tx = tx.clone();
         let shutdown = trigger.subscribe();
-        let h = match c.transport {
+        let (core, driver) = match c.transport {
             Transport::Udp => {
                 let mut socks = Vec::with_capacity(n_socks);
                 let mut locals = Vec::with_capacity(n_socks);
@@ -163,26 +165,30 @@ pub async fn run(
                     socks.push(sock);
                 }
                 let core = LoadCore::new(cfg, &locals, chunk, i as u32, Instant::now());
-                let ctl = Control {
-                    ticks: worker_ticks,
-                    rate: rate_rx.clone(),
-                    workers,
-                };
-                tokio::spawn(udp_worker(i, core, socks, shutdown, tx, ctl))
+                let driver = Driver::udp(format!("worker {i}"), socks)
+                    .context("cannot set up a worker's event loop")?;
+                (core, driver)
             }
             Transport::Tcp => {
                 let local = SocketAddr::new(spec.bind, port_of(0)?);
                 let stream = tcp_connect(local, c.target).await?;
                 let local = stream.local_addr()?;
                 let core = LoadCore::new(cfg, &[local], chunk, i as u32, Instant::now());
-                let ctl = Control {
-                    ticks: worker_ticks,
-                    rate: rate_rx.clone(),
-                    workers,
-                };
-                tokio::spawn(tcp_worker(i, core, stream, shutdown, tx, ctl))
+                let driver = Driver::tcp(format!("worker {i}"), stream.into_std()?)
+                    .context("cannot set up a worker's event loop")?;
+                (core, driver)
             }
         };
+        let ctl = Control {
+            ticks: worker_ticks,
+            rate: rate_rx.clone(),
+            workers,
+        };
+        let abandon = abandon.clone();
+        let h = std::thread::Builder::new()
+            .name(format!("imsload-worker-{i}"))
+            .spawn(move || worker(i, core, driver, shutdown, tx, ctl, abandon))
+            .context("cannot start a worker thread")?;
         handles.push(h);
     }
     drop(tx);
@@ -302,7 +308,7 @@ pub async fn run(
             }
             _ = sleep_opt(hard_deadline) => {
                 eprintln!("drain took too long: abandoning the workers still running");
-                for h in &handles { h.abort(); }
+                abandon.store(true, Ordering::Relaxed);
                 open = false;
             }
         }
@@ -516,30 +522,9 @@ async fn tcp_connect(
     Ok(s)
 }
 
-/// Counts a send error once per kind on stderr; a run goes on through transient errors.
-struct SendErrors {
-    seen: std::collections::HashSet<std::io::ErrorKind>,
-}
-
-impl SendErrors {
-    fn note(&mut self, worker: usize, dest: SocketAddr, e: &std::io::Error) {
-        if self.seen.insert(e.kind()) {
-            eprintln!("worker {worker}: sending to {dest} failed: {e} (further errors of this kind are not shown)");
-        }
-    }
-}
-
 #[derive(Clone, Copy)]
 struct Ticks {
     first: tokio::time::Instant,
-}
-
-impl Ticks {
-    fn interval(self) -> tokio::time::Interval {
-        let mut t = tokio::time::interval_at(self.first, Duration::from_secs(1));
-        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        t
-    }
 }
 
 /// What a worker takes from the runner besides its core and socket: its reporting ticks and the
@@ -653,30 +638,6 @@ fn report(id: usize, core: &mut LoadCore, phase: Phase) -> WorkerMsg {
     }
 }
 
-/// Resolves with socket `i` once it is readable. One such future per socket in a
-/// `FuturesUnordered`: only sockets that were woken are polled, so a worker with 10,000
-/// sockets does not scan them all on every datagram.
-async fn readable(socks: Arc<[tokio::net::UdpSocket]>, i: usize) -> usize {
-    // An error here (none is known for UDP) shows again in try_recv_from, which skips it.
-    let _ = socks[i].readable().await;
-    i
-}
-
-/// The next socket with datagrams waiting. One socket (the default) is awaited directly: the
-/// set would allocate a task node per wake-up for nothing.
-async fn next_readable<F: std::future::Future<Output = usize>>(
-    socks: &[tokio::net::UdpSocket],
-    ready: &mut FuturesUnordered<F>,
-) -> usize {
-    if socks.len() == 1 {
-        let _ = socks[0].readable().await;
-        return 0;
-    }
-    // The set is never empty (each socket's future is put back once drained), so `next`
-    // yields a socket or stays pending.
-    ready.next().await.unwrap_or(0)
-}
-
 /// Raises the soft RLIMIT_NOFILE to what `sockets` need (plus slack for the runtime, files and
 /// the embedded target), or says how to raise the hard limit.
 fn check_fd_limit(sockets: usize) -> anyhow::Result<()> {
@@ -712,147 +673,46 @@ fn check_fd_limit(sockets: usize) -> anyhow::Result<()> {
     )
 }
 
-async fn udp_worker(
+/// One worker: its core on its own thread, driven by the one event loop (UDP or TCP alike).
+/// Every second (on the runner's tick schedule) it hands in its interval and takes its share
+/// of the current rate; a stop asked for anywhere makes the core drain.
+fn worker(
     id: usize,
     mut core: LoadCore,
-    socks: Vec<tokio::net::UdpSocket>,
-    mut shutdown: Shutdown,
+    mut driver: Driver,
+    shutdown: Shutdown,
     tx: mpsc::Sender<WorkerMsg>,
     mut ctl: Control,
-) {
-    let socks: Arc<[tokio::net::UdpSocket]> = socks.into();
-    let mut ready: FuturesUnordered<_> = (0..socks.len())
-        .filter(|_| socks.len() > 1)
-        .map(|i| readable(socks.clone(), i))
-        .collect();
-    let mut buf = vec![0u8; 65536];
-    let mut tick = ctl.ticks.interval();
-    core.start(Instant::now());
-    let mut errors = SendErrors {
-        seen: Default::default(),
-    };
-    let mut stop_seen = false;
-    loop {
-        while let Some(Transmit { src, dest, data }) = core.poll_transmit() {
-            let sock = &socks[src as usize];
-            // try_send_to first: the socket is nearly always writable, and it saves a future.
-            let r = match sock.try_send_to(&data, dest) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    sock.send_to(&data, dest).await
-                }
-                r => r,
-            };
-            if let Err(e) = r {
-                errors.note(id, dest, &e);
-            }
-        }
-        if core.is_done() {
-            break;
-        }
-        let deadline = core.poll_timeout().map(tokio::time::Instant::from_std);
-        tokio::select! {
-            biased;
-            _ = shutdown.stopped(), if !stop_seen => {
-                stop_seen = true;
-                core.stop(Instant::now());
-            }
-            i = next_readable(&socks, &mut ready) => {
-                let now = Instant::now();
-                let sock = &socks[i];
-                // Drain what is queued before going round the loop: fewer wake-ups. WouldBlock
-                // clears the readiness, so the next future waits for new datagrams.
-                for _ in 0..256 {
-                    match sock.try_recv_from(&mut buf) {
-                        Ok((n, from)) => core.handle_input(now, &buf[..n], from, i as u32),
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                        // ICMP errors surface here (ECONNREFUSED): skip them, keep reading.
-                        Err(_) => continue,
-                    }
-                }
-                if socks.len() > 1 {
-                    ready.push(readable(socks.clone(), i));
-                }
-            }
-            _ = sleep_opt(deadline) => core.handle_timeout(Instant::now()),
-            _ = tick.tick() => {
-                let phase = core.phase();
-                let _ = tx.send(report(id, &mut core, phase)).await;
-                ctl.apply(&mut core);
-            }
-        }
-    }
-    let _ = tx.send(report(id, &mut core, Phase::Done)).await;
-}
-
-async fn tcp_worker(
-    id: usize,
-    mut core: LoadCore,
-    stream: tokio::net::TcpStream,
-    mut shutdown: Shutdown,
-    tx: mpsc::Sender<WorkerMsg>,
-    mut ctl: Control,
+    abandon: Arc<AtomicBool>,
 ) {
     core.start(Instant::now());
-    let peer = stream.peer_addr().ok();
-    let (mut rd, mut wr) = stream.into_split();
-    let mut buf = vec![0u8; 65536];
-    let mut framer = StreamFramer::default();
-    let mut tick = ctl.ticks.interval();
+    let mut next_tick = ctl.ticks.first.into_std();
     let mut stop_seen = false;
-    let mut connected = true;
-    let mut out = Vec::with_capacity(65536);
     loop {
-        out.clear();
-        while let Some(t) = core.poll_transmit() {
-            out.extend_from_slice(&t.data);
+        let now = Instant::now();
+        if !stop_seen && shutdown.is_stopping() {
+            stop_seen = true;
+            core.stop(now);
         }
-        if connected && !out.is_empty() {
-            if let Err(e) = wr.write_all(&out).await {
-                eprintln!("worker {id}: TCP connection to {peer:?} failed: {e}; waiting for transaction timeouts");
-                connected = false;
+        if now >= next_tick {
+            let phase = core.phase();
+            let _ = tx.blocking_send(report(id, &mut core, phase));
+            ctl.apply(&mut core);
+            // A tick missed by more than a second is skipped, not caught up in a burst.
+            next_tick += Duration::from_secs(1);
+            if next_tick <= now {
+                next_tick = now + Duration::from_secs(1);
             }
         }
-        if core.is_done() {
+        if core.is_done() || abandon.load(Ordering::Relaxed) {
             break;
         }
-        let deadline = core.poll_timeout().map(tokio::time::Instant::from_std);
-        tokio::select! {
-            biased;
-            _ = shutdown.stopped(), if !stop_seen => {
-                stop_seen = true;
-                core.stop(Instant::now());
-            }
-            r = rd.read(&mut buf), if connected => match r {
-                Ok(0) | Err(_) => {
-                    eprintln!("worker {id}: the target closed the TCP connection");
-                    connected = false;
-                }
-                Ok(n) => {
-                    framer.push(&buf[..n]);
-                    let now = Instant::now();
-                    let from = peer.unwrap_or(core.local());
-                    loop {
-                        match framer.next_message() {
-                            Ok(Some(m)) => core.handle_input(now, m, from, 0),
-                            Ok(None) => break,
-                            Err(e) => {
-                                // Framing is lost for good: count it and drop the connection.
-                                eprintln!("worker {id}: unreadable SIP stream from {peer:?} ({e}); closing it");
-                                connected = false;
-                                break;
-                            }
-                        }
-                    }
-                }
-            },
-            _ = sleep_opt(deadline) => core.handle_timeout(Instant::now()),
-            _ = tick.tick() => {
-                let phase = core.phase();
-                let _ = tx.send(report(id, &mut core, phase)).await;
-                ctl.apply(&mut core);
-            }
+        if let Err(e) = driver.turn(&mut core, next_tick.min(now + MAX_SLEEP)) {
+            eprintln!("worker {id}: the event loop failed: {e}; ending this worker");
+            break;
         }
     }
-    let _ = wr.shutdown().await;
-    let _ = tx.send(report(id, &mut core, Phase::Done)).await;
+    // The last answers (200 to a BYE, an ACK) go out before the worker reports done.
+    driver.send(&mut core);
+    let _ = tx.blocking_send(report(id, &mut core, Phase::Done));
 }

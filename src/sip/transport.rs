@@ -4,6 +4,17 @@
 use super::message::{frame_len, ParseError};
 use std::net::SocketAddr;
 
+/// A datagram (or stream message) a sans-IO endpoint wants sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Index of the local socket to send from (into the endpoint's list of local addresses):
+    /// a P-CSCF tells UEs apart by source address and port, so each user's messages must
+    /// leave from its own socket.
+    pub src: u32,
+    pub dest: SocketAddr,
+    pub data: Vec<u8>,
+}
+
 /// Transport named on the command line.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
@@ -38,14 +49,14 @@ impl Transport {
 /// `net.core.rmem_max` unless we are root (SO_RCVBUFFORCE).
 pub const SOCKET_BUFFER: usize = 8 << 20;
 
-/// A non-blocking UDP socket bound to `local`, with large buffers, ready for tokio.
-pub fn udp_socket(local: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+/// A non-blocking UDP socket bound to `local`, with large buffers.
+pub fn udp_socket(local: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(local), Type::DGRAM, Some(Protocol::UDP))?;
     set_big_buffers(&s);
     s.bind(&local.into())?;
     s.set_nonblocking(true)?;
-    tokio::net::UdpSocket::from_std(s.into())
+    Ok(s.into())
 }
 
 /// Asks for [`SOCKET_BUFFER`]-sized buffers, forcing past rmem_max when privileged.

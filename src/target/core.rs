@@ -577,6 +577,24 @@ impl TargetCore {
     }
 }
 
+impl crate::io::Endpoint for TargetCore {
+    fn handle_input(&mut self, now: Instant, data: &[u8], from: SocketAddr, _socket: u32) {
+        TargetCore::handle_input(self, now, data, from)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        TargetCore::handle_timeout(self, now)
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        TargetCore::poll_transmit(self)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        TargetCore::poll_timeout(self)
+    }
+    fn stream_unreadable(&mut self, _e: &crate::sip::ParseError) {
+        self.stats.malformed += 1;
+    }
+}
+
 /// `sip:user@127.0.0.1:5070;transport=udp` → 127.0.0.1:5070 (IP literals only: no DNS here).
 pub fn host_port(uri: &str) -> Option<SocketAddr> {
     let u = name_addr_uri(uri);

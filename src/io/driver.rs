@@ -1,0 +1,367 @@
+//! The one loop that moves bytes and time for a sans-IO endpoint, over UDP or TCP.
+//!
+//! A turn: hand every queued transmit to the sockets (batched), sleep until input arrives or
+//! the endpoint's next deadline (or the caller's), read everything that is ready (batched),
+//! then fire the timers that are due. The thread that calls [`Driver::turn`] owns its sockets
+//! and its endpoint: no locks, no cross-thread wake-ups per datagram (the tokio design spent a
+//! quarter of its samples switching tasks in and out of `epoll_wait`).
+
+use super::poller::Poller;
+use super::udp::{RecvBatch, SendBatch};
+use crate::sip::transport::{StreamFramer, Transmit};
+use std::collections::HashSet;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+/// A sans-IO endpoint, in the shape of quinn-proto's `Connection`: input and time in, datagrams
+/// and the next deadline out. No sockets and no clock inside.
+pub trait Endpoint {
+    /// One received message; `socket` is the index of the local socket it reached.
+    fn handle_input(&mut self, now: Instant, data: &[u8], from: SocketAddr, socket: u32);
+    fn handle_timeout(&mut self, now: Instant);
+    fn poll_transmit(&mut self) -> Option<Transmit>;
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// A stream could not be framed (and is dropped): count it with the malformed input.
+    fn stream_unreadable(&mut self, _e: &crate::sip::ParseError) {}
+}
+
+/// Batches read from one socket per turn before the others get theirs: fairness across
+/// `--ue-ports` sockets, and a bound on the time between timer checks under a flood.
+const READ_BATCHES_PER_TURN: usize = 8;
+
+/// Token of the TCP stream in the poller (UDP sockets use their index).
+const TCP: u64 = 0;
+
+enum Sockets {
+    Udp {
+        socks: Vec<UdpSocket>,
+        out: Vec<SendBatch>,
+        recv: Box<RecvBatch>,
+        /// Sockets whose send buffer was full: watched for room to write.
+        blocked: Vec<bool>,
+    },
+    Tcp(Box<TcpConn>),
+}
+
+struct TcpConn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    framer: StreamFramer,
+    out: Vec<u8>,
+    /// Bytes of `out` already written.
+    written: usize,
+    want_write: bool,
+    connected: bool,
+    buf: Vec<u8>,
+}
+
+/// Drives one endpoint over its sockets. See the module comment.
+pub struct Driver {
+    label: String,
+    poller: Poller,
+    socks: Sockets,
+    ready: Vec<(u64, bool, bool, bool)>,
+    /// Send errors shown once per kind; the rest are counted.
+    send_errors_seen: HashSet<io::ErrorKind>,
+    pub send_errors: u64,
+}
+
+impl Driver {
+    /// `socks[i]` is the endpoint's socket `i` (its `Transmit::src` and input `socket`).
+    pub fn udp(label: impl Into<String>, socks: Vec<UdpSocket>) -> io::Result<Driver> {
+        let poller = Poller::new()?;
+        for (i, s) in socks.iter().enumerate() {
+            s.set_nonblocking(true)?;
+            poller.add(s, i as u64, false)?;
+        }
+        let n = socks.len();
+        Ok(Driver {
+            label: label.into(),
+            poller,
+            socks: Sockets::Udp {
+                socks,
+                out: (0..n).map(|_| SendBatch::default()).collect(),
+                recv: Box::default(),
+                blocked: vec![false; n],
+            },
+            ready: Vec::with_capacity(64),
+            send_errors_seen: HashSet::new(),
+            send_errors: 0,
+        })
+    }
+
+    /// One connected stream; everything goes out on it and every message read from it is the
+    /// endpoint's socket 0, from the stream's peer.
+    pub fn tcp(label: impl Into<String>, stream: TcpStream) -> io::Result<Driver> {
+        stream.set_nonblocking(true)?;
+        let peer = stream.peer_addr()?;
+        let poller = Poller::new()?;
+        poller.add(&stream, TCP, false)?;
+        Ok(Driver {
+            label: label.into(),
+            poller,
+            socks: Sockets::Tcp(Box::new(TcpConn {
+                stream,
+                peer,
+                framer: StreamFramer::default(),
+                out: Vec::with_capacity(65536),
+                written: 0,
+                want_write: false,
+                connected: true,
+                buf: vec![0u8; 65536],
+            })),
+            ready: Vec::with_capacity(4),
+            send_errors_seen: HashSet::new(),
+            send_errors: 0,
+        })
+    }
+
+    /// Sends what the endpoint has queued, then sleeps until input, the endpoint's next
+    /// deadline or `wake_by`, whichever is first; reads what is ready and fires due timers.
+    pub fn turn<E: Endpoint>(&mut self, ep: &mut E, wake_by: Instant) -> io::Result<()> {
+        self.send(ep);
+        let now = Instant::now();
+        let until = ep.poll_timeout().map_or(wake_by, |d| d.min(wake_by));
+        let timeout = until.saturating_duration_since(now);
+        let ready = &mut self.ready;
+        ready.clear();
+        self.poller.wait(timeout, |r| {
+            ready.push((r.token, r.readable, r.writable, r.closed))
+        })?;
+        for i in 0..self.ready.len() {
+            let (token, readable, writable, closed) = self.ready[i];
+            if writable {
+                self.on_writable(token);
+            }
+            if readable || closed {
+                self.read(ep, token);
+            }
+        }
+        let now = Instant::now();
+        if ep.poll_timeout().is_some_and(|d| d <= now) {
+            ep.handle_timeout(now);
+        }
+        Ok(())
+    }
+
+    /// Hands every queued transmit to the kernel (what a full buffer holds back goes at the
+    /// next turn that finds room).
+    pub fn send<E: Endpoint>(&mut self, ep: &mut E) {
+        match &mut self.socks {
+            Sockets::Udp {
+                socks,
+                out,
+                blocked,
+                ..
+            } => {
+                while let Some(t) = ep.poll_transmit() {
+                    let i = (t.src as usize).min(socks.len() - 1);
+                    out[i].push(&t.data, t.dest);
+                    if out[i].is_full() && !blocked[i] {
+                        flush_udp(
+                            &self.label,
+                            &self.poller,
+                            &socks[i],
+                            i,
+                            &mut out[i],
+                            &mut blocked[i],
+                            &mut self.send_errors_seen,
+                            &mut self.send_errors,
+                        );
+                    }
+                }
+                for i in 0..socks.len() {
+                    if !out[i].is_empty() && !blocked[i] {
+                        flush_udp(
+                            &self.label,
+                            &self.poller,
+                            &socks[i],
+                            i,
+                            &mut out[i],
+                            &mut blocked[i],
+                            &mut self.send_errors_seen,
+                            &mut self.send_errors,
+                        );
+                    }
+                }
+            }
+            Sockets::Tcp(c) => {
+                while let Some(t) = ep.poll_transmit() {
+                    if c.connected {
+                        c.out.extend_from_slice(&t.data);
+                    }
+                }
+                c.write(&self.label, &self.poller);
+            }
+        }
+    }
+
+    fn on_writable(&mut self, token: u64) {
+        match &mut self.socks {
+            Sockets::Udp {
+                socks,
+                out,
+                blocked,
+                ..
+            } => {
+                let i = token as usize;
+                if i < socks.len() && blocked[i] {
+                    blocked[i] = false;
+                    let _ = self.poller.modify(&socks[i], token, false);
+                    flush_udp(
+                        &self.label,
+                        &self.poller,
+                        &socks[i],
+                        i,
+                        &mut out[i],
+                        &mut blocked[i],
+                        &mut self.send_errors_seen,
+                        &mut self.send_errors,
+                    );
+                }
+            }
+            Sockets::Tcp(c) => c.write(&self.label, &self.poller),
+        }
+    }
+
+    fn read<E: Endpoint>(&mut self, ep: &mut E, token: u64) {
+        match &mut self.socks {
+            Sockets::Udp { socks, recv, .. } => {
+                let i = token as usize;
+                let Some(sock) = socks.get(i) else { return };
+                for _ in 0..READ_BATCHES_PER_TURN {
+                    match recv.recv(sock) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            let now = Instant::now();
+                            for j in 0..n {
+                                if let (data, Some(from)) = recv.get(j) {
+                                    ep.handle_input(now, data, from, i as u32);
+                                }
+                            }
+                            if n < super::udp::BATCH {
+                                break;
+                            }
+                        }
+                        // ICMP errors surface here (ECONNREFUSED after a send to a closed
+                        // port): they say nothing about the datagrams queued, keep reading.
+                        Err(_) => continue,
+                    }
+                }
+            }
+            Sockets::Tcp(c) => c.read(&self.label, &self.poller, ep),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn flush_udp(
+    label: &str,
+    poller: &Poller,
+    sock: &UdpSocket,
+    token: usize,
+    out: &mut SendBatch,
+    blocked: &mut bool,
+    seen: &mut HashSet<io::ErrorKind>,
+    errors: &mut u64,
+) {
+    let r = out.flush(sock);
+    if let Some(e) = r.error {
+        *errors += r.failed as u64;
+        if seen.insert(e.kind()) {
+            eprintln!("{label}: sending failed: {e} (further errors of this kind are not shown)");
+        }
+    }
+    if r.blocked {
+        // The send buffer is full: wait for room rather than spin or drop.
+        *blocked = true;
+        let _ = poller.modify(sock, token as u64, true);
+    }
+}
+
+impl TcpConn {
+    fn write(&mut self, label: &str, poller: &Poller) {
+        while self.connected && self.written < self.out.len() {
+            match self.stream.write(&self.out[self.written..]) {
+                Ok(0) => break,
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    eprintln!(
+                        "{label}: TCP connection to {} failed: {e}; waiting for transaction timeouts",
+                        self.peer
+                    );
+                    self.close(poller);
+                    return;
+                }
+            }
+        }
+        if self.written == self.out.len() {
+            self.out.clear();
+            self.written = 0;
+        }
+        let want = self.connected && !self.out.is_empty();
+        if want != self.want_write {
+            self.want_write = want;
+            let _ = poller.modify(&self.stream, TCP, want);
+        }
+    }
+
+    fn close(&mut self, poller: &Poller) {
+        self.connected = false;
+        self.out.clear();
+        self.written = 0;
+        let _ = poller.remove(&self.stream);
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+
+    /// Reads what is there (bounded: a peer that never stops sending still lets timers run),
+    /// frames it and hands each message to the endpoint.
+    fn read<E: Endpoint>(&mut self, label: &str, poller: &Poller, ep: &mut E) {
+        for _ in 0..READ_BATCHES_PER_TURN {
+            if !self.connected {
+                return;
+            }
+            match self.stream.read(&mut self.buf) {
+                Ok(0) => {
+                    eprintln!("{label}: the target closed the TCP connection");
+                    self.close(poller);
+                    return;
+                }
+                Ok(n) => {
+                    self.framer.push(&self.buf[..n]);
+                    let now = Instant::now();
+                    loop {
+                        match self.framer.next_message() {
+                            Ok(Some(m)) => ep.handle_input(now, m, self.peer, 0),
+                            Ok(None) => break,
+                            Err(e) => {
+                                // Framing is lost for good: nothing tells where the next
+                                // message starts. Count it and drop the connection.
+                                eprintln!(
+                                    "{label}: unreadable SIP stream from {} ({e}); closing it",
+                                    self.peer
+                                );
+                                ep.stream_unreadable(&e);
+                                self.close(poller);
+                                return;
+                            }
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    eprintln!("{label}: TCP connection to {} failed: {e}", self.peer);
+                    self.close(poller);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The longest a driven loop sleeps without looking at its stop flag and ticks.
+pub const MAX_SLEEP: Duration = Duration::from_millis(20);
