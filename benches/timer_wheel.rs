@@ -67,7 +67,7 @@ impl Timers for TimerWheel<Payload> {
 fn run<W: Timers>(w: &mut W, t0: Instant, offsets: &[Duration]) -> (Duration, u64) {
     let mut now = t0;
     let mut sum = 0u64;
-    let mut fire = |at: Instant, v: Payload, sum: &mut u64| {
+    let fire = |at: Instant, v: Payload, sum: &mut u64| {
         *sum = sum
             .wrapping_mul(31)
             .wrapping_add(u64::from(v.0) ^ (at - t0).as_nanos() as u64);
