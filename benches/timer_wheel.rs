@@ -130,7 +130,7 @@ fn main() {
     let name = format!("TimerWheel (default: 2^{TICK_SHIFT} ns x 2^{SLOTS_LOG2})");
     let (wheel, wheel_sum) = bench(&name, TimerWheel::new, &offsets);
     assert_eq!(heap_sum, wheel_sum, "the wheel fired in a different order");
-    for (shift, log2) in [(20, 16), (21, 15), (23, 13)] {
+    for (shift, log2) in [(20, 16), (21, 15), (22, 14), (24, 12)] {
         let name = format!("TimerWheel (2^{shift} ns x 2^{log2})");
         let (_, sum) = bench(
             &name,
