@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 /// (a slot is sorted by `at` before it fires), so a coarse tick costs sorting, not accuracy. At
 /// 10,000 calls/s (~60,000 arms/s) an 8 ms slot holds ~500 entries; one in-place sort of those
 /// is cheaper than a heap's log n per entry, and fewer, fuller slots touch less memory. In
-/// `benches/timer_wheel.rs` this geometry beat 1, 2 and 4 ms ticks of the same span (with 4×,
-/// 2× and 1× more slots) by 15–45 %: the cache, not the sort, decides.
+/// `benches/timer_wheel.rs` (same 68.7 s span) 1 ms ticks were the slowest in most runs; 2, 4,
+/// 8 and 16 ms ticks were within the noise of a shared machine of each other, 8 ms among the
+/// fastest in every run, so the cache, not the sort, decides, and 8 ms keeps the wheel small.
 pub const TICK_SHIFT: u32 = 23;
 
 /// log2 of the number of slots: 2^13 slots × 8.39 ms ≈ 68.7 s. The span must cover 64·T1 = 32 s
