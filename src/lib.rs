@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`sip`]: the SIP layer (messages, transactions, dialogs, digest auth, sockets). Knows nothing
 //!   of load or probes.
+//! - [`ua`]: the SIP user-agent layer between `sip` and `load`, sans IO: the timer wheel, and (to
+//!   come) one state machine per user-agent role.
 //! - [`load`]: the load engine behind `imsload`: user population, the sans-IO user-agent core
 //!   (registrations, calls, the answering side), the open-loop scheduler, statistics with RFC 6076
 //!   metrics, live progress and reports, and the async runner that drives it all.
@@ -31,3 +33,4 @@ pub mod sip;
 pub mod slab;
 pub mod target;
 pub mod trials;
+pub mod ua;

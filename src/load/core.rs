@@ -24,10 +24,10 @@ use crate::sip::transaction::{
 };
 use crate::sip::{reason, HeaderName, Message, Method};
 use crate::slab::{Key, Slab};
+use crate::ua::timers::TimerWheel;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -248,7 +248,7 @@ pub struct LoadCore {
     nits: Slab<NitReq>,
     uas: Slab<UasCall>,
     uas_by_call_id: HashMap<String, Key>,
-    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    timers: TimerWheel<Timer>,
     out: VecDeque<Transmit>,
     pub stats: Interval,
     phase: Phase,
@@ -369,7 +369,7 @@ impl LoadCore {
             nits: Slab::default(),
             uas: Slab::default(),
             uas_by_call_id: HashMap::new(),
-            timers: BinaryHeap::new(),
+            timers: TimerWheel::new(now),
             out: VecDeque::new(),
             stats: Interval::default(),
             phase: Phase::Registering,
@@ -467,7 +467,7 @@ impl LoadCore {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((t, _))| *t)
+        self.timers.next_deadline()
     }
 
     /// Counts and gauges since the last call; the histograms restart empty.
@@ -480,7 +480,7 @@ impl LoadCore {
     }
 
     fn arm(&mut self, at: Instant, t: Timer) {
-        self.timers.push(Reverse((at, t)));
+        self.timers.insert(at, t);
     }
 
     fn send(&mut self, src: u32, dest: SocketAddr, data: Vec<u8>) {
@@ -549,13 +549,7 @@ impl LoadCore {
     // ---------------------------------------------------------------- timers
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(Reverse((at, _))) = self.timers.peek() {
-            if *at > now {
-                break;
-            }
-            let Some(Reverse((at, t))) = self.timers.pop() else {
-                break;
-            };
+        while let Some((at, t)) = self.timers.pop_due(now) {
             self.fire(now, at, t);
         }
     }
