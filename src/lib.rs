@@ -15,10 +15,13 @@
 //!   trial, hypervisor output parsers, the per-trial table and its plots).
 //! - [`shutdown`]: the one stop path every task watches.
 //! - [`clock`]: monotonic inside, wall-clock only for labels.
+//! - [`fuzzing`]: the bodies of the cargo-fuzz targets in `fuzz/`, here so that
+//!   `tests/fuzz_corpus.rs` replays the corpus and past crashes on stable (`docs/fuzzing.md`).
 //!
 //! The binaries in `src/bin/` parse arguments and call into these modules.
 
 pub mod clock;
+pub mod fuzzing;
 pub mod hss;
 pub mod load;
 pub mod probe;
