@@ -252,8 +252,8 @@ fn avp_tree(a: &Avp, depth: usize) {
 pub fn core_datagram(data: &[u8]) {
     let aka = data.first().is_some_and(|b| b & 1 == 1);
     let mut sim = Sim::mid_run(aka);
-    sim.to_target(data);
-    sim.to_load(data);
+    sim.deliver_to_target(data);
+    sim.deliver_to_load(data);
     sim.finish();
 }
 
@@ -278,9 +278,9 @@ pub fn core_splice(data: &[u8]) {
     msg.extend_from_slice(insert);
     msg.extend_from_slice(&orig[end..]);
     if to_target {
-        sim.to_target(&msg);
+        sim.deliver_to_target(&msg);
     } else {
-        sim.to_load(&msg);
+        sim.deliver_to_load(&msg);
     }
     sim.finish();
 }
@@ -358,12 +358,12 @@ impl Sim {
         sim
     }
 
-    fn to_target(&mut self, data: &[u8]) {
+    fn deliver_to_target(&mut self, data: &[u8]) {
         self.target
             .handle_input(self.now, data, SocketAddr::from(LOAD));
     }
 
-    fn to_load(&mut self, data: &[u8]) {
+    fn deliver_to_load(&mut self, data: &[u8]) {
         self.load
             .handle_input(self.now, data, SocketAddr::from(TARGET), 0);
     }
