@@ -19,10 +19,13 @@
 //!   UDP (recvmmsg/sendmmsg) and TCP framing.
 //! - [`shutdown`]: the one stop path every task watches.
 //! - [`clock`]: monotonic inside, wall-clock only for labels.
+//! - [`fuzzing`]: the bodies of the cargo-fuzz targets in `fuzz/`, here so that
+//!   `tests/fuzz_corpus.rs` replays the corpus and past crashes on stable (`docs/fuzzing.md`).
 //!
 //! The binaries in `src/bin/` parse arguments and call into these modules.
 
 pub mod clock;
+pub mod fuzzing;
 pub mod hss;
 pub mod io;
 pub mod load;

@@ -287,6 +287,11 @@ pub fn parse_hex<const N: usize>(s: &str) -> Result<[u8; N], String> {
     if t.len() != 2 * N {
         return Err(format!("{s:?} has {} hex digits, need {}", t.len(), 2 * N));
     }
+    // Checked before slicing in pairs: a multi-byte character would put a cut off a char
+    // boundary (a panic), and `from_str_radix` alone would take `+` for a sign.
+    if !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("{s:?} is not hex"));
+    }
     let mut out = [0u8; N];
     for (i, o) in out.iter_mut().enumerate() {
         *o = u8::from_str_radix(&t[2 * i..2 * i + 2], 16)
@@ -576,5 +581,16 @@ mod tests {
         assert_eq!(parse_sqn("20"), Ok(0x20));
         assert!(parse_sqn("1234567890abc").is_err());
         assert!(format!("{:?}", set1().0).contains("<16 bytes>"));
+    }
+
+    /// Found by the `digest` fuzz target: a key with a multi-byte character where a digit pair is
+    /// cut (K and OPc come from the command line and the subscriber CSV) panicked on a char
+    /// boundary instead of being refused; `+` was taken as a sign by `from_str_radix`.
+    #[test]
+    fn hex_parsing_refuses_non_hex_characters_without_panicking() {
+        assert!(parse_hex::<2>("a\u{fffd}").unwrap_err().contains("not hex"));
+        assert!(parse_hex::<2>("0xé00").unwrap_err().contains("not hex"));
+        assert!(parse_hex::<2>("+a+b").unwrap_err().contains("not hex"));
+        assert!(parse_hex::<1>("é").unwrap_err().contains("not hex"));
     }
 }
