@@ -23,6 +23,12 @@
 //!   sent: the peer below streams up to 64 MB and imsload took it all (the test requires the
 //!   peer to be stopped by imsload's closed or unread socket well before that).
 //!
+//! Checked: this file in a checkout of c48e910^ (99dc0b0), `cargo test --release --test
+//! hostile_peer`: all six fail — serve "stopped answering (alive: false)"; imsload over TCP
+//! "still running ... (CPU 8.4 s); killed", after SIGINT too; imsprobe "still running ... (CPU
+//! 16.6 s); killed"; with 10^12 imsload never drops the stream and imsprobe counts no framing
+//! error.
+//!
 //! Loopback only (127.0.0.1); every loop is bounded in count and time.
 
 mod common;
