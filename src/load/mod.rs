@@ -1,6 +1,8 @@
 //! The load engine behind `imsload`.
 //!
 //! - [`population`]: who the users are (pattern or CSV).
+//! - [`aggregate`]: the workers' intervals summed into seconds: rows, rates to offer, the
+//!   stop when a plan is over (sans IO, no clock).
 //! - [`config`]: the settings of one worker, the scenario mix.
 //! - [`control`]: the rate of each second: a profile's plan with thresholds, or a capacity
 //!   search (sans IO, no clock).
@@ -10,6 +12,7 @@
 //! - [`plot`]: the run over time and a capacity search as SVG/PNG beside the report.
 //! - [`runner`]: sockets, workers, live progress, shutdown.
 
+pub mod aggregate;
 pub mod config;
 pub mod control;
 pub mod core;

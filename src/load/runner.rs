@@ -1,12 +1,14 @@
-//! The async runtime around [`LoadCore`]: one task and one socket per worker, a once-a-second
-//! aggregation of their statistics into progress lines, the time series and the final report.
+//! The runtime around [`LoadCore`]: one thread and its sockets per worker (see [`crate::io`]), their statistics
+//! fed once a second to the [`Aggregator`] and its rows, rates and stop carried out (progress
+//! lines, the time series, the workers' rate), and the final report.
 //! All the protocol logic is in the core; this file only moves bytes and time.
 
+use super::aggregate::{cpu_limit_pct, Aggregator, Output, WorkerMsg};
 use super::config::CoreConfig;
-use super::control::{attempts_started, Controller, Second};
+use super::control::Controller;
 use super::core::{LoadCore, Phase};
 use super::population::Identity;
-use super::report::{PhaseSummary, PlanReport, Report, SeriesRow, SeriesWriter};
+use super::report::{Report, SeriesRow, SeriesWriter};
 use super::stats::{DelaySummary, Interval, Rfc6076};
 use crate::clock::Epoch;
 use crate::io::driver::{Driver, MAX_SLEEP};
@@ -14,7 +16,6 @@ use crate::shutdown::{Shutdown, StopReason, Trigger};
 use crate::sip::transport::udp_socket;
 use crate::sip::Transport;
 use anyhow::Context as _;
-use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,13 +51,6 @@ pub struct RunSpec {
     pub monitor_interval: Duration,
 }
 
-struct WorkerMsg {
-    worker: usize,
-    interval: Interval,
-    phase: Phase,
-    calling: (Option<Instant>, Option<Instant>),
-}
-
 /// Splits a total into `n` shares that add up to it.
 fn share(total: u64, n: usize, i: usize) -> u64 {
     total / n as u64 + u64::from((i as u64) < total % n as u64)
@@ -85,7 +79,6 @@ pub async fn run(
     let worker_ticks = Ticks {
         first: t0 + Duration::from_millis(900),
     };
-    let mut handles = Vec::new();
     // Set when the drain overran: the workers stop at their next turn, unfinished.
     let abandon = Arc::new(AtomicBool::new(false));
     let mut chunks: Vec<Vec<Identity>> = (0..workers).map(|_| Vec::new()).collect();
@@ -185,11 +178,12 @@ pub async fn run(
             workers,
         };
         let abandon = abandon.clone();
-        let h = std::thread::Builder::new()
+        // Not joined: each worker ends by reporting Phase::Done and dropping its sender, which
+        // is what the aggregation loop waits for (or the abandon flag after an overrun drain).
+        std::thread::Builder::new()
             .name(format!("imsload-worker-{i}"))
             .spawn(move || worker(i, core, driver, shutdown, tx, ctl, abandon))
             .context("cannot start a worker thread")?;
-        handles.push(h);
     }
     drop(tx);
 
@@ -197,111 +191,41 @@ pub async fn run(
         Some(p) => Some(SeriesWriter::create(p)?),
         None => None,
     };
-    let mut control = spec.control.take();
     let sampler = (!spec.monitors.is_empty()).then(|| {
         crate::profile::monitor::Sampler::start(
             std::mem::take(&mut spec.monitors),
             spec.monitor_interval,
         )
     });
-    let mut selfcheck = SelfCheck::new(workers);
-    let mut book = PlanBook::default();
-    let mut total = Interval::default();
-    let mut second = Interval::default();
-    let mut phases = vec![Phase::Registering; workers];
-    let mut spans = vec![(None, None); workers];
+    let mut agg = Aggregator::new(
+        epoch,
+        workers,
+        n_users,
+        spec.control.take(),
+        cpu_limit_pct(workers),
+    );
     let mut tick = tokio::time::interval_at(t0 + Duration::from_secs(1), Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_gauges = vec![super::stats::Gauges::default(); workers];
     let mut hard_deadline: Option<tokio::time::Instant> = None;
     let mut shutdown = trigger.subscribe();
     let mut open = true;
     let mut stop_seen = false;
-    let mut stopped_at: Option<Instant> = None;
-    // Seconds handed to the workers and not yet seen back: a rate set now takes effect at the
-    // workers' next tick and shows in the row after next (see `Ticks`).
-    let mut pending: VecDeque<(u64, Second)> = VecDeque::new();
-    let mut plan_over = control.is_none();
-    let mut row_no = 0u64;
     let mut rows: Vec<SeriesRow> = Vec::new();
     while open {
         tokio::select! {
             m = rx.recv() => match m {
-                Some(m) => {
-                    second.add(&m.interval);
-                    last_gauges[m.worker] = m.interval.gauges;
-                    phases[m.worker] = m.phase;
-                    spans[m.worker] = m.calling;
-                }
+                Some(m) => agg.handle_interval(m),
                 None => open = false,
             },
             _ = tick.tick() => {
-                row_no += 1;
-                let slowest = *phases.iter().min().expect("one worker at least");
-                second.gauges = sum_gauges(&last_gauges);
+                let now = Instant::now();
+                let cpu = crate::profile::monitor::process_cpu_seconds(&[std::process::id()]).ok();
                 let monitors = sampler.as_ref().map(|s| s.latest()).unwrap_or_default();
-                let mut row = SeriesRow::new(
-                    epoch.secs(Instant::now()),
-                    epoch.label(Instant::now()),
-                    phase_name(slowest),
-                    &second,
-                );
-                row.monitors = monitors.iter().map(|(k, v)| (format!("mon_{k}"), *v)).collect();
-                let check = selfcheck.second(&second);
-                row.generator_cpu_pct = check.cpu_pct;
-                if let Some((_, s)) = pending.front().filter(|(r, _)| *r == row_no) {
-                    row.offered_rate = Some(s.rate);
-                    row.plan_phase = Some(s.phase.clone());
-                    // Once stopped, the workers offer nothing more: a second that ran (even in
-                    // part) after the stop would read as the target's shortfall. Rows end 100 ms
-                    // before the tick (see `Ticks`).
-                    let row_end = Instant::now().checked_sub(Duration::from_millis(100));
-                    let cut = matches!((stopped_at, row_end), (Some(t), Some(e)) if t < e);
-                    if !cut {
-                        book.add(&s.phase, s.rate, &second);
-                        if let Some(c) = control.as_mut() {
-                            c.observe(s, &second);
-                        }
-                    }
-                    pending.pop_front();
-                }
-                total.add(&second);
-                if spec.progress {
-                    eprintln!("{}", row.progress_line(n_users, &total));
-                    if let Some(w) = check.warning {
-                        eprintln!("{w}");
-                    }
-                }
-                if let Some(w) = series.as_mut() {
-                    w.write(&row).context("writing the time series")?;
-                }
-                if spec.report_json.is_some() {
-                    // Kept for the plot beside the report (about 1 KB a second).
-                    rows.push(row);
-                }
-                second = Interval::default();
-                // Decide the second after next, once every worker is past pre-registration.
-                if let Some(c) = control.as_mut() {
-                    if !plan_over && !stop_seen && slowest >= Phase::Calling {
-                        match c.next_second(&monitors) {
-                            Some(s) => {
-                                let _ = rate_tx.send(s.rate);
-                                pending.push_back((row_no + 2, s));
-                            }
-                            None => {
-                                plan_over = true;
-                                let _ = rate_tx.send(0.0);
-                            }
-                        }
-                    }
-                    if plan_over && pending.is_empty() && !stop_seen {
-                        trigger.stop(StopReason::Duration);
-                    }
-                }
+                agg.handle_tick(now, cpu, monitors);
             }
             r = shutdown.stopped(), if !stop_seen => {
                 stop_seen = true;
-                stopped_at = Some(Instant::now());
+                agg.handle_stop(Instant::now());
                 let _ = r;
                 // Workers drain within `drain`; past that (plus slack) we stop waiting.
                 hard_deadline = Some(tokio::time::Instant::now() + spec.core.drain + Duration::from_secs(3));
@@ -312,54 +236,50 @@ pub async fn run(
                 open = false;
             }
         }
+        while let Some(out) = agg.poll_output() {
+            match out {
+                Output::Row(r) => {
+                    if spec.progress {
+                        eprintln!("{}", r.progress);
+                        if let Some(w) = &r.warning {
+                            eprintln!("{w}");
+                        }
+                    }
+                    if let Some(w) = series.as_mut() {
+                        w.write(&r.row).context("writing the time series")?;
+                    }
+                    if spec.report_json.is_some() {
+                        // Kept for the plot beside the report (about 1 KB a second).
+                        rows.push(r.row);
+                    }
+                }
+                Output::Rate(r) => {
+                    let _ = rate_tx.send(r);
+                }
+                Output::Stop => trigger.stop(StopReason::Duration),
+            }
+        }
     }
     drop(sampler);
-    // Last partial second.
-    second.gauges = sum_gauges(&last_gauges);
-    total.add(&second);
-    if let Some(w) = series.as_mut() {
-        let row = SeriesRow::new(
-            epoch.secs(Instant::now()),
-            epoch.label(Instant::now()),
-            "done",
-            &second,
-        );
-        w.write(&row).context("writing the time series")?;
-    }
-    let plan_report = control.map(|c| PlanReport {
-        phases: book.phases,
-        events: c.events.clone(),
-        capacity: c.capacity_result(),
-    });
     trigger.stop(StopReason::Finished);
     let ended = Instant::now();
-    // The call phase runs from the first worker's start of calling to the last one's end.
-    let start = spans.iter().filter_map(|s| s.0).min();
-    let end = spans.iter().map(|s| s.1.unwrap_or(ended)).max();
-    let call_phase = match (start, end) {
-        (Some(s), Some(e)) => e.saturating_duration_since(s),
-        _ => Duration::ZERO,
-    };
+    let done = agg.finish(ended);
+    if let Some(w) = series.as_mut() {
+        w.write(&done.last).context("writing the time series")?;
+    }
     let mut report = build_report(
         &spec,
         &epoch,
         ended,
-        call_phase,
+        done.call_phase,
         n_users,
         workers,
-        &total,
+        &done.total,
         trigger.reason(),
     );
-    report.generator_behind_s = selfcheck.behind_seconds;
-    if selfcheck.behind_seconds > 0 {
-        report.warnings.push(format!(
-            "the generator itself was saturated or late in {} seconds (its CPU near the limit of \
-             its worker threads, or its schedule over 20 ms late): figures of those seconds say \
-             more about imsload than about the target; use more --workers, a second machine, \
-             or a lower rate",
-            selfcheck.behind_seconds
-        ));
-    }
+    report.generator_behind_s = done.behind_seconds;
+    report.warnings.extend(done.behind_warning());
+    let plan_report = done.plan;
     if let Some(p) = &plan_report {
         report.offered_cps = p.offered_rate();
     }
@@ -392,27 +312,6 @@ async fn sleep_opt(d: Option<tokio::time::Instant>) {
     match d {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
-    }
-}
-
-fn sum_gauges(g: &[super::stats::Gauges]) -> super::stats::Gauges {
-    let mut s = super::stats::Gauges::default();
-    for x in g {
-        s.registered += x.registered;
-        s.active_calls += x.active_calls;
-        s.answering_calls += x.answering_calls;
-        s.pending_transactions += x.pending_transactions;
-    }
-    s
-}
-
-fn phase_name(p: Phase) -> &'static str {
-    match p {
-        Phase::Registering => "registering",
-        Phase::Calling => "calling",
-        Phase::Draining => "ending calls",
-        Phase::Deregistering => "de-registering",
-        Phase::Done => "done",
     }
 }
 
@@ -542,90 +441,6 @@ impl Control {
             let total = *self.rate.borrow_and_update();
             core.set_rate(Instant::now(), total / self.workers as f64);
         }
-    }
-}
-
-/// The generator's own health, second by second: its CPU use against the threads it has, and
-/// how late its schedule ran. A saturated generator looks like a lossy target (the known
-/// SIPp trap); this says which it was.
-struct SelfCheck {
-    last_cpu: Option<(Instant, f64)>,
-    /// CPU % the generator can use at most: its threads, or the cores if fewer.
-    limit_pct: f64,
-    behind_seconds: u64,
-    last_warned: Option<Instant>,
-}
-
-struct CheckedSecond {
-    cpu_pct: f64,
-    warning: Option<String>,
-}
-
-impl SelfCheck {
-    fn new(workers: usize) -> SelfCheck {
-        SelfCheck {
-            last_cpu: None,
-            limit_pct: 100.0
-                * (workers + 1).min(std::thread::available_parallelism().map_or(1, |n| n.get()))
-                    as f64,
-            behind_seconds: 0,
-            last_warned: None,
-        }
-    }
-
-    fn second(&mut self, s: &Interval) -> CheckedSecond {
-        let now = Instant::now();
-        let cpu = crate::profile::monitor::process_cpu_seconds(&[std::process::id()]).ok();
-        let cpu_pct = match (cpu, self.last_cpu) {
-            (Some(c), Some((t, prev))) => {
-                100.0 * (c - prev).max(0.0) / now.duration_since(t).as_secs_f64().max(1e-3)
-            }
-            _ => 0.0,
-        };
-        if let Some(c) = cpu {
-            self.last_cpu = Some((now, c));
-        }
-        let lag_ms = DelaySummary::of(&s.delays.sched_lag).max_ms;
-        let limit = self.limit_pct;
-        let behind = lag_ms > 20.0 || cpu_pct > 0.9 * limit;
-        let mut warning = None;
-        if behind {
-            self.behind_seconds += 1;
-            if self
-                .last_warned
-                .is_none_or(|t| now.duration_since(t) > Duration::from_secs(10))
-            {
-                self.last_warned = Some(now);
-                warning = Some(format!(
-                    "!! GENERATOR BEHIND: imsload used {cpu_pct:.0} % CPU (limit ~{limit:.0} %) and its schedule ran up to {lag_ms:.0} ms late: \
-                     failures now may be imsload's, not the target's"
-                ));
-            }
-        }
-        CheckedSecond { cpu_pct, warning }
-    }
-}
-
-/// Offered and achieved rates of each plan phase, in the order they ran.
-#[derive(Default)]
-struct PlanBook {
-    phases: Vec<PhaseSummary>,
-}
-
-impl PlanBook {
-    fn add(&mut self, phase: &str, rate: f64, row: &Interval) {
-        if self.phases.last().is_none_or(|p| p.phase != phase) {
-            self.phases.push(PhaseSummary {
-                phase: phase.to_string(),
-                ..PhaseSummary::default()
-            });
-        }
-        let p = self.phases.last_mut().expect("pushed above");
-        p.seconds += 1;
-        p.offered_attempts += rate;
-        p.started_attempts += attempts_started(row);
-        p.offered_rate = p.offered_attempts / p.seconds as f64;
-        p.achieved_rate = p.started_attempts as f64 / p.seconds as f64;
     }
 }
 
