@@ -34,14 +34,19 @@ const READ_BATCHES_PER_TURN: usize = 8;
 const TCP: u64 = 0;
 
 enum Sockets {
-    Udp {
-        socks: Vec<UdpSocket>,
-        out: Vec<SendBatch>,
-        recv: Box<RecvBatch>,
-        /// Sockets whose send buffer was full: watched for room to write.
-        blocked: Vec<bool>,
-    },
+    Udp(Box<UdpSide>),
     Tcp(Box<TcpConn>),
+}
+
+struct UdpSide {
+    socks: Vec<UdpSocket>,
+    out: Vec<SendBatch>,
+    recv: RecvBatch,
+    /// Sockets whose send buffer was full: watched for room to write.
+    blocked: Vec<bool>,
+    /// Send errors shown once per kind; the rest are counted.
+    errors_seen: HashSet<io::ErrorKind>,
+    errors: u64,
 }
 
 struct TcpConn {
@@ -62,9 +67,6 @@ pub struct Driver {
     poller: Poller,
     socks: Sockets,
     ready: Vec<(u64, bool, bool, bool)>,
-    /// Send errors shown once per kind; the rest are counted.
-    send_errors_seen: HashSet<io::ErrorKind>,
-    pub send_errors: u64,
 }
 
 impl Driver {
@@ -79,15 +81,15 @@ impl Driver {
         Ok(Driver {
             label: label.into(),
             poller,
-            socks: Sockets::Udp {
+            socks: Sockets::Udp(Box::new(UdpSide {
                 socks,
                 out: (0..n).map(|_| SendBatch::default()).collect(),
-                recv: Box::default(),
+                recv: RecvBatch::default(),
                 blocked: vec![false; n],
-            },
+                errors_seen: HashSet::new(),
+                errors: 0,
+            })),
             ready: Vec::with_capacity(64),
-            send_errors_seen: HashSet::new(),
-            send_errors: 0,
         })
     }
 
@@ -112,8 +114,6 @@ impl Driver {
                 buf: vec![0u8; 65536],
             })),
             ready: Vec::with_capacity(4),
-            send_errors_seen: HashSet::new(),
-            send_errors: 0,
         })
     }
 
@@ -149,41 +149,16 @@ impl Driver {
     /// next turn that finds room).
     pub fn send<E: Endpoint>(&mut self, ep: &mut E) {
         match &mut self.socks {
-            Sockets::Udp {
-                socks,
-                out,
-                blocked,
-                ..
-            } => {
+            Sockets::Udp(u) => {
                 while let Some(t) = ep.poll_transmit() {
-                    let i = (t.src as usize).min(socks.len() - 1);
-                    out[i].push(&t.data, t.dest);
-                    if out[i].is_full() && !blocked[i] {
-                        flush_udp(
-                            &self.label,
-                            &self.poller,
-                            &socks[i],
-                            i,
-                            &mut out[i],
-                            &mut blocked[i],
-                            &mut self.send_errors_seen,
-                            &mut self.send_errors,
-                        );
+                    let i = (t.src as usize).min(u.socks.len() - 1);
+                    u.out[i].push(&t.data, t.dest);
+                    if u.out[i].is_full() {
+                        u.flush(i, &self.poller, &self.label);
                     }
                 }
-                for i in 0..socks.len() {
-                    if !out[i].is_empty() && !blocked[i] {
-                        flush_udp(
-                            &self.label,
-                            &self.poller,
-                            &socks[i],
-                            i,
-                            &mut out[i],
-                            &mut blocked[i],
-                            &mut self.send_errors_seen,
-                            &mut self.send_errors,
-                        );
-                    }
+                for i in 0..u.socks.len() {
+                    u.flush(i, &self.poller, &self.label);
                 }
             }
             Sockets::Tcp(c) => {
@@ -199,26 +174,12 @@ impl Driver {
 
     fn on_writable(&mut self, token: u64) {
         match &mut self.socks {
-            Sockets::Udp {
-                socks,
-                out,
-                blocked,
-                ..
-            } => {
+            Sockets::Udp(u) => {
                 let i = token as usize;
-                if i < socks.len() && blocked[i] {
-                    blocked[i] = false;
-                    let _ = self.poller.modify(&socks[i], token, false);
-                    flush_udp(
-                        &self.label,
-                        &self.poller,
-                        &socks[i],
-                        i,
-                        &mut out[i],
-                        &mut blocked[i],
-                        &mut self.send_errors_seen,
-                        &mut self.send_errors,
-                    );
+                if i < u.socks.len() && u.blocked[i] {
+                    u.blocked[i] = false;
+                    let _ = self.poller.modify(&u.socks[i], token, false);
+                    u.flush(i, &self.poller, &self.label);
                 }
             }
             Sockets::Tcp(c) => c.write(&self.label, &self.poller),
@@ -227,9 +188,11 @@ impl Driver {
 
     fn read<E: Endpoint>(&mut self, ep: &mut E, token: u64) {
         match &mut self.socks {
-            Sockets::Udp { socks, recv, .. } => {
+            Sockets::Udp(u) => {
                 let i = token as usize;
-                let Some(sock) = socks.get(i) else { return };
+                let (Some(sock), recv) = (u.socks.get(i), &mut u.recv) else {
+                    return;
+                };
                 for _ in 0..READ_BATCHES_PER_TURN {
                     match recv.recv(sock) {
                         Ok(0) => break,
@@ -255,28 +218,26 @@ impl Driver {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn flush_udp(
-    label: &str,
-    poller: &Poller,
-    sock: &UdpSocket,
-    token: usize,
-    out: &mut SendBatch,
-    blocked: &mut bool,
-    seen: &mut HashSet<io::ErrorKind>,
-    errors: &mut u64,
-) {
-    let r = out.flush(sock);
-    if let Some(e) = r.error {
-        *errors += r.failed as u64;
-        if seen.insert(e.kind()) {
-            eprintln!("{label}: sending failed: {e} (further errors of this kind are not shown)");
+impl UdpSide {
+    /// Sends what socket `i` has queued, unless its buffer is known to be full.
+    fn flush(&mut self, i: usize, poller: &Poller, label: &str) {
+        if self.out[i].is_empty() || self.blocked[i] {
+            return;
         }
-    }
-    if r.blocked {
-        // The send buffer is full: wait for room rather than spin or drop.
-        *blocked = true;
-        let _ = poller.modify(sock, token as u64, true);
+        let r = self.out[i].flush(&self.socks[i]);
+        if let Some(e) = r.error {
+            self.errors += r.failed as u64;
+            if self.errors_seen.insert(e.kind()) {
+                eprintln!(
+                    "{label}: sending failed: {e} (further errors of this kind are not shown)"
+                );
+            }
+        }
+        if r.blocked {
+            // The send buffer is full: wait for room rather than spin or drop.
+            self.blocked[i] = true;
+            let _ = poller.modify(&self.socks[i], i as u64, true);
+        }
     }
 }
 
