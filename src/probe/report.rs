@@ -243,15 +243,17 @@ pub fn write_csv(
                 tb.label(r.sent_ns),
                 r.sent_ns as f64 / 1e9
             )?;
-            match r.received_ns {
-                Some(t) => write!(
+            match (r.received_ns, r.rtt_ns()) {
+                (Some(t), Some(rtt)) => write!(
                     f,
                     "{},{:.9},{:.6},",
                     tb.label(t),
                     t as f64 / 1e9,
-                    r.rtt_ns().unwrap_or(0) as f64 / 1e6
+                    rtt as f64 / 1e6
                 )?,
-                None => write!(f, ",,,")?,
+                // Stamped before its request: no RTT rather than a made-up 0.
+                (Some(t), None) => write!(f, "{},{:.9},,", tb.label(t), t as f64 / 1e9)?,
+                (None, _) => write!(f, ",,,")?,
             }
             writeln!(f, "{},{},{}", r.outcome.as_str(), r.code, late as u8)?;
         }

@@ -257,16 +257,29 @@ fn once(
     }
 }
 
-/// The receive time of a datagram read at `now`: its kernel stamp when plausible.
-fn kernel_or_now(table: &LayerTable, clock: &ProbeClock, ts: Option<(i64, i64)>, now: i64) -> i64 {
-    match ts.and_then(|(s, n)| clock.from_realtime(s, n, now)) {
-        Some(t) => {
+/// The receive time of a datagram read at `at`: its kernel stamp, converted by its age, when
+/// there is one and it is plausible; otherwise the read itself (counted either way).
+fn kernel_or_now(
+    table: &LayerTable,
+    clock: &ProbeClock,
+    ts: Option<(i64, i64)>,
+    at: &net::ReadMoment,
+) -> i64 {
+    let mapped = ts.map(|(s, n)| clock.map_kernel_stamp(s, n, at));
+    match mapped {
+        Some(net::KernelStamp::At(t)) => {
             table.kernel_timestamps.fetch_add(1, Ordering::Relaxed);
             t
         }
+        Some(_) => {
+            // The realtime clock stepped between the arrival and the read.
+            table.clock_steps.fetch_add(1, Ordering::Relaxed);
+            table.timestamp_fallbacks.fetch_add(1, Ordering::Relaxed);
+            at.t
+        }
         None => {
             table.timestamp_fallbacks.fetch_add(1, Ordering::Relaxed);
-            now
+            at.t
         }
     }
 }
@@ -411,10 +424,10 @@ fn datagram_loop(
                     break;
                 }
             };
-            let now = sink.clock.now_ns();
+            let at = sink.clock.read_moment();
             for i in 0..n {
                 let (data, ts) = batch.get(i);
-                handle(data, kernel_or_now(&sink.table, &sink.clock, ts, now));
+                handle(data, kernel_or_now(&sink.table, &sink.clock, ts, &at));
             }
             if n < BATCH_SLOTS {
                 break;
@@ -950,6 +963,19 @@ pub fn run_with_clock(
             records.push(recs);
         }
         let mut warnings = r.warnings.clone();
+        for lo in &layers {
+            let Some(c) = &lo.counters else { continue };
+            if c.clock_steps > 0 || c.negative_rtts > 0 {
+                warnings.push(format!(
+                    "{}: the realtime clock stepped while replies were being read: {} kernel \
+                     stamps replaced by the read time, {} replies stamped before their request \
+                     (kept for gaps, left out of RTT figures)",
+                    lo.layer.as_str(),
+                    c.clock_steps,
+                    c.negative_rtts
+                ));
+            }
+        }
         if ps.skipped_ticks > 0 {
             warnings.push(format!(
                 "the prober itself was stalled for more than {} ms; {} ticks were skipped",
