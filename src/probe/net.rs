@@ -333,17 +333,23 @@ fn ping_group_range() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// Opens an ICMP socket to `target`: an unprivileged datagram ICMP socket first, a raw socket
-/// second. The error says exactly why neither was allowed and how to allow one.
-pub fn icmp_socket(target: Ipv4Addr) -> Result<IcmpSocket, String> {
-    let dgram = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::ICMPV4));
+/// Opens an ICMP (IPv4) or ICMPv6 socket to `target`: an unprivileged datagram ICMP socket
+/// first, a raw socket second. The error says exactly why neither was allowed and how to allow
+/// one.
+pub fn icmp_socket(target: IpAddr) -> Result<IcmpSocket, String> {
+    let (domain, proto) = match target {
+        IpAddr::V4(_) => (Domain::IPV4, Protocol::ICMPV4),
+        IpAddr::V6(_) => (Domain::IPV6, Protocol::ICMPV6),
+    };
+    let dgram = Socket::new(domain, Type::DGRAM, Some(proto));
     let (socket, raw) = match dgram {
         Ok(s) => (s, false),
-        Err(e_dgram) => match Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)) {
+        Err(e_dgram) => match Socket::new(domain, Type::RAW, Some(proto)) {
             Ok(s) => (s, true),
             Err(e_raw) => {
                 // SAFETY: getegid has no preconditions.
                 let gid = unsafe { libc::getegid() };
+                // net.ipv4.ping_group_range governs ICMPv6 datagram sockets too.
                 return Err(format!(
                     "ICMP probe disabled: an unprivileged ICMP socket was refused ({e_dgram}; group {gid} \
                      is outside net.ipv4.ping_group_range = \"{}\"; allow it with \
@@ -359,22 +365,11 @@ pub fn icmp_socket(target: Ipv4Addr) -> Result<IcmpSocket, String> {
         crate::sip::transport::set_big_buffers(&socket);
         socket.set_read_timeout(Some(Duration::from_millis(50)))?;
         if raw {
-            // Only echo replies and the errors that quote our requests reach us.
-            let mask: u32 = !((1 << super::icmp::ECHO_REPLY)
-                | (1 << super::icmp::DEST_UNREACH)
-                | (1 << super::icmp::TIME_EXCEEDED));
-            // SAFETY: valid fd, pointer to a u32 of the size given (ICMP_FILTER = 1 on SOL_RAW).
-            unsafe {
-                libc::setsockopt(
-                    socket.as_raw_fd(),
-                    libc::SOL_RAW,
-                    1,
-                    &mask as *const _ as *const libc::c_void,
-                    4,
-                );
-            }
+            set_raw_icmp_filter(&socket, target.is_ipv6())?;
         }
-        let dst: SocketAddr = (IpAddr::V4(target), 0).into();
+        // Connected: the kernel delivers only the target's packets to a raw IPv6 socket, and
+        // send() needs no address.
+        let dst: SocketAddr = (target, 0).into();
         socket.connect(&dst.into())
     };
     setup().map_err(|e| {
@@ -386,6 +381,54 @@ pub fn icmp_socket(target: Ipv4Addr) -> Result<IcmpSocket, String> {
         raw,
         timestamps,
     })
+}
+
+/// Only echo replies and the errors that quote our requests reach a raw socket: at kHz rates a
+/// raw socket would otherwise wake for every ICMP packet of the host.
+fn set_raw_icmp_filter(socket: &Socket, v6: bool) -> io::Result<()> {
+    use super::icmp;
+    let rc = if v6 {
+        // struct icmp6_filter: 256 bits, a set bit blocks that type (ICMP6_FILTER = 1 on
+        // IPPROTO_ICMPV6).
+        let mut block = [u32::MAX; 8];
+        for t in [
+            icmp::V6_ECHO_REPLY,
+            icmp::V6_DEST_UNREACH,
+            icmp::V6_PACKET_TOO_BIG,
+            icmp::V6_TIME_EXCEEDED,
+        ] {
+            block[t as usize >> 5] &= !(1u32 << (t & 31));
+        }
+        // SAFETY: valid fd, pointer to 32 bytes of the size given.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_ICMPV6,
+                1,
+                block.as_ptr() as *const libc::c_void,
+                std::mem::size_of_val(&block) as libc::socklen_t,
+            )
+        }
+    } else {
+        // ICMP_FILTER = 1 on SOL_RAW: a set bit blocks that type (types < 32 only).
+        let mask: u32 =
+            !((1 << icmp::ECHO_REPLY) | (1 << icmp::DEST_UNREACH) | (1 << icmp::TIME_EXCEEDED));
+        // SAFETY: valid fd, pointer to a u32 of the size given.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_RAW,
+                1,
+                &mask as *const _ as *const libc::c_void,
+                4,
+            )
+        }
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Sends `buf` without blocking; the errno on failure.

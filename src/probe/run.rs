@@ -19,7 +19,6 @@ use super::tcp::{self, TcpLink};
 use super::{Layer, Outcome};
 use crate::shutdown::{StopReason, Trigger};
 use socket2::Socket;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -164,29 +163,25 @@ fn setup_target(
     }
     let mut icmp_io = None;
     if cfg.layers.contains(&Layer::Icmp) {
-        match t.host() {
-            IpAddr::V4(v4) => match net::icmp_socket(v4) {
-                Ok(s) => {
-                    if !s.timestamps {
-                        warnings.push("ICMP: the kernel refused SO_TIMESTAMPNS; receive times are userspace readings".into());
-                    }
-                    icmp_io = Some(IcmpIo {
-                        table: Arc::new(LayerTable::new(Layer::Icmp)),
-                        codec: Arc::new(EchoCodec {
-                            id: (run_id as u16) ^ (std::process::id() as u16),
-                            token: ((run_id as u64) << 32) | rand::random::<u32>() as u64,
-                            target: v4,
-                        }),
-                        socket: Arc::new(s),
-                    });
+        match net::icmp_socket(t.host()) {
+            Ok(s) => {
+                if !s.timestamps {
+                    warnings.push("ICMP: the kernel refused SO_TIMESTAMPNS; receive times are userspace readings".into());
                 }
-                Err(msg) => {
-                    log(clock, &format!("{}: {msg}", t.name));
-                    warnings.push(msg);
-                }
-            },
-            IpAddr::V6(_) => warnings
-                .push("ICMP probe disabled: ICMPv6 echo is not supported yet (IPv4 only)".into()),
+                icmp_io = Some(IcmpIo {
+                    table: Arc::new(LayerTable::new(Layer::Icmp)),
+                    codec: Arc::new(EchoCodec {
+                        id: (run_id as u16) ^ (std::process::id() as u16),
+                        token: ((run_id as u64) << 32) | rand::random::<u32>() as u64,
+                        target: t.host(),
+                    }),
+                    socket: Arc::new(s),
+                });
+            }
+            Err(msg) => {
+                log(clock, &format!("{}: {msg}", t.name));
+                warnings.push(msg);
+            }
         }
     }
     if sip.is_none() && icmp_io.is_none() {
@@ -356,7 +351,7 @@ impl Sink {
 
     fn icmp(&self, codec: &EchoCodec, raw: bool, pkt: &[u8], t: i64) {
         let (table, clock, name) = (&self.table, &self.clock, &self.name);
-        match codec.classify(pkt, raw, raw) {
+        match codec.classify_from(pkt, raw) {
             IcmpReply::Echo { seq } => {
                 if table.complete(seq, t, Outcome::Ok, 0) == Completion::Fresh {
                     self.answered.fetch_add(1, Ordering::Relaxed);
