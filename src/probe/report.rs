@@ -271,13 +271,14 @@ pub fn summary_text(r: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "== {} ({}{}{}) {} .. {}  {:.1} s  rate {}/s  stop: {}",
+        "== {} ({}{}) {} .. {}  {:.1} s  rate {}/s  stop: {}",
         r.target.name,
-        r.target.host,
-        r.target
-            .sip_port
-            .map(|p| format!(":{p}"))
-            .unwrap_or_default(),
+        // host:port, with an IPv6 host in brackets (RFC 3986), or the bare host.
+        match (r.target.host.parse::<std::net::IpAddr>(), r.target.sip_port) {
+            (Ok(ip), Some(p)) => std::net::SocketAddr::new(ip, p).to_string(),
+            (_, Some(p)) => format!("{}:{p}", r.target.host),
+            (_, None) => r.target.host.clone(),
+        },
         r.target
             .transport
             .as_ref()
