@@ -222,6 +222,60 @@ fn wrong_password_is_counted_as_a_failed_registration() {
     );
 }
 
+/// Registrations live 4 s here: every user must refresh at half the lifetime all through the
+/// 10 s call phase, or the registrar forgets it and calls to it fail.
+#[test]
+fn registrations_are_refreshed_before_they_expire() {
+    let mut net = Net::new(
+        CoreConfig {
+            expires: 4,
+            ..cfg()
+        },
+        5,
+        "pw_%u",
+    );
+    net.run(Duration::from_secs(120));
+    let c = &net.totals.counters;
+    assert_eq!(net.load.phase(), Phase::Done);
+    assert_eq!(c.reg_ok, 5);
+    // Refreshes at 2, 4, 6, 8 s into the call phase at least (the one due as it ends lapses).
+    assert!(c.rereg_attempts >= 5 * 4, "{}", c.rereg_attempts);
+    assert_eq!(c.rereg_ok, c.rereg_attempts);
+    assert_eq!(c.rereg_failed, 0);
+    assert_eq!(c.calls_attempted, 50);
+    assert_eq!(c.calls_completed, 50, "every callee stayed registered");
+    assert_eq!(c.dereg_ok, 5);
+    let refreshes: Vec<&String> = net
+        .from_load
+        .iter()
+        .filter(|m| m.starts_with("REGISTER ") && m.contains("\r\nExpires: 4\r\n"))
+        .collect();
+    // Each refresh is a REGISTER and its answer to the challenge, initial ones included.
+    assert!(refreshes.len() >= 2 * (5 + 5 * 4), "{}", refreshes.len());
+}
+
+/// A failed registration is tried again `reg_retry` later while the run is on, and no more once
+/// it stops.
+#[test]
+fn failed_registrations_are_retried_until_the_run_stops() {
+    let mut net = Net::new(
+        CoreConfig {
+            reg_retry: Some(Duration::from_secs(3)),
+            ..cfg()
+        },
+        5,
+        "wrong_%u",
+    );
+    net.run(Duration::from_secs(120));
+    let c = &net.totals.counters;
+    assert_eq!(net.load.phase(), Phase::Done);
+    assert_eq!(c.reg_attempts, 5, "retries are not new attempts");
+    // The first try, then retries about 3, 6 and 9 s into the 10 s call phase.
+    assert_eq!(c.reg_failed, 5 * 4);
+    assert_eq!(c.reg_auth_rejected, 5 * 4);
+    assert_eq!(c.reg_ok, 0);
+}
+
 #[test]
 fn loss_is_repaired_by_retransmission_and_counted_as_ours() {
     let mut net = Net::new(cfg(), 20, "pw_%u");
