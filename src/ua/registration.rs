@@ -286,7 +286,7 @@ impl Registration {
 
     /// Acts on the deadline if it has come; an early or stale wake-up does nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if !self.deadline.as_ref().is_some_and(|d| d.0 <= now) {
+        if self.deadline.as_ref().is_none_or(|d| d.0 > now) {
             return;
         }
         match self.deadline.take().map(|d| d.1) {
@@ -659,6 +659,40 @@ mod tests {
             }]
         );
         assert_eq!(ue.reg.poll_timeout(), None, "no retry configured");
+    }
+
+    #[test]
+    fn a_stale_nonce_after_md5_credentials_is_answered_with_the_new_nonce() {
+        let mut ue = Ue::new(cfg(), None);
+        ue.reg.start(ue.now, RegKind::Initial);
+        ue.sent();
+        ue.answer(
+            401,
+            "WWW-Authenticate: Digest realm=\"ims.local\", nonce=\"n1\"\r\n",
+        );
+        ue.events();
+        ue.sent();
+        ue.answer(
+            401,
+            "WWW-Authenticate: Digest realm=\"ims.local\", nonce=\"n2\", stale=true\r\n",
+        );
+        assert_eq!(
+            ue.events(),
+            [
+                Event::ExtraChallenge,
+                Event::Challenged(Answered::Credentials)
+            ]
+        );
+        // The second round waits out a think time, then answers n2 with the password.
+        ue.advance(Duration::from_millis(20));
+        let again = ue.sent();
+        let authz = header(&again, "Authorization").unwrap();
+        let got = auth::verify(authz, "REGISTER", "ims.local", "n2", |_| {
+            Some(b"secret".to_vec())
+        });
+        assert_eq!(got.as_deref(), Some("alice@ims.local"), "{authz}");
+        ue.answer(200, "");
+        assert!(matches!(ue.events()[..], [Event::Registered { .. }]));
     }
 
     #[test]
