@@ -938,3 +938,58 @@ fn a_response_on_another_socket_still_matches() {
     let c = ue.take_stats().counters;
     assert_eq!((c.reg_ok, c.stray_responses), (2, 0));
 }
+
+/// A re-registration that replaces one still in flight goes out under the branch of the
+/// transaction that carries it: its answer is matched, not taken for a stray. (The branch used
+/// to be drawn before the replaced transaction freed its slot, which the new one then took.)
+#[test]
+fn a_reregistration_replacing_one_in_flight_gets_its_answer() {
+    use super::config::Mix;
+    use crate::sip::builder::Writer;
+    use crate::sip::Message;
+    let pop = from_pattern("user%04d", 1, 1, "ims.local", "pw").unwrap();
+    let now = Instant::now();
+    let cfg = CoreConfig {
+        cps: 10.0,
+        mix: Mix {
+            call: 0.0,
+            reregister: 1.0,
+            ..Mix::default()
+        },
+        ..cfg()
+    };
+    let mut ue = LoadCore::new(cfg, &[SocketAddr::from(LOAD)], pop, 0, now);
+    ue.start(now);
+    ue.handle_timeout(now);
+    let from = SocketAddr::from(TARGET);
+    let ok = |ue: &mut LoadCore, at: Instant| {
+        let req = ue.poll_transmit().expect("a REGISTER").data;
+        assert!(req.starts_with(b"REGISTER "));
+        let m = Message::parse(&req).unwrap();
+        let mut w = Writer::response_to(&m, 200, "OK", Some("t"));
+        w.header("Contact", "<sip:x@127.0.0.2:5070>;expires=600");
+        ue.handle_input(at, &w.finish(None, b""), from, 0);
+    };
+    ok(&mut ue, now);
+    // The call phase's first arrival (a re-registration) is due at once: leave it unanswered,
+    // and let the next arrival 100 ms later replace it.
+    ue.handle_timeout(now);
+    let first = ue.poll_transmit().expect("the first re-REGISTER").data;
+    let later = now + Duration::from_millis(100);
+    ue.handle_timeout(later);
+    ok(&mut ue, later);
+    assert!(ue.poll_transmit().is_none());
+    let s = ue.take_stats();
+    assert_eq!(s.counters.rereg_attempts, 2);
+    assert_eq!(
+        s.counters.rereg_ok, 1,
+        "the replacing REGISTER's 200 was matched"
+    );
+    assert_eq!(s.counters.stray_responses, 0);
+    // The replaced one is forgotten: its late answer is a stray, and changes nothing.
+    let m = Message::parse(&first).unwrap();
+    let w = Writer::response_to(&m, 200, "OK", Some("t"));
+    ue.handle_input(later, &w.finish(None, b""), from, 0);
+    let s = ue.take_stats();
+    assert_eq!((s.counters.rereg_ok, s.counters.stray_responses), (0, 1));
+}
