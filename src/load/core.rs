@@ -4,6 +4,11 @@
 //!
 //! Driven by [`super::runner`] over real sockets, and by unit tests under a virtual clock.
 //!
+//! Each user's registration is a [`Registration`] machine (`crate::ua::registration`): the core
+//! paces initial registrations, runs their transactions, books their outcomes and decides
+//! whether a refresh or retry that falls due is still wanted. Challenges to any request of a
+//! user are answered by its [`Authenticator`].
+//!
 //! Life of a run: `Registering` (initial REGISTERs at `reg_rate` for the pre-registered share)
 //! → `Calling` (open-loop scenario arrivals at a rate the runner may change at any time, each
 //! drawn from the mix: call, MESSAGE, OPTIONS, register, re-register, de-register; re-REGISTER
