@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
-use super::diameter::{
+use crate::diameter::{
     self as d, cmd, code, command_name, hflags, result, Avp, Message, APP_COMMON, APP_CX,
     APP_RELAY, VENDOR_3GPP,
 };
