@@ -163,12 +163,23 @@ struct ProbeOpts {
         default_value = "profiles/targets.toml"
     )]
     targets_file: PathBuf,
-    /// Run the SIP OPTIONS probe (with neither --sip nor --icmp, both run).
+    /// Run the SIP OPTIONS probe. With none of --sip, --icmp, --diameter, each target gets the
+    /// layers its targets-file entry names, else SIP and ICMP.
     #[arg(long)]
     sip: bool,
-    /// Run the ICMP echo probe (with neither --sip nor --icmp, both run).
+    /// Run the ICMP echo probe (ICMPv6 for an IPv6 target).
     #[arg(long)]
     icmp: bool,
+    /// Run the Diameter probe: one TCP connection to the target's Diameter port, a CER on every
+    /// connect (as a CSCF peer), then a Device-Watchdog-Request per probe.
+    #[arg(long)]
+    diameter: bool,
+    /// The Diameter port, overriding the targets file (default 3868).
+    #[arg(long, value_name = "PORT")]
+    diameter_port: Option<u16>,
+    /// Origin-Realm of the Diameter probe (the lab HSS's realm by default).
+    #[arg(long, default_value = "ims.mnc001.mcc001.3gppnetwork.org")]
+    diameter_realm: String,
     /// SIP transport, overriding the targets file. TCP: one connection per target, made before
     /// probing; its loss is an outage (probes sent while down are lost) and it is made again,
     /// at most every 100 ms.
@@ -206,8 +217,11 @@ impl ProbeOpts {
         let file = TargetsFile::load(&self.targets_file).map_err(anyhow::Error::msg)?;
         let mut targets: Vec<imsload::probe::targets::Target> = Vec::new();
         for spec in specs {
-            let t = resolve_target(spec, file.as_ref(), &self.targets_file, self.transport)
+            let mut t = resolve_target(spec, file.as_ref(), &self.targets_file, self.transport)
                 .map_err(anyhow::Error::msg)?;
+            if let Some(p) = self.diameter_port {
+                t.diameter_port = p;
+            }
             anyhow::ensure!(
                 !targets.iter().any(|x| x.path_name() == t.path_name()),
                 "target {spec} is given twice"
@@ -217,12 +231,16 @@ impl ProbeOpts {
         Ok(targets)
     }
 
+    /// The layers chosen on the command line; empty: each target's own.
     fn layers(&self) -> Vec<Layer> {
-        match (self.sip, self.icmp) {
-            (false, false) | (true, true) => vec![Layer::Sip, Layer::Icmp],
-            (true, false) => vec![Layer::Sip],
-            (false, true) => vec![Layer::Icmp],
-        }
+        [
+            (self.sip, Layer::Sip),
+            (self.icmp, Layer::Icmp),
+            (self.diameter, Layer::Diameter),
+        ]
+        .into_iter()
+        .filter_map(|(on, l)| on.then_some(l))
+        .collect()
     }
 
     /// The probe engine's settings for these options (checked).
@@ -242,6 +260,7 @@ impl ProbeOpts {
         Ok(RunConfig {
             targets: self.targets(specs.iter().copied())?,
             layers: self.layers(),
+            diameter_realm: self.diameter_realm.clone(),
             rate,
             duration: None,
             timeout: self.timeout,

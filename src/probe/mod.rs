@@ -5,13 +5,13 @@
 //! - [`analysis`]: **pure** gap analysis over [`ProbeRecord`]s (reply gaps, loss windows, late
 //!   replies, summary figures). The same functions serve live runs and records rebuilt from a
 //!   capture (`--pcap-only`); they never read a clock or a socket.
-//! - [`sipcodec`] / [`icmp`]: sans-IO codecs: the OPTIONS request for probe *n*, and which probe a
-//!   received datagram answers (matched by identity, never by order).
+//! - [`sipcodec`] / [`icmp`] / [`diameter`]: sans-IO codecs: the OPTIONS, echo or DWR of probe
+//!   *n*, and which probe a received message answers (matched by identity, never by order).
 //! - [`table`]: the shared, append-only record store the pacer writes and the receivers complete.
 //! - [`net`]: sockets, `recvmmsg` batches with `SO_TIMESTAMPNS` kernel receive timestamps, ICMP
 //!   socket fallback (datagram ICMP, then raw).
-//! - [`tcp`]: SIP over TCP: the connection shared by pacer and receiver, non-blocking writes,
-//!   reconnects.
+//! - [`tcp`]: probes over TCP (SIP, Diameter): the connection shared by pacer and receiver,
+//!   non-blocking writes, greeting (CER) on every connect, reconnects.
 //! - [`pacer`]: the dedicated sending thread on an absolute schedule (`clock_nanosleep`
 //!   `TIMER_ABSTIME`).
 //! - [`capture`]: libpcap capture thread (nanosecond pcap) and [`pcapread`], which rebuilds
@@ -25,6 +25,7 @@
 
 pub mod analysis;
 pub mod capture;
+pub mod diameter;
 pub mod icmp;
 pub mod net;
 pub mod pacer;
@@ -48,6 +49,8 @@ pub enum Layer {
     Sip,
     /// ICMP echo.
     Icmp,
+    /// Diameter Device-Watchdog over TCP (the HSS's service).
+    Diameter,
 }
 
 impl Layer {
@@ -55,12 +58,14 @@ impl Layer {
         match self {
             Layer::Sip => "sip",
             Layer::Icmp => "icmp",
+            Layer::Diameter => "diameter",
         }
     }
     pub fn parse(s: &str) -> Option<Layer> {
         match s {
             "sip" => Some(Layer::Sip),
             "icmp" => Some(Layer::Icmp),
+            "diameter" => Some(Layer::Diameter),
             _ => None,
         }
     }

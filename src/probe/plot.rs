@@ -222,6 +222,7 @@ fn panel(
     let name = match a.layer {
         Layer::Sip => "SIP OPTIONS",
         Layer::Icmp => "ICMP echo",
+        Layer::Diameter => "Diameter DWR",
     };
     let m = rep
         .layers

@@ -97,9 +97,12 @@ pub struct LayerOut {
     /// Counted, not recorded per probe: duplicates, malformed and foreign datagrams...
     #[serde(skip_serializing_if = "Option::is_none")]
     pub counters: Option<super::table::Counters>,
-    /// SIP over TCP: connects, reconnects, connection losses, probes sent while down.
+    /// SIP or Diameter over TCP: connects, reconnects, connection losses, probes sent while down.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tcp: Option<super::tcp::TcpStats>,
+    /// Diameter: the Origin-Host the probe announced (how its DWRs are found in a capture).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diameter_origin_host: Option<String>,
 }
 
 impl LayerOut {
@@ -141,6 +144,7 @@ impl LayerOut {
             sip_local: None,
             counters: None,
             tcp: None,
+            diameter_origin_host: None,
         }
     }
 }

@@ -8,6 +8,7 @@
 
 use super::analysis::{self, LayerAnalysis, Params};
 use super::capture::{self, CaptureHandle, CaptureInfo};
+use super::diameter::{DiaReply, DiameterFramer, DwrCodec, DIAMETER_SUCCESS};
 use super::icmp::{self, EchoCodec, IcmpReply};
 use super::net::{self, IcmpSocket, ProbeClock};
 use super::pacer::{self, PacerConfig, PacerStats};
@@ -28,7 +29,10 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 pub struct RunConfig {
     pub targets: Vec<Target>,
+    /// The layers chosen for every target; empty: each target's own ([`Target::layers`]).
     pub layers: Vec<Layer>,
+    /// Origin-Realm of the Diameter probe.
+    pub diameter_realm: String,
     /// Probes per second per layer.
     pub rate: f64,
     pub duration: Option<Duration>,
@@ -80,15 +84,36 @@ struct IcmpIo {
     codec: Arc<EchoCodec>,
 }
 
+/// The Diameter connection of a target (the HSS's Cx peer port).
+struct DiaIo {
+    table: Arc<LayerTable>,
+    link: Arc<TcpLink>,
+    codec: Arc<DwrCodec>,
+}
+
 struct TargetRun {
     target: Target,
     dir: PathBuf,
     sip: Option<SipIo>,
     icmp: Option<IcmpIo>,
+    diameter: Option<DiaIo>,
     capture: Option<CaptureHandle>,
     capture_info: Option<CaptureInfo>,
     warnings: Vec<String>,
     answered: Arc<AtomicU64>,
+}
+
+impl TargetRun {
+    /// The record tables of the layers this target probes.
+    fn tables(&self) -> impl Iterator<Item = &Arc<LayerTable>> {
+        [
+            self.sip.as_ref().map(|s| &s.table),
+            self.icmp.as_ref().map(|s| &s.table),
+            self.diameter.as_ref().map(|s| &s.table),
+        ]
+        .into_iter()
+        .flatten()
+    }
 }
 
 fn out_dir(cfg: &RunConfig, t: &Target, clock: &ProbeClock) -> PathBuf {
@@ -117,8 +142,9 @@ fn setup_target(
         )
     })?;
     let mut warnings = Vec::new();
+    let layers = t.layers(&cfg.layers);
     let mut sip = None;
-    if cfg.layers.contains(&Layer::Sip) {
+    if layers.contains(&Layer::Sip) {
         let (sock, local, timestamps) = match t.transport {
             crate::sip::Transport::Udp => {
                 let (socket, timestamps) = net::sip_udp_socket(t.addr).map_err(|e| {
@@ -162,7 +188,7 @@ fn setup_target(
         });
     }
     let mut icmp_io = None;
-    if cfg.layers.contains(&Layer::Icmp) {
+    if layers.contains(&Layer::Icmp) {
         match net::icmp_socket(t.host()) {
             Ok(s) => {
                 if !s.timestamps {
@@ -184,7 +210,30 @@ fn setup_target(
             }
         }
     }
-    if sip.is_none() && icmp_io.is_none() {
+    let mut diameter = None;
+    if layers.contains(&Layer::Diameter) {
+        let addr = t.diameter_addr();
+        // CER's Host-IP-Address: the address the kernel will use towards the peer.
+        let local_ip = net::local_addr_towards(addr)
+            .map(|a| a.ip())
+            .unwrap_or(addr.ip());
+        let codec = DwrCodec::new(run_id, local_ip, &cfg.diameter_realm);
+        let link = TcpLink::open_with_greeting(addr, Duration::from_secs(2), codec.cer()).map_err(
+            |e| {
+                anyhow::anyhow!(
+                    "target {}: cannot connect to a Diameter peer at {addr}: {e} (is the HSS \
+                     listening there? set diameter_port in the targets file, or --diameter-port)",
+                    t.name
+                )
+            },
+        )?;
+        diameter = Some(DiaIo {
+            table: Arc::new(LayerTable::new(Layer::Diameter)),
+            link: Arc::new(link),
+            codec: Arc::new(codec),
+        });
+    }
+    if sip.is_none() && icmp_io.is_none() && diameter.is_none() {
         anyhow::bail!(
             "target {}: no probe can run (SIP not selected and ICMP not available: {})",
             t.name,
@@ -217,6 +266,7 @@ fn setup_target(
         dir,
         sip,
         icmp: icmp_io,
+        diameter,
         capture,
         capture_info,
         warnings,
@@ -349,6 +399,56 @@ impl Sink {
         }
     }
 
+    fn diameter(&self, codec: &DwrCodec, link: &TcpLink, msg: &[u8], t: i64) {
+        let (table, clock, name) = (&self.table, &self.clock, &self.name);
+        match codec.classify(msg, table.len().saturating_sub(1)) {
+            DiaReply::Watchdog { seq, result } => {
+                let outcome = if result == DIAMETER_SUCCESS {
+                    Outcome::Ok
+                } else {
+                    Outcome::Failed
+                };
+                let code = result.min(u16::MAX as u32) as u16;
+                if table.complete(seq, t, outcome, code) == Completion::Fresh {
+                    self.answered.fetch_add(1, Ordering::Relaxed);
+                }
+                if outcome == Outcome::Failed {
+                    once(table, clock, name, &format!("result {result}"), || {
+                        "a DWA without DIAMETER_SUCCESS counts as a failed probe".into()
+                    });
+                }
+            }
+            DiaReply::Capabilities { result } => {
+                table.count(|c| *c.capabilities_answers.entry(result).or_default() += 1);
+                if result != DIAMETER_SUCCESS {
+                    once(table, clock, name, &format!("CEA {result}"), || {
+                        format!("the peer refused our CER (Result-Code {result}); it may close the connection")
+                    });
+                }
+            }
+            DiaReply::PeerRequest { command, answer } => {
+                table.count(|c| c.peer_requests += 1);
+                link.queue_reply(&answer);
+                once(
+                    table,
+                    clock,
+                    name,
+                    &format!("peer request {command}"),
+                    || "the peer sent a request; it is answered ahead of the next probe".into(),
+                );
+            }
+            DiaReply::Foreign(k) => {
+                table.count(|c| *c.foreign.entry(k).or_default() += 1);
+            }
+            DiaReply::Malformed(k) => {
+                table.count(|c| *c.malformed.entry(k).or_default() += 1);
+                once(table, clock, name, "malformed diameter", || {
+                    format!("{} bytes", msg.len())
+                });
+            }
+        }
+    }
+
     fn icmp(&self, codec: &EchoCodec, raw: bool, pkt: &[u8], t: i64) {
         let (table, clock, name) = (&self.table, &self.clock, &self.name);
         match codec.classify_from(pkt, raw) {
@@ -460,21 +560,77 @@ fn spawn_sip_receiver(
                     "the target's host answered with an ICMP error (no SIP server on that port?)",
                     |msg, t| sink.sip(&codec, msg, t),
                 ),
-                SipSock::Tcp(link) => tcp_loop(&link, &codec, &stop, &sink),
+                SipSock::Tcp(link) => tcp_loop(
+                    &link,
+                    &stop,
+                    &sink,
+                    crate::sip::transport::StreamFramer::default(),
+                    |msg, t| sink.sip(&codec, msg, t),
+                ),
             }
         })
         .expect("spawn SIP receiver thread")
 }
 
-/// The TCP receive loop: read, frame by Content-Length, match; on loss, reconnect at most every
-/// [`tcp::RECONNECT_EVERY_NS`]. Receive time: CLOCK_MONOTONIC just after `recv()` returned.
-fn tcp_loop(link: &TcpLink, codec: &OptionsCodec, stop: &AtomicBool, sink: &Sink) {
+fn spawn_diameter_receiver(
+    io: &DiaIo,
+    rt: Option<i32>,
+    sink: Sink,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<()> {
+    let (codec, link) = (io.codec.clone(), io.link.clone());
+    std::thread::Builder::new()
+        .name("imsprobe-dia-rx".into())
+        .spawn(move || {
+            pacer::tune_thread(rt);
+            tcp_loop(&link, &stop, &sink, DiameterFramer::default(), |msg, t| {
+                sink.diameter(&codec, &link, msg, t)
+            })
+        })
+        .expect("spawn Diameter receiver thread")
+}
+
+/// How a TCP probe stream is cut into messages (SIP: Content-Length; Diameter: the header's
+/// length).
+trait Frames: Default {
+    fn push(&mut self, data: &[u8]);
+    fn next_message(&mut self) -> Result<Option<&[u8]>, String>;
+}
+
+impl Frames for crate::sip::transport::StreamFramer {
+    fn push(&mut self, data: &[u8]) {
+        crate::sip::transport::StreamFramer::push(self, data)
+    }
+    fn next_message(&mut self) -> Result<Option<&[u8]>, String> {
+        crate::sip::transport::StreamFramer::next_message(self).map_err(|e| e.to_string())
+    }
+}
+
+impl Frames for DiameterFramer {
+    fn push(&mut self, data: &[u8]) {
+        DiameterFramer::push(self, data)
+    }
+    fn next_message(&mut self) -> Result<Option<&[u8]>, String> {
+        DiameterFramer::next_message(self).map_err(|e| e.to_string())
+    }
+}
+
+/// The TCP receive loop: read, frame, hand each message to `handle`; on loss, reconnect at most
+/// every [`tcp::RECONNECT_EVERY_NS`]. Receive time: CLOCK_MONOTONIC just after `recv()`
+/// returned.
+fn tcp_loop<F: Frames>(
+    link: &TcpLink,
+    stop: &AtomicBool,
+    sink: &Sink,
+    mut framer: F,
+    mut handle: impl FnMut(&[u8], i64),
+) {
     use crate::clock::monotonic_ns;
     use tcp::Read;
     let clock = &sink.clock;
     let name = &sink.name;
+    let layer = sink.table.layer.as_str();
     let mut buf = vec![0u8; 64 * 1024];
-    let mut framer = crate::sip::transport::StreamFramer::default();
     let mut seen_gen = link.generation();
     let mut next_attempt = 0u64;
     let mut down_since: Option<i64> = None;
@@ -498,7 +654,7 @@ fn tcp_loop(link: &TcpLink, codec: &OptionsCodec, stop: &AtomicBool, sink: &Sink
                 log(
                     clock,
                     &format!(
-                        "{name} sip: TCP connection to {} lost ({why}); probes count as lost until it is back; reconnecting every {} ms",
+                        "{name} {layer}: TCP connection to {} lost ({why}); probes count as lost until it is back; reconnecting every {} ms",
                         link.target,
                         tcp::RECONNECT_EVERY_NS / 1_000_000
                     ),
@@ -516,7 +672,7 @@ fn tcp_loop(link: &TcpLink, codec: &OptionsCodec, stop: &AtomicBool, sink: &Sink
                     log(
                         clock,
                         &format!(
-                            "{name} sip: TCP reconnected to {} after {:.1} ms (reconnect {}, local {})",
+                            "{name} {layer}: TCP reconnected to {} after {:.1} ms (reconnect {}, local {})",
                             link.target,
                             (clock.now_ns() - down_since.unwrap_or(now)) as f64 / 1e6,
                             st.reconnects,
@@ -545,7 +701,7 @@ fn tcp_loop(link: &TcpLink, codec: &OptionsCodec, stop: &AtomicBool, sink: &Sink
                 framer.push(&buf[..n]);
                 loop {
                     match framer.next_message() {
-                        Ok(Some(msg)) => sink.sip(codec, msg, t),
+                        Ok(Some(msg)) => handle(msg, t),
                         Ok(None) => break,
                         Err(e) => {
                             sink.table
@@ -602,6 +758,7 @@ enum SipTx {
 struct Pacing {
     sip: Option<(Arc<LayerTable>, SipTx, Arc<OptionsCodec>)>,
     icmp: Option<(Arc<LayerTable>, Arc<IcmpSocket>, Arc<EchoCodec>)>,
+    diameter: Option<(Arc<LayerTable>, tcp::TcpSender, Arc<DwrCodec>)>,
 }
 
 fn spawn_pacer(
@@ -616,8 +773,10 @@ fn spawn_pacer(
             let mut pacing = pacing;
             let mut sip_seq = 0u64;
             let mut icmp_seq = 0u64;
-            // One buffer for every OPTIONS, written from the codec's template.
+            let mut dia_seq = 0u64;
+            // One buffer for every OPTIONS (and one for every DWR), written from templates.
             let mut msg = Vec::with_capacity(1024);
+            let mut dwr = Vec::with_capacity(256);
             pacer::run(&cfg, &stop, |_k, _due| {
                 if let Some((table, tx, codec)) = &mut pacing.sip {
                     codec.write_request(sip_seq, &mut msg);
@@ -638,6 +797,14 @@ fn spawn_pacer(
                         table.mark_send_error(icmp_seq, errno);
                     }
                     icmp_seq += 1;
+                }
+                if let Some((table, tx, codec)) = &mut pacing.diameter {
+                    codec.write_request(dia_seq, &mut dwr);
+                    table.push_sent(dia_seq, clock.now_ns());
+                    if let Err(errno) = tx.send(&dwr) {
+                        table.mark_send_error(dia_seq, errno);
+                    }
+                    dia_seq += 1;
                 }
             })
         })
@@ -749,6 +916,20 @@ pub fn run_with_clock(
                 BATCH_NS,
             ));
         }
+        if let Some(s) = &r.diameter {
+            let sink = Sink {
+                table: s.table.clone(),
+                clock,
+                name: r.target.name.clone(),
+                answered: r.answered.clone(),
+            };
+            receivers.push(spawn_diameter_receiver(
+                s,
+                cfg.rt_priority,
+                sink,
+                rx_stop.clone(),
+            ));
+        }
     }
 
     // Start on a common schedule a little ahead, so captures and receivers are ready.
@@ -778,15 +959,16 @@ pub fn run_with_clock(
                 .icmp
                 .as_ref()
                 .map(|s| (s.table.clone(), s.socket.clone(), s.codec.clone())),
+            diameter: r.diameter.as_ref().map(|s| {
+                (
+                    s.table.clone(),
+                    tcp::TcpSender::new(s.link.clone()),
+                    s.codec.clone(),
+                )
+            }),
         };
         pacers.push(spawn_pacer(pacing, pcfg, clock, pacer_stop.clone()));
-        for t in [
-            r.sip.as_ref().map(|s| &s.table),
-            r.icmp.as_ref().map(|s| &s.table),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for t in r.tables() {
             lives.push(Live {
                 table: t.clone(),
                 name: r.target.name.clone(),
@@ -798,19 +980,23 @@ pub fn run_with_clock(
     if !cfg.quiet {
         let names: Vec<String> = runs
             .iter()
-            .map(|r| format!("{} ({}, {})", r.target.name, r.target.addr, r.dir.display()))
+            .map(|r| {
+                let layers: Vec<&str> = r.tables().map(|t| t.layer.as_str()).collect();
+                format!(
+                    "{} ({}, {}, {})",
+                    r.target.name,
+                    r.target.addr,
+                    layers.join("+"),
+                    r.dir.display()
+                )
+            })
             .collect();
         log(
             &clock,
             &format!(
-                "probing {} at {}/s per layer ({}){}; Ctrl-C ends the run with every file written",
+                "probing {} at {}/s per layer{}; Ctrl-C ends the run with every file written",
                 names.join(", "),
                 cfg.rate,
-                cfg.layers
-                    .iter()
-                    .map(|l| l.as_str())
-                    .collect::<Vec<_>>()
-                    .join("+"),
                 cfg.duration
                     .map(|d| format!(" for {}", humantime::format_duration(d)))
                     .unwrap_or_default()
@@ -858,13 +1044,7 @@ pub fn run_with_clock(
     // Await the last replies: up to `timeout`, less once everything is answered.
     let last_send = runs
         .iter()
-        .flat_map(|r| {
-            [
-                r.sip.as_ref().map(|s| &s.table),
-                r.icmp.as_ref().map(|s| &s.table),
-            ]
-        })
-        .flatten()
+        .flat_map(|r| r.tables())
         .map(|t| t.snapshot().last().map_or(start_t, |r| r.sent_ns))
         .max()
         .unwrap_or(start_t);
@@ -872,8 +1052,7 @@ pub fn run_with_clock(
     loop {
         let now = clock.now_ns();
         let all_answered = runs.iter().all(|r| {
-            let sent = r.sip.as_ref().map_or(0, |s| s.table.len())
-                + r.icmp.as_ref().map_or(0, |s| s.table.len());
+            let sent: u64 = r.tables().map(|t| t.len()).sum();
             r.answered.load(Ordering::Relaxed) >= sent
         });
         if now >= grace_end || all_answered {
@@ -889,6 +1068,9 @@ pub fn run_with_clock(
     for r in &runs {
         if let Some(SipSock::Tcp(l)) = r.sip.as_ref().map(|s| &s.sock) {
             l.close();
+        }
+        if let Some(d) = &r.diameter {
+            d.link.close();
         }
     }
     // Let the capture see the last packets, then flush it.
@@ -953,6 +1135,17 @@ pub fn run_with_clock(
             );
             lo.counters = Some(strip_logged(s.table.counters()));
             lo.icmp_id = s.socket.raw.then_some(s.codec.id);
+            layers.push(lo);
+            analyses.push(a);
+            records.push(recs);
+        }
+        if let Some(s) = &r.diameter {
+            let recs = s.table.snapshot();
+            let a = analysis::analyze(Layer::Diameter, &recs, &params);
+            let mut lo = LayerOut::new(&a, &tb, "userspace", "diameter-tcp");
+            lo.counters = Some(strip_logged(s.table.counters()));
+            lo.tcp = Some(s.link.stats());
+            lo.diameter_origin_host = Some(s.codec.origin_host().to_string());
             layers.push(lo);
             analyses.push(a);
             records.push(recs);

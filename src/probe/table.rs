@@ -40,6 +40,11 @@ pub struct Counters {
     /// Kernel stamps refused because the realtime clock stepped between a datagram's arrival
     /// and its read (also counted in `timestamp_fallbacks`).
     pub clock_steps: u64,
+    /// Diameter: Capabilities-Exchange-Answers by Result-Code (one per connection).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub capabilities_answers: BTreeMap<u32, u64>,
+    /// Diameter: requests the peer sent us (its own DWR, a DPR), each answered.
+    pub peer_requests: u64,
     /// Replies whose receive time came out before their probe's send time. Impossible unless a
     /// clock misbehaved; such a reply keeps its receive time for gap analysis but has no RTT.
     pub negative_rtts: u64,

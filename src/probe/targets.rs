@@ -1,12 +1,19 @@
-//! The targets file: names such as `pcscf` mapped to address, SIP port and transport.
+//! The targets file: names such as `pcscf` mapped to address, SIP port and transport, and the
+//! layers that suit the element (the HSS speaks Diameter, not SIP).
 //!
 //! ```toml
 //! [targets.pcscf]
 //! host = "127.0.0.21"
 //! sip_port = 5060
 //! transport = "udp"
+//!
+//! [targets.hss]
+//! host = "127.0.0.20"
+//! diameter_port = 3868
+//! layers = ["diameter", "icmp"]
 //! ```
 
+use super::Layer;
 use crate::sip::Transport;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -21,12 +28,23 @@ pub struct TargetEntry {
     pub sip_port: u16,
     #[serde(default = "default_transport")]
     pub transport: Transport,
+    /// The Diameter port (for `--diameter`, or `layers` with "diameter").
+    #[serde(default = "default_diameter_port")]
+    pub diameter_port: u16,
+    /// Layers probed when the command line selects none (default: SIP and ICMP).
+    #[serde(default)]
+    pub layers: Option<Vec<Layer>>,
     #[serde(default)]
     pub description: Option<String>,
 }
 
 fn default_port() -> u16 {
     5060
+}
+/// RFC 6733's port for Diameter over TCP.
+pub const DIAMETER_PORT: u16 = 3868;
+fn default_diameter_port() -> u16 {
+    DIAMETER_PORT
 }
 fn default_transport() -> Transport {
     Transport::Udp
@@ -46,9 +64,38 @@ pub struct Target {
     pub name: String,
     pub addr: SocketAddr,
     pub transport: Transport,
+    pub diameter_port: u16,
+    /// The file's layers for this target, if it names any.
+    pub layers: Option<Vec<Layer>>,
 }
 
 impl Target {
+    /// A target at `addr` with the defaults for everything the file could say.
+    pub fn at(name: &str, addr: SocketAddr, transport: Transport) -> Target {
+        Target {
+            name: name.to_string(),
+            addr,
+            transport,
+            diameter_port: DIAMETER_PORT,
+            layers: None,
+        }
+    }
+
+    /// The layers to probe: those the command line chose, else the file's, else SIP and ICMP.
+    pub fn layers(&self, chosen: &[Layer]) -> Vec<Layer> {
+        if !chosen.is_empty() {
+            return chosen.to_vec();
+        }
+        self.layers
+            .clone()
+            .unwrap_or_else(|| vec![Layer::Sip, Layer::Icmp])
+    }
+
+    /// The Diameter peer's address.
+    pub fn diameter_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.addr.ip(), self.diameter_port)
+    }
+
     /// `name` made safe for a directory name.
     pub fn path_name(&self) -> String {
         self.name
@@ -107,33 +154,21 @@ pub fn resolve_target(
         let addr = resolve(&e.host, e.sip_port)
             .map_err(|m| format!("target {spec} in {}: {m}", file_path.display()))?;
         return Ok(Target {
-            name: spec.to_string(),
-            addr,
-            transport: transport_override.unwrap_or(e.transport),
+            diameter_port: e.diameter_port,
+            layers: e.layers.clone(),
+            ..Target::at(spec, addr, transport_override.unwrap_or(e.transport))
         });
     }
     let transport = transport_override.unwrap_or(Transport::Udp);
     if let Ok(a) = spec.parse::<SocketAddr>() {
-        return Ok(Target {
-            name: spec.to_string(),
-            addr: a,
-            transport,
-        });
+        return Ok(Target::at(spec, a, transport));
     }
     if let Ok(ip) = spec.parse::<IpAddr>() {
-        return Ok(Target {
-            name: spec.to_string(),
-            addr: SocketAddr::new(ip, 5060),
-            transport,
-        });
+        return Ok(Target::at(spec, SocketAddr::new(ip, 5060), transport));
     }
     if let Some((h, p)) = spec.rsplit_once(':') {
         if let Ok(port) = p.parse::<u16>() {
-            return Ok(Target {
-                name: spec.to_string(),
-                addr: resolve(h, port)?,
-                transport,
-            });
+            return Ok(Target::at(spec, resolve(h, port)?, transport));
         }
     }
     let known = match file {

@@ -1,5 +1,12 @@
-//! SIP OPTIONS over TCP: one connection per target, shared by the pacer (which writes) and the
-//! receiver (which reads, frames by Content-Length and reconnects).
+//! Probes over TCP (SIP OPTIONS, Diameter DWR): one connection per target and layer, shared by
+//! the pacer (which writes) and the receiver (which reads, frames and reconnects).
+//!
+//! - A protocol that opens with a handshake (Diameter's CER) gives the link a greeting: it is
+//!   written on every new connection before the pacer can see the connection, so it always
+//!   precedes the probes on the stream.
+//! - Answers the receiver owes the peer (a Diameter peer's own DWR) are queued on the link and
+//!   written by the pacer ahead of its next probe: one writer per socket, so messages never
+//!   interleave.
 //!
 //! - The connection is made before probing. Losing it is an outage: every probe the pacer sends
 //!   while it is down is a `send_error` (`ENOTCONN`), so it counts as lost; probes in flight on
@@ -55,6 +62,12 @@ pub struct TcpLink {
     stats: Mutex<TcpStats>,
     pub sent_while_down: AtomicU64,
     pub would_block: AtomicU64,
+    /// Written first on every connection (empty: nothing).
+    greeting: Vec<u8>,
+    /// Answers to the peer's requests, for the pacer to write; `queued` avoids the lock when
+    /// there are none (every tick checks).
+    replies: Mutex<Vec<u8>>,
+    queued: std::sync::atomic::AtomicBool,
 }
 
 /// Opens a TCP connection to `target` within `timeout`: no Nagle delay, big buffers.
@@ -73,7 +86,17 @@ pub fn connect(target: SocketAddr, timeout: Duration) -> io::Result<Socket> {
 impl TcpLink {
     /// Connects (blocking up to `timeout`); the error when the target does not accept.
     pub fn open(target: SocketAddr, timeout: Duration) -> io::Result<TcpLink> {
+        TcpLink::open_with_greeting(target, timeout, Vec::new())
+    }
+
+    /// Connects and writes `greeting` (blocking up to `timeout`), as after every reconnect.
+    pub fn open_with_greeting(
+        target: SocketAddr,
+        timeout: Duration,
+        greeting: Vec<u8>,
+    ) -> io::Result<TcpLink> {
         let s = connect(target, timeout)?;
+        greet(&s, &greeting, timeout)?;
         let link = TcpLink {
             target,
             conn: Mutex::new(None),
@@ -81,6 +104,9 @@ impl TcpLink {
             stats: Mutex::new(TcpStats::default()),
             sent_while_down: AtomicU64::new(0),
             would_block: AtomicU64::new(0),
+            greeting,
+            replies: Mutex::new(Vec::new()),
+            queued: std::sync::atomic::AtomicBool::new(false),
         };
         link.install(s, false);
         Ok(link)
@@ -145,7 +171,9 @@ impl TcpLink {
 
     /// One reconnect attempt (receiver thread).
     pub fn reconnect(&self) -> io::Result<()> {
-        match connect(self.target, Duration::from_nanos(RECONNECT_EVERY_NS)) {
+        let limit = Duration::from_nanos(RECONNECT_EVERY_NS);
+        match connect(self.target, limit).and_then(|s| greet(&s, &self.greeting, limit).map(|_| s))
+        {
             Ok(s) => {
                 self.install(s, true);
                 Ok(())
@@ -154,6 +182,21 @@ impl TcpLink {
                 self.lock_stats().failed_reconnects += 1;
                 Err(e)
             }
+        }
+    }
+
+    /// Queues `answer` for the pacer to write before its next probe.
+    pub fn queue_reply(&self, answer: &[u8]) {
+        self.replies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(answer);
+        self.queued.store(true, Ordering::Release);
+    }
+
+    fn take_replies(&self, into: &mut Vec<u8>) {
+        if self.queued.swap(false, Ordering::AcqRel) {
+            into.append(&mut self.replies.lock().unwrap_or_else(|e| e.into_inner()));
         }
     }
 
@@ -170,6 +213,17 @@ impl TcpLink {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
     }
+}
+
+/// Writes the whole greeting on a fresh, still blocking connection.
+fn greet(s: &Socket, greeting: &[u8], timeout: Duration) -> io::Result<()> {
+    if greeting.is_empty() {
+        return Ok(());
+    }
+    s.set_write_timeout(Some(timeout))?;
+    let mut w: &Socket = s;
+    io::Write::write_all(&mut w, greeting)?;
+    s.set_write_timeout(None)
 }
 
 /// The pacer's side of a link: the connection it last saw, and the unsent tail of a write cut
@@ -235,6 +289,8 @@ impl TcpSender {
             self.link.sent_while_down.fetch_add(1, Ordering::Relaxed);
             return Err(libc::ENOTCONN);
         };
+        // Answers owed to the peer go out ahead of the probe, through the same pending path.
+        self.link.take_replies(&mut self.pending);
         if !self.pending.is_empty() {
             match send_some(&s, &self.pending) {
                 Ok(n) => {
