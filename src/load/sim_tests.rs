@@ -178,7 +178,7 @@ fn full_run_registers_calls_and_deregisters() {
         "de-registration empties the registrar"
     );
     // Every call crossed the proxy: INVITE, ACK, BYE each forwarded to the callee.
-    assert!(net.target.stats.proxied_requests >= 150);
+    assert!(net.target.stats().proxied_requests >= 150);
     assert_eq!(net.totals.status.get("REGISTER 401"), Some(&40));
     let m = Rfc6076::of(&net.totals);
     assert_eq!(m.session_establishment_ratio_pct, Some(100.0));
@@ -354,8 +354,8 @@ fn aka_users_register_call_and_deregister() {
     assert_eq!(net.target.registered(net.now), 0);
     // Every REGISTER (initial and de-registration) was challenged once with AKA and answered.
     assert_eq!(net.totals.status.get("REGISTER 401"), Some(&40));
-    assert_eq!(net.target.stats.challenges, 40);
-    assert_eq!(net.target.stats.auth_failures, 0);
+    assert_eq!(net.target.stats().challenges, 40);
+    assert_eq!(net.target.stats().auth_failures, 0);
 }
 
 #[test]
@@ -368,7 +368,7 @@ fn aka_wrong_k_is_a_counted_mac_failure() {
     assert_eq!(c.reg_auth_rejected, 4);
     // The UE told the network (empty response), and the network refused it with 403.
     assert_eq!(net.totals.status.get("REGISTER 403"), Some(&4));
-    assert_eq!(net.target.stats.auth_failures, 4);
+    assert_eq!(net.target.stats().auth_failures, 4);
     assert_eq!(c.calls_attempted, 0);
 }
 
@@ -381,7 +381,7 @@ fn aka_ue_ahead_of_the_network_resynchronises_then_registers() {
     assert_eq!((c.reg_attempts, c.reg_ok, c.reg_failed), (3, 3, 0));
     assert_eq!(c.reg_aka_resyncs, 3);
     assert_eq!(c.reg_aka_mac_failures, 0);
-    assert_eq!(net.target.stats.aka_resyncs, 3);
+    assert_eq!(net.target.stats().aka_resyncs, 3);
     // Initial: challenge, AUTS, fresh challenge, 200; then the de-registration's own round,
     // whose SQN follows the re-synchronised one and needs no second AUTS.
     assert_eq!(net.totals.status.get("REGISTER 401"), Some(&(3 * 3)));
