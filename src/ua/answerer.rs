@@ -830,3 +830,429 @@ fn dialog_bytes(d: &Dialog) -> usize {
         + d.remote_target.len()
         + d.route_set.iter().map(|r| r.len() + 24).sum::<usize>()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ME: ([u8; 4], u16) = ([127, 0, 0, 1], 5060);
+    const CALLER: ([u8; 4], u16) = ([127, 0, 0, 9], 5070);
+
+    fn peer() -> Peer {
+        Peer {
+            addr: SocketAddr::from(CALLER),
+            sock: 0,
+        }
+    }
+
+    fn invite(n: u32, extra: &str) -> String {
+        format!(
+            "INVITE sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.9:5070;branch=z9hG4bKi{n}\r\n\
+             Record-Route: <sip:p1.example;lr>\r\n{extra}Max-Forwards: 70\r\n\
+             From: <sip:alice@x>;tag=a{n}\r\nTo: <sip:bob@x>\r\nCall-ID: call-{n}@x\r\n\
+             CSeq: 1 INVITE\r\nContact: <sip:alice@127.0.0.9:5070>\r\nContent-Length: 0\r\n\r\n"
+        )
+    }
+
+    /// An in-call request of the caller's: ACK, BYE, or CANCEL (on the INVITE's branch).
+    fn request(method: &str, n: u32, to_tag: Option<&str>) -> String {
+        let (branch, cseq) = match method {
+            "CANCEL" | "ACK" if to_tag.is_none() => (format!("z9hG4bKi{n}"), 1),
+            "ACK" => (format!("z9hG4bKa{n}"), 1),
+            _ => (format!("z9hG4bKb{n}"), 2),
+        };
+        let to = match to_tag {
+            Some(t) => format!("<sip:bob@x>;tag={t}"),
+            None => "<sip:bob@x>".into(),
+        };
+        format!(
+            "{method} sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.9:5070;branch={branch}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@x>;tag=a{n}\r\nTo: {to}\r\nCall-ID: call-{n}@x\r\n\
+             CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
+        )
+    }
+
+    /// The answerer and its virtual clock: time moves only by `advance`, to each deadline in
+    /// turn, and every datagram sent is kept with the instant it was sent.
+    struct Bench {
+        a: Answerer,
+        t0: Instant,
+        now: Instant,
+        sent: Vec<(Duration, String)>,
+    }
+
+    impl Bench {
+        fn new(cfg: AnswererConfig) -> Bench {
+            let t0 = Instant::now();
+            Bench {
+                a: Answerer::new(cfg, &[SocketAddr::from(ME)], 7, t0),
+                t0,
+                now: t0,
+                sent: Vec::new(),
+            }
+        }
+
+        fn drain(&mut self) {
+            while let Some(x) = self.a.poll_transmit() {
+                assert_eq!(x.dest, SocketAddr::from(CALLER));
+                let text = String::from_utf8(x.data).unwrap();
+                self.sent.push((self.now - self.t0, text));
+            }
+        }
+
+        fn req(&mut self, text: &str) {
+            let m = Message::parse(text.as_bytes()).unwrap();
+            self.a.handle_request(self.now, &m, peer(), None);
+            self.drain();
+        }
+
+        fn resp(&mut self, text: &str) -> bool {
+            let m = Message::parse(text.as_bytes()).unwrap();
+            let mine = self.a.handle_response(self.now, &m);
+            self.drain();
+            mine
+        }
+
+        /// Runs every timer due up to `now + d`, then sets the clock there.
+        fn advance(&mut self, d: Duration) {
+            let end = self.now + d;
+            while let Some(t) = self.a.poll_timeout().filter(|t| *t <= end) {
+                self.now = t.max(self.now);
+                self.a.handle_timeout(self.now);
+                self.drain();
+            }
+            self.now = end;
+        }
+
+        /// Sent since index `from`: (seconds since t0, first line).
+        fn lines(&self, from: usize) -> Vec<(f64, String)> {
+            self.sent[from..]
+                .iter()
+                .map(|(t, s)| (t.as_secs_f64(), s.lines().next().unwrap().to_string()))
+                .collect()
+        }
+
+        fn to_tag(&self) -> String {
+            let ok = &self
+                .sent
+                .iter()
+                .find(|(_, s)| s.starts_with("SIP/2.0 200"))
+                .unwrap()
+                .1;
+            Message::parse(ok.as_bytes())
+                .unwrap()
+                .to_tag()
+                .unwrap()
+                .to_string()
+        }
+    }
+
+    fn secs(v: &[(f64, String)]) -> Vec<f64> {
+        v.iter()
+            .map(|(t, _)| (t * 1000.0).round() / 1000.0)
+            .collect()
+    }
+
+    #[test]
+    fn ok_is_retransmitted_at_t1_doubling_until_the_ack_then_never() {
+        let mut b = Bench::new(AnswererConfig::default());
+        b.req(&invite(1, ""));
+        let first = b.lines(0);
+        assert_eq!(first[0], (0.0, "SIP/2.0 180 Ringing".into()));
+        assert_eq!(first[1], (0.0, "SIP/2.0 200 OK".into()));
+        // The 200 carries the INVITE's Record-Route, our tag, our Contact and an SDP answer.
+        let ok = Message::parse(b.sent[1].1.as_bytes()).unwrap();
+        assert_eq!(
+            ok.header(HeaderName::RecordRoute),
+            Some("<sip:p1.example;lr>")
+        );
+        assert_eq!(
+            ok.contact_uri(),
+            Some("sip:imsload@127.0.0.1:5060;transport=udp")
+        );
+        assert!(ok.body().starts_with(b"v=0"));
+        b.advance(Duration::from_secs(5));
+        let re = b.lines(2);
+        assert!(re.iter().all(|(_, l)| l == "SIP/2.0 200 OK"), "{re:?}");
+        // T1, then doubling: 0.5, 1.5, 3.5 s.
+        assert_eq!(secs(&re), [0.5, 1.5, 3.5]);
+        assert_eq!(b.a.counters().retransmits, 3);
+        let tag = b.to_tag();
+        b.req(&request("ACK", 1, Some(&tag)));
+        let n = b.sent.len();
+        b.advance(Duration::from_secs(60));
+        assert_eq!(b.sent.len(), n, "nothing after the ACK: {:?}", b.lines(n));
+        let c = b.a.counters();
+        assert_eq!((c.invites, c.calls_answered, c.ack_timeouts), (1, 1, 0));
+        // The caller hangs up; the call is released after it lingered 64·T1.
+        b.req(&request("BYE", 1, Some(&tag)));
+        assert_eq!(b.lines(n), [(65.0, "SIP/2.0 200 OK".to_string())]);
+        assert_eq!(b.a.counters().byes_received, 1);
+        // A retransmitted BYE while it lingers is a duplicate, still answered 200.
+        b.advance(Duration::from_secs(31));
+        b.req(&request("BYE", 1, Some(&tag)));
+        assert_eq!(b.lines(n + 1), [(96.0, "SIP/2.0 200 OK".to_string())]);
+        assert_eq!(b.a.counters().duplicates, 1);
+        assert!(b.a.has_call("call-1@x"));
+        b.advance(Duration::from_secs(2));
+        assert!(!b.a.has_call("call-1@x"));
+        assert_eq!(
+            (b.a.calls(), b.a.held_bytes(), b.a.calls_in_progress()),
+            (0, 0, 0)
+        );
+        assert_eq!(b.a.poll_timeout(), None, "no timer left behind");
+        // Once released, a BYE for it is unknown.
+        b.req(&request("BYE", 1, Some(&tag)));
+        assert!(b.sent.last().unwrap().1.starts_with("SIP/2.0 481"));
+    }
+
+    #[test]
+    fn no_ack_in_64_t1_ends_the_call_with_our_bye_and_its_response() {
+        let mut b = Bench::new(AnswererConfig {
+            record_delays: true,
+            ..AnswererConfig::default()
+        });
+        b.req(&invite(2, ""));
+        b.advance(Duration::from_secs(40));
+        let out = b.lines(2);
+        let oks: Vec<_> = out
+            .iter()
+            .filter(|(_, l)| l == "SIP/2.0 200 OK")
+            .cloned()
+            .collect();
+        // 0.5, 1.5, 3.5, 7.5, then every T2 up to 31.5 s; at 35.5 s it gives up.
+        assert_eq!(
+            secs(&oks),
+            [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
+        );
+        let byes: Vec<_> = b
+            .sent
+            .iter()
+            .filter(|(_, s)| s.starts_with("BYE "))
+            .collect();
+        // At 35.5 s, then Timer E: 36, 37, 39 s.
+        assert_eq!(byes.len(), 4, "{out:?}");
+        assert_eq!(byes[0].0, Duration::from_millis(35_500));
+        assert_eq!(b.a.counters().ack_timeouts, 1);
+        // In the dialog: to the caller's Contact, through its Record-Route, our tag in From.
+        let bye = Message::parse(byes[0].1.as_bytes()).unwrap();
+        assert_eq!(bye.request_uri(), Some("sip:alice@127.0.0.9:5070"));
+        assert_eq!(bye.header(HeaderName::Route), Some("<sip:p1.example;lr>"));
+        assert_eq!(bye.from_tag().map(str::to_string), Some(b.to_tag()));
+        assert_eq!(bye.to_tag(), Some("a2"));
+        let branch = bye.top_via().unwrap().branch.unwrap().to_string();
+        assert!(branch.starts_with("z9hG4bKu"), "{branch}");
+        let ok = format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch={branch};rport\r\n\
+             From: <sip:bob@x>;tag=t\r\nTo: <sip:alice@x>;tag=a2\r\nCall-ID: call-2@x\r\n\
+             CSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
+        );
+        assert!(b.resp(&ok));
+        assert!(b.resp(&ok), "a retransmitted 200 is absorbed");
+        let st = b.a.take_stats();
+        assert_eq!(st.bye_responses.get(&200), Some(&1));
+        assert_eq!(st.counters.duplicates, 1);
+        assert_eq!(st.counters.byes_sent, 1);
+        assert_eq!(st.sdt.len(), 1);
+        assert_eq!(st.sdd.len(), 1);
+        // Not ours: another branch.
+        assert!(!b.resp(&ok.replace(&branch, "z9hG4bKother")));
+        let n = b.sent.len();
+        b.advance(Duration::from_secs(40));
+        assert_eq!(b.sent.len(), n, "the BYE is not repeated after its 200");
+        assert_eq!(
+            (b.a.calls(), b.a.held_bytes(), b.a.pending_byes()),
+            (0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn our_bye_unanswered_times_out_and_the_call_is_released() {
+        let mut b = Bench::new(AnswererConfig {
+            hang_up_after: Some(Duration::from_secs(2)),
+            ..AnswererConfig::default()
+        });
+        b.req(&invite(3, ""));
+        let tag = b.to_tag();
+        b.req(&request("ACK", 3, Some(&tag)));
+        b.advance(Duration::from_secs(2));
+        assert!(b.sent.last().unwrap().1.starts_with("BYE "));
+        assert_eq!(b.sent.last().unwrap().0, Duration::from_secs(2));
+        b.advance(Duration::from_secs(33));
+        assert_eq!(b.a.counters().bye_timeouts, 1);
+        assert_eq!(b.a.calls_in_progress(), 0);
+        b.advance(Duration::from_secs(33));
+        assert_eq!(
+            (b.a.calls(), b.a.held_bytes(), b.a.pending_byes()),
+            (0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn cancel_while_ringing_is_answered_200_and_487_and_never_200_later() {
+        let mut b = Bench::new(AnswererConfig {
+            ring: Duration::from_secs(2),
+            ..AnswererConfig::default()
+        });
+        b.req(&invite(4, ""));
+        assert_eq!(b.lines(0), [(0.0, "SIP/2.0 180 Ringing".to_string())]);
+        // A CANCEL on another branch is not for this INVITE.
+        b.req(&request("CANCEL", 4, None).replace("z9hG4bKi4", "z9hG4bKzz"));
+        assert!(b.sent[1].1.starts_with("SIP/2.0 481"));
+        b.advance(Duration::from_secs(1));
+        b.req(&request("CANCEL", 4, None));
+        let out = b.lines(2);
+        assert_eq!(out[0].1, "SIP/2.0 200 OK");
+        assert!(b.sent[2].1.contains("CSeq: 1 CANCEL"));
+        assert_eq!(out[1].1, "SIP/2.0 487 Request Terminated");
+        assert!(b.sent[3].1.contains("CSeq: 1 INVITE"));
+        // The INVITE retransmitted is answered 487 again; the ring timer does nothing.
+        b.req(&invite(4, ""));
+        assert_eq!(b.lines(4)[0].1, "SIP/2.0 487 Request Terminated");
+        b.req(&request("ACK", 4, None));
+        b.advance(Duration::from_secs(10));
+        assert_eq!(b.sent.len(), 5);
+        let c = b.a.counters();
+        assert_eq!(
+            (c.cancels_received, c.calls_answered, c.duplicates),
+            (1, 0, 1)
+        );
+        b.advance(Duration::from_secs(30));
+        assert_eq!((b.a.calls(), b.a.held_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn beyond_the_cap_new_invites_get_503_and_nothing_is_stored() {
+        let mut b = Bench::new(AnswererConfig {
+            max_calls: 10,
+            ..AnswererConfig::default()
+        });
+        for n in 0..10 {
+            b.req(&invite(n, ""));
+        }
+        let (held, bytes) = (b.a.calls(), b.a.held_bytes());
+        assert_eq!(held, 10);
+        let n0 = b.sent.len();
+        for n in 10..1010 {
+            b.req(&invite(n, ""));
+        }
+        assert_eq!(
+            (b.a.calls(), b.a.held_bytes()),
+            (held, bytes),
+            "memory did not grow"
+        );
+        let refused = &b.sent[n0..];
+        assert_eq!(refused.len(), 1000, "one datagram out per INVITE in");
+        for (_, r) in refused {
+            let m = Message::parse(r.as_bytes()).unwrap();
+            assert_eq!(m.status(), Some(503));
+            assert_eq!(m.header_named("Retry-After"), Some("5"));
+            assert!(m.to_tag().is_some());
+        }
+        let c = b.a.counters();
+        assert_eq!((c.invites, c.calls_refused_overload), (1010, 1000));
+        // A refused INVITE retransmitted is refused again, not mistaken for a call; its ACK
+        // finds nothing.
+        b.req(&invite(500, ""));
+        assert!(b.sent.last().unwrap().1.starts_with("SIP/2.0 503"));
+        b.req(&request("ACK", 500, Some("x")));
+        assert_eq!(b.a.counters().calls_refused_overload, 1001);
+        // The calls held end (BYE from each caller) and linger: room again for new calls,
+        // as lingering calls are not in progress.
+        for n in 0..10 {
+            let tag = Message::parse(b.sent[2 * n as usize + 1].1.as_bytes())
+                .unwrap()
+                .to_tag()
+                .unwrap()
+                .to_string();
+            b.req(&request("ACK", n, Some(&tag)));
+            b.req(&request("BYE", n, Some(&tag)));
+        }
+        assert_eq!(b.a.calls_in_progress(), 0);
+        b.req(&invite(2000, ""));
+        assert!(b.sent[b.sent.len() - 2].1.starts_with("SIP/2.0 180"));
+    }
+
+    #[test]
+    fn the_byte_budget_refuses_too_and_counts_lingering_calls() {
+        let mut b = Bench::new(AnswererConfig {
+            max_bytes: 10_000,
+            ring: Duration::from_secs(10),
+            ..AnswererConfig::default()
+        });
+        let mut n = 0;
+        while b.a.counters().calls_refused_overload == 0 {
+            b.req(&invite(n, ""));
+            n += 1;
+            assert!(n < 100);
+        }
+        assert!(b.a.held_bytes() <= 10_000);
+        let held = b.a.calls();
+        assert!((3..20).contains(&held), "{held} calls in 10,000 bytes");
+        // Calls that ended (CANCELled while ringing) linger with their 487 ready: no longer in
+        // progress, still charged until they are released.
+        for k in 0..n - 1 {
+            b.req(&request("CANCEL", k, None));
+        }
+        assert_eq!(b.a.calls_in_progress(), 0);
+        assert_eq!(b.a.calls(), held);
+        assert!(b.a.held_bytes() > 0);
+        b.advance(Duration::from_secs(33));
+        assert_eq!((b.a.calls(), b.a.held_bytes()), (0, 0));
+        b.req(&invite(1001, ""));
+        assert_eq!(b.a.calls(), 1);
+    }
+
+    #[test]
+    fn an_invite_with_huge_headers_gets_513_and_is_not_stored() {
+        let mut b = Bench::new(AnswererConfig::default());
+        let rr = format!(
+            "Record-Route: <sip:p2.example;lr;x={}>\r\n",
+            "y".repeat(9000)
+        );
+        b.req(&invite(5, &rr));
+        assert!(b.sent[0].1.starts_with("SIP/2.0 513 Message Too Large"));
+        let c = b.a.counters();
+        assert_eq!(
+            (c.invites, c.calls_refused_too_large, c.calls_answered),
+            (1, 1, 0)
+        );
+        assert_eq!((b.a.calls(), b.a.held_bytes()), (0, 0));
+        // A big body is no reason to refuse: it is never copied.
+        let body = "v".repeat(20_000);
+        let big = invite(6, "").replace(
+            "Content-Length: 0\r\n\r\n",
+            &format!("Content-Length: {}\r\n\r\n{body}", body.len()),
+        );
+        b.req(&big);
+        assert!(b.sent[1].1.starts_with("SIP/2.0 180"));
+        assert!(b.a.held_bytes() < 3000, "{}", b.a.held_bytes());
+    }
+
+    #[test]
+    fn over_tcp_nothing_is_retransmitted_and_ended_calls_go_at_once() {
+        let mut b = Bench::new(AnswererConfig {
+            transport: Transport::Tcp,
+            ..AnswererConfig::default()
+        });
+        b.req(&invite(7, ""));
+        b.advance(Duration::from_secs(10));
+        assert_eq!(b.sent.len(), 2);
+        let tag = b.to_tag();
+        b.req(&request("ACK", 7, Some(&tag)));
+        b.req(&request("BYE", 7, Some(&tag)));
+        assert_eq!((b.a.calls(), b.a.held_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn other_requests_are_answered_statelessly() {
+        let mut b = Bench::new(AnswererConfig::default());
+        b.req(&request("OPTIONS", 8, None));
+        b.req(&request("SUBSCRIBE", 8, None));
+        b.req(&request("INVITE", 9, Some("gone")));
+        let codes: Vec<_> = b.sent.iter().map(|(_, s)| s[8..11].to_string()).collect();
+        assert_eq!(codes, ["200", "501", "481"]);
+        assert_eq!(b.a.calls(), 0);
+        assert_eq!(b.a.counters().msgs_sent, 3);
+    }
+}
