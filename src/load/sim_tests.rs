@@ -264,6 +264,73 @@ fn callee_hangs_up_when_asked() {
     assert_eq!(net.totals.delays.sdt.len(), 50);
 }
 
+/// Issue 10 fix 3 seen from the load side: our users' answering side at its cap refuses new
+/// calls with 503 (counted on both sides) instead of holding them, and the calls it holds
+/// complete.
+#[test]
+fn callees_at_their_cap_refuse_with_503_and_both_sides_count_it() {
+    let mut net = Net::new(
+        CoreConfig {
+            uas_max_calls: 3,
+            cps: 5.0,
+            hold: Duration::from_secs(2),
+            ..cfg()
+        },
+        10,
+        "pw_%u",
+    );
+    net.run(Duration::from_secs(120));
+    let c = &net.totals.counters;
+    // 5 calls/s of 2 s: 10 in progress wanted, 3 allowed on the one worker's answering side.
+    assert_eq!(c.calls_attempted, 50);
+    assert!(c.uas_refused_overload >= 20, "{c:?}");
+    assert_eq!(c.calls_failed, c.uas_refused_overload);
+    assert_eq!(
+        net.totals.status.get("INVITE 503").copied(),
+        Some(c.uas_refused_overload)
+    );
+    assert_eq!(c.calls_answered + c.calls_failed, 50);
+    assert_eq!(c.calls_completed, c.calls_answered);
+    assert_eq!(c.uas_invites, 50);
+    assert_eq!(c.uas_answered, c.calls_answered);
+    assert!(net.load.take_stats().gauges.answering_calls <= 50);
+}
+
+/// The embedded target's answering side (no-registration calls end there) at its cap: 503s
+/// counted in the target's own stats, the caller's calls failed, none stored.
+#[test]
+fn the_targets_answerer_at_its_cap_refuses_with_503() {
+    let target = TargetConfig {
+        answerer: crate::ua::answerer::AnswererConfig {
+            max_calls: 4,
+            ..Default::default()
+        },
+        ..TargetConfig::default()
+    };
+    let pop = from_pattern("user%04d", 1, 2, "ims.local", "pw_%u").unwrap();
+    let mut net = Net::with(
+        CoreConfig {
+            register: false,
+            fixed_ruri: Some(format!("sip:service@{}", SocketAddr::from(TARGET))),
+            cps: 10.0,
+            hold: Duration::from_secs(1),
+            ..cfg()
+        },
+        pop,
+        target,
+    );
+    net.run(Duration::from_secs(120));
+    let c = &net.totals.counters;
+    let t = net.target.stats().answerer;
+    assert_eq!(c.calls_attempted, 100);
+    assert!(t.calls_refused_overload > 0, "{t:?}");
+    assert_eq!(c.calls_failed, t.calls_refused_overload);
+    assert_eq!(t.calls_answered, c.calls_answered);
+    assert_eq!(c.calls_completed, c.calls_answered);
+    assert_eq!(t.byes_received, c.calls_completed);
+    assert_eq!(t.invites, 100);
+}
+
 #[test]
 fn max_calls_limits_and_open_loop_keeps_offering() {
     let mut net = Net::new(
