@@ -3,9 +3,11 @@
 //! # Layout
 //! - [`sip`]: the SIP layer (messages, transactions, dialogs, digest auth, sockets). Knows nothing
 //!   of load or probes.
+//! - [`diameter`]: the Diameter base protocol codec (RFC 6733), shared by the HSS and the probe.
 //! - [`ua`]: the SIP user-agent layer between `sip` and the engines, sans IO and depending on
-//!   neither: the timer wheel, the INVITE/BYE server role (`Answerer`, bounded in what a peer can
-//!   make it hold), and (to come) the other user-agent roles.
+//!   neither: the timer wheel, digest/AKA challenge answers, the registration client, the
+//!   INVITE/BYE server role (`Answerer`, bounded in what a peer can make it hold), and (to come)
+//!   the other user-agent roles.
 //! - [`load`]: the load engine behind `imsload`: user population, the sans-IO user-agent core
 //!   (registrations, calls; the answering side delegated to `ua::answerer`), the open-loop
 //!   scheduler, statistics with RFC 6076 metrics, live progress and reports, and the async runner
@@ -27,6 +29,7 @@
 //! The binaries in `src/bin/` parse arguments and call into these modules.
 
 pub mod clock;
+pub mod diameter;
 pub mod fuzzing;
 pub mod hss;
 pub mod io;

@@ -1,15 +1,21 @@
 //! The SIP user-agent layer: sans-IO user-agent roles between [`crate::sip`] (messages,
 //! transactions) and the engines that own sockets and schedules ([`crate::load`],
-//! [`crate::target`]). Nothing here depends on either engine.
+//! [`crate::target`]). Nothing here depends on either engine: what a role needs of the run comes
+//! in a config struct of its own.
 //!
 //! - [`timers`]: the hashed timer wheel behind every user-agent timer.
+//! - [`challenge`]: answering 401/407 (Digest MD5, AKAv1-MD5 with re-synchronisation), shared
+//!   by every client role of a UE.
+//! - [`registration`]: the registration client of one UE (REGISTER, challenges, refresh,
+//!   de-registration), input + now → REGISTER to send, outcomes, next deadline.
 //! - [`answerer`]: the INVITE/BYE server role (the called party), bounded in what a peer can
 //!   make it hold.
 //!
-//! To come (issue 11): the other role state machines (registration client, INVITE client,
-//! non-INVITE client), each input + now → output + next deadline.
+//! To come (issue 11): the other role state machines (INVITE client, non-INVITE client).
 
 pub mod answerer;
+pub mod challenge;
+pub mod registration;
 pub mod timers;
 
 use std::net::SocketAddr;
