@@ -4,13 +4,16 @@
 //! - [`sip`]: the SIP layer (messages, transactions, dialogs, digest auth, sockets). Knows nothing
 //!   of load or probes.
 //! - [`diameter`]: the Diameter base protocol codec (RFC 6733), shared by the HSS and the probe.
-//! - [`ua`]: the SIP user-agent layer between `sip` and `load`, sans IO: the timer wheel, and (to
-//!   come) one state machine per user-agent role.
+//! - [`ua`]: the SIP user-agent layer between `sip` and the engines, sans IO and depending on
+//!   neither: the timer wheel, digest/AKA challenge answers, the registration client, the
+//!   INVITE/BYE server role (`Answerer`, bounded in what a peer can make it hold), and (to come)
+//!   the other user-agent roles.
 //! - [`load`]: the load engine behind `imsload`: user population, the sans-IO user-agent core
-//!   (registrations, calls, the answering side), the open-loop scheduler, statistics with RFC 6076
-//!   metrics, live progress and reports, and the async runner that drives it all.
+//!   (registrations, calls; the answering side delegated to `ua::answerer`), the open-loop
+//!   scheduler, statistics with RFC 6076 metrics, live progress and reports, and the async runner
+//!   that drives it all.
 //! - [`target`]: the embedded loopback target (`imsload serve`): registrar with digest challenge,
-//!   proxy for registered users, answering UAS for everything else.
+//!   proxy for registered users, `ua::answerer` as the answering UAS for everything else.
 //! - [`probe`]: the probe engine behind `imsprobe` (pacer, SIP and ICMP probers, capture, gap
 //!   analysis, plots).
 //! - [`profile`]: load profiles (TOML schema and checks, plans, threshold conditions, monitors).

@@ -29,6 +29,18 @@
 //! 16.6 s); killed"; with 10^12 imsload never drops the stream and imsprobe counts no framing
 //! error.
 //!
+//! * UDP flood (issue 10, fix 3): 30,000 never-ACKed INVITEs with distinct Call-IDs and 3.5 KB
+//!   of headers, as fast as loopback takes them (paced only so that serve's socket buffer, not
+//!   serve, decides nothing), against `serve --max-calls 2000`. Serve's peak RSS must stay
+//!   under 64 MB, the refused INVITEs get 503 and are counted, and serve still answers OPTIONS.
+//!   Before the fix (dbf3eea) serve held every INVITE it read for 64·T1 and more (2xx
+//!   retransmission, then BYE, then linger), ~7.5 KB each with these headers: the same flood
+//!   took it from 7.3 to 217 MB RSS: checked by running this test against dbf3eea's binary with
+//!   `--max-calls` left out (it has no such flag), which fails "serve peaked at 216776 kB RSS
+//!   under the flood (bound 65536 kB)". With the cap: 5.9 → 24 MB. The test also requires
+//!   serve to have read at least 15,000 of the INVITEs, which at 7.5 KB each the old code could
+//!   not hold in 64 MB.
+//!
 //! Loopback only (127.0.0.1); every loop is bounded in count and time.
 
 mod common;
@@ -365,6 +377,166 @@ fn udp_hostile_content_length_and_garbage_do_not_stop_serve() {
         malformed <= sent_bad && malformed * 10 >= sent_bad * 9 && malformed >= 8,
         "malformed {malformed} of {sent_bad} sent"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// UDP: a flood of INVITEs never ACKed
+// ---------------------------------------------------------------------------------------------
+
+/// A `VmRSS:`/`VmHWM:` line of `/proc/<pid>/status`, in kB.
+fn proc_kb(pid: i32, key: &str) -> Option<u64> {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = st.lines().find(|l| l.starts_with(key))?;
+    line[key.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// An INVITE with 14 Record-Routes (3.5 KB in all): what serve must copy to answer it is
+/// 3 KB, well under its 8 KiB refusal threshold, so only the cap can refuse it.
+fn flood_invite(serve: SocketAddr, me: SocketAddr, n: u32) -> Vec<u8> {
+    let mut rr = String::new();
+    for i in 0..14 {
+        rr += &format!(
+            "Record-Route: <sip:proxy{i}.example.net;lr;pad={}>\r\n",
+            "x".repeat(180)
+        );
+    }
+    format!(
+        "INVITE sip:nobody@{serve} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKfl{n}\r\n{rr}\
+         Max-Forwards: 70\r\nFrom: <sip:flood@{me}>;tag=f{n}\r\nTo: <sip:nobody@{serve}>\r\n\
+         Call-ID: flood-{n}@{me}\r\nCSeq: 1 INVITE\r\nContact: <sip:flood@{me}>\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn udp_flood_of_unacked_invites_is_refused_with_503_beyond_max_calls() {
+    const FLOOD: u32 = 30_000;
+    const MAX_CALLS: u64 = 2000;
+    const RSS_BOUND_KB: u64 = 64 * 1024;
+    let dir = tempfile::Builder::new()
+        .prefix("hostile-flood")
+        .tempdir()
+        .unwrap();
+    let port = common::free_port().unwrap();
+    let serve_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let serve_err = dir.path().join("serve.err");
+    let mut serve = Guard(Some(
+        Command::new(IMSLOAD)
+            .args(["serve", "--listen", &serve_addr.to_string(), "--quiet"])
+            .args(["--max-calls", &MAX_CALLS.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&serve_err).unwrap())
+            .spawn()
+            .unwrap(),
+    ));
+    let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut n = 0;
+    let ready = loop {
+        n += 1;
+        if options_answered(&probe, serve_addr, n, Duration::from_millis(200)) {
+            break true;
+        }
+        if n >= 50 || serve.child().try_wait().unwrap().is_some() {
+            break false;
+        }
+    };
+    assert!(ready, "serve did not answer: {}", stderr_tail(&serve_err));
+    let pid = serve.pid();
+    let rss_before = proc_kb(pid, "VmRSS:").unwrap();
+
+    // The flooder reads what comes back (so that its own buffer is not what drops it) and
+    // counts the status codes; it stops at the flag or after 60 s whatever happens.
+    let flood = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = flood.local_addr().unwrap();
+    let reader = flood.try_clone().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let got_503 = Arc::new(AtomicU64::new(0));
+    let got_other = Arc::new(AtomicU64::new(0));
+    let rd = {
+        let (stop, got_503, got_other) = (stop.clone(), got_503.clone(), got_other.clone());
+        std::thread::spawn(move || {
+            reader
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
+            let mut buf = [0u8; 65536];
+            let t0 = Instant::now();
+            while !stop.load(Ordering::Relaxed) && t0.elapsed() < Duration::from_secs(60) {
+                if let Ok((k, _)) = reader.recv_from(&mut buf) {
+                    if buf[..k].starts_with(b"SIP/2.0 503 ") {
+                        got_503.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        got_other.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        })
+    };
+    let t_flood = Instant::now();
+    for n in 0..FLOOD {
+        // A send refused by a full buffer is a datagram lost, as on any UDP path.
+        let _ = flood.send_to(&flood_invite(serve_addr, me, n), serve_addr);
+        if n % 50 == 49 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let flood_time = t_flood.elapsed();
+    // Serve catches up with its socket buffer, then the peak is read.
+    std::thread::sleep(Duration::from_millis(1500));
+    let rss_after = proc_kb(pid, "VmRSS:").unwrap();
+    let hwm = proc_kb(pid, "VmHWM:").unwrap();
+    eprintln!(
+        "flood of {FLOOD} INVITEs in {flood_time:?}: serve RSS {rss_before} → {rss_after} kB, peak {hwm} kB; \
+         503s received {}, other responses {}",
+        got_503.load(Ordering::Relaxed),
+        got_other.load(Ordering::Relaxed)
+    );
+    // Still answering, mid-flood aftermath (its calls retransmit their 200s meanwhile).
+    let mut answered = false;
+    for k in 0..10 {
+        if options_answered(&probe, serve_addr, 5000 + k, Duration::from_millis(500)) {
+            answered = true;
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    rd.join().unwrap();
+    assert!(
+        answered,
+        "serve stopped answering OPTIONS after the flood (alive: {}): {}",
+        serve.child().try_wait().unwrap().is_none(),
+        stderr_tail(&serve_err)
+    );
+    assert!(
+        hwm < RSS_BOUND_KB,
+        "serve peaked at {hwm} kB RSS under the flood (bound {RSS_BOUND_KB} kB)"
+    );
+    assert!(got_503.load(Ordering::Relaxed) > 0, "no 503 came back");
+
+    assert!(common::send_signal(pid, SIGINT));
+    let mut stdout = serve.child().stdout.take().unwrap();
+    let st = serve.wait_bounded(Duration::from_secs(10), "imsload serve after SIGINT");
+    let mut out = String::new();
+    stdout.read_to_string(&mut out).unwrap();
+    assert!(st.success(), "serve: {st}: {}", stderr_tail(&serve_err));
+    let stats: Value = serde_json::from_str(&out[out.find('{').expect(&out)..]).unwrap();
+    eprintln!("serve counters: {stats}");
+    let invites = stats["invites"].as_u64().unwrap();
+    let refused = stats["calls_refused_overload"].as_u64().unwrap();
+    let answered = stats["calls_answered"].as_u64().unwrap();
+    // Serve read most of the flood (else the bound above would prove nothing), held at most
+    // MAX_CALLS of it, and refused the rest with 503.
+    assert!(
+        invites >= 15_000,
+        "serve read only {invites} INVITEs: {stats}"
+    );
+    assert!(answered <= MAX_CALLS, "{stats}");
+    assert!(
+        stats["answering_calls"].as_u64().unwrap() <= MAX_CALLS,
+        "{stats}"
+    );
+    assert!(refused > 0 && refused + answered == invites, "{stats}");
 }
 
 // ---------------------------------------------------------------------------------------------

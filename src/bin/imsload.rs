@@ -16,6 +16,7 @@ use imsload::shutdown::{self, StopReason};
 use imsload::sip::transaction::Timers;
 use imsload::sip::Transport;
 use imsload::target::core::{TargetAka, TargetConfig};
+use imsload::ua::answerer::AnswererConfig;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -301,6 +302,10 @@ struct ServeArgs {
     /// Stop after this long (default: until Ctrl-C).
     #[arg(long, value_parser = duration)]
     duration: Option<Duration>,
+    /// Calls in progress the answering side holds at most; a new INVITE beyond is answered
+    /// 503 with Retry-After and counted (calls_refused_overload), never stored.
+    #[arg(long, default_value_t = AnswererConfig::default().max_calls)]
+    max_calls: usize,
     /// Challenge with AKAv1-MD5 (these keys for every user; --sqn is the network's start).
     #[command(flatten)]
     aka: AkaArgs,
@@ -610,10 +615,19 @@ fn run_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
                 if a.transport == Transport::Tcp {
                     bail!("the embedded target speaks UDP only: give --target HOST:PORT for TCP");
                 }
+                // In process and reached by our own callers only: sized like the load side's
+                // answerer, not like `serve`, so that no-registration runs at high rates (every
+                // call answered here) are never refused.
+                let d = CoreConfig::default();
                 let cfg = TargetConfig {
                     domain: a.domain.clone(),
                     password_rule: a.password.clone(),
                     aka: target_aka(&users, None),
+                    answerer: AnswererConfig {
+                        max_calls: d.uas_max_calls,
+                        max_bytes: d.uas_max_bytes,
+                        ..AnswererConfig::default()
+                    },
                     ..TargetConfig::default()
                 };
                 let s = imsload::target::serve::start(
@@ -842,11 +856,10 @@ fn serve(s: ServeArgs) -> anyhow::Result<i32> {
             aka,
             domain: s.domain.clone(),
             password_rule: s.password.clone(),
-            uas: CoreConfig {
+            answerer: AnswererConfig {
                 ring: s.ring,
-                register: false,
-                cps: 0.0,
-                ..CoreConfig::default()
+                max_calls: s.max_calls.max(1),
+                ..AnswererConfig::default()
             },
             ..TargetConfig::default()
         };

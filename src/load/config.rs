@@ -3,6 +3,7 @@
 
 use crate::sip::transaction::Timers;
 use crate::sip::Transport;
+use crate::ua::answerer::AnswererConfig;
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -17,14 +18,7 @@ pub enum Arrival {
     Poisson,
 }
 
-/// Distribution of a duration (call hold, ring time).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DurationDist {
-    Fixed,
-    /// Exponential with the given mean.
-    Exp,
-}
+pub use crate::ua::DurationDist;
 
 /// Which side ends an established call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum, serde::Deserialize)]
@@ -162,6 +156,36 @@ pub struct CoreConfig {
     pub seed: u64,
     /// IMS headers and Contact parameters of the UE (TS 24.229).
     pub ims: ImsOptions,
+    /// Calls and bytes the answering side of one worker holds at most (see
+    /// [`AnswererConfig`]). Far above what a run needs (10,000 calls/s of 5 s calls, each
+    /// lingering 32 s, is 370,000 calls of a few hundred bytes): a bound, not a limit a run
+    /// should meet; `imsload serve` is the side that faces strangers and is sized tighter.
+    pub uas_max_calls: usize,
+    pub uas_max_bytes: usize,
+}
+
+impl CoreConfig {
+    /// The answering side's settings for worker `worker`: ring and hold from the run; the
+    /// callee hangs up after the hold with `bye_by = callee`.
+    pub fn answerer(&self, worker: u32) -> AnswererConfig {
+        AnswererConfig {
+            transport: self.transport,
+            timers: self.timers,
+            ring: self.ring,
+            ring_dist: self.ring_dist,
+            hang_up_after: (self.bye_by == ByeBy::Callee).then_some(self.hold),
+            hang_up_dist: self.hold_dist,
+            user_agent: self.user_agent.clone(),
+            seed: self
+                .seed
+                .wrapping_add(worker as u64 * 7919)
+                .wrapping_add(0x5eed),
+            max_calls: self.uas_max_calls,
+            max_bytes: self.uas_max_bytes,
+            record_delays: true,
+            ..AnswererConfig::default()
+        }
+    }
 }
 
 /// Which of the user's public identities goes into P-Preferred-Identity.
@@ -218,6 +242,8 @@ impl Default for CoreConfig {
             user_agent: concat!("imsload/", env!("CARGO_PKG_VERSION")).into(),
             seed: 1,
             ims: ImsOptions::default(),
+            uas_max_calls: 1_000_000,
+            uas_max_bytes: 1 << 30,
         }
     }
 }

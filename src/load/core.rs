@@ -23,11 +23,10 @@ use crate::sip::builder::{sdp, Writer};
 use crate::sip::dialog::{strip_tag, Dialog};
 use crate::sip::ids::{self, IdScheme};
 use crate::sip::message::{name_addr_uri, uri_user};
-use crate::sip::transaction::{
-    ClientTransaction, Kind, ResponseAction, ServerRetransmit, State, TimerAction,
-};
+use crate::sip::transaction::{ClientTransaction, Kind, ResponseAction, State, TimerAction};
 use crate::sip::{reason, HeaderName, Message, Method};
 use crate::slab::{Key, Slab};
+use crate::ua::answerer::{Answerer, AnswererStats};
 use crate::ua::challenge::{Answer, Authenticator};
 use crate::ua::registration::{self, RegConfig, RegKind, RegState, Registration};
 use crate::ua::timers::TimerWheel;
@@ -38,14 +37,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 pub use crate::sip::transport::Transmit;
-
-/// Where a request came from: the peer, and which of our sockets it reached (the socket
-/// answers go out from, so the peer sees them come from the address it sent to).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Peer {
-    pub addr: SocketAddr,
-    pub sock: u32,
-}
+pub use crate::ua::Peer;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -71,10 +63,6 @@ enum Timer {
     /// the rate changes so that a superseded timer does nothing.
     NextArrival(u32),
     NextReg,
-    UasAnswer(Key),
-    UasRetransmit(Key),
-    UasHold(Key),
-    UasLinger(Key),
     PhaseEnd,
     /// Half the drain time has passed: de-register even if some calls are still open.
     DeregisterNow,
@@ -112,7 +100,6 @@ enum Owner {
     Register(u32),
     Invite(Key),
     Bye(Key),
-    UasBye(Key),
     /// A MESSAGE or OPTIONS scenario (a lone non-INVITE transaction).
     Nit(Key),
 }
@@ -177,30 +164,6 @@ struct Call {
     hold: Duration,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum UasState {
-    Ringing,
-    Answered,
-    Confirmed,
-    Terminating,
-    Ended,
-}
-
-struct UasCall {
-    call_id: String,
-    state: UasState,
-    /// The hop the INVITE came from, and our socket it reached (the callee's).
-    peer: Peer,
-    /// Response headers shared by 180/200/487 (Via…CSeq, Record-Route, To with our tag).
-    resp_headers: Vec<u8>,
-    invite_branch: String,
-    last_response: Vec<u8>,
-    retransmit: Option<ServerRetransmit>,
-    dialog: Option<Dialog>,
-    answered_at: Option<Instant>,
-    bye_sent: Option<Instant>,
-}
-
 pub struct LoadCore {
     cfg: CoreConfig,
     /// What every user's registration shares, from `cfg`.
@@ -217,8 +180,8 @@ pub struct LoadCore {
     txns: Slab<Txn>,
     calls: Slab<Call>,
     nits: Slab<NitReq>,
-    uas: Slab<UasCall>,
-    uas_by_call_id: HashMap<String, Key>,
+    /// The called side of our users' incoming calls (answering socket: the user's own).
+    answerer: Answerer,
     timers: TimerWheel<Timer>,
     out: VecDeque<Transmit>,
     pub stats: Interval,
@@ -239,7 +202,6 @@ pub struct LoadCore {
     calls_offered: u64,
     drain_deadline: Option<Instant>,
     dereg_pending: usize,
-    session_seq: u64,
     sdp_offer: Vec<u8>,
     calling_span: (Option<Instant>, Option<Instant>),
 }
@@ -313,6 +275,7 @@ impl LoadCore {
         } else {
             0
         };
+        let answerer = Answerer::new(cfg.answerer(worker), &locals, run, now);
         let reg_cfg = RegConfig {
             domain: cfg.domain.clone(),
             expires: cfg.expires,
@@ -338,8 +301,7 @@ impl LoadCore {
             txns: Slab::default(),
             calls: Slab::default(),
             nits: Slab::default(),
-            uas: Slab::default(),
-            uas_by_call_id: HashMap::new(),
+            answerer,
             timers: TimerWheel::new(now),
             out: VecDeque::new(),
             stats: Interval::default(),
@@ -351,7 +313,6 @@ impl LoadCore {
             calls_offered: 0,
             drain_deadline: None,
             dereg_pending: 0,
-            session_seq: 0,
             sdp_offer,
             calling_span: (None, None),
         }
@@ -434,19 +395,27 @@ impl LoadCore {
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.out.pop_front()
+        self.out
+            .pop_front()
+            .or_else(|| self.answerer.poll_transmit())
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next_deadline()
+        match (self.timers.next_deadline(), self.answerer.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Counts and gauges since the last call; the histograms restart empty.
     pub fn take_stats(&mut self) -> Interval {
+        let a = self.answerer.take_stats();
+        add_answerer_stats(&mut self.stats, &a);
         self.stats.gauges.registered = self.registered.len() as u64;
         self.stats.gauges.active_calls = self.calls.len() as u64;
-        self.stats.gauges.answering_calls = self.uas_by_call_id.len() as u64;
-        self.stats.gauges.pending_transactions = self.txns.len() as u64;
+        self.stats.gauges.answering_calls = self.answerer.calls() as u64;
+        self.stats.gauges.pending_transactions =
+            (self.txns.len() + self.answerer.pending_byes()) as u64;
         self.stats.take()
     }
 
@@ -484,12 +453,8 @@ impl LoadCore {
             Kind::NonInvite
         };
         let ct = ClientTransaction::new(kind, now, self.cfg.transport.reliable(), self.cfg.timers);
-        // Requests go to the outbound proxy, except the answering side's BYE, which goes back
-        // to the hop its INVITE came from (the proxy that record-routed, or the caller).
-        let dest = match &owner {
-            Owner::UasBye(k) => self.uas.get(*k).map_or(self.cfg.target, |u| u.peer.addr),
-            _ => self.cfg.target,
-        };
+        // Every request of ours goes to the outbound proxy (the answerer's BYEs are its own).
+        let dest = self.cfg.target;
         self.send(src, dest, request.clone());
         let inserted = self.txns.insert(Txn {
             ct,
@@ -523,6 +488,7 @@ impl LoadCore {
         while let Some((at, t)) = self.timers.pop_due(now) {
             self.fire(now, at, t);
         }
+        self.answerer.handle_timeout(now);
     }
 
     fn note_lag(&mut self, now: Instant, at: Instant) {
@@ -554,19 +520,6 @@ impl LoadCore {
             Timer::Hold(k) => self.hold_over(now, k),
             Timer::InviteTimeout(k) => self.invite_timeout(now, k),
             Timer::Cancel(k) => self.cancel_timer(now, k),
-            Timer::UasAnswer(k) => self.uas_answer(now, k),
-            Timer::UasRetransmit(k) => self.uas_retransmit(now, k),
-            Timer::UasHold(k) => self.uas_hold_over(now, k),
-            Timer::UasLinger(k) => {
-                if let Some(u) = self.uas.get(k) {
-                    if u.state == UasState::Ended {
-                        let u = self.uas.remove(k).expect("checked above");
-                        if self.uas_by_call_id.get(&u.call_id) == Some(&k) {
-                            self.uas_by_call_id.remove(&u.call_id);
-                        }
-                    }
-                }
-            }
             Timer::PhaseEnd => {
                 if self.phase == Phase::Calling {
                     self.stop(now);
@@ -1633,7 +1586,6 @@ impl LoadCore {
                 self.stats.counters.calls_bye_failed += 1;
                 self.end_call(now, k);
             }
-            Owner::UasBye(k) => self.uas_end(now, k, None),
             Owner::Nit(k) => {
                 if let Some(r) = self.nits.remove(k) {
                     let c = &mut self.stats.counters;
@@ -1676,6 +1628,10 @@ impl LoadCore {
             msg.cseq().map(|(_, m)| m).unwrap_or(""),
             msg.top_via().and_then(|v| v.branch).unwrap_or(""),
         );
+        // Responses to the answerer's BYEs carry its branches, which ours never are.
+        if self.answerer.handle_response(now, msg) {
+            return;
+        }
         // CANCEL shares the INVITE's branch: route by CSeq method first.
         if cseq_method == "CANCEL" {
             if let Some(tk) = self.ids.parse_branch(branch) {
@@ -1728,7 +1684,6 @@ impl LoadCore {
             Owner::Register(u) => Owner::Register(*u),
             Owner::Invite(k) => Owner::Invite(*k),
             Owner::Bye(k) => Owner::Bye(*k),
-            Owner::UasBye(k) => Owner::UasBye(*k),
             Owner::Nit(k) => Owner::Nit(*k),
         };
         let done = t.ct.state == State::Terminated;
@@ -1741,11 +1696,6 @@ impl LoadCore {
             Owner::Register(u) => self.reg_response(now, u, msg, code),
             Owner::Invite(k) => self.invite_response(now, k, tk, msg, code),
             Owner::Bye(k) => self.bye_response(now, k, code),
-            Owner::UasBye(k) => {
-                if code >= 200 {
-                    self.uas_end(now, k, Some(code));
-                }
-            }
             Owner::Nit(k) => self.nit_response(now, k, msg, code),
         }
     }
@@ -1789,7 +1739,7 @@ impl LoadCore {
                 }
                 None if to_tag.is_some()
                     && method == "BYE"
-                    && !self.uas_by_call_id.contains_key(msg.call_id()) =>
+                    && !self.answerer.has_call(msg.call_id()) =>
                 {
                     // Our call is over already: a retransmission of a BYE we answered.
                     self.stats.counters.duplicates_received += 1;
@@ -1798,16 +1748,17 @@ impl LoadCore {
                 _ => {}
             }
         }
-        match method {
-            "INVITE" => self.uas_invite(now, msg, from),
-            "ACK" => self.uas_ack(now, msg),
-            "BYE" => self.uas_bye(now, msg, from),
-            "CANCEL" => self.uas_cancel(now, msg, from),
-            "OPTIONS" | "MESSAGE" | "NOTIFY" | "INFO" | "UPDATE" => {
-                self.respond(msg, from, 200, None, None)
-            }
-            _ => self.respond(msg, from, 501, None, None),
-        }
+        // Everything else is for the answering side: our users as callees (with their own
+        // Contact when the Request-URI names one), or stateless answers.
+        let contact = match method {
+            "INVITE" => msg
+                .request_uri()
+                .and_then(uri_user)
+                .and_then(|n| self.user_by_name.get(n))
+                .map(|&u| self.users[u as usize].contact.as_str()),
+            _ => None,
+        };
+        self.answerer.handle_request(now, msg, from, contact);
     }
 
     fn respond(
@@ -1846,242 +1797,6 @@ impl LoadCore {
             }
         }
     }
-
-    // ---------------------------------------------------------------- answering side (UAS)
-
-    fn uas_invite(&mut self, now: Instant, msg: &Message<'_>, from: Peer) {
-        let call_id = msg.call_id();
-        if let Some(&k) = self.uas_by_call_id.get(call_id) {
-            // A retransmitted INVITE: repeat the last response.
-            if let Some(u) = self.uas.get(k) {
-                let data = u.last_response.clone();
-                let peer = u.peer;
-                self.stats.counters.duplicates_received += 1;
-                self.send(peer.sock, peer.addr, data);
-            }
-            return;
-        }
-        if msg.to_tag().is_some() {
-            // A re-INVITE (hold/unhold) for a dialog we no longer know.
-            return self.respond(msg, from, 481, None, None);
-        }
-        self.stats.counters.uas_invites += 1;
-        let user = msg
-            .request_uri()
-            .and_then(uri_user)
-            .and_then(|n| self.user_by_name.get(n).copied());
-        let tag = ids::token(&mut self.rng);
-        let contact = match user {
-            Some(u) => self.users[u as usize].contact.clone(),
-            None => format!(
-                "<sip:imsload@{};transport={}>",
-                self.via_hosts[from.sock as usize],
-                self.cfg.transport.param()
-            ),
-        };
-        let mut hdrs = Writer::response_to(msg, 180, "Ringing", Some(&tag));
-        hdrs.header("Contact", &contact);
-        hdrs.header("Server", &self.cfg.user_agent);
-        // Keep the header block without its status line; 180/200/487 reuse it.
-        let full = hdrs.finish(None, b"");
-        let start = full.iter().position(|b| *b == b'\n').map_or(0, |i| i + 1);
-        let end = full.len() - "Content-Length: 0\r\n\r\n".len();
-        let resp_headers = full[start..end].to_vec();
-        let dialog = Dialog::from_uas_request(msg, &tag);
-        let key = self.uas.insert(UasCall {
-            call_id: call_id.to_string(),
-            state: UasState::Ringing,
-            peer: from,
-            resp_headers,
-            invite_branch: msg
-                .top_via()
-                .and_then(|v| v.branch)
-                .unwrap_or("")
-                .to_string(),
-            last_response: Vec::new(),
-            retransmit: None,
-            dialog: Some(dialog),
-            answered_at: None,
-            bye_sent: None,
-        });
-        self.uas_by_call_id.insert(call_id.to_string(), key);
-        self.uas_send(key, 180, None);
-        let ring = self.sample(self.cfg.ring, self.cfg.ring_dist);
-        if ring.is_zero() {
-            self.uas_answer(now, key);
-        } else {
-            self.arm(now + ring, Timer::UasAnswer(key));
-        }
-    }
-
-    fn uas_send(&mut self, k: Key, code: u16, body: Option<&[u8]>) {
-        let Some(u) = self.uas.get_mut(k) else { return };
-        let mut data = Vec::with_capacity(u.resp_headers.len() + 400);
-        data.extend_from_slice(format!("SIP/2.0 {code} {}\r\n", reason(code)).as_bytes());
-        data.extend_from_slice(&u.resp_headers);
-        match body {
-            Some(b) => {
-                data.extend_from_slice(
-                    format!(
-                        "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n",
-                        b.len()
-                    )
-                    .as_bytes(),
-                );
-                data.extend_from_slice(b);
-            }
-            None => data.extend_from_slice(b"Content-Length: 0\r\n\r\n"),
-        }
-        u.last_response = data.clone();
-        let peer = u.peer;
-        self.send(peer.sock, peer.addr, data);
-    }
-
-    fn uas_answer(&mut self, now: Instant, k: Key) {
-        if self.uas.get(k).map(|u| u.state) != Some(UasState::Ringing) {
-            return;
-        }
-        self.session_seq += 1;
-        let answer = sdp(&self.locals[0].ip().to_string(), self.session_seq, 40002);
-        self.uas_send(k, 200, Some(&answer));
-        self.stats.counters.uas_answered += 1;
-        let u = self.uas.get_mut(k).expect("checked");
-        u.state = UasState::Answered;
-        u.answered_at = Some(now);
-        // Over UDP the 2xx is repeated until the ACK comes; over TCP only the give-up applies.
-        let r = ServerRetransmit::new(now, self.cfg.timers);
-        let at = if self.cfg.transport.reliable() {
-            r.give_up_at
-        } else {
-            r.next
-        };
-        u.retransmit = Some(r);
-        self.arm(at, Timer::UasRetransmit(k));
-    }
-
-    fn uas_retransmit(&mut self, now: Instant, k: Key) {
-        let reliable = self.cfg.transport.reliable();
-        let Some(u) = self.uas.get_mut(k) else { return };
-        if u.state != UasState::Answered {
-            return;
-        }
-        let Some(r) = u.retransmit.as_mut() else {
-            return;
-        };
-        if now < r.next && !reliable {
-            return;
-        }
-        if !reliable && r.fire(now) {
-            let next = r.next;
-            let (peer, data) = (u.peer, u.last_response.clone());
-            self.stats.counters.retransmits += 1;
-            self.send(peer.sock, peer.addr, data);
-            self.arm(next, Timer::UasRetransmit(k));
-        } else if now >= r.give_up_at {
-            // No ACK in 64·T1: the dialog is dead (RFC 3261 §13.3.1.4), end it with BYE.
-            self.stats.count_timeout("ACK");
-            u.state = UasState::Confirmed;
-            self.uas_send_bye(now, k);
-        }
-    }
-
-    fn uas_ack(&mut self, now: Instant, msg: &Message<'_>) {
-        let Some(&k) = self.uas_by_call_id.get(msg.call_id()) else {
-            return;
-        };
-        let bye_by_callee = self.cfg.bye_by == ByeBy::Callee;
-        let hold = self.sample(self.cfg.hold, self.cfg.hold_dist);
-        let Some(u) = self.uas.get_mut(k) else { return };
-        // Otherwise an ACK for a 487, or a retransmitted ACK: nothing to do.
-        if u.state == UasState::Answered {
-            u.state = UasState::Confirmed;
-            u.retransmit = None;
-            if bye_by_callee {
-                self.arm(now + hold, Timer::UasHold(k));
-            }
-        }
-    }
-
-    fn uas_hold_over(&mut self, now: Instant, k: Key) {
-        if self.uas.get(k).map(|u| u.state) == Some(UasState::Confirmed) {
-            self.uas_send_bye(now, k);
-        }
-    }
-
-    fn uas_send_bye(&mut self, now: Instant, k: Key) {
-        let tk = self.txns.next_key();
-        let branch = self.ids.branch(tk);
-        let Some(sock) = self.uas.get(k).map(|u| u.peer.sock) else {
-            return;
-        };
-        let via = self.via(sock, &branch);
-        let Some(u) = self.uas.get_mut(k) else { return };
-        let Some(d) = u.dialog.as_mut() else { return };
-        let req = d.request("BYE", &via, None).finish(None, b"");
-        u.state = UasState::Terminating;
-        u.bye_sent = Some(now);
-        if let Some(a) = u.answered_at {
-            Delays::record(&mut self.stats.delays.sdt, now - a);
-        }
-        self.start_txn(now, tk, sock, req, Method::Bye, Owner::UasBye(k));
-    }
-
-    fn uas_bye(&mut self, now: Instant, msg: &Message<'_>, from: Peer) {
-        let Some(&k) = self.uas_by_call_id.get(msg.call_id()) else {
-            return self.respond(msg, from, 481, None, None);
-        };
-        let Some(u) = self.uas.get_mut(k) else {
-            return self.respond(msg, from, 481, None, None);
-        };
-        if u.state == UasState::Ended {
-            self.stats.counters.duplicates_received += 1;
-            return self.respond(msg, from, 200, None, None);
-        }
-        self.stats.counters.uas_byes += 1;
-        self.respond(msg, from, 200, None, None);
-        self.uas_end(now, k, None);
-    }
-
-    fn uas_cancel(&mut self, now: Instant, msg: &Message<'_>, from: Peer) {
-        let branch = msg.top_via().and_then(|v| v.branch).unwrap_or("");
-        let k = self.uas_by_call_id.get(msg.call_id()).copied();
-        let matched = k.and_then(|k| {
-            self.uas
-                .get(k)
-                .filter(|u| u.invite_branch == branch)
-                .map(|u| (k, u.state))
-        });
-        match matched {
-            Some((k, state)) => {
-                self.stats.counters.uas_cancels += 1;
-                self.respond(msg, from, 200, None, None);
-                if state == UasState::Ringing {
-                    self.uas_send(k, 487, None);
-                    self.uas_end(now, k, None);
-                }
-            }
-            _ => self.respond(msg, from, 481, None, None),
-        }
-    }
-
-    /// The answering side of a call is over; linger to absorb retransmissions (UDP only).
-    fn uas_end(&mut self, now: Instant, k: Key, _bye_status: Option<u16>) {
-        let reliable = self.cfg.transport.reliable();
-        let Some(u) = self.uas.get_mut(k) else { return };
-        if let Some(s) = u.bye_sent {
-            Delays::record(&mut self.stats.delays.sdd, now - s);
-        }
-        u.state = UasState::Ended;
-        u.dialog = None;
-        u.retransmit = None;
-        u.resp_headers = Vec::new();
-        if reliable {
-            let u = self.uas.remove(k).expect("present");
-            self.uas_by_call_id.remove(&u.call_id);
-        } else {
-            self.arm(now + self.cfg.timers.timeout(), Timer::UasLinger(k));
-        }
-    }
 }
 
 impl crate::io::Endpoint for LoadCore {
@@ -2100,6 +1815,38 @@ impl crate::io::Endpoint for LoadCore {
     fn stream_unreadable(&mut self, e: &crate::sip::ParseError) {
         self.stats.counters.malformed += 1;
         *self.stats.malformed.entry(e.kind).or_default() += 1;
+    }
+}
+
+/// Books the answerer's counts and samples in the load engine's terms.
+fn add_answerer_stats(into: &mut Interval, a: &AnswererStats) {
+    let (c, x) = (&mut into.counters, &a.counters);
+    c.uas_invites += x.invites;
+    c.uas_answered += x.calls_answered;
+    c.uas_byes += x.byes_received;
+    c.uas_cancels += x.cancels_received;
+    c.uas_refused_overload += x.calls_refused_overload;
+    c.uas_refused_too_large += x.calls_refused_too_large;
+    c.duplicates_received += x.duplicates;
+    c.retransmits += x.retransmits;
+    c.msgs_sent += x.msgs_sent;
+    c.stray_responses += x.stray_responses;
+    // Status counts only for what happened: a zero entry would show up in reports.
+    let mut status = |key: String, n: u64| {
+        if n > 0 {
+            *into.status.entry(key).or_default() += n;
+        }
+    };
+    status("ACK timeout".into(), x.ack_timeouts);
+    status("BYE timeout".into(), x.bye_timeouts);
+    for (code, n) in &a.bye_responses {
+        status(format!("BYE {code}"), *n);
+    }
+    for d in &a.sdt {
+        Delays::record(&mut into.delays.sdt, *d);
+    }
+    for d in &a.sdd {
+        Delays::record(&mut into.delays.sdd, *d);
     }
 }
 

@@ -389,6 +389,13 @@ impl Report {
             "  answering side: INVITEs {} answered {} BYEs {} CANCELs {}",
             c.uas_invites, c.uas_answered, c.uas_byes, c.uas_cancels
         );
+        if c.uas_refused_overload + c.uas_refused_too_large > 0 {
+            let _ = writeln!(
+                s,
+                "  answering side refused: {} INVITEs with 503 (calls or bytes held at the cap), {} with 513 (headers too large)",
+                c.uas_refused_overload, c.uas_refused_too_large
+            );
+        }
         if c.msg_attempts + c.opt_attempts + c.scenarios_unplaced > 0 {
             let _ = writeln!(s, "\nOther scenarios");
             let _ = writeln!(

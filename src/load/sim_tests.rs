@@ -178,7 +178,7 @@ fn full_run_registers_calls_and_deregisters() {
         "de-registration empties the registrar"
     );
     // Every call crossed the proxy: INVITE, ACK, BYE each forwarded to the callee.
-    assert!(net.target.stats.proxied_requests >= 150);
+    assert!(net.target.stats().proxied_requests >= 150);
     assert_eq!(net.totals.status.get("REGISTER 401"), Some(&40));
     let m = Rfc6076::of(&net.totals);
     assert_eq!(m.session_establishment_ratio_pct, Some(100.0));
@@ -318,6 +318,73 @@ fn callee_hangs_up_when_asked() {
     assert_eq!(net.totals.delays.sdt.len(), 50);
 }
 
+/// Issue 10 fix 3 seen from the load side: our users' answering side at its cap refuses new
+/// calls with 503 (counted on both sides) instead of holding them, and the calls it holds
+/// complete.
+#[test]
+fn callees_at_their_cap_refuse_with_503_and_both_sides_count_it() {
+    let mut net = Net::new(
+        CoreConfig {
+            uas_max_calls: 3,
+            cps: 5.0,
+            hold: Duration::from_secs(2),
+            ..cfg()
+        },
+        10,
+        "pw_%u",
+    );
+    net.run(Duration::from_secs(120));
+    let c = &net.totals.counters;
+    // 5 calls/s of 2 s: 10 in progress wanted, 3 allowed on the one worker's answering side.
+    assert_eq!(c.calls_attempted, 50);
+    assert!(c.uas_refused_overload >= 20, "{c:?}");
+    assert_eq!(c.calls_failed, c.uas_refused_overload);
+    assert_eq!(
+        net.totals.status.get("INVITE 503").copied(),
+        Some(c.uas_refused_overload)
+    );
+    assert_eq!(c.calls_answered + c.calls_failed, 50);
+    assert_eq!(c.calls_completed, c.calls_answered);
+    assert_eq!(c.uas_invites, 50);
+    assert_eq!(c.uas_answered, c.calls_answered);
+    assert!(net.load.take_stats().gauges.answering_calls <= 50);
+}
+
+/// The embedded target's answering side (no-registration calls end there) at its cap: 503s
+/// counted in the target's own stats, the caller's calls failed, none stored.
+#[test]
+fn the_targets_answerer_at_its_cap_refuses_with_503() {
+    let target = TargetConfig {
+        answerer: crate::ua::answerer::AnswererConfig {
+            max_calls: 4,
+            ..Default::default()
+        },
+        ..TargetConfig::default()
+    };
+    let pop = from_pattern("user%04d", 1, 2, "ims.local", "pw_%u").unwrap();
+    let mut net = Net::with(
+        CoreConfig {
+            register: false,
+            fixed_ruri: Some(format!("sip:service@{}", SocketAddr::from(TARGET))),
+            cps: 10.0,
+            hold: Duration::from_secs(1),
+            ..cfg()
+        },
+        pop,
+        target,
+    );
+    net.run(Duration::from_secs(120));
+    let c = &net.totals.counters;
+    let t = net.target.stats().answerer;
+    assert_eq!(c.calls_attempted, 100);
+    assert!(t.calls_refused_overload > 0, "{t:?}");
+    assert_eq!(c.calls_failed, t.calls_refused_overload);
+    assert_eq!(t.calls_answered, c.calls_answered);
+    assert_eq!(c.calls_completed, c.calls_answered);
+    assert_eq!(t.byes_received, c.calls_completed);
+    assert_eq!(t.invites, 100);
+}
+
 #[test]
 fn max_calls_limits_and_open_loop_keeps_offering() {
     let mut net = Net::new(
@@ -408,8 +475,8 @@ fn aka_users_register_call_and_deregister() {
     assert_eq!(net.target.registered(net.now), 0);
     // Every REGISTER (initial and de-registration) was challenged once with AKA and answered.
     assert_eq!(net.totals.status.get("REGISTER 401"), Some(&40));
-    assert_eq!(net.target.stats.challenges, 40);
-    assert_eq!(net.target.stats.auth_failures, 0);
+    assert_eq!(net.target.stats().challenges, 40);
+    assert_eq!(net.target.stats().auth_failures, 0);
 }
 
 #[test]
@@ -422,7 +489,7 @@ fn aka_wrong_k_is_a_counted_mac_failure() {
     assert_eq!(c.reg_auth_rejected, 4);
     // The UE told the network (empty response), and the network refused it with 403.
     assert_eq!(net.totals.status.get("REGISTER 403"), Some(&4));
-    assert_eq!(net.target.stats.auth_failures, 4);
+    assert_eq!(net.target.stats().auth_failures, 4);
     assert_eq!(c.calls_attempted, 0);
 }
 
@@ -435,7 +502,7 @@ fn aka_ue_ahead_of_the_network_resynchronises_then_registers() {
     assert_eq!((c.reg_attempts, c.reg_ok, c.reg_failed), (3, 3, 0));
     assert_eq!(c.reg_aka_resyncs, 3);
     assert_eq!(c.reg_aka_mac_failures, 0);
-    assert_eq!(net.target.stats.aka_resyncs, 3);
+    assert_eq!(net.target.stats().aka_resyncs, 3);
     // Initial: challenge, AUTS, fresh challenge, 200; then the de-registration's own round,
     // whose SQN follows the re-synchronised one and needs no second AUTS.
     assert_eq!(net.totals.status.get("REGISTER 401"), Some(&(3 * 3)));

@@ -86,6 +86,10 @@ pub struct Counters {
     pub uas_answered: u64,
     pub uas_byes: u64,
     pub uas_cancels: u64,
+    /// Answering side: new INVITEs refused with 503 (its cap on calls or bytes held was
+    /// reached) and with 513 (headers too large to copy). Neither is stored.
+    pub uas_refused_overload: u64,
+    pub uas_refused_too_large: u64,
     /// MESSAGE scenarios: sent, answered 2xx, other final, no final response in 64·T1.
     pub msg_attempts: u64,
     pub msg_ok: u64,
@@ -160,6 +164,8 @@ impl Counters {
             uas_answered,
             uas_byes,
             uas_cancels,
+            uas_refused_overload,
+            uas_refused_too_large,
             msg_attempts,
             msg_ok,
             msg_failed,

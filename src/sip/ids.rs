@@ -31,6 +31,17 @@ impl IdScheme {
         }
     }
 
+    /// A scheme whose identifiers start with `tag` (a letter that is not a hex digit) before the
+    /// run: no plain scheme ever parses them, whatever the runs, so two roles sharing a socket
+    /// tell their responses apart by branch alone.
+    pub fn tagged(tag: char, run: u32) -> Self {
+        debug_assert!(!tag.is_ascii_hexdigit());
+        IdScheme {
+            run,
+            prefix: format!("{tag}{run:x}."),
+        }
+    }
+
     pub fn run(&self) -> u32 {
         self.run
     }
@@ -95,5 +106,10 @@ mod tests {
         let c = ids.call_id('r', k, "127.0.0.1");
         assert_eq!(ids.parse_call_id(&c), Some(('r', k)));
         assert_eq!(ids.parse_call_id("abc@host"), None);
+        let tagged = IdScheme::tagged('u', 0xabc);
+        let tb = tagged.branch(k);
+        assert_eq!(tagged.parse_branch(&tb), Some(k));
+        assert_eq!(ids.parse_branch(&tb), None);
+        assert_eq!(tagged.parse_branch(&b), None);
     }
 }

@@ -5,16 +5,18 @@
 //! answering user agent for every Request-URI that is not a registered user (like `sipp -sn uas`).
 //!
 //! It exists so that `imsload` runs out of the box and so that the load engine can be tested
-//! end to end in process; it is not a P-CSCF. The answering side is the load engine's own
-//! [`LoadCore`] with no users of its own: one implementation of a UAS in the project.
+//! end to end in process; it is not a P-CSCF. The answering side is [`Answerer`], the same
+//! INVITE/BYE server the load engine's callees use: one implementation of a UAS in the project,
+//! and bounded in what a flooding peer can make it hold.
 
-use crate::load::config::CoreConfig;
-use crate::load::core::{LoadCore, Transmit};
 use crate::sip::aka::{self, AkaKeys, AuthVector};
 use crate::sip::auth::{self, hex, verify};
 use crate::sip::builder::Writer;
 use crate::sip::message::{name_addr_uri, split_list, uri_user, Via};
+use crate::sip::transport::Transmit;
 use crate::sip::{HeaderName, Message};
+use crate::ua::answerer::{Answerer, AnswererConfig, AnswererCounters};
+use crate::ua::Peer;
 use md5::{Digest, Md5};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -29,8 +31,8 @@ pub struct TargetConfig {
     pub max_expires: u32,
     /// Nonces older than this are answered with `stale=true`.
     pub nonce_ttl: Duration,
-    /// The answering side's settings (ring time, hold when it hangs up, timers).
-    pub uas: CoreConfig,
+    /// The answering side's settings (ring time, timers, how much it may hold).
+    pub answerer: AnswererConfig,
     /// Challenge with AKAv1-MD5 instead of MD5 for the users it has keys for.
     pub aka: Option<TargetAka>,
 }
@@ -73,11 +75,7 @@ impl Default for TargetConfig {
             password_rule: "pw_%u".into(),
             max_expires: 3600,
             nonce_ttl: Duration::from_secs(300),
-            uas: CoreConfig {
-                register: false,
-                cps: 0.0,
-                ..CoreConfig::default()
-            },
+            answerer: AnswererConfig::default(),
             aka: None,
         }
     }
@@ -101,6 +99,11 @@ pub struct TargetStats {
     pub proxied_requests: u64,
     pub proxied_responses: u64,
     pub malformed: u64,
+    /// Calls its answering side holds now (a gauge).
+    pub answering_calls: u64,
+    /// Its answering side's counts (calls answered, BYEs, INVITEs refused with 503/513, ...).
+    #[serde(flatten)]
+    pub answerer: AnswererCounters,
 }
 
 pub struct TargetCore {
@@ -112,27 +115,24 @@ pub struct TargetCore {
     epoch: Instant,
     location: HashMap<String, Binding>,
     aka: HashMap<String, AkaSub>,
-    uas: LoadCore,
+    answerer: Answerer,
     out: VecDeque<Transmit>,
-    pub stats: TargetStats,
+    stats: TargetStats,
 }
 
 impl TargetCore {
     pub fn new(cfg: TargetConfig, local: SocketAddr, now: Instant) -> TargetCore {
-        let mut uas_cfg = cfg.uas.clone();
-        uas_cfg.register = false;
-        uas_cfg.cps = 0.0;
-        uas_cfg.duration = None;
-        uas_cfg.domain = cfg.domain.clone();
-        let mut uas = LoadCore::new(uas_cfg, &[local], Vec::new(), 0xffff, now);
-        uas.start(now);
+        let mut acfg = cfg.answerer.clone();
+        // Nobody takes the samples here; only the counts are reported.
+        acfg.record_delays = false;
+        let answerer = Answerer::new(acfg, &[local], rand::random(), now);
         TargetCore {
             me: local.to_string(),
             secret: rand::random(),
             epoch: now,
             location: HashMap::new(),
             aka: HashMap::new(),
-            uas,
+            answerer,
             out: VecDeque::new(),
             stats: TargetStats::default(),
             cfg,
@@ -145,20 +145,26 @@ impl TargetCore {
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.out.pop_front().or_else(|| self.uas.poll_transmit())
+        self.out
+            .pop_front()
+            .or_else(|| self.answerer.poll_transmit())
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.uas.poll_timeout()
+        self.answerer.poll_timeout()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.uas.handle_timeout(now);
+        self.answerer.handle_timeout(now);
     }
 
-    /// The answering side's counters (calls answered, BYEs, ...).
-    pub fn uas_stats(&mut self) -> crate::load::stats::Interval {
-        self.uas.take_stats()
+    /// The counts so far (since the start), the answering side's included.
+    pub fn stats(&self) -> TargetStats {
+        TargetStats {
+            answering_calls: self.answerer.calls() as u64,
+            answerer: self.answerer.counters().clone(),
+            ..self.stats.clone()
+        }
     }
 
     pub fn registered(&self, now: Instant) -> usize {
@@ -177,7 +183,7 @@ impl TargetCore {
             }
         };
         if msg.status().is_some() {
-            return self.on_response(now, &msg, data, from);
+            return self.on_response(now, &msg);
         }
         let method = msg.method().unwrap_or("");
         if method == "REGISTER" {
@@ -222,7 +228,15 @@ impl TargetCore {
                     None => self.reply(&msg, from, 483, None),
                 }
             }
-            None => self.uas.handle_input(now, data, from, 0),
+            None => self.answerer.handle_request(
+                now,
+                &msg,
+                Peer {
+                    addr: from,
+                    sock: 0,
+                },
+                None,
+            ),
         }
     }
 
@@ -519,13 +533,14 @@ impl TargetCore {
         Some(w.finish(None, msg.body()))
     }
 
-    fn on_response(&mut self, now: Instant, msg: &Message<'_>, data: &[u8], from: SocketAddr) {
+    fn on_response(&mut self, now: Instant, msg: &Message<'_>) {
         let mine = msg.top_via().is_some_and(|v| {
             v.sent_by == self.me && v.branch.is_some_and(|b| b.starts_with("z9hG4bKtg"))
         });
         if !mine {
-            // A response to our answering side's own request (its BYE).
-            return self.uas.handle_input(now, data, from, 0);
+            // A response to our answering side's own request (its BYE), or nobody's.
+            self.answerer.handle_response(now, msg);
+            return;
         }
         // Drop our Via, send to the next one's received/rport or sent-by.
         let mut vias = msg.header_values(HeaderName::Via);

@@ -44,14 +44,15 @@ pub async fn start(
             }
             if verbose && now >= next_line {
                 next_line += Duration::from_secs(1);
-                let uas = core.uas_stats();
-                let s = &core.stats;
+                let s = core.stats();
+                let a = &s.answerer;
                 eprintln!(
-                    "[{:>5.0}s] target {local}: registered {} | REGISTER {} challenged {} refused {} | proxied {} req {} resp | answered {} calls, {} BYEs | malformed {}",
+                    "[{:>5.0}s] target {local}: registered {} | REGISTER {} challenged {} refused {} | proxied {} req {} resp | answered {} calls, {} BYEs, holding {} | refused {} INVITEs 503 (full), {} 513 (too large) | malformed {}",
                     started.elapsed().as_secs_f64(),
                     core.registered(now),
                     s.registers, s.challenges, s.auth_failures, s.proxied_requests, s.proxied_responses,
-                    uas.counters.uas_answered, uas.counters.uas_byes, s.malformed + uas.counters.malformed
+                    a.calls_answered, a.byes_received, s.answering_calls,
+                    a.calls_refused_overload, a.calls_refused_too_large, s.malformed
                 );
             }
             let mut wake_by = now + MAX_SLEEP;
@@ -67,7 +68,7 @@ pub async fn start(
             }
         }
         driver.send(&mut core);
-        core.stats.clone()
+        core.stats()
     });
     Ok(Served { addr: local, task })
 }
