@@ -488,10 +488,16 @@ fn pcap_only(cli: &Cli, file: &std::path::Path) -> anyhow::Result<i32> {
         };
         std::fs::create_dir_all(&dir)
             .map_err(|e| anyhow::anyhow!("cannot create {}: {e} (use --out DIR)", dir.display()))?;
-        let all: Vec<_> = t.sip.iter().chain(&t.icmp).copied().collect();
+        let all: Vec<_> = t
+            .sip
+            .iter()
+            .chain(&t.icmp)
+            .chain(&t.diameter)
+            .copied()
+            .collect();
         let interval_ns = match cli.rate {
             Some(r) => (1e9 / r).round() as i64,
-            None => [&t.sip, &t.icmp]
+            None => [&t.sip, &t.icmp, &t.diameter]
                 .iter()
                 .filter_map(|v| analysis::estimate_interval(v))
                 .min()
@@ -513,7 +519,11 @@ fn pcap_only(cli: &Cli, file: &std::path::Path) -> anyhow::Result<i32> {
         let mut analyses = Vec::new();
         let mut layers = Vec::new();
         let mut sets = Vec::new();
-        for (layer, recs) in [(Layer::Sip, &t.sip), (Layer::Icmp, &t.icmp)] {
+        for (layer, recs) in [
+            (Layer::Sip, &t.sip),
+            (Layer::Icmp, &t.icmp),
+            (Layer::Diameter, &t.diameter),
+        ] {
             if recs.is_empty() {
                 continue;
             }
@@ -532,6 +542,7 @@ fn pcap_only(cli: &Cli, file: &std::path::Path) -> anyhow::Result<i32> {
                 host: t.host.clone(),
                 sip_port: t.sip_port,
                 transport: t.sip_transport.map(str::to_string),
+                diameter_port: t.diameter_port,
             },
             started_utc: tb.label(start),
             ended_utc: tb.label(end),

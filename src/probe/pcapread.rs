@@ -8,14 +8,21 @@
 //! timestamps (the wire, as seen where the capture was taken). IPv4 and IPv6 for SIP, IPv4 for
 //! ICMP; link types Ethernet, Linux cooked (v1, v2), raw IP, BSD loopback.
 //!
-//! SIP over TCP: each direction of each connection is reassembled by TCP sequence number and cut
-//! into messages by Content-Length. Segments must arrive in order in the capture (as on
+//! Diameter: any Device-Watchdog-Request whose Origin-Host starts with `imsprobe-` (ours; a
+//! peer's own DWRs are not probes), matched to its DWA by hop-by-hop and end-to-end id; DWA
+//! Result-Code 2001 is a good reply, any other a failed one.
+//!
+//! Over TCP (SIP and Diameter): each direction of each connection is reassembled by TCP sequence
+//! number and cut into messages by Content-Length, or a Diameter header's length when the
+//! direction's first byte is Diameter's version 1. Segments must arrive in order in the capture (as on
 //! loopback, or wherever the capture point saw no loss); a retransmitted or overlapping segment
 //! contributes only its new bytes; a hole (a segment the capture missed) discards the partial
 //! message and resynchronises on the next message start, counted in `tcp_holes`. A message's
 //! time is the capture time of the segment that completed it.
 
+use super::diameter::{DiameterFramer, DIAMETER_SUCCESS};
 use super::{icmp, Layer, Outcome, ProbeRecord, TimeBase};
+use crate::diameter as dia;
 use chrono::{TimeZone, Utc};
 use pcap::{Capture, Precision};
 use std::collections::{BTreeMap, HashMap};
@@ -34,6 +41,9 @@ pub struct CapturedTarget {
     pub sip_transport: Option<&'static str>,
     /// Echo id of the ICMP requests.
     pub icmp_id: Option<u16>,
+    pub diameter: Vec<ProbeRecord>,
+    /// Destination port of the Diameter watchdog requests.
+    pub diameter_port: Option<u16>,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -130,6 +140,7 @@ fn ip_packet(linktype: i32, frame: &[u8]) -> Option<Ip<'_>> {
 enum Stream {
     Sip(IpAddr, u16, bool),
     Icmp(IpAddr, u16),
+    Diameter(IpAddr, u16),
 }
 
 /// One direction of a TCP connection being reassembled.
@@ -138,6 +149,58 @@ struct Flow {
     /// Sequence number of the next byte expected.
     next: Option<u32>,
     framer: crate::sip::transport::StreamFramer,
+    /// Set by the first byte of the direction: Diameter (version 1) or SIP.
+    diameter: Option<DiameterFramer>,
+    decided: bool,
+}
+
+/// Diameter DWRs: (hop-by-hop, end-to-end) → (stream, index).
+type DiaIndex = HashMap<(u32, u32), (Stream, usize)>;
+
+/// One Diameter message seen at `t` from `src:sport` to `dst:dport`.
+fn diameter_message(
+    msg: &[u8],
+    (src, sport, dst, dport): (IpAddr, u16, IpAddr, u16),
+    t: i64,
+    only_host: Option<IpAddr>,
+    streams: &mut HashMap<Stream, Vec<ProbeRecord>>,
+    idx: &mut DiaIndex,
+    stats: &mut PcapStats,
+) {
+    let Ok(m) = dia::Message::decode(msg) else {
+        stats.tcp_unframed += 1;
+        return;
+    };
+    if m.command != dia::cmd::DEVICE_WATCHDOG {
+        return;
+    }
+    let key = (m.hop_by_hop, m.end_to_end);
+    if m.is_request() {
+        let ours = m
+            .str_avp(dia::code::ORIGIN_HOST, None)
+            .is_some_and(|h| h.starts_with("imsprobe-"));
+        if !ours || only_host.is_some_and(|h| h != dst) {
+            return;
+        }
+        let stream = Stream::Diameter(dst, dport);
+        let v = streams.entry(stream).or_default();
+        idx.insert(key, (stream, v.len()));
+        v.push(ProbeRecord::sent(Layer::Diameter, v.len() as u64, t));
+    } else {
+        let rec = match idx.get(&key) {
+            Some(&(stream @ Stream::Diameter(h, port), i)) if h == src && port == sport => {
+                streams.get_mut(&stream).and_then(|v| v.get_mut(i))
+            }
+            _ => None,
+        };
+        let result = m.result_code().unwrap_or(0);
+        let outcome = if result == DIAMETER_SUCCESS {
+            Outcome::Ok
+        } else {
+            Outcome::Failed
+        };
+        complete(stats, rec, t, outcome, result.min(u16::MAX as u32) as u16);
+    }
 }
 
 type SipIndex = HashMap<(String, u32, String), (Stream, usize)>;
@@ -256,6 +319,7 @@ pub fn read(path: &Path, only_host: Option<IpAddr>) -> Result<Captured, String> 
     // SIP: (call-id, cseq, branch) -> (stream, index). ICMP: (dst, id, seq16) -> newest index.
     let mut sip_idx: SipIndex = HashMap::new();
     let mut icmp_idx: HashMap<(IpAddr, u16, u16), usize> = HashMap::new();
+    let mut dia_idx: DiaIndex = HashMap::new();
     let mut flows: HashMap<(IpAddr, u16, IpAddr, u16), Flow> = HashMap::new();
     loop {
         let p = match cap.next_packet() {
@@ -305,6 +369,35 @@ pub fn read(path: &Path, only_host: Option<IpAddr>) -> Result<Captured, String> 
                 let fresh =
                     tcp_new_bytes(flow, seq, flags & 0x02 != 0, &payload[doff..], &mut stats);
                 if fresh.is_empty() {
+                    continue;
+                }
+                if !flow.decided {
+                    flow.decided = true;
+                    if fresh[0] == 1 {
+                        flow.diameter = Some(DiameterFramer::default());
+                    }
+                }
+                if let Some(df) = &mut flow.diameter {
+                    df.push(fresh);
+                    loop {
+                        match df.next_message() {
+                            Ok(Some(m)) => diameter_message(
+                                m,
+                                (src, sport, dst, dport),
+                                t,
+                                only_host,
+                                &mut streams,
+                                &mut dia_idx,
+                                &mut stats,
+                            ),
+                            Ok(None) => break,
+                            Err(_) => {
+                                stats.tcp_unframed += 1;
+                                *df = DiameterFramer::default();
+                                break;
+                            }
+                        }
+                    }
                     continue;
                 }
                 flow.framer.push(fresh);
@@ -365,7 +458,7 @@ pub fn read(path: &Path, only_host: Option<IpAddr>) -> Result<Captured, String> 
     let mut targets: BTreeMap<IpAddr, CapturedTarget> = BTreeMap::new();
     for (key, n) in keys {
         let host = match key {
-            Stream::Sip(h, _, _) | Stream::Icmp(h, _) => h,
+            Stream::Sip(h, _, _) | Stream::Icmp(h, _) | Stream::Diameter(h, _) => h,
         };
         let tg = targets.entry(host).or_insert_with(|| CapturedTarget {
             host: host.to_string(),
@@ -382,6 +475,10 @@ pub fn read(path: &Path, only_host: Option<IpAddr>) -> Result<Captured, String> 
                 tg.icmp = recs;
                 tg.icmp_id = Some(id);
             }
+            Stream::Diameter(_, port) if tg.diameter.is_empty() => {
+                tg.diameter = recs;
+                tg.diameter_port = Some(port);
+            }
             Stream::Sip(h, port, tcp) => stats.ignored_streams.push(format!(
                 "{n} SIP OPTIONS to {h}:{port} over {}",
                 if tcp { "TCP" } else { "UDP" }
@@ -389,6 +486,9 @@ pub fn read(path: &Path, only_host: Option<IpAddr>) -> Result<Captured, String> 
             Stream::Icmp(h, id) => stats
                 .ignored_streams
                 .push(format!("{n} ICMP echo requests to {h} with id {id}")),
+            Stream::Diameter(h, port) => stats
+                .ignored_streams
+                .push(format!("{n} Diameter watchdog requests to {h}:{port}")),
         }
     }
     let t0 = t0.unwrap_or(0);

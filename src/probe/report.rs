@@ -153,8 +153,12 @@ impl LayerOut {
 pub struct TargetOut {
     pub name: String,
     pub host: String,
+    /// SIP port and transport, when SIP was probed.
     pub sip_port: Option<u16>,
     pub transport: Option<String>,
+    /// Diameter port, when Diameter was probed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diameter_port: Option<u16>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -275,7 +279,7 @@ pub fn summary_text(r: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "== {} ({}{}) {} .. {}  {:.1} s  rate {}/s  stop: {}",
+        "== {} ({}{}{}) {} .. {}  {:.1} s  rate {}/s  stop: {}",
         r.target.name,
         // host:port, with an IPv6 host in brackets (RFC 3986), or the bare host.
         match (r.target.host.parse::<std::net::IpAddr>(), r.target.sip_port) {
@@ -287,6 +291,10 @@ pub fn summary_text(r: &Report) -> String {
             .transport
             .as_ref()
             .map(|t| format!(" {t}"))
+            .unwrap_or_default(),
+        r.target
+            .diameter_port
+            .map(|p| format!(", diameter port {p}"))
             .unwrap_or_default(),
         r.started_utc,
         r.ended_utc,

@@ -1184,8 +1184,12 @@ pub fn run_with_clock(
             target: TargetOut {
                 name: r.target.name.clone(),
                 host: r.target.host().to_string(),
-                sip_port: Some(r.target.addr.port()),
-                transport: Some(r.target.transport.param().to_string()),
+                sip_port: r.sip.as_ref().map(|_| r.target.addr.port()),
+                transport: r
+                    .sip
+                    .as_ref()
+                    .map(|_| r.target.transport.param().to_string()),
+                diameter_port: r.diameter.as_ref().map(|_| r.target.diameter_port),
             },
             started_utc: tb.label(start_t),
             ended_utc: tb.label(end_ns),
