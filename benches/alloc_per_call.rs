@@ -89,11 +89,7 @@ impl Net {
         let local = SocketAddr::from(LOAD_ADDR);
         let mut load = LoadCore::new(cfg, &[local], pop, 0, now);
         load.start(now);
-        let target = TargetCore::new(
-            TargetConfig::default(),
-            SocketAddr::from(TARGET_ADDR),
-            now,
-        );
+        let target = TargetCore::new(TargetConfig::default(), SocketAddr::from(TARGET_ADDR), now);
         Net { now, load, target }
     }
 
@@ -167,18 +163,38 @@ fn window(
 fn print(w: &Window) {
     let n = w.units.max(1) as f64;
     println!("{} ({} in the window):", w.what, w.units);
-    for (i, name) in ["bench loop", "load side", "target side"].iter().enumerate() {
+    for (i, name) in ["bench loop", "load side", "target side"]
+        .iter()
+        .enumerate()
+    {
         let (a, b) = w.delta[i];
         println!(
             "  {name:<12} {:>8.2} allocations  {:>9.0} bytes  per {}",
             a as f64 / n,
             b as f64 / n,
-            if w.what.starts_with("calls") { "call" } else { "registration" }
+            if w.what.starts_with("calls") {
+                "call"
+            } else {
+                "registration"
+            }
         );
     }
 }
 
 fn main() {
+    // `cargo bench --bench alloc_per_call -- calls` (or `registrations`) runs one of the two,
+    // e.g. under heaptrack to see where the allocations come from.
+    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let run = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    if run("calls") {
+        calls();
+    }
+    if run("registrations") {
+        registrations();
+    }
+}
+
+fn calls() {
     const CPS: f64 = 1000.0;
     // --ruri mode: INVITE, 180, 200, ACK, BYE, 200 per call, no registration, hold 0.
     let calls = CoreConfig {
@@ -199,7 +215,9 @@ fn main() {
         |c| c.calls_completed,
     );
     print(&w);
+}
 
+fn registrations() {
     // Initial registrations with an MD5 digest round (REGISTER, 401, REGISTER, 200), no calls:
     // a user's first registration also allocates what the user keeps while registered
     // (bindings, route sets), so this is not all per-message garbage.

@@ -693,7 +693,7 @@ impl LoadCore {
             }
             TimerAction::Timeout => {
                 let t = self.txns.remove(k).expect("present above");
-                self.stats.count_timeout(t.method.as_str());
+                self.stats.count_timeout(t.method);
                 self.txn_timed_out(now, t.owner);
             }
             TimerAction::Terminated => {
@@ -1768,7 +1768,7 @@ impl LoadCore {
                 }
             }
             TimerAction::Timeout => {
-                self.stats.count_timeout("CANCEL");
+                self.stats.count_timeout(Method::Cancel);
             }
             _ => {
                 if let Some(d) = ct.deadline() {
@@ -1884,7 +1884,7 @@ impl LoadCore {
                     }
                 }
             }
-            self.stats.count_status("CANCEL", code);
+            self.stats.count_status(Method::Cancel, code);
             return;
         }
         let Some(tk) = self.ids.parse_branch(branch) else {
@@ -1915,7 +1915,7 @@ impl LoadCore {
         }
         let method = t.method;
         if code > 100 {
-            self.stats.count_status(method.as_str(), code);
+            self.stats.count_status(method, code);
         }
         let owner = match &t.owner {
             Owner::Register(u) => Owner::Register(*u),
