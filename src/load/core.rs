@@ -489,12 +489,13 @@ impl LoadCore {
     }
 
     fn via(&self, src: u32, branch: &str) -> String {
-        format!(
-            "SIP/2.0/{} {};branch={};rport",
-            self.cfg.transport.via(),
-            self.via_hosts[src as usize],
-            branch
-        )
+        // Sized up front: format! guesses short and grows, two allocations per Via.
+        let (t, host) = (self.cfg.transport.via(), &self.via_hosts[src as usize]);
+        let mut v = String::with_capacity(8 + t.len() + 1 + host.len() + 8 + branch.len() + 6);
+        for part in ["SIP/2.0/", t, " ", host, ";branch=", branch, ";rport"] {
+            v.push_str(part);
+        }
+        v
     }
 
     /// Starts a client transaction for `request` (already holding branch `key`'s Via).
@@ -1341,7 +1342,7 @@ impl LoadCore {
             )
         };
         let key = self.calls.next_key();
-        let call_id = self.ids.call_id('c', key, &self.locals[0].ip().to_string());
+        let call_id = self.ids.call_id('c', key, self.locals[0].ip());
         let sock = caller.map_or(0, |u| self.users[u as usize].sock);
         let routes = caller
             .map(|u| self.users[u as usize].service_route.clone())
