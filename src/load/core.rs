@@ -1327,7 +1327,7 @@ impl LoadCore {
                 Some(u) => self.users[u as usize].uri.clone(),
                 None => format!("<sip:imsload@{}>", self.cfg.domain),
             };
-            (caller, ruri.clone(), from, format!("<{ruri}>"))
+            (caller, ruri.clone(), from, ["<", &ruri, ">"].concat())
         } else {
             let Some((ua, ub)) = self.pick_pair() else {
                 self.stats.counters.calls_unplaced += 1;
@@ -1596,7 +1596,7 @@ impl LoadCore {
             sock: self.users[ua as usize].sock,
             ruri: self.users[ub as usize].id.uri(),
             method,
-            call_id: self.ids.call_id('m', key, &self.locals[0].ip().to_string()),
+            call_id: self.ids.call_id('m', key, self.locals[0].ip()),
             from_tag: ids::token(&mut self.rng),
             cseq: 0,
             started: now,
