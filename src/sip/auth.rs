@@ -408,6 +408,10 @@ pub fn verify(
 mod tests {
     use super::*;
 
+    fn md5_str(parts: &[&[u8]]) -> String {
+        String::from_utf8(md5_hex(parts).to_vec()).unwrap()
+    }
+
     /// RFC 2617 §3.5's worked example ("Mufasa"), the reference every implementation checks.
     #[test]
     fn rfc2617_example() {
@@ -464,19 +468,50 @@ mod tests {
             body: b"v=0\r\n",
         };
         // md5(md5("u:r:p") ":n:" md5("INVITE:sip:a@b")), computed independently with md5sum.
-        let ha1 = md5_hex(&[b"u:r:p"]);
-        let ha2 = md5_hex(&[b"INVITE:sip:a@b"]);
-        let want = md5_hex(&[format!("{ha1}:n:{ha2}").as_bytes()]);
+        let ha1 = md5_str(&[b"u:r:p"]);
+        let ha2 = md5_str(&[b"INVITE:sip:a@b"]);
+        let want = md5_str(&[format!("{ha1}:n:{ha2}").as_bytes()]);
         assert_eq!(digest_response(&ch, &cred, None, 0, ""), want);
         let h = authorization_header(&ch, &cred, 1, "c");
         assert!(h.starts_with("Proxy-Authorization: "));
         assert!(!h.contains("qop"));
 
         let int = digest_response(&ch, &cred, Some("auth-int"), 1, "c");
-        let hb = md5_hex(&[b"v=0\r\n"]);
-        let ha2i = md5_hex(&[format!("INVITE:sip:a@b:{hb}").as_bytes()]);
-        let want = md5_hex(&[format!("{ha1}:n:00000001:c:auth-int:{ha2i}").as_bytes()]);
+        let hb = md5_str(&[b"v=0\r\n"]);
+        let ha2i = md5_str(&[format!("INVITE:sip:a@b:{hb}").as_bytes()]);
+        let want = md5_str(&[format!("{ha1}:n:00000001:c:auth-int:{ha2i}").as_bytes()]);
         assert_eq!(int, want);
+    }
+
+    #[test]
+    fn params_borrow_unless_escaped() {
+        let p: Vec<_> =
+            auth_params(r#"realm="a,b", nonce="x\"y", flag, qop=auth , opaque="""#).collect();
+        let names: Vec<&str> = p.iter().map(|(k, _)| *k).collect();
+        assert_eq!(names, ["realm", "nonce", "flag", "qop", "opaque"]);
+        assert!(matches!(&p[0].1, Cow::Borrowed("a,b")));
+        assert!(matches!(&p[1].1, Cow::Owned(v) if v == "x\"y"));
+        assert_eq!((&*p[2].1, &*p[3].1, &*p[4].1), ("", "auth", ""));
+        let ch = Challenge::parse(r#"Digest realm="r", nonce="n\"1", qop="auth""#, false).unwrap();
+        assert_eq!(ch.nonce, "n\"1");
+        // A server checks what a client computed (with a nonce that needs no escaping: the
+        // header writer does not escape).
+        let ch = Challenge::parse(r#"Digest realm="r", nonce="n1", qop="auth""#, false).unwrap();
+        let cred = Credentials {
+            username: "u",
+            password: b"pw",
+            method: "REGISTER",
+            uri: "sip:r",
+            body: b"",
+        };
+        let h = authorization_header(&ch, &cred, 1, "c");
+        let v = h.split_once(": ").unwrap().1;
+        let ok = verify(v, "REGISTER", "r", "n1", |_| Some(b"pw".to_vec()));
+        assert_eq!(ok.as_deref(), Some("u"));
+        assert_eq!(
+            verify(v, "REGISTER", "r", "n1", |_| Some(b"x".to_vec())),
+            None
+        );
     }
 
     #[test]
