@@ -321,7 +321,7 @@ impl LoadCore {
                             slot: i as u32,
                             gen: 0,
                         },
-                        &local.ip().to_string(),
+                        local.ip(),
                     ),
                     from_tag: ids::token(&mut rng),
                     cseq: 0,
