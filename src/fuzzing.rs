@@ -6,7 +6,7 @@
 //! properties a fuzzer checks beyond "no panic" (a framer that yields nothing or runs past its
 //! input, a run that a datagram keeps from ending). See `docs/fuzzing.md`.
 
-use crate::hss::diameter::{self as d, Avp, Message as DMessage};
+use crate::diameter::{self as d, Avp, Message as DMessage};
 use crate::load::config::CoreConfig;
 use crate::load::core::LoadCore;
 use crate::load::population::{aka_subscription, from_pattern, from_spec, PatternSpec};

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`sip`]: the SIP layer (messages, transactions, dialogs, digest auth, sockets). Knows nothing
 //!   of load or probes.
+//! - [`diameter`]: the Diameter base protocol codec (RFC 6733), shared by the HSS and the probe.
 //! - [`ua`]: the SIP user-agent layer between `sip` and `load`, sans IO: the timer wheel, and (to
 //!   come) one state machine per user-agent role.
 //! - [`load`]: the load engine behind `imsload`: user population, the sans-IO user-agent core
@@ -25,6 +26,7 @@
 //! The binaries in `src/bin/` parse arguments and call into these modules.
 
 pub mod clock;
+pub mod diameter;
 pub mod fuzzing;
 pub mod hss;
 pub mod io;

@@ -85,7 +85,7 @@ fn every_past_crash_passes_its_harness() {
 #[test]
 #[ignore]
 fn write_generated_seeds() {
-    use imsload::hss::diameter::{cmd, code, Avp, Message, APP_COMMON, APP_CX, VENDOR_3GPP};
+    use imsload::diameter::{cmd, code, Avp, Message, APP_COMMON, APP_CX, VENDOR_3GPP};
     let corpus = fuzz_dir().join("corpus");
     let put = |target: &str, name: &str, data: &[u8]| {
         let dir = corpus.join(target);

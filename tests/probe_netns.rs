@@ -1,8 +1,9 @@
 //! The IP layer against a real cut link: two network namespaces created here (addresses from
-//! 198.51.100.0/24 exist only inside them), joined by a veth pair; imsprobe runs in one and
-//! probes the other with ICMP echo while the test sets the target's link down for a known time
-//! and up again. Both views of the outage, the reply gap and the loss window, must match it
-//! within 2 probe intervals + 5 ms (plus the uncertainty of when `ip` applied the change).
+//! 198.51.100.0/24 and 2001:db8::/64 exist only inside them), joined by a veth pair; imsprobe
+//! runs in one and probes the other with ICMP (or ICMPv6) echo while the test sets the target's
+//! link down for a known time and up again. Both views of the outage, the reply gap and the loss
+//! window, must match it within 2 probe intervals + 5 ms (plus the uncertainty of when `ip`
+//! applied the change).
 //!
 //! Needs root (or CAP_NET_ADMIN + CAP_NET_RAW) and iproute2; skipped elsewhere, an error in CI.
 
@@ -26,6 +27,25 @@ fn ip(args: &[&str]) -> Result<(), String> {
     }
 }
 
+fn sysctl(ns: &str, setting: &str) -> Result<(), String> {
+    let (key, value) = setting.split_once('=').unwrap_or((setting, ""));
+    let path = key.replace('.', "/");
+    let o = Command::new("ip")
+        // Written to /proc inside the namespace: no dependency on procps' sysctl.
+        .args(["netns", "exec", ns, "sh", "-c"])
+        .arg(format!("echo {value} > /proc/sys/{path}"))
+        .output()
+        .map_err(|e| format!("sysctl: {e}"))?;
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "sysctl {setting} in {ns}: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ))
+    }
+}
+
 fn mac(ns: &str, dev: &str) -> String {
     let o = Command::new("ip")
         .args(["-n", ns, "-o", "link", "show", dev])
@@ -44,15 +64,24 @@ struct Lab {
     probe_ns: String,
     target_ns: String,
     target_dev: String,
+    /// The target's address.
+    target: &'static str,
 }
 
 impl Lab {
-    fn create() -> Result<Lab, String> {
-        let id = std::process::id();
+    fn create(v6: bool) -> Result<Lab, String> {
+        // Tests of this file run in parallel: one lab per family.
+        let id = format!("{}{}", std::process::id(), if v6 { "6" } else { "" });
+        let (paddr, taddr, target) = if v6 {
+            ("2001:db8::1/64", "2001:db8::2/64", "2001:db8::2")
+        } else {
+            ("198.51.100.1/24", "198.51.100.2/24", "198.51.100.2")
+        };
         let lab = Lab {
             probe_ns: format!("imsprobe-p{id}"),
             target_ns: format!("imsprobe-t{id}"),
             target_dev: format!("ipt{id}"),
+            target,
         };
         let pdev = format!("ipp{id}");
         ip(&["netns", "add", &lab.probe_ns])?;
@@ -70,15 +99,24 @@ impl Lab {
         ip(&["link", "set", &pdev, "netns", &lab.probe_ns])?;
         ip(&["link", "set", &lab.target_dev, "netns", &lab.target_ns])?;
         for (ns, dev, addr) in [
-            (&lab.probe_ns, &pdev, "198.51.100.1/24"),
-            (&lab.target_ns, &lab.target_dev, "198.51.100.2/24"),
+            (&lab.probe_ns, &pdev, paddr),
+            (&lab.target_ns, &lab.target_dev, taddr),
         ] {
-            ip(&["-n", ns, "addr", "add", addr, "dev", dev])?;
+            if v6 {
+                // IPv6 addresses are flushed when a link goes down, unless told otherwise: the
+                // test cuts the link, it does not renumber the host.
+                sysctl(ns, "net.ipv6.conf.all.keep_addr_on_down=1")?;
+                // No duplicate address detection: the address is usable at once.
+                ip(&["-n", ns, "addr", "add", addr, "dev", dev, "nodad"])?;
+            } else {
+                ip(&["-n", ns, "addr", "add", addr, "dev", dev])?;
+            }
             ip(&["-n", ns, "link", "set", dev, "up"])?;
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
         }
-        // Permanent neighbours: a carrier loss flushes learned ARP entries, and re-resolving
-        // after the link is back would add up to a second of ARP retry timer to the outage.
+        // Permanent neighbours: a carrier loss flushes learned ARP / neighbour-discovery
+        // entries, and re-resolving after the link is back would add up to a second of retry
+        // timer to the outage.
         let (pmac, tmac) = (
             mac(&lab.probe_ns, &pdev),
             mac(&lab.target_ns, &lab.target_dev),
@@ -88,7 +126,7 @@ impl Lab {
             &lab.probe_ns,
             "neigh",
             "replace",
-            "198.51.100.2",
+            lab.target,
             "lladdr",
             &tmac,
             "dev",
@@ -101,7 +139,7 @@ impl Lab {
             &lab.target_ns,
             "neigh",
             "replace",
-            "198.51.100.1",
+            paddr.split('/').next().unwrap_or_default(),
             "lladdr",
             &pmac,
             "dev",
@@ -142,7 +180,16 @@ fn f(v: &Value) -> f64 {
 
 #[test]
 fn a_cut_link_shows_as_reply_gap_and_loss_window() {
-    let lab = match Lab::create() {
+    cut_link(false);
+}
+
+#[test]
+fn a_cut_ipv6_link_shows_as_reply_gap_and_loss_window() {
+    cut_link(true);
+}
+
+fn cut_link(v6: bool) {
+    let lab = match Lab::create(v6) {
         Ok(l) => l,
         Err(e) => {
             assert!(
@@ -167,7 +214,7 @@ fn a_cut_link_shows_as_reply_gap_and_loss_window() {
         ])
         .args([
             "--target",
-            "198.51.100.2",
+            lab.target,
             "--icmp",
             "--rate",
             "1000",
@@ -208,6 +255,8 @@ fn a_cut_link_shows_as_reply_gap_and_loss_window() {
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     let l = &rep["layers"][0];
     assert_eq!(l["layer"], "icmp");
+    assert_eq!(l["receive_timestamps"], "kernel");
+    assert_eq!(rep["target"]["host"], lab.target);
     assert_eq!(
         rep["capture"]["error"],
         Value::Null,
@@ -244,4 +293,30 @@ fn a_cut_link_shows_as_reply_gap_and_loss_window() {
         "lost {lost}"
     );
     assert_eq!(gaps[0]["late_replies"], 0);
+
+    // The capture, read back on its own (`--pcap-only`), tells the same outage.
+    let ana = dir.path().join("ana");
+    let o = Command::new(env!("CARGO_BIN_EXE_imsprobe"))
+        .arg("--pcap-only")
+        .arg(out.join("capture.pcap"))
+        .arg("--out")
+        .arg(&ana)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let re: Value =
+        serde_json::from_str(&std::fs::read_to_string(ana.join("report.json")).unwrap()).unwrap();
+    let c = &re["layers"][0];
+    assert_eq!(c["layer"], "icmp", "{re}");
+    // The probes sent while the link had no carrier never reached the wire (the kernel drops
+    // them before the capture point), so the capture has fewer requests; every reply is there,
+    // and so is the reply gap.
+    assert_eq!(c["summary"]["ok"], l["summary"]["ok"], "{c}");
+    let cg = c["reply_gaps"].as_array().unwrap();
+    assert_eq!(cg.len(), 1, "one reply gap in the capture: {cg:#?}");
+    let d = f(&cg[0]["duration_ms"]) - g;
+    assert!(
+        d.abs() <= 2.0 * interval,
+        "capture's reply gap {d:+} ms off the live one"
+    );
 }

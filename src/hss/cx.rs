@@ -11,12 +11,12 @@ use std::net::IpAddr;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
-use super::diameter::{
+use super::subscribers::Subscribers;
+use super::vectors::{self, AuthVector, SQN_MASK, SQN_STEP};
+use crate::diameter::{
     self as d, cmd, code, command_name, hflags, result, Avp, Message, APP_COMMON, APP_CX,
     APP_RELAY, VENDOR_3GPP,
 };
-use super::subscribers::Subscribers;
-use super::vectors::{self, AuthVector, SQN_MASK, SQN_STEP};
 
 const V3: Option<u32> = Some(VENDOR_3GPP);
 /// The authentication scheme names of TS 29.229 §6.3.9.

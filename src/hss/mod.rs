@@ -5,7 +5,7 @@
 //! I-CSCF and S-CSCF send, Milenage vectors), small about everything else (one realm, no
 //! iFC, no RTR/PPR, state in memory only).
 //!
-//! - [`diameter`]: RFC 6733 codec (header, AVPs with vendor flag, grouped AVPs, framing).
+//! - [`crate::diameter`] (shared with the probe): RFC 6733 codec (header, AVPs, framing).
 //! - [`vectors`]: Digest-AKAv1-MD5 vectors with Milenage, re-synchronisation from AUTS.
 //! - [`subscribers`]: the subscriber CSV shared with the UE side.
 //! - [`cx`]: sans-IO peer and Cx logic (CER/DWR/DPR, UAR, MAR, SAR, LIR).
@@ -16,7 +16,6 @@
 //! (OpenSSL) and all of tokio; the codec here is a few hundred lines and carries unknown AVPs.
 
 pub mod cx;
-pub mod diameter;
 pub mod server;
 pub mod subscribers;
 pub mod vectors;

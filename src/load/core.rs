@@ -4,6 +4,11 @@
 //!
 //! Driven by [`super::runner`] over real sockets, and by unit tests under a virtual clock.
 //!
+//! Each user's registration is a [`Registration`] machine (`crate::ua::registration`): the core
+//! paces initial registrations, runs their transactions, books their outcomes and decides
+//! whether a refresh or retry that falls due is still wanted. Challenges to any request of a
+//! user are answered by its [`Authenticator`].
+//!
 //! Life of a run: `Registering` (initial REGISTERs at `reg_rate` for the pre-registered share)
 //! → `Calling` (open-loop scenario arrivals at a rate the runner may change at any time, each
 //! drawn from the mix: call, MESSAGE, OPTIONS, register, re-register, de-register; re-REGISTER
@@ -13,8 +18,7 @@
 use super::config::{ByeBy, CoreConfig, DurationDist, ImsOptions, PreferredIdentity, Scenario};
 use super::population::Identity;
 use super::stats::{Delays, Interval};
-use crate::sip::aka::{self, AkaError, Usim};
-use crate::sip::auth::{self, Challenge, Credentials, NonceCounter};
+use crate::sip::aka::Usim;
 use crate::sip::builder::{sdp, Writer};
 use crate::sip::dialog::{strip_tag, Dialog};
 use crate::sip::ids::{self, IdScheme};
@@ -24,6 +28,8 @@ use crate::sip::transaction::{
 };
 use crate::sip::{reason, HeaderName, Message, Method};
 use crate::slab::{Key, Slab};
+use crate::ua::challenge::{Answer, Authenticator};
+use crate::ua::registration::{self, RegConfig, RegKind, RegState, Registration};
 use crate::ua::timers::TimerWheel;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -54,11 +60,10 @@ pub enum Phase {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     Txn(Key),
-    Refresh(u32, u32),
+    /// User `u`'s registration deadline (refresh, retry, delayed answer); the machine ignores
+    /// a wake-up that its deadline has moved away from.
+    Reg(u32),
     Dereg(u32, u32),
-    RegRetry(u32, u32),
-    /// Send the REGISTER answering a repeated challenge (after a think time).
-    AuthAnswer(u32, u32),
     Hold(Key),
     InviteTimeout(Key),
     Cancel(Key),
@@ -76,67 +81,31 @@ enum Timer {
     DrainEnd,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum RegKind {
-    Initial,
-    Refresh,
-    Deregister,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum RegState {
-    Idle,
-    Pending,
-    Registered,
-    Failed,
-    Deregistered,
-}
-
 struct User {
-    id: Identity,
+    /// Public identity without the scheme, e.g. `user0001@ims.local`.
+    impu: String,
+    /// The tel: IMPU of the same subscription, if any.
+    tel: Option<String>,
     /// The user's socket (index into `locals`), `i % locals.len()`.
     sock: u32,
-    uri: String,
     contact: String,
-    state: RegState,
-    kind: RegKind,
-    call_id: String,
-    from_tag: String,
-    cseq: u32,
+    /// The UE's credentials: its REGISTERs answer challenges with them, and so do its INVITEs
+    /// and MESSAGEs (one USIM, one SQN).
+    auth: Authenticator,
+    reg: Registration,
+    /// The REGISTER transaction under way.
     txn: Option<Key>,
-    started: Instant,
-    auth_sent: bool,
-    /// This registration attempt already sent AUTS: one more challenge round is allowed, and a
-    /// second stale SQN is a failure rather than a loop.
-    resync_sent: bool,
-    /// Nonce of the last challenge answered with credentials, and how many were answered in
-    /// this attempt: a new AKA challenge (or a `stale=true` one) after credentials is answered
-    /// again, at most three rounds, because Kamailio's S-CSCF may challenge afresh when the
-    /// answer outran the storing of its vector.
-    answered_nonce: String,
-    auth_rounds: u8,
-    pending_authz: Option<String>,
-    nc: NonceCounter,
-    /// The user's USIM (AKA users): its SQN_MS moves with every challenge accepted.
-    usim: Option<Usim>,
-    service_route: Vec<String>,
-    /// From the last 2xx to REGISTER: P-Associated-URI (the identities this user may use; the
-    /// first is its default) and Path (the proxies between it and the registrar), as URIs.
-    associated: Vec<String>,
-    path: Vec<String>,
-    /// Bumped to cancel pending refresh/retry timers.
+    /// Bumped to cancel a staggered de-registration (`Timer::Dereg`).
     gen: u32,
+    /// The registration deadline a `Timer::Reg` is armed for.
+    armed: Option<Instant>,
     pos_registered: Option<u32>,
 }
 
-/// How a challenge is answered.
-enum AuthAnswer {
-    /// Digest credentials (MD5 password or AKA RES).
-    Credentials(String),
-    /// AKA SQN out of range: `auts=` for re-synchronisation, a fresh challenge will follow.
-    Resync(String),
-    /// AKA MAC-A wrong: an empty `response` and no `auts`, as TS 24.229 §5.1.1.5.3 asks.
-    MacFailure(String),
+impl User {
+    fn uri(&self) -> String {
+        format!("sip:{}", self.impu)
+    }
 }
 
 enum Owner {
@@ -234,6 +203,8 @@ struct UasCall {
 
 pub struct LoadCore {
     cfg: CoreConfig,
+    /// What every user's registration shares, from `cfg`.
+    reg_cfg: RegConfig,
     /// Our sockets' addresses; users are spread over them.
     locals: Vec<SocketAddr>,
     /// `host:port` of each socket, for Via sent-by and Contact.
@@ -273,12 +244,7 @@ pub struct LoadCore {
     calling_span: (Option<Instant>, Option<Instant>),
 }
 
-/// Re-register ahead of expiry as TS 24.229 §5.1.1.4 asks: 600 s before when the lifetime is
-/// over 1200 s, else at half of it.
-pub fn refresh_after(granted: u32) -> Duration {
-    let g = granted as u64;
-    Duration::from_secs(if g > 1200 { g - 600 } else { (g / 2).max(1) })
-}
+pub use crate::ua::registration::refresh_after;
 
 impl LoadCore {
     /// `locals` are the addresses of the worker's sockets (one at least); user `i` sends and
@@ -309,37 +275,34 @@ impl LoadCore {
                 user_by_name.insert(id.user().to_string(), i as u32);
                 let sock = (i % locals.len()) as u32;
                 let contact = ue_contact(&id, &via_hosts[sock as usize], tp, &cfg.ims);
+                let call_id = ids.call_id(
+                    'r',
+                    Key {
+                        slot: i as u32,
+                        gen: 0,
+                    },
+                    local.ip(),
+                );
+                let from_tag = ids::token(&mut rng);
+                let Identity {
+                    impu,
+                    impi,
+                    password,
+                    aka,
+                    tel,
+                    instance: _,
+                } = id;
                 User {
+                    reg: Registration::new(format!("<sip:{impu}>"), call_id, from_tag, now),
+                    auth: Authenticator::new(impi, password, aka.map(|a| Usim::new(a.keys, a.sqn))),
+                    impu,
+                    tel,
                     sock,
-                    uri: format!("<{}>", id.uri()),
                     contact,
-                    state: RegState::Idle,
-                    kind: RegKind::Initial,
-                    call_id: ids.call_id(
-                        'r',
-                        Key {
-                            slot: i as u32,
-                            gen: 0,
-                        },
-                        local.ip(),
-                    ),
-                    from_tag: ids::token(&mut rng),
-                    cseq: 0,
                     txn: None,
-                    started: now,
-                    auth_sent: false,
-                    resync_sent: false,
-                    answered_nonce: String::new(),
-                    auth_rounds: 0,
-                    pending_authz: None,
-                    nc: NonceCounter::default(),
-                    usim: id.aka.map(|a| Usim::new(a.keys, a.sqn)),
-                    service_route: Vec::new(),
-                    associated: Vec::new(),
-                    path: Vec::new(),
                     gen: 0,
+                    armed: None,
                     pos_registered: None,
-                    id,
                 }
             })
             .collect();
@@ -350,7 +313,15 @@ impl LoadCore {
         } else {
             0
         };
+        let reg_cfg = RegConfig {
+            domain: cfg.domain.clone(),
+            expires: cfg.expires,
+            pani: cfg.ims.pani.clone(),
+            user_agent: cfg.user_agent.clone(),
+            retry: cfg.reg_retry,
+        };
         LoadCore {
+            reg_cfg,
             initial_pending: prereg_count,
             prereg_count,
             rate: cfg.cps,
@@ -575,33 +546,10 @@ impl LoadCore {
                     self.next_arrivals(now)
                 }
             }
-            Timer::Refresh(u, gen) => {
-                if self.users[u as usize].gen == gen
-                    && self.users[u as usize].state == RegState::Registered
-                    && self.phase <= Phase::Calling
-                {
-                    self.register(now, u, RegKind::Refresh);
-                }
-            }
+            Timer::Reg(u) => self.reg_timer(now, at, u),
             Timer::Dereg(u, gen) => {
                 if self.users[u as usize].gen == gen {
                     self.register(now, u, RegKind::Deregister);
-                }
-            }
-            Timer::AuthAnswer(u, gen) => {
-                let user = &mut self.users[u as usize];
-                if user.gen == gen {
-                    if let Some(a) = user.pending_authz.take() {
-                        self.send_register_with(now, u, a);
-                    }
-                }
-            }
-            Timer::RegRetry(u, gen) => {
-                if self.users[u as usize].gen == gen
-                    && self.users[u as usize].state == RegState::Failed
-                    && self.phase <= Phase::Calling
-                {
-                    self.register(now, u, RegKind::Initial);
                 }
             }
             Timer::Hold(k) => self.hold_over(now, k),
@@ -652,7 +600,7 @@ impl LoadCore {
                 Owner::Invite(c) | Owner::Bye(c) => {
                     calls_waiting.insert(c);
                 }
-                Owner::Register(u) if self.users[u as usize].kind == RegKind::Deregister => {
+                Owner::Register(u) if self.users[u as usize].reg.kind() == RegKind::Deregister => {
                     deregs_waiting += 1
                 }
                 _ => {}
@@ -793,8 +741,12 @@ impl LoadCore {
                 if at <= now {
                     self.register(now, u, RegKind::Deregister);
                 } else {
-                    self.users[u as usize].gen += 1;
-                    let gen = self.users[u as usize].gen;
+                    // Whatever refresh or delayed answer was pending gives way to the
+                    // de-registration.
+                    let user = &mut self.users[u as usize];
+                    user.gen += 1;
+                    user.reg.cancel_deadline();
+                    let gen = user.gen;
                     self.arm(at, Timer::Dereg(u, gen));
                 }
             }
@@ -843,221 +795,134 @@ impl LoadCore {
     }
 
     fn register(&mut self, now: Instant, u: u32, kind: RegKind) {
-        let key = self.txns.next_key();
         let user = &mut self.users[u as usize];
         if let Some(old) = user.txn.take() {
             // A refresh replacing a registration still in flight: forget the old transaction.
             self.txns.remove(old);
         }
-        user.kind = kind;
         user.gen += 1;
-        user.auth_sent = false;
-        user.resync_sent = false;
-        user.auth_rounds = 0;
-        user.answered_nonce.clear();
-        user.started = now;
-        // A refresh or de-registration keeps the user Registered until its answer comes.
-        if user.state != RegState::Registered {
-            user.state = RegState::Pending;
-        }
+        user.reg.start(now, kind);
         match kind {
             RegKind::Refresh => self.stats.counters.rereg_attempts += 1,
             RegKind::Deregister => self.stats.counters.dereg_attempts += 1,
             RegKind::Initial => {}
         }
-        let req = self.register_request(u, key, None);
-        self.users[u as usize].txn = Some(key);
-        let sock = self.users[u as usize].sock;
-        self.start_txn(now, key, sock, req, Method::Register, Owner::Register(u));
+        self.drive_registration(now, u);
     }
 
-    fn register_request(&mut self, u: u32, key: Key, authz: Option<String>) -> Vec<u8> {
-        let branch = self.ids.branch(key);
-        let via = self.via(self.users[u as usize].sock, &branch);
-        let domain_uri = format!("sip:{}", self.cfg.domain);
-        let expires = if self.users[u as usize].kind == RegKind::Deregister {
-            0
-        } else {
-            self.cfg.expires
-        };
+    /// Carries out what user `u`'s registration asks for after an input: sends its REGISTER,
+    /// books its outcomes, keeps a timer at its deadline.
+    fn drive_registration(&mut self, now: Instant, u: u32) {
+        loop {
+            if self.users[u as usize].reg.has_transmit() {
+                let key = self.txns.next_key();
+                let sock = self.users[u as usize].sock;
+                let via = self.via(sock, &self.ids.branch(key));
+                let user = &mut self.users[u as usize];
+                let req = user
+                    .reg
+                    .poll_transmit(&self.reg_cfg, &user.auth, &via, &user.contact)
+                    .expect("has_transmit");
+                user.txn = Some(key);
+                self.start_txn(now, key, sock, req, Method::Register, Owner::Register(u));
+            }
+            match self.users[u as usize].reg.poll_event() {
+                Some(e) => self.registration_event(now, u, e),
+                None => break,
+            }
+        }
         let user = &mut self.users[u as usize];
-        user.cseq += 1;
-        let mut w = Writer::request("REGISTER", &domain_uri);
-        w.header("Via", &via);
-        w.header("Max-Forwards", 70);
-        w.header("From", format_args!("{};tag={}", user.uri, user.from_tag));
-        w.header("To", &user.uri);
-        w.header("Call-ID", &user.call_id);
-        w.header("CSeq", format_args!("{} REGISTER", user.cseq));
-        w.header("Contact", &user.contact);
-        w.header("Expires", expires);
-        w.header("Supported", "path");
-        if let Some(pani) = &self.cfg.ims.pani {
-            w.header("P-Access-Network-Info", pani);
+        if let Some(d) = user.reg.poll_timeout() {
+            if user.armed.is_none_or(|a| d < a) {
+                user.armed = Some(d);
+                self.arm(d, Timer::Reg(u));
+            }
         }
-        w.header("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE");
-        w.header("User-Agent", &self.cfg.user_agent);
-        match authz {
-            Some(a) => w.line(&a),
-            // An IMS AKA user announces its private identity from the first REGISTER on
-            // (TS 24.229 §5.1.1.2.1): the S-CSCF needs the IMPI to fetch vectors from the HSS.
-            None if user.usim.is_some() => w.line(&auth::empty_response_header(
-                false,
-                &user.id.impi,
-                &self.cfg.domain,
-                "",
-                &domain_uri,
-                None,
-            )),
-            None => {}
-        }
-        w.finish(None, b"")
     }
 
-    fn send_register_with(&mut self, now: Instant, u: u32, authz: String) {
-        let key = self.txns.next_key();
-        let req = self.register_request(u, key, Some(authz));
-        self.users[u as usize].txn = Some(key);
-        let sock = self.users[u as usize].sock;
-        self.start_txn(now, key, sock, req, Method::Register, Owner::Register(u));
+    fn reg_timer(&mut self, now: Instant, at: Instant, u: u32) {
+        let user = &mut self.users[u as usize];
+        if user.armed == Some(at) {
+            user.armed = None;
+        }
+        user.reg.handle_timeout(now);
+        self.drive_registration(now, u);
     }
 
     fn reg_response(&mut self, now: Instant, u: u32, msg: &Message<'_>, code: u16) {
-        let kind = self.users[u as usize].kind;
         if code < 200 {
             return;
         }
-        self.users[u as usize].txn = None;
-        let challenge = match code {
-            401 => msg.header(HeaderName::WwwAuthenticate),
-            407 => msg.header(HeaderName::ProxyAuthenticate),
-            _ => None,
-        }
-        .and_then(|h| Challenge::parse(h, code == 407).ok());
-        if let Some(ch) = &challenge {
-            let user = &mut self.users[u as usize];
-            let fresh = ch.nonce != user.answered_nonce && (ch.is_aka() || ch.stale);
-            if user.auth_sent && user.auth_rounds > 0 && user.auth_rounds < 3 && fresh {
-                user.auth_sent = false;
-                self.stats.counters.reg_extra_challenges += 1;
-            }
-        }
-        if (code == 401 || code == 407) && !self.users[u as usize].auth_sent {
-            let answer = self.answer_challenge(msg, code, u, "REGISTER", None, b"");
-            let user = &mut self.users[u as usize];
-            let authz = match answer {
-                Some(AuthAnswer::Credentials(a)) => {
-                    user.auth_sent = true;
-                    user.auth_rounds += 1;
-                    if let Some(ch) = &challenge {
-                        user.answered_nonce.clone_from(&ch.nonce);
-                    }
-                    Some(a)
-                }
-                Some(AuthAnswer::Resync(a)) => {
-                    // The network answers AUTS with a fresh challenge: leave auth_sent unset
-                    // so that one is answered too.
-                    user.resync_sent = true;
-                    self.stats.counters.reg_aka_resyncs += 1;
-                    Some(a)
-                }
-                Some(AuthAnswer::MacFailure(a)) => {
-                    // Tell the network its challenge was refused (TS 24.229 §5.1.1.5.3) and
-                    // take whatever it answers as the end of this attempt.
-                    user.auth_sent = true;
-                    self.stats.counters.reg_aka_mac_failures += 1;
-                    Some(a)
-                }
-                None => None,
-            };
-            if let Some(authz) = authz {
-                let round = self.users[u as usize].auth_rounds;
-                if round >= 2 {
-                    // A repeated challenge: the network answered too fast for itself once
-                    // already. Take a USIM's think time (20 ms per extra round) before answering.
-                    let user = &mut self.users[u as usize];
-                    user.pending_authz = Some(authz);
-                    let gen = user.gen;
-                    let at = now + Duration::from_millis(20 * u64::from(round - 1));
-                    self.arm(at, Timer::AuthAnswer(u, gen));
-                } else {
-                    self.send_register_with(now, u, authz);
-                }
-                return;
-            }
-        }
-        let rejected = code == 401 || code == 407 || code == 403;
-        let c = &mut self.stats.counters;
-        if (200..300).contains(&code) {
-            let granted = msg.expires().unwrap_or(self.cfg.expires);
-            match kind {
-                RegKind::Initial => {
-                    c.reg_ok += 1;
-                    let d = now - self.users[u as usize].started;
-                    Delays::record(&mut self.stats.delays.rrd, d);
-                }
-                RegKind::Refresh => c.rereg_ok += 1,
-                RegKind::Deregister => c.dereg_ok += 1,
-            }
-            if kind == RegKind::Deregister || granted == 0 {
-                self.set_unregistered(u, RegState::Deregistered);
-            } else {
-                let sr: Vec<String> = msg
-                    .header_values(HeaderName::ServiceRoute)
-                    .map(str::to_string)
-                    .collect();
-                let uris = |h| {
-                    msg.header_values(h)
-                        .map(|v| name_addr_uri(v).to_string())
-                        .collect::<Vec<String>>()
-                };
-                let (associated, path) = (uris(HeaderName::PAssociatedUri), uris(HeaderName::Path));
-                if kind == RegKind::Initial {
-                    self.note_associated(u, &associated);
-                }
-                let user = &mut self.users[u as usize];
-                user.service_route = sr;
-                user.associated = associated;
-                user.path = path;
-                user.state = RegState::Registered;
-                if user.pos_registered.is_none() {
-                    user.pos_registered = Some(self.registered.len() as u32);
-                    self.registered.push(u);
-                }
-                let gen = user.gen;
-                if self.phase >= Phase::Deregistering {
-                    // Registered after the run stopped: take it back at once.
-                    self.dereg_pending += 1;
-                    self.register(now, u, RegKind::Deregister);
-                } else {
-                    self.arm(now + refresh_after(granted), Timer::Refresh(u, gen));
-                }
-            }
-        } else {
-            match kind {
-                RegKind::Initial => {
-                    c.reg_failed += 1;
-                    if rejected {
-                        c.reg_auth_rejected += 1;
-                    }
-                }
-                RegKind::Refresh => c.rereg_failed += 1,
-                RegKind::Deregister => c.dereg_failed += 1,
-            }
-            self.reg_failed(now, u, kind);
-        }
-        self.reg_concluded(now, kind);
+        let user = &mut self.users[u as usize];
+        user.txn = None;
+        user.reg
+            .handle_response(now, &self.reg_cfg, &mut user.auth, msg, code, &mut self.rng);
+        self.drive_registration(now, u);
     }
 
-    fn reg_failed(&mut self, now: Instant, u: u32, kind: RegKind) {
-        if kind == RegKind::Deregister {
-            self.set_unregistered(u, RegState::Deregistered);
-            return;
-        }
-        self.set_unregistered(u, RegState::Failed);
-        if let Some(r) = self.cfg.reg_retry {
-            let gen = self.users[u as usize].gen;
-            self.arm(now + r, Timer::RegRetry(u, gen));
+    /// Books one outcome of user `u`'s registration and keeps the registered list and the
+    /// run's phases in step with it.
+    fn registration_event(&mut self, now: Instant, u: u32, e: registration::Event) {
+        use registration::{Answered, Event};
+        let c = &mut self.stats.counters;
+        match e {
+            Event::ExtraChallenge => c.reg_extra_challenges += 1,
+            Event::Challenged(Answered::Resync) => c.reg_aka_resyncs += 1,
+            Event::Challenged(Answered::MacFailure) => c.reg_aka_mac_failures += 1,
+            Event::Challenged(Answered::Credentials) => {}
+            Event::Registered { kind, elapsed, .. } | Event::Deregistered { kind, elapsed } => {
+                match kind {
+                    RegKind::Initial => {
+                        c.reg_ok += 1;
+                        Delays::record(&mut self.stats.delays.rrd, elapsed);
+                    }
+                    RegKind::Refresh => c.rereg_ok += 1,
+                    RegKind::Deregister => c.dereg_ok += 1,
+                }
+                if matches!(e, Event::Deregistered { .. }) {
+                    self.set_unregistered(u);
+                } else {
+                    if kind == RegKind::Initial {
+                        self.note_associated(u);
+                    }
+                    let user = &mut self.users[u as usize];
+                    if user.pos_registered.is_none() {
+                        user.pos_registered = Some(self.registered.len() as u32);
+                        self.registered.push(u);
+                    }
+                    if self.phase >= Phase::Deregistering {
+                        // Registered after the run stopped: take it back at once.
+                        self.dereg_pending += 1;
+                        self.register(now, u, RegKind::Deregister);
+                    }
+                }
+                self.reg_concluded(now, kind);
+            }
+            Event::Failed { kind, status } => {
+                match (kind, status) {
+                    (RegKind::Initial, None) => c.reg_timeouts += 1,
+                    (RegKind::Initial, Some(code)) => {
+                        c.reg_failed += 1;
+                        if matches!(code, 401 | 407 | 403) {
+                            c.reg_auth_rejected += 1;
+                        }
+                    }
+                    (RegKind::Refresh, _) => c.rereg_failed += 1,
+                    (RegKind::Deregister, _) => c.dereg_failed += 1,
+                }
+                self.set_unregistered(u);
+                self.reg_concluded(now, kind);
+            }
+            Event::RefreshDue => {
+                if self.phase <= Phase::Calling {
+                    self.register(now, u, RegKind::Refresh);
+                }
+            }
+            Event::RetryDue => {
+                if self.phase <= Phase::Calling {
+                    self.register(now, u, RegKind::Initial);
+                }
+            }
         }
     }
 
@@ -1077,9 +942,9 @@ impl LoadCore {
         }
     }
 
-    fn set_unregistered(&mut self, u: u32, state: RegState) {
+    /// Takes user `u` off the registered list (its machine says why).
+    fn set_unregistered(&mut self, u: u32) {
         let user = &mut self.users[u as usize];
-        user.state = state;
         if let Some(pos) = user.pos_registered.take() {
             let last = *self.registered.last().expect("user is in the list");
             self.registered.swap_remove(pos as usize);
@@ -1092,16 +957,17 @@ impl LoadCore {
     /// Counts what an initial registration's P-Associated-URI says: missing altogether, how
     /// many identities, and whether the user's own IMPUs (sip:, and tel: when it has one) are
     /// among them (TS 24.229 §5.1.1.2: the network lists the implicitly registered set).
-    fn note_associated(&mut self, u: u32, associated: &[String]) {
+    fn note_associated(&mut self, u: u32) {
         let c = &mut self.stats.counters;
+        let user = &self.users[u as usize];
+        let associated = &user.reg.binding().associated;
         if associated.is_empty() {
             c.reg_no_associated_uri += 1;
             return;
         }
         c.reg_associated_uris += associated.len() as u64;
-        let id = &self.users[u as usize].id;
         let listed = |uri: &str| associated.iter().any(|a| a.eq_ignore_ascii_case(uri));
-        if !listed(&id.uri()) || id.tel.as_deref().is_some_and(|t| !listed(t)) {
+        if !listed(&user.uri()) || user.tel.as_deref().is_some_and(|t| !listed(t)) {
             c.reg_associated_missing_own += 1;
         }
     }
@@ -1109,8 +975,10 @@ impl LoadCore {
     /// The identities the network gave user `name` in P-Associated-URI, and the Path of its
     /// last 2xx to REGISTER (empty before one arrived).
     pub fn registration_of(&self, name: &str) -> Option<(&[String], &[String])> {
-        let u = &self.users[*self.user_by_name.get(name)? as usize];
-        Some((&u.associated, &u.path))
+        let b = self.users[*self.user_by_name.get(name)? as usize]
+            .reg
+            .binding();
+        Some((&b.associated, &b.path))
     }
 
     /// P-Access-Network-Info and P-Preferred-Identity for a request user `u` originates
@@ -1121,82 +989,32 @@ impl LoadCore {
             h.push(("P-Access-Network-Info", pani.clone()));
         }
         if let (Some(pref), Some(u)) = (self.cfg.ims.preferred_identity, u) {
-            let id = &self.users[u as usize].id;
-            let uri = match (pref, &id.tel) {
+            let user = &self.users[u as usize];
+            let uri = match (pref, &user.tel) {
                 (PreferredIdentity::Tel, Some(t)) => t.clone(),
-                _ => id.uri(),
+                _ => user.uri(),
             };
             h.push(("P-Preferred-Identity", format!("<{uri}>")));
         }
         h
     }
 
-    /// Builds the Authorization / Proxy-Authorization line answering the challenge in `msg`:
-    /// MD5 with the user's password, or AKAv1-MD5 with RES from the user's USIM. `None` when
-    /// the challenge cannot be answered (unparsable, AKA for a user without keys, a second
-    /// stale SQN after re-synchronisation): the caller counts the failure.
+    /// The credentials answering the challenge in a 401/407 to user `u`'s `method` request for
+    /// `uri`, for roles other than registration: only a usable credential is worth a new
+    /// request, an AKA MAC failure or re-synchronisation belongs to registration.
     fn answer_challenge(
         &mut self,
         msg: &Message<'_>,
         code: u16,
         u: u32,
         method: &str,
-        uri: Option<&str>,
+        uri: &str,
         body: &[u8],
-    ) -> Option<AuthAnswer> {
-        let (h, proxy) = if code == 407 {
-            (HeaderName::ProxyAuthenticate, true)
-        } else {
-            (HeaderName::WwwAuthenticate, false)
-        };
-        let ch = Challenge::parse(msg.header(h)?, proxy).ok()?;
-        let domain_uri = format!("sip:{}", self.cfg.domain);
-        let uri = uri.unwrap_or(&domain_uri);
-        let cnonce = ids::token(&mut self.rng);
-        let user = &mut self.users[u as usize];
-        let nc = user.nc.next(&ch.nonce);
-        let mut cred = Credentials {
-            username: &user.id.impi,
-            password: user.id.password.as_bytes(),
-            method,
-            uri,
-            body,
-        };
-        if !ch.is_aka() {
-            return Some(AuthAnswer::Credentials(auth::authorization_header(
-                &ch, &cred, nc, &cnonce,
-            )));
-        }
-        let usim = user.usim.as_mut()?;
-        let outcome = aka::parse_nonce(&ch.nonce).and_then(|c| usim.authenticate(&c));
-        match outcome {
-            Ok(r) => {
-                // RFC 3310 §3.1: RES itself (raw bytes, not hex) is the digest password.
-                cred.password = &r.res;
-                Some(AuthAnswer::Credentials(auth::authorization_header(
-                    &ch, &cred, nc, &cnonce,
-                )))
-            }
-            Err(AkaError::SyncFailure { auts, .. }) if !user.resync_sent => {
-                // RFC 3310 §3.4: the response that carries AUTS uses an empty password.
-                cred.password = b"";
-                Some(AuthAnswer::Resync(auth::authorization_header_with(
-                    &ch,
-                    &cred,
-                    nc,
-                    &cnonce,
-                    Some(&aka::encode_auts(&auts)),
-                )))
-            }
-            Err(AkaError::MacFailure) => Some(AuthAnswer::MacFailure(auth::empty_response_header(
-                proxy,
-                &user.id.impi,
-                &ch.realm,
-                &ch.nonce,
-                uri,
-                Some(&ch.algorithm),
-            ))),
-            Err(_) => None,
+    ) -> Option<String> {
+        let auth = &mut self.users[u as usize].auth;
+        match auth.answer(msg, code, method, uri, body, false, &mut self.rng)? {
+            Answer::Credentials(a) => Some(a),
+            Answer::Resync(_) | Answer::MacFailure(_) => None,
         }
     }
 
@@ -1289,10 +1107,8 @@ impl LoadCore {
         for _ in 0..16 {
             let u = self.rng.random_range(0..self.users.len());
             let user = &self.users[u];
-            if user.state != RegState::Registered
-                && user.state != RegState::Pending
-                && user.txn.is_none()
-            {
+            let state = user.reg.state();
+            if state != RegState::Registered && state != RegState::Pending && user.txn.is_none() {
                 return Some(u as u32);
             }
         }
@@ -1324,7 +1140,7 @@ impl LoadCore {
             let caller =
                 (!self.users.is_empty()).then(|| self.rng.random_range(0..self.users.len()) as u32);
             let from = match caller {
-                Some(u) => self.users[u as usize].uri.clone(),
+                Some(u) => self.users[u as usize].reg.aor().to_string(),
                 None => format!("<sip:imsload@{}>", self.cfg.domain),
             };
             (caller, ruri.clone(), from, ["<", &ruri, ">"].concat())
@@ -1333,11 +1149,11 @@ impl LoadCore {
                 self.stats.counters.calls_unplaced += 1;
                 return;
             };
-            let callee = self.users[ub as usize].id.uri();
+            let callee = self.users[ub as usize].uri();
             (
                 Some(ua),
                 callee.clone(),
-                self.users[ua as usize].uri.clone(),
+                self.users[ua as usize].reg.aor().to_string(),
                 format!("<{callee}>"),
             )
         };
@@ -1345,7 +1161,7 @@ impl LoadCore {
         let call_id = self.ids.call_id('c', key, self.locals[0].ip());
         let sock = caller.map_or(0, |u| self.users[u as usize].sock);
         let routes = caller
-            .map(|u| self.users[u as usize].service_route.clone())
+            .map(|u| self.users[u as usize].reg.binding().service_route.clone())
             .unwrap_or_default();
         let hold = self.sample(self.cfg.hold, self.cfg.hold_dist);
         let tag = ids::token(&mut self.rng);
@@ -1490,11 +1306,7 @@ impl LoadCore {
         if (code == 401 || code == 407) && !auth_sent {
             if let Some(u) = caller {
                 let body = self.sdp_offer.clone();
-                // Only a usable credential is worth a new INVITE; an AKA MAC failure or
-                // re-synchronisation belongs to registration, not to a call.
-                if let Some(AuthAnswer::Credentials(a)) =
-                    self.answer_challenge(msg, code, u, "INVITE", Some(&ruri), &body)
-                {
+                if let Some(a) = self.answer_challenge(msg, code, u, "INVITE", &ruri, &body) {
                     let c = self.calls.get_mut(k).expect("present");
                     c.auth_sent = true;
                     c.state = CallState::Inviting;
@@ -1594,7 +1406,7 @@ impl LoadCore {
         let r = NitReq {
             sender: ua,
             sock: self.users[ua as usize].sock,
-            ruri: self.users[ub as usize].id.uri(),
+            ruri: self.users[ub as usize].uri(),
             method,
             call_id: self.ids.call_id('m', key, self.locals[0].ip()),
             from_tag: ids::token(&mut self.rng),
@@ -1625,11 +1437,14 @@ impl LoadCore {
         let method = r.method;
         let mut w = Writer::request(method.as_str(), &r.ruri);
         w.header("Via", &via);
-        for route in &user.service_route {
+        for route in &user.reg.binding().service_route {
             w.header("Route", route);
         }
         w.header("Max-Forwards", 70);
-        w.header("From", format_args!("{};tag={}", user.uri, r.from_tag));
+        w.header(
+            "From",
+            format_args!("{};tag={}", user.reg.aor(), r.from_tag),
+        );
         w.header("To", format_args!("<{}>", r.ruri));
         w.header("Call-ID", &r.call_id);
         w.header("CSeq", format_args!("{} {}", r.cseq, method.as_str()));
@@ -1658,9 +1473,7 @@ impl LoadCore {
         let Some(r) = self.nits.get(k) else { return };
         let (method, sender, auth_sent, ruri) = (r.method, r.sender, r.auth_sent, r.ruri.clone());
         if (code == 401 || code == 407) && !auth_sent {
-            if let Some(AuthAnswer::Credentials(a)) =
-                self.answer_challenge(msg, code, sender, method.as_str(), Some(&ruri), b"")
-            {
+            if let Some(a) = self.answer_challenge(msg, code, sender, method.as_str(), &ruri, b"") {
                 self.nits.get_mut(k).expect("present").auth_sent = true;
                 self.send_nit_request(now, k, Some(a));
                 return;
@@ -1804,16 +1617,10 @@ impl LoadCore {
     fn txn_timed_out(&mut self, now: Instant, owner: Owner) {
         match owner {
             Owner::Register(u) => {
-                let kind = self.users[u as usize].kind;
-                self.users[u as usize].txn = None;
-                let c = &mut self.stats.counters;
-                match kind {
-                    RegKind::Initial => c.reg_timeouts += 1,
-                    RegKind::Refresh => c.rereg_failed += 1,
-                    RegKind::Deregister => c.dereg_failed += 1,
-                }
-                self.reg_failed(now, u, kind);
-                self.reg_concluded(now, kind);
+                let user = &mut self.users[u as usize];
+                user.txn = None;
+                user.reg.handle_txn_timeout(now, &self.reg_cfg);
+                self.drive_registration(now, u);
             }
             Owner::Invite(k) => {
                 if let Some(c) = self.calls.get_mut(k) {

@@ -222,6 +222,60 @@ fn wrong_password_is_counted_as_a_failed_registration() {
     );
 }
 
+/// Registrations live 4 s here: every user must refresh at half the lifetime all through the
+/// 10 s call phase, or the registrar forgets it and calls to it fail.
+#[test]
+fn registrations_are_refreshed_before_they_expire() {
+    let mut net = Net::new(
+        CoreConfig {
+            expires: 4,
+            ..cfg()
+        },
+        5,
+        "pw_%u",
+    );
+    net.run(Duration::from_secs(120));
+    let c = &net.totals.counters;
+    assert_eq!(net.load.phase(), Phase::Done);
+    assert_eq!(c.reg_ok, 5);
+    // Refreshes at 2, 4, 6, 8 s into the call phase at least (the one due as it ends lapses).
+    assert!(c.rereg_attempts >= 5 * 4, "{}", c.rereg_attempts);
+    assert_eq!(c.rereg_ok, c.rereg_attempts);
+    assert_eq!(c.rereg_failed, 0);
+    assert_eq!(c.calls_attempted, 50);
+    assert_eq!(c.calls_completed, 50, "every callee stayed registered");
+    assert_eq!(c.dereg_ok, 5);
+    let refreshes: Vec<&String> = net
+        .from_load
+        .iter()
+        .filter(|m| m.starts_with("REGISTER ") && m.contains("\r\nExpires: 4\r\n"))
+        .collect();
+    // Each refresh is a REGISTER and its answer to the challenge, initial ones included.
+    assert!(refreshes.len() >= 2 * (5 + 5 * 4), "{}", refreshes.len());
+}
+
+/// A failed registration is tried again `reg_retry` later while the run is on, and no more once
+/// it stops.
+#[test]
+fn failed_registrations_are_retried_until_the_run_stops() {
+    let mut net = Net::new(
+        CoreConfig {
+            reg_retry: Some(Duration::from_secs(3)),
+            ..cfg()
+        },
+        5,
+        "wrong_%u",
+    );
+    net.run(Duration::from_secs(120));
+    let c = &net.totals.counters;
+    assert_eq!(net.load.phase(), Phase::Done);
+    assert_eq!(c.reg_attempts, 5, "retries are not new attempts");
+    // The first try, then retries about 3, 6 and 9 s into the 10 s call phase.
+    assert_eq!(c.reg_failed, 5 * 4);
+    assert_eq!(c.reg_auth_rejected, 5 * 4);
+    assert_eq!(c.reg_ok, 0);
+}
+
 #[test]
 fn loss_is_repaired_by_retransmission_and_counted_as_ours() {
     let mut net = Net::new(cfg(), 20, "pw_%u");
@@ -883,4 +937,59 @@ fn a_response_on_another_socket_still_matches() {
     }
     let c = ue.take_stats().counters;
     assert_eq!((c.reg_ok, c.stray_responses), (2, 0));
+}
+
+/// A re-registration that replaces one still in flight goes out under the branch of the
+/// transaction that carries it: its answer is matched, not taken for a stray. (The branch used
+/// to be drawn before the replaced transaction freed its slot, which the new one then took.)
+#[test]
+fn a_reregistration_replacing_one_in_flight_gets_its_answer() {
+    use super::config::Mix;
+    use crate::sip::builder::Writer;
+    use crate::sip::Message;
+    let pop = from_pattern("user%04d", 1, 1, "ims.local", "pw").unwrap();
+    let now = Instant::now();
+    let cfg = CoreConfig {
+        cps: 10.0,
+        mix: Mix {
+            call: 0.0,
+            reregister: 1.0,
+            ..Mix::default()
+        },
+        ..cfg()
+    };
+    let mut ue = LoadCore::new(cfg, &[SocketAddr::from(LOAD)], pop, 0, now);
+    ue.start(now);
+    ue.handle_timeout(now);
+    let from = SocketAddr::from(TARGET);
+    let ok = |ue: &mut LoadCore, at: Instant| {
+        let req = ue.poll_transmit().expect("a REGISTER").data;
+        assert!(req.starts_with(b"REGISTER "));
+        let m = Message::parse(&req).unwrap();
+        let mut w = Writer::response_to(&m, 200, "OK", Some("t"));
+        w.header("Contact", "<sip:x@127.0.0.2:5070>;expires=600");
+        ue.handle_input(at, &w.finish(None, b""), from, 0);
+    };
+    ok(&mut ue, now);
+    // The call phase's first arrival (a re-registration) is due at once: leave it unanswered,
+    // and let the next arrival 100 ms later replace it.
+    ue.handle_timeout(now);
+    let first = ue.poll_transmit().expect("the first re-REGISTER").data;
+    let later = now + Duration::from_millis(100);
+    ue.handle_timeout(later);
+    ok(&mut ue, later);
+    assert!(ue.poll_transmit().is_none());
+    let s = ue.take_stats();
+    assert_eq!(s.counters.rereg_attempts, 2);
+    assert_eq!(
+        s.counters.rereg_ok, 1,
+        "the replacing REGISTER's 200 was matched"
+    );
+    assert_eq!(s.counters.stray_responses, 0);
+    // The replaced one is forgotten: its late answer is a stray, and changes nothing.
+    let m = Message::parse(&first).unwrap();
+    let w = Writer::response_to(&m, 200, "OK", Some("t"));
+    ue.handle_input(later, &w.finish(None, b""), from, 0);
+    let s = ue.take_stats();
+    assert_eq!((s.counters.rereg_ok, s.counters.stray_responses), (0, 1));
 }

@@ -127,10 +127,12 @@ pub struct Verdict {
 }
 
 pub fn verdict(r: &ProbeRecord, p: &Params) -> Verdict {
+    // A reply with no RTT although it arrived was stamped before its request (a clock anomaly,
+    // counted where it was recorded): it was answered, and not late.
     let rtt = r.rtt_ns();
-    let answered = matches!(r.outcome, Outcome::Ok | Outcome::Failed) && rtt.is_some();
+    let answered = matches!(r.outcome, Outcome::Ok | Outcome::Failed) && r.received_ns.is_some();
     let late = rtt.is_some_and(|t| t > p.timeout_ns || t > p.late_rtt_ns) && answered;
-    let ok = r.outcome == Outcome::Ok && rtt.is_some_and(|t| t <= p.timeout_ns);
+    let ok = r.outcome == Outcome::Ok && answered && rtt.is_none_or(|t| t <= p.timeout_ns);
     let unanswered = !answered;
     let pending =
         unanswered && r.outcome != Outcome::SendError && r.sent_ns > p.end_ns - p.timeout_ns;
@@ -164,7 +166,8 @@ pub fn analyze(layer: Layer, records: &[ProbeRecord], p: &Params) -> LayerAnalys
                 } else {
                     s.ok_after_timeout += 1;
                 }
-                rtts.push(r.rtt_ns().unwrap_or(0));
+                // RTT statistics only from RTTs that exist (see `ProbeRecord::rtt_ns`).
+                rtts.extend(r.rtt_ns());
             }
             Outcome::Failed if r.received_ns.is_some() => s.failed += 1,
             Outcome::SendError => s.send_errors += 1,

@@ -129,9 +129,13 @@ impl ProbeRecord {
         }
     }
 
-    /// Round-trip time in ns, when a reply arrived.
+    /// Round-trip time in ns, when a reply arrived. A reply stamped before its request (a clock
+    /// that misbehaved: counted as `negative_rtts` when it was recorded) has none, rather than a
+    /// made-up zero.
     pub fn rtt_ns(&self) -> Option<i64> {
-        self.received_ns.map(|r| (r - self.sent_ns).max(0))
+        self.received_ns
+            .map(|r| r - self.sent_ns)
+            .filter(|&rtt| rtt >= 0)
     }
 }
 

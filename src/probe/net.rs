@@ -2,11 +2,15 @@
 //!
 //! Receive timestamps come from the kernel (`SO_TIMESTAMPNS`, taken when the packet reached the
 //! socket layer, so a receiver thread scheduled late does not inflate RTTs). The kernel stamps
-//! with CLOCK_REALTIME; [`ProbeClock`] maps them onto the run's monotonic time base through the
-//! single (wall, monotonic) pair recorded at the start of the run. A realtime clock step during
-//! the run would shift mapped stamps: a stamp that lands in the future, or more than
-//! [`MAX_QUEUE_NS`] in the past, is replaced by the userspace monotonic reading and counted as a
-//! fallback (reported in the JSON).
+//! with CLOCK_REALTIME, which NTP slews and steps and which jumps on VMs; our send stamps are
+//! CLOCK_MONOTONIC. A realtime stamp is therefore never mapped with an offset taken once per run
+//! (in one run here realtime moved ~270 µs against monotonic within half a second, and every
+//! later reply landed before its request). Instead each stamp is converted by its *age*: when a
+//! batch is read, [`ProbeClock::read_moment`] reads both clocks back to back; the stamp's age is
+//! a difference of two realtime readings, and the receive time is the monotonic reading minus
+//! that age. Only a step of the realtime clock between a datagram's arrival and its read (one
+//! batch, about a millisecond) can still shift a stamp; one that makes it land after the read,
+//! or more than [`MAX_QUEUE_NS`] before it, is replaced by the monotonic reading and counted.
 
 use crate::clock::{monotonic_ns, Epoch};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -18,22 +22,16 @@ use std::time::Duration;
 /// A kernel stamp older than this (relative to when we read it) is not trusted.
 pub const MAX_QUEUE_NS: i64 = 10_000_000_000;
 
-/// The run's clock: ns since `t = 0` on CLOCK_MONOTONIC, and realtime stamps mapped onto it.
+/// The run's clock: ns since `t = 0` on CLOCK_MONOTONIC, and kernel realtime stamps converted
+/// onto it by their age.
 #[derive(Clone, Copy, Debug)]
 pub struct ProbeClock {
     pub epoch: Epoch,
-    /// Unix ns of `t = 0`.
-    wall0_unix_ns: i128,
 }
 
 impl ProbeClock {
     pub fn new(epoch: Epoch) -> ProbeClock {
-        let w = epoch.wall;
-        ProbeClock {
-            epoch,
-            wall0_unix_ns: w.timestamp() as i128 * 1_000_000_000
-                + w.timestamp_subsec_nanos() as i128,
-        }
+        ProbeClock { epoch }
     }
 
     pub fn start() -> ProbeClock {
@@ -56,12 +54,59 @@ impl ProbeClock {
         (self.epoch.mono_ns as i64 + t).max(0) as u64
     }
 
-    /// Maps a kernel CLOCK_REALTIME stamp; `None` when it is implausible against `now`.
-    pub fn from_realtime(&self, sec: i64, nsec: i64, now: i64) -> Option<i64> {
-        let unix = sec as i128 * 1_000_000_000 + nsec as i128;
-        let t = (unix - self.wall0_unix_ns) as i64;
-        (t <= now + 1_000_000 && t >= now - MAX_QUEUE_NS).then_some(t)
+    /// Both clocks, read back to back: the moment a batch of datagrams was read.
+    pub fn read_moment(&self) -> ReadMoment {
+        let r1 = realtime_ns();
+        let t = self.now_ns();
+        let r2 = realtime_ns();
+        // The midpoint of two realtime readings around the monotonic one; a step between
+        // them (r2 < r1) leaves the later reading as the better one.
+        let real_ns = if r2 >= r1 { r1 + (r2 - r1) / 2 } else { r2 };
+        ReadMoment { t, real_ns }
     }
+
+    /// Converts a kernel CLOCK_REALTIME stamp of a datagram read at `at` by its age at `at`.
+    pub fn map_kernel_stamp(&self, sec: i64, nsec: i64, at: &ReadMoment) -> KernelStamp {
+        let stamp = sec as i128 * 1_000_000_000 + nsec as i128;
+        let age = at.real_ns - stamp;
+        if age < 0 {
+            KernelStamp::AfterRead { by_ns: -age }
+        } else if age > MAX_QUEUE_NS as i128 {
+            KernelStamp::Stale { age_ns: age }
+        } else {
+            KernelStamp::At(at.t - age as i64)
+        }
+    }
+}
+
+/// When a batch was read: run time (monotonic) and CLOCK_REALTIME unix ns, read together.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadMoment {
+    /// ns since `t = 0` on CLOCK_MONOTONIC.
+    pub t: i64,
+    /// CLOCK_REALTIME, unix ns.
+    pub real_ns: i128,
+}
+
+/// A kernel receive stamp on the run's time base, or why it cannot be trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelStamp {
+    /// Run time of the arrival.
+    At(i64),
+    /// The stamp is later than the read: the realtime clock stepped back in between.
+    AfterRead { by_ns: i128 },
+    /// Older than [`MAX_QUEUE_NS`]: a forward step, or a socket nobody read for that long.
+    Stale { age_ns: i128 },
+}
+
+fn realtime_ns() -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
 }
 
 /// Turns on `SO_TIMESTAMPNS`. False when the kernel refuses.
@@ -288,17 +333,23 @@ fn ping_group_range() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// Opens an ICMP socket to `target`: an unprivileged datagram ICMP socket first, a raw socket
-/// second. The error says exactly why neither was allowed and how to allow one.
-pub fn icmp_socket(target: Ipv4Addr) -> Result<IcmpSocket, String> {
-    let dgram = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::ICMPV4));
+/// Opens an ICMP (IPv4) or ICMPv6 socket to `target`: an unprivileged datagram ICMP socket
+/// first, a raw socket second. The error says exactly why neither was allowed and how to allow
+/// one.
+pub fn icmp_socket(target: IpAddr) -> Result<IcmpSocket, String> {
+    let (domain, proto) = match target {
+        IpAddr::V4(_) => (Domain::IPV4, Protocol::ICMPV4),
+        IpAddr::V6(_) => (Domain::IPV6, Protocol::ICMPV6),
+    };
+    let dgram = Socket::new(domain, Type::DGRAM, Some(proto));
     let (socket, raw) = match dgram {
         Ok(s) => (s, false),
-        Err(e_dgram) => match Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)) {
+        Err(e_dgram) => match Socket::new(domain, Type::RAW, Some(proto)) {
             Ok(s) => (s, true),
             Err(e_raw) => {
                 // SAFETY: getegid has no preconditions.
                 let gid = unsafe { libc::getegid() };
+                // net.ipv4.ping_group_range governs ICMPv6 datagram sockets too.
                 return Err(format!(
                     "ICMP probe disabled: an unprivileged ICMP socket was refused ({e_dgram}; group {gid} \
                      is outside net.ipv4.ping_group_range = \"{}\"; allow it with \
@@ -314,22 +365,11 @@ pub fn icmp_socket(target: Ipv4Addr) -> Result<IcmpSocket, String> {
         crate::sip::transport::set_big_buffers(&socket);
         socket.set_read_timeout(Some(Duration::from_millis(50)))?;
         if raw {
-            // Only echo replies and the errors that quote our requests reach us.
-            let mask: u32 = !((1 << super::icmp::ECHO_REPLY)
-                | (1 << super::icmp::DEST_UNREACH)
-                | (1 << super::icmp::TIME_EXCEEDED));
-            // SAFETY: valid fd, pointer to a u32 of the size given (ICMP_FILTER = 1 on SOL_RAW).
-            unsafe {
-                libc::setsockopt(
-                    socket.as_raw_fd(),
-                    libc::SOL_RAW,
-                    1,
-                    &mask as *const _ as *const libc::c_void,
-                    4,
-                );
-            }
+            set_raw_icmp_filter(&socket, target.is_ipv6())?;
         }
-        let dst: SocketAddr = (IpAddr::V4(target), 0).into();
+        // Connected: the kernel delivers only the target's packets to a raw IPv6 socket, and
+        // send() needs no address.
+        let dst: SocketAddr = (target, 0).into();
         socket.connect(&dst.into())
     };
     setup().map_err(|e| {
@@ -341,6 +381,54 @@ pub fn icmp_socket(target: Ipv4Addr) -> Result<IcmpSocket, String> {
         raw,
         timestamps,
     })
+}
+
+/// Only echo replies and the errors that quote our requests reach a raw socket: at kHz rates a
+/// raw socket would otherwise wake for every ICMP packet of the host.
+fn set_raw_icmp_filter(socket: &Socket, v6: bool) -> io::Result<()> {
+    use super::icmp;
+    let rc = if v6 {
+        // struct icmp6_filter: 256 bits, a set bit blocks that type (ICMP6_FILTER = 1 on
+        // IPPROTO_ICMPV6).
+        let mut block = [u32::MAX; 8];
+        for t in [
+            icmp::V6_ECHO_REPLY,
+            icmp::V6_DEST_UNREACH,
+            icmp::V6_PACKET_TOO_BIG,
+            icmp::V6_TIME_EXCEEDED,
+        ] {
+            block[t as usize >> 5] &= !(1u32 << (t & 31));
+        }
+        // SAFETY: valid fd, pointer to 32 bytes of the size given.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_ICMPV6,
+                1,
+                block.as_ptr() as *const libc::c_void,
+                std::mem::size_of_val(&block) as libc::socklen_t,
+            )
+        }
+    } else {
+        // ICMP_FILTER = 1 on SOL_RAW: a set bit blocks that type (types < 32 only).
+        let mask: u32 =
+            !((1 << icmp::ECHO_REPLY) | (1 << icmp::DEST_UNREACH) | (1 << icmp::TIME_EXCEEDED));
+        // SAFETY: valid fd, pointer to a u32 of the size given.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_RAW,
+                1,
+                &mask as *const _ as *const libc::c_void,
+                4,
+            )
+        }
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Sends `buf` without blocking; the errno on failure.
@@ -377,26 +465,77 @@ pub fn local_addr_towards(target: SocketAddr) -> io::Result<SocketAddr> {
 mod tests {
     use super::*;
 
+    const MS: i64 = 1_000_000;
+
+    /// A virtual pair of clocks: realtime = monotonic + offset, where the offset can be stepped.
+    fn moment(t: i64, real0: i128, offset: i128) -> ReadMoment {
+        ReadMoment {
+            t,
+            real_ns: real0 + t as i128 + offset,
+        }
+    }
+
+    fn stamp(real: i128) -> (i64, i64) {
+        ((real / 1_000_000_000) as i64, (real % 1_000_000_000) as i64)
+    }
+
     #[test]
-    fn realtime_stamps_map_onto_the_monotonic_base() {
+    fn a_stamp_is_converted_by_its_age_at_the_read() {
         let c = ProbeClock::start();
-        let now = c.now_ns();
-        let unix = c.wall0_unix_ns + now as i128 - 1000;
-        let t = c
-            .from_realtime(
-                (unix / 1_000_000_000) as i64,
-                (unix % 1_000_000_000) as i64,
-                now,
-            )
-            .unwrap();
-        assert_eq!(t, now - 1000);
-        // A stamp an hour in the future or past is rejected.
-        assert!(c
-            .from_realtime((unix / 1_000_000_000) as i64 + 3600, 0, now)
-            .is_none());
-        assert!(c
-            .from_realtime((unix / 1_000_000_000) as i64 - 3600, 0, now)
-            .is_none());
+        let real0 = 1_764_000_000_000_000_000i128;
+        let at = moment(500 * MS, real0, 0);
+        let (s, n) = stamp(at.real_ns - 1234);
+        assert_eq!(
+            c.map_kernel_stamp(s, n, &at),
+            KernelStamp::At(500 * MS - 1234)
+        );
+    }
+
+    /// The failure seen in the field: realtime stepped +270 µs against monotonic half a second
+    /// into a run. With one offset taken at the start, every later reply landed ~140–205 µs
+    /// before its request. Converted by age, a probe sent at 600 ms and answered 80 µs later
+    /// still measures 80 µs, whichever way the clock stepped and by how much.
+    #[test]
+    fn a_realtime_step_mid_run_does_not_move_receive_times() {
+        let c = ProbeClock::start();
+        let real0 = 1_764_000_000_000_000_000i128;
+        for step in [270_000i128, -270_000, 3_600_000_000_000, -5_000_000_000] {
+            let sent = 600 * MS;
+            let arrival = sent + 80_000;
+            let read = arrival + 300_000; // read 0.3 ms after arrival (batching)
+                                          // The kernel stamped the arrival on the stepped clock, and we read on it too.
+            let at = moment(read, real0, step);
+            let (s, n) = stamp(real0 + arrival as i128 + step);
+            assert_eq!(
+                c.map_kernel_stamp(s, n, &at),
+                KernelStamp::At(arrival),
+                "step {step} ns"
+            );
+            // What one offset from the start of the run would have said:
+            let once = (real0 + arrival as i128 + step - real0) as i64;
+            assert_eq!(once - sent, 80_000 + step as i64, "the old mapping was off");
+        }
+    }
+
+    /// A step between the arrival and the read cannot be undone; it is reported, not hidden.
+    #[test]
+    fn a_step_between_arrival_and_read_is_an_anomaly() {
+        let c = ProbeClock::start();
+        let real0 = 1_764_000_000_000_000_000i128;
+        let arrival = 700 * MS;
+        let (s, n) = stamp(real0 + arrival as i128);
+        // Stepped back 1 ms after the arrival, read 100 µs after it: the stamp is "later".
+        let at = moment(arrival + 100_000, real0, -1_000_000);
+        assert_eq!(
+            c.map_kernel_stamp(s, n, &at),
+            KernelStamp::AfterRead { by_ns: 900_000 }
+        );
+        // Stepped forward an hour: older than any queue.
+        let at = moment(arrival + 100_000, real0, 3_600_000_000_000);
+        assert!(matches!(
+            c.map_kernel_stamp(s, n, &at),
+            KernelStamp::Stale { .. }
+        ));
     }
 
     #[test]
@@ -411,9 +550,15 @@ mod tests {
         let (n, stamp) = recv_timestamped(&s, &mut buf).unwrap();
         assert_eq!(&buf[..n], b"hello");
         let (sec, nsec) = stamp.expect("SO_TIMESTAMPNS stamp");
-        let now = c.now_ns();
-        let t = c.from_realtime(sec, nsec, now).expect("plausible stamp");
-        assert!(t <= now && now - t < 1_000_000_000, "t={t} now={now}");
+        let at = c.read_moment();
+        let KernelStamp::At(t) = c.map_kernel_stamp(sec, nsec, &at) else {
+            panic!("implausible stamp")
+        };
+        assert!(
+            t <= at.t && at.t - t < 1_000_000_000,
+            "t={t} read at {}",
+            at.t
+        );
     }
 
     #[test]

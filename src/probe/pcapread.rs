@@ -328,11 +328,16 @@ pub fn read(path: &Path, only_host: Option<IpAddr>) -> Result<Captured, String> 
                     }
                 }
             }
-            1 if payload.len() >= 8 => {
+            1 | icmp::IPPROTO_ICMPV6 if payload.len() >= 8 => {
                 let id = u16::from_be_bytes([payload[4], payload[5]]);
                 let seq16 = u16::from_be_bytes([payload[6], payload[7]]);
+                let (request, reply) = if proto == 1 {
+                    (icmp::ECHO_REQUEST, icmp::ECHO_REPLY)
+                } else {
+                    (icmp::V6_ECHO_REQUEST, icmp::V6_ECHO_REPLY)
+                };
                 match payload[0] {
-                    icmp::ECHO_REQUEST => {
+                    k if k == request => {
                         if only_host.is_some_and(|h| h != dst) {
                             continue;
                         }
@@ -340,7 +345,7 @@ pub fn read(path: &Path, only_host: Option<IpAddr>) -> Result<Captured, String> 
                         icmp_idx.insert((dst, id, seq16), v.len());
                         v.push(ProbeRecord::sent(Layer::Icmp, v.len() as u64, t));
                     }
-                    icmp::ECHO_REPLY => {
+                    k if k == reply => {
                         let rec = icmp_idx.get(&(src, id, seq16)).and_then(|&i| {
                             streams
                                 .get_mut(&Stream::Icmp(src, id))

@@ -243,15 +243,17 @@ pub fn write_csv(
                 tb.label(r.sent_ns),
                 r.sent_ns as f64 / 1e9
             )?;
-            match r.received_ns {
-                Some(t) => write!(
+            match (r.received_ns, r.rtt_ns()) {
+                (Some(t), Some(rtt)) => write!(
                     f,
                     "{},{:.9},{:.6},",
                     tb.label(t),
                     t as f64 / 1e9,
-                    r.rtt_ns().unwrap_or(0) as f64 / 1e6
+                    rtt as f64 / 1e6
                 )?,
-                None => write!(f, ",,,")?,
+                // Stamped before its request: no RTT rather than a made-up 0.
+                (Some(t), None) => write!(f, "{},{:.9},,", tb.label(t), t as f64 / 1e9)?,
+                (None, _) => write!(f, ",,,")?,
             }
             writeln!(f, "{},{},{}", r.outcome.as_str(), r.code, late as u8)?;
         }
@@ -269,13 +271,14 @@ pub fn summary_text(r: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "== {} ({}{}{}) {} .. {}  {:.1} s  rate {}/s  stop: {}",
+        "== {} ({}{}) {} .. {}  {:.1} s  rate {}/s  stop: {}",
         r.target.name,
-        r.target.host,
-        r.target
-            .sip_port
-            .map(|p| format!(":{p}"))
-            .unwrap_or_default(),
+        // host:port, with an IPv6 host in brackets (RFC 3986), or the bare host.
+        match (r.target.host.parse::<std::net::IpAddr>(), r.target.sip_port) {
+            (Ok(ip), Some(p)) => std::net::SocketAddr::new(ip, p).to_string(),
+            (_, Some(p)) => format!("{}:{p}", r.target.host),
+            (_, None) => r.target.host.clone(),
+        },
         r.target
             .transport
             .as_ref()

@@ -19,7 +19,6 @@ use super::tcp::{self, TcpLink};
 use super::{Layer, Outcome};
 use crate::shutdown::{StopReason, Trigger};
 use socket2::Socket;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -164,29 +163,25 @@ fn setup_target(
     }
     let mut icmp_io = None;
     if cfg.layers.contains(&Layer::Icmp) {
-        match t.host() {
-            IpAddr::V4(v4) => match net::icmp_socket(v4) {
-                Ok(s) => {
-                    if !s.timestamps {
-                        warnings.push("ICMP: the kernel refused SO_TIMESTAMPNS; receive times are userspace readings".into());
-                    }
-                    icmp_io = Some(IcmpIo {
-                        table: Arc::new(LayerTable::new(Layer::Icmp)),
-                        codec: Arc::new(EchoCodec {
-                            id: (run_id as u16) ^ (std::process::id() as u16),
-                            token: ((run_id as u64) << 32) | rand::random::<u32>() as u64,
-                            target: v4,
-                        }),
-                        socket: Arc::new(s),
-                    });
+        match net::icmp_socket(t.host()) {
+            Ok(s) => {
+                if !s.timestamps {
+                    warnings.push("ICMP: the kernel refused SO_TIMESTAMPNS; receive times are userspace readings".into());
                 }
-                Err(msg) => {
-                    log(clock, &format!("{}: {msg}", t.name));
-                    warnings.push(msg);
-                }
-            },
-            IpAddr::V6(_) => warnings
-                .push("ICMP probe disabled: ICMPv6 echo is not supported yet (IPv4 only)".into()),
+                icmp_io = Some(IcmpIo {
+                    table: Arc::new(LayerTable::new(Layer::Icmp)),
+                    codec: Arc::new(EchoCodec {
+                        id: (run_id as u16) ^ (std::process::id() as u16),
+                        token: ((run_id as u64) << 32) | rand::random::<u32>() as u64,
+                        target: t.host(),
+                    }),
+                    socket: Arc::new(s),
+                });
+            }
+            Err(msg) => {
+                log(clock, &format!("{}: {msg}", t.name));
+                warnings.push(msg);
+            }
         }
     }
     if sip.is_none() && icmp_io.is_none() {
@@ -257,16 +252,29 @@ fn once(
     }
 }
 
-/// The receive time of a datagram read at `now`: its kernel stamp when plausible.
-fn kernel_or_now(table: &LayerTable, clock: &ProbeClock, ts: Option<(i64, i64)>, now: i64) -> i64 {
-    match ts.and_then(|(s, n)| clock.from_realtime(s, n, now)) {
-        Some(t) => {
+/// The receive time of a datagram read at `at`: its kernel stamp, converted by its age, when
+/// there is one and it is plausible; otherwise the read itself (counted either way).
+fn kernel_or_now(
+    table: &LayerTable,
+    clock: &ProbeClock,
+    ts: Option<(i64, i64)>,
+    at: &net::ReadMoment,
+) -> i64 {
+    let mapped = ts.map(|(s, n)| clock.map_kernel_stamp(s, n, at));
+    match mapped {
+        Some(net::KernelStamp::At(t)) => {
             table.kernel_timestamps.fetch_add(1, Ordering::Relaxed);
             t
         }
+        Some(_) => {
+            // The realtime clock stepped between the arrival and the read.
+            table.clock_steps.fetch_add(1, Ordering::Relaxed);
+            table.timestamp_fallbacks.fetch_add(1, Ordering::Relaxed);
+            at.t
+        }
         None => {
             table.timestamp_fallbacks.fetch_add(1, Ordering::Relaxed);
-            now
+            at.t
         }
     }
 }
@@ -343,7 +351,7 @@ impl Sink {
 
     fn icmp(&self, codec: &EchoCodec, raw: bool, pkt: &[u8], t: i64) {
         let (table, clock, name) = (&self.table, &self.clock, &self.name);
-        match codec.classify(pkt, raw, raw) {
+        match codec.classify_from(pkt, raw) {
             IcmpReply::Echo { seq } => {
                 if table.complete(seq, t, Outcome::Ok, 0) == Completion::Fresh {
                     self.answered.fetch_add(1, Ordering::Relaxed);
@@ -411,10 +419,10 @@ fn datagram_loop(
                     break;
                 }
             };
-            let now = sink.clock.now_ns();
+            let at = sink.clock.read_moment();
             for i in 0..n {
                 let (data, ts) = batch.get(i);
-                handle(data, kernel_or_now(&sink.table, &sink.clock, ts, now));
+                handle(data, kernel_or_now(&sink.table, &sink.clock, ts, &at));
             }
             if n < BATCH_SLOTS {
                 break;
@@ -950,6 +958,19 @@ pub fn run_with_clock(
             records.push(recs);
         }
         let mut warnings = r.warnings.clone();
+        for lo in &layers {
+            let Some(c) = &lo.counters else { continue };
+            if c.clock_steps > 0 || c.negative_rtts > 0 {
+                warnings.push(format!(
+                    "{}: the realtime clock stepped while replies were being read: {} kernel \
+                     stamps replaced by the read time, {} replies stamped before their request \
+                     (kept for gaps, left out of RTT figures)",
+                    lo.layer.as_str(),
+                    c.clock_steps,
+                    c.negative_rtts
+                ));
+            }
+        }
         if ps.skipped_ticks > 0 {
             warnings.push(format!(
                 "the prober itself was stalled for more than {} ms; {} ticks were skipped",

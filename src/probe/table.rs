@@ -37,6 +37,12 @@ pub struct Counters {
     pub timestamp_fallbacks: u64,
     /// Receive timestamps taken from the kernel (SO_TIMESTAMPNS).
     pub kernel_timestamps: u64,
+    /// Kernel stamps refused because the realtime clock stepped between a datagram's arrival
+    /// and its read (also counted in `timestamp_fallbacks`).
+    pub clock_steps: u64,
+    /// Replies whose receive time came out before their probe's send time. Impossible unless a
+    /// clock misbehaved; such a reply keeps its receive time for gap analysis but has no RTT.
+    pub negative_rtts: u64,
 }
 
 struct Inner {
@@ -57,6 +63,7 @@ pub struct LayerTable {
     /// Receive timestamps from the kernel / userspace fallbacks (atomics: counted per packet).
     pub kernel_timestamps: AtomicU64,
     pub timestamp_fallbacks: AtomicU64,
+    pub clock_steps: AtomicU64,
 }
 
 impl LayerTable {
@@ -73,6 +80,7 @@ impl LayerTable {
             first_sent_ns: AtomicI64::new(i64::MIN),
             kernel_timestamps: AtomicU64::new(0),
             timestamp_fallbacks: AtomicU64::new(0),
+            clock_steps: AtomicU64::new(0),
         }
     }
 
@@ -135,6 +143,9 @@ impl LayerTable {
                 c.duplicates += 1;
                 return Completion::Duplicate;
             }
+            if received_ns < r.sent_ns {
+                c.negative_rtts += 1;
+            }
             r.received_ns = Some(received_ns);
             r.outcome = outcome;
             r.code = code;
@@ -163,6 +174,7 @@ impl LayerTable {
         let mut c = self.lock().counters.clone();
         c.kernel_timestamps += self.kernel_timestamps.load(Ordering::Relaxed);
         c.timestamp_fallbacks += self.timestamp_fallbacks.load(Ordering::Relaxed);
+        c.clock_steps += self.clock_steps.load(Ordering::Relaxed);
         c
     }
 
