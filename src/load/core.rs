@@ -243,7 +243,7 @@ impl LoadCore {
                         slot: i as u32,
                         gen: 0,
                     },
-                    &local.ip().to_string(),
+                    local.ip(),
                 );
                 let from_tag = ids::token(&mut rng);
                 let Identity {
@@ -429,12 +429,13 @@ impl LoadCore {
     }
 
     fn via(&self, src: u32, branch: &str) -> String {
-        format!(
-            "SIP/2.0/{} {};branch={};rport",
-            self.cfg.transport.via(),
-            self.via_hosts[src as usize],
-            branch
-        )
+        // Sized up front: format! guesses short and grows, two allocations per Via.
+        let (t, host) = (self.cfg.transport.via(), &self.via_hosts[src as usize]);
+        let mut v = String::with_capacity(8 + t.len() + 1 + host.len() + 8 + branch.len() + 6);
+        for part in ["SIP/2.0/", t, " ", host, ";branch=", branch, ";rport"] {
+            v.push_str(part);
+        }
+        v
     }
 
     /// Starts a client transaction for `request` (already holding branch `key`'s Via).
@@ -594,7 +595,7 @@ impl LoadCore {
             }
             TimerAction::Timeout => {
                 let t = self.txns.remove(k).expect("present above");
-                self.stats.count_timeout(t.method.as_str());
+                self.stats.count_timeout(t.method);
                 self.txn_timed_out(now, t.owner);
             }
             TimerAction::Terminated => {
@@ -1095,7 +1096,7 @@ impl LoadCore {
                 Some(u) => self.users[u as usize].reg.aor().to_string(),
                 None => format!("<sip:imsload@{}>", self.cfg.domain),
             };
-            (caller, ruri.clone(), from, format!("<{ruri}>"))
+            (caller, ruri.clone(), from, ["<", &ruri, ">"].concat())
         } else {
             let Some((ua, ub)) = self.pick_pair() else {
                 self.stats.counters.calls_unplaced += 1;
@@ -1110,7 +1111,7 @@ impl LoadCore {
             )
         };
         let key = self.calls.next_key();
-        let call_id = self.ids.call_id('c', key, &self.locals[0].ip().to_string());
+        let call_id = self.ids.call_id('c', key, self.locals[0].ip());
         let sock = caller.map_or(0, |u| self.users[u as usize].sock);
         let routes = caller
             .map(|u| self.users[u as usize].reg.binding().service_route.clone())
@@ -1360,7 +1361,7 @@ impl LoadCore {
             sock: self.users[ua as usize].sock,
             ruri: self.users[ub as usize].uri(),
             method,
-            call_id: self.ids.call_id('m', key, &self.locals[0].ip().to_string()),
+            call_id: self.ids.call_id('m', key, self.locals[0].ip()),
             from_tag: ids::token(&mut self.rng),
             cseq: 0,
             started: now,
@@ -1534,7 +1535,7 @@ impl LoadCore {
                 }
             }
             TimerAction::Timeout => {
-                self.stats.count_timeout("CANCEL");
+                self.stats.count_timeout(Method::Cancel);
             }
             _ => {
                 if let Some(d) = ct.deadline() {
@@ -1647,7 +1648,7 @@ impl LoadCore {
                     }
                 }
             }
-            self.stats.count_status("CANCEL", code);
+            self.stats.count_status(Method::Cancel, code);
             return;
         }
         let Some(tk) = self.ids.parse_branch(branch) else {
@@ -1678,7 +1679,7 @@ impl LoadCore {
         }
         let method = t.method;
         if code > 100 {
-            self.stats.count_status(method.as_str(), code);
+            self.stats.count_status(method, code);
         }
         let owner = match &t.owner {
             Owner::Register(u) => Owner::Register(*u),

@@ -381,7 +381,7 @@ fn build_report(
         offered_cps: spec.core.cps,
         achieved_cps: achieved,
         counters: c.clone(),
-        status_codes: total.status.clone(),
+        status_codes: total.status.by_name(),
         malformed_by_kind: total
             .malformed
             .iter()

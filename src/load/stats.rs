@@ -3,10 +3,11 @@
 //! merge by addition (histograms included), which is also how shards on several machines will
 //! combine their results.
 
-use crate::sip::ParseErrorKind;
+use crate::sip::{Method, ParseErrorKind};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::time::Duration;
 
 /// Plain event counters. Every field is a count of events in the interval (or run).
@@ -277,12 +278,89 @@ pub struct Gauges {
     pub pending_transactions: u64,
 }
 
+/// What a response count is keyed by: the request's method and the status code, or no
+/// response at all (a timeout). Written "INVITE 486" and "INVITE timeout" in reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StatusKey {
+    pub method: Method,
+    /// `None`: no final response in time.
+    pub code: Option<u16>,
+}
+
+impl StatusKey {
+    /// Reads the report's spelling back ("INVITE 200", "REGISTER timeout").
+    pub fn parse(s: &str) -> Option<StatusKey> {
+        let (m, c) = s.split_once(' ')?;
+        let method = Method::parse(m);
+        if method.as_str() != m {
+            return None;
+        }
+        let code = match c {
+            "timeout" => None,
+            c => Some(c.parse().ok()?),
+        };
+        Some(StatusKey { method, code })
+    }
+}
+
+impl fmt::Display for StatusKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.code {
+            Some(c) => write!(f, "{} {c}", self.method.as_str()),
+            None => write!(f, "{} timeout", self.method.as_str()),
+        }
+    }
+}
+
+/// Response counts by [`StatusKey`]. Counted once per response on the hot path, so the key is
+/// two integers and the table a short vector searched linearly: a run sees a dozen distinct
+/// keys, and counting one that is already there allocates nothing (a `String` key did, per
+/// response). Reports spell the keys out with [`StatusCounts::by_name`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatusCounts(Vec<(StatusKey, u64)>);
+
+impl StatusCounts {
+    pub fn add_to(&mut self, key: StatusKey, n: u64) {
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => *v += n,
+            None => self.0.push((key, n)),
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (StatusKey, u64)> + '_ {
+        self.0.iter().copied()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The count under a key as reports write it ("INVITE 200").
+    pub fn get(&self, name: &str) -> Option<&u64> {
+        let key = StatusKey::parse(name)?;
+        self.0.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// The counts keyed and ordered as the reports have always had them: by "METHOD CODE"
+    /// string. Built once per report, not per response.
+    pub fn by_name(&self) -> BTreeMap<String, u64> {
+        self.0.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+}
+
+impl std::ops::Index<&str> for StatusCounts {
+    type Output = u64;
+    fn index(&self, name: &str) -> &u64 {
+        self.get(name).expect("no count under this status key")
+    }
+}
+
 /// One worker's counts over one interval (or, summed, a run's totals).
 #[derive(Clone, Debug, Default)]
 pub struct Interval {
     pub counters: Counters,
-    /// Responses received, by "METHOD CODE" (e.g. "INVITE 486"), and timeouts as "INVITE timeout".
-    pub status: BTreeMap<String, u64>,
+    /// Responses received by method and code, and timeouts.
+    pub status: StatusCounts,
     pub malformed: BTreeMap<ParseErrorKind, u64>,
     pub delays: Delays,
     pub gauges: Gauges,
@@ -291,8 +369,8 @@ pub struct Interval {
 impl Interval {
     pub fn add(&mut self, o: &Interval) {
         self.counters.add(&o.counters);
-        for (k, v) in &o.status {
-            *self.status.entry(k.clone()).or_default() += v;
+        for (k, v) in o.status.iter() {
+            self.status.add_to(k, v);
         }
         for (k, v) in &o.malformed {
             *self.malformed.entry(*k).or_default() += v;
@@ -300,14 +378,21 @@ impl Interval {
         self.delays.add(&o.delays);
     }
 
-    pub fn count_status(&mut self, method: &str, code: u16) {
-        // Avoid allocating a key per response: the map is small and keys repeat.
-        let key = format!("{method} {code}");
-        *self.status.entry(key).or_default() += 1;
+    /// `method` is a [`Method`] or its name (`"CANCEL"`); a name is matched, not stored.
+    pub fn count_status(&mut self, method: impl Into<Method>, code: u16) {
+        let method = method.into();
+        self.status.add_to(
+            StatusKey {
+                method,
+                code: Some(code),
+            },
+            1,
+        );
     }
 
-    pub fn count_timeout(&mut self, method: &str) {
-        *self.status.entry(format!("{method} timeout")).or_default() += 1;
+    pub fn count_timeout(&mut self, method: impl Into<Method>) {
+        let method = method.into();
+        self.status.add_to(StatusKey { method, code: None }, 1);
     }
 
     /// Hands out the counts so far and starts a fresh interval, keeping the histograms'
@@ -425,6 +510,15 @@ mod tests {
         total.add(&b);
         assert_eq!(total.counters.calls_attempted, 20);
         assert_eq!(total.status["INVITE 200"], 2);
+        total.count_timeout(Method::Register);
+        total.count_status("BYE", 481);
+        let names: Vec<String> = total.status.by_name().into_keys().collect();
+        assert_eq!(names, ["BYE 481", "INVITE 200", "REGISTER timeout"]);
+        assert_eq!(
+            StatusKey::parse("OTHER 99").unwrap().to_string(),
+            "OTHER 99"
+        );
+        assert_eq!(StatusKey::parse("SUBSCRIBE 200"), None);
         assert_eq!(total.delays.srd.len(), 3);
         let m = Rfc6076::of(&total);
         // 16 answered of 20 − 2 (3xx) = 88.9 %.

@@ -5,6 +5,7 @@
 //! it through the same [`Credentials`] call.
 
 use md5::{Digest, Md5};
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 /// A parsed `WWW-Authenticate` / `Proxy-Authenticate` Digest challenge.
@@ -43,23 +44,24 @@ impl Challenge {
         };
         let mut have_nonce = false;
         for (k, val) in auth_params(rest) {
-            match k.to_ascii_lowercase().as_str() {
-                "realm" => c.realm = val,
-                "nonce" => {
-                    c.nonce = val;
-                    have_nonce = true
-                }
-                "opaque" => c.opaque = Some(val),
-                "algorithm" => c.algorithm = val,
-                "qop" => {
-                    c.qop = val
-                        .split(',')
-                        .map(|q| q.trim().to_ascii_lowercase())
-                        .filter(|q| !q.is_empty())
-                        .collect()
-                }
-                "stale" => c.stale = val.eq_ignore_ascii_case("true"),
-                _ => {}
+            let is = |name: &str| k.eq_ignore_ascii_case(name);
+            if is("realm") {
+                c.realm = val.into_owned();
+            } else if is("nonce") {
+                c.nonce = val.into_owned();
+                have_nonce = true;
+            } else if is("opaque") {
+                c.opaque = Some(val.into_owned());
+            } else if is("algorithm") {
+                c.algorithm = val.into_owned();
+            } else if is("qop") {
+                c.qop = val
+                    .split(',')
+                    .map(|q| q.trim().to_ascii_lowercase())
+                    .filter(|q| !q.is_empty())
+                    .collect();
+            } else if is("stale") {
+                c.stale = val.eq_ignore_ascii_case("true");
             }
         }
         if !have_nonce {
@@ -85,52 +87,78 @@ impl Challenge {
     }
 }
 
-/// Splits `k=v, k="v,with,commas"` into pairs, unquoting values.
-fn auth_params(s: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        while i < b.len() && (b[i] == b',' || b[i].is_ascii_whitespace()) {
-            i += 1;
-        }
-        let ks = i;
-        while i < b.len() && b[i] != b'=' && b[i] != b',' {
-            i += 1;
-        }
-        let key = s[ks..i].trim().to_string();
-        if i >= b.len() || b[i] == b',' {
-            if !key.is_empty() {
-                out.push((key, String::new()));
+/// Splits `k=v, k="v,with,commas"` into pairs, unquoting values. Both are borrowed from `s`
+/// (a value is copied only when it has backslash escapes to undo): every REGISTER with
+/// credentials goes through here on both sides, and owned pairs were a dozen allocations each.
+fn auth_params(s: &str) -> AuthParams<'_> {
+    AuthParams { s, i: 0 }
+}
+
+struct AuthParams<'a> {
+    s: &'a str,
+    i: usize,
+}
+
+impl<'a> Iterator for AuthParams<'a> {
+    type Item = (&'a str, Cow<'a, str>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (s, b) = (self.s, self.s.as_bytes());
+        let mut i = self.i;
+        let out = loop {
+            while i < b.len() && (b[i] == b',' || b[i].is_ascii_whitespace()) {
+                i += 1;
             }
-            continue;
-        }
-        i += 1; // '='
-        while i < b.len() && b[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        let mut val = String::new();
-        if i < b.len() && b[i] == b'"' {
-            i += 1;
-            while i < b.len() && b[i] != b'"' {
-                if b[i] == b'\\' && i + 1 < b.len() {
+            if i >= b.len() {
+                break None;
+            }
+            let ks = i;
+            while i < b.len() && b[i] != b'=' && b[i] != b',' {
+                i += 1;
+            }
+            let key = s[ks..i].trim();
+            if i >= b.len() || b[i] == b',' {
+                if !key.is_empty() {
+                    break Some((key, Cow::Borrowed("")));
+                }
+                continue;
+            }
+            i += 1; // '='
+            while i < b.len() && b[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            if i < b.len() && b[i] == b'"' {
+                i += 1;
+                let vs = i;
+                while i < b.len() && b[i] != b'"' && b[i] != b'\\' {
                     i += 1;
                 }
-                let ch_len = utf8_len(b[i]);
-                val.push_str(&s[i..(i + ch_len).min(b.len())]);
-                i += ch_len;
+                if i >= b.len() || b[i] == b'"' {
+                    let val = &s[vs..i];
+                    i += 1;
+                    break Some((key, Cow::Borrowed(val)));
+                }
+                let mut val = String::from(&s[vs..i]);
+                while i < b.len() && b[i] != b'"' {
+                    if b[i] == b'\\' && i + 1 < b.len() {
+                        i += 1;
+                    }
+                    let ch_len = utf8_len(b[i]);
+                    val.push_str(&s[i..(i + ch_len).min(b.len())]);
+                    i += ch_len;
+                }
+                i += 1;
+                break Some((key, Cow::Owned(val)));
             }
-            i += 1;
-        } else {
             let vs = i;
             while i < b.len() && b[i] != b',' {
                 i += 1;
             }
-            val = s[vs..i].trim().to_string();
-        }
-        out.push((key, val));
+            break Some((key, Cow::Borrowed(s[vs..i].trim())));
+        };
+        self.i = i;
+        out
     }
-    out
 }
 
 fn utf8_len(first: u8) -> usize {
@@ -171,7 +199,10 @@ impl NonceCounter {
     }
 }
 
-fn md5_hex(parts: &[&[u8]]) -> String {
+/// Lowercase hex of an MD5 digest, on the stack: the digest computation chains three of them.
+type Md5Hex = [u8; 32];
+
+fn md5_hex(parts: &[&[u8]]) -> Md5Hex {
     let mut h = Md5::new();
     for (i, p) in parts.iter().enumerate() {
         if i > 0 {
@@ -179,7 +210,13 @@ fn md5_hex(parts: &[&[u8]]) -> String {
         }
         h.update(p);
     }
-    hex(&h.finalize())
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 32];
+    for (i, x) in h.finalize().iter().enumerate() {
+        out[2 * i] = DIGITS[(x >> 4) as usize];
+        out[2 * i + 1] = DIGITS[(x & 15) as usize];
+    }
+    out
 }
 
 pub fn hex(b: &[u8]) -> String {
@@ -198,28 +235,42 @@ pub fn digest_response(
     nc: u32,
     cnonce: &str,
 ) -> String {
-    let ha1 = md5_hex(&[cred.username.as_bytes(), ch.realm.as_bytes(), cred.password]);
+    let r = response_hex(&ch.realm, &ch.nonce, cred, qop, nc, cnonce);
+    String::from_utf8(r.to_vec()).expect("hex digits are ASCII")
+}
+
+fn response_hex(
+    realm: &str,
+    nonce: &str,
+    cred: &Credentials<'_>,
+    qop: Option<&str>,
+    nc: u32,
+    cnonce: &str,
+) -> Md5Hex {
+    let ha1 = md5_hex(&[cred.username.as_bytes(), realm.as_bytes(), cred.password]);
     let ha2 = match qop {
         Some("auth-int") => {
             let hbody = md5_hex(&[cred.body]);
-            md5_hex(&[
-                cred.method.as_bytes(),
-                cred.uri.as_bytes(),
-                hbody.as_bytes(),
-            ])
+            md5_hex(&[cred.method.as_bytes(), cred.uri.as_bytes(), &hbody])
         }
         _ => md5_hex(&[cred.method.as_bytes(), cred.uri.as_bytes()]),
     };
     match qop {
-        Some(q) => md5_hex(&[
-            ha1.as_bytes(),
-            ch.nonce.as_bytes(),
-            format!("{nc:08x}").as_bytes(),
-            cnonce.as_bytes(),
-            q.as_bytes(),
-            ha2.as_bytes(),
-        ]),
-        None => md5_hex(&[ha1.as_bytes(), ch.nonce.as_bytes(), ha2.as_bytes()]),
+        Some(q) => {
+            let mut ncx = [0u8; 8];
+            for (i, d) in ncx.iter_mut().enumerate() {
+                *d = b"0123456789abcdef"[((nc >> (28 - 4 * i)) & 15) as usize];
+            }
+            md5_hex(&[
+                &ha1,
+                nonce.as_bytes(),
+                &ncx,
+                cnonce.as_bytes(),
+                q.as_bytes(),
+                &ha2,
+            ])
+        }
+        None => md5_hex(&[&ha1, nonce.as_bytes(), &ha2]),
     }
 }
 
@@ -243,7 +294,8 @@ pub fn authorization_header_with(
     auts: Option<&str>,
 ) -> String {
     let qop = ch.chosen_qop();
-    let response = digest_response(ch, cred, qop, nc, cnonce);
+    let response = response_hex(&ch.realm, &ch.nonce, cred, qop, nc, cnonce);
+    let response = std::str::from_utf8(&response).expect("hex digits are ASCII");
     let name = if ch.proxy {
         "Proxy-Authorization"
     } else {
@@ -299,9 +351,8 @@ pub fn param(value: &str, name: &str) -> Option<String> {
         .filter(|s| s.eq_ignore_ascii_case("Digest"))
         .map_or(v, |_| &v[6..]);
     auth_params(rest)
-        .into_iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v)
+        .map(|(_, v)| v.into_owned())
 }
 
 /// Server side, for the embedded target: checks an Authorization header against a password.
@@ -314,42 +365,52 @@ pub fn verify(
     password_of: impl Fn(&str) -> Option<Vec<u8>>,
 ) -> Option<String> {
     let rest = authorization.trim_start().strip_prefix("Digest")?;
-    let p = auth_params(rest);
-    let get = |k: &str| {
-        p.iter()
-            .find(|(pk, _)| pk.eq_ignore_ascii_case(k))
-            .map(|(_, v)| v.as_str())
-    };
-    if get("nonce")? != nonce || get("realm")? != realm {
+    // One pass into named slots (the first of each name wins, as a lookup would find it).
+    const NAMES: [&str; 8] = [
+        "nonce", "realm", "username", "uri", "qop", "nc", "cnonce", "response",
+    ];
+    let mut p: [Option<Cow<'_, str>>; 8] = Default::default();
+    for (k, v) in auth_params(rest) {
+        if let Some(i) = NAMES.iter().position(|n| k.eq_ignore_ascii_case(n)) {
+            p[i].get_or_insert(v);
+        }
+    }
+    let [p_nonce, p_realm, username, uri, qop, nc, cnonce, response] = p;
+    if p_nonce? != nonce || p_realm? != realm {
         return None;
     }
-    let username = get("username")?;
-    let password = password_of(username)?;
-    let ch = Challenge {
-        realm: realm.into(),
-        nonce: nonce.into(),
-        algorithm: "MD5".into(),
-        ..Default::default()
-    };
+    let username = username?;
+    let password = password_of(&username)?;
     let cred = Credentials {
-        username,
+        username: &username,
         password: &password,
         method,
-        uri: get("uri")?,
+        uri: uri.as_deref()?,
         body: b"",
     };
-    let qop = get("qop");
+    let qop = qop.as_deref();
     let nc = match qop {
-        Some(_) => u32::from_str_radix(get("nc")?, 16).ok()?,
+        Some(_) => u32::from_str_radix(nc.as_deref()?, 16).ok()?,
         None => 0,
     };
-    let expected = digest_response(&ch, &cred, qop, nc, get("cnonce").unwrap_or(""));
-    (get("response")? == expected).then(|| username.to_string())
+    let expected = response_hex(
+        realm,
+        nonce,
+        &cred,
+        qop,
+        nc,
+        cnonce.as_deref().unwrap_or(""),
+    );
+    (response?.as_bytes() == expected).then(|| username.into_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn md5_str(parts: &[&[u8]]) -> String {
+        String::from_utf8(md5_hex(parts).to_vec()).unwrap()
+    }
 
     /// RFC 2617 §3.5's worked example ("Mufasa"), the reference every implementation checks.
     #[test]
@@ -407,19 +468,50 @@ mod tests {
             body: b"v=0\r\n",
         };
         // md5(md5("u:r:p") ":n:" md5("INVITE:sip:a@b")), computed independently with md5sum.
-        let ha1 = md5_hex(&[b"u:r:p"]);
-        let ha2 = md5_hex(&[b"INVITE:sip:a@b"]);
-        let want = md5_hex(&[format!("{ha1}:n:{ha2}").as_bytes()]);
+        let ha1 = md5_str(&[b"u:r:p"]);
+        let ha2 = md5_str(&[b"INVITE:sip:a@b"]);
+        let want = md5_str(&[format!("{ha1}:n:{ha2}").as_bytes()]);
         assert_eq!(digest_response(&ch, &cred, None, 0, ""), want);
         let h = authorization_header(&ch, &cred, 1, "c");
         assert!(h.starts_with("Proxy-Authorization: "));
         assert!(!h.contains("qop"));
 
         let int = digest_response(&ch, &cred, Some("auth-int"), 1, "c");
-        let hb = md5_hex(&[b"v=0\r\n"]);
-        let ha2i = md5_hex(&[format!("INVITE:sip:a@b:{hb}").as_bytes()]);
-        let want = md5_hex(&[format!("{ha1}:n:00000001:c:auth-int:{ha2i}").as_bytes()]);
+        let hb = md5_str(&[b"v=0\r\n"]);
+        let ha2i = md5_str(&[format!("INVITE:sip:a@b:{hb}").as_bytes()]);
+        let want = md5_str(&[format!("{ha1}:n:00000001:c:auth-int:{ha2i}").as_bytes()]);
         assert_eq!(int, want);
+    }
+
+    #[test]
+    fn params_borrow_unless_escaped() {
+        let p: Vec<_> =
+            auth_params(r#"realm="a,b", nonce="x\"y", flag, qop=auth , opaque="""#).collect();
+        let names: Vec<&str> = p.iter().map(|(k, _)| *k).collect();
+        assert_eq!(names, ["realm", "nonce", "flag", "qop", "opaque"]);
+        assert!(matches!(&p[0].1, Cow::Borrowed("a,b")));
+        assert!(matches!(&p[1].1, Cow::Owned(v) if v == "x\"y"));
+        assert_eq!((&*p[2].1, &*p[3].1, &*p[4].1), ("", "auth", ""));
+        let ch = Challenge::parse(r#"Digest realm="r", nonce="n\"1", qop="auth""#, false).unwrap();
+        assert_eq!(ch.nonce, "n\"1");
+        // A server checks what a client computed (with a nonce that needs no escaping: the
+        // header writer does not escape).
+        let ch = Challenge::parse(r#"Digest realm="r", nonce="n1", qop="auth""#, false).unwrap();
+        let cred = Credentials {
+            username: "u",
+            password: b"pw",
+            method: "REGISTER",
+            uri: "sip:r",
+            body: b"",
+        };
+        let h = authorization_header(&ch, &cred, 1, "c");
+        let v = h.split_once(": ").unwrap().1;
+        let ok = verify(v, "REGISTER", "r", "n1", |_| Some(b"pw".to_vec()));
+        assert_eq!(ok.as_deref(), Some("u"));
+        assert_eq!(
+            verify(v, "REGISTER", "r", "n1", |_| Some(b"x".to_vec())),
+            None
+        );
     }
 
     #[test]

@@ -58,8 +58,9 @@ impl IdScheme {
         self.parse_body(branch.strip_prefix(MAGIC)?)
     }
 
-    /// A Call-ID for call (or registration) `key`: `<kind><run>.<slot>.<gen>@<host>`.
-    pub fn call_id(&self, kind: char, key: Key, host: &str) -> String {
+    /// A Call-ID for call (or registration) `key`: `<kind><run>.<slot>.<gen>@<host>`. `host`
+    /// may be an address, written straight in rather than formatted into a string first.
+    pub fn call_id(&self, kind: char, key: Key, host: impl std::fmt::Display) -> String {
         let mut s = String::with_capacity(40);
         s.push(kind);
         let _ = write!(s, "{}{:x}.{:x}@{host}", self.prefix, key.slot, key.gen);

@@ -2,8 +2,8 @@
 //!
 //! A load generator reads a handful of fields from each message (Via branch, CSeq, Call-ID, tags,
 //! status, a few routing headers), so the scanner indexes header lines once and answers lookups by
-//! slicing the receive buffer. It never allocates per header value; the only allocation is the
-//! small header index. Why not `rsip`: see `docs/sip-message-layer.md` (it rejects AKAv1-MD5,
+//! slicing the receive buffer. It does not allocate: the header index lives inline in the
+//! [`Message`] for up to 32 header lines (more spill to the heap). Why not `rsip`: see `docs/sip-message-layer.md` (it rejects AKAv1-MD5,
 //! `tel:` URIs, compact forms and folded headers, and parses several times slower).
 //!
 //! The scanner is strict where a wrong answer would corrupt measurements (start line, CSeq,
@@ -174,11 +174,59 @@ pub enum StartLine<'a> {
     Response { code: u16, reason: &'a str },
 }
 
-#[derive(Clone, Debug)]
+/// A byte range of the header section (`Range` is not `Copy`, which the inline index needs).
+#[derive(Clone, Copy, Debug, Default)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
 struct HeaderIdx {
     name: HeaderName,
-    name_range: Range<u32>,
-    value: Range<u32>,
+    name_range: Span,
+    value: Span,
+}
+
+/// Header lines indexed without a heap allocation: every received message is parsed once, so a
+/// `Vec` here was one malloc per message. SIP messages a load test sees carry 8-25 header lines;
+/// the rare longer one spills the rest into `spill`.
+const INLINE_HEADERS: usize = 32;
+
+#[derive(Clone, Debug)]
+struct Headers {
+    len: usize,
+    inline: [HeaderIdx; INLINE_HEADERS],
+    spill: Vec<HeaderIdx>,
+}
+
+impl Headers {
+    fn new() -> Headers {
+        let empty = HeaderIdx {
+            name: HeaderName::Other,
+            name_range: Span::default(),
+            value: Span::default(),
+        };
+        Headers {
+            len: 0,
+            inline: [empty; INLINE_HEADERS],
+            spill: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, h: HeaderIdx) {
+        if self.len < INLINE_HEADERS {
+            self.inline[self.len] = h;
+            self.len += 1;
+        } else {
+            self.spill.push(h);
+        }
+    }
+
+    /// In the order received.
+    fn iter(&self) -> impl Iterator<Item = &HeaderIdx> + '_ {
+        self.inline[..self.len].iter().chain(&self.spill)
+    }
 }
 
 /// A parsed view over a received buffer.
@@ -187,7 +235,7 @@ pub struct Message<'a> {
     buf: &'a [u8],
     text: &'a str,
     pub start: StartLine<'a>,
-    headers: Vec<HeaderIdx>,
+    headers: Headers,
     body: Range<usize>,
     /// Bytes this message occupies in the buffer (header section + body).
     pub len: usize,
@@ -257,7 +305,7 @@ impl<'a> Message<'a> {
         let first_nl = text.find('\n').unwrap_or(text.len());
         let start = parse_start_line(text[..first_nl].trim_end_matches('\r'))?;
 
-        let mut headers: Vec<HeaderIdx> = Vec::with_capacity(16);
+        let mut headers = Headers::new();
         let bytes = text.as_bytes();
         let mut pos = first_nl + 1;
         let mut content_length: Option<usize> = None;
@@ -302,7 +350,10 @@ impl<'a> Message<'a> {
                 ve -= 1;
             }
             let name = HeaderName::classify(&line[..name_end]);
-            let value = (line_start + vs) as u32..(line_start + ve) as u32;
+            let value = Span {
+                start: (line_start + vs) as u32,
+                end: (line_start + ve) as u32,
+            };
             if name == HeaderName::ContentLength {
                 let n = read_content_length(&text[value.start as usize..value.end as usize])?;
                 if content_length.is_some_and(|old| old != n) {
@@ -315,7 +366,10 @@ impl<'a> Message<'a> {
             }
             headers.push(HeaderIdx {
                 name,
-                name_range: line_start as u32..(line_start + name_end) as u32,
+                name_range: Span {
+                    start: line_start as u32,
+                    end: (line_start + name_end) as u32,
+                },
                 value,
             });
         }
@@ -705,6 +759,25 @@ CSeq: 2 REGISTER\r\n\
 Contact: <sip:user0001@127.0.0.1:5070>;expires=600, <sip:other@1.2.3.4>;expires=10\r\n\
 Service-Route: <sip:orig@scscf.ims.local;lr>,\r\n <sip:second@x;lr>\r\n\
 l: 0\r\n\r\n";
+
+    #[test]
+    fn headers_beyond_the_inline_index_keep_their_order() {
+        let mut m = String::from(
+            "OPTIONS sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nFrom: <sip:a@x>;tag=1\r\n\
+To: <sip:b@x>\r\nCall-ID: c1\r\n",
+        );
+        for i in 0..40 {
+            m.push_str(&format!("X-H{i}: {i}\r\n"));
+        }
+        m.push_str("CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n");
+        let msg = Message::parse(m.as_bytes()).unwrap();
+        assert_eq!(msg.raw_headers().count(), 46);
+        assert_eq!(msg.header_named("X-H39"), Some("39"));
+        assert_eq!(msg.cseq(), Some((1, "OPTIONS")));
+        let names: Vec<&str> = msg.raw_headers().map(|(n, _)| n).collect();
+        assert_eq!(names[4..7], ["X-H0", "X-H1", "X-H2"]);
+        assert_eq!(names[44], "CSeq");
+    }
 
     #[test]
     fn parses_response_fields() {

@@ -61,6 +61,12 @@ impl Method {
     }
 }
 
+impl From<&str> for Method {
+    fn from(s: &str) -> Method {
+        Method::parse(s)
+    }
+}
+
 /// The reason phrase we send for a status code.
 pub fn reason(code: u16) -> &'static str {
     match code {
