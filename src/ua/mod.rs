@@ -7,10 +7,14 @@
 //!   by every client role of a UE.
 //! - [`registration`]: the registration client of one UE (REGISTER, challenges, refresh,
 //!   de-registration), input + now → REGISTER to send, outcomes, next deadline.
+//! - [`caller`]: the calling side of one call (INVITE, challenge, ACK, hold and BYE, CANCEL
+//!   when unanswered, the far end's BYE), with the RFC 6076 delays as events.
+//! - [`nit`]: a lone MESSAGE or OPTIONS (challenge, final response or timeout).
 //!
-//! To come (issue 11): the other role state machines (INVITE client, non-INVITE client,
-//! INVITE/BYE server).
+//! To come (issue 11): the INVITE/BYE server.
 
+pub mod caller;
 pub mod challenge;
+pub mod nit;
 pub mod registration;
 pub mod timers;
