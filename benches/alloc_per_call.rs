@@ -148,7 +148,7 @@ fn window(
     net.run(warm);
     // Taking stats clones histograms: a once-a-second cost, kept out of the window.
     let _ = net.load.take_stats();
-    let _ = net.target.uas_stats();
+    let _ = net.target.stats();
     let before = snapshot();
     net.run(measure);
     let after = snapshot();

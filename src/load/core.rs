@@ -7,7 +7,10 @@
 //! Each user's registration is a [`Registration`] machine (`crate::ua::registration`): the core
 //! paces initial registrations, runs their transactions, books their outcomes and decides
 //! whether a refresh or retry that falls due is still wanted. Challenges to any request of a
-//! user are answered by its [`Authenticator`].
+//! user are answered by its [`Authenticator`]. Each call placed is an [`OutgoingCall`]
+//! (`crate::ua::caller`) and each MESSAGE or OPTIONS a [`NitClient`] (`crate::ua::nit`): the
+//! core picks who calls whom, runs their INVITE, BYE and MESSAGE transactions (so it hands out
+//! the branches), wakes them at their deadlines and books their events.
 //!
 //! Life of a run: `Registering` (initial REGISTERs at `reg_rate` for the pre-registered share)
 //! → `Calling` (open-loop scenario arrivals at a rate the runner may change at any time, each
@@ -17,17 +20,19 @@
 
 use super::config::{ByeBy, CoreConfig, DurationDist, ImsOptions, PreferredIdentity, Scenario};
 use super::population::Identity;
-use super::stats::{Delays, Interval};
+use super::stats::{Delays, Interval, StatusKey};
 use crate::sip::aka::Usim;
 use crate::sip::builder::{sdp, Writer};
-use crate::sip::dialog::{strip_tag, Dialog};
+use crate::sip::dialog::strip_tag;
 use crate::sip::ids::{self, IdScheme};
 use crate::sip::message::{name_addr_uri, uri_user};
 use crate::sip::transaction::{ClientTransaction, Kind, ResponseAction, State, TimerAction};
-use crate::sip::{reason, HeaderName, Message, Method};
+use crate::sip::{reason, Message, Method};
 use crate::slab::{Key, Slab};
 use crate::ua::answerer::{Answerer, AnswererStats};
-use crate::ua::challenge::{Answer, Authenticator};
+use crate::ua::caller::{self, Branch, CallConfig, CallSetup, CallState, Out, OutgoingCall};
+use crate::ua::challenge::Authenticator;
+use crate::ua::nit::{self, NitClient, NitConfig};
 use crate::ua::registration::{self, RegConfig, RegKind, RegState, Registration};
 use crate::ua::timers::TimerWheel;
 use rand::rngs::SmallRng;
@@ -56,9 +61,9 @@ enum Timer {
     /// a wake-up that its deadline has moved away from.
     Reg(u32),
     Dereg(u32, u32),
-    Hold(Key),
-    InviteTimeout(Key),
-    Cancel(Key),
+    /// Call `k`'s deadline (INVITE timeout, hang-up, CANCEL retransmission); the machine
+    /// ignores a wake-up that its deadline has moved away from.
+    Call(Key),
     /// The next scenario arrival; the number is the arrival schedule's generation, bumped when
     /// the rate changes so that a superseded timer does nothing.
     NextArrival(u32),
@@ -104,17 +109,11 @@ enum Owner {
     Nit(Key),
 }
 
-/// A MESSAGE or OPTIONS in flight: enough to answer a challenge and to time it.
-struct NitReq {
+/// A MESSAGE or OPTIONS in flight, and who sends it.
+struct Nit {
+    m: NitClient,
     sender: u32,
     sock: u32,
-    ruri: String,
-    method: Method,
-    call_id: String,
-    from_tag: String,
-    cseq: u32,
-    started: Instant,
-    auth_sent: bool,
 }
 
 struct Txn {
@@ -129,45 +128,24 @@ struct Txn {
     armed: Option<Instant>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum CallState {
-    Inviting,
-    Early,
-    Confirmed,
-    Terminating,
-    Cancelling,
-}
-
+/// A call placed, and what the core keeps around its machine.
 struct Call {
+    m: OutgoingCall,
     caller: Option<u32>,
-    /// The caller's socket: every request of the dialog leaves from it.
+    /// The caller's socket: every request of the call leaves from it.
     sock: u32,
-    ruri: String,
-    from: String,
-    to: String,
-    local_tag: String,
-    call_id: String,
-    cseq: u32,
-    routes: Vec<String>,
-    state: CallState,
+    /// The INVITE transaction under way.
     invite_txn: Option<Key>,
-    invite_branch: String,
-    invite_sent: Instant,
-    first_invite: Instant,
-    srd_done: bool,
-    auth_sent: bool,
-    answered_at: Option<Instant>,
-    dialog: Option<Dialog>,
-    ack: Option<Vec<u8>>,
-    bye_sent: Option<Instant>,
-    cancel: Option<(ClientTransaction, Vec<u8>)>,
-    hold: Duration,
+    /// The deadline a `Timer::Call` is armed for.
+    armed: Option<Instant>,
 }
 
 pub struct LoadCore {
     cfg: CoreConfig,
     /// What every user's registration shares, from `cfg`.
     reg_cfg: RegConfig,
+    call_cfg: CallConfig,
+    nit_cfg: NitConfig,
     /// Our sockets' addresses; users are spread over them.
     locals: Vec<SocketAddr>,
     /// `host:port` of each socket, for Via sent-by and Contact.
@@ -179,7 +157,7 @@ pub struct LoadCore {
     user_by_name: HashMap<String, u32>,
     txns: Slab<Txn>,
     calls: Slab<Call>,
-    nits: Slab<NitReq>,
+    nits: Slab<Nit>,
     /// The called side of our users' incoming calls (answering socket: the user's own).
     answerer: Answerer,
     timers: TimerWheel<Timer>,
@@ -202,7 +180,6 @@ pub struct LoadCore {
     calls_offered: u64,
     drain_deadline: Option<Instant>,
     dereg_pending: usize,
-    sdp_offer: Vec<u8>,
     calling_span: (Option<Instant>, Option<Instant>),
 }
 
@@ -283,8 +260,22 @@ impl LoadCore {
             user_agent: cfg.user_agent.clone(),
             retry: cfg.reg_retry,
         };
+        let call_cfg = CallConfig {
+            user_agent: cfg.user_agent.clone(),
+            pani: cfg.ims.pani.clone(),
+            offer: sdp_offer,
+            invite_timeout: cfg.invite_timeout,
+            reliable: cfg.transport.reliable(),
+            timers: cfg.timers,
+        };
+        let nit_cfg = NitConfig {
+            user_agent: cfg.user_agent.clone(),
+            pani: cfg.ims.pani.clone(),
+        };
         LoadCore {
             reg_cfg,
+            call_cfg,
+            nit_cfg,
             initial_pending: prereg_count,
             prereg_count,
             rate: cfg.cps,
@@ -313,7 +304,6 @@ impl LoadCore {
             calls_offered: 0,
             drain_deadline: None,
             dereg_pending: 0,
-            sdp_offer,
             calling_span: (None, None),
         }
     }
@@ -518,9 +508,7 @@ impl LoadCore {
                     self.register(now, u, RegKind::Deregister);
                 }
             }
-            Timer::Hold(k) => self.hold_over(now, k),
-            Timer::InviteTimeout(k) => self.invite_timeout(now, k),
-            Timer::Cancel(k) => self.cancel_timer(now, k),
+            Timer::Call(k) => self.call_timer(now, at, k),
             Timer::PhaseEnd => {
                 if self.phase == Phase::Calling {
                     self.stop(now);
@@ -560,12 +548,7 @@ impl LoadCore {
             }
         }
         for k in self.calls.keys() {
-            let cancelling = self
-                .calls
-                .get(k)
-                .and_then(|c| c.cancel.as_ref())
-                .is_some_and(|(ct, _)| matches!(ct.state, State::Calling | State::Proceeding));
-            if cancelling {
+            if self.calls.get(k).is_some_and(|c| c.m.cancel_pending()) {
                 calls_waiting.insert(k);
             }
         }
@@ -644,25 +627,28 @@ impl LoadCore {
         let keys = self.calls.keys();
         let confirmed = keys
             .iter()
-            .filter(|k| self.calls.get(**k).map(|c| c.state) == Some(CallState::Confirmed))
+            .filter(|k| self.calls.get(**k).map(|c| c.m.state()) == Some(CallState::Confirmed))
             .count();
         let rate = (confirmed as f64 / (self.cfg.drain.as_secs_f64() / 4.0).max(0.001)).max(2000.0);
         let mut i = 0usize;
         for k in keys {
-            let state = self.calls.get(k).map(|c| c.state);
-            match state {
-                Some(CallState::Confirmed) => {
+            let Some(c) = self.calls.get_mut(k) else {
+                continue;
+            };
+            match c.m.state() {
+                CallState::Confirmed => {
                     let at = now + Duration::from_secs_f64(i as f64 / rate);
                     i += 1;
                     if at <= now {
-                        self.send_bye(now, k);
+                        c.m.hang_up(now);
                     } else {
-                        self.arm(at, Timer::Hold(k));
+                        c.m.hang_up_at(at);
                     }
                 }
-                Some(CallState::Early) => self.send_cancel(now, k),
-                _ => {}
+                CallState::Early => c.m.cancel(now, &self.call_cfg),
+                _ => continue,
             }
+            self.drive_call(now, k, None);
         }
         // Answering-side calls are left to their callers (usually our own UAC side, which just
         // sent BYE); ending them here too would make BYEs cross.
@@ -934,41 +920,16 @@ impl LoadCore {
         Some((&b.associated, &b.path))
     }
 
-    /// P-Access-Network-Info and P-Preferred-Identity for a request user `u` originates
-    /// (INVITE, MESSAGE), as TS 24.229 §5.1.2A.1 has the UE add them.
-    fn originating_headers(&self, u: Option<u32>) -> Vec<(&'static str, String)> {
-        let mut h = Vec::new();
-        if let Some(pani) = &self.cfg.ims.pani {
-            h.push(("P-Access-Network-Info", pani.clone()));
-        }
-        if let (Some(pref), Some(u)) = (self.cfg.ims.preferred_identity, u) {
-            let user = &self.users[u as usize];
-            let uri = match (pref, &user.tel) {
-                (PreferredIdentity::Tel, Some(t)) => t.clone(),
-                _ => user.uri(),
-            };
-            h.push(("P-Preferred-Identity", format!("<{uri}>")));
-        }
-        h
-    }
-
-    /// The credentials answering the challenge in a 401/407 to user `u`'s `method` request for
-    /// `uri`, for roles other than registration: only a usable credential is worth a new
-    /// request, an AKA MAC failure or re-synchronisation belongs to registration.
-    fn answer_challenge(
-        &mut self,
-        msg: &Message<'_>,
-        code: u16,
-        u: u32,
-        method: &str,
-        uri: &str,
-        body: &[u8],
-    ) -> Option<String> {
-        let auth = &mut self.users[u as usize].auth;
-        match auth.answer(msg, code, method, uri, body, false, &mut self.rng)? {
-            Answer::Credentials(a) => Some(a),
-            Answer::Resync(_) | Answer::MacFailure(_) => None,
-        }
+    /// The P-Preferred-Identity user `u` puts in a request it originates (INVITE, MESSAGE), as
+    /// TS 24.229 §5.1.2A.1 has the UE add it; P-Access-Network-Info comes from the configs.
+    fn preferred_identity(&self, u: Option<u32>) -> Option<String> {
+        let (pref, u) = (self.cfg.ims.preferred_identity?, u?);
+        let user = &self.users[u as usize];
+        let uri = match (pref, &user.tel) {
+            (PreferredIdentity::Tel, Some(t)) => t.clone(),
+            _ => user.uri(),
+        };
+        Some(format!("<{uri}>"))
     }
 
     // ---------------------------------------------------------------- calls (UAC)
@@ -1084,7 +1045,7 @@ impl LoadCore {
         }
     }
 
-    fn offer_call(&mut self, now: Instant, scheduled: Instant) {
+    fn offer_call(&mut self, now: Instant, _scheduled: Instant) {
         if self.calls.len() >= self.cfg.max_calls {
             self.stats.counters.calls_limited += 1;
             return;
@@ -1116,234 +1077,199 @@ impl LoadCore {
         let routes = caller
             .map(|u| self.users[u as usize].reg.binding().service_route.clone())
             .unwrap_or_default();
-        let hold = self.sample(self.cfg.hold, self.cfg.hold_dist);
-        let tag = ids::token(&mut self.rng);
-        let inserted = self.calls.insert(Call {
-            caller,
-            sock,
-            ruri,
-            from,
-            to,
-            local_tag: tag,
-            call_id,
-            cseq: 0,
-            routes,
-            state: CallState::Inviting,
-            invite_txn: None,
-            invite_branch: String::new(),
-            invite_sent: now,
-            first_invite: scheduled.min(now),
-            srd_done: false,
-            auth_sent: false,
-            answered_at: None,
-            dialog: None,
-            ack: None,
-            bye_sent: None,
-            cancel: None,
-            hold,
-        });
-        debug_assert_eq!(inserted, key);
-        self.stats.counters.calls_attempted += 1;
-        // SRD is measured from the INVITE's transmission, not the scheduled instant; the lag
-        // between them is reported on its own (sched_lag).
-        self.calls.get_mut(key).expect("just inserted").first_invite = now;
-        self.send_invite(now, key, None);
-        let t = now + self.cfg.invite_timeout;
-        self.arm(t, Timer::InviteTimeout(key));
-    }
-
-    fn send_invite(&mut self, now: Instant, k: Key, authz: Option<String>) {
-        let tk = self.txns.next_key();
-        let branch = self.ids.branch(tk);
-        let sock = self.calls.get(k).map_or(0, |c| c.sock);
-        let via = self.via(sock, &branch);
-        let contact = self.caller_contact(k);
-        let ims_headers = self.originating_headers(self.calls.get(k).and_then(|c| c.caller));
-        let sdp_offer = self.sdp_offer.clone();
-        let ua = self.cfg.user_agent.clone();
-        let c = self.calls.get_mut(k).expect("caller checked");
-        c.cseq += 1;
-        c.invite_branch = branch;
-        c.invite_sent = now;
-        let mut w = Writer::request("INVITE", &c.ruri);
-        w.header("Via", &via);
-        for r in &c.routes {
-            w.header("Route", r);
-        }
-        w.header("Max-Forwards", 70);
-        w.header("From", format_args!("{};tag={}", c.from, c.local_tag));
-        w.header("To", &c.to);
-        w.header("Call-ID", &c.call_id);
-        w.header("CSeq", format_args!("{} INVITE", c.cseq));
-        w.header("Contact", &contact);
-        w.header("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE");
-        w.header("Supported", "path, timer");
-        for (name, value) in &ims_headers {
-            w.header(name, value);
-        }
-        w.header("User-Agent", &ua);
-        if let Some(a) = authz {
-            w.line(&a);
-        }
-        let req = w.finish(Some("application/sdp"), &sdp_offer);
-        c.invite_txn = Some(tk);
-        self.start_txn(now, tk, sock, req, Method::Invite, Owner::Invite(k));
-    }
-
-    fn caller_contact(&self, k: Key) -> String {
-        match self.calls.get(k).and_then(|c| c.caller) {
+        let contact = match caller {
             Some(u) => self.users[u as usize].contact.clone(),
             None => format!(
                 "<sip:imsload@{};transport={}>",
                 self.via_hosts[0],
                 self.cfg.transport.param()
             ),
+        };
+        // Drawn whoever hangs up, so that the run's random sequence does not depend on it.
+        let hold = self.sample(self.cfg.hold, self.cfg.hold_dist);
+        let caller_hangs_up = self.cfg.bye_by == ByeBy::Caller || self.cfg.fixed_ruri.is_some();
+        let setup = CallSetup {
+            ruri,
+            from,
+            to,
+            local_tag: ids::token(&mut self.rng),
+            call_id,
+            routes,
+            contact,
+            preferred_identity: self.preferred_identity(caller),
+            hold: caller_hangs_up.then_some(hold),
+        };
+        // SRD is measured from the INVITE's transmission, not the scheduled instant; the lag
+        // between them is reported on its own (sched_lag).
+        let mut m = OutgoingCall::new(setup, now);
+        m.start(now, &self.call_cfg);
+        let inserted = self.calls.insert(Call {
+            m,
+            caller,
+            sock,
+            invite_txn: None,
+            armed: None,
+        });
+        debug_assert_eq!(inserted, key);
+        self.stats.counters.calls_attempted += 1;
+        self.drive_call(now, key, None);
+    }
+
+    /// Carries out what call `k` asks for after an input: sends its requests (starting the
+    /// INVITE and BYE transactions; `acked` is the INVITE transaction a non-2xx ACK belongs
+    /// to), books its events, keeps a timer at its deadline, and forgets it once it is over.
+    fn drive_call(&mut self, now: Instant, k: Key, acked: Option<Key>) {
+        loop {
+            let Some(c) = self.calls.get_mut(k) else {
+                return;
+            };
+            if c.m.has_transmit() {
+                let tk = self.txns.next_key();
+                let (ids, host, tp) = (
+                    &self.ids,
+                    &self.via_hosts[c.sock as usize],
+                    self.cfg.transport.via(),
+                );
+                let req = c.m.poll_transmit(&self.call_cfg, |b| {
+                    let key = match b {
+                        Branch::Transaction => tk,
+                        // Nothing answers an ACK, so its branch only has to be unique: the next
+                        // transaction slot with a generation no transaction will reach.
+                        Branch::Ack => Key {
+                            slot: tk.slot,
+                            gen: u32::MAX - tk.gen,
+                        },
+                    };
+                    format!("SIP/2.0/{tp} {host};branch={};rport", ids.branch(key))
+                });
+                let sock = c.sock;
+                let Some(req) = req else { continue };
+                match req.out {
+                    Out::Invite => {
+                        c.invite_txn = Some(tk);
+                        self.start_txn(now, tk, sock, req.data, Method::Invite, Owner::Invite(k));
+                    }
+                    Out::Bye => {
+                        self.start_txn(now, tk, sock, req.data, Method::Bye, Owner::Bye(k));
+                    }
+                    Out::Ack | Out::Cancel { retransmit: false } => {
+                        self.send(sock, self.cfg.target, req.data)
+                    }
+                    Out::Cancel { retransmit: true } => {
+                        self.stats.counters.retransmits += 1;
+                        self.send(sock, self.cfg.target, req.data);
+                    }
+                    Out::AckFailure => {
+                        self.send(sock, self.cfg.target, req.data.clone());
+                        if let Some(t) = acked.and_then(|t| self.txns.get_mut(t)) {
+                            t.ack = Some(req.data);
+                        }
+                    }
+                }
+                continue;
+            }
+            match c.m.poll_event() {
+                Some(e) => self.call_event(now, k, e),
+                None => break,
+            }
+        }
+        let c = self.calls.get_mut(k).expect("checked in the loop");
+        if c.m.state() == CallState::Ended {
+            return self.end_call(now, k);
+        }
+        if let Some(d) = c.m.poll_timeout() {
+            if c.armed.is_none_or(|a| d < a) {
+                c.armed = Some(d);
+                self.arm(d, Timer::Call(k));
+            }
         }
     }
 
-    /// ACK for a non-2xx final: same branch and Request-URI as the INVITE (RFC 3261 §17.1.1.3).
-    fn non2xx_ack(&self, c: &Call, resp: &Message<'_>) -> Vec<u8> {
-        let mut w = Writer::request("ACK", &c.ruri);
-        w.header("Via", self.via(c.sock, &c.invite_branch));
-        for r in &c.routes {
-            w.header("Route", r);
-        }
-        w.header("Max-Forwards", 70);
-        w.header("From", format_args!("{};tag={}", c.from, c.local_tag));
-        w.header("To", resp.header(HeaderName::To).unwrap_or(&c.to));
-        w.header("Call-ID", &c.call_id);
-        w.header("CSeq", format_args!("{} ACK", c.cseq));
-        w.finish(None, b"")
-    }
-
-    fn invite_response(&mut self, now: Instant, k: Key, tk: Key, msg: &Message<'_>, code: u16) {
+    fn call_timer(&mut self, now: Instant, at: Instant, k: Key) {
         let Some(c) = self.calls.get_mut(k) else {
             return;
         };
-        let first_non100 = !c.srd_done && code > 100;
-        if first_non100 {
-            c.srd_done = true;
-            let d = now - c.first_invite;
-            Delays::record(&mut self.stats.delays.srd, d);
+        if c.armed == Some(at) {
+            c.armed = None;
         }
-        if code < 200 {
-            // Any provisional (100 from a proxy included) allows CANCEL; the call counts as
-            // ringing at its first provisional other than 100, whatever came before it.
-            if c.state == CallState::Inviting {
-                c.state = CallState::Early;
-            }
-            if first_non100 {
-                self.stats.counters.calls_ringing += 1;
-            }
+        c.m.handle_timeout(now, &self.call_cfg);
+        self.drive_call(now, k, None);
+    }
+
+    /// A response to call `k`'s INVITE transaction `invite` or to its BYE.
+    fn call_response(
+        &mut self,
+        now: Instant,
+        k: Key,
+        invite: Option<Key>,
+        msg: &Message<'_>,
+        code: u16,
+    ) {
+        let Some(c) = self.calls.get_mut(k) else {
             return;
+        };
+        if invite.is_some() && code >= 200 {
+            c.invite_txn = None;
         }
-        c.invite_txn = None;
-        if (200..300).contains(&code) {
-            self.invite_answered(now, k, msg);
-            return;
-        }
-        // Non-2xx final: ACK it (the transaction repeats this ACK for retransmissions).
-        let c = self.calls.get(k).expect("present");
-        let (ack, sock) = (self.non2xx_ack(c, msg), c.sock);
-        self.send(sock, self.cfg.target, ack.clone());
-        if let Some(t) = self.txns.get_mut(tk) {
-            t.ack = Some(ack);
-        }
-        let c = self.calls.get(k).expect("present");
-        let (cancelling, caller, auth_sent, ruri) = (
-            c.state == CallState::Cancelling,
-            c.caller,
-            c.auth_sent,
-            c.ruri.clone(),
-        );
-        if (code == 401 || code == 407) && !auth_sent {
-            if let Some(u) = caller {
-                let body = self.sdp_offer.clone();
-                if let Some(a) = self.answer_challenge(msg, code, u, "INVITE", &ruri, &body) {
-                    let c = self.calls.get_mut(k).expect("present");
-                    c.auth_sent = true;
-                    c.state = CallState::Inviting;
-                    self.send_invite(now, k, Some(a));
-                    return;
+        let auth = c.caller.map(|u| &mut self.users[u as usize].auth);
+        c.m.handle_response(now, &self.call_cfg, auth, msg, code, &mut self.rng);
+        self.drive_call(now, k, invite);
+    }
+
+    /// Books one event of call `k`.
+    fn call_event(&mut self, now: Instant, k: Key, e: caller::Event) {
+        use caller::{Ending, Event};
+        let (c, d) = (&mut self.stats.counters, &mut self.stats.delays);
+        match e {
+            Event::RequestDelay(t) => Delays::record(&mut d.srd, t),
+            Event::Ringing => c.calls_ringing += 1,
+            Event::Answered { delay } => {
+                c.calls_answered += 1;
+                Delays::record(&mut d.answer, delay);
+                if self.phase >= Phase::Draining {
+                    if let Some(call) = self.calls.get_mut(k) {
+                        call.m.hang_up(now);
+                    }
                 }
             }
-        }
-        let counters = &mut self.stats.counters;
-        match code {
-            487 if cancelling => counters.calls_cancelled += 1,
-            300..=399 => {
-                counters.invite_3xx += 1;
-                counters.calls_failed += 1;
+            Event::HungUp { held } => Delays::record(&mut d.sdt, held),
+            Event::Failed {
+                status: None,
+                cancelling: _,
+            } => {
+                c.calls_timeout += 1;
+                c.invite_ineffective += 1;
             }
-            _ => counters.calls_failed += 1,
+            Event::Failed {
+                status: Some(code),
+                cancelling,
+            } => {
+                match code {
+                    487 if cancelling => c.calls_cancelled += 1,
+                    300..=399 => {
+                        c.invite_3xx += 1;
+                        c.calls_failed += 1;
+                    }
+                    _ => c.calls_failed += 1,
+                }
+                match code {
+                    480 | 486 | 600 | 603 => c.invite_seer_effective += 1,
+                    408 | 500 | 503 | 504 => c.invite_ineffective += 1,
+                    _ => {}
+                }
+            }
+            Event::Ended { how, disconnect } => {
+                if let Some(t) = disconnect {
+                    Delays::record(&mut d.sdd, t);
+                }
+                match how {
+                    Ending::Completed => c.calls_completed += 1,
+                    Ending::NoDialog => c.calls_bye_481 += 1,
+                    Ending::ByeFailed => c.calls_bye_failed += 1,
+                }
+            }
+            Event::CancelTimedOut => self.stats.count_timeout("CANCEL"),
         }
-        match code {
-            480 | 486 | 600 | 603 => counters.invite_seer_effective += 1,
-            408 | 500 | 503 | 504 => counters.invite_ineffective += 1,
-            _ => {}
-        }
-        self.end_call(now, k);
-    }
-
-    fn invite_answered(&mut self, now: Instant, k: Key, msg: &Message<'_>) {
-        // ACK for 2xx is its own transaction with a new branch (RFC 3261 §13.2.2.4). Nothing
-        // answers an ACK, so the branch only has to be unique: the next transaction slot with a
-        // generation no transaction will reach.
-        let tk = self.txns.next_key();
-        let sock = self.calls.get(k).map_or(0, |c| c.sock);
-        let via = self.via(
-            sock,
-            &self.ids.branch(Key {
-                slot: tk.slot,
-                gen: u32::MAX - tk.gen,
-            }),
-        );
-        let c = self.calls.get_mut(k).expect("present");
-        // A 200 that crossed our CANCEL: the call is up, so ACK it and end it with BYE at once.
-        let cancelling = c.state == CallState::Cancelling;
-        self.stats.counters.calls_answered += 1;
-        Delays::record(&mut self.stats.delays.answer, now - c.first_invite);
-        let mut d = Dialog::from_uac_response(msg, &c.from, &c.local_tag, &c.to, c.cseq);
-        c.answered_at = Some(now);
-        c.state = CallState::Confirmed;
-        let cseq = c.cseq;
-        let ack = d.request("ACK", &via, Some(cseq)).finish(None, b"");
-        c.dialog = Some(d);
-        c.ack = Some(ack.clone());
-        let hold = c.hold;
-        self.send(sock, self.cfg.target, ack);
-        if cancelling || self.phase >= Phase::Draining {
-            self.send_bye(now, k);
-        } else if self.cfg.bye_by == ByeBy::Caller || self.cfg.fixed_ruri.is_some() {
-            self.arm(now + hold, Timer::Hold(k));
-        }
-    }
-
-    fn hold_over(&mut self, now: Instant, k: Key) {
-        if self.calls.get(k).map(|c| c.state) == Some(CallState::Confirmed) {
-            self.send_bye(now, k);
-        }
-    }
-
-    fn send_bye(&mut self, now: Instant, k: Key) {
-        let tk = self.txns.next_key();
-        let branch = self.ids.branch(tk);
-        let sock = self.calls.get(k).map_or(0, |c| c.sock);
-        let via = self.via(sock, &branch);
-        let ua = self.cfg.user_agent.clone();
-        let Some(c) = self.calls.get_mut(k) else {
-            return;
-        };
-        let Some(d) = c.dialog.as_mut() else { return };
-        let mut w = d.request("BYE", &via, None);
-        w.header("User-Agent", ua);
-        let req = w.finish(None, b"");
-        c.state = CallState::Terminating;
-        c.bye_sent = Some(now);
-        if let Some(a) = c.answered_at {
-            Delays::record(&mut self.stats.delays.sdt, now - a);
-        }
-        self.start_txn(now, tk, sock, req, Method::Bye, Owner::Bye(k));
     }
 
     // ---------------------------------------------------------------- MESSAGE / OPTIONS
@@ -1356,193 +1282,83 @@ impl LoadCore {
             return;
         };
         let key = self.nits.next_key();
-        let r = NitReq {
+        let m = NitClient::new(
+            method,
+            self.users[ub as usize].uri(),
+            self.users[ua as usize].reg.aor().to_string(),
+            ids::token(&mut self.rng),
+            self.ids.call_id('m', key, self.locals[0].ip()),
+            self.preferred_identity(Some(ua)),
+            now,
+        );
+        let inserted = self.nits.insert(Nit {
+            m,
             sender: ua,
             sock: self.users[ua as usize].sock,
-            ruri: self.users[ub as usize].uri(),
-            method,
-            call_id: self.ids.call_id('m', key, self.locals[0].ip()),
-            from_tag: ids::token(&mut self.rng),
-            cseq: 0,
-            started: now,
-            auth_sent: false,
-        };
-        let inserted = self.nits.insert(r);
+        });
         debug_assert_eq!(inserted, key);
         let c = &mut self.stats.counters;
         match method {
             Method::Message => c.msg_attempts += 1,
             _ => c.opt_attempts += 1,
         }
-        self.send_nit_request(now, key, None);
+        self.drive_nit(now, key);
     }
 
-    fn send_nit_request(&mut self, now: Instant, k: Key, authz: Option<String>) {
-        let tk = self.txns.next_key();
-        let sock = self.nits.get(k).map_or(0, |r| r.sock);
-        let via = self.via(sock, &self.ids.branch(tk));
-        let ims_headers = self.originating_headers(self.nits.get(k).map(|r| r.sender));
+    /// Sends what MESSAGE/OPTIONS `k` asks for, and books and forgets it once it is done.
+    fn drive_nit(&mut self, now: Instant, k: Key) {
         let Some(r) = self.nits.get_mut(k) else {
             return;
         };
-        r.cseq += 1;
-        let user = &self.users[r.sender as usize];
-        let method = r.method;
-        let mut w = Writer::request(method.as_str(), &r.ruri);
-        w.header("Via", &via);
-        for route in &user.reg.binding().service_route {
-            w.header("Route", route);
-        }
-        w.header("Max-Forwards", 70);
-        w.header(
-            "From",
-            format_args!("{};tag={}", user.reg.aor(), r.from_tag),
-        );
-        w.header("To", format_args!("<{}>", r.ruri));
-        w.header("Call-ID", &r.call_id);
-        w.header("CSeq", format_args!("{} {}", r.cseq, method.as_str()));
-        if method == Method::Message {
-            for (name, value) in &ims_headers {
-                w.header(name, value);
+        if r.m.has_transmit() {
+            let tk = self.txns.next_key();
+            let via = format!(
+                "SIP/2.0/{} {};branch={};rport",
+                self.cfg.transport.via(),
+                self.via_hosts[r.sock as usize],
+                self.ids.branch(tk)
+            );
+            let routes = &self.users[r.sender as usize].reg.binding().service_route;
+            if let Some(req) = r.m.poll_transmit(&self.nit_cfg, &via, routes) {
+                let (sock, method) = (r.sock, r.m.method());
+                self.start_txn(now, tk, sock, req, method, Owner::Nit(k));
             }
         }
-        w.header("User-Agent", &self.cfg.user_agent);
-        if let Some(a) = authz {
-            w.line(&a);
-        }
-        let req = if method == Method::Message {
-            w.finish(Some("text/plain"), b"imsload page-mode message")
-        } else {
-            w.header("Accept", "application/sdp");
-            w.finish(None, b"")
+        let Some(r) = self.nits.get_mut(k) else {
+            return;
         };
-        self.start_txn(now, tk, sock, req, method, Owner::Nit(k));
+        let method = r.m.method();
+        let event = r.m.poll_event();
+        if r.m.is_done() {
+            self.nits.remove(k);
+        }
+        let (c, d) = (&mut self.stats.counters, &mut self.stats.delays);
+        let message = method == Method::Message;
+        match event {
+            Some(nit::Event::Final { status, elapsed }) if (200..300).contains(&status) => {
+                if message {
+                    c.msg_ok += 1;
+                    Delays::record(&mut d.message, elapsed);
+                } else {
+                    c.opt_ok += 1;
+                    Delays::record(&mut d.options, elapsed);
+                }
+            }
+            Some(nit::Event::Final { .. }) if message => c.msg_failed += 1,
+            Some(nit::Event::Final { .. }) => c.opt_failed += 1,
+            Some(nit::Event::TimedOut) if message => c.msg_timeouts += 1,
+            Some(nit::Event::TimedOut) => c.opt_timeouts += 1,
+            None => {}
+        }
     }
 
     fn nit_response(&mut self, now: Instant, k: Key, msg: &Message<'_>, code: u16) {
-        if code < 200 {
-            return;
-        }
-        let Some(r) = self.nits.get(k) else { return };
-        let (method, sender, auth_sent, ruri) = (r.method, r.sender, r.auth_sent, r.ruri.clone());
-        if (code == 401 || code == 407) && !auth_sent {
-            if let Some(a) = self.answer_challenge(msg, code, sender, method.as_str(), &ruri, b"") {
-                self.nits.get_mut(k).expect("present").auth_sent = true;
-                self.send_nit_request(now, k, Some(a));
-                return;
-            }
-        }
-        let r = self.nits.remove(k).expect("present");
-        let ok = (200..300).contains(&code);
-        let (c, h) = match method {
-            Method::Message => (
-                [
-                    &mut self.stats.counters.msg_ok,
-                    &mut self.stats.counters.msg_failed,
-                ],
-                &mut self.stats.delays.message,
-            ),
-            _ => (
-                [
-                    &mut self.stats.counters.opt_ok,
-                    &mut self.stats.counters.opt_failed,
-                ],
-                &mut self.stats.delays.options,
-            ),
-        };
-        let [ok_count, failed_count] = c;
-        if ok {
-            *ok_count += 1;
-            Delays::record(h, now - r.started);
-        } else {
-            *failed_count += 1;
-        }
-    }
-
-    fn bye_response(&mut self, now: Instant, k: Key, code: u16) {
-        if code < 200 {
-            return;
-        }
-        // The call may be gone already: the callee's BYE crossed ours and was counted then.
-        let Some(c) = self.calls.get(k) else { return };
-        if let Some(s) = c.bye_sent {
-            Delays::record(&mut self.stats.delays.sdd, now - s);
-        }
-        match code {
-            200..=299 => self.stats.counters.calls_completed += 1,
-            481 => self.stats.counters.calls_bye_481 += 1,
-            _ => self.stats.counters.calls_bye_failed += 1,
-        }
-        self.end_call(now, k);
-    }
-
-    fn invite_timeout(&mut self, now: Instant, k: Key) {
-        if self.calls.get(k).map(|c| c.state) == Some(CallState::Early) {
-            self.send_cancel(now, k);
-        }
-    }
-
-    /// CANCEL mirrors the INVITE's Request-URI, Via branch, Call-ID, From, To and CSeq number.
-    fn send_cancel(&mut self, now: Instant, k: Key) {
-        let Some(c) = self.calls.get(k) else { return };
-        if c.cancel.is_some() || c.state != CallState::Early {
-            return;
-        }
-        let sock = c.sock;
-        let mut w = Writer::request("CANCEL", &c.ruri);
-        w.header("Via", self.via(sock, &c.invite_branch));
-        for r in &c.routes {
-            w.header("Route", r);
-        }
-        w.header("Max-Forwards", 70);
-        w.header("From", format_args!("{};tag={}", c.from, c.local_tag));
-        w.header("To", &c.to);
-        w.header("Call-ID", &c.call_id);
-        w.header("CSeq", format_args!("{} CANCEL", c.cseq));
-        let req = w.finish(None, b"");
-        let ct = ClientTransaction::new(
-            Kind::NonInvite,
-            now,
-            self.cfg.transport.reliable(),
-            self.cfg.timers,
-        );
-        let deadline = ct.deadline();
-        self.send(sock, self.cfg.target, req.clone());
-        let c = self.calls.get_mut(k).expect("present");
-        c.state = CallState::Cancelling;
-        c.cancel = Some((ct, req));
-        if let Some(d) = deadline {
-            self.arm(d, Timer::Cancel(k));
-        }
-    }
-
-    fn cancel_timer(&mut self, now: Instant, k: Key) {
-        let Some(c) = self.calls.get_mut(k) else {
+        let Some(r) = self.nits.get_mut(k) else {
             return;
         };
-        let Some((ct, req)) = c.cancel.as_mut() else {
-            return;
-        };
-        match ct.on_timer(now) {
-            TimerAction::Retransmit => {
-                let data = req.clone();
-                let next = ct.deadline();
-                let sock = c.sock;
-                self.stats.counters.retransmits += 1;
-                self.send(sock, self.cfg.target, data);
-                if let Some(d) = next {
-                    self.arm(d, Timer::Cancel(k));
-                }
-            }
-            TimerAction::Timeout => {
-                self.stats.count_timeout(Method::Cancel);
-            }
-            _ => {
-                if let Some(d) = ct.deadline() {
-                    self.arm(d, Timer::Cancel(k));
-                }
-            }
-        }
+        let auth = &mut self.users[r.sender as usize].auth;
+        r.m.handle_response(now, auth, msg, code, &mut self.rng);
+        self.drive_nit(now, k);
     }
 
     fn end_call(&mut self, now: Instant, k: Key) {
@@ -1578,22 +1394,25 @@ impl LoadCore {
             Owner::Invite(k) => {
                 if let Some(c) = self.calls.get_mut(k) {
                     c.invite_txn = None;
-                    self.stats.counters.calls_timeout += 1;
-                    self.stats.counters.invite_ineffective += 1;
-                    self.end_call(now, k);
+                    c.m.handle_txn_timeout(Method::Invite);
+                    self.drive_call(now, k, None);
                 }
             }
-            Owner::Bye(k) => {
-                self.stats.counters.calls_bye_failed += 1;
-                self.end_call(now, k);
-            }
+            Owner::Bye(k) => match self.calls.get_mut(k) {
+                Some(c) => {
+                    c.m.handle_txn_timeout(Method::Bye);
+                    self.drive_call(now, k, None);
+                }
+                // The callee's BYE crossed ours and ended the call; ours still failed.
+                None => {
+                    self.stats.counters.calls_bye_failed += 1;
+                    self.end_call(now, k);
+                }
+            },
             Owner::Nit(k) => {
-                if let Some(r) = self.nits.remove(k) {
-                    let c = &mut self.stats.counters;
-                    match r.method {
-                        Method::Message => c.msg_timeouts += 1,
-                        _ => c.opt_timeouts += 1,
-                    }
+                if let Some(r) = self.nits.get_mut(k) {
+                    r.m.handle_txn_timeout();
+                    self.drive_nit(now, k);
                 }
             }
         }
@@ -1642,9 +1461,7 @@ impl LoadCore {
                 });
                 if let Some(Some(k)) = owner {
                     if let Some(c) = self.calls.get_mut(k) {
-                        if let Some((ct, _)) = c.cancel.as_mut() {
-                            ct.on_response(now, code);
-                        }
+                        c.m.handle_cancel_response(now, code);
                     }
                 }
             }
@@ -1695,8 +1512,8 @@ impl LoadCore {
         }
         match owner {
             Owner::Register(u) => self.reg_response(now, u, msg, code),
-            Owner::Invite(k) => self.invite_response(now, k, tk, msg, code),
-            Owner::Bye(k) => self.bye_response(now, k, code),
+            Owner::Invite(k) => self.call_response(now, k, Some(tk), msg, code),
+            Owner::Bye(k) => self.call_response(now, k, None, msg, code),
             Owner::Nit(k) => self.nit_response(now, k, msg, code),
         }
     }
@@ -1717,7 +1534,7 @@ impl LoadCore {
                 if let Some((ack, sock)) = self
                     .calls
                     .get(k)
-                    .and_then(|c| Some((c.ack.clone()?, c.sock)))
+                    .and_then(|c| Some((c.m.ack()?.to_vec(), c.sock)))
                 {
                     self.stats.counters.duplicates_received += 1;
                     self.send(sock, self.cfg.target, ack);
@@ -1735,7 +1552,7 @@ impl LoadCore {
         if let Some(('c', k)) = self.ids.parse_call_id(msg.call_id()) {
             let to_tag = msg.to_tag();
             match self.calls.get(k) {
-                Some(c) if to_tag == Some(c.local_tag.as_str()) => {
+                Some(c) if to_tag == Some(c.m.local_tag()) => {
                     return self.uac_in_dialog(now, k, msg, method, from);
                 }
                 None if to_tag.is_some()
@@ -1780,23 +1597,13 @@ impl LoadCore {
     }
 
     fn uac_in_dialog(&mut self, now: Instant, k: Key, msg: &Message<'_>, method: &str, from: Peer) {
-        match method {
-            "ACK" => {}
-            "BYE" => {
-                // Session duration is recorded by the side that sends BYE, once per call.
-                self.respond(msg, from, 200, None, None);
-                self.stats.counters.calls_completed += 1;
-                self.end_call(now, k);
-            }
-            _ => {
-                let code = if self.calls.get(k).is_some() {
-                    200
-                } else {
-                    481
-                };
-                self.respond(msg, from, code, None, None)
-            }
+        let Some(c) = self.calls.get_mut(k) else {
+            return self.respond(msg, from, 481, None, None);
+        };
+        if let Some(code) = c.m.handle_request(method) {
+            self.respond(msg, from, code, None, None);
         }
+        self.drive_call(now, k, None);
     }
 }
 
@@ -1833,15 +1640,15 @@ fn add_answerer_stats(into: &mut Interval, a: &AnswererStats) {
     c.msgs_sent += x.msgs_sent;
     c.stray_responses += x.stray_responses;
     // Status counts only for what happened: a zero entry would show up in reports.
-    let mut status = |key: String, n: u64| {
+    let mut status = |method: Method, code: Option<u16>, n: u64| {
         if n > 0 {
-            *into.status.entry(key).or_default() += n;
+            into.status.add_to(StatusKey { method, code }, n);
         }
     };
-    status("ACK timeout".into(), x.ack_timeouts);
-    status("BYE timeout".into(), x.bye_timeouts);
+    status(Method::Ack, None, x.ack_timeouts);
+    status(Method::Bye, None, x.bye_timeouts);
     for (code, n) in &a.bye_responses {
-        status(format!("BYE {code}"), *n);
+        status(Method::Bye, Some(*code), *n);
     }
     for d in &a.sdt {
         Delays::record(&mut into.delays.sdt, *d);

@@ -385,6 +385,68 @@ fn the_targets_answerer_at_its_cap_refuses_with_503() {
     assert_eq!(t.invites, 100);
 }
 
+/// The callee rings longer than the INVITE timeout: every call is CANCELled on its INVITE's
+/// branch and CSeq number (RFC 3261 §9.1). The in-process target forwards the CANCEL on a branch
+/// of its own, so the callee never matches it and answers at the end of its ring time: that 200
+/// crosses the CANCEL, and the caller ACKs it and hangs up at once.
+#[test]
+fn calls_ringing_past_the_invite_timeout_are_cancelled_and_a_crossing_200_hung_up() {
+    let mut net = Net::new(
+        CoreConfig {
+            ring: Duration::from_secs(5),
+            invite_timeout: Duration::from_secs(1),
+            ..cfg()
+        },
+        10,
+        "pw_%u",
+    );
+    net.run(Duration::from_secs(120));
+    let c = &net.totals.counters;
+    assert_eq!(net.load.phase(), Phase::Done);
+    assert_eq!(c.calls_attempted, 50);
+    assert_eq!(c.calls_ringing, 50);
+    assert_eq!((c.calls_answered, c.calls_completed), (50, 50));
+    assert_eq!(
+        (c.calls_cancelled, c.calls_failed, c.calls_timeout),
+        (0, 0, 0)
+    );
+    assert_eq!(net.totals.delays.sdt.len(), 50);
+    let header = |m: &str, name: &str| {
+        m.lines()
+            .find_map(|l| Some(l.strip_prefix(name)?.strip_prefix(": ")?.to_string()))
+    };
+    let sent = |method: &str| -> Vec<(Option<String>, Option<String>)> {
+        net.from_load
+            .iter()
+            .filter(|m| m.starts_with(&format!("{method} ")))
+            .map(|m| (header(m, "Via"), header(m, "CSeq")))
+            .collect()
+    };
+    let invites = sent("INVITE");
+    let cancels = sent("CANCEL");
+    assert_eq!(cancels.len(), 50);
+    for (via, cseq) in &cancels {
+        assert!(
+            invites
+                .iter()
+                .any(|(v, c)| v == via && c.as_deref() == Some("1 INVITE")),
+            "{via:?} is not an INVITE's branch"
+        );
+        assert_eq!(cseq.as_deref(), Some("1 CANCEL"));
+    }
+    // Each crossing 200 is ACKed and the call hung up in the same instant.
+    for (i, m) in net.from_load.iter().enumerate() {
+        if m.starts_with("ACK ") {
+            assert!(
+                net.from_load[i + 1].starts_with("BYE "),
+                "{}",
+                net.from_load[i + 1]
+            );
+        }
+    }
+    assert_eq!(sent("ACK").len(), 50);
+}
+
 #[test]
 fn max_calls_limits_and_open_loop_keeps_offering() {
     let mut net = Net::new(

@@ -55,6 +55,11 @@ impl Dialog {
         &self.text[s.start as usize..s.end as usize]
     }
 
+    /// Bytes this dialog holds on the heap (for callers that budget what they keep).
+    pub fn heap_bytes(&self) -> usize {
+        self.text.capacity() + self.route_set.capacity() * std::mem::size_of::<Span>()
+    }
+
     pub fn call_id(&self) -> &str {
         self.get(self.call_id)
     }

@@ -821,14 +821,7 @@ fn copied_header_bytes(msg: &Message<'_>) -> usize {
 }
 
 fn dialog_bytes(d: &Dialog) -> usize {
-    std::mem::size_of::<Dialog>()
-        + d.call_id.len()
-        + d.local_uri.len()
-        + d.local_tag.len()
-        + d.remote_uri.len()
-        + d.remote_tag.len()
-        + d.remote_target.len()
-        + d.route_set.iter().map(|r| r.len() + 24).sum::<usize>()
+    std::mem::size_of::<Dialog>() + d.heap_bytes()
 }
 
 #[cfg(test)]

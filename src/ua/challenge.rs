@@ -151,6 +151,24 @@ impl Authenticator {
             Err(_) => None,
         }
     }
+
+    /// The credentials answering a challenge to a request outside registration (INVITE,
+    /// MESSAGE, OPTIONS): only a usable credential is worth a new request; re-synchronisation
+    /// and reporting a MAC failure belong to registration, so such a challenge goes unanswered.
+    pub fn credentials(
+        &mut self,
+        msg: &Message<'_>,
+        code: u16,
+        method: &str,
+        uri: &str,
+        body: &[u8],
+        rng: &mut impl Rng,
+    ) -> Option<String> {
+        match self.answer(msg, code, method, uri, body, false, rng)? {
+            Answer::Credentials(a) => Some(a),
+            Answer::Resync(_) | Answer::MacFailure(_) => None,
+        }
+    }
 }
 
 #[cfg(test)]

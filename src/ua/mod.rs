@@ -10,11 +10,14 @@
 //!   de-registration), input + now → REGISTER to send, outcomes, next deadline.
 //! - [`answerer`]: the INVITE/BYE server role (the called party), bounded in what a peer can
 //!   make it hold.
-//!
-//! To come (issue 11): the other role state machines (INVITE client, non-INVITE client).
+//! - [`caller`]: the calling side of one call (INVITE, challenge, ACK, hold and BYE, CANCEL
+//!   when unanswered, the far end's BYE), with the RFC 6076 delays as events.
+//! - [`nit`]: a lone MESSAGE or OPTIONS (challenge, final response or timeout).
 
 pub mod answerer;
+pub mod caller;
 pub mod challenge;
+pub mod nit;
 pub mod registration;
 pub mod timers;
 
