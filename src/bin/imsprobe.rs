@@ -469,11 +469,12 @@ fn pcap_only(cli: &Cli, file: &std::path::Path) -> anyhow::Result<i32> {
     let targets: Vec<_> = cap
         .targets
         .iter()
-        .filter(|t| !t.sip.is_empty() || !t.icmp.is_empty())
+        .filter(|t| !t.sip.is_empty() || !t.icmp.is_empty() || !t.diameter.is_empty())
         .collect();
     anyhow::ensure!(
         !targets.is_empty(),
-        "{} holds no SIP OPTIONS (over UDP or TCP) and no ICMP echo requests{} ({} packets read)",
+        "{} holds no SIP OPTIONS (over UDP or TCP), no ICMP echo requests and no imsprobe \
+         Diameter watchdogs{} ({} packets read)",
         file.display(),
         cli.pcap_host
             .map(|h| format!(" to {h}"))
@@ -572,13 +573,13 @@ fn pcap_warnings(st: &pcapread::PcapStats) -> Vec<String> {
     }
     if st.tcp_holes > 0 {
         w.push(format!(
-            "the capture missed bytes inside SIP TCP connections {} times; the messages cut by those holes were skipped",
+            "the capture missed bytes inside TCP connections (SIP, Diameter) {} times; the messages cut by those holes were skipped",
             st.tcp_holes
         ));
     }
     if st.tcp_unframed > 0 {
         w.push(format!(
-            "{} times SIP TCP data could not be framed (bad Content-Length?); the partial messages were skipped",
+            "{} times TCP data could not be framed (bad SIP Content-Length or Diameter length?); the partial messages were skipped",
             st.tcp_unframed
         ));
     }

@@ -70,7 +70,9 @@ pub fn start(interface: &str, host: IpAddr, path: &Path) -> Result<CaptureHandle
         .map_err(|e| explain("cannot find the device", e))?
         .immediate_mode(true)
         .precision(Precision::Nano)
-        .snaplen(65535)
+        // Whole frames: on loopback (MTU 65536) a TCP segment plus its link header exceeds
+        // 65535 bytes, and a cut segment is a hole in the stream `--pcap-only` reassembles.
+        .snaplen(262_144)
         .buffer_size(16 << 20)
         .timeout(50)
         .open()

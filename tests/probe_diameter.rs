@@ -1,0 +1,323 @@
+//! imsprobe's Diameter layer against the project's real HSS (`imshss`, a separate process on
+//! 127.0.0.1): a CER opens the connection, then one Device-Watchdog-Request per probe.
+//!
+//! - The HSS stopped with SIGSTOP (what a VM's stop-and-copy phase looks like to a Cx peer):
+//!   the connection stays up, watchdogs queue, and the reply gap matches the pause within
+//!   2 probe intervals + 5 ms, with a burst of late answers after it. The run's own capture,
+//!   read back with `--pcap-only`, tells the same gaps.
+//! - The HSS killed and started again on the same port: the loss is an outage, the probe
+//!   reconnects (a new CER, a new CEA) and the reply gap covers the time it was away.
+//!
+//! The tests of this file run one at a time (a shared lock): they measure time.
+
+mod common;
+
+use serde_json::Value;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+const SIGCONT: i32 = 18;
+const SIGSTOP: i32 = 19;
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `imshss` on a free port of 127.0.0.1, killed on drop.
+struct Hss {
+    child: Child,
+    addr: SocketAddr,
+    subscribers: PathBuf,
+}
+
+impl Hss {
+    fn start(dir: &Path) -> Hss {
+        let subscribers = dir.join("subscribers.csv");
+        std::fs::write(
+            &subscribers,
+            "impu,impi,password,k,opc,amf,sqn\n\
+             sip:alice@ims.mnc001.mcc001.3gppnetwork.org,alice@ims.mnc001.mcc001.3gppnetwork.org,\
+             secret,465b5ce8b199b49faa5f0a2ee238a6bc,cd63cb71954a9f4e48a5994e37a02baf,b9b9,000000000001\n",
+        )
+        .unwrap();
+        let port = common::free_port().expect("free port");
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        Hss::spawn(addr, subscribers)
+    }
+
+    fn spawn(addr: SocketAddr, subscribers: PathBuf) -> Hss {
+        let child = Command::new(env!("CARGO_BIN_EXE_imshss"))
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--subscribers")
+            .arg(&subscribers)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn imshss");
+        let t0 = Instant::now();
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "imshss does not listen on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Hss {
+            child,
+            addr,
+            subscribers,
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Stops the process and waits until the kernel says it is stopped.
+    fn pause(&self) {
+        assert!(common::send_signal(self.pid(), SIGSTOP));
+        let t0 = Instant::now();
+        while state(self.pid()) != Some('T') {
+            assert!(t0.elapsed() < Duration::from_secs(5), "imshss did not stop");
+            std::thread::yield_now();
+        }
+    }
+
+    fn resume(&self) {
+        assert!(common::send_signal(self.pid(), SIGCONT));
+    }
+
+    /// Kills it and starts a new one on the same address after `away`.
+    fn restart_after(mut self, away: Duration) -> (Hss, Instant, Instant) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let gone = Instant::now();
+        std::thread::sleep(away);
+        let back_from = Instant::now();
+        let hss = Hss::spawn(self.addr, self.subscribers.clone());
+        (hss, gone, back_from)
+    }
+}
+
+impl Drop for Hss {
+    fn drop(&mut self) {
+        let _ = common::send_signal(self.pid(), SIGCONT);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn state(pid: i32) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s[s.rfind(')')? + 1..].trim_start().chars().next()
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("imsprobe-dia")
+        .tempdir()
+        .unwrap()
+}
+
+fn probe(hss: &Hss, duration_ms: u64, extra: &[&str], out: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_imsprobe"))
+        .args(["--target", "127.0.0.1", "--diameter", "--diameter-port"])
+        .arg(hss.addr.port().to_string())
+        .args(["--rate", "1000", "--duration"])
+        .arg(format!("{duration_ms}ms"))
+        .args(extra)
+        .arg("--quiet")
+        .arg("--out")
+        .arg(out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn imsprobe")
+}
+
+fn finish(child: Child, out: &Path, limit: Duration) -> Value {
+    let t0 = Instant::now();
+    let mut child = child;
+    while child.try_wait().expect("wait imsprobe").is_none() {
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            panic!("imsprobe did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    eprintln!("{}{stderr}", String::from_utf8_lossy(&o.stdout));
+    assert!(o.status.success(), "imsprobe failed: {stderr}");
+    serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// The one layer of a Diameter-only report.
+fn diameter(rep: &Value) -> &Value {
+    let l = &rep["layers"][0];
+    assert_eq!(l["layer"], "diameter", "{rep}");
+    l
+}
+
+fn long_gaps(l: &Value, over_ms: f64) -> Vec<f64> {
+    l["reply_gaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| f(&g["duration_ms"]))
+        .filter(|&d| d > over_ms)
+        .collect()
+}
+
+#[test]
+fn a_stopped_hss_is_a_diameter_reply_gap_with_late_answers() {
+    let _g = serial();
+    let dir = tempdir();
+    let hss = Hss::start(dir.path());
+    let out = dir.path().join("run");
+    let pauses = [0.5, 1.2];
+    let total_ms = 1000
+        + pauses
+            .iter()
+            .map(|p| (p * 1000.0) as u64 + 1500)
+            .sum::<u64>();
+    let child = probe(&hss, total_ms, &[], &out);
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut injected = Vec::new();
+    for p in pauses {
+        let a = Instant::now();
+        hss.pause();
+        let b = Instant::now();
+        std::thread::sleep(Duration::from_secs_f64(p));
+        let c = Instant::now();
+        hss.resume();
+        let d = Instant::now();
+        injected.push(((c - a) + (d - b)).as_secs_f64() / 2.0 * 1000.0);
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    let rep = finish(child, &out, Duration::from_millis(total_ms + 15_000));
+    let l = diameter(&rep);
+    eprintln!("counters {} tcp {}", l["counters"], l["tcp"]);
+    assert_eq!(l["socket"], "diameter-tcp");
+    assert_eq!(l["tcp"]["connects"], 1, "{}", l["tcp"]);
+    assert_eq!(l["tcp"]["connection_losses"], 0);
+    assert_eq!(
+        l["counters"]["capabilities_answers"]["2001"], 1,
+        "one CER, accepted"
+    );
+    assert_eq!(l["summary"]["failed"], 0);
+    assert_eq!(l["summary"]["send_errors"], 0);
+    assert!(rep["target"]["sip_port"].is_null());
+    assert_eq!(rep["target"]["diameter_port"], hss.addr.port());
+    let tol = 2.0 * f(&rep["params"]["interval_ms"]) + 5.0;
+    let gaps = long_gaps(l, 300.0);
+    assert_eq!(
+        gaps.len(),
+        pauses.len(),
+        "one long gap per pause: {}",
+        l["reply_gaps"]
+    );
+    for (g, inj) in gaps.iter().zip(&injected) {
+        eprintln!(
+            "pause {inj:.3} ms -> Diameter reply gap {g:.3} ms ({:+.3})",
+            g - inj
+        );
+        assert!(
+            (g - inj).abs() <= tol,
+            "gap {g} vs pause {inj} (tolerance {tol})"
+        );
+    }
+    // TCP queued every watchdog of the pause: answered late, none lost (pauses < timeout).
+    for g in l["reply_gaps"].as_array().unwrap() {
+        if f(&g["duration_ms"]) > 300.0 {
+            assert!(g["late_replies"].as_u64().unwrap() >= 100, "{g}");
+        }
+    }
+    assert_eq!(l["summary"]["lost"], 0, "{}", l["summary"]);
+
+    // The run's capture, read back on its own, finds our watchdogs and the same gaps.
+    let ana = dir.path().join("ana");
+    let o = Command::new(env!("CARGO_BIN_EXE_imsprobe"))
+        .arg("--pcap-only")
+        .arg(out.join("capture.pcap"))
+        .arg("--out")
+        .arg(&ana)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let re: Value =
+        serde_json::from_str(&std::fs::read_to_string(ana.join("report.json")).unwrap()).unwrap();
+    let c = diameter(&re);
+    assert_eq!(
+        c["summary"]["sent"], l["summary"]["sent"],
+        "{}",
+        c["summary"]
+    );
+    assert_eq!(c["summary"]["ok"], l["summary"]["ok"], "{}", re["warnings"]);
+    let cg = long_gaps(c, 300.0);
+    assert_eq!(cg.len(), gaps.len(), "{}", c["reply_gaps"]);
+    for (a, b) in cg.iter().zip(&gaps) {
+        assert!((a - b).abs() <= tol, "capture gap {a} vs live {b}");
+    }
+}
+
+#[test]
+fn a_restarted_hss_is_reconnected_with_a_new_cer() {
+    let _g = serial();
+    let dir = tempdir();
+    let hss = Hss::start(dir.path());
+    let out = dir.path().join("run");
+    let child = probe(&hss, 4000, &["--no-capture"], &out);
+    std::thread::sleep(Duration::from_millis(1000));
+    let (_hss, gone, back_from) = hss.restart_after(Duration::from_millis(800));
+    let back = Instant::now();
+    let rep = finish(child, &out, Duration::from_secs(20));
+    let l = diameter(&rep);
+    eprintln!("tcp {} counters {}", l["tcp"], l["counters"]);
+    let tcp = &l["tcp"];
+    // A dying process's listening socket can still complete one more handshake before the
+    // kernel resets it: then a reconnect succeeds and is lost at once (seen here). Each
+    // connection that lived got its CER answered; the last one is up.
+    let (losses, reconnects) = (
+        tcp["connection_losses"].as_u64().unwrap(),
+        tcp["reconnects"].as_u64().unwrap(),
+    );
+    assert!(losses >= 1 && reconnects == losses, "{tcp}");
+    let ceas = l["counters"]["capabilities_answers"]["2001"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        ceas >= 2 && ceas <= 1 + reconnects,
+        "a CER per connection: {ceas}"
+    );
+    assert!(tcp["sent_while_down"].as_u64().unwrap() > 0, "{tcp}");
+    // Away from the kill until the new process listened; the probe notices within one
+    // reconnect period (100 ms) and one probe interval.
+    let away_min = (back_from - gone).as_secs_f64() * 1000.0;
+    let away_max = (back - gone).as_secs_f64() * 1000.0 + 100.0 + 2.0 * 1.0 + 5.0;
+    let gaps = long_gaps(l, 300.0);
+    assert_eq!(gaps.len(), 1, "{}", l["reply_gaps"]);
+    eprintln!(
+        "HSS away {away_min:.1}..{away_max:.1} ms -> reply gap {:.1} ms",
+        gaps[0]
+    );
+    assert!(
+        gaps[0] >= away_min - 5.0 && gaps[0] <= away_max,
+        "gap {} not within {away_min}..{away_max}",
+        gaps[0]
+    );
+    assert!(
+        l["summary"]["ok"].as_u64().unwrap() > 2500,
+        "{}",
+        l["summary"]
+    );
+}
