@@ -241,4 +241,27 @@ mod tests {
         );
         assert!(TargetsFile::parse("[targets.x]\nhost = \"h\"\ntransport = \"sctp\"\n").is_err());
     }
+
+    #[test]
+    fn the_hss_is_probed_with_diameter_and_icmp_unless_told_otherwise() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/profiles/targets.toml"
+        ))
+        .unwrap();
+        let f = TargetsFile::parse(&text).unwrap();
+        let p = Path::new("profiles/targets.toml");
+        let hss = resolve_target("hss", Some(&f), p, None).unwrap();
+        assert_eq!(hss.layers(&[]), vec![Layer::Diameter, Layer::Icmp]);
+        assert_eq!(
+            hss.layers(&[Layer::Icmp]),
+            vec![Layer::Icmp],
+            "the command line wins"
+        );
+        assert_eq!(hss.diameter_addr(), "127.0.0.20:3868".parse().unwrap());
+        let pcscf = resolve_target("pcscf", Some(&f), p, None).unwrap();
+        assert_eq!(pcscf.layers(&[]), vec![Layer::Sip, Layer::Icmp]);
+        let e = TargetsFile::parse("[targets.x]\nhost = \"h\"\nlayers = [\"smtp\"]\n").unwrap_err();
+        assert!(e.contains("smtp"), "{e}");
+    }
 }
