@@ -262,7 +262,25 @@ fn a_stopped_hss_is_a_diameter_reply_gap_with_late_answers() {
         "{}",
         c["summary"]
     );
-    assert_eq!(c["summary"]["ok"], l["summary"]["ok"], "{}", re["warnings"]);
+    // Every answer is in the capture. Whether one is in time or after the timeout can differ by
+    // one probe: the 1.2 s pause outlasts the 1 s timeout, so one watchdog's RTT falls within
+    // tens of µs (send stamp vs wire) of the timeout, and the two clocks may put it either side.
+    let answered = |s: &Value| s["ok"].as_u64().unwrap() + s["ok_after_timeout"].as_u64().unwrap();
+    let (cs, ls) = (&c["summary"], &l["summary"]);
+    assert_eq!(
+        answered(cs),
+        answered(ls),
+        "{cs} vs {ls}; {}",
+        re["warnings"]
+    );
+    assert!(
+        cs["ok"]
+            .as_u64()
+            .unwrap()
+            .abs_diff(ls["ok"].as_u64().unwrap())
+            <= 1,
+        "{cs} vs {ls}"
+    );
     let cg = long_gaps(c, 300.0);
     assert_eq!(cg.len(), gaps.len(), "{}", c["reply_gaps"]);
     for (a, b) in cg.iter().zip(&gaps) {

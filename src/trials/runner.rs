@@ -1155,6 +1155,7 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
     };
     let (sip_gap_ms, sip_gap_bound_ms) = gap(Layer::Sip);
     let (icmp_gap_ms, icmp_gap_bound_ms) = gap(Layer::Icmp);
+    let (diameter_gap_ms, diameter_gap_bound_ms) = gap(Layer::Diameter);
     let loss = |layer: Layer| -> Option<f64> {
         let lp = main.and_then(|t| t.layers.iter().find(|l| l.layer == layer))?;
         migration.as_ref()?;
@@ -1189,6 +1190,9 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
         icmp_gap_bound_ms,
         sip_loss_ms: loss(Layer::Sip),
         icmp_loss_ms: loss(Layer::Icmp),
+        diameter_gap_ms,
+        diameter_gap_bound_ms,
+        diameter_loss_ms: loss(Layer::Diameter),
         reg_failed: load_out.as_ref().and_then(|l| l.reg_failed),
         calls_failed: load_out.as_ref().and_then(|l| l.calls_failed),
         late_requests: load_out.as_ref().and_then(|l| l.late_requests),
@@ -1221,7 +1225,7 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
         _ => "–".into(),
     };
     log(&format!(
-        "{tag}: {}{}; SIP gap {}, ICMP gap {}{}{}",
+        "{tag}: {}{}; SIP gap {}, ICMP gap {}{}{}{}",
         rec.status,
         rec.failure
             .as_deref()
@@ -1229,6 +1233,13 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
             .unwrap_or_default(),
         fmt(rec.row.sip_gap_ms, rec.row.sip_gap_bound_ms),
         fmt(rec.row.icmp_gap_ms, rec.row.icmp_gap_bound_ms),
+        match rec.row.diameter_gap_ms {
+            Some(_) => format!(
+                ", Diameter gap {}",
+                fmt(rec.row.diameter_gap_ms, rec.row.diameter_gap_bound_ms)
+            ),
+            None => String::new(),
+        },
         rec.row
             .hv_downtime_ms
             .map(|d| format!(", hypervisor downtime {d:.1} ms"))

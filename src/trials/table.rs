@@ -44,6 +44,10 @@ pub struct TrialRow {
     /// when none reached `--min-gap`); ± one probe interval like the gaps.
     pub sip_loss_ms: Option<f64>,
     pub icmp_loss_ms: Option<f64>,
+    /// The Diameter layer's (the HSS's) gap, its bound and loss window, when it was probed.
+    pub diameter_gap_ms: Option<f64>,
+    pub diameter_gap_bound_ms: Option<f64>,
+    pub diameter_loss_ms: Option<f64>,
     /// Users' view from the load report: failed or timed-out registrations (initial and
     /// re-registrations), failed or timed-out calls, and our own retransmissions (requests not
     /// answered within T1: late).
@@ -52,75 +56,122 @@ pub struct TrialRow {
     pub late_requests: Option<u64>,
 }
 
+/// Reads one figure of a trial.
+pub type Getter = fn(&TrialRow) -> Option<f64>;
+
 /// A numeric column of the table.
 pub struct Column {
     pub key: &'static str,
     pub header: &'static str,
-    pub get: fn(&TrialRow) -> Option<f64>,
+    pub get: Getter,
+    /// A reply gap's error bound: its CSV column and value ("± b" in the markdown).
+    pub bound: Option<(&'static str, Getter)>,
+    /// A gap or loss window, where 0 means "none reached --min-gap".
+    pub gap: bool,
+    /// Shown only when some trial has a value (a layer a run may not probe).
+    pub optional: bool,
+}
+
+/// A plain numeric column.
+const fn plain(key: &'static str, header: &'static str, get: Getter) -> Column {
+    Column {
+        key,
+        header,
+        get,
+        bound: None,
+        gap: false,
+        optional: false,
+    }
+}
+
+/// A gap column, with its bound when it has one.
+const fn gap(
+    key: &'static str,
+    header: &'static str,
+    get: Getter,
+    bound: Option<(&'static str, Getter)>,
+    optional: bool,
+) -> Column {
+    Column {
+        key,
+        header,
+        get,
+        bound,
+        gap: true,
+        optional,
+    }
+}
+
+/// The columns of `rows`' table: every column, less the optional ones no trial has.
+pub fn columns(rows: &[TrialRow]) -> Vec<&'static Column> {
+    COLUMNS
+        .iter()
+        .filter(|c| !c.optional || rows.iter().any(|r| (c.get)(r).is_some()))
+        .collect()
 }
 
 /// The numeric columns, in table order.
 pub const COLUMNS: &[Column] = &[
-    Column {
-        key: "migration_ms",
-        header: "migration ms (command)",
-        get: |r| r.migration_ms,
-    },
-    Column {
-        key: "hv_total_ms",
-        header: "migration ms (hypervisor)",
-        get: |r| r.hv_total_ms,
-    },
-    Column {
-        key: "data_mb",
-        header: "data MB",
-        get: |r| r.data_mb,
-    },
-    Column {
-        key: "hv_downtime_ms",
-        header: "hypervisor downtime ms",
-        get: |r| r.hv_downtime_ms,
-    },
-    Column {
-        key: "vm_pause_ms",
-        header: "STOP→RESUME ms",
-        get: |r| r.vm_pause_ms,
-    },
-    Column {
-        key: "sip_gap_ms",
-        header: "SIP gap ms",
-        get: |r| r.sip_gap_ms,
-    },
-    Column {
-        key: "icmp_gap_ms",
-        header: "ICMP gap ms",
-        get: |r| r.icmp_gap_ms,
-    },
-    Column {
-        key: "sip_loss_ms",
-        header: "SIP loss window ms",
-        get: |r| r.sip_loss_ms,
-    },
-    Column {
-        key: "icmp_loss_ms",
-        header: "ICMP loss window ms",
-        get: |r| r.icmp_loss_ms,
-    },
-    Column {
-        key: "reg_failed",
-        header: "reg failed",
-        get: |r| r.reg_failed.map(|v| v as f64),
-    },
-    Column {
-        key: "calls_failed",
-        header: "calls failed",
-        get: |r| r.calls_failed.map(|v| v as f64),
-    },
-    Column {
-        key: "late_requests",
-        header: "late requests",
-        get: |r| r.late_requests.map(|v| v as f64),
-    },
+    plain("migration_ms", "migration ms (command)", |r| r.migration_ms),
+    plain("hv_total_ms", "migration ms (hypervisor)", |r| {
+        r.hv_total_ms
+    }),
+    plain("data_mb", "data MB", |r| r.data_mb),
+    plain("hv_downtime_ms", "hypervisor downtime ms", |r| {
+        r.hv_downtime_ms
+    }),
+    plain("vm_pause_ms", "STOP→RESUME ms", |r| r.vm_pause_ms),
+    gap(
+        "sip_gap_ms",
+        "SIP gap ms",
+        |r| r.sip_gap_ms,
+        Some(("sip_gap_bound_ms", |r| r.sip_gap_bound_ms)),
+        false,
+    ),
+    gap(
+        "icmp_gap_ms",
+        "ICMP gap ms",
+        |r| r.icmp_gap_ms,
+        Some(("icmp_gap_bound_ms", |r| r.icmp_gap_bound_ms)),
+        false,
+    ),
+    gap(
+        "diameter_gap_ms",
+        "Diameter gap ms",
+        |r| r.diameter_gap_ms,
+        Some(("diameter_gap_bound_ms", |r| r.diameter_gap_bound_ms)),
+        true,
+    ),
+    gap(
+        "sip_loss_ms",
+        "SIP loss window ms",
+        |r| r.sip_loss_ms,
+        None,
+        false,
+    ),
+    gap(
+        "icmp_loss_ms",
+        "ICMP loss window ms",
+        |r| r.icmp_loss_ms,
+        None,
+        false,
+    ),
+    gap(
+        "diameter_loss_ms",
+        "Diameter loss window ms",
+        |r| r.diameter_loss_ms,
+        None,
+        true,
+    ),
+    plain("reg_failed", "reg failed", |r| {
+        r.reg_failed.map(|v| v as f64)
+    }),
+    plain("calls_failed", "calls failed", |r| {
+        r.calls_failed.map(|v| v as f64)
+    }),
+    plain("late_requests", "late requests", |r| {
+        r.late_requests.map(|v| v as f64)
+    }),
 ];
 
 /// Summary statistics of one column.
@@ -256,13 +307,11 @@ pub fn csv(rows: &[TrialRow]) -> String {
         "hv_format",
         "data_source",
     ];
-    for c in COLUMNS {
+    let cols = columns(rows);
+    for c in &cols {
         head.push(c.key);
-        if c.key == "sip_gap_ms" {
-            head.push("sip_gap_bound_ms");
-        }
-        if c.key == "icmp_gap_ms" {
-            head.push("icmp_gap_bound_ms");
+        if let Some((bound_key, _)) = c.bound {
+            head.push(bound_key);
         }
     }
     head.push("failure");
@@ -277,13 +326,10 @@ pub fn csv(rows: &[TrialRow]) -> String {
             r.hv_format.clone().unwrap_or_default(),
             r.data_source.clone().unwrap_or_default(),
         ];
-        for c in COLUMNS {
+        for c in &cols {
             f.push(num((c.get)(r)));
-            if c.key == "sip_gap_ms" {
-                f.push(num(r.sip_gap_bound_ms));
-            }
-            if c.key == "icmp_gap_ms" {
-                f.push(num(r.icmp_gap_bound_ms));
+            if let Some((_, bound)) = c.bound {
+                f.push(num(bound(r)));
             }
         }
         f.push(csv_field(r.failure.as_deref().unwrap_or("")));
@@ -295,8 +341,11 @@ pub fn csv(rows: &[TrialRow]) -> String {
         let mut f = vec![name.to_string()];
         f.resize(7, String::new());
         for (c, (_, st)) in COLUMNS.iter().zip(&stats) {
+            if !cols.iter().any(|x| x.key == c.key) {
+                continue;
+            }
             f.push(num(st.map(|st| stat_value(&st, name))));
-            if c.key == "sip_gap_ms" || c.key == "icmp_gap_ms" {
+            if c.bound.is_some() {
                 f.push(String::new());
             }
         }
@@ -329,20 +378,18 @@ pub fn markdown(rows: &[TrialRow], title: &str, min_gap_ms: f64, notes: &[String
         rows.len()
     );
     let mut head = vec!["trial", "dir", "status"];
-    head.extend(COLUMNS.iter().map(|c| c.header));
+    let cols = columns(rows);
+    head.extend(cols.iter().map(|c| c.header));
     let _ = writeln!(s, "| {} |", head.join(" | "));
     let _ = writeln!(s, "|{}|", vec!["---"; head.len()].join("|"));
     for r in rows {
         let mut f = vec![r.trial.to_string(), r.direction.clone(), r.status.clone()];
-        for c in COLUMNS {
+        for c in &cols {
             let v = (c.get)(r);
-            let cell = match c.key {
-                "sip_gap_ms" | "icmp_gap_ms" | "sip_loss_ms" | "icmp_loss_ms" if v == Some(0.0) => {
-                    format!("< {min_gap_ms:.0}")
-                }
-                "sip_gap_ms" => with_bound(v, r.sip_gap_bound_ms),
-                "icmp_gap_ms" => with_bound(v, r.icmp_gap_bound_ms),
-                _ => md_num(v),
+            let cell = match c.bound {
+                _ if c.gap && v == Some(0.0) => format!("< {min_gap_ms:.0}"),
+                Some((_, bound)) => with_bound(v, bound(r)),
+                None => md_num(v),
             };
             f.push(cell);
         }
@@ -351,8 +398,10 @@ pub fn markdown(rows: &[TrialRow], title: &str, min_gap_ms: f64, notes: &[String
     let stats = column_stats(rows);
     for name in STAT_NAMES {
         let mut f = vec![format!("**{name}**"), String::new(), String::new()];
-        for (_, st) in &stats {
-            f.push(md_num(st.map(|st| stat_value(&st, name))));
+        for (c, (_, st)) in COLUMNS.iter().zip(&stats) {
+            if cols.iter().any(|x| x.key == c.key) {
+                f.push(md_num(st.map(|st| stat_value(&st, name))));
+            }
         }
         let _ = writeln!(s, "| {} |", f.join(" | "));
     }
@@ -492,5 +541,32 @@ mod tests {
             .nth(1)
             .unwrap()
             .ends_with("\"exit code 1, \"\"boom\"\", see stderr\""));
+    }
+
+    #[test]
+    fn diameter_columns_appear_only_when_a_trial_probed_the_hss() {
+        let rows = vec![row(1, "ok", 1000.0, 80.0), row(2, "ok", 1100.0, 90.0)];
+        let (c, m) = (csv(&rows), markdown(&rows, "t", 20.0, &[]));
+        assert!(
+            !c.contains("diameter") && !m.contains("Diameter"),
+            "{c}\n{m}"
+        );
+        let mut with = rows.clone();
+        with[0].diameter_gap_ms = Some(130.0);
+        with[0].diameter_gap_bound_ms = Some(1.0);
+        with[0].diameter_loss_ms = Some(0.0);
+        let c = csv(&with);
+        let head: Vec<&str> = c.lines().next().unwrap().split(',').collect();
+        let at = head.iter().position(|h| *h == "diameter_gap_ms").unwrap();
+        assert_eq!(head[at + 1], "diameter_gap_bound_ms");
+        let first: Vec<&str> = c.lines().nth(1).unwrap().split(',').collect();
+        assert_eq!((first[at], first[at + 1]), ("130", "1"));
+        assert_eq!(first.len(), head.len());
+        for l in c.lines() {
+            assert_eq!(l.split(',').count(), head.len(), "{l}");
+        }
+        let m = markdown(&with, "t", 20.0, &[]);
+        assert!(m.contains("| 130.0 ± 1.0 |") || m.contains("130"), "{m}");
+        assert!(m.contains("Diameter loss window ms"), "{m}");
     }
 }
