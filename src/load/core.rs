@@ -27,7 +27,7 @@ use crate::sip::dialog::strip_tag;
 use crate::sip::ids::{self, IdScheme};
 use crate::sip::message::{name_addr_uri, uri_user};
 use crate::sip::transaction::{ClientTransaction, Kind, ResponseAction, State, TimerAction};
-use crate::sip::{reason, Message, Method};
+use crate::sip::{Message, Method};
 use crate::slab::{Key, Slab};
 use crate::ua::answerer::{Answerer, AnswererStats};
 use crate::ua::caller::{self, Branch, CallConfig, CallSetup, CallState, Out, OutgoingCall};
@@ -1561,7 +1561,7 @@ impl LoadCore {
                 {
                     // Our call is over already: a retransmission of a BYE we answered.
                     self.stats.counters.duplicates_received += 1;
-                    return self.respond(msg, from, 200, None, None);
+                    return self.respond(msg, from, 200);
                 }
                 _ => {}
             }
@@ -1579,29 +1579,18 @@ impl LoadCore {
         self.answerer.handle_request(now, msg, from, contact);
     }
 
-    fn respond(
-        &mut self,
-        req: &Message<'_>,
-        to: Peer,
-        code: u16,
-        tag: Option<&str>,
-        extra: Option<(&str, &str)>,
-    ) {
-        let mut w = Writer::response_to(req, code, reason(code), tag);
-        if let Some((n, v)) = extra {
-            w.header(n, v);
-        }
-        w.header("Server", &self.cfg.user_agent);
-        let data = w.finish(None, b"");
+    /// Answers a request inside one of our calls that no machine keeps state for.
+    fn respond(&mut self, req: &Message<'_>, to: Peer, code: u16) {
+        let data = Writer::stateless_response(req, code, None, None, &self.cfg.user_agent);
         self.send(to.sock, to.addr, data);
     }
 
     fn uac_in_dialog(&mut self, now: Instant, k: Key, msg: &Message<'_>, method: &str, from: Peer) {
         let Some(c) = self.calls.get_mut(k) else {
-            return self.respond(msg, from, 481, None, None);
+            return self.respond(msg, from, 481);
         };
         if let Some(code) = c.m.handle_request(method) {
-            self.respond(msg, from, code, None, None);
+            self.respond(msg, from, code);
         }
         self.drive_call(now, k, None);
     }

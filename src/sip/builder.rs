@@ -23,6 +23,24 @@ impl Writer {
         Writer { buf }
     }
 
+    /// A whole bodyless response to `req` that no transaction of ours keeps (an answer to a
+    /// request we hold no state for, a refusal): the copied headers, `extra` if any, our
+    /// `Server`.
+    pub fn stateless_response(
+        req: &Message<'_>,
+        code: u16,
+        to_tag: Option<&str>,
+        extra: Option<(&str, &str)>,
+        server: &str,
+    ) -> Vec<u8> {
+        let mut w = Writer::response_to(req, code, super::reason(code), to_tag);
+        if let Some((n, v)) = extra {
+            w.header(n, v);
+        }
+        w.header("Server", server);
+        w.finish(None, b"")
+    }
+
     /// A response to `req` with the headers RFC 3261 §8.2.6.2 says to copy (all Vias, From, To,
     /// Call-ID, CSeq) and, for dialog-creating responses, Record-Route (§12.1.1). `to_tag` is
     /// added to To when To has none.

@@ -781,12 +781,7 @@ impl Answerer {
         tag: Option<&str>,
         extra: Option<(&str, &str)>,
     ) {
-        let mut w = Writer::response_to(req, code, reason(code), tag);
-        if let Some((n, v)) = extra {
-            w.header(n, v);
-        }
-        w.header("Server", &self.cfg.user_agent);
-        let data = w.finish(None, b"");
+        let data = Writer::stateless_response(req, code, tag, extra, &self.cfg.user_agent);
         self.send(to, data);
     }
 
