@@ -40,9 +40,10 @@ fn f(v: &Value) -> f64 {
 }
 
 /// Pauses the Kamailio process group for 400 ms, stamping before and after each signal
-/// (CLOCK_REALTIME ns, `date +%s%N`) into the trial folder, then prints what virsh would.
-fn pause_script(dir: &Path, pgid: i32) -> String {
-    let p = dir.join("pause.sh");
+/// (CLOCK_REALTIME ns, `date +%s%N`) into `STEM.ns` in the trial folder (and the step and
+/// element imsprobe names in `STEM.env`), then prints what virsh would.
+fn pause_script(dir: &Path, pgid: i32, stem: &str) -> String {
+    let p = dir.join(format!("{stem}.sh"));
     std::fs::write(
         &p,
         format!(
@@ -51,7 +52,8 @@ set -e
 a=$(date +%s%N); kill -STOP -- -{pgid}; b=$(date +%s%N)
 sleep 0.4
 c=$(date +%s%N); kill -CONT -- -{pgid}; d=$(date +%s%N)
-echo "$a $b $c $d" > "$IMSPROBE_TRIAL_DIR/pause.ns"
+echo "$a $b $c $d" > "$IMSPROBE_TRIAL_DIR/{stem}.ns"
+echo "$IMSPROBE_STEP $IMSPROBE_ELEMENT" > "$IMSPROBE_TRIAL_DIR/{stem}.env"
 cat <<'EOF'
 Job type:         Completed
 Operation:        Outgoing migration
@@ -72,6 +74,31 @@ EOF
     )
     .unwrap();
     p.display().to_string()
+}
+
+/// `(pause ms, ± slop ms)` from a pause script's four stamps: the mean of the two ways of
+/// pairing them, ± half the time the signals took.
+fn stamped_pause(path: &Path) -> (f64, f64) {
+    let ns: Vec<f64> = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let (a, b, c, d) = (ns[0], ns[1], ns[2], ns[3]);
+    (
+        ((c - a) + (d - b)) / 2.0 / 1e6,
+        ((b - a) + (d - c)) / 2.0 / 1e6,
+    )
+}
+
+/// The `layer` entry of a target pick in trial.json.
+fn layer<'a>(target: &'a Value, layer: &str) -> &'a Value {
+    target["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["layer"] == layer)
+        .unwrap_or_else(|| panic!("no {layer} layer in {target}"))
 }
 
 fn fail_script(dir: &Path) -> String {
@@ -157,7 +184,7 @@ fn sigstop_trials_with_a_failed_one_in_between() {
         &target,
         "--migrate",
         // bash: its kill builtin signals a process group (`-- -PGID`); dash's does not.
-        &format!("bash {}", pause_script(dir.path(), kam.pgid())),
+        &format!("bash {}", pause_script(dir.path(), kam.pgid(), "pause")),
         "--back",
         &format!("sh {}", fail_script(dir.path())),
         "--trials",
@@ -211,9 +238,12 @@ fn sigstop_trials_with_a_failed_one_in_between() {
     assert_eq!(rows[4][0], "mean");
     let tj = json(&out.join("trials.json"));
     assert_eq!(tj["rows"].as_array().unwrap().len(), 3);
-    assert_eq!(tj["stats_over_ok_trials"]["hv_downtime_ms"]["n"], 2);
     assert_eq!(
-        f(&tj["stats_over_ok_trials"]["hv_downtime_ms"]["mean"]),
+        tj["stats_over_ok_trials"][&target]["hv_downtime_ms"]["n"],
+        2
+    );
+    assert_eq!(
+        f(&tj["stats_over_ok_trials"][&target]["hv_downtime_ms"]["mean"]),
         400.0
     );
     let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
@@ -255,23 +285,16 @@ fn sigstop_trials_with_a_failed_one_in_between() {
                 .as_str()
                 .unwrap()
                 .contains("exited with code 1"));
-            assert!(t["hypervisor"].is_null());
+            assert!(t["steps"][0]["hypervisor"].is_null());
             continue;
         }
-        let hv = &t["hypervisor"];
+        let hv = &t["steps"][0]["hypervisor"];
         assert_eq!(hv["format"], "virsh-domjobinfo");
         assert_eq!(f(&hv["downtime_ms"]), 400.0);
         assert_eq!(hv["transferred_bytes"].as_u64(), Some(100_243_866));
         // The pause as the script stamped it, against the SIP gap the probes measured.
-        let ns: Vec<f64> = std::fs::read_to_string(td.join("pause.ns"))
-            .unwrap()
-            .split_whitespace()
-            .map(|x| x.parse().unwrap())
-            .collect();
-        let (a, b, c, d) = (ns[0], ns[1], ns[2], ns[3]);
-        let pause_ms = ((c - a) + (d - b)) / 2.0 / 1e6;
-        let stamp_slop = ((b - a) + (d - c)) / 2.0 / 1e6;
-        let row = &t["row"];
+        let (pause_ms, stamp_slop) = stamped_pause(&td.join("pause.ns"));
+        let row = &t["steps"][0]["row"];
         let gap = f(&row["sip_gap_ms"]);
         let bound = f(&row["sip_gap_bound_ms"]);
         assert_eq!(bound, interval);
@@ -287,18 +310,140 @@ fn sigstop_trials_with_a_failed_one_in_between() {
             "trial {i}: SIP gap {gap} ms vs pause {pause_ms} ms (tolerance {tol} ms)"
         );
         // The gap lies inside the migration command's run on the probe timeline.
-        let g = &t["targets"][0]["layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|l| l["layer"] == "sip")
-            .unwrap()["reply_gap"];
-        let m = &t["migration"];
+        let g = &layer(&t["steps"][0]["targets"][0], "sip")["reply_gap"];
+        let m = &t["steps"][0]["migration"];
         assert!(f(&g["start_s"]) >= f(&m["start_s"]) - 0.002, "{g} {m}");
         assert!(f(&g["end_s"]) <= f(&m["end_s"]) + 0.05, "{g} {m}");
         assert!(f(&m["duration_ms"]) >= 400.0);
         // The kernel answers ICMP while Kamailio is stopped.
         assert_eq!(f(&row["icmp_gap_ms"]), 0.0, "{row}");
+    }
+}
+
+/// The study's sequence, shrunk to two elements: each trial "migrates" (SIGSTOPs) one Kamailio,
+/// then the other. Each element gets its own row with its own gap; during one element's
+/// migration the other answers throughout.
+#[test]
+fn a_sequence_migrates_two_elements_in_order_with_a_row_per_element() {
+    let _g = serial();
+    let start = || {
+        Kamailio::start(KamailioOpts {
+            users: 1,
+            ..KamailioOpts::default()
+        })
+        .expect("start kamailio")
+    };
+    let (k1, k2) = (start(), start());
+    let dir = tempdir();
+    let out = dir.path().join("out");
+    let (t1, t2) = (k1.addr().to_string(), k2.addr().to_string());
+    let args: Vec<String> = [
+        "--target".to_string(),
+        t1.clone(),
+        "--migrate".into(),
+        format!("bash {}", pause_script(dir.path(), k1.pgid(), "first")),
+        "--target".into(),
+        t2.clone(),
+        "--migrate".into(),
+        format!("bash {}", pause_script(dir.path(), k2.pgid(), "second")),
+        "--trials".into(),
+        "2".into(),
+        "--before".into(),
+        "1s".into(),
+        "--after".into(),
+        "1500ms".into(),
+        "--pause".into(),
+        "500ms".into(),
+        "--rate".into(),
+        "1000".into(),
+        "--no-capture".into(),
+        "--out".into(),
+        out.display().to_string(),
+    ]
+    .into();
+    let (code, stdout) = run_trials(&args, Duration::from_secs(90), None);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains("| trial | element | dir | status |"),
+        "{stdout}"
+    );
+
+    // A row per element per trial, in migration order; statistics per element.
+    let rows = csv_rows(&out.join("trials.csv"));
+    let head = rows[0].clone();
+    let col = |n: &str| head.iter().position(|h| h == n).unwrap();
+    assert_eq!(rows.len(), 1 + 4 + 2 * 5, "{rows:?}");
+    let order: Vec<(&str, &str)> = rows[1..5]
+        .iter()
+        .map(|r| (r[col("trial")].as_str(), r[col("element")].as_str()))
+        .collect();
+    assert_eq!(
+        order,
+        [("1", &*t1), ("1", &*t2), ("2", &*t1), ("2", &*t2)],
+        "{rows:?}"
+    );
+    let tj = json(&out.join("trials.json"));
+    assert_eq!(tj["elements"][1]["target"], t2.as_str());
+    for t in [&t1, &t2] {
+        assert_eq!(tj["stats_over_ok_trials"][t]["sip_gap_ms"]["n"], 2, "{t}");
+    }
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(
+        md.contains("The other targets during each migration"),
+        "{md}"
+    );
+    let stem = |t: &str| t.replace(':', "_");
+    for t in [&t1, &t2] {
+        let svg = out.join(format!("{}-downtime.svg", stem(t)));
+        assert!(svg.is_file(), "{} missing", svg.display());
+    }
+
+    for trial in 1..=2 {
+        let td = out.join(format!("trial-{trial:03}"));
+        let t = json(&td.join("trial.json"));
+        assert_eq!(t["status"], "ok", "{t:#}");
+        let steps = t["steps"].as_array().unwrap();
+        assert_eq!(steps.len(), 2);
+        // The second migration starts only after the first command ended and `after` passed.
+        let (m1, m2) = (&steps[0]["migration"], &steps[1]["migration"]);
+        let between = f(&m2["start_s"]) - f(&m1["end_s"]);
+        assert!(
+            (1.5..3.0).contains(&between),
+            "trial {trial}: {between} s between the migrations"
+        );
+        for (i, (name, stem_name)) in [(&t1, "first"), (&t2, "second")].into_iter().enumerate() {
+            let s = &steps[i];
+            assert_eq!(s["element"], name.as_str());
+            assert_eq!(s["step"], i + 1);
+            assert!(td.join(format!("migrate-{}.stdout", stem(name))).is_file());
+            let env = std::fs::read_to_string(td.join(format!("{stem_name}.env"))).unwrap();
+            assert_eq!(env.trim(), format!("{} {name}", i + 1));
+            let (pause_ms, slop) = stamped_pause(&td.join(format!("{stem_name}.ns")));
+            let row = &s["row"];
+            assert_eq!(row["element"], name.as_str());
+            let gap = f(&row["sip_gap_ms"]);
+            let bound = f(&row["sip_gap_bound_ms"]);
+            let tol = 2.0 * bound + 5.0 + slop;
+            eprintln!(
+                "trial {trial} step {} ({name}): pause {pause_ms:.3} ms -> SIP gap {gap:.3} ± {bound} ms (diff {:+.3}, tolerance {tol:.3})",
+                i + 1,
+                gap - pause_ms
+            );
+            assert!((gap - pause_ms).abs() <= tol, "{row}");
+            // The picks: the migrated element first, its gap inside its own migration; the
+            // other element, running all along, with no gap in this window.
+            assert_eq!(s["targets"][0]["target"], name.as_str());
+            let g = &layer(&s["targets"][0], "sip")["reply_gap"];
+            let m = &s["migration"];
+            assert!(f(&g["start_s"]) >= f(&m["start_s"]) - 0.002, "{g} {m}");
+            assert!(f(&g["end_s"]) <= f(&m["end_s"]) + 0.05, "{g} {m}");
+            let other = &s["targets"][1];
+            assert_ne!(other["target"], name.as_str());
+            assert!(
+                layer(other, "sip")["reply_gap"].is_null(),
+                "the other element had a gap during {name}'s migration: {other}"
+            );
+        }
     }
 }
 
@@ -362,6 +507,43 @@ fn bad_input_is_refused_with_a_clear_message() {
         (
             &["--target", "127.0.0.1:5060", "--migrate", " "],
             "--migrate is empty",
+        ),
+        (
+            &[
+                "--target",
+                "127.0.0.1:5060",
+                "--target",
+                "127.0.0.1:5062",
+                "--migrate",
+                "true",
+            ],
+            "give one --migrate per --target",
+        ),
+        (
+            &[
+                "--target",
+                "127.0.0.1:5060",
+                "--target",
+                "127.0.0.1:5062",
+                "--migrate",
+                "true",
+                "--migrate",
+                "true",
+                "--back",
+                "true",
+            ],
+            "give one --back per --target, or none",
+        ),
+        (
+            &[
+                "--target",
+                "127.0.0.1:5060",
+                "--migrate",
+                "true",
+                "--also",
+                "127.0.0.1:5060",
+            ],
+            "is given twice",
         ),
         (
             &[
@@ -534,7 +716,10 @@ fn trigger_on_a_monitor_with_a_profile_load_and_the_trigger_timeout() {
         (Some(false), Some(true)),
         "{tr}"
     );
-    assert!(t["migration"]["exit_code"] == 0, "the migration ran anyway");
+    assert!(
+        t["steps"][0]["migration"]["exit_code"] == 0,
+        "the migration ran anyway"
+    );
     assert!(
         t["warnings"]
             .as_array()

@@ -159,13 +159,13 @@ fn one_trial_in_the_qemu_lab() {
 
     let t = json(&out.join("trial-001/trial.json"));
     assert_eq!(t["status"], "ok", "{:#}", t["failure"]);
-    let hv = &t["hypervisor"];
+    let hv = &t["steps"][0]["hypervisor"];
     assert_eq!(hv["format"], "lab-json");
     assert_eq!(hv["status"], "completed");
     let transferred = hv["transferred_bytes"].as_u64().unwrap() as f64;
     assert!(transferred > 50_000_000.0, "{hv}");
     // The wire carries the stream plus TCP/IP headers and the ACKs: a few % more.
-    let wire = f(&t["data_counter"]["bytes"]);
+    let wire = f(&t["steps"][0]["data_counter"]["bytes"]);
     eprintln!(
         "lab: QEMU ram.transferred {transferred} B, migration link {wire} B ({:+.2} %)",
         (wire / transferred - 1.0) * 100.0
@@ -174,14 +174,14 @@ fn one_trial_in_the_qemu_lab() {
         (0.98..=1.10).contains(&(wire / transferred)),
         "link counter {wire} B vs QEMU's {transferred} B"
     );
-    assert_eq!(t["row"]["data_source"], "hypervisor");
+    assert_eq!(t["steps"][0]["row"]["data_source"], "hypervisor");
     let downtime = f(&hv["downtime_ms"]);
-    let pause = &t["vm_pause"];
+    let pause = &t["steps"][0]["vm_pause"];
     let s2r = f(&pause["ms"]);
     let place = f(&pause["bound_ms"]);
     assert!(place < 1.0, "wall-clock placement bound {place} ms");
     let layer = |name: &str| -> Value {
-        t["targets"][0]["layers"]
+        t["steps"][0]["targets"][0]["layers"]
             .as_array()
             .unwrap()
             .iter()

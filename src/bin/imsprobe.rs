@@ -70,25 +70,32 @@ enum Cmd {
 #[command(after_help = "Examples:\n  \
 imsprobe trials --target 198.51.100.10:5060 --migrate 'lab/migration/lab.sh migrate' --trials 10 --out /tmp/mig\n  \
 imsprobe trials --target pcscf --migrate 'xl migrate pcscf n2' --back 'xl migrate pcscf n1' --trials 26 \\\n    \
---load profiles/paper-2019.toml --trigger 'cpu > 90%' --monitor 'command xentop -b -i 2 -d 1' --monitor-parser xentop:pcscf\n\n\
-The migration command gets IMSPROBE_TRIAL, IMSPROBE_DIRECTION (migrate|back) and IMSPROBE_TRIAL_DIR.\n\
+--load profiles/paper-2019.toml --trigger 'cpu > 90%' --monitor 'command xentop -b -i 2 -d 1' --monitor-parser xentop:pcscf\n  \
+imsprobe trials --target hss --migrate 'xl migrate hss n2' --target pcscf --migrate 'xl migrate pcscf n2' \\\n    \
+--target icscf --migrate 'xl migrate icscf n2' --target scscf --migrate 'xl migrate scscf n2' --trials 10\n\n\
+The migration command gets IMSPROBE_TRIAL, IMSPROBE_DIRECTION (migrate|back), IMSPROBE_TRIAL_DIR,\n\
+IMSPROBE_ELEMENT (the target's name) and IMSPROBE_STEP (its place in the sequence, from 1).\n\
 Exit code: 0 when every trial succeeded, 1 when one failed or was interrupted or on an error.\n\
 Output and definitions: docs/trials.md")]
 struct TrialsArgs {
-    /// The migrating element: a name from the targets file or HOST:PORT.
-    #[arg(long, short = 't', value_name = "NAME|HOST:PORT")]
-    target: String,
+    /// The migrating element: a name from the targets file or HOST:PORT. Repeat for a
+    /// sequence (--target hss --target pcscf ...): each trial migrates them one after another,
+    /// in this order, with a row per element.
+    #[arg(long, short = 't', value_name = "NAME|HOST:PORT", required = true)]
+    target: Vec<String>,
     /// Also probe these elements during each trial ("the others"); repeat.
     #[arg(long = "also", value_name = "NAME|HOST:PORT")]
     also: Vec<String>,
-    /// The command that migrates the VM (run with sh -c). Its output is read for the
-    /// hypervisor's figures: lab JSON, QMP query-migrate, virsh domjobinfo --completed, xl.
+    /// The command that migrates the VM (run with sh -c); one per --target, in the same order.
+    /// Its output is read for the hypervisor's figures: lab JSON, QMP query-migrate, virsh
+    /// domjobinfo --completed, xl.
+    #[arg(long, value_name = "CMD", required = true)]
+    migrate: Vec<String>,
+    /// The command that migrates it back (one per --target, or none): odd trials run
+    /// --migrate, even trials --back. Without it every trial runs --migrate (e.g. a lab
+    /// command that flips direction itself).
     #[arg(long, value_name = "CMD")]
-    migrate: String,
-    /// The command that migrates it back: odd trials run --migrate, even trials --back.
-    /// Without it every trial runs --migrate (e.g. a lab command that flips direction itself).
-    #[arg(long, value_name = "CMD")]
-    back: Option<String>,
+    back: Vec<String>,
     /// Number of trials.
     #[arg(long, default_value_t = 1)]
     trials: u32,
@@ -313,16 +320,36 @@ fn watch_signals(trigger: Trigger) {
 fn trials_main(a: TrialsArgs) -> anyhow::Result<i32> {
     use imsload::profile::condition::Condition;
     use imsload::profile::monitor::Measure;
-    use imsload::trials::{self, LoadSpec, StartRule, TrialsConfig, TriggerSpec};
-    let specs: Vec<&String> = std::iter::once(&a.target).chain(&a.also).collect();
+    use imsload::trials::{self, Element, LoadSpec, StartRule, TrialsConfig, TriggerSpec};
+    anyhow::ensure!(
+        a.migrate.len() == a.target.len(),
+        "{} --target and {} --migrate: give one --migrate per --target, in the same order",
+        a.target.len(),
+        a.migrate.len()
+    );
+    anyhow::ensure!(
+        a.back.is_empty() || a.back.len() == a.target.len(),
+        "{} --target and {} --back: give one --back per --target, or none",
+        a.target.len(),
+        a.back.len()
+    );
+    for (i, t) in a.target.iter().enumerate() {
+        anyhow::ensure!(
+            !a.target[..i].contains(t) && !a.also.contains(t),
+            "--target {t} is given twice: each element is migrated once per trial"
+        );
+    }
+    let specs: Vec<&String> = a.target.iter().chain(&a.also).collect();
     let probe = a
         .probe
         .run_config(&specs, a.rate, None, Duration::ZERO, true)?;
     anyhow::ensure!(a.trials >= 1, "--trials must be at least 1");
-    anyhow::ensure!(
-        !a.migrate.trim().is_empty(),
-        "--migrate is empty: give the command that migrates the VM"
-    );
+    for (t, m) in a.target.iter().zip(&a.migrate) {
+        anyhow::ensure!(
+            !m.trim().is_empty(),
+            "--migrate is empty for {t}: give the command that migrates its VM"
+        );
+    }
     anyhow::ensure!(
         !a.monitor_interval.is_zero(),
         "--monitor-interval must be above zero"
@@ -385,13 +412,23 @@ fn trials_main(a: TrialsArgs) -> anyhow::Result<i32> {
         PathBuf::from("captures").join(format!(
             "{}-trials-{}",
             imsload::clock::stamp_for_path(chrono::Utc::now()),
-            probe.targets[0].path_name()
+            probe.targets[..a.target.len()]
+                .iter()
+                .map(|t| t.path_name())
+                .collect::<Vec<_>>()
+                .join("+")
         ))
     });
+    let elements = (0..a.target.len())
+        .map(|i| Element {
+            target: i,
+            migrate: a.migrate[i].clone(),
+            back: a.back.get(i).cloned(),
+        })
+        .collect();
     let cfg = TrialsConfig {
         probe,
-        migrate: a.migrate.clone(),
-        back: a.back.clone(),
+        elements,
         trials: a.trials,
         pause: a.pause,
         before: a.before,

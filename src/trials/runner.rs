@@ -20,18 +20,20 @@
 //! interrupted; no further trial starts. Child processes live in their own process groups so the
 //! terminal's SIGINT reaches only us; [`kill_children`] is for the second Ctrl-C.
 
-use super::hypervisor::{self, HvReport};
-use super::table::{self, TrialRow};
+use super::output;
+use super::record::{
+    label, ClockOut, CounterOut, LoadOut, MigrationOut, StepRecord, TrialRecord, TriggerOut,
+};
+use super::step::{self, StepRun, TrialView};
+use super::table::TrialRow;
 use crate::clock::monotonic_ns;
 use crate::probe::net::ProbeClock;
-use crate::probe::report::{self as probe_report, GapOut};
+use crate::probe::report as probe_report;
 use crate::probe::run::{self as probe_run, RunConfig, TargetResult};
-use crate::probe::Layer;
 use crate::profile::condition::Condition;
 use crate::profile::monitor::{Measure, Monitor, Parser, Source};
 use crate::shutdown::{self, StopReason, Trigger};
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
+use chrono::Utc;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -72,15 +74,26 @@ pub enum LoadSpec {
     Command(String),
 }
 
+/// An element the trials migrate, in the order given.
+#[derive(Clone, Debug)]
+pub struct Element {
+    /// Its index in the probe's targets.
+    pub target: usize,
+    /// The command that migrates its VM.
+    pub migrate: String,
+    /// With back commands (every element has one or none does), odd trials run `migrate` and
+    /// even trials `back`.
+    pub back: Option<String>,
+}
+
 #[derive(Clone, Debug)]
 pub struct TrialsConfig {
-    /// Targets, layers, rate and the analysis parameters. The first target is the migrating
-    /// element; any others are probed alongside ("the others"). `out` and `duration` are set per
-    /// trial.
+    /// Targets, layers, rate and the analysis parameters: the migrated elements and any others
+    /// probed alongside ("the others"). `out` and `duration` are set per trial.
     pub probe: RunConfig,
-    pub migrate: String,
-    /// With a back command, odd trials run `migrate` and even trials `back`.
-    pub back: Option<String>,
+    /// Migrated one after another in each trial, each after the previous one's command ended
+    /// and `after` passed.
+    pub elements: Vec<Element>,
     pub trials: u32,
     pub pause: Duration,
     pub before: Duration,
@@ -102,6 +115,7 @@ pub struct TrialsConfig {
 #[derive(Debug)]
 pub struct TrialsOutcome {
     pub dir: PathBuf,
+    /// A row per element per trial.
     pub rows: Vec<TrialRow>,
     pub interrupted: bool,
     /// The Markdown summary (also in `summary.md`).
@@ -252,200 +266,7 @@ pub fn parse_monitor(spec: &str, parser: Option<&str>) -> Result<Source, String>
 }
 
 // ---------------------------------------------------------------------------------------------
-// Records
-
-/// Wall-clock label (RFC 3339 UTC, ns).
-fn label(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Nanos, true)
-}
-
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct TriggerOut {
-    /// `delay` or `threshold`.
-    pub kind: String,
-    pub condition: Option<String>,
-    /// The threshold held (always true for a delay).
-    pub fired: bool,
-    /// The threshold did not hold within the timeout; the migration ran anyway.
-    pub timed_out: bool,
-    pub waited_s: f64,
-    pub samples: u32,
-    pub last_value: Option<f64>,
-    /// The first error of the monitor, if any (the sample is then missing).
-    pub monitor_error: Option<String>,
-}
-
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct MigrationOut {
-    pub command: String,
-    pub exit_code: Option<i32>,
-    /// The signal that ended the command, if one did.
-    pub signal: Option<i32>,
-    /// Killed after `--migrate-timeout`.
-    pub timed_out: bool,
-    pub started_utc: String,
-    pub ended_utc: String,
-    /// On the probe timeline (seconds since the probes' t = 0, as the probe report's gaps).
-    pub start_s: f64,
-    pub end_s: f64,
-    /// End − start by the monotonic clock.
-    pub duration_ms: f64,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-/// A hypervisor event placed on the probe timeline.
-#[derive(Clone, Debug, Serialize)]
-pub struct EventOut {
-    pub host: String,
-    pub event: String,
-    pub utc: String,
-    /// Seconds since the probes' t = 0.
-    pub t_s: f64,
-    /// ± this much on `t_s`: the wall-clock ↔ monotonic conversion (see [`ClockOut`]) plus the
-    /// event stamps' 1 µs resolution.
-    pub bound_ms: f64,
-}
-
-/// The VM's real pause: the source's STOP to the destination's RESUME.
-#[derive(Clone, Debug, Serialize)]
-pub struct PauseOut {
-    pub stop_s: f64,
-    pub resume_s: f64,
-    /// RESUME − STOP, both stamped by one host clock (1 µs resolution each).
-    pub ms: f64,
-    /// Placement of both edges on the probe timeline.
-    pub bound_ms: f64,
-    /// The lab's own figure, when it printed one.
-    pub reported_ms: Option<f64>,
-}
-
-/// How well wall-clock times map onto the probe timeline during this trial.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct ClockOut {
-    /// (wall − wall₀) − (mono − mono₀) at the trial's end: a clock step or slew since the
-    /// anchor.
-    pub drift_us: f64,
-    /// Time taken to read the (wall, mono) pair at the end (µs).
-    pub read_us: f64,
-    /// The resulting bound on an event's placement (ms).
-    pub bound_ms: f64,
-}
-
-/// The gaps of one layer that concern the migration.
-#[derive(Clone, Debug, Serialize)]
-pub struct LayerPick {
-    pub layer: Layer,
-    /// The largest reply gap overlapping the migration window; `None` when none reached
-    /// `--min-gap`.
-    pub reply_gap: Option<GapOut>,
-    /// The largest loss window overlapping it.
-    pub loss_window: Option<GapOut>,
-    /// Reply gaps of the run outside the migration window (noise, or the load's effect).
-    pub other_reply_gaps: usize,
-    pub availability_pct: f64,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct TargetPick {
-    pub target: String,
-    pub dir: String,
-    pub layers: Vec<LayerPick>,
-}
-
-/// The `--data-cmd` counter around the migration.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct CounterOut {
-    pub command: String,
-    pub before: Option<f64>,
-    pub after: Option<f64>,
-    /// after − before, when both were read and it did not go backwards.
-    pub bytes: Option<f64>,
-    pub error: Option<String>,
-}
-
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct LoadOut {
-    pub command: String,
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    /// Killed after `--load-drain`.
-    pub killed: bool,
-    /// It ended on its own before the trial's end (an error, or a profile that finished).
-    pub ended_early: bool,
-    pub report: Option<String>,
-    pub stdout: String,
-    pub stderr: String,
-    pub reg_attempts: Option<u64>,
-    pub reg_failed: Option<u64>,
-    pub calls_attempted: Option<u64>,
-    pub calls_failed: Option<u64>,
-    pub late_requests: Option<u64>,
-    pub rrd_max_ms: Option<f64>,
-    pub srd_max_ms: Option<f64>,
-}
-
-/// `trial.json`.
-#[derive(Clone, Debug, Serialize)]
-pub struct TrialRecord {
-    pub trial: u32,
-    pub direction: String,
-    pub status: String,
-    pub failure: Option<String>,
-    pub started_utc: String,
-    pub ended_utc: String,
-    pub trigger: Option<TriggerOut>,
-    pub migration: Option<MigrationOut>,
-    pub hypervisor: Option<HvReport>,
-    pub data_counter: Option<CounterOut>,
-    pub events: Vec<EventOut>,
-    pub vm_pause: Option<PauseOut>,
-    /// The migrating element first, then the others.
-    pub targets: Vec<TargetPick>,
-    pub load: Option<LoadOut>,
-    pub clock: ClockOut,
-    pub warnings: Vec<String>,
-    pub row: TrialRow,
-}
-
-// ---------------------------------------------------------------------------------------------
-// Pure helpers (unit-tested)
-
-/// The largest gap that overlaps `[a, b]` (seconds), widened by `slack` on both sides.
-pub fn pick_gap(gaps: &[GapOut], a: f64, b: f64, slack: f64) -> Option<&GapOut> {
-    gaps.iter()
-        .filter(|g| g.start_s <= b + slack && g.end_s >= a - slack)
-        .max_by(|x, y| x.duration_ms.total_cmp(&y.duration_ms))
-}
-
-/// Seconds on the probe timeline of a wall-clock time in µs since the Unix epoch.
-pub fn wall_us_to_probe_s(wall0: DateTime<Utc>, wall_us: i64) -> f64 {
-    let w0 = wall0.timestamp() as i128 * 1_000_000_000 + wall0.timestamp_subsec_nanos() as i128;
-    ((wall_us as i128 * 1000 - w0) as f64) / 1e9
-}
-
-/// The first STOP on the host the guest left and the first RESUME after it on the host it
-/// reached (any host when the output does not say which).
-pub fn stop_resume(
-    events: &[hypervisor::HvEvent],
-    from: Option<&str>,
-    to: Option<&str>,
-) -> Option<(i64, i64)> {
-    let on = |e: &hypervisor::HvEvent, host: Option<&str>, ev: &str| {
-        e.event.eq_ignore_ascii_case(ev) && host.is_none_or(|h| e.host == h)
-    };
-    let stop = events
-        .iter()
-        .filter(|e| on(e, from, "STOP"))
-        .map(|e| e.wall_us)
-        .min()?;
-    let resume = events
-        .iter()
-        .filter(|e| on(e, to, "RESUME") && e.wall_us >= stop)
-        .map(|e| e.wall_us)
-        .min()?;
-    Some((stop, resume))
-}
+// The load's report
 
 /// The users' view from an imsload JSON report (read as plain JSON, so a report from a newer or
 /// older imsload still yields what it has).
@@ -466,64 +287,10 @@ pub fn load_figures(out: &mut LoadOut, v: &serde_json::Value) {
     out.srd_max_ms = r["session_request_delay"]["max_ms"].as_f64();
 }
 
-/// The trial's verdict: `(status, failure)`.
-pub fn verdict(
-    interrupted: bool,
-    mig: Option<&MigrationOut>,
-    hv: Option<&HvReport>,
-) -> (String, Option<String>) {
-    let mut why = Vec::new();
-    match mig {
-        None => why.push("the migration command did not run".to_string()),
-        Some(m) => {
-            if m.timed_out {
-                why.push(format!(
-                    "the migration command did not end within the timeout ({:.0} s) and was killed",
-                    m.duration_ms / 1000.0
-                ));
-            } else if let Some(s) = m.signal {
-                why.push(format!("the migration command was killed by signal {s}"));
-            } else if m.exit_code != Some(0) {
-                why.push(format!(
-                    "the migration command exited with code {} (see {})",
-                    m.exit_code.map_or("?".into(), |c| c.to_string()),
-                    m.stderr
-                ));
-            }
-        }
-    }
-    if let Some(h) = hv {
-        if h.succeeded == Some(false) {
-            why.push(format!(
-                "{} reports status {}{}",
-                h.format,
-                h.status.as_deref().unwrap_or("?"),
-                h.error
-                    .as_deref()
-                    .map(|e| format!(": {e}"))
-                    .unwrap_or_default()
-            ));
-        }
-    }
-    if interrupted {
-        let w = if why.is_empty() {
-            "interrupted (Ctrl-C)".to_string()
-        } else {
-            format!("interrupted (Ctrl-C); {}", why.join("; "))
-        };
-        return ("interrupted".into(), Some(w));
-    }
-    if why.is_empty() {
-        ("ok".into(), None)
-    } else {
-        ("failed".into(), Some(why.join("; ")))
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // The loop
 
-fn log(msg: &str) {
+pub(super) fn log(msg: &str) {
     eprintln!("[{}] {msg}", label(Utc::now()));
 }
 
@@ -751,15 +518,20 @@ fn wait_trigger(
     (out, None)
 }
 
+/// Runs one migration command, its output in `dir/{files}.stdout` and `.stderr`.
 fn run_migration(
     command: &str,
     dir: &Path,
+    files: &str,
     env: &[(&str, String)],
     clock: ProbeClock,
     timeout: Duration,
     stop: &Trigger,
 ) -> Result<MigrationOut, String> {
-    let (so, se) = (dir.join("migrate.stdout"), dir.join("migrate.stderr"));
+    let (so, se) = (
+        dir.join(format!("{files}.stdout")),
+        dir.join(format!("{files}.stderr")),
+    );
     let wall0 = Utc::now();
     let t0 = clock.now_ns();
     let mut child = spawn_sh(command, &so, &se, env)
@@ -890,37 +662,23 @@ fn clock_check(clock: &ProbeClock) -> ClockOut {
     }
 }
 
-fn layer_pick(r: &TargetResult, window: Option<(f64, f64)>) -> Vec<LayerPick> {
-    r.report
-        .layers
-        .iter()
-        .map(|l| {
-            let slack = r.report.params.interval_ms / 1e3;
-            let (rg, lw) = match window {
-                Some((a, b)) => (
-                    pick_gap(&l.reply_gaps, a, b, slack).cloned(),
-                    pick_gap(&l.loss_windows, a, b, slack).cloned(),
-                ),
-                None => (None, None),
-            };
-            LayerPick {
-                layer: l.layer,
-                other_reply_gaps: l.reply_gaps.len() - usize::from(rg.is_some()),
-                reply_gap: rg,
-                loss_window: lw,
-                availability_pct: l.summary.availability_pct,
-            }
-        })
-        .collect()
-}
-
 struct TrialCtx<'a> {
     cfg: &'a TrialsConfig,
     stop: &'a Trigger,
     index: u32,
     dir: PathBuf,
-    direction: &'static str,
-    command: String,
+    /// Even trials with `--back` commands run them.
+    back: bool,
+}
+
+impl TrialCtx<'_> {
+    fn direction(&self) -> &'static str {
+        if self.back {
+            "back"
+        } else {
+            "migrate"
+        }
+    }
 }
 
 fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
@@ -931,7 +689,7 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
             t.dir.display()
         )
     })?;
-    let tag = format!("trial {}/{} {}", t.index, cfg.trials, t.direction);
+    let tag = format!("trial {}/{} {}", t.index, cfg.trials, t.direction());
     let started = Utc::now();
     let mut warnings = Vec::new();
     let clock = ProbeClock::start();
@@ -946,11 +704,19 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
             .spawn(move || probe_run::run_with_clock(&pcfg, &ptrig, clock))
             .map_err(|e| anyhow::anyhow!("cannot start the probe thread: {e}"))?
     };
-    let target = cfg.probe.targets[0].addr.to_string();
+    // The load goes to the first element (the P-CSCF of a sequence is usually given first
+    // after the HSS; `{target}` in --load-cmd lets the user pick any address).
+    let first = &cfg.probe.targets[cfg.elements[0].target];
+    let target = first.addr.to_string();
+    let names: Vec<&str> = cfg
+        .elements
+        .iter()
+        .map(|e| cfg.probe.targets[e.target].name.as_str())
+        .collect();
     log(&format!(
-        "{tag}: probing {} ({}), baseline {}",
-        cfg.probe.targets[0].name,
-        target,
+        "{tag}: probing {} ({} target(s)), baseline {}",
+        names.join(" → "),
+        cfg.probe.targets.len(),
         humantime::format_duration(cfg.before)
     ));
     let mut cut = wait(cfg.before, t.stop, &probe);
@@ -1007,14 +773,36 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
             }
         }
     }
-    let mut migration = None;
-    let mut data_counter: Option<CounterOut> = None;
-    if cut.is_none() {
-        log(&format!("{tag}: migration command: {}", t.command));
+    // The elements one after another: each migration starts when the previous command has
+    // ended (the VM runs again on its destination) and `after` of probing has shown it back.
+    let sequence = cfg.elements.len() > 1;
+    let mut runs: Vec<StepRun> = Vec::new();
+    for (i, el) in cfg.elements.iter().enumerate() {
+        if cut.is_some() {
+            break;
+        }
+        let name = &cfg.probe.targets[el.target].name;
+        let step_tag = if sequence {
+            format!("{tag} [{}/{} {name}]", i + 1, cfg.elements.len())
+        } else {
+            tag.clone()
+        };
+        let command = match (&el.back, t.back) {
+            (Some(b), true) => b.clone(),
+            _ => el.migrate.clone(),
+        };
+        let files = if sequence {
+            format!("migrate-{}", cfg.probe.targets[el.target].path_name())
+        } else {
+            "migrate".to_string()
+        };
+        log(&format!("{step_tag}: migration command: {command}"));
         let env = [
             ("IMSPROBE_TRIAL", t.index.to_string()),
-            ("IMSPROBE_DIRECTION", t.direction.to_string()),
+            ("IMSPROBE_DIRECTION", t.direction().to_string()),
             ("IMSPROBE_TRIAL_DIR", t.dir.display().to_string()),
+            ("IMSPROBE_ELEMENT", name.clone()),
+            ("IMSPROBE_STEP", (i + 1).to_string()),
         ];
         let mut counter = cfg.data_cmd.as_ref().map(|c| CounterOut {
             command: c.clone(),
@@ -1026,7 +814,15 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
                 Err(e) => c.error = Some(e),
             }
         }
-        let m = run_migration(&t.command, &t.dir, &env, clock, cfg.migrate_timeout, t.stop);
+        let m = run_migration(
+            &command,
+            &t.dir,
+            &files,
+            &env,
+            clock,
+            cfg.migrate_timeout,
+            t.stop,
+        );
         if let Some(c) = &mut counter {
             if c.error.is_none() {
                 match read_counter(&c.command) {
@@ -1044,24 +840,34 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
                 }
             }
             if let Some(e) = &c.error {
-                warnings.push(e.clone());
+                warnings.push(if sequence {
+                    format!("{name}: {e}")
+                } else {
+                    e.clone()
+                });
             }
         }
-        data_counter = counter;
-        match m {
+        let migration = match m {
             Ok(m) => {
                 log(&format!(
-                    "{tag}: migration command ended after {:.1} ms, exit {}",
+                    "{step_tag}: migration command ended after {:.1} ms, exit {}",
                     m.duration_ms,
                     m.exit_code.map_or_else(
                         || format!("signal {}", m.signal.unwrap_or(0)),
                         |c| c.to_string()
                     )
                 ));
-                migration = Some(m);
+                Some(m)
             }
-            Err(e) => warnings.push(e),
-        }
+            Err(e) => {
+                warnings.push(e);
+                None
+            }
+        };
+        runs.push(StepRun {
+            migration,
+            data_counter: counter,
+        });
         if t.stop.reason() == StopReason::Running {
             cut = wait(cfg.after, t.stop, &probe);
         } else {
@@ -1078,143 +884,62 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
     if cut == Some(Cut::ProbeEnded) {
         warnings.push("the probes ended before the trial did".into());
     }
-    let clock_out = clock_check(&clock);
-    let interrupted = t.stop.reason() != StopReason::Running;
-
-    // The hypervisor's view.
-    let hv = migration.as_ref().and_then(|m| {
-        let so = std::fs::read_to_string(&m.stdout).unwrap_or_default();
-        let se = std::fs::read_to_string(&m.stderr).unwrap_or_default();
-        hypervisor::detect(&so, &se)
-    });
-    if migration.is_some() && hv.is_none() {
-        warnings.push("the migration command printed no hypervisor report this tool reads (lab JSON, QMP query-migrate, virsh domjobinfo --completed, xl migrate): no hypervisor downtime, and no data transferred unless --data-cmd counts it".into());
-    }
-    let wall0 = clock.epoch.wall;
-    let mut events = Vec::new();
-    let mut vm_pause = None;
-    if let Some(h) = &hv {
-        for e in &h.events {
-            let ts = wall_us_to_probe_s(wall0, e.wall_us);
-            events.push(EventOut {
-                host: e.host.clone(),
-                event: e.event.clone(),
-                utc: DateTime::<Utc>::from_timestamp_micros(e.wall_us)
-                    .map(label)
-                    .unwrap_or_default(),
-                t_s: ts,
-                bound_ms: clock_out.bound_ms,
-            });
-        }
-        if let Some((stop, resume)) = stop_resume(&h.events, h.from.as_deref(), h.to.as_deref()) {
-            vm_pause = Some(PauseOut {
-                stop_s: wall_us_to_probe_s(wall0, stop),
-                resume_s: wall_us_to_probe_s(wall0, resume),
-                ms: (resume - stop) as f64 / 1e3,
-                bound_ms: clock_out.bound_ms,
-                reported_ms: h.stop_to_resume_ms,
-            });
-        }
-    }
-    // The window the gaps must overlap: the migration command, widened to the VM's pause
-    // where the events put it outside (a command that returns before the guest runs again).
-    let window = migration.as_ref().map(|m| {
-        let (mut a, mut b) = (m.start_s, m.end_s);
-        if let Some(p) = &vm_pause {
-            a = a.min(p.stop_s - p.bound_ms / 1e3);
-            b = b.max(p.resume_s + p.bound_ms / 1e3);
-        }
-        (a, b)
-    });
-    let targets: Vec<TargetPick> = results
-        .iter()
-        .map(|r| TargetPick {
-            target: r.target.name.clone(),
-            dir: r.dir.display().to_string(),
-            layers: layer_pick(r, window),
-        })
-        .collect();
     for r in &results {
         for w in &r.report.warnings {
             warnings.push(format!("probe {}: {w}", r.target.name));
         }
     }
-    let (status, failure) = verdict(interrupted, migration.as_ref(), hv.as_ref());
-    let main = targets.first();
-    let gap = |layer: Layer| -> (Option<f64>, Option<f64>) {
-        let Some(lp) = main.and_then(|t| t.layers.iter().find(|l| l.layer == layer)) else {
-            return (None, None);
-        };
-        if migration.is_none() {
-            return (None, None);
-        }
-        match &lp.reply_gap {
-            Some(g) => (Some(g.duration_ms), Some(g.error_bound_ms)),
-            None => (Some(0.0), Some(results[0].report.params.interval_ms)),
-        }
-    };
-    let (sip_gap_ms, sip_gap_bound_ms) = gap(Layer::Sip);
-    let (icmp_gap_ms, icmp_gap_bound_ms) = gap(Layer::Icmp);
-    let (diameter_gap_ms, diameter_gap_bound_ms) = gap(Layer::Diameter);
-    let loss = |layer: Layer| -> Option<f64> {
-        let lp = main.and_then(|t| t.layers.iter().find(|l| l.layer == layer))?;
-        migration.as_ref()?;
-        Some(lp.loss_window.as_ref().map_or(0.0, |g| g.duration_ms))
-    };
-    let hv_bytes = hv
-        .as_ref()
-        .and_then(|h| h.transferred_bytes)
-        .map(|b| b as f64);
-    let counter_bytes = data_counter.as_ref().and_then(|c| c.bytes);
-    let row = TrialRow {
+    let clock_out = clock_check(&clock);
+    let interrupted = t.stop.reason() != StopReason::Running;
+    let started_utc = label(started);
+    let view = TrialView {
         trial: t.index,
-        direction: t.direction.into(),
-        status: status.clone(),
-        failure: failure.clone(),
-        started_utc: label(started),
-        exit_code: migration.as_ref().and_then(|m| m.exit_code),
-        hv_format: hv.as_ref().map(|h| h.format.to_string()),
-        migration_ms: migration.as_ref().map(|m| m.duration_ms),
-        hv_total_ms: hv.as_ref().and_then(|h| h.total_time_ms),
-        data_mb: hv_bytes.or(counter_bytes).map(|b| b / 1e6),
-        data_source: if hv_bytes.is_some() {
-            Some("hypervisor".into())
-        } else {
-            counter_bytes.map(|_| "counter".into())
-        },
-        hv_downtime_ms: hv.as_ref().and_then(|h| h.downtime_ms),
-        vm_pause_ms: vm_pause.as_ref().map(|p| p.ms),
-        sip_gap_ms,
-        sip_gap_bound_ms,
-        icmp_gap_ms,
-        icmp_gap_bound_ms,
-        sip_loss_ms: loss(Layer::Sip),
-        icmp_loss_ms: loss(Layer::Icmp),
-        diameter_gap_ms,
-        diameter_gap_bound_ms,
-        diameter_loss_ms: loss(Layer::Diameter),
-        reg_failed: load_out.as_ref().and_then(|l| l.reg_failed),
-        calls_failed: load_out.as_ref().and_then(|l| l.calls_failed),
-        late_requests: load_out.as_ref().and_then(|l| l.late_requests),
+        direction: t.direction(),
+        started_utc: &started_utc,
+        results: &results,
+        clock: &clock_out,
+        wall0: clock.epoch.wall,
+        interrupted,
+        load: load_out.as_ref(),
+        sequence,
     };
+    let steps: Vec<StepRecord> = cfg
+        .elements
+        .iter()
+        .enumerate()
+        .map(|(i, el)| step::analyse(&view, i as u32 + 1, el.target, runs.get(i), &mut warnings))
+        .collect();
+    let status = if interrupted {
+        "interrupted"
+    } else if steps.iter().any(|s| s.status != "ok") {
+        "failed"
+    } else {
+        "ok"
+    }
+    .to_string();
+    let reasons: Vec<String> = steps
+        .iter()
+        .filter_map(|s| {
+            let f = s.failure.as_deref()?;
+            Some(if sequence {
+                format!("{}: {f}", s.element)
+            } else {
+                f.to_string()
+            })
+        })
+        .collect();
     let rec = TrialRecord {
         trial: t.index,
-        direction: t.direction.into(),
+        direction: t.direction().into(),
         status,
-        failure,
-        started_utc: label(started),
+        failure: (!reasons.is_empty()).then(|| reasons.join("; ")),
+        started_utc,
         ended_utc: label(Utc::now()),
         trigger: trigger_out,
-        migration,
-        hypervisor: hv,
-        data_counter,
-        events,
-        vm_pause,
-        targets,
+        steps,
         load: load_out,
         clock: clock_out,
         warnings,
-        row,
     };
     let path = t.dir.join("trial.json");
     probe_report::write_json(&path, &rec)
@@ -1224,138 +949,38 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
         (Some(v), Some(b)) => format!("{v:.1} ± {b:.1} ms"),
         _ => "–".into(),
     };
-    log(&format!(
-        "{tag}: {}{}; SIP gap {}, ICMP gap {}{}{}{}",
-        rec.status,
-        rec.failure
-            .as_deref()
-            .map(|f| format!(" ({f})"))
-            .unwrap_or_default(),
-        fmt(rec.row.sip_gap_ms, rec.row.sip_gap_bound_ms),
-        fmt(rec.row.icmp_gap_ms, rec.row.icmp_gap_bound_ms),
-        match rec.row.diameter_gap_ms {
-            Some(_) => format!(
-                ", Diameter gap {}",
-                fmt(rec.row.diameter_gap_ms, rec.row.diameter_gap_bound_ms)
-            ),
-            None => String::new(),
-        },
-        rec.row
-            .hv_downtime_ms
-            .map(|d| format!(", hypervisor downtime {d:.1} ms"))
-            .unwrap_or_default(),
-        rec.row
-            .vm_pause_ms
-            .map(|d| format!(", STOP→RESUME {d:.1} ms"))
-            .unwrap_or_default(),
-    ));
+    for s in &rec.steps {
+        let r = &s.row;
+        log(&format!(
+            "{tag}{}: {}{}; SIP gap {}, ICMP gap {}{}{}{}",
+            if sequence {
+                format!(" [{}]", s.element)
+            } else {
+                String::new()
+            },
+            s.status,
+            s.failure
+                .as_deref()
+                .map(|f| format!(" ({f})"))
+                .unwrap_or_default(),
+            fmt(r.sip_gap_ms, r.sip_gap_bound_ms),
+            fmt(r.icmp_gap_ms, r.icmp_gap_bound_ms),
+            match r.diameter_gap_ms {
+                Some(_) => format!(
+                    ", Diameter gap {}",
+                    fmt(r.diameter_gap_ms, r.diameter_gap_bound_ms)
+                ),
+                None => String::new(),
+            },
+            r.hv_downtime_ms
+                .map(|d| format!(", hypervisor downtime {d:.1} ms"))
+                .unwrap_or_default(),
+            r.vm_pause_ms
+                .map(|d| format!(", STOP→RESUME {d:.1} ms"))
+                .unwrap_or_default(),
+        ));
+    }
     Ok(rec)
-}
-
-/// The `--also` targets' largest gaps during each migration, for the summary.
-fn others_markdown(records: &[TrialRecord]) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::new();
-    if records.iter().all(|r| r.targets.len() < 2) {
-        return s;
-    }
-    let _ = writeln!(
-        s,
-        "\n## The other targets during each migration\n\n| trial | target | SIP gap ms | ICMP gap ms |\n|---|---|---|---|"
-    );
-    for r in records {
-        for t in r.targets.iter().skip(1) {
-            let cell = |l: Layer| {
-                t.layers
-                    .iter()
-                    .find(|x| x.layer == l)
-                    .map_or("–".to_string(), |x| {
-                        x.reply_gap.as_ref().map_or("none".to_string(), |g| {
-                            format!("{:.1} ± {:.1}", g.duration_ms, g.error_bound_ms)
-                        })
-                    })
-            };
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} |",
-                r.trial,
-                t.target,
-                cell(Layer::Sip),
-                cell(Layer::Icmp)
-            );
-        }
-    }
-    s
-}
-
-/// Writes trials.csv, trials.json, summary.md and the plots; returns the summary.
-fn write_table(
-    cfg: &TrialsConfig,
-    records: &[TrialRecord],
-    notes: &[String],
-) -> anyhow::Result<String> {
-    let rows: Vec<TrialRow> = records.iter().map(|r| r.row.clone()).collect();
-    let dir = &cfg.out;
-    let w = |name: &str, text: &str| -> anyhow::Result<()> {
-        let p = dir.join(name);
-        let tmp = dir.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, text)
-            .and_then(|_| std::fs::rename(&tmp, &p))
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))
-    };
-    w("trials.csv", &table::csv(&rows))?;
-    let stats: serde_json::Map<String, serde_json::Value> = table::column_stats(&rows)
-        .into_iter()
-        .map(|(k, s)| (k.to_string(), serde_json::to_value(s).unwrap_or_default()))
-        .collect();
-    let trends: serde_json::Map<String, serde_json::Value> = table::COLUMNS
-        .iter()
-        .map(|c| {
-            let pts: Vec<(f64, f64)> = rows
-                .iter()
-                .filter(|r| r.status == "ok")
-                .filter_map(|r| (c.get)(r).map(|v| (r.trial as f64, v)))
-                .collect();
-            (
-                c.key.to_string(),
-                serde_json::to_value(table::Trend::fit(&pts)).unwrap_or_default(),
-            )
-        })
-        .collect();
-    let json = serde_json::json!({
-        "tool": "imsprobe trials",
-        "version": env!("CARGO_PKG_VERSION"),
-        "target": cfg.probe.targets[0].name,
-        "migrate": cfg.migrate,
-        "back": cfg.back,
-        "trials_planned": cfg.trials,
-        "rate": cfg.probe.rate,
-        "min_gap_ms": cfg.probe.min_gap.as_secs_f64() * 1e3,
-        "rows": rows,
-        "stats_over_ok_trials": stats,
-        "trend_per_trial": trends,
-        "records": records,
-        "notes": notes,
-    });
-    let text = serde_json::to_string_pretty(&json)?;
-    w("trials.json", &(text + "\n"))?;
-    let title = format!(
-        "Migration trials: {} ({})",
-        cfg.probe.targets[0].name, cfg.migrate
-    );
-    let mut md = table::markdown(&rows, &title, cfg.probe.min_gap.as_secs_f64() * 1e3, notes);
-    md.push_str(&others_markdown(records));
-    w("summary.md", &md)?;
-    if cfg.plot {
-        let short = format!("Migration trials: {}", cfg.probe.targets[0].name);
-        for (name, svg) in super::plot::all(&rows, &short) {
-            w(&format!("{name}.svg"), &svg)?;
-            if let Err(e) = crate::probe::plot::png(&svg, &dir.join(format!("{name}.png"))) {
-                log(&format!("no PNG for {name}: {e}"));
-            }
-        }
-    }
-    Ok(md)
 }
 
 /// Runs every trial (until `stop` fires) and writes the table. Errors only for setup problems
@@ -1367,8 +992,26 @@ pub fn run(cfg: &TrialsConfig, stop: &Trigger) -> anyhow::Result<TrialsOutcome> 
         "no target: give --target NAME|HOST:PORT"
     );
     anyhow::ensure!(
-        !cfg.migrate.trim().is_empty(),
-        "--migrate is empty: give the command that migrates the VM"
+        !cfg.elements.is_empty(),
+        "nothing to migrate: give --target NAME --migrate CMD"
+    );
+    for e in &cfg.elements {
+        let name = cfg
+            .probe
+            .targets
+            .get(e.target)
+            .map(|t| t.name.as_str())
+            .ok_or_else(|| anyhow::anyhow!("element {} is not a probed target", e.target))?;
+        anyhow::ensure!(
+            !e.migrate.trim().is_empty(),
+            "--migrate is empty for {name}: give the command that migrates its VM"
+        );
+    }
+    let with_back = cfg.elements.iter().filter(|e| e.back.is_some()).count();
+    anyhow::ensure!(
+        with_back == 0 || with_back == cfg.elements.len(),
+        "--back is given for {with_back} of {} elements: give one per --target, or none",
+        cfg.elements.len()
     );
     std::fs::create_dir_all(&cfg.out).map_err(|e| {
         anyhow::anyhow!(
@@ -1377,7 +1020,7 @@ pub fn run(cfg: &TrialsConfig, stop: &Trigger) -> anyhow::Result<TrialsOutcome> 
         )
     })?;
     let mut notes = Vec::new();
-    if cfg.back.is_none() {
+    if with_back == 0 {
         notes.push("no --back command: every trial ran the same --migrate command".to_string());
     }
     let mut records: Vec<TrialRecord> = Vec::new();
@@ -1386,31 +1029,25 @@ pub fn run(cfg: &TrialsConfig, stop: &Trigger) -> anyhow::Result<TrialsOutcome> 
         if stop.reason() != StopReason::Running {
             break;
         }
-        let (direction, command) = match (&cfg.back, i % 2) {
-            (Some(b), 0) => ("back", b.clone()),
-            _ => ("migrate", cfg.migrate.clone()),
-        };
         let ctx = TrialCtx {
             cfg,
             stop,
             index: i,
             dir: cfg.out.join(format!("trial-{i:03}")),
-            direction,
-            command,
+            back: with_back > 0 && i % 2 == 0,
         };
-        let rec = run_trial(&ctx);
-        let rec = match rec {
+        let rec = match run_trial(&ctx) {
             Ok(r) => r,
             Err(e) => {
                 // Setup failure: keep what the earlier trials measured.
                 if !records.is_empty() {
-                    let _ = write_table(cfg, &records, &notes);
+                    let _ = output::write(cfg, &records, &notes);
                 }
                 return Err(e);
             }
         };
         records.push(rec);
-        summary = write_table(cfg, &records, &notes)?;
+        summary = output::write(cfg, &records, &notes)?;
         if i < cfg.trials && stop.reason() == StopReason::Running {
             log(&format!(
                 "pause {} before trial {}",
@@ -1430,11 +1067,11 @@ pub fn run(cfg: &TrialsConfig, stop: &Trigger) -> anyhow::Result<TrialsOutcome> 
             records.len(),
             cfg.trials
         ));
-        summary = write_table(cfg, &records, &notes)?;
+        summary = output::write(cfg, &records, &notes)?;
     }
     Ok(TrialsOutcome {
         dir: cfg.out.clone(),
-        rows: records.iter().map(|r| r.row.clone()).collect(),
+        rows: output::rows(&records),
         interrupted,
         summary,
     })
@@ -1443,76 +1080,6 @@ pub fn run(cfg: &TrialsConfig, stop: &Trigger) -> anyhow::Result<TrialsOutcome> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::analysis::GapKind;
-
-    fn gap(a: f64, b: f64) -> GapOut {
-        GapOut {
-            layer: Layer::Sip,
-            kind: GapKind::ReplyGap,
-            start_utc: String::new(),
-            end_utc: String::new(),
-            start_s: a,
-            end_s: b,
-            duration_ms: (b - a) * 1e3,
-            error_bound_ms: 1.0,
-            open_start: false,
-            open_end: false,
-            probes_lost: 0,
-            failed_replies: 0,
-            late_replies: 0,
-            answered_after: 0,
-            loss_estimate_ms: None,
-            max_rtt_ms: None,
-        }
-    }
-
-    #[test]
-    fn the_largest_gap_overlapping_the_window_is_picked() {
-        let gaps = vec![gap(1.0, 1.05), gap(5.0, 5.4), gap(5.5, 5.6), gap(9.0, 10.0)];
-        // Window 4.9..5.7: the 400 ms gap, not the 1 s one outside it.
-        let g = pick_gap(&gaps, 4.9, 5.7, 0.001).unwrap();
-        assert_eq!(g.start_s, 5.0);
-        // A gap starting just after the command ended still counts within the slack.
-        assert_eq!(pick_gap(&gaps, 8.0, 8.9995, 0.001).unwrap().start_s, 9.0);
-        assert!(pick_gap(&gaps, 2.0, 4.0, 0.001).is_none());
-    }
-
-    #[test]
-    fn stop_resume_and_wall_clock_placement() {
-        use hypervisor::HvEvent;
-        let ev = |h: &str, e: &str, t: i64| HvEvent {
-            host: h.into(),
-            event: e.into(),
-            wall_us: t,
-        };
-        let evs = vec![
-            ev("dst", "RESUME", 100),
-            ev("src", "MIGRATION", 500),
-            ev("src", "STOP", 1_000),
-            ev("dst", "RESUME", 1_308),
-        ];
-        assert_eq!(
-            stop_resume(&evs, Some("src"), Some("dst")),
-            Some((1_000, 1_308))
-        );
-        assert_eq!(stop_resume(&evs[..2], Some("src"), Some("dst")), None);
-        // The way back: the guest leaves dst.
-        let back = vec![
-            ev("src", "RESUME", 50),
-            ev("dst", "STOP", 2_000),
-            ev("src", "RESUME", 2_250),
-        ];
-        assert_eq!(
-            stop_resume(&back, Some("dst"), Some("src")),
-            Some((2_000, 2_250))
-        );
-        assert_eq!(stop_resume(&back, None, None), Some((2_000, 2_250)));
-        let w0 = DateTime::<Utc>::from_timestamp(1_764_052_800, 500_000_000).unwrap();
-        let s = wall_us_to_probe_s(w0, 1_764_052_801_250_000);
-        assert!((s - 0.75).abs() < 1e-9, "{s}");
-        let s = wall_us_to_probe_s(w0, 1_764_052_800_000_000);
-        assert!((s + 0.5).abs() < 1e-9, "{s}");
-    }
 
     #[test]
     fn monitor_specs_parse_with_clear_errors() {
@@ -1553,36 +1120,6 @@ mod tests {
             .unwrap_err()
             .contains("xentop:DOMAIN"));
         assert!(parse_monitor("pid 1", Some("number")).is_err());
-    }
-
-    #[test]
-    fn verdicts() {
-        let ok = MigrationOut {
-            exit_code: Some(0),
-            stderr: "e".into(),
-            ..MigrationOut::default()
-        };
-        assert_eq!(verdict(false, Some(&ok), None), ("ok".into(), None));
-        let bad = MigrationOut {
-            exit_code: Some(1),
-            ..ok.clone()
-        };
-        let (s, f) = verdict(false, Some(&bad), None);
-        assert_eq!(s, "failed");
-        assert!(f.unwrap().contains("exited with code 1"));
-        let hv = HvReport {
-            format: "qmp",
-            status: Some("failed".into()),
-            succeeded: Some(false),
-            error: Some("socket closed".into()),
-            ..HvReport::default()
-        };
-        let (s, f) = verdict(false, Some(&ok), Some(&hv));
-        assert_eq!(s, "failed");
-        assert!(f.unwrap().contains("socket closed"));
-        let (s, f) = verdict(true, None, None);
-        assert_eq!(s, "interrupted");
-        assert!(f.unwrap().contains("did not run"));
     }
 
     #[test]

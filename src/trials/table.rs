@@ -1,5 +1,5 @@
-//! The trials table: one row per trial, then mean/median/min/max/stddev rows over the trials
-//! whose migration succeeded, written as CSV, JSON and a Markdown summary. Also the least-squares
+//! The trials table: one row per element per trial, then mean/median/min/max/stddev rows per
+//! element over the trials whose migration succeeded, written as CSV, JSON and a Markdown summary. Also the least-squares
 //! trend line the plots draw. Pure functions: rows in, text out.
 
 use serde::Serialize;
@@ -10,6 +10,8 @@ use std::fmt::Write as _;
 pub struct TrialRow {
     /// 1-based.
     pub trial: u32,
+    /// The migrated element (its target name); a trial of a sequence has a row per element.
+    pub element: String,
     /// `migrate` (the `--migrate` command) or `back` (the `--back` command).
     pub direction: String,
     /// `ok`, `failed` or `interrupted`.
@@ -216,7 +218,27 @@ impl Stats {
     }
 }
 
-/// Per column key, the statistics over the trials with status `ok`.
+/// The elements of `rows`, in the order they were migrated.
+pub fn elements(rows: &[TrialRow]) -> Vec<&str> {
+    let mut v: Vec<&str> = Vec::new();
+    for r in rows {
+        if !v.contains(&r.element.as_str()) {
+            v.push(&r.element);
+        }
+    }
+    v
+}
+
+/// The rows of one element.
+pub fn rows_of(rows: &[TrialRow], element: &str) -> Vec<TrialRow> {
+    rows.iter()
+        .filter(|r| r.element == element)
+        .cloned()
+        .collect()
+}
+
+/// Per column key, the statistics over the trials with status `ok` (of one element: mixing
+/// two elements' pauses in one mean says nothing).
 pub fn column_stats(rows: &[TrialRow]) -> Vec<(&'static str, Option<Stats>)> {
     COLUMNS
         .iter()
@@ -294,12 +316,13 @@ fn stat_value(s: &Stats, name: &str) -> f64 {
     }
 }
 
-/// `trials.csv`: a row per trial, then a row per statistic (its name in the `trial` column,
-/// computed over the `ok` trials).
+/// `trials.csv`: a row per element per trial, then per element a row per statistic (its name
+/// in the `trial` column, computed over that element's `ok` trials).
 pub fn csv(rows: &[TrialRow]) -> String {
     let mut s = String::new();
     let mut head = vec![
         "trial",
+        "element",
         "direction",
         "status",
         "started_utc",
@@ -319,6 +342,7 @@ pub fn csv(rows: &[TrialRow]) -> String {
     for r in rows {
         let mut f = vec![
             r.trial.to_string(),
+            csv_field(&r.element),
             r.direction.clone(),
             r.status.clone(),
             r.started_utc.clone(),
@@ -335,22 +359,25 @@ pub fn csv(rows: &[TrialRow]) -> String {
         f.push(csv_field(r.failure.as_deref().unwrap_or("")));
         let _ = writeln!(s, "{}", f.join(","));
     }
-    let stats = column_stats(rows);
-    for name in STAT_NAMES {
-        // The statistic's name in the `trial` column, the other text columns empty.
-        let mut f = vec![name.to_string()];
-        f.resize(7, String::new());
-        for (c, (_, st)) in COLUMNS.iter().zip(&stats) {
-            if !cols.iter().any(|x| x.key == c.key) {
-                continue;
+    for element in elements(rows) {
+        let stats = column_stats(&rows_of(rows, element));
+        for name in STAT_NAMES {
+            // The statistic's name in the `trial` column, the element beside it, the other
+            // text columns empty.
+            let mut f = vec![name.to_string(), csv_field(element)];
+            f.resize(8, String::new());
+            for (c, (_, st)) in COLUMNS.iter().zip(&stats) {
+                if !cols.iter().any(|x| x.key == c.key) {
+                    continue;
+                }
+                f.push(num(st.map(|st| stat_value(&st, name))));
+                if c.bound.is_some() {
+                    f.push(String::new());
+                }
             }
-            f.push(num(st.map(|st| stat_value(&st, name))));
-            if c.bound.is_some() {
-                f.push(String::new());
-            }
+            f.push(String::new());
+            let _ = writeln!(s, "{}", f.join(","));
         }
-        f.push(String::new());
-        let _ = writeln!(s, "{}", f.join(","));
     }
     s
 }
@@ -365,25 +392,46 @@ fn md_num(v: Option<f64>) -> String {
     })
 }
 
-/// `summary.md`: the table with the statistic rows, and what the columns mean.
+/// `summary.md`: the table with the statistic rows, and what the columns mean. The element
+/// column is shown when the trials migrated more than one.
 pub fn markdown(rows: &[TrialRow], title: &str, min_gap_ms: f64, notes: &[String]) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# {title}\n");
     let ok = rows.iter().filter(|r| r.status == "ok").count();
     let failed = rows.iter().filter(|r| r.status == "failed").count();
     let interrupted = rows.iter().filter(|r| r.status == "interrupted").count();
+    let els = elements(rows);
+    let sequence = els.len() > 1;
+    let what = if sequence {
+        format!(
+            "{} migration(s) of {} elements in sequence ({})",
+            rows.len(),
+            els.len(),
+            els.join(" → ")
+        )
+    } else {
+        format!("{} trial(s)", rows.len())
+    };
     let _ = writeln!(
         s,
-        "{} trial(s): {ok} ok, {failed} failed, {interrupted} interrupted. Statistics are over the ok trials.\n",
-        rows.len()
+        "{what}: {ok} ok, {failed} failed, {interrupted} interrupted. Statistics are over the ok trials{}.\n",
+        if sequence { ", per element" } else { "" }
     );
-    let mut head = vec!["trial", "dir", "status"];
+    let mut head = vec!["trial"];
+    if sequence {
+        head.push("element");
+    }
+    head.extend(["dir", "status"]);
     let cols = columns(rows);
     head.extend(cols.iter().map(|c| c.header));
     let _ = writeln!(s, "| {} |", head.join(" | "));
     let _ = writeln!(s, "|{}|", vec!["---"; head.len()].join("|"));
     for r in rows {
-        let mut f = vec![r.trial.to_string(), r.direction.clone(), r.status.clone()];
+        let mut f = vec![r.trial.to_string()];
+        if sequence {
+            f.push(r.element.clone());
+        }
+        f.extend([r.direction.clone(), r.status.clone()]);
         for c in &cols {
             let v = (c.get)(r);
             let cell = match c.bound {
@@ -395,23 +443,34 @@ pub fn markdown(rows: &[TrialRow], title: &str, min_gap_ms: f64, notes: &[String
         }
         let _ = writeln!(s, "| {} |", f.join(" | "));
     }
-    let stats = column_stats(rows);
-    for name in STAT_NAMES {
-        let mut f = vec![format!("**{name}**"), String::new(), String::new()];
-        for (c, (_, st)) in COLUMNS.iter().zip(&stats) {
-            if cols.iter().any(|x| x.key == c.key) {
-                f.push(md_num(st.map(|st| stat_value(&st, name))));
+    for element in &els {
+        let stats = column_stats(&rows_of(rows, element));
+        for name in STAT_NAMES {
+            let mut f = vec![format!("**{name}**")];
+            if sequence {
+                f.push(element.to_string());
             }
+            f.extend([String::new(), String::new()]);
+            for (c, (_, st)) in COLUMNS.iter().zip(&stats) {
+                if cols.iter().any(|x| x.key == c.key) {
+                    f.push(md_num(st.map(|st| stat_value(&st, name))));
+                }
+            }
+            let _ = writeln!(s, "| {} |", f.join(" | "));
         }
-        let _ = writeln!(s, "| {} |", f.join(" | "));
     }
     let failures: Vec<&TrialRow> = rows.iter().filter(|r| r.failure.is_some()).collect();
     if !failures.is_empty() {
         let _ = writeln!(s, "\n## Failed or interrupted trials\n");
         for r in failures {
+            let who = if sequence {
+                format!(" ({})", r.element)
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 s,
-                "- trial {}: {}",
+                "- trial {}{who}: {}",
                 r.trial,
                 r.failure.as_deref().unwrap_or("")
             );
@@ -451,6 +510,7 @@ mod tests {
     fn row(i: u32, status: &str, mig: f64, sip: f64) -> TrialRow {
         TrialRow {
             trial: i,
+            element: "pcscf".into(),
             direction: if i % 2 == 1 { "migrate" } else { "back" }.into(),
             status: status.into(),
             started_utc: "2026-11-25T06:00:00.000000000Z".into(),
@@ -529,6 +589,50 @@ mod tests {
         assert!(md.contains("< 20"), "{md}");
         assert!(md.contains("400 ± 1.0"), "{md}");
         assert!(md.contains("**stddev**") && md.contains("a note"));
+    }
+
+    #[test]
+    fn a_sequence_has_a_row_per_element_and_statistics_per_element() {
+        let mut rows = Vec::new();
+        for t in 1..=2 {
+            let mut hss = row(t, "ok", 900.0, 0.0);
+            hss.element = "hss".into();
+            hss.diameter_gap_ms = Some(100.0 * t as f64);
+            hss.diameter_gap_bound_ms = Some(1.0);
+            rows.push(hss);
+            rows.push(row(t, "ok", 2000.0, 400.0 * t as f64));
+        }
+        assert_eq!(elements(&rows), ["hss", "pcscf"]);
+        let c = csv(&rows);
+        let lines: Vec<Vec<&str>> = c.lines().map(|l| l.split(',').collect()).collect();
+        assert_eq!(lines.len(), 1 + 4 + 2 * 5, "{c}");
+        let head = &lines[0];
+        let col = |name: &str| head.iter().position(|h| *h == name).unwrap();
+        assert_eq!(lines[1][col("element")], "hss");
+        assert_eq!(lines[2][col("element")], "pcscf");
+        // Means per element: the HSS's Diameter gaps are not averaged with the P-CSCF's rows.
+        let mean = |el: &str| {
+            lines
+                .iter()
+                .find(|l| l[0] == "mean" && l[col("element")] == el)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(mean("hss")[col("diameter_gap_ms")], "150");
+        assert_eq!(mean("pcscf")[col("diameter_gap_ms")], "");
+        assert_eq!(mean("pcscf")[col("sip_gap_ms")], "600");
+        assert_eq!(mean("hss")[col("sip_gap_ms")], "0");
+        for l in &lines {
+            assert_eq!(l.len(), head.len(), "{l:?}");
+        }
+        let md = markdown(&rows, "t", 20.0, &[]);
+        assert!(md.contains("| trial | element | dir | status |"), "{md}");
+        assert!(md.contains("| 2 | pcscf | back | ok |"), "{md}");
+        assert!(md.contains("| **median** | hss |"), "{md}");
+        assert!(md.contains("4 migration(s) of 2 elements in sequence (hss → pcscf)"));
+        // One element: no element column.
+        let one = rows_of(&rows, "pcscf");
+        assert!(!markdown(&one, "t", 20.0, &[]).contains("| element |"));
     }
 
     #[test]

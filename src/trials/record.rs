@@ -1,0 +1,182 @@
+//! What `imsprobe trials` writes per trial (`trial.json`): the records of the trigger, each
+//! element's migration, the hypervisor's events on the probe timeline, the gaps picked per
+//! target and layer, the load and the clock check. Plain data; the runner fills it.
+
+use super::hypervisor::HvReport;
+use super::table::TrialRow;
+use crate::probe::report::GapOut;
+use crate::probe::Layer;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+/// Wall-clock label (RFC 3339 UTC, ns).
+pub fn label(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TriggerOut {
+    /// `delay` or `threshold`.
+    pub kind: String,
+    pub condition: Option<String>,
+    /// The threshold held (always true for a delay).
+    pub fired: bool,
+    /// The threshold did not hold within the timeout; the migration ran anyway.
+    pub timed_out: bool,
+    pub waited_s: f64,
+    pub samples: u32,
+    pub last_value: Option<f64>,
+    /// The first error of the monitor, if any (the sample is then missing).
+    pub monitor_error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MigrationOut {
+    pub command: String,
+    pub exit_code: Option<i32>,
+    /// The signal that ended the command, if one did.
+    pub signal: Option<i32>,
+    /// Killed after `--migrate-timeout`.
+    pub timed_out: bool,
+    pub started_utc: String,
+    pub ended_utc: String,
+    /// On the probe timeline (seconds since the probes' t = 0, as the probe report's gaps).
+    pub start_s: f64,
+    pub end_s: f64,
+    /// End − start by the monotonic clock.
+    pub duration_ms: f64,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A hypervisor event placed on the probe timeline.
+#[derive(Clone, Debug, Serialize)]
+pub struct EventOut {
+    pub host: String,
+    pub event: String,
+    pub utc: String,
+    /// Seconds since the probes' t = 0.
+    pub t_s: f64,
+    /// ± this much on `t_s`: the wall-clock ↔ monotonic conversion (see [`ClockOut`]) plus the
+    /// event stamps' 1 µs resolution.
+    pub bound_ms: f64,
+}
+
+/// The VM's real pause: the source's STOP to the destination's RESUME.
+#[derive(Clone, Debug, Serialize)]
+pub struct PauseOut {
+    pub stop_s: f64,
+    pub resume_s: f64,
+    /// RESUME − STOP, both stamped by one host clock (1 µs resolution each).
+    pub ms: f64,
+    /// Placement of both edges on the probe timeline.
+    pub bound_ms: f64,
+    /// The lab's own figure, when it printed one.
+    pub reported_ms: Option<f64>,
+}
+
+/// How well wall-clock times map onto the probe timeline during this trial.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ClockOut {
+    /// (wall − wall₀) − (mono − mono₀) at the trial's end: a clock step or slew since the
+    /// anchor.
+    pub drift_us: f64,
+    /// Time taken to read the (wall, mono) pair at the end (µs).
+    pub read_us: f64,
+    /// The resulting bound on an event's placement (ms).
+    pub bound_ms: f64,
+}
+
+/// The gaps of one layer that concern the migration.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerPick {
+    pub layer: Layer,
+    /// The largest reply gap overlapping the migration window; `None` when none reached
+    /// `--min-gap`.
+    pub reply_gap: Option<GapOut>,
+    /// The largest loss window overlapping it.
+    pub loss_window: Option<GapOut>,
+    /// Reply gaps of the run outside the migration window (noise, or the load's effect).
+    pub other_reply_gaps: usize,
+    pub availability_pct: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TargetPick {
+    pub target: String,
+    pub dir: String,
+    pub layers: Vec<LayerPick>,
+}
+
+/// The `--data-cmd` counter around the migration.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CounterOut {
+    pub command: String,
+    pub before: Option<f64>,
+    pub after: Option<f64>,
+    /// after − before, when both were read and it did not go backwards.
+    pub bytes: Option<f64>,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LoadOut {
+    pub command: String,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// Killed after `--load-drain`.
+    pub killed: bool,
+    /// It ended on its own before the trial's end (an error, or a profile that finished).
+    pub ended_early: bool,
+    pub report: Option<String>,
+    pub stdout: String,
+    pub stderr: String,
+    pub reg_attempts: Option<u64>,
+    pub reg_failed: Option<u64>,
+    pub calls_attempted: Option<u64>,
+    pub calls_failed: Option<u64>,
+    pub late_requests: Option<u64>,
+    pub rrd_max_ms: Option<f64>,
+    pub srd_max_ms: Option<f64>,
+}
+
+/// `trial.json`: one trial, whose steps migrate the elements one after another.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrialRecord {
+    pub trial: u32,
+    pub direction: String,
+    /// `interrupted` on Ctrl-C, else `failed` when a step failed, else `ok`.
+    pub status: String,
+    /// Every failed step's reason (prefixed by its element in a sequence).
+    pub failure: Option<String>,
+    pub started_utc: String,
+    pub ended_utc: String,
+    /// Fired once, before the first element's migration.
+    pub trigger: Option<TriggerOut>,
+    /// One per element, in migration order; a step that did not run (Ctrl-C) is there too,
+    /// with no migration.
+    pub steps: Vec<StepRecord>,
+    pub load: Option<LoadOut>,
+    pub clock: ClockOut,
+    pub warnings: Vec<String>,
+}
+
+/// One element's migration within a trial, and what every probed target saw during it.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepRecord {
+    /// 1-based position in the sequence.
+    pub step: u32,
+    /// The migrated element (its target name).
+    pub element: String,
+    pub status: String,
+    pub failure: Option<String>,
+    pub migration: Option<MigrationOut>,
+    pub hypervisor: Option<HvReport>,
+    pub data_counter: Option<CounterOut>,
+    pub events: Vec<EventOut>,
+    pub vm_pause: Option<PauseOut>,
+    /// The migrated element first, then every other probed target, each with the gaps that
+    /// overlap this step's migration.
+    pub targets: Vec<TargetPick>,
+    pub row: TrialRow,
+}
