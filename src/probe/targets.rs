@@ -286,7 +286,8 @@ mod tests {
             })
         );
         let bad =
-            TargetsFile::parse("[targets.x]\nhost = \"h\"\ndiameter_uar = \"tel:+1\"\n").unwrap();
+            TargetsFile::parse("[targets.x]\nhost = \"127.0.0.1\"\ndiameter_uar = \"tel:+1\"\n")
+                .unwrap();
         let e = resolve_target("x", Some(&bad), p, None).unwrap_err();
         assert!(e.contains("diameter_uar") && e.contains("IMPI,IMPU"), "{e}");
         let pcscf = resolve_target("pcscf", Some(&f), p, None).unwrap();
