@@ -110,6 +110,11 @@ struct Lab {
 
 impl Lab {
     fn start(subscribers: &str) -> Lab {
+        Lab::start_with(subscribers, &[])
+    }
+
+    /// A lab with more settings of lab/ims/ims.sh (its environment variables).
+    fn start_with(subscribers: &str, env: &[(&str, &str)]) -> Lab {
         let dir = tempfile::Builder::new()
             .prefix("imslab-test-")
             .tempdir()
@@ -131,6 +136,7 @@ impl Lab {
             .env("SUBSCRIBERS", &csv)
             .env("READY_TIMEOUT", "20")
             .env("CHILDREN", "2")
+            .envs(env.iter().copied())
             .output()
             .expect("run lab/ims/ims.sh");
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -1005,4 +1011,198 @@ fn imsload_registers_fifty_aka_users_calls_and_deregisters_through_the_lab() {
     assert_eq!(c["reg_aka_mac_failures"], 3, "{r}");
     assert_eq!(c["reg_failed"], 3, "{r}");
     assert_eq!(c["reg_ok"], 0);
+}
+
+// ---------------------------------------------------------------------------
+// imsprobe against Kamailio's own Diameter peer
+// ---------------------------------------------------------------------------
+
+const SIGSTOP: i32 = 19;
+const SIGCONT: i32 = 18;
+
+/// The I-CSCF's Diameter acceptor (lab/ims/ims.sh: cdp, `<Acceptor>` of icscf.xml).
+const ICSCF_DIAMETER_PORT: &str = "3869";
+
+/// (pid, state) of every process in process group `pgid`.
+fn group_states(pgid: i32) -> Vec<(i32, char)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // after "(comm)": state ppid pgrp ...
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.len() > 2 && f[2].parse() == Ok(pgid) {
+            out.push((pid, f[0].chars().next().unwrap_or('?')));
+        }
+    }
+    out
+}
+
+/// Signals the whole process group of a lab element (ims.sh starts each in its own session:
+/// its pid file holds the group id), as a VM pause stops every process of the element.
+fn signal_group(pgid: i32, sig: i32) {
+    // SAFETY: kill(2) on a process group we started (through ims.sh).
+    let rc = unsafe { libc::kill(-pgid, sig) };
+    assert_eq!(
+        rc,
+        0,
+        "kill -{sig} -{pgid}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Stops the group and waits until the kernel says every process of it is stopped.
+fn stop_group(pgid: i32) {
+    signal_group(pgid, SIGSTOP);
+    let t0 = Instant::now();
+    loop {
+        let st = group_states(pgid);
+        if !st.is_empty() && st.iter().all(|&(_, s)| s == 'T') {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "group {pgid} did not stop: {st:?}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+fn num(v: &serde_json::Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// imsprobe's Diameter watchdogs against the I-CSCF's own Diameter stack (Kamailio's cdp,
+/// not the HSS; the lab started with ICSCF_ACCEPT_UNKNOWN_PEERS=1, as cdp ignores a CER from a
+/// peer it does not know otherwise): the CER is answered with 2001 and every DWR with a DWA.
+/// SIGSTOP of every process of the I-CSCF for 0.5 and 1.2 s: one reply gap per pause within
+/// 2 probe intervals + 5 ms (the bound of tests/probe_diameter.rs), the queued watchdogs
+/// answered late, none lost, the connection kept.
+#[test]
+fn imsprobe_watchdogs_reach_the_icscf_diameter_stack_and_see_it_paused() {
+    if let Some(why) = missing_prereqs() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "ims_lab in CI: {why} (.ci/setup installs the packages)"
+        );
+        eprintln!("SKIP ims_lab: {why}");
+        return;
+    }
+    let lab = Lab::start_with(&subscribers_csv(1), &[("ICSCF_ACCEPT_UNKNOWN_PEERS", "1")]);
+    let pgid: i32 = std::fs::read_to_string(lab.path("icscf.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let out = lab.path("imsprobe-icscf");
+    let pauses = [0.5, 1.2];
+    let total_ms = 1000
+        + pauses
+            .iter()
+            .map(|p| (p * 1000.0) as u64 + 1500)
+            .sum::<u64>();
+    let child = Command::new("ip")
+        .args(["netns", "exec", &lab.ns, env!("CARGO_BIN_EXE_imsprobe")])
+        .args(["--target", "127.0.0.22", "--diameter", "--diameter-port"])
+        .arg(ICSCF_DIAMETER_PORT)
+        .args(["--diameter-realm", DOMAIN, "--rate", "1000", "--duration"])
+        .arg(format!("{total_ms}ms"))
+        .args(["--no-capture", "--no-plot", "--quiet", "--out"])
+        .arg(&out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run imsprobe in the lab namespace");
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut injected = Vec::new();
+    for p in pauses {
+        let a = Instant::now();
+        stop_group(pgid);
+        let b = Instant::now();
+        std::thread::sleep(Duration::from_secs_f64(p));
+        let c = Instant::now();
+        signal_group(pgid, SIGCONT);
+        let d = Instant::now();
+        injected.push(((c - a) + (d - b)).as_secs_f64() / 2.0 * 1000.0);
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    let mut child = child;
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("imsprobe did not finish within 20 s of the last pause");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    eprintln!("{stderr}");
+    assert!(o.status.success(), "imsprobe failed: {stderr}");
+    let rep: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let l = &rep["layers"][0];
+    assert_eq!(l["layer"], "diameter", "{rep}");
+    eprintln!(
+        "summary {}\ncounters {}\ntcp {}",
+        l["summary"], l["counters"], l["tcp"]
+    );
+    assert_eq!(l["tcp"]["connects"], 1, "{}", l["tcp"]);
+    assert_eq!(l["tcp"]["connection_losses"], 0, "{}", l["tcp"]);
+    assert_eq!(
+        l["counters"]["capabilities_answers"],
+        serde_json::json!({"2001": 1}),
+        "one CER, accepted by cdp"
+    );
+    let s = &l["summary"];
+    let sent = s["sent"].as_u64().unwrap();
+    assert!(sent as f64 >= 0.95 * total_ms as f64, "{s}");
+    assert_eq!(s["failed"], 0, "{s}");
+    assert_eq!(s["send_errors"], 0, "{s}");
+    assert_eq!(s["lost"], 0, "{s}");
+    let answered = s["ok"].as_u64().unwrap() + s["ok_after_timeout"].as_u64().unwrap();
+    assert_eq!(answered + s["pending"].as_u64().unwrap(), sent, "{s}");
+    eprintln!("reply gaps {}", l["reply_gaps"]);
+    let tol = 2.0 * num(&rep["params"]["interval_ms"]) + 5.0;
+    let gaps: Vec<f64> = l["reply_gaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| num(&g["duration_ms"]))
+        .filter(|&d| d > 300.0)
+        .collect();
+    assert_eq!(
+        gaps.len(),
+        pauses.len(),
+        "one long gap per pause: {}",
+        l["reply_gaps"]
+    );
+    for (g, inj) in gaps.iter().zip(&injected) {
+        eprintln!(
+            "I-CSCF pause {inj:.3} ms -> Diameter reply gap {g:.3} ms ({:+.3})",
+            g - inj
+        );
+        assert!(
+            (g - inj).abs() <= tol,
+            "gap {g} vs pause {inj} (tolerance {tol})"
+        );
+    }
+    for g in l["reply_gaps"].as_array().unwrap() {
+        if num(&g["duration_ms"]) > 300.0 {
+            assert!(g["late_replies"].as_u64().unwrap() >= 100, "{g}");
+        }
+    }
+    // cdp took the probe as a dynamic peer (its log names our Origin-Host).
+    let origin = l["diameter_origin_host"].as_str().unwrap();
+    assert!(
+        lab.log("icscf").contains(origin),
+        "icscf.log never names {origin}"
+    );
 }

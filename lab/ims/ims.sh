@@ -30,6 +30,10 @@
 #   SUBSCRIBERS=FILE             use this subscriber CSV (impu,impi,password,k,opc,amf,sqn[,tel])
 #   IMSHSS=path of imshss        default: imshss on PATH, else target/release/imshss
 #   CHILDREN=4 DBGLEVEL=2 READY_TIMEOUT=30 (s)
+#   ICSCF_ACCEPT_UNKNOWN_PEERS=0 1: the I-CSCF's Diameter stack (cdp, 127.0.0.22:3869) accepts a
+#                                CER from any Origin-Host, as the reference kamailio-ims config
+#                                does; what a Diameter probe (imsprobe) needs to reach it. 0:
+#                                only the HSS is a peer; cdp ignores other CERs (no CEA)
 #   SHM_MB=128 PKG_MB=16         Kamailio's shared and per-process memory (-m, -M); at a few
 #                                hundred registrations/s the CSCFs' shared memory is what runs
 #                                out first (docs/ims-lab.md, "Registrations per second")
@@ -52,6 +56,10 @@ CHILDREN=${CHILDREN:-4}
 DBGLEVEL=${DBGLEVEL:-2}
 READY_TIMEOUT=${READY_TIMEOUT:-30}
 SHM_MB=${SHM_MB:-128}
+ICSCF_ACCEPT_UNKNOWN_PEERS=${ICSCF_ACCEPT_UNKNOWN_PEERS:-0}
+case "$ICSCF_ACCEPT_UNKNOWN_PEERS" in 0|1) ;; *)
+  echo "ims.sh: ICSCF_ACCEPT_UNKNOWN_PEERS=$ICSCF_ACCEPT_UNKNOWN_PEERS: give 0 or 1" >&2; exit 2 ;;
+esac
 PKG_MB=${PKG_MB:-16}
 HSS_IP=127.0.0.20 PCSCF_IP=127.0.0.21 ICSCF_IP=127.0.0.22 SCSCF_IP=127.0.0.23
 HSS_PORT=3868 SCSCF_PORT=6060
@@ -113,11 +121,13 @@ $PCSCF_IP pcscf.$DOMAIN
 $ICSCF_IP icscf.$DOMAIN $DOMAIN
 $SCSCF_IP scscf.$DOMAIN
 EOF
-  local name ip port
+  local name ip port accept
   for name in icscf scscf; do
-    if [ $name = icscf ]; then ip=$ICSCF_IP port=3869; else ip=$SCSCF_IP port=3870; fi
+    if [ $name = icscf ]; then ip=$ICSCF_IP port=3869 accept=$ICSCF_ACCEPT_UNKNOWN_PEERS
+    else ip=$SCSCF_IP port=3870 accept=0; fi
     sed -e "s/@NAME@/$name/g" -e "s/@DOMAIN@/$DOMAIN/g" -e "s/@IP@/$ip/g" \
         -e "s/@ACCEPT_PORT@/$port/g" -e "s/@HSS_PORT@/$HSS_PORT/g" \
+        -e "s/@ACCEPT_UNKNOWN@/$accept/g" \
         "$HERE/cdp.xml.in" >"$RUNDIR/cfg/$name.xml"
   done
   cp "$XSD_SRC" "$RUNDIR/cfg/"

@@ -3,6 +3,7 @@
 
 use clap::Parser;
 use imsload::probe::analysis::{self, Params};
+use imsload::probe::diameter::{CxUser, DiaRequest};
 use imsload::probe::report::{self, Files, LayerOut, ParamsOut, Report, TargetOut};
 use imsload::probe::run::{self, RunConfig};
 use imsload::probe::targets::{resolve_target, TargetsFile};
@@ -184,6 +185,13 @@ struct ProbeOpts {
     /// The Diameter port, overriding the targets file (default 3868).
     #[arg(long, value_name = "PORT")]
     diameter_port: Option<u16>,
+    /// Probe the HSS's Cx application, not only its Diameter stack: each Diameter probe is a
+    /// User-Authorization-Request for this subscriber instead of a watchdog. USER is an IMPU
+    /// sip:user@realm (IMPI user@realm), an IMPI user@realm (IMPU sip:user@realm), or IMPI,IMPU.
+    /// A UAA with a success result (2001, or Experimental-Result 2001/2002) is a good reply, an
+    /// error (5001 user unknown, 3xxx) a failed one. Overrides the targets file's diameter_uar.
+    #[arg(long, value_name = "USER", value_parser = parse_cx_user)]
+    diameter_uar: Option<CxUser>,
     /// Origin-Realm of the Diameter probe (the lab HSS's realm by default).
     #[arg(long, default_value = "ims.mnc001.mcc001.3gppnetwork.org")]
     diameter_realm: String,
@@ -229,6 +237,9 @@ impl ProbeOpts {
             if let Some(p) = self.diameter_port {
                 t.diameter_port = p;
             }
+            if let Some(u) = &self.diameter_uar {
+                t.diameter_request = DiaRequest::Uar(u.clone());
+            }
             anyhow::ensure!(
                 !targets.iter().any(|x| x.path_name() == t.path_name()),
                 "target {spec} is given twice"
@@ -264,9 +275,23 @@ impl ProbeOpts {
             "--rate {rate}: give probes per second per layer, between 0 and 100000"
         );
         anyhow::ensure!(!self.timeout.is_zero(), "--timeout must be above zero");
+        let targets = self.targets(specs.iter().copied())?;
+        let layers = self.layers();
+        if self.diameter_uar.is_some() {
+            if let Some(t) = targets
+                .iter()
+                .find(|t| !t.layers(&layers).contains(&Layer::Diameter))
+            {
+                anyhow::bail!(
+                    "--diameter-uar changes what the Diameter probes ask, but target {} is not probed with Diameter: add --diameter (or \"diameter\" to its layers in {})",
+                    t.name,
+                    self.targets_file.display()
+                );
+            }
+        }
         Ok(RunConfig {
-            targets: self.targets(specs.iter().copied())?,
-            layers: self.layers(),
+            targets,
+            layers,
             diameter_realm: self.diameter_realm.clone(),
             rate,
             duration: None,
@@ -282,6 +307,10 @@ impl ProbeOpts {
             quiet,
         })
     }
+}
+
+fn parse_cx_user(s: &str) -> Result<CxUser, String> {
+    CxUser::parse(s)
 }
 
 fn main() {
@@ -511,7 +540,7 @@ fn pcap_only(cli: &Cli, file: &std::path::Path) -> anyhow::Result<i32> {
     anyhow::ensure!(
         !targets.is_empty(),
         "{} holds no SIP OPTIONS (over UDP or TCP), no ICMP echo requests and no imsprobe \
-         Diameter watchdogs{} ({} packets read)",
+         Diameter watchdogs or UARs{} ({} packets read)",
         file.display(),
         cli.pcap_host
             .map(|h| format!(" to {h}"))

@@ -8,9 +8,11 @@
 //! timestamps (the wire, as seen where the capture was taken). IPv4 and IPv6 for SIP, IPv4 for
 //! ICMP; link types Ethernet, Linux cooked (v1, v2), raw IP, BSD loopback.
 //!
-//! Diameter: any Device-Watchdog-Request whose Origin-Host starts with `imsprobe-` (ours; a
-//! peer's own DWRs are not probes), matched to its DWA by hop-by-hop and end-to-end id; DWA
-//! Result-Code 2001 is a good reply, any other a failed one.
+//! Diameter: any Device-Watchdog-Request or Cx User-Authorization-Request whose Origin-Host
+//! starts with `imsprobe-` (ours; a peer's own DWRs are not probes), matched to its answer by
+//! command, hop-by-hop and end-to-end id; DWA Result-Code 2001 is a good reply, any other a
+//! failed one; a UAA is good with a success-class result (2xxx, also as Experimental-Result),
+//! failed with any other (as live, [`super::diameter::answer_outcome`]).
 //!
 //! Over TCP (SIP and Diameter): each direction of each connection is reassembled by TCP sequence
 //! number and cut into messages by Content-Length, or a Diameter header's length when the
@@ -20,7 +22,7 @@
 //! message and resynchronises on the next message start, counted in `tcp_holes`. A message's
 //! time is the capture time of the segment that completed it.
 
-use super::diameter::{DiameterFramer, DIAMETER_SUCCESS};
+use super::diameter::{answer_outcome, is_probe_command, DiameterFramer};
 use super::{icmp, Layer, Outcome, ProbeRecord, TimeBase};
 use crate::diameter as dia;
 use chrono::{TimeZone, Utc};
@@ -140,7 +142,8 @@ fn ip_packet(linktype: i32, frame: &[u8]) -> Option<Ip<'_>> {
 enum Stream {
     Sip(IpAddr, u16, bool),
     Icmp(IpAddr, u16),
-    Diameter(IpAddr, u16),
+    /// Destination, port and command (DWR and UAR runs to one peer are separate streams).
+    Diameter(IpAddr, u16, u32),
 }
 
 /// One direction of a TCP connection being reassembled.
@@ -154,7 +157,7 @@ struct Flow {
     decided: bool,
 }
 
-/// Diameter DWRs: (hop-by-hop, end-to-end) → (stream, index).
+/// Diameter probes: (hop-by-hop, end-to-end) → (stream, index).
 type DiaIndex = HashMap<(u32, u32), (Stream, usize)>;
 
 /// One Diameter message seen at `t` from `src:sport` to `dst:dport`.
@@ -171,7 +174,7 @@ fn diameter_message(
         stats.tcp_unframed += 1;
         return;
     };
-    if m.command != dia::cmd::DEVICE_WATCHDOG {
+    if !is_probe_command(m.command) {
         return;
     }
     let key = (m.hop_by_hop, m.end_to_end);
@@ -182,23 +185,21 @@ fn diameter_message(
         if !ours || only_host.is_some_and(|h| h != dst) {
             return;
         }
-        let stream = Stream::Diameter(dst, dport);
+        let stream = Stream::Diameter(dst, dport, m.command);
         let v = streams.entry(stream).or_default();
         idx.insert(key, (stream, v.len()));
         v.push(ProbeRecord::sent(Layer::Diameter, v.len() as u64, t));
     } else {
         let rec = match idx.get(&key) {
-            Some(&(stream @ Stream::Diameter(h, port), i)) if h == src && port == sport => {
+            Some(&(stream @ Stream::Diameter(h, port, c), i))
+                if h == src && port == sport && c == m.command =>
+            {
                 streams.get_mut(&stream).and_then(|v| v.get_mut(i))
             }
             _ => None,
         };
-        let result = m.result_code().unwrap_or(0);
-        let outcome = if result == DIAMETER_SUCCESS {
-            Outcome::Ok
-        } else {
-            Outcome::Failed
-        };
+        let (result, ok) = answer_outcome(m.command, &m);
+        let outcome = if ok { Outcome::Ok } else { Outcome::Failed };
         complete(stats, rec, t, outcome, result.min(u16::MAX as u32) as u16);
     }
 }
@@ -458,7 +459,7 @@ pub fn read(path: &Path, only_host: Option<IpAddr>) -> Result<Captured, String> 
     let mut targets: BTreeMap<IpAddr, CapturedTarget> = BTreeMap::new();
     for (key, n) in keys {
         let host = match key {
-            Stream::Sip(h, _, _) | Stream::Icmp(h, _) | Stream::Diameter(h, _) => h,
+            Stream::Sip(h, _, _) | Stream::Icmp(h, _) | Stream::Diameter(h, _, _) => h,
         };
         let tg = targets.entry(host).or_insert_with(|| CapturedTarget {
             host: host.to_string(),
@@ -475,7 +476,7 @@ pub fn read(path: &Path, only_host: Option<IpAddr>) -> Result<Captured, String> 
                 tg.icmp = recs;
                 tg.icmp_id = Some(id);
             }
-            Stream::Diameter(_, port) if tg.diameter.is_empty() => {
+            Stream::Diameter(_, port, _) if tg.diameter.is_empty() => {
                 tg.diameter = recs;
                 tg.diameter_port = Some(port);
             }
@@ -486,9 +487,10 @@ pub fn read(path: &Path, only_host: Option<IpAddr>) -> Result<Captured, String> 
             Stream::Icmp(h, id) => stats
                 .ignored_streams
                 .push(format!("{n} ICMP echo requests to {h} with id {id}")),
-            Stream::Diameter(h, port) => stats
-                .ignored_streams
-                .push(format!("{n} Diameter watchdog requests to {h}:{port}")),
+            Stream::Diameter(h, port, c) => stats.ignored_streams.push(format!(
+                "{n} Diameter {} to {h}:{port}",
+                dia::command_name(c, true)
+            )),
         }
     }
     let t0 = t0.unwrap_or(0);

@@ -103,6 +103,9 @@ pub struct LayerOut {
     /// Diameter: the Origin-Host the probe announced (how its DWRs are found in a capture).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diameter_origin_host: Option<String>,
+    /// Diameter: what each probe asked (`DWR`, or `UAR <impi> <impu>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diameter_request: Option<String>,
 }
 
 impl LayerOut {
@@ -145,6 +148,7 @@ impl LayerOut {
             counters: None,
             tcp: None,
             diameter_origin_host: None,
+            diameter_request: None,
         }
     }
 }

@@ -8,7 +8,7 @@
 
 use super::analysis::{self, LayerAnalysis, Params};
 use super::capture::{self, CaptureHandle, CaptureInfo};
-use super::diameter::{DiaReply, DiameterFramer, DwrCodec, DIAMETER_SUCCESS};
+use super::diameter::{DiaCodec, DiaReply, DiameterFramer, DIAMETER_SUCCESS};
 use super::icmp::{self, EchoCodec, IcmpReply};
 use super::net::{self, IcmpSocket, ProbeClock};
 use super::pacer::{self, PacerConfig, PacerStats};
@@ -88,7 +88,7 @@ struct IcmpIo {
 struct DiaIo {
     table: Arc<LayerTable>,
     link: Arc<TcpLink>,
-    codec: Arc<DwrCodec>,
+    codec: Arc<DiaCodec>,
 }
 
 struct TargetRun {
@@ -217,7 +217,12 @@ fn setup_target(
         let local_ip = net::local_addr_towards(addr)
             .map(|a| a.ip())
             .unwrap_or(addr.ip());
-        let codec = DwrCodec::new(run_id, local_ip, &cfg.diameter_realm);
+        let codec = DiaCodec::new(
+            run_id,
+            local_ip,
+            &cfg.diameter_realm,
+            t.diameter_request.clone(),
+        );
         let link = TcpLink::open_with_greeting(addr, Duration::from_secs(2), codec.cer()).map_err(
             |e| {
                 anyhow::anyhow!(
@@ -399,22 +404,21 @@ impl Sink {
         }
     }
 
-    fn diameter(&self, codec: &DwrCodec, link: &TcpLink, msg: &[u8], t: i64) {
+    fn diameter(&self, codec: &DiaCodec, link: &TcpLink, msg: &[u8], t: i64) {
         let (table, clock, name) = (&self.table, &self.clock, &self.name);
         match codec.classify(msg, table.len().saturating_sub(1)) {
-            DiaReply::Watchdog { seq, result } => {
-                let outcome = if result == DIAMETER_SUCCESS {
-                    Outcome::Ok
-                } else {
-                    Outcome::Failed
-                };
+            DiaReply::Answer { seq, result, ok } => {
+                let outcome = if ok { Outcome::Ok } else { Outcome::Failed };
                 let code = result.min(u16::MAX as u32) as u16;
                 if table.complete(seq, t, outcome, code) == Completion::Fresh {
                     self.answered.fetch_add(1, Ordering::Relaxed);
                 }
                 if outcome == Outcome::Failed {
                     once(table, clock, name, &format!("result {result}"), || {
-                        "a DWA without DIAMETER_SUCCESS counts as a failed probe".into()
+                        format!(
+                            "an answer to our {} without a success result counts as a failed probe",
+                            codec.request().describe()
+                        )
                     });
                 }
             }
@@ -758,7 +762,7 @@ enum SipTx {
 struct Pacing {
     sip: Option<(Arc<LayerTable>, SipTx, Arc<OptionsCodec>)>,
     icmp: Option<(Arc<LayerTable>, Arc<IcmpSocket>, Arc<EchoCodec>)>,
-    diameter: Option<(Arc<LayerTable>, tcp::TcpSender, Arc<DwrCodec>)>,
+    diameter: Option<(Arc<LayerTable>, tcp::TcpSender, Arc<DiaCodec>)>,
 }
 
 fn spawn_pacer(
@@ -774,9 +778,9 @@ fn spawn_pacer(
             let mut sip_seq = 0u64;
             let mut icmp_seq = 0u64;
             let mut dia_seq = 0u64;
-            // One buffer for every OPTIONS (and one for every DWR), written from templates.
+            // One buffer for every OPTIONS (and one for every DWR or UAR), written from templates.
             let mut msg = Vec::with_capacity(1024);
-            let mut dwr = Vec::with_capacity(256);
+            let mut dwr = Vec::with_capacity(512);
             pacer::run(&cfg, &stop, |_k, _due| {
                 if let Some((table, tx, codec)) = &mut pacing.sip {
                     codec.write_request(sip_seq, &mut msg);
@@ -1146,6 +1150,7 @@ pub fn run_with_clock(
             lo.counters = Some(strip_logged(s.table.counters()));
             lo.tcp = Some(s.link.stats());
             lo.diameter_origin_host = Some(s.codec.origin_host().to_string());
+            lo.diameter_request = Some(s.codec.request().describe());
             layers.push(lo);
             analyses.push(a);
             records.push(recs);

@@ -11,8 +11,11 @@
 //! host = "127.0.0.20"
 //! diameter_port = 3868
 //! layers = ["diameter", "icmp"]
+//! # probe the HSS's Cx application (a UAR for this user) instead of its stack (DWR)
+//! diameter_uar = "sip:001010000000001@ims.mnc001.mcc001.3gppnetwork.org"
 //! ```
 
+use super::diameter::{CxUser, DiaRequest};
 use super::Layer;
 use crate::sip::Transport;
 use serde::Deserialize;
@@ -31,6 +34,10 @@ pub struct TargetEntry {
     /// The Diameter port (for `--diameter`, or `layers` with "diameter").
     #[serde(default = "default_diameter_port")]
     pub diameter_port: u16,
+    /// Diameter probes are Cx User-Authorization-Requests for this user instead of watchdogs
+    /// (see [`CxUser::parse`]).
+    #[serde(default)]
+    pub diameter_uar: Option<String>,
     /// Layers probed when the command line selects none (default: SIP and ICMP).
     #[serde(default)]
     pub layers: Option<Vec<Layer>>,
@@ -65,6 +72,8 @@ pub struct Target {
     pub addr: SocketAddr,
     pub transport: Transport,
     pub diameter_port: u16,
+    /// What the Diameter probes ask: a watchdog, or a UAR for a subscriber.
+    pub diameter_request: DiaRequest,
     /// The file's layers for this target, if it names any.
     pub layers: Option<Vec<Layer>>,
 }
@@ -77,6 +86,7 @@ impl Target {
             addr,
             transport,
             diameter_port: DIAMETER_PORT,
+            diameter_request: DiaRequest::Watchdog,
             layers: None,
         }
     }
@@ -153,8 +163,15 @@ pub fn resolve_target(
     if let Some(e) = file.and_then(|f| f.targets.get(spec)) {
         let addr = resolve(&e.host, e.sip_port)
             .map_err(|m| format!("target {spec} in {}: {m}", file_path.display()))?;
+        let diameter_request = match &e.diameter_uar {
+            None => DiaRequest::Watchdog,
+            Some(u) => DiaRequest::Uar(CxUser::parse(u).map_err(|m| {
+                format!("target {spec} in {}: diameter_uar {m}", file_path.display())
+            })?),
+        };
         return Ok(Target {
             diameter_port: e.diameter_port,
+            diameter_request,
             layers: e.layers.clone(),
             ..Target::at(spec, addr, transport_override.unwrap_or(e.transport))
         });
@@ -259,6 +276,20 @@ mod tests {
             "the command line wins"
         );
         assert_eq!(hss.diameter_addr(), "127.0.0.20:3868".parse().unwrap());
+        assert_eq!(hss.diameter_request, DiaRequest::Watchdog);
+        let cx = resolve_target("hss-cx", Some(&f), p, None).unwrap();
+        assert_eq!(
+            cx.diameter_request,
+            DiaRequest::Uar(CxUser {
+                impi: "001010000000001@ims.mnc001.mcc001.3gppnetwork.org".into(),
+                impu: "sip:001010000000001@ims.mnc001.mcc001.3gppnetwork.org".into(),
+            })
+        );
+        let bad =
+            TargetsFile::parse("[targets.x]\nhost = \"127.0.0.1\"\ndiameter_uar = \"tel:+1\"\n")
+                .unwrap();
+        let e = resolve_target("x", Some(&bad), p, None).unwrap_err();
+        assert!(e.contains("diameter_uar") && e.contains("IMPI,IMPU"), "{e}");
         let pcscf = resolve_target("pcscf", Some(&f), p, None).unwrap();
         assert_eq!(pcscf.layers(&[]), vec![Layer::Sip, Layer::Icmp]);
         let e = TargetsFile::parse("[targets.x]\nhost = \"h\"\nlayers = [\"smtp\"]\n").unwrap_err();
