@@ -390,8 +390,9 @@ fn trials_main(a: TrialsArgs) -> anyhow::Result<i32> {
         (None, None) => StartRule::Delay(a.delay),
         (Some(text), Some(m)) => {
             let condition = Condition::parse(text).map_err(|e| anyhow::anyhow!("--trigger {e}"))?;
-            let source = trials::parse_monitor(m, a.monitor_parser.as_deref())
-                .map_err(anyhow::Error::msg)?;
+            let source =
+                imsload::profile::monitor::Source::from_spec(m, a.monitor_parser.as_deref())
+                    .map_err(anyhow::Error::msg)?;
             let measure = match condition.metric.as_str() {
                 "cpu" => Measure::Cpu,
                 "mem" | "memory" => Measure::Memory,
@@ -475,7 +476,7 @@ fn trials_main(a: TrialsArgs) -> anyhow::Result<i32> {
     let o = trials::run(&cfg, &trigger)?;
     print!("{}", o.summary);
     println!("\nfiles: {}", o.dir.display());
-    let all_ok = !o.interrupted && o.rows.iter().all(|r| r.status == "ok");
+    let all_ok = !o.interrupted && o.rows.iter().all(|r| r.status == trials::table::Status::Ok);
     Ok(if all_ok { 0 } else { 1 })
 }
 

@@ -19,6 +19,92 @@ pub enum Source {
     Command { command: String, parser: Parser },
 }
 
+/// `--monitor` specs (`imsprobe trials`): `process NAME`, `pid N[,N...]`, `cgroup PATH` or
+/// `command CMD...` with a `--monitor-parser` (`number`, `xentop:DOMAIN`,
+/// `virsh-domstats:DOMAIN`).
+impl Source {
+    /// Parses `--monitor`: `process NAME`, `pid N[,N...]`, `cgroup PATH`, or `command CMD...` read by
+    /// `parser` (`number`, `xentop:DOMAIN`, `virsh-domstats:DOMAIN`). Same sources as the profiles'
+    /// `[[monitor]]` (docs/profiles.md).
+    pub fn from_spec(spec: &str, parser: Option<&str>) -> Result<Source, String> {
+        let spec = spec.trim();
+        let (kind, rest) = spec.split_once(char::is_whitespace).unwrap_or((spec, ""));
+        let rest = rest.trim();
+        let need = |what: &str| -> Result<(), String> {
+            if rest.is_empty() {
+                Err(format!(
+                    "--monitor {spec:?}: `{kind}` needs {what}, e.g. --monitor '{kind} {}'",
+                    match kind {
+                        "process" => "kamailio",
+                        "pid" => "1234",
+                        "cgroup" => "/sys/fs/cgroup/system.slice/kamailio.service",
+                        _ => "xentop -b -i 2 -d 1",
+                    }
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        if parser.is_some() && kind != "command" {
+            return Err(format!(
+                "--monitor-parser is for `command` monitors; {spec:?} is a {kind} monitor"
+            ));
+        }
+        match kind {
+            "process" => {
+                need("a process name")?;
+                Ok(Source::Process {
+                    pids: Vec::new(),
+                    name: Some(rest.to_string()),
+                })
+            }
+            "pid" => {
+                need("a pid")?;
+                // Several pids are summed, as the profiles' monitors do.
+                let pids = rest
+                    .split([' ', ','])
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        p.parse::<u32>()
+                            .map_err(|_| format!("--monitor {spec:?}: {p:?} is not a pid"))
+                    })
+                    .collect::<Result<Vec<u32>, String>>()?;
+                Ok(Source::Process { pids, name: None })
+            }
+            "cgroup" => {
+                need("a cgroup v2 directory")?;
+                Ok(Source::Cgroup {
+                    path: rest.to_string(),
+                })
+            }
+            "command" => {
+                need("a command")?;
+                let parser = match parser.unwrap_or("number") {
+                    "number" => Parser::Number,
+                    p => match p.split_once(':') {
+                        Some(("xentop", d)) if !d.is_empty() => Parser::Xentop { domain: d.into() },
+                        Some(("virsh-domstats", d)) if !d.is_empty() => {
+                            Parser::VirshDomstats { domain: d.into() }
+                        }
+                        _ => {
+                            return Err(format!(
+                                "--monitor-parser {p:?}: use number, xentop:DOMAIN or virsh-domstats:DOMAIN"
+                            ))
+                        }
+                    },
+                };
+                Ok(Source::Command {
+                    command: rest.to_string(),
+                    parser,
+                })
+            }
+            _ => Err(format!(
+                "--monitor {spec:?}: start with process, pid, cgroup or command (e.g. --monitor 'process kamailio', --monitor 'command xentop -b -i 2 -d 1' --monitor-parser xentop:pcscf)"
+            )),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Parser {
     /// The first number in the output.
@@ -387,6 +473,47 @@ pub fn parse_virsh_domstats(out: &str) -> HashMap<String, HashMap<String, f64>> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn monitor_specs_parse_with_clear_errors() {
+        assert!(matches!(
+            Source::from_spec("process kamailio", None).unwrap(),
+            Source::Process { name: Some(n), .. } if n == "kamailio"
+        ));
+        assert!(matches!(
+            Source::from_spec("pid 42", None).unwrap(),
+            Source::Process { pids, .. } if pids == [42]
+        ));
+        assert!(matches!(
+            Source::from_spec("cgroup /sys/fs/cgroup/x", None).unwrap(),
+            Source::Cgroup { .. }
+        ));
+        match Source::from_spec("command xentop -b -i 2 -d 1", Some("xentop:pcscf")).unwrap() {
+            Source::Command { command, parser } => {
+                assert_eq!(command, "xentop -b -i 2 -d 1");
+                assert_eq!(
+                    parser,
+                    Parser::Xentop {
+                        domain: "pcscf".into()
+                    }
+                );
+            }
+            s => panic!("{s:?}"),
+        }
+        assert!(Source::from_spec("pid x", None)
+            .unwrap_err()
+            .contains("not a pid"));
+        assert!(Source::from_spec("process", None)
+            .unwrap_err()
+            .contains("needs a process name"));
+        assert!(Source::from_spec("disk sda", None)
+            .unwrap_err()
+            .contains("process, pid, cgroup or command"));
+        assert!(Source::from_spec("command true", Some("xentop"))
+            .unwrap_err()
+            .contains("xentop:DOMAIN"));
+        assert!(Source::from_spec("pid 1", Some("number")).is_err());
+    }
 
     /// `xentop -b -i 2 -d 1` on a Xen 4.x host: the first block's CPU(%) is meaningless (no
     /// previous sample), the second is the one to read.

@@ -31,6 +31,5 @@ pub mod step;
 pub mod table;
 
 pub use runner::{
-    kill_children, parse_monitor, run, Element, LoadSpec, StartRule, TrialsConfig, TrialsOutcome,
-    TriggerSpec,
+    kill_children, run, Element, LoadSpec, StartRule, TrialsConfig, TrialsOutcome, TriggerSpec,
 };

@@ -110,7 +110,7 @@ pub fn write(
             .map(|c| {
                 let pts: Vec<(f64, f64)> = rows
                     .iter()
-                    .filter(|r| r.status == "ok")
+                    .filter(|r| r.status == table::Status::Ok)
                     .filter_map(|r| (c.get)(r).map(|v| (r.trial as f64, v)))
                     .collect();
                 (

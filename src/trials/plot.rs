@@ -4,7 +4,7 @@
 //! bounds), and a scatter of the hypervisor's downtime against the SIP gap. Hand-written SVG with
 //! the probe timeline's primitives ([`crate::probe::plot`]); PNG through the same resvg path.
 
-use super::table::{Trend, TrialRow};
+use super::table::{Status, Trend, TrialRow};
 use crate::probe::plot::{esc, nice_step, tick_label, FONT};
 use std::fmt::Write as _;
 
@@ -162,12 +162,12 @@ fn bars(
                 r.trial
             );
         }
-        if r.status != "ok" {
+        if r.status != Status::Ok {
             let _ = write!(
                 s,
                 r##"<text x="{cx:.1}" y="{:.1}" font-size="11" fill="#c0150f" text-anchor="middle">{}</text>"##,
                 TOP + ph - 6.0,
-                esc(&r.status)
+                r.status
             );
         }
         for (j, se) in series.iter().enumerate() {
@@ -176,7 +176,7 @@ fn bars(
             };
             let x = cx - bw * k / 2.0 + bw * j as f64;
             let y = y_of(v);
-            let opacity = if r.status == "ok" { 1.0 } else { 0.35 };
+            let opacity = if r.status == Status::Ok { 1.0 } else { 0.35 };
             let _ = write!(
                 s,
                 r#"<rect x="{x:.1}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{}" fill-opacity="{opacity}"/>"#,
@@ -213,7 +213,7 @@ fn bars(
         let pts: Vec<(f64, f64)> = rows
             .iter()
             .zip(&se.values)
-            .filter(|(r, _)| r.status == "ok")
+            .filter(|(r, _)| r.status == Status::Ok)
             .filter_map(|(r, v)| v.map(|v| (r.trial as f64, v)))
             .collect();
         if let Some(t) = Trend::fit(&pts) {
@@ -268,7 +268,7 @@ fn scatter(title: &str, rows: &[TrialRow]) -> String {
                 r.hv_downtime_ms?,
                 r.sip_gap_ms?,
                 r.sip_gap_bound_ms.unwrap_or(0.0),
-                r.status == "ok",
+                r.status == Status::Ok,
             ))
         })
         .collect();
@@ -447,13 +447,14 @@ pub fn all(rows: &[TrialRow], title: &str) -> Vec<(&'static str, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trials::table::Direction;
 
     fn rows() -> Vec<TrialRow> {
         (1..=4)
             .map(|i| TrialRow {
                 trial: i,
-                direction: "migrate".into(),
-                status: if i == 3 { "failed" } else { "ok" }.into(),
+                direction: Direction::Migrate,
+                status: if i == 3 { Status::Failed } else { Status::Ok },
                 migration_ms: Some(28000.0 + i as f64 * 50.0),
                 hv_total_ms: Some(27900.0),
                 data_mb: Some(297.0 + i as f64),
@@ -492,7 +493,7 @@ mod tests {
         // Empty: a message instead of bars, still valid.
         let empty = vec![TrialRow {
             trial: 1,
-            status: "ok".into(),
+            status: Status::Ok,
             ..TrialRow::default()
         }];
         for (name, svg) in all(&empty, "t") {

@@ -8,6 +8,60 @@ use crate::probe::report::GapOut;
 use crate::probe::Layer;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
+use std::fmt;
+
+/// How a trial, or one element's migration in it, ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    #[default]
+    Ok,
+    /// The migration command failed, was killed or timed out, or the hypervisor reported a
+    /// failure; statistics leave it out.
+    Failed,
+    /// Ctrl-C during the trial.
+    Interrupted,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Failed => "failed",
+            Status::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which command a trial ran: odd trials `--migrate`, even trials `--back` (when given).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    #[default]
+    Migrate,
+    Back,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Migrate => "migrate",
+            Direction::Back => "back",
+        }
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Wall-clock label (RFC 3339 UTC, ns).
 pub fn label(t: DateTime<Utc>) -> String {
@@ -144,9 +198,9 @@ pub struct LoadOut {
 #[derive(Clone, Debug, Serialize)]
 pub struct TrialRecord {
     pub trial: u32,
-    pub direction: String,
-    /// `interrupted` on Ctrl-C, else `failed` when a step failed, else `ok`.
-    pub status: String,
+    pub direction: Direction,
+    /// Interrupted on Ctrl-C, else failed when a step failed, else ok.
+    pub status: Status,
     /// Every failed step's reason (prefixed by its element in a sequence).
     pub failure: Option<String>,
     pub started_utc: String,
@@ -168,7 +222,7 @@ pub struct StepRecord {
     pub step: u32,
     /// The migrated element (its target name).
     pub element: String,
-    pub status: String,
+    pub status: Status,
     pub failure: Option<String>,
     pub migration: Option<MigrationOut>,
     pub hypervisor: Option<HvReport>,

@@ -22,7 +22,8 @@
 
 use super::output;
 use super::record::{
-    label, ClockOut, CounterOut, LoadOut, MigrationOut, StepRecord, TrialRecord, TriggerOut,
+    label, ClockOut, CounterOut, Direction, LoadOut, MigrationOut, Status, StepRecord, TrialRecord,
+    TriggerOut,
 };
 use super::step::{self, StepRun, TrialView};
 use super::table::TrialRow;
@@ -31,7 +32,7 @@ use crate::probe::net::ProbeClock;
 use crate::probe::report as probe_report;
 use crate::probe::run::{self as probe_run, RunConfig, TargetResult};
 use crate::profile::condition::Condition;
-use crate::profile::monitor::{Measure, Monitor, Parser, Source};
+use crate::profile::monitor::{Measure, Monitor, Source};
 use crate::shutdown::{self, StopReason, Trigger};
 use chrono::Utc;
 use std::path::{Path, PathBuf};
@@ -179,90 +180,6 @@ fn spawn_sh(
 fn exit_text(st: &std::process::ExitStatus) -> (Option<i32>, Option<i32>) {
     use std::os::unix::process::ExitStatusExt;
     (st.code(), st.signal())
-}
-
-// ---------------------------------------------------------------------------------------------
-// Monitor parsing
-
-/// Parses `--monitor`: `process NAME`, `pid N[,N...]`, `cgroup PATH`, or `command CMD...` read by
-/// `parser` (`number`, `xentop:DOMAIN`, `virsh-domstats:DOMAIN`). Same sources as the profiles'
-/// `[[monitor]]` (docs/profiles.md).
-pub fn parse_monitor(spec: &str, parser: Option<&str>) -> Result<Source, String> {
-    let spec = spec.trim();
-    let (kind, rest) = spec.split_once(char::is_whitespace).unwrap_or((spec, ""));
-    let rest = rest.trim();
-    let need = |what: &str| -> Result<(), String> {
-        if rest.is_empty() {
-            Err(format!(
-                "--monitor {spec:?}: `{kind}` needs {what}, e.g. --monitor '{kind} {}'",
-                match kind {
-                    "process" => "kamailio",
-                    "pid" => "1234",
-                    "cgroup" => "/sys/fs/cgroup/system.slice/kamailio.service",
-                    _ => "xentop -b -i 2 -d 1",
-                }
-            ))
-        } else {
-            Ok(())
-        }
-    };
-    if parser.is_some() && kind != "command" {
-        return Err(format!(
-            "--monitor-parser is for `command` monitors; {spec:?} is a {kind} monitor"
-        ));
-    }
-    match kind {
-        "process" => {
-            need("a process name")?;
-            Ok(Source::Process {
-                pids: Vec::new(),
-                name: Some(rest.to_string()),
-            })
-        }
-        "pid" => {
-            need("a pid")?;
-            // Several pids are summed, as the profiles' monitors do.
-            let pids = rest
-                .split([' ', ','])
-                .filter(|p| !p.is_empty())
-                .map(|p| {
-                    p.parse::<u32>()
-                        .map_err(|_| format!("--monitor {spec:?}: {p:?} is not a pid"))
-                })
-                .collect::<Result<Vec<u32>, String>>()?;
-            Ok(Source::Process { pids, name: None })
-        }
-        "cgroup" => {
-            need("a cgroup v2 directory")?;
-            Ok(Source::Cgroup {
-                path: rest.to_string(),
-            })
-        }
-        "command" => {
-            need("a command")?;
-            let parser = match parser.unwrap_or("number") {
-                "number" => Parser::Number,
-                p => match p.split_once(':') {
-                    Some(("xentop", d)) if !d.is_empty() => Parser::Xentop { domain: d.into() },
-                    Some(("virsh-domstats", d)) if !d.is_empty() => {
-                        Parser::VirshDomstats { domain: d.into() }
-                    }
-                    _ => {
-                        return Err(format!(
-                            "--monitor-parser {p:?}: use number, xentop:DOMAIN or virsh-domstats:DOMAIN"
-                        ))
-                    }
-                },
-            };
-            Ok(Source::Command {
-                command: rest.to_string(),
-                parser,
-            })
-        }
-        _ => Err(format!(
-            "--monitor {spec:?}: start with process, pid, cgroup or command (e.g. --monitor 'process kamailio', --monitor 'command xentop -b -i 2 -d 1' --monitor-parser xentop:pcscf)"
-        )),
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -672,11 +589,11 @@ struct TrialCtx<'a> {
 }
 
 impl TrialCtx<'_> {
-    fn direction(&self) -> &'static str {
+    fn direction(&self) -> Direction {
         if self.back {
-            "back"
+            Direction::Back
         } else {
-            "migrate"
+            Direction::Migrate
         }
     }
 }
@@ -910,13 +827,12 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
         .map(|(i, el)| step::analyse(&view, i as u32 + 1, el.target, runs.get(i), &mut warnings))
         .collect();
     let status = if interrupted {
-        "interrupted"
-    } else if steps.iter().any(|s| s.status != "ok") {
-        "failed"
+        Status::Interrupted
+    } else if steps.iter().any(|s| s.status != Status::Ok) {
+        Status::Failed
     } else {
-        "ok"
-    }
-    .to_string();
+        Status::Ok
+    };
     let reasons: Vec<String> = steps
         .iter()
         .filter_map(|s| {
@@ -930,7 +846,7 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
         .collect();
     let rec = TrialRecord {
         trial: t.index,
-        direction: t.direction().into(),
+        direction: t.direction(),
         status,
         failure: (!reasons.is_empty()).then(|| reasons.join("; ")),
         started_utc,
@@ -1080,47 +996,6 @@ pub fn run(cfg: &TrialsConfig, stop: &Trigger) -> anyhow::Result<TrialsOutcome> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn monitor_specs_parse_with_clear_errors() {
-        assert!(matches!(
-            parse_monitor("process kamailio", None).unwrap(),
-            Source::Process { name: Some(n), .. } if n == "kamailio"
-        ));
-        assert!(matches!(
-            parse_monitor("pid 42", None).unwrap(),
-            Source::Process { pids, .. } if pids == [42]
-        ));
-        assert!(matches!(
-            parse_monitor("cgroup /sys/fs/cgroup/x", None).unwrap(),
-            Source::Cgroup { .. }
-        ));
-        match parse_monitor("command xentop -b -i 2 -d 1", Some("xentop:pcscf")).unwrap() {
-            Source::Command { command, parser } => {
-                assert_eq!(command, "xentop -b -i 2 -d 1");
-                assert_eq!(
-                    parser,
-                    Parser::Xentop {
-                        domain: "pcscf".into()
-                    }
-                );
-            }
-            s => panic!("{s:?}"),
-        }
-        assert!(parse_monitor("pid x", None)
-            .unwrap_err()
-            .contains("not a pid"));
-        assert!(parse_monitor("process", None)
-            .unwrap_err()
-            .contains("needs a process name"));
-        assert!(parse_monitor("disk sda", None)
-            .unwrap_err()
-            .contains("process, pid, cgroup or command"));
-        assert!(parse_monitor("command true", Some("xentop"))
-            .unwrap_err()
-            .contains("xentop:DOMAIN"));
-        assert!(parse_monitor("pid 1", Some("number")).is_err());
-    }
 
     #[test]
     fn load_report_figures() {

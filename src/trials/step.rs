@@ -5,8 +5,8 @@
 
 use super::hypervisor::{self, HvReport};
 use super::record::{
-    label, ClockOut, CounterOut, EventOut, LayerPick, LoadOut, MigrationOut, PauseOut, StepRecord,
-    TargetPick,
+    label, ClockOut, CounterOut, Direction, EventOut, LayerPick, LoadOut, MigrationOut, PauseOut,
+    Status, StepRecord, TargetPick,
 };
 use super::table::TrialRow;
 use crate::probe::report::GapOut;
@@ -24,7 +24,7 @@ pub struct StepRun {
 /// What every step of a trial shares.
 pub struct TrialView<'a> {
     pub trial: u32,
-    pub direction: &'a str,
+    pub direction: Direction,
     pub started_utc: &'a str,
     /// Every probed target's results, in the probe's target order.
     pub results: &'a [TargetResult],
@@ -136,8 +136,8 @@ pub fn analyse(
     let row = TrialRow {
         trial: t.trial,
         element: name.clone(),
-        direction: t.direction.into(),
-        status: status.clone(),
+        direction: t.direction,
+        status,
         failure: failure.clone(),
         started_utc: t.started_utc.into(),
         exit_code: migration.as_ref().and_then(|m| m.exit_code),
@@ -216,12 +216,12 @@ pub fn stop_resume(
     Some((stop, resume))
 }
 
-/// The trial's verdict: `(status, failure)`.
+/// A migration's verdict, and why it failed.
 pub fn verdict(
     interrupted: bool,
     mig: Option<&MigrationOut>,
     hv: Option<&HvReport>,
-) -> (String, Option<String>) {
+) -> (Status, Option<String>) {
     let mut why = Vec::new();
     match mig {
         None => why.push("the migration command did not run".to_string()),
@@ -261,12 +261,12 @@ pub fn verdict(
         } else {
             format!("interrupted (Ctrl-C); {}", why.join("; "))
         };
-        return ("interrupted".into(), Some(w));
+        return (Status::Interrupted, Some(w));
     }
     if why.is_empty() {
-        ("ok".into(), None)
+        (Status::Ok, None)
     } else {
-        ("failed".into(), Some(why.join("; ")))
+        (Status::Failed, Some(why.join("; ")))
     }
 }
 
@@ -375,13 +375,13 @@ mod tests {
             stderr: "e".into(),
             ..MigrationOut::default()
         };
-        assert_eq!(verdict(false, Some(&ok), None), ("ok".into(), None));
+        assert_eq!(verdict(false, Some(&ok), None), (Status::Ok, None));
         let bad = MigrationOut {
             exit_code: Some(1),
             ..ok.clone()
         };
         let (s, f) = verdict(false, Some(&bad), None);
-        assert_eq!(s, "failed");
+        assert_eq!(s, Status::Failed);
         assert!(f.unwrap().contains("exited with code 1"));
         let hv = HvReport {
             format: "qmp",
@@ -391,10 +391,10 @@ mod tests {
             ..HvReport::default()
         };
         let (s, f) = verdict(false, Some(&ok), Some(&hv));
-        assert_eq!(s, "failed");
+        assert_eq!(s, Status::Failed);
         assert!(f.unwrap().contains("socket closed"));
         let (s, f) = verdict(true, None, None);
-        assert_eq!(s, "interrupted");
+        assert_eq!(s, Status::Interrupted);
         assert!(f.unwrap().contains("did not run"));
     }
 }

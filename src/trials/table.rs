@@ -2,6 +2,7 @@
 //! element over the trials whose migration succeeded, written as CSV, JSON and a Markdown summary. Also the least-squares
 //! trend line the plots draw. Pure functions: rows in, text out.
 
+pub use super::record::{Direction, Status};
 use serde::Serialize;
 use std::fmt::Write as _;
 
@@ -12,10 +13,9 @@ pub struct TrialRow {
     pub trial: u32,
     /// The migrated element (its target name); a trial of a sequence has a row per element.
     pub element: String,
-    /// `migrate` (the `--migrate` command) or `back` (the `--back` command).
-    pub direction: String,
-    /// `ok`, `failed` or `interrupted`.
-    pub status: String,
+    /// The `--migrate` or the `--back` command.
+    pub direction: Direction,
+    pub status: Status,
     /// Why the trial failed, in words.
     pub failure: Option<String>,
     pub started_utc: String,
@@ -245,7 +245,7 @@ pub fn column_stats(rows: &[TrialRow]) -> Vec<(&'static str, Option<Stats>)> {
         .map(|c| {
             let vals: Vec<f64> = rows
                 .iter()
-                .filter(|r| r.status == "ok")
+                .filter(|r| r.status == Status::Ok)
                 .filter_map(|r| (c.get)(r))
                 .collect();
             (c.key, Stats::of(&vals))
@@ -343,8 +343,8 @@ pub fn csv(rows: &[TrialRow]) -> String {
         let mut f = vec![
             r.trial.to_string(),
             csv_field(&r.element),
-            r.direction.clone(),
-            r.status.clone(),
+            r.direction.to_string(),
+            r.status.to_string(),
             r.started_utc.clone(),
             r.exit_code.map_or(String::new(), |c| c.to_string()),
             r.hv_format.clone().unwrap_or_default(),
@@ -397,9 +397,12 @@ fn md_num(v: Option<f64>) -> String {
 pub fn markdown(rows: &[TrialRow], title: &str, min_gap_ms: f64, notes: &[String]) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# {title}\n");
-    let ok = rows.iter().filter(|r| r.status == "ok").count();
-    let failed = rows.iter().filter(|r| r.status == "failed").count();
-    let interrupted = rows.iter().filter(|r| r.status == "interrupted").count();
+    let count = |s: Status| rows.iter().filter(|r| r.status == s).count();
+    let (ok, failed, interrupted) = (
+        count(Status::Ok),
+        count(Status::Failed),
+        count(Status::Interrupted),
+    );
     let els = elements(rows);
     let sequence = els.len() > 1;
     let what = if sequence {
@@ -431,7 +434,7 @@ pub fn markdown(rows: &[TrialRow], title: &str, min_gap_ms: f64, notes: &[String
         if sequence {
             f.push(r.element.clone());
         }
-        f.extend([r.direction.clone(), r.status.clone()]);
+        f.extend([r.direction.to_string(), r.status.to_string()]);
         for c in &cols {
             let v = (c.get)(r);
             let cell = match c.bound {
@@ -507,12 +510,16 @@ fn with_bound(v: Option<f64>, b: Option<f64>) -> String {
 mod tests {
     use super::*;
 
-    fn row(i: u32, status: &str, mig: f64, sip: f64) -> TrialRow {
+    fn row(i: u32, status: Status, mig: f64, sip: f64) -> TrialRow {
         TrialRow {
             trial: i,
             element: "pcscf".into(),
-            direction: if i % 2 == 1 { "migrate" } else { "back" }.into(),
-            status: status.into(),
+            direction: if i % 2 == 1 {
+                Direction::Migrate
+            } else {
+                Direction::Back
+            },
+            status,
             started_utc: "2026-11-25T06:00:00.000000000Z".into(),
             migration_ms: Some(mig),
             sip_gap_ms: Some(sip),
@@ -550,9 +557,9 @@ mod tests {
     #[test]
     fn statistics_rows_use_ok_trials_only() {
         let rows = vec![
-            row(1, "ok", 1000.0, 400.0),
-            row(2, "failed", 50.0, 0.0),
-            row(3, "ok", 3000.0, 600.0),
+            row(1, Status::Ok, 1000.0, 400.0),
+            row(2, Status::Failed, 50.0, 0.0),
+            row(3, Status::Ok, 3000.0, 600.0),
         ];
         let st = column_stats(&rows);
         let mig = st
@@ -595,12 +602,12 @@ mod tests {
     fn a_sequence_has_a_row_per_element_and_statistics_per_element() {
         let mut rows = Vec::new();
         for t in 1..=2 {
-            let mut hss = row(t, "ok", 900.0, 0.0);
+            let mut hss = row(t, Status::Ok, 900.0, 0.0);
             hss.element = "hss".into();
             hss.diameter_gap_ms = Some(100.0 * t as f64);
             hss.diameter_gap_bound_ms = Some(1.0);
             rows.push(hss);
-            rows.push(row(t, "ok", 2000.0, 400.0 * t as f64));
+            rows.push(row(t, Status::Ok, 2000.0, 400.0 * t as f64));
         }
         assert_eq!(elements(&rows), ["hss", "pcscf"]);
         let c = csv(&rows);
@@ -637,7 +644,7 @@ mod tests {
 
     #[test]
     fn csv_quotes_failure_text() {
-        let mut r = row(1, "failed", 1.0, 0.0);
+        let mut r = row(1, Status::Failed, 1.0, 0.0);
         r.failure = Some("exit code 1, \"boom\", see stderr".into());
         let c = csv(&[r]);
         assert!(c
@@ -649,7 +656,10 @@ mod tests {
 
     #[test]
     fn diameter_columns_appear_only_when_a_trial_probed_the_hss() {
-        let rows = vec![row(1, "ok", 1000.0, 80.0), row(2, "ok", 1100.0, 90.0)];
+        let rows = vec![
+            row(1, Status::Ok, 1000.0, 80.0),
+            row(2, Status::Ok, 1100.0, 90.0),
+        ];
         let (c, m) = (csv(&rows), markdown(&rows, "t", 20.0, &[]));
         assert!(
             !c.contains("diameter") && !m.contains("Diameter"),
