@@ -74,7 +74,7 @@ pub fn watch_signals(trigger: Trigger) {
         Signals {
             stopping: "stopping: finishing calls, de-registering and writing reports (Ctrl-C again to quit now)",
             quitting: "second interrupt: exiting without cleanup",
-            last_rites: || {},
+            last_rites: Box::new(|| {}),
         },
     ));
 }
@@ -84,7 +84,7 @@ pub fn watch_signals(trigger: Trigger) {
 pub struct Signals {
     pub stopping: &'static str,
     pub quitting: &'static str,
-    pub last_rites: fn(),
+    pub last_rites: Box<dyn FnOnce() + Send>,
 }
 
 /// [`watch_signals`] for programs without a tokio runtime of their own: the watcher runs on a

@@ -501,6 +501,76 @@ fn ctrl_c_records_the_trial_as_interrupted_and_writes_the_table() {
     );
 }
 
+/// The second Ctrl-C exits at once (130) and takes the running migration command with it: the
+/// command lives in a process group of its own, so only imsprobe can stop it.
+#[test]
+fn a_second_ctrl_c_exits_at_once_and_stops_the_migration_command() {
+    let _g = serial();
+    let dir = tempdir();
+    let pidfile = dir.path().join("migrate.pid");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imsprobe"))
+        .args([
+            "trials",
+            "--target",
+            "127.0.0.1:9",
+            "--sip",
+            "--no-capture",
+            "--no-plot",
+        ])
+        .args(["--before", "200ms", "--migrate"])
+        .arg(format!("echo $$ > {}; exec sleep 60", pidfile.display()))
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn imsprobe trials");
+    let t0 = Instant::now();
+    let pid = loop {
+        if let Some(p) = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            break p;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the migration command did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(common::send_signal(child.id() as i32, 2), "first SIGINT");
+    // The first only asks the trial to end: a running migration is awaited, not killed.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        common::send_signal(pid, 0),
+        "the migration command was killed by the first Ctrl-C"
+    );
+    assert!(common::send_signal(child.id() as i32, 2), "second SIGINT");
+    let t1 = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if t1.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = common::send_signal(-pid, 9);
+            panic!("imsprobe trials did not exit after the second Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130));
+    // sleep got SIGTERM from imsprobe; it is our grandchild, reaped by init once it dies.
+    let t2 = Instant::now();
+    while common::send_signal(pid, 0) {
+        if t2.elapsed() > Duration::from_secs(5) {
+            let _ = common::send_signal(-pid, 9);
+            panic!("the migration command outlived imsprobe");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn bad_input_is_refused_with_a_clear_message() {
     let cases: &[(&[&str], &str)] = &[

@@ -341,7 +341,7 @@ fn watch_signals(trigger: Trigger) {
         Signals {
             stopping: "imsprobe: stopping: awaiting the last replies, flushing the capture, writing the reports (Ctrl-C again to quit at once)",
             quitting: "imsprobe: second interrupt: exiting without writing the reports",
-            last_rites: || {},
+            last_rites: Box::new(|| {}),
         },
     );
 }
@@ -472,8 +472,9 @@ fn trials_main(a: TrialsArgs) -> anyhow::Result<i32> {
         plot: !a.probe.no_plot,
     };
     let (trigger, _shutdown) = shutdown::channel();
-    watch_signals_trials(trigger.clone());
-    let o = trials::run(&cfg, &trigger)?;
+    let children = trials::Children::default();
+    watch_signals_trials(trigger.clone(), children.clone());
+    let o = trials::run(&cfg, &trigger, &children)?;
     print!("{}", o.summary);
     println!("\nfiles: {}", o.dir.display());
     let all_ok = !o.interrupted && o.rows.iter().all(|r| r.status == trials::table::Status::Ok);
@@ -482,13 +483,13 @@ fn trials_main(a: TrialsArgs) -> anyhow::Result<i32> {
 
 /// Ctrl-C for trials: the first ends the current trial cleanly; the second stops the children
 /// (they have their own process groups, so the terminal's SIGINT does not reach them) and exits.
-fn watch_signals_trials(trigger: Trigger) {
+fn watch_signals_trials(trigger: Trigger, children: imsload::trials::Children) {
     shutdown::watch_signals_on_thread(
         trigger,
         Signals {
             stopping: "imsprobe trials: stopping: this trial is recorded as interrupted, then the table is written (Ctrl-C again to quit at once)",
             quitting: "imsprobe trials: second interrupt: stopping the load and migration commands, exiting without the table",
-            last_rites: imsload::trials::kill_children,
+            last_rites: Box::new(move || children.terminate()),
         },
     );
 }

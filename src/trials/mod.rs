@@ -31,5 +31,5 @@ pub mod step;
 pub mod table;
 
 pub use runner::{
-    kill_children, run, Element, LoadSpec, StartRule, TrialsConfig, TrialsOutcome, TriggerSpec,
+    run, Children, Element, LoadSpec, StartRule, TrialsConfig, TrialsOutcome, TriggerSpec,
 };

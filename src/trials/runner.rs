@@ -18,7 +18,7 @@
 //! Ctrl-C: the current trial ends at the next step boundary (a running migration command is
 //! awaited, not killed: a half-done migration is worse than a late stop) and is recorded as
 //! interrupted; no further trial starts. Child processes live in their own process groups so the
-//! terminal's SIGINT reaches only us; [`kill_children`] is for the second Ctrl-C.
+//! terminal's SIGINT reaches only us; [`Children::terminate`] is for the second Ctrl-C.
 
 use super::output;
 use super::record::{
@@ -37,7 +37,7 @@ use crate::shutdown::{self, StopReason, Trigger};
 use chrono::Utc;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// When to fire the migration once the load runs.
@@ -126,28 +126,69 @@ pub struct TrialsOutcome {
 // ---------------------------------------------------------------------------------------------
 // Child processes
 
-/// Process groups of the children alive now, for [`kill_children`].
-static CHILD_GROUPS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+/// The process groups of the children alive now (the load, a migration command). They do not
+/// get the terminal's SIGINT (their own groups), so the second Ctrl-C, which exits at once,
+/// stops them through a clone of this ([`Children::terminate`]); they would outlive us otherwise.
+#[derive(Clone, Debug, Default)]
+pub struct Children(Arc<Mutex<Vec<i32>>>);
 
-fn register_group(pgid: i32) {
-    if let Ok(mut v) = CHILD_GROUPS.lock() {
-        v.push(pgid);
+impl Children {
+    /// SIGTERM to every child process group still running.
+    pub fn terminate(&self) {
+        if let Ok(v) = self.0.lock() {
+            for &p in v.iter() {
+                signal_group(p, libc::SIGTERM);
+            }
+        }
+    }
+
+    /// Runs `command` with `sh -c` in a process group of its own, stdin closed, output to
+    /// files; the group stays registered until the returned [`Group`] is dropped.
+    fn spawn_sh(
+        &self,
+        command: &str,
+        stdout: &Path,
+        stderr: &Path,
+        env: &[(&str, String)],
+    ) -> std::io::Result<(std::process::Child, Group)> {
+        use std::os::unix::process::CommandExt;
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg(command)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(stdout)?)
+            .stderr(std::fs::File::create(stderr)?)
+            .process_group(0);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let child = c.spawn()?;
+        let pgid = child.id() as i32;
+        if let Ok(mut v) = self.0.lock() {
+            v.push(pgid);
+        }
+        Ok((
+            child,
+            Group {
+                children: self.clone(),
+                pgid,
+            },
+        ))
     }
 }
 
-fn unregister_group(pgid: i32) {
-    if let Ok(mut v) = CHILD_GROUPS.lock() {
-        v.retain(|&p| p != pgid);
-    }
+/// A registered child process group; dropping it unregisters the group (every return path,
+/// errors included).
+#[derive(Debug)]
+struct Group {
+    children: Children,
+    pgid: i32,
 }
 
-/// SIGTERM to every child process group still running (the load, a migration command). For the
-/// second Ctrl-C, which exits at once: the children would otherwise outlive us, since they do
-/// not get the terminal's SIGINT.
-pub fn kill_children() {
-    if let Ok(v) = CHILD_GROUPS.lock() {
-        for &p in v.iter() {
-            signal_group(p, libc::SIGTERM);
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Ok(mut v) = self.children.0.lock() {
+            v.retain(|&p| p != self.pgid);
         }
     }
 }
@@ -155,26 +196,6 @@ pub fn kill_children() {
 fn signal_group(pgid: i32, sig: i32) -> bool {
     // SAFETY: kill(2) on a process group we created; no memory is involved.
     pgid > 0 && unsafe { libc::kill(-pgid, sig) } == 0
-}
-
-fn spawn_sh(
-    command: &str,
-    stdout: &Path,
-    stderr: &Path,
-    env: &[(&str, String)],
-) -> std::io::Result<std::process::Child> {
-    use std::os::unix::process::CommandExt;
-    let mut c = Command::new("sh");
-    c.arg("-c")
-        .arg(command)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(stdout)?)
-        .stderr(std::fs::File::create(stderr)?)
-        .process_group(0);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.spawn()
 }
 
 fn exit_text(st: &std::process::ExitStatus) -> (Option<i32>, Option<i32>) {
@@ -240,11 +261,17 @@ type ProbeOut = anyhow::Result<Vec<TargetResult>>;
 
 struct LoadChild {
     child: std::process::Child,
+    _group: Group,
     out: LoadOut,
     report: PathBuf,
 }
 
-fn start_load(spec: &LoadSpec, dir: &Path, target: &str) -> Result<LoadChild, String> {
+fn start_load(
+    children: &Children,
+    spec: &LoadSpec,
+    dir: &Path,
+    target: &str,
+) -> Result<LoadChild, String> {
     let report = dir.join("load.json");
     let series = dir.join("load-series.csv");
     let command = match spec {
@@ -263,11 +290,12 @@ fn start_load(spec: &LoadSpec, dir: &Path, target: &str) -> Result<LoadChild, St
             .replace("{target}", &shell_quote(target)),
     };
     let (so, se) = (dir.join("load.stdout"), dir.join("load.stderr"));
-    let child = spawn_sh(&command, &so, &se, &[])
+    let (child, group) = children
+        .spawn_sh(&command, &so, &se, &[])
         .map_err(|e| format!("cannot start the load ({command}): {e}"))?;
-    register_group(child.id() as i32);
     Ok(LoadChild {
         child,
+        _group: group,
         out: LoadOut {
             command,
             stdout: so.display().to_string(),
@@ -335,7 +363,6 @@ fn stop_load(mut l: LoadChild, drain: Duration, warnings: &mut Vec<String>) -> L
             }
         }
     }
-    unregister_group(pgid);
     if l.out.ended_early {
         let tail = std::fs::read_to_string(&l.out.stderr)
             .map(|s| {
@@ -435,26 +462,27 @@ fn wait_trigger(
     (out, None)
 }
 
-/// Runs one migration command, its output in `dir/{files}.stdout` and `.stderr`.
+/// Runs one migration command of trial `t`, its output in `{files}.stdout` and `.stderr` of the
+/// trial's folder, bounded by `--migrate-timeout`.
 fn run_migration(
+    t: &TrialCtx,
     command: &str,
-    dir: &Path,
     files: &str,
     env: &[(&str, String)],
     clock: ProbeClock,
-    timeout: Duration,
-    stop: &Trigger,
 ) -> Result<MigrationOut, String> {
+    let (dir, children, stop) = (&t.dir, t.children, t.stop);
+    let timeout = t.cfg.migrate_timeout;
     let (so, se) = (
         dir.join(format!("{files}.stdout")),
         dir.join(format!("{files}.stderr")),
     );
     let wall0 = Utc::now();
     let t0 = clock.now_ns();
-    let mut child = spawn_sh(command, &so, &se, env)
+    let (mut child, group) = children
+        .spawn_sh(command, &so, &se, env)
         .map_err(|e| format!("cannot start the migration command {command:?}: {e}"))?;
-    let pgid = child.id() as i32;
-    register_group(pgid);
+    let pgid = group.pgid;
     // A thread blocks in wait() so the end is stamped the moment the command exits, not at the
     // next poll.
     let (tx, rx) = std::sync::mpsc::channel();
@@ -496,7 +524,7 @@ fn run_migration(
             }
         }
     };
-    unregister_group(pgid);
+    drop(group);
     let (exit_code, signal) = match &st {
         Ok(s) => exit_text(s),
         Err(_) => (None, None),
@@ -582,6 +610,7 @@ fn clock_check(clock: &ProbeClock) -> ClockOut {
 struct TrialCtx<'a> {
     cfg: &'a TrialsConfig,
     stop: &'a Trigger,
+    children: &'a Children,
     index: u32,
     dir: PathBuf,
     /// Even trials with `--back` commands run them.
@@ -640,7 +669,7 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
     let mut load = None;
     if cut.is_none() {
         if let Some(spec) = &cfg.load {
-            match start_load(spec, &t.dir, &target) {
+            match start_load(t.children, spec, &t.dir, &target) {
                 Ok(l) => {
                     log(&format!("{tag}: load started: {}", l.out.command));
                     load = Some(l);
@@ -731,15 +760,7 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
                 Err(e) => c.error = Some(e),
             }
         }
-        let m = run_migration(
-            &command,
-            &t.dir,
-            &files,
-            &env,
-            clock,
-            cfg.migrate_timeout,
-            t.stop,
-        );
+        let m = run_migration(t, &command, &files, &env, clock);
         if let Some(c) = &mut counter {
             if c.error.is_none() {
                 match read_counter(&c.command) {
@@ -901,7 +922,13 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
 
 /// Runs every trial (until `stop` fires) and writes the table. Errors only for setup problems
 /// (output folder, probe sockets, a load that cannot start); a failed migration is a row.
-pub fn run(cfg: &TrialsConfig, stop: &Trigger) -> anyhow::Result<TrialsOutcome> {
+/// `children` holds the process groups of the load and migration commands while they run (for
+/// the second Ctrl-C: [`Children::terminate`]).
+pub fn run(
+    cfg: &TrialsConfig,
+    stop: &Trigger,
+    children: &Children,
+) -> anyhow::Result<TrialsOutcome> {
     anyhow::ensure!(cfg.trials >= 1, "--trials must be at least 1");
     anyhow::ensure!(
         !cfg.probe.targets.is_empty(),
@@ -948,6 +975,7 @@ pub fn run(cfg: &TrialsConfig, stop: &Trigger) -> anyhow::Result<TrialsOutcome> 
         let ctx = TrialCtx {
             cfg,
             stop,
+            children,
             index: i,
             dir: cfg.out.join(format!("trial-{i:03}")),
             back: with_back > 0 && i % 2 == 0,
