@@ -17,36 +17,12 @@ fn kam(users: usize) -> Kamailio {
     .expect("kamailio start")
 }
 
-/// In CI a missing SIPp is an error; elsewhere the SIPp tests are skipped.
-fn sipp_or_skip(test: &str) -> bool {
-    if sipp_available() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "sipp missing in CI (package sip-tester)"
-    );
-    eprintln!("{test}: sipp not installed (package sip-tester), skipped");
-    false
-}
-
 /// Copies Via/From/To/Call-ID/CSeq of `req` into a response.
 fn response_to(req: &str, status: &str, to_tag: &str) -> String {
-    let mut r = format!("SIP/2.0 {status}\r\n");
-    for line in req.split("\r\n").skip(1).take_while(|l| !l.is_empty()) {
-        let name = line
-            .split(':')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        match name.as_str() {
-            "via" | "v" | "from" | "f" | "call-id" | "i" | "cseq" => r += &format!("{line}\r\n"),
-            "to" | "t" => r += &format!("{line};tag={to_tag}\r\n"),
-            _ => {}
-        }
-    }
-    r + "Content-Length: 0\r\n\r\n"
+    format!(
+        "SIP/2.0 {status}\r\n{}Content-Length: 0\r\n\r\n",
+        dialog_headers(req, to_tag)
+    )
 }
 
 #[test]
