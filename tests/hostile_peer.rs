@@ -55,7 +55,6 @@ use std::time::{Duration, Instant};
 
 const IMSLOAD: &str = env!("CARGO_BIN_EXE_imsload");
 const IMSPROBE: &str = env!("CARGO_BIN_EXE_imsprobe");
-const SIGINT: i32 = 2;
 
 /// A child that is killed (and reaped) if the test ends early.
 struct Guard(Option<Child>);
@@ -69,21 +68,7 @@ impl Guard {
     }
     /// Waits up to `limit` for the exit; on overrun kills it and fails with `what`.
     fn wait_bounded(&mut self, limit: Duration, what: &str) -> std::process::ExitStatus {
-        let t0 = Instant::now();
-        loop {
-            if let Some(s) = self.child().try_wait().unwrap() {
-                self.0.take();
-                return s;
-            }
-            if t0.elapsed() > limit {
-                let cpu = cpu_seconds(self.pid());
-                let _ = self.child().kill();
-                let _ = self.child().wait();
-                self.0.take();
-                panic!("{what}: still running {limit:?} after it should have ended (CPU {cpu:?} s); killed");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        common::wait_bounded(self.0.take().unwrap(), limit, what).status
     }
 }
 
@@ -94,20 +79,6 @@ impl Drop for Guard {
             let _ = c.wait();
         }
     }
-}
-
-/// utime+stime of `pid` in seconds (for failure messages: a spinning process shows here).
-fn cpu_seconds(pid: i32) -> Option<f64> {
-    let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let f: Vec<&str> = st[st.rfind(')')? + 2..].split_whitespace().collect();
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / 100.0)
-}
-
-fn stderr_tail(path: &std::path::Path) -> String {
-    let s = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -253,7 +224,11 @@ fn udp_hostile_content_length_and_garbage_do_not_stop_serve() {
             break false;
         }
     };
-    assert!(ready, "serve did not answer: {}", stderr_tail(&serve_err));
+    assert!(
+        ready,
+        "serve did not answer: {}",
+        common::tail_lines(&serve_err, 30)
+    );
 
     let report = dir.path().join("report.json");
     let series = dir.path().join("series.jsonl");
@@ -322,7 +297,7 @@ fn udp_hostile_content_length_and_garbage_do_not_stop_serve() {
         answered,
         "serve stopped answering after the hostile datagrams (alive: {}): {}",
         serve.child().try_wait().unwrap().is_none(),
-        stderr_tail(&serve_err)
+        common::tail_lines(&serve_err, 30)
     );
     assert!(
         load.child().try_wait().unwrap().is_none(),
@@ -336,7 +311,7 @@ fn udp_hostile_content_length_and_garbage_do_not_stop_serve() {
     );
     let rep: Value = serde_json::from_str(
         &std::fs::read_to_string(&report)
-            .unwrap_or_else(|e| panic!("no report ({e}): {}", stderr_tail(&load_err))),
+            .unwrap_or_else(|e| panic!("no report ({e}): {}", common::tail_lines(&load_err, 30))),
     )
     .unwrap();
     let c = &rep["counters"];
@@ -361,13 +336,17 @@ fn udp_hostile_content_length_and_garbage_do_not_stop_serve() {
     );
 
     // Serve ends on SIGINT with its counters, the hostile datagrams among the malformed.
-    assert!(common::send_signal(serve.pid(), SIGINT));
+    assert!(common::send_signal(serve.pid(), common::SIGINT));
     // Its stdout (a line and the counters) fits in the pipe: read it once it has exited.
     let mut stdout = serve.child().stdout.take().unwrap();
     let st = serve.wait_bounded(Duration::from_secs(10), "imsload serve after SIGINT");
     let mut out = String::new();
     stdout.read_to_string(&mut out).unwrap();
-    assert!(st.success(), "serve: {st}: {}", stderr_tail(&serve_err));
+    assert!(
+        st.success(),
+        "serve: {st}: {}",
+        common::tail_lines(&serve_err, 30)
+    );
     let stats: Value = serde_json::from_str(&out[out.find('{').expect(&out)..]).unwrap();
     eprintln!("serve counters: {stats}");
     let malformed = stats["malformed"].as_u64().unwrap();
@@ -442,7 +421,11 @@ fn udp_flood_of_unacked_invites_is_refused_with_503_beyond_max_calls() {
             break false;
         }
     };
-    assert!(ready, "serve did not answer: {}", stderr_tail(&serve_err));
+    assert!(
+        ready,
+        "serve did not answer: {}",
+        common::tail_lines(&serve_err, 30)
+    );
     let pid = serve.pid();
     let rss_before = proc_kb(pid, "VmRSS:").unwrap();
 
@@ -506,7 +489,7 @@ fn udp_flood_of_unacked_invites_is_refused_with_503_beyond_max_calls() {
         answered,
         "serve stopped answering OPTIONS after the flood (alive: {}): {}",
         serve.child().try_wait().unwrap().is_none(),
-        stderr_tail(&serve_err)
+        common::tail_lines(&serve_err, 30)
     );
     assert!(
         hwm < RSS_BOUND_KB,
@@ -514,12 +497,16 @@ fn udp_flood_of_unacked_invites_is_refused_with_503_beyond_max_calls() {
     );
     assert!(got_503.load(Ordering::Relaxed) > 0, "no 503 came back");
 
-    assert!(common::send_signal(pid, SIGINT));
+    assert!(common::send_signal(pid, common::SIGINT));
     let mut stdout = serve.child().stdout.take().unwrap();
     let st = serve.wait_bounded(Duration::from_secs(10), "imsload serve after SIGINT");
     let mut out = String::new();
     stdout.read_to_string(&mut out).unwrap();
-    assert!(st.success(), "serve: {st}: {}", stderr_tail(&serve_err));
+    assert!(
+        st.success(),
+        "serve: {st}: {}",
+        common::tail_lines(&serve_err, 30)
+    );
     let stats: Value = serde_json::from_str(&out[out.find('{').expect(&out)..]).unwrap();
     eprintln!("serve counters: {stats}");
     let invites = stats["invites"].as_u64().unwrap();
@@ -588,26 +575,7 @@ fn read_request(s: &mut TcpStream, deadline: Instant) -> Option<String> {
 
 /// The response: the request's Via, From, To (+tag), Call-ID, CSeq, then the hostile length.
 fn hostile_response(req: &str, kind: Hostile) -> Vec<u8> {
-    let mut head = String::from("SIP/2.0 200 OK\r\n");
-    for l in req.lines() {
-        let name = l
-            .split(':')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        match name.as_str() {
-            "via" | "v" | "from" | "f" | "call-id" | "i" | "cseq" => {
-                head += l;
-                head += "\r\n";
-            }
-            "to" | "t" => {
-                head += l;
-                head += ";tag=evil\r\n";
-            }
-            _ => {}
-        }
-    }
+    let mut head = format!("SIP/2.0 200 OK\r\n{}", common::dialog_headers(req, "evil"));
     head += "Content-Length: ";
     let cl = match kind {
         Hostile::Huge => 1_000_000_000_000u64,
@@ -760,7 +728,7 @@ fn imsload_tcp(kind: Hostile, sigint: bool) {
     // it spun on an empty frame or kept buffering).
     let dropped = wait_line(&lines, "unreadable SIP stream", Duration::from_secs(5));
     if sigint {
-        assert!(common::send_signal(load.pid(), SIGINT));
+        assert!(common::send_signal(load.pid(), common::SIGINT));
     }
     let limit = if sigint {
         Duration::from_secs(drain_s) + margin
@@ -879,12 +847,7 @@ fn imsprobe_tcp(kind: Hostile) {
             .unwrap_or_else(|e| panic!("no report ({e}): {err}")),
     )
     .unwrap();
-    let sip = rep["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["layer"] == "sip")
-        .unwrap_or_else(|| panic!("no sip layer: {rep}"));
+    let sip = common::layer(&rep, "sip");
     eprintln!(
         "counters {} tcp {} summary {}",
         sip["counters"], sip["tcp"], sip["summary"]

@@ -9,6 +9,8 @@
 //! elsewhere with a message, an error in CI (env CI set). The lab is always stopped (Drop) and
 //! its namespace deleted, also when an assertion fails.
 
+mod common;
+
 use std::fs::File;
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
@@ -732,7 +734,7 @@ fn imsload_in_lab_watching(
     std::fs::write(&csv, users_csv).unwrap();
     let report = lab.path("imsload-report.json");
     let _ = std::fs::remove_file(&report);
-    let mut child = Command::new("ip")
+    let child = Command::new("ip")
         .args(["netns", "exec", &lab.ns, env!("CARGO_BIN_EXE_imsload")])
         .args([
             "--target",
@@ -750,16 +752,7 @@ fn imsload_in_lab_watching(
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("run imsload in the lab namespace");
-    let t0 = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if t0.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("imsload did not finish within 60 s");
-        }
-        during();
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = common::wait_bounded_with(child, Duration::from_secs(60), "imsload", |_, _| during());
     let text = std::fs::read_to_string(&report).unwrap_or_else(|e| {
         panic!(
             "no imsload report ({e})\n{}\n{}",
@@ -1075,10 +1068,6 @@ fn stop_group(pgid: i32) {
     }
 }
 
-fn num(v: &serde_json::Value) -> f64 {
-    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
-}
-
 /// imsprobe's Diameter watchdogs against the I-CSCF's own Diameter stack (Kamailio's cdp,
 /// not the HSS; the lab started with ICSCF_ACCEPT_UNKNOWN_PEERS=1, as cdp ignores a CER from a
 /// peer it does not know otherwise): the CER is answered with 2001 and every DWR with a DWA.
@@ -1133,21 +1122,8 @@ fn imsprobe_watchdogs_reach_the_icscf_diameter_stack_and_see_it_paused() {
         injected.push(((c - a) + (d - b)).as_secs_f64() / 2.0 * 1000.0);
         std::thread::sleep(Duration::from_millis(1500));
     }
-    let mut child = child;
-    let t0 = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if t0.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            panic!("imsprobe did not finish within 20 s of the last pause");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let o = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    eprintln!("{stderr}");
-    assert!(o.status.success(), "imsprobe failed: {stderr}");
-    let rep: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    // Within 20 s of the last pause.
+    let rep = common::probe_report(child, &out, Duration::from_secs(20));
     let l = &rep["layers"][0];
     assert_eq!(l["layer"], "diameter", "{rep}");
     eprintln!(
@@ -1170,12 +1146,12 @@ fn imsprobe_watchdogs_reach_the_icscf_diameter_stack_and_see_it_paused() {
     let answered = s["ok"].as_u64().unwrap() + s["ok_after_timeout"].as_u64().unwrap();
     assert_eq!(answered + s["pending"].as_u64().unwrap(), sent, "{s}");
     eprintln!("reply gaps {}", l["reply_gaps"]);
-    let tol = 2.0 * num(&rep["params"]["interval_ms"]) + 5.0;
+    let tol = 2.0 * common::f(&rep["params"]["interval_ms"]) + 5.0;
     let gaps: Vec<f64> = l["reply_gaps"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|g| num(&g["duration_ms"]))
+        .map(|g| common::f(&g["duration_ms"]))
         .filter(|&d| d > 300.0)
         .collect();
     assert_eq!(
@@ -1195,7 +1171,7 @@ fn imsprobe_watchdogs_reach_the_icscf_diameter_stack_and_see_it_paused() {
         );
     }
     for g in l["reply_gaps"].as_array().unwrap() {
-        if num(&g["duration_ms"]) > 300.0 {
+        if common::f(&g["duration_ms"]) > 300.0 {
             assert!(g["late_replies"].as_u64().unwrap() >= 100, "{g}");
         }
     }

@@ -17,36 +17,12 @@ fn kam(users: usize) -> Kamailio {
     .expect("kamailio start")
 }
 
-/// In CI a missing SIPp is an error; elsewhere the SIPp tests are skipped.
-fn sipp_or_skip(test: &str) -> bool {
-    if sipp_available() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "sipp missing in CI (package sip-tester)"
-    );
-    eprintln!("{test}: sipp not installed (package sip-tester), skipped");
-    false
-}
-
 /// Copies Via/From/To/Call-ID/CSeq of `req` into a response.
 fn response_to(req: &str, status: &str, to_tag: &str) -> String {
-    let mut r = format!("SIP/2.0 {status}\r\n");
-    for line in req.split("\r\n").skip(1).take_while(|l| !l.is_empty()) {
-        let name = line
-            .split(':')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        match name.as_str() {
-            "via" | "v" | "from" | "f" | "call-id" | "i" | "cseq" => r += &format!("{line}\r\n"),
-            "to" | "t" => r += &format!("{line};tag={to_tag}\r\n"),
-            _ => {}
-        }
-    }
-    r + "Content-Length: 0\r\n\r\n"
+    format!(
+        "SIP/2.0 {status}\r\n{}Content-Length: 0\r\n\r\n",
+        dialog_headers(req, to_tag)
+    )
 }
 
 #[test]
@@ -389,4 +365,38 @@ fn sipp_calls_through_kamailio_udp_and_tcp() {
     let r = run_sipp_uac_to(k.addr(), "user0003", Transport::Udp, 2, 10, 10).unwrap();
     assert_eq!((r.successful, r.failed), (0, 2), "{r:?}");
     assert_ne!(r.exit_code, 0);
+}
+
+#[test]
+fn wait_bounded_returns_the_output_of_a_child_that_ends() {
+    // More than a pipe holds: read while the child runs, or it would block and be killed.
+    let child = std::process::Command::new("sh")
+        .args(["-c", "head -c 1000000 /dev/zero; echo err >&2; exit 3"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = wait_bounded(child, Duration::from_secs(20), "sh");
+    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(o.stdout.len(), 1_000_000);
+    assert_eq!(o.stderr, b"err\n");
+}
+
+#[test]
+fn wait_bounded_kills_a_child_past_its_limit() {
+    let child = std::process::Command::new("sh")
+        .args(["-c", "echo started; exec sleep 30"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let t0 = std::time::Instant::now();
+    let r = std::panic::catch_unwind(move || {
+        wait_bounded(child, Duration::from_millis(300), "sleeper")
+    });
+    let msg = *r.expect_err("no panic").downcast::<String>().unwrap();
+    assert!(msg.starts_with("sleeper: still running 300ms"), "{msg}");
+    assert!(msg.contains("started"), "{msg}");
+    assert!(!pid_alive(pid), "still alive");
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
 }

@@ -42,24 +42,8 @@ fn spawn(args: &[&str], report: &Path) -> Child {
         .expect("run imsload")
 }
 
-fn finish(mut child: Child, report: &Path, limit: Duration) -> Run {
-    let t0 = Instant::now();
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            break;
-        }
-        if t0.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "imsload did not end within {limit:?}\nstdout:\n{}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
+fn finish(child: Child, report: &Path, limit: Duration) -> Run {
+    let out = wait_bounded(child, limit, "imsload");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let text = std::fs::read_to_string(report)
@@ -283,18 +267,6 @@ fn invite_challenge_is_answered() {
     assert_eq!(counter(&r, "calls_completed"), 10);
 }
 
-fn sipp_or_skip(test: &str) -> bool {
-    if sipp_available() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "sipp missing in CI (package sip-tester)"
-    );
-    eprintln!("{test}: sipp not installed (package sip-tester), skipped");
-    false
-}
-
 #[test]
 fn calls_sipp_uas_without_registration() {
     if !sipp_or_skip("calls_sipp_uas_without_registration") {
@@ -378,7 +350,7 @@ fn interrupt_deregisters_and_writes_the_report() {
         .unwrap_or(0)
         == 30));
     std::thread::sleep(Duration::from_secs(2));
-    assert!(send_signal(child.id() as i32, 2), "SIGINT");
+    assert!(send_signal(child.id() as i32, SIGINT), "SIGINT");
     let r = finish(child, &report, Duration::from_secs(30));
     assert_eq!(r.report["stop_reason"], "interrupted", "{}", explain(&r));
     let answered = counter(&r, "calls_answered");

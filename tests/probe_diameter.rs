@@ -14,20 +14,12 @@
 
 mod common;
 
+use common::{f, pcap_only, probe_report, serial, SIGCONT, SIGSTOP};
 use serde_json::Value;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-const SIGCONT: i32 = 18;
-const SIGSTOP: i32 = 19;
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// `imshss` on a free port of 127.0.0.1, killed on drop.
 struct Hss {
@@ -84,7 +76,7 @@ impl Hss {
     fn pause(&self) {
         assert!(common::send_signal(self.pid(), SIGSTOP));
         let t0 = Instant::now();
-        while state(self.pid()) != Some('T') {
+        while common::proc_state(self.pid()) != Some('T') {
             assert!(t0.elapsed() < Duration::from_secs(5), "imshss did not stop");
             std::thread::yield_now();
         }
@@ -114,11 +106,6 @@ impl Drop for Hss {
     }
 }
 
-fn state(pid: i32) -> Option<char> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    s[s.rfind(')')? + 1..].trim_start().chars().next()
-}
-
 fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("imsprobe-dia")
@@ -140,27 +127,6 @@ fn probe(hss: &Hss, duration_ms: u64, extra: &[&str], out: &Path) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn imsprobe")
-}
-
-fn finish(child: Child, out: &Path, limit: Duration) -> Value {
-    let t0 = Instant::now();
-    let mut child = child;
-    while child.try_wait().expect("wait imsprobe").is_none() {
-        if t0.elapsed() > limit {
-            let _ = child.kill();
-            panic!("imsprobe did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let o = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    eprintln!("{}{stderr}", String::from_utf8_lossy(&o.stdout));
-    assert!(o.status.success(), "imsprobe failed: {stderr}");
-    serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
-}
-
-fn f(v: &Value) -> f64 {
-    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
 
 /// The one layer of a Diameter-only report.
@@ -235,7 +201,7 @@ fn an_unknown_user_gets_failed_replies_not_answers() {
     let hss = Hss::start(dir.path());
     let out = dir.path().join("run");
     let child = probe(&hss, 1000, &["--diameter-uar", MALLORY], &out);
-    let rep = finish(child, &out, Duration::from_secs(15));
+    let rep = probe_report(child, &out, Duration::from_secs(15));
     let l = diameter(&rep);
     eprintln!("summary {} counters {}", l["summary"], l["counters"]);
     let s = &l["summary"];
@@ -255,16 +221,7 @@ fn an_unknown_user_gets_failed_replies_not_answers() {
     assert_eq!(failed.len() as u64, s["failed"].as_u64().unwrap());
     assert!(failed.iter().all(|(_, c)| *c == 5001), "{failed:?}");
     let ana = dir.path().join("ana");
-    let o = Command::new(env!("CARGO_BIN_EXE_imsprobe"))
-        .arg("--pcap-only")
-        .arg(out.join("capture.pcap"))
-        .arg("--out")
-        .arg(&ana)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let re: Value =
-        serde_json::from_str(&std::fs::read_to_string(ana.join("report.json")).unwrap()).unwrap();
+    let re = pcap_only(&out.join("capture.pcap"), &ana);
     let cs = &diameter(&re)["summary"];
     assert_eq!(cs["sent"], s["sent"], "{cs}");
     assert_eq!(cs["ok"], 0, "{cs}");
@@ -306,7 +263,7 @@ fn stopped_hss_gaps(dir: &Path, extra: &[&str], window_holds_pause: bool) -> Val
         injected.push(((c - a) + (d - b)).as_secs_f64() / 2.0 * 1000.0);
         std::thread::sleep(Duration::from_millis(1500));
     }
-    let rep = finish(child, &out, Duration::from_millis(total_ms + 15_000));
+    let rep = probe_report(child, &out, Duration::from_millis(total_ms + 15_000));
     let l = diameter(&rep);
     eprintln!("counters {} tcp {}", l["counters"], l["tcp"]);
     assert_eq!(l["socket"], "diameter-tcp");
@@ -348,16 +305,7 @@ fn stopped_hss_gaps(dir: &Path, extra: &[&str], window_holds_pause: bool) -> Val
 
     // The run's capture, read back on its own, finds our watchdogs and the same gaps.
     let ana = dir.join("ana");
-    let o = Command::new(env!("CARGO_BIN_EXE_imsprobe"))
-        .arg("--pcap-only")
-        .arg(out.join("capture.pcap"))
-        .arg("--out")
-        .arg(&ana)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let re: Value =
-        serde_json::from_str(&std::fs::read_to_string(ana.join("report.json")).unwrap()).unwrap();
+    let re = pcap_only(&out.join("capture.pcap"), &ana);
     let c = diameter(&re);
     assert_eq!(
         c["summary"]["sent"], l["summary"]["sent"],
@@ -403,7 +351,7 @@ fn a_restarted_hss_is_reconnected_with_a_new_cer() {
     std::thread::sleep(Duration::from_millis(1000));
     let (_hss, gone, back_from) = hss.restart_after(Duration::from_millis(800));
     let back = Instant::now();
-    let rep = finish(child, &out, Duration::from_secs(20));
+    let rep = probe_report(child, &out, Duration::from_secs(20));
     let l = diameter(&rep);
     eprintln!("tcp {} counters {}", l["tcp"], l["counters"]);
     let tcp = &l["tcp"];

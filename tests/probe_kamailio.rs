@@ -8,18 +8,11 @@
 
 mod common;
 
-use common::{Kamailio, KamailioOpts};
+use common::{f, layer, pcap_only, probe_report, serial, Kamailio, KamailioOpts};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn kamailio() -> Kamailio {
     Kamailio::start(KamailioOpts {
@@ -39,42 +32,6 @@ fn spawn_probe(args: &[&str], out: &Path) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn imsprobe")
-}
-
-/// Waits for the probe (bounded) and returns its JSON report.
-fn finish(child: Child, out: &Path, limit: Duration) -> Value {
-    let t0 = Instant::now();
-    let mut child = child;
-    loop {
-        if let Some(_st) = child.try_wait().expect("wait imsprobe") {
-            break;
-        }
-        if t0.elapsed() > limit {
-            let _ = child.kill();
-            panic!("imsprobe did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let o = child.wait_with_output().expect("imsprobe output");
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    eprintln!("{stdout}{stderr}");
-    assert!(o.status.success(), "imsprobe failed: {stderr}");
-    let text = std::fs::read_to_string(out.join("report.json")).expect("report.json");
-    serde_json::from_str(&text).expect("report.json is JSON")
-}
-
-fn layer<'a>(rep: &'a Value, name: &str) -> &'a Value {
-    rep["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["layer"] == name)
-        .unwrap_or_else(|| panic!("no {name} layer in {rep}"))
-}
-
-fn f(v: &Value) -> f64 {
-    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
 
 fn tempdir() -> tempfile::TempDir {
@@ -182,7 +139,7 @@ fn run_with_pauses(
         injected.push(((c - a) + (d - b)).as_secs_f64() / 2.0 * 1000.0);
         std::thread::sleep(Duration::from_secs(2));
     }
-    let rep = finish(probe, out, Duration::from_secs_f64(total + 15.0));
+    let rep = probe_report(probe, out, Duration::from_secs_f64(total + 15.0));
     (rep, injected)
 }
 
@@ -278,7 +235,7 @@ fn a_killed_target_over_tcp_is_an_outage_and_the_run_ends_on_time() {
     drop(kam);
     let stopped_in = t0.elapsed() - killed_at;
     eprintln!("kamailio stopped in {stopped_in:?}");
-    let rep = finish(probe, &out, Duration::from_secs(20));
+    let rep = probe_report(probe, &out, Duration::from_secs(20));
     assert!(
         t0.elapsed() < Duration::from_secs(8),
         "the run ended late: {:?}",
@@ -337,7 +294,7 @@ fn a_run_without_faults_reports_no_gap() {
         ],
         &out,
     );
-    let rep = finish(probe, &out, Duration::from_secs(20));
+    let rep = probe_report(probe, &out, Duration::from_secs(20));
     for name in ["sip", "icmp"] {
         let l = layer(&rep, name);
         let s = &l["summary"];
@@ -417,7 +374,7 @@ fn the_capture_opens_in_tshark_and_agrees_with_the_csv() {
         ],
         &out,
     );
-    let rep = finish(probe, &out, Duration::from_secs(20));
+    let rep = probe_report(probe, &out, Duration::from_secs(20));
     eprintln!("capture: {}", rep["capture"]);
     assert!(
         rep["capture"]["error"].is_null(),
@@ -541,16 +498,7 @@ fn the_capture_opens_in_tshark_and_agrees_with_the_csv() {
 
     // --pcap-only recomputes the same report from the capture.
     let ana = dir.path().join("ana");
-    let o = Command::new(env!("CARGO_BIN_EXE_imsprobe"))
-        .args(["--pcap-only"])
-        .arg(&pcap)
-        .arg("--out")
-        .arg(&ana)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let re: Value =
-        serde_json::from_str(&std::fs::read_to_string(ana.join("report.json")).unwrap()).unwrap();
+    let re = pcap_only(&pcap, &ana);
     assert_eq!(re["mode"], "pcap");
     for name in ["sip", "icmp"] {
         let (a, b) = (&layer(&rep, name)["summary"], &layer(&re, name)["summary"]);
@@ -588,7 +536,7 @@ fn rtts_agree_with_an_independent_dumpcap_capture() {
     let (ip, port) = (kam.addr().ip(), kam.addr().port());
     let dir = tempdir();
     let pcap = dir.path().join("dumpcap.pcapng");
-    let mut cap = Command::new("dumpcap")
+    let cap = Command::new("dumpcap")
         .args(["-i", "lo", "-q", "-f"])
         .arg(format!("udp port {port} or (icmp and host {ip})"))
         .arg("-w")
@@ -619,17 +567,13 @@ fn rtts_agree_with_an_independent_dumpcap_capture() {
         ],
         &out,
     );
-    let rep = finish(probe, &out, Duration::from_secs(30));
+    let rep = probe_report(probe, &out, Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(200));
-    assert!(common::send_signal(cap.id() as i32, 2), "SIGINT dumpcap");
-    let t0 = Instant::now();
-    while cap.try_wait().unwrap().is_none() {
-        if t0.elapsed() > Duration::from_secs(10) {
-            let _ = cap.kill();
-            panic!("dumpcap did not stop on SIGINT");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        common::send_signal(cap.id() as i32, common::SIGINT),
+        "SIGINT dumpcap"
+    );
+    common::wait_bounded(cap, Duration::from_secs(10), "dumpcap after SIGINT");
 
     let csv = std::fs::read_to_string(out.join("probes.csv")).unwrap();
     let rows: Vec<Vec<String>> = csv

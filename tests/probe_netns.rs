@@ -7,6 +7,9 @@
 //!
 //! Needs root (or CAP_NET_ADMIN + CAP_NET_RAW) and iproute2; skipped elsewhere, an error in CI.
 
+mod common;
+
+use common::{f, pcap_only, probe_report};
 use serde_json::Value;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -174,10 +177,6 @@ impl Drop for Lab {
     }
 }
 
-fn f(v: &Value) -> f64 {
-    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
-}
-
 #[test]
 fn a_cut_link_shows_as_reply_gap_and_loss_window() {
     cut_link(false);
@@ -238,21 +237,7 @@ fn cut_link(v6: bool) {
     let outage_ms = (mid(up) - mid(down)).as_secs_f64() * 1000.0;
     let slack_ms = ((down.1 - down.0) + (up.1 - up.0)).as_secs_f64() * 1000.0 / 2.0;
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut child = child;
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "imsprobe did not finish");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let o = child.wait_with_output().unwrap();
-    eprintln!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(o.status.success());
-    let rep: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let rep = probe_report(child, &out, Duration::from_secs(20));
     let l = &rep["layers"][0];
     assert_eq!(l["layer"], "icmp");
     assert_eq!(l["receive_timestamps"], "kernel");
@@ -296,16 +281,7 @@ fn cut_link(v6: bool) {
 
     // The capture, read back on its own (`--pcap-only`), tells the same outage.
     let ana = dir.path().join("ana");
-    let o = Command::new(env!("CARGO_BIN_EXE_imsprobe"))
-        .arg("--pcap-only")
-        .arg(out.join("capture.pcap"))
-        .arg("--out")
-        .arg(&ana)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let re: Value =
-        serde_json::from_str(&std::fs::read_to_string(ana.join("report.json")).unwrap()).unwrap();
+    let re = pcap_only(&out.join("capture.pcap"), &ana);
     let c = &re["layers"][0];
     assert_eq!(c["layer"], "icmp", "{re}");
     // The probes sent while the link had no carrier never reached the wire (the kernel drops

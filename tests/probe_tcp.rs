@@ -4,10 +4,12 @@
 //! the reply gap must match the time the server was away, and the run must end on time with
 //! valid files.
 
+mod common;
+
+use common::{f, layer, probe_report};
 use imsload::sip::builder::Writer;
 use imsload::sip::transport::StreamFramer;
 use imsload::sip::Message;
-use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
@@ -123,19 +125,6 @@ impl Uas {
     }
 }
 
-fn layer<'a>(rep: &'a Value, name: &str) -> &'a Value {
-    rep["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["layer"] == name)
-        .unwrap_or_else(|| panic!("no {name} layer in {rep}"))
-}
-
-fn f(v: &Value) -> f64 {
-    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
-}
-
 #[test]
 fn a_reset_connection_is_an_outage_with_a_counted_reconnect() {
     let uas = Uas::start("127.0.0.1:0".parse().unwrap());
@@ -145,7 +134,7 @@ fn a_reset_connection_is_an_outage_with_a_counted_reconnect() {
         .unwrap();
     let out = dir.path().join("run");
     let t_start = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_imsprobe"))
+    let child = Command::new(env!("CARGO_BIN_EXE_imsprobe"))
         .args(["--target", &uas.addr.to_string(), "--transport", "tcp"])
         .args([
             "--sip",
@@ -172,28 +161,7 @@ fn a_reset_connection_is_an_outage_with_a_counted_reconnect() {
     std::thread::sleep(Duration::from_millis(500));
     uas.restart();
     let down_ms = a.elapsed().as_secs_f64() * 1000.0;
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if t0.elapsed() > Duration::from_secs(15) {
-            let _ = child.kill();
-            panic!("imsprobe hung after the reset");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    eprintln!("{err}");
-    assert!(status.success(), "{err}");
-    let rep: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let rep = probe_report(child, &out, Duration::from_secs(15));
     let sip = layer(&rep, "sip");
     eprintln!("tcp: {}\nsummary: {}", sip["tcp"], sip["summary"]);
     assert_eq!(sip["socket"], "tcp");

@@ -9,7 +9,7 @@ use common::*;
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const IMSLOAD: &str = env!("CARGO_BIN_EXE_imsload");
 
@@ -27,7 +27,7 @@ fn run_profile(kam: &Kamailio, profile: &str, extra: &[&str], limit: Duration) -
     std::fs::write(&prof, profile).unwrap();
     let report = dir.path().join("report.json");
     let series = dir.path().join("series.jsonl");
-    let mut child = Command::new(IMSLOAD)
+    let child = Command::new(IMSLOAD)
         .arg("--profile")
         .arg(&prof)
         .args(["--target", &kam.addr().to_string()])
@@ -42,19 +42,7 @@ fn run_profile(kam: &Kamailio, profile: &str, extra: &[&str], limit: Duration) -
         .stderr(Stdio::piped())
         .spawn()
         .expect("run imsload");
-    let t0 = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        if t0.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "imsload did not end within {limit:?}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = wait_bounded(child, limit, "imsload");
     let stderr = format!(
         "stdout:\n{}\nstderr:\n{}",
         String::from_utf8_lossy(&out.stdout),

@@ -10,33 +10,16 @@
 
 mod common;
 
-use common::{Kamailio, KamailioOpts};
-use serde_json::Value;
+use common::{f, json, layer, serial, Kamailio, KamailioOpts};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("imsprobe-trials")
         .tempdir()
         .unwrap()
-}
-
-fn json(path: &Path) -> Value {
-    let t = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&t).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
-}
-
-fn f(v: &Value) -> f64 {
-    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
 
 /// Pauses the Kamailio process group for 400 ms, stamping before and after each signal
@@ -91,16 +74,6 @@ fn stamped_pause(path: &Path) -> (f64, f64) {
     )
 }
 
-/// The `layer` entry of a target pick in trial.json.
-fn layer<'a>(target: &'a Value, layer: &str) -> &'a Value {
-    target["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["layer"] == layer)
-        .unwrap_or_else(|| panic!("no {layer} layer in {target}"))
-}
-
 fn fail_script(dir: &Path) -> String {
     let p = dir.join("fail.sh");
     std::fs::write(
@@ -116,36 +89,25 @@ fn run_trials(
     limit: Duration,
     interrupt_after: Option<Duration>,
 ) -> (i32, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_imsprobe"))
+    let child = Command::new(env!("CARGO_BIN_EXE_imsprobe"))
         .arg("trials")
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn imsprobe trials");
-    let t0 = Instant::now();
     let mut sent = false;
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            break;
-        }
+    let o = common::wait_bounded_with(child, limit, "imsprobe trials", |child, elapsed| {
         if let Some(d) = interrupt_after {
-            if !sent && t0.elapsed() >= d {
-                assert!(common::send_signal(child.id() as i32, 2), "SIGINT");
+            if !sent && elapsed >= d {
+                assert!(
+                    common::send_signal(child.id() as i32, common::SIGINT),
+                    "SIGINT"
+                );
                 sent = true;
             }
         }
-        if t0.elapsed() > limit {
-            let _ = child.kill();
-            let o = child.wait_with_output().unwrap();
-            panic!(
-                "imsprobe trials did not finish within {limit:?}: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let o = child.wait_with_output().unwrap();
+    });
     let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
     eprintln!("{stdout}{}", String::from_utf8_lossy(&o.stderr));
     (o.status.code().unwrap_or(-1), stdout)

@@ -20,6 +20,9 @@
 //! - So QEMU downtime ≤ ICMP gap + bound ≤ QEMU downtime + `S2R_OVER_DOWNTIME_MS` +
 //!   `WARMUP_MS` + bound.
 
+mod common;
+
+use common::{f, json};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -79,34 +82,13 @@ impl Drop for Lab {
     }
 }
 
-fn json(path: &Path) -> Value {
-    let t = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&t).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
-}
-
-fn f(v: &Value) -> f64 {
-    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
-}
-
 fn run_bounded(cmd: &mut Command, limit: Duration, what: &str) -> std::process::Output {
     let child = cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("{what}: {e}"));
-    let pid = child.id() as i32;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(o) => o.unwrap_or_else(|e| panic!("{what}: {e}")),
-        Err(_) => {
-            // SAFETY: kill(2) on the child we started.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!("{what} did not finish within {limit:?}");
-        }
-    }
+    common::wait_bounded(child, limit, what)
 }
 
 #[test]

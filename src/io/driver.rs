@@ -145,6 +145,16 @@ impl Driver {
         Ok(())
     }
 
+    /// Datagrams the kernel refused to send (not a full buffer: that waits) since the last
+    /// call; the first error of each kind is on stderr. Always 0 over TCP, where a failed write
+    /// closes the connection (and says so).
+    pub fn take_send_errors(&mut self) -> u64 {
+        match &mut self.socks {
+            Sockets::Udp(u) => std::mem::take(&mut u.errors),
+            Sockets::Tcp(_) => 0,
+        }
+    }
+
     /// Hands every queued transmit to the kernel (what a full buffer holds back goes at the
     /// next turn that finds room).
     pub fn send<E: Endpoint>(&mut self, ep: &mut E) {
@@ -326,3 +336,48 @@ impl TcpConn {
 
 /// The longest a driven loop sleeps without looking at its stop flag and ticks.
 pub const MAX_SLEEP: Duration = Duration::from_millis(20);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    /// Sends what it is given, nothing else.
+    struct Queue(VecDeque<Transmit>);
+
+    impl Endpoint for Queue {
+        fn handle_input(&mut self, _: Instant, _: &[u8], _: SocketAddr, _: u32) {}
+        fn handle_timeout(&mut self, _: Instant) {}
+        fn poll_transmit(&mut self) -> Option<Transmit> {
+            self.0.pop_front()
+        }
+        fn poll_timeout(&self) -> Option<Instant> {
+            None
+        }
+    }
+
+    #[test]
+    fn datagrams_the_kernel_refuses_are_counted_and_the_others_still_go() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = |dest: SocketAddr| Transmit {
+            src: 0,
+            dest,
+            data: b"x".to_vec(),
+        };
+        // An IPv6 destination from an IPv4 socket: refused (EAFNOSUPPORT/EINVAL), not queued.
+        let v6: SocketAddr = "[::1]:9".parse().unwrap();
+        let mut ep = Queue(VecDeque::from([
+            to(v6),
+            to(rx.local_addr().unwrap()),
+            to(v6),
+        ]));
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut d = Driver::udp("test", vec![sock]).unwrap();
+        d.send(&mut ep);
+        assert_eq!(d.take_send_errors(), 2);
+        assert_eq!(d.take_send_errors(), 0, "taken");
+        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(rx.recv(&mut buf).unwrap(), 1, "the good one went out");
+    }
+}

@@ -483,8 +483,13 @@ impl Report {
         let _ = writeln!(s, " {}", line.trim_start());
         let _ = writeln!(
             s,
-            "\nTransport: sent {} received {} | our retransmissions {} | duplicates absorbed {} | late provisionals {} | stray responses {} | malformed {}{}",
+            "\nTransport: sent {}{} received {} | our retransmissions {} | duplicates absorbed {} | late provisionals {} | stray responses {} | malformed {}{}",
             c.msgs_sent,
+            if c.send_errors > 0 {
+                format!(" ({} refused by the kernel)", c.send_errors)
+            } else {
+                String::new()
+            },
             c.msgs_received,
             c.retransmits,
             c.duplicates_received,

@@ -362,6 +362,12 @@ fn build_report(
             c.malformed
         ));
     }
+    if c.send_errors > 0 {
+        warnings.push(format!(
+            "{} messages were refused by the kernel and never sent (the errors are on stderr)",
+            c.send_errors
+        ));
+    }
     if c.reg_attempts > 0 && c.reg_ok == 0 {
         warnings.push("no user registered: check --target, --domain and the password rule".into());
     }
@@ -444,10 +450,12 @@ impl Control {
     }
 }
 
-fn report(id: usize, core: &mut LoadCore, phase: Phase) -> WorkerMsg {
+fn report(id: usize, core: &mut LoadCore, driver: &mut Driver, phase: Phase) -> WorkerMsg {
+    let mut interval = core.take_stats();
+    interval.counters.send_errors += driver.take_send_errors();
     WorkerMsg {
         worker: id,
-        interval: core.take_stats(),
+        interval,
         phase,
         calling: core.calling_span(),
     }
@@ -511,7 +519,7 @@ fn worker(
         }
         if now >= next_tick {
             let phase = core.phase();
-            let _ = tx.blocking_send(report(id, &mut core, phase));
+            let _ = tx.blocking_send(report(id, &mut core, &mut driver, phase));
             ctl.apply(&mut core);
             // A tick missed by more than a second is skipped, not caught up in a burst.
             next_tick += Duration::from_secs(1);
@@ -529,5 +537,5 @@ fn worker(
     }
     // The last answers (200 to a BYE, an ACK) go out before the worker reports done.
     driver.send(&mut core);
-    let _ = tx.blocking_send(report(id, &mut core, Phase::Done));
+    let _ = tx.blocking_send(report(id, &mut core, &mut driver, Phase::Done));
 }

@@ -111,6 +111,9 @@ pub struct Counters {
     /// proxy may relay a 180 after the 200 that followed it. Normal reordering, not a stray.
     pub late_provisionals: u64,
     pub malformed: u64,
+    /// Messages the kernel refused to send (UDP; a full buffer waits instead): lost before the
+    /// wire. The first error of each kind is on stderr.
+    pub send_errors: u64,
     pub msgs_sent: u64,
     pub msgs_received: u64,
     /// Scheduled actions that ran more than 10 ms late (the generator is saturated).
@@ -180,6 +183,7 @@ impl Counters {
             stray_responses,
             late_provisionals,
             malformed,
+            send_errors,
             msgs_sent,
             msgs_received,
             late_actions
@@ -501,6 +505,7 @@ mod tests {
         a.counters.calls_answered = 8;
         a.count_status("INVITE", 200);
         Delays::record(&mut a.delays.srd, Duration::from_millis(5));
+        a.counters.send_errors = 1;
         let mut b = a.clone();
         b.counters.invite_3xx = 2;
         b.counters.calls_completed = 8;
@@ -509,6 +514,7 @@ mod tests {
         total.add(&a);
         total.add(&b);
         assert_eq!(total.counters.calls_attempted, 20);
+        assert_eq!(total.counters.send_errors, 2);
         assert_eq!(total.status["INVITE 200"], 2);
         total.count_timeout(Method::Register);
         total.count_status("BYE", 481);

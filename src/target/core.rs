@@ -99,6 +99,9 @@ pub struct TargetStats {
     pub proxied_requests: u64,
     pub proxied_responses: u64,
     pub malformed: u64,
+    /// Responses and relayed messages the kernel refused to send (a full buffer waits
+    /// instead): lost before the wire. The first error of each kind is on stderr.
+    pub send_errors: u64,
     /// Calls its answering side holds now (a gauge).
     pub answering_calls: u64,
     /// Its answering side's counts (calls answered, BYEs, INVITEs refused with 503/513, ...).

@@ -68,7 +68,9 @@ pub async fn start(
             }
         }
         driver.send(&mut core);
-        core.stats()
+        let mut stats = core.stats();
+        stats.send_errors = driver.take_send_errors();
+        stats
     });
     Ok(Served { addr: local, task })
 }

@@ -6,8 +6,18 @@
 //!
 //! Needs the Debian packages `kamailio kamailio-sqlite-modules sqlite3` (and
 //! `sip-tester` for SIPp); `.ci/run` installs them. Only std, anyhow and tempfile
-//! are used (plus `md-5` for the digest in [`register`]).
+//! are used (plus `md-5` for the digest in [`register`], and `serde_json` for the
+//! reports in [`run`]).
+//!
+//! Also the helpers every test binary shares ([`run`]): a bounded wait for a child
+//! process, imsprobe's report and `--pcap-only`, JSON access. Each test binary compiles
+//! this module and uses a part of it, hence `allow(dead_code)`.
 #![allow(dead_code)]
+
+mod run;
+// Like the dead code above: a test binary that uses none of it would warn.
+#[allow(unused_imports)]
+pub use run::*;
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -37,6 +47,7 @@ const SHM_MB: u32 = 128;
 /// Private memory (MB) per Kamailio process (-M); an ul.dump of many contacts is built there.
 const PKG_MB: u32 = 32;
 
+pub const SIGINT: i32 = 2;
 pub const SIGKILL: i32 = 9;
 pub const SIGTERM: i32 = 15;
 pub const SIGCONT: i32 = 18;
@@ -106,6 +117,11 @@ fn proc_stat(pid: i32) -> Option<(char, i32)> {
     Some((state, pgrp))
 }
 
+/// Process state letter of `pid` (`R`, `S`, `T` stopped, `Z` zombie...), from /proc/<pid>/stat.
+pub fn proc_state(pid: i32) -> Option<char> {
+    proc_stat(pid).map(|(state, _)| state)
+}
+
 /// True when `pid` exists and is not a zombie.
 pub fn pid_alive(pid: i32) -> bool {
     matches!(proc_stat(pid), Some((state, _)) if state != 'Z' && state != 'X')
@@ -164,7 +180,8 @@ fn stop_group(child: &mut Child, grace: Duration) {
     }
 }
 
-fn tail_lines(path: &Path, n: usize) -> String {
+/// The last `n` lines of the file at `path` (for failure messages).
+pub fn tail_lines(path: &Path, n: usize) -> String {
     let Ok(bytes) = std::fs::read(path) else {
         return format!("(no log at {})", path.display());
     };
@@ -839,6 +856,26 @@ pub fn status_code(msg: &str) -> Option<u16> {
     rest.get(..3)?.parse().ok()
 }
 
+/// The Via, From, To (with `;tag=<to_tag>` added), Call-ID and CSeq lines of request `req`
+/// (full or compact names), in its order, each ending in CRLF: what a response copies.
+pub fn dialog_headers(req: &str, to_tag: &str) -> String {
+    let mut r = String::new();
+    for line in req.lines().skip(1).take_while(|l| !l.is_empty()) {
+        let name = line
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match name.as_str() {
+            "via" | "v" | "from" | "f" | "call-id" | "i" | "cseq" => r += &format!("{line}\r\n"),
+            "to" | "t" => r += &format!("{line};tag={to_tag}\r\n"),
+            _ => {}
+        }
+    }
+    r
+}
+
 /// Value of the first header `name` (case-insensitive; no compact forms).
 pub fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
     msg.split("\r\n")
@@ -1026,6 +1063,19 @@ pub fn sipp_available() -> bool {
             .status()
             .is_ok()
     })
+}
+
+/// In CI a missing SIPp is an error; elsewhere the SIPp tests are skipped.
+pub fn sipp_or_skip(test: &str) -> bool {
+    if sipp_available() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "sipp missing in CI (package sip-tester)"
+    );
+    eprintln!("{test}: sipp not installed (package sip-tester), skipped");
+    false
 }
 
 /// SIP transport for SIPp.
