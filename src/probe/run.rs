@@ -253,7 +253,14 @@ fn setup_target(
             .clone()
             .unwrap_or_else(|| capture::interface_towards(t.host()));
         let path = dir.join("capture.pcap");
-        match capture::start(&iface, t.host(), &path) {
+        let scope = capture::Scope {
+            sip: sip
+                .as_ref()
+                .map(|s| (t.addr.port(), matches!(s.sock, SipSock::Tcp(_)))),
+            icmp: icmp_io.as_ref().map(|i| i.socket.raw.then_some(i.codec.id)),
+            diameter_port: diameter.as_ref().map(|_| t.diameter_port),
+        };
+        match capture::start(&iface, &capture::filter(t.host(), &scope), &path) {
             Ok(h) => capture = Some(h),
             Err(msg) => {
                 log(clock, &format!("{}: {msg}", t.name));
