@@ -184,10 +184,13 @@ impl Net {
             while let Some(x) = on(LOAD, || self.load.poll_transmit()) {
                 moved = true;
                 on(TARGET, || self.target.handle_input(self.now, &x.data, l));
+                // As the I/O driver does once a datagram is in its send batch.
+                on(LOAD, || x.recycle());
             }
             while let Some(x) = on(TARGET, || self.target.poll_transmit()) {
                 moved = true;
                 on(LOAD, || self.load.handle_input(self.now, &x.data, t, 0));
+                on(TARGET, || x.recycle());
             }
             if moved {
                 continue;
