@@ -33,9 +33,90 @@ struct Counting;
 
 impl Counting {
     fn count(size: usize) {
+        if trace::busy() {
+            return;
+        }
         let s = SIDE.load(Relaxed);
-        ALLOCS[s].fetch_add(1, Relaxed);
+        let n = ALLOCS[s].fetch_add(1, Relaxed);
         BYTES[s].fetch_add(size as u64, Relaxed);
+        trace::sample(s, n);
+    }
+}
+
+/// `ALLOC_TRACE=N cargo bench --bench alloc_per_call`: records the stack of every N-th
+/// allocation in the measured window and prints the call sites in this crate, most frequent
+/// first, each scaled back by N. Symbols resolve after the window, so the sampling itself costs
+/// the counted figures nothing (its own allocations happen with the guard set and are not
+/// recounted).
+mod trace {
+    use std::backtrace::Backtrace;
+    use std::cell::Cell;
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+    use std::sync::Mutex;
+
+    pub static ON: AtomicBool = AtomicBool::new(false);
+    pub static EVERY: AtomicU64 = AtomicU64::new(0);
+    static STACKS: Mutex<Vec<(usize, Backtrace)>> = Mutex::new(Vec::new());
+    thread_local! {
+        static BUSY: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// The sampler's own allocations are not the code's: they are left out of the counts.
+    pub fn busy() -> bool {
+        BUSY.with(|b| b.get())
+    }
+
+    pub fn sample(side: usize, n: u64) {
+        let every = EVERY.load(Relaxed);
+        if every == 0 || !ON.load(Relaxed) || n % every != 0 || side == 0 {
+            return;
+        }
+        if BUSY.with(|b| b.replace(true)) {
+            return;
+        }
+        let bt = Backtrace::force_capture();
+        STACKS.lock().unwrap().push((side, bt));
+        BUSY.with(|b| b.set(false));
+    }
+
+    /// Prints the sampled sites: the innermost `depth` frames in `src/`, per side.
+    pub fn report(units: u64) {
+        let every = EVERY.load(Relaxed);
+        if every == 0 {
+            return;
+        }
+        let stacks = std::mem::take(&mut *STACKS.lock().unwrap());
+        let mut sites: HashMap<(usize, String), u64> = HashMap::new();
+        for (side, bt) in &stacks {
+            let text = format!("{bt}");
+            let mut frames = Vec::new();
+            let mut func = "";
+            for line in text.lines() {
+                let line = line.trim();
+                if let Some(at) = line.strip_prefix("at ") {
+                    if let Some(i) = at.find("/src/").filter(|_| !at.contains("/rustc/")) {
+                        let short = func.rsplit("::").take(2).collect::<Vec<_>>();
+                        let loc = &at[i + 1..];
+                        frames.push(format!(
+                            "{}::{} {loc}",
+                            short.get(1).unwrap_or(&""),
+                            short[0]
+                        ));
+                    }
+                } else if let Some((_, f)) = line.split_once(": ") {
+                    func = f;
+                }
+            }
+            frames.truncate(3);
+            *sites.entry((*side, frames.join(" < "))).or_default() += every;
+        }
+        let mut sites: Vec<_> = sites.into_iter().collect();
+        sites.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        for ((side, site), n) in sites {
+            let side = ["bench", "load", "target"][side];
+            println!("  {:>6.2} {side:<6} {site}", n as f64 / units.max(1) as f64);
+        }
     }
 }
 
@@ -103,10 +184,13 @@ impl Net {
             while let Some(x) = on(LOAD, || self.load.poll_transmit()) {
                 moved = true;
                 on(TARGET, || self.target.handle_input(self.now, &x.data, l));
+                // As the I/O driver does once a datagram is in its send batch.
+                on(LOAD, || x.recycle());
             }
             while let Some(x) = on(TARGET, || self.target.poll_transmit()) {
                 moved = true;
                 on(LOAD, || self.load.handle_input(self.now, &x.data, t, 0));
+                on(TARGET, || x.recycle());
             }
             if moved {
                 continue;
@@ -149,9 +233,11 @@ fn window(
     // Taking stats clones histograms: a once-a-second cost, kept out of the window.
     let _ = net.load.take_stats();
     let _ = net.target.stats();
+    trace::ON.store(true, Relaxed);
     let before = snapshot();
     net.run(measure);
     let after = snapshot();
+    trace::ON.store(false, Relaxed);
     let stats = net.load.take_stats();
     Window {
         what,
@@ -163,6 +249,7 @@ fn window(
 fn print(w: &Window) {
     let n = w.units.max(1) as f64;
     println!("{} ({} in the window):", w.what, w.units);
+    trace::report(w.units);
     for (i, name) in ["bench loop", "load side", "target side"]
         .iter()
         .enumerate()
@@ -184,6 +271,12 @@ fn print(w: &Window) {
 fn main() {
     // `cargo bench --bench alloc_per_call -- calls` (or `registrations`) runs one of the two,
     // e.g. under heaptrack to see where the allocations come from.
+    if let Some(n) = std::env::var("ALLOC_TRACE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        trace::EVERY.store(n, Relaxed);
+    }
     let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let run = |name: &str| only.as_deref().is_none_or(|o| o == name);
     if run("calls") {

@@ -163,6 +163,8 @@ impl Driver {
                 while let Some(t) = ep.poll_transmit() {
                     let i = (t.src as usize).min(u.socks.len() - 1);
                     u.out[i].push(&t.data, t.dest);
+                    // Copied into the batch: the buffer can take the endpoint's next message.
+                    t.recycle();
                     if u.out[i].is_full() {
                         u.flush(i, &self.poller, &self.label);
                     }
@@ -176,6 +178,7 @@ impl Driver {
                     if c.connected {
                         c.out.extend_from_slice(&t.data);
                     }
+                    t.recycle();
                 }
                 c.write(&self.label, &self.poller);
             }

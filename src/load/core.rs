@@ -27,6 +27,7 @@ use crate::sip::dialog::strip_tag;
 use crate::sip::ids::{self, IdScheme};
 use crate::sip::message::{name_addr_uri, uri_user};
 use crate::sip::transaction::{ClientTransaction, Kind, ResponseAction, State, TimerAction};
+use crate::sip::transport;
 use crate::sip::{Message, Method};
 use crate::slab::{Key, Slab};
 use crate::ua::answerer::{Answerer, AnswererStats};
@@ -39,6 +40,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use crate::sip::transport::Transmit;
@@ -81,7 +83,7 @@ struct User {
     tel: Option<String>,
     /// The user's socket (index into `locals`), `i % locals.len()`.
     sock: u32,
-    contact: String,
+    contact: Arc<str>,
     /// The UE's credentials: its REGISTERs answer challenges with them, and so do its INVITEs
     /// and MESSAGEs (one USIM, one SQN).
     auth: Authenticator,
@@ -101,6 +103,7 @@ impl User {
     }
 }
 
+#[derive(Clone, Copy)]
 enum Owner {
     Register(u32),
     Invite(Key),
@@ -128,6 +131,28 @@ struct Txn {
     armed: Option<Instant>,
 }
 
+/// A Via line for branch `key`, in one allocation: sized up front, since `format!` guesses
+/// short and grows, and with the branch written straight in rather than built first.
+fn via_line(transport: &str, host: &str, ids: &IdScheme, key: Key) -> String {
+    use std::fmt::Write as _;
+    let mut v = String::with_capacity(8 + transport.len() + 1 + host.len() + 64);
+    let _ = write!(v, "SIP/2.0/{transport} {host};branch=");
+    ids.write_branch(&mut v, key);
+    v.push_str(";rport");
+    v
+}
+
+/// A transaction's bytes go back to the pool whichever way it ends (final response, timeout,
+/// superseded registration).
+impl Drop for Txn {
+    fn drop(&mut self) {
+        transport::recycle(std::mem::take(&mut self.request));
+        if let Some(ack) = self.ack.take() {
+            transport::recycle(ack);
+        }
+    }
+}
+
 /// A call placed, and what the core keeps around its machine.
 struct Call {
     m: OutgoingCall,
@@ -150,6 +175,10 @@ pub struct LoadCore {
     locals: Vec<SocketAddr>,
     /// `host:port` of each socket, for Via sent-by and Contact.
     via_hosts: Vec<String>,
+    /// `--ruri`'s Request-URI and To, and the From and Contact of a run without users, the
+    /// same for every call: built once.
+    fixed_ruri: Option<(Arc<str>, Arc<str>)>,
+    anonymous: (Arc<str>, Arc<str>),
     ids: IdScheme,
     rng: SmallRng,
     users: Vec<User>,
@@ -237,7 +266,7 @@ impl LoadCore {
                     impu,
                     tel,
                     sock,
-                    contact,
+                    contact: contact.into(),
                     txn: None,
                     gen: 0,
                     armed: None,
@@ -272,6 +301,14 @@ impl LoadCore {
             user_agent: cfg.user_agent.clone(),
             pani: cfg.ims.pani.clone(),
         };
+        let fixed_ruri = cfg
+            .fixed_ruri
+            .as_deref()
+            .map(|r| (r.into(), format!("<{r}>").into()));
+        let anonymous = (
+            format!("<sip:imsload@{}>", cfg.domain).into(),
+            format!("<sip:imsload@{};transport={tp}>", via_hosts[0]).into(),
+        );
         LoadCore {
             reg_cfg,
             call_cfg,
@@ -283,6 +320,8 @@ impl LoadCore {
             last_arrival: now,
             cfg,
             locals,
+            fixed_ruri,
+            anonymous,
             via_hosts,
             ids,
             rng,
@@ -418,14 +457,13 @@ impl LoadCore {
         self.out.push_back(Transmit { src, dest, data });
     }
 
-    fn via(&self, src: u32, branch: &str) -> String {
-        // Sized up front: format! guesses short and grows, two allocations per Via.
-        let (t, host) = (self.cfg.transport.via(), &self.via_hosts[src as usize]);
-        let mut v = String::with_capacity(8 + t.len() + 1 + host.len() + 8 + branch.len() + 6);
-        for part in ["SIP/2.0/", t, " ", host, ";branch=", branch, ";rport"] {
-            v.push_str(part);
-        }
-        v
+    fn via(&self, src: u32, key: Key) -> String {
+        via_line(
+            self.cfg.transport.via(),
+            &self.via_hosts[src as usize],
+            &self.ids,
+            key,
+        )
     }
 
     /// Starts a client transaction for `request` (already holding branch `key`'s Via).
@@ -446,7 +484,7 @@ impl LoadCore {
         let ct = ClientTransaction::new(kind, now, self.cfg.transport.reliable(), self.cfg.timers);
         // Every request of ours goes to the outbound proxy (the answerer's BYEs are its own).
         let dest = self.cfg.target;
-        self.send(src, dest, request.clone());
+        self.send(src, dest, transport::copy(&request));
         let inserted = self.txns.insert(Txn {
             ct,
             request,
@@ -570,7 +608,7 @@ impl LoadCore {
         }
         match t.ct.on_timer(now) {
             TimerAction::Retransmit => {
-                let (src, dest, data) = (t.src, t.dest, t.request.clone());
+                let (src, dest, data) = (t.src, t.dest, transport::copy(&t.request));
                 self.stats.counters.retransmits += 1;
                 self.stats.counters.msgs_sent += 1;
                 self.out.push_back(Transmit { src, dest, data });
@@ -756,7 +794,7 @@ impl LoadCore {
             if self.users[u as usize].reg.has_transmit() {
                 let key = self.txns.next_key();
                 let sock = self.users[u as usize].sock;
-                let via = self.via(sock, &self.ids.branch(key));
+                let via = self.via(sock, key);
                 let user = &mut self.users[u as usize];
                 let req = user
                     .reg
@@ -1050,14 +1088,14 @@ impl LoadCore {
             self.stats.counters.calls_limited += 1;
             return;
         }
-        let (caller, ruri, from, to) = if let Some(ruri) = self.cfg.fixed_ruri.clone() {
+        let (caller, ruri, from, to) = if let Some((ruri, to)) = &self.fixed_ruri {
             let caller =
                 (!self.users.is_empty()).then(|| self.rng.random_range(0..self.users.len()) as u32);
             let from = match caller {
-                Some(u) => self.users[u as usize].reg.aor().to_string(),
-                None => format!("<sip:imsload@{}>", self.cfg.domain),
+                Some(u) => self.users[u as usize].reg.aor().clone(),
+                None => self.anonymous.0.clone(),
             };
-            (caller, ruri.clone(), from, ["<", &ruri, ">"].concat())
+            (caller, ruri.clone(), from, to.clone())
         } else {
             let Some((ua, ub)) = self.pick_pair() else {
                 self.stats.counters.calls_unplaced += 1;
@@ -1066,9 +1104,9 @@ impl LoadCore {
             let callee = self.users[ub as usize].uri();
             (
                 Some(ua),
-                callee.clone(),
-                self.users[ua as usize].reg.aor().to_string(),
-                format!("<{callee}>"),
+                callee.as_str().into(),
+                self.users[ua as usize].reg.aor().clone(),
+                format!("<{callee}>").into(),
             )
         };
         let key = self.calls.next_key();
@@ -1079,11 +1117,7 @@ impl LoadCore {
             .unwrap_or_default();
         let contact = match caller {
             Some(u) => self.users[u as usize].contact.clone(),
-            None => format!(
-                "<sip:imsload@{};transport={}>",
-                self.via_hosts[0],
-                self.cfg.transport.param()
-            ),
+            None => self.anonymous.1.clone(),
         };
         // Drawn whoever hangs up, so that the run's random sequence does not depend on it.
         let hold = self.sample(self.cfg.hold, self.cfg.hold_dist);
@@ -1140,7 +1174,7 @@ impl LoadCore {
                             gen: u32::MAX - tk.gen,
                         },
                     };
-                    format!("SIP/2.0/{tp} {host};branch={};rport", ids.branch(key))
+                    via_line(tp, host, ids, key)
                 });
                 let sock = c.sock;
                 let Some(req) = req else { continue };
@@ -1160,7 +1194,7 @@ impl LoadCore {
                         self.send(sock, self.cfg.target, req.data);
                     }
                     Out::AckFailure => {
-                        self.send(sock, self.cfg.target, req.data.clone());
+                        self.send(sock, self.cfg.target, transport::copy(&req.data));
                         if let Some(t) = acked.and_then(|t| self.txns.get_mut(t)) {
                             t.ack = Some(req.data);
                         }
@@ -1481,7 +1515,7 @@ impl LoadCore {
         match t.ct.on_response(now, code) {
             ResponseAction::Absorb => {
                 self.stats.counters.duplicates_received += 1;
-                if let Some(ack) = t.ack.clone() {
+                if let Some(ack) = t.ack.as_deref().map(transport::copy) {
                     let (src, dest) = (t.src, t.dest);
                     self.send(src, dest, ack);
                 }
@@ -1492,18 +1526,13 @@ impl LoadCore {
         if code >= 200 && t.method != Method::Invite {
             // Completed non-INVITE transactions only absorb retransmitted responses (Timer K);
             // their request is never sent again, so its bytes need not linger for 5 s.
-            t.request = Vec::new();
+            transport::recycle(std::mem::take(&mut t.request));
         }
         let method = t.method;
         if code > 100 {
             self.stats.count_status(method, code);
         }
-        let owner = match &t.owner {
-            Owner::Register(u) => Owner::Register(*u),
-            Owner::Invite(k) => Owner::Invite(*k),
-            Owner::Bye(k) => Owner::Bye(*k),
-            Owner::Nit(k) => Owner::Nit(*k),
-        };
+        let owner = t.owner;
         let done = t.ct.state == State::Terminated;
         if done {
             self.txns.remove(tk);
@@ -1534,7 +1563,7 @@ impl LoadCore {
                 if let Some((ack, sock)) = self
                     .calls
                     .get(k)
-                    .and_then(|c| Some((c.m.ack()?.to_vec(), c.sock)))
+                    .and_then(|c| Some((transport::copy(c.m.ack()?), c.sock)))
                 {
                     self.stats.counters.duplicates_received += 1;
                     self.send(sock, self.cfg.target, ack);
@@ -1573,7 +1602,7 @@ impl LoadCore {
                 .request_uri()
                 .and_then(uri_user)
                 .and_then(|n| self.user_by_name.get(n))
-                .map(|&u| self.users[u as usize].contact.as_str()),
+                .map(|&u| &*self.users[u as usize].contact),
             _ => None,
         };
         self.answerer.handle_request(now, msg, from, contact);

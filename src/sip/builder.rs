@@ -12,13 +12,13 @@ pub struct Writer {
 
 impl Writer {
     pub fn request(method: &str, uri: &str) -> Writer {
-        let mut buf = Vec::with_capacity(768);
+        let mut buf = super::transport::buffer(768);
         let _ = write!(buf, "{method} {uri} SIP/2.0\r\n");
         Writer { buf }
     }
 
     pub fn response(code: u16, reason: &str) -> Writer {
-        let mut buf = Vec::with_capacity(768);
+        let mut buf = super::transport::buffer(768);
         let _ = write!(buf, "SIP/2.0 {code} {reason}\r\n");
         Writer { buf }
     }
@@ -90,17 +90,41 @@ impl Writer {
 
 /// A minimal audio offer/answer; the load generator never sends media.
 pub fn sdp(origin_ip: &str, session_id: u64, port: u16) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    write_sdp(&mut out, origin_ip, session_id, port);
+    out
+}
+
+/// [`sdp`] written into `out` (a message being built), with no buffer of its own.
+pub fn write_sdp(out: &mut impl std::io::Write, origin_ip: &str, session_id: u64, port: u16) {
     let fam = if origin_ip.contains(':') {
         "IP6"
     } else {
         "IP4"
     };
-    format!(
+    let _ = write!(
+        out,
         "v=0\r\no=imsload {session_id} 1 IN {fam} {origin_ip}\r\ns=-\r\nc=IN {fam} {origin_ip}\r\nt=0 0\r\n\
 m=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
 a=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n"
-    )
-    .into_bytes()
+    );
+}
+
+/// The length of [`sdp`]'s body, for a Content-Length written before it.
+pub fn sdp_len(origin_ip: &str, session_id: u64, port: u16) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    write_sdp(&mut c, origin_ip, session_id, port);
+    c.0
 }
 
 #[cfg(test)]

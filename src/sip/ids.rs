@@ -49,9 +49,13 @@ impl IdScheme {
     /// A branch for transaction `key`; `tag` separates kinds of transaction sharing a table.
     pub fn branch(&self, key: Key) -> String {
         let mut s = String::with_capacity(32);
-        s.push_str(MAGIC);
-        let _ = write!(s, "{}{:x}.{:x}", self.prefix, key.slot, key.gen);
+        self.write_branch(&mut s, key);
         s
+    }
+
+    /// [`IdScheme::branch`] appended to `out` (a Via being written), with no string of its own.
+    pub fn write_branch(&self, out: &mut impl std::fmt::Write, key: Key) {
+        let _ = write!(out, "{MAGIC}{}{:x}.{:x}", self.prefix, key.slot, key.gen);
     }
 
     pub fn parse_branch(&self, branch: &str) -> Option<Key> {

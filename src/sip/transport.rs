@@ -15,6 +15,79 @@ pub struct Transmit {
     pub data: Vec<u8>,
 }
 
+impl Transmit {
+    /// Gives the bytes back to this thread's [`buffer`] pool once they are on their way (copied
+    /// into a send batch or a stream's output): the next message is written into them.
+    pub fn recycle(self) {
+        recycle(self.data);
+    }
+}
+
+/// Buffers a thread keeps for messages to be written into. A message is born in one
+/// ([`buffer`]) and handed back ([`recycle`]) once sent or no longer needed for retransmission,
+/// so that steady-state traffic reuses a working set instead of asking the allocator for a
+/// `Vec` per message. Per thread because each worker runs its cores and its driver on one
+/// thread, and because the sans-IO machines then need no pool passed down to every place that
+/// writes a message.
+mod pool {
+    use std::cell::RefCell;
+
+    /// Enough for a worker's messages in flight between two turns of its loop; more is a burst
+    /// that the allocator can serve.
+    const MAX_FREE: usize = 4096;
+    /// A buffer grown past this (a huge message) is not worth keeping.
+    const MAX_KEPT: usize = 16 << 10;
+    /// What a fresh buffer starts with: most of our messages fit.
+    pub const FRESH: usize = 768;
+
+    thread_local! {
+        static FREE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub fn take(capacity: usize) -> Vec<u8> {
+        let buf = FREE.with(|f| f.borrow_mut().pop());
+        match buf {
+            Some(mut b) => {
+                b.reserve(capacity);
+                b
+            }
+            None => Vec::with_capacity(capacity.max(FRESH)),
+        }
+    }
+
+    pub fn give(mut buf: Vec<u8>) {
+        // A buffer smaller than a fresh one would only be grown again when taken.
+        if buf.capacity() < FRESH || buf.capacity() > MAX_KEPT {
+            return;
+        }
+        buf.clear();
+        FREE.with(|f| {
+            let mut f = f.borrow_mut();
+            if f.len() < MAX_FREE {
+                f.push(buf);
+            }
+        });
+    }
+}
+
+/// An empty buffer with room for at least `capacity` bytes, from this thread's pool when it
+/// has one.
+pub fn buffer(capacity: usize) -> Vec<u8> {
+    pool::take(capacity)
+}
+
+/// A pooled copy of `data` (a request kept for retransmission, a repeated response).
+pub fn copy(data: &[u8]) -> Vec<u8> {
+    let mut b = pool::take(data.len());
+    b.extend_from_slice(data);
+    b
+}
+
+/// Hands a message buffer back to this thread's pool.
+pub fn recycle(buf: Vec<u8>) {
+    pool::give(buf)
+}
+
 /// Transport named on the command line.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
@@ -141,6 +214,24 @@ impl StreamFramer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pool_hands_back_what_was_recycled() {
+        let mut b = buffer(10);
+        assert!(b.capacity() >= 768);
+        b.extend_from_slice(b"INVITE");
+        let p = b.as_ptr();
+        recycle(b);
+        let again = copy(b"ACK");
+        assert_eq!(
+            (again.as_ptr(), &again[..]),
+            (p, &b"ACK"[..]),
+            "reused, cleared"
+        );
+        // Too small to be worth keeping: the next buffer is a fresh one.
+        recycle(Vec::with_capacity(16));
+        assert!(buffer(0).capacity() >= 768);
+    }
 
     #[test]
     fn framer_splits_and_joins() {

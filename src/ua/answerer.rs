@@ -20,19 +20,20 @@
 
 use super::timers::TimerWheel;
 use super::{DurationDist, Peer};
-use crate::sip::builder::{sdp, Writer};
+use crate::sip::builder::{sdp_len, write_sdp, Writer};
 use crate::sip::dialog::Dialog;
 use crate::sip::ids::{self, IdScheme};
 use crate::sip::transaction::{
     ClientTransaction, Kind, ResponseAction, ServerRetransmit, State, TimerAction, Timers,
 };
-use crate::sip::transport::{Transmit, Transport};
+use crate::sip::transport::{self, Transmit, Transport};
 use crate::sip::{reason, HeaderName, Message};
 use crate::slab::{Key, Slab};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The answerer's settings.
@@ -177,8 +178,18 @@ struct ByeTxn {
     armed: Option<Instant>,
 }
 
+/// The kept BYE goes back to the pool with the call.
+impl Drop for Call {
+    fn drop(&mut self) {
+        if let Some(b) = self.bye.take() {
+            transport::recycle(b.request);
+        }
+    }
+}
+
 struct Call {
-    call_id: Box<str>,
+    /// Shared with `by_call_id`'s key: one copy per call.
+    call_id: Arc<str>,
     state: CallState,
     /// The hop the INVITE came from, and our socket it reached.
     peer: Peer,
@@ -211,7 +222,7 @@ pub struct Answerer {
     ids: IdScheme,
     rng: SmallRng,
     calls: Slab<Call>,
-    by_call_id: HashMap<Box<str>, Key>,
+    by_call_id: HashMap<Arc<str>, Key>,
     held_bytes: usize,
     /// Calls not yet `Ended` (what `max_calls` bounds).
     in_progress: usize,
@@ -434,7 +445,10 @@ impl Answerer {
         let full = hdrs.finish(None, b"");
         let start = full.iter().position(|b| *b == b'\n').map_or(0, |i| i + 1);
         let end = full.len() - "Content-Length: 0\r\n\r\n".len();
+        // An exact-size copy, not the pooled buffer cut down: what a call holds is what
+        // `held_bytes` charges it, which bounds the memory a flood of INVITEs can pin.
         let resp_headers = full[start..end].to_vec();
+        transport::recycle(full);
         let dialog = Dialog::from_uas_request(msg, &tag);
         let branch: Box<str> = msg.top_via().and_then(|v| v.branch).unwrap_or("").into();
         let bytes = CALL_OVERHEAD
@@ -447,8 +461,9 @@ impl Answerer {
         }
         self.held_bytes += bytes;
         self.in_progress += 1;
+        let call_id: Arc<str> = call_id.into();
         let k = self.calls.insert(Call {
-            call_id: call_id.into(),
+            call_id: call_id.clone(),
             state: CallState::Ringing,
             peer,
             resp_headers,
@@ -462,7 +477,7 @@ impl Answerer {
             bye_sent: None,
             bytes,
         });
-        self.by_call_id.insert(call_id.into(), k);
+        self.by_call_id.insert(call_id, k);
         self.send_response(k, 180);
         let ring = self.sample(self.cfg.ring, self.cfg.ring_dist);
         if ring.is_zero() {
@@ -654,7 +669,7 @@ impl Answerer {
         }
         match b.ct.on_timer(now) {
             TimerAction::Retransmit => {
-                let data = b.request.clone();
+                let data = transport::copy(&b.request);
                 self.stats.counters.retransmits += 1;
                 self.send(peer, data);
                 self.rearm_bye(k);
@@ -743,20 +758,19 @@ impl Answerer {
 
     /// Response `code` of call `k`, rebuilt from its header block (the 2xx with our SDP).
     fn response(&self, k: Key, code: u16) -> Vec<u8> {
+        use std::io::Write as _;
         let c = self.calls.get(k).expect("caller checked");
-        let mut data = Vec::with_capacity(c.resp_headers.len() + 400);
-        data.extend_from_slice(format!("SIP/2.0 {code} {}\r\n", reason(code)).as_bytes());
+        let mut data = transport::buffer(c.resp_headers.len() + 400);
+        let _ = write!(data, "SIP/2.0 {code} {}\r\n", reason(code));
         data.extend_from_slice(&c.resp_headers);
         if (200..300).contains(&code) {
-            let body = sdp(&self.sdp_ip, c.session, 40002);
-            data.extend_from_slice(
-                format!(
-                    "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n",
-                    body.len()
-                )
-                .as_bytes(),
+            // The body's length is counted before it is written: no buffer for it.
+            let len = sdp_len(&self.sdp_ip, c.session, 40002);
+            let _ = write!(
+                data,
+                "Content-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n"
             );
-            data.extend_from_slice(&body);
+            write_sdp(&mut data, &self.sdp_ip, c.session, 40002);
         } else {
             data.extend_from_slice(b"Content-Length: 0\r\n\r\n");
         }

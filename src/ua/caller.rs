@@ -33,6 +33,7 @@ use crate::sip::transaction::{ClientTransaction, Kind, State, TimerAction, Timer
 use crate::sip::{HeaderName, Message, Method};
 use rand::Rng;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What every call of a run shares; the owner builds it once and lends it to each call.
@@ -53,15 +54,17 @@ pub struct CallConfig {
 /// Who calls whom and how, fixed for the life of the call.
 #[derive(Clone, Debug)]
 pub struct CallSetup {
-    pub ruri: String,
+    // Shared rather than owned: they are the caller's or the run's, the same for many calls,
+    // and a copy each would be an allocation per call.
+    pub ruri: Arc<str>,
     /// From (without tag) and To of the INVITE, as name-addrs.
-    pub from: String,
-    pub to: String,
+    pub from: Arc<str>,
+    pub to: Arc<str>,
     pub local_tag: String,
     pub call_id: String,
     /// Route set of the INVITE (the caller's Service-Route).
     pub routes: Vec<String>,
-    pub contact: String,
+    pub contact: Arc<str>,
     /// P-Preferred-Identity (a name-addr), when the UE names one.
     pub preferred_identity: Option<String>,
     /// Hang up this long after the answer; `None` leaves the hanging up to the far end.
@@ -186,6 +189,19 @@ pub struct OutgoingCall {
     events: VecDeque<Event>,
 }
 
+/// The kept ACK and CANCEL go back to the message pool with the call.
+impl Drop for OutgoingCall {
+    fn drop(&mut self) {
+        use crate::sip::transport::recycle;
+        if let Some(a) = self.ack.take() {
+            recycle(a);
+        }
+        if let Some((_, c)) = self.cancel.take() {
+            recycle(c);
+        }
+    }
+}
+
 impl OutgoingCall {
     pub fn new(setup: CallSetup, now: Instant) -> OutgoingCall {
         OutgoingCall {
@@ -257,7 +273,7 @@ impl OutgoingCall {
                 let ack = d
                     .request("ACK", &via(Branch::Ack), Some(self.cseq))
                     .finish(None, b"");
-                self.ack = Some(ack.clone());
+                self.ack = Some(crate::sip::transport::copy(&ack));
                 Request {
                     out: Out::Ack,
                     data: ack,
@@ -354,7 +370,7 @@ impl OutgoingCall {
                 match ct.on_timer(now) {
                     TimerAction::Retransmit => self.pending.push_back(Pending::Built(
                         Out::Cancel { retransmit: true },
-                        req.clone(),
+                        crate::sip::transport::copy(req),
                     )),
                     TimerAction::Timeout => self.events.push_back(Event::CancelTimedOut),
                     TimerAction::Terminated | TimerAction::None => {}
@@ -390,7 +406,7 @@ impl OutgoingCall {
         let ct = ClientTransaction::new(Kind::NonInvite, now, cfg.reliable, cfg.timers);
         self.pending.push_back(Pending::Built(
             Out::Cancel { retransmit: false },
-            req.clone(),
+            crate::sip::transport::copy(&req),
         ));
         self.state = CallState::Cancelling;
         self.cancel = Some((ct, req));

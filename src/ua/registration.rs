@@ -23,6 +23,7 @@ use crate::sip::builder::Writer;
 use crate::sip::message::name_addr_uri;
 use crate::sip::{HeaderName, Message};
 use rand::Rng;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What every registration of a run shares; the owner builds it once and lends it to each call.
@@ -137,7 +138,8 @@ enum Due {
 #[derive(Clone, Debug)]
 pub struct Registration {
     /// `<sip:impu>`: From and To.
-    aor: String,
+    /// Shared: each call the user places names it in From.
+    aor: Arc<str>,
     call_id: String,
     from_tag: String,
     cseq: u32,
@@ -168,7 +170,7 @@ impl Registration {
     /// for every REGISTER of the UE, as a registrar expects of one UE (RFC 3261 §10.2).
     pub fn new(aor: String, call_id: String, from_tag: String, now: Instant) -> Registration {
         Registration {
-            aor,
+            aor: aor.into(),
             call_id,
             from_tag,
             cseq: 0,
@@ -187,7 +189,7 @@ impl Registration {
         }
     }
 
-    pub fn aor(&self) -> &str {
+    pub fn aor(&self) -> &Arc<str> {
         &self.aor
     }
     pub fn state(&self) -> RegState {
