@@ -136,16 +136,6 @@ fn diameter(rep: &Value) -> &Value {
     l
 }
 
-fn long_gaps(l: &Value, over_ms: f64) -> Vec<f64> {
-    l["reply_gaps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|g| f(&g["duration_ms"]))
-        .filter(|&d| d > over_ms)
-        .collect()
-}
-
 /// The known subscriber of [`Hss::start`] and one it does not know.
 const ALICE: &str = "sip:alice@ims.mnc001.mcc001.3gppnetwork.org";
 const MALLORY: &str = "sip:mallory@ims.mnc001.mcc001.3gppnetwork.org";
@@ -278,23 +268,9 @@ fn stopped_hss_gaps(dir: &Path, extra: &[&str], window_holds_pause: bool) -> Val
     assert!(rep["target"]["sip_port"].is_null());
     assert_eq!(rep["target"]["diameter_port"], hss.addr.port());
     let tol = 2.0 * f(&rep["params"]["interval_ms"]) + 5.0;
-    let gaps = long_gaps(l, 300.0);
-    assert_eq!(
-        gaps.len(),
-        pauses.len(),
-        "one long gap per pause: {}",
-        l["reply_gaps"]
-    );
-    for (g, inj) in gaps.iter().zip(&injected) {
-        eprintln!(
-            "pause {inj:.3} ms -> Diameter reply gap {g:.3} ms ({:+.3})",
-            g - inj
-        );
-        assert!(
-            (g - inj).abs() <= tol,
-            "gap {g} vs pause {inj} (tolerance {tol})"
-        );
-    }
+    assert_eq!(injected.len(), pauses.len());
+    common::assert_gaps_match_pauses(l, &injected, tol, "Diameter");
+    let gaps = common::long_gaps(l, 300.0);
     // TCP queued every watchdog of the pause: answered late, none lost (pauses < timeout).
     for g in l["reply_gaps"].as_array().unwrap() {
         if f(&g["duration_ms"]) > 300.0 {
@@ -333,7 +309,7 @@ fn stopped_hss_gaps(dir: &Path, extra: &[&str], window_holds_pause: bool) -> Val
         // wrote them, so it sees shorter RTTs, never longer ones.
         assert!(c_ok + 1 >= l_ok, "{cs} vs {ls}");
     }
-    let cg = long_gaps(c, 300.0);
+    let cg = common::long_gaps(c, 300.0);
     assert_eq!(cg.len(), gaps.len(), "{}", c["reply_gaps"]);
     for (a, b) in cg.iter().zip(&gaps) {
         assert!((a - b).abs() <= tol, "capture gap {a} vs live {b}");
@@ -375,7 +351,7 @@ fn a_restarted_hss_is_reconnected_with_a_new_cer() {
     // reconnect period (100 ms) and one probe interval.
     let away_min = (back_from - gone).as_secs_f64() * 1000.0;
     let away_max = (back - gone).as_secs_f64() * 1000.0 + 100.0 + 2.0 * 1.0 + 5.0;
-    let gaps = long_gaps(l, 300.0);
+    let gaps = common::long_gaps(l, 300.0);
     assert_eq!(gaps.len(), 1, "{}", l["reply_gaps"]);
     eprintln!(
         "HSS away {away_min:.1}..{away_max:.1} ms -> reply gap {:.1} ms",

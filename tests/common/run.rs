@@ -152,3 +152,35 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::new(());
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// The durations (ms) of a layer's reply gaps longer than `over_ms`.
+pub fn long_gaps(layer: &Value, over_ms: f64) -> Vec<f64> {
+    layer["reply_gaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| f(&g["duration_ms"]))
+        .filter(|&d| d > over_ms)
+        .collect()
+}
+
+/// One reply gap over 300 ms per injected pause, each within `tol` ms of its pause.
+pub fn assert_gaps_match_pauses(layer: &Value, injected: &[f64], tol: f64, what: &str) {
+    let gaps = long_gaps(layer, 300.0);
+    assert_eq!(
+        gaps.len(),
+        injected.len(),
+        "one long gap per pause: {}",
+        layer["reply_gaps"]
+    );
+    for (g, inj) in gaps.iter().zip(injected) {
+        eprintln!(
+            "{what} pause {inj:.3} ms -> reply gap {g:.3} ms ({:+.3})",
+            g - inj
+        );
+        assert!(
+            (g - inj).abs() <= tol,
+            "gap {g} vs pause {inj} (tolerance {tol})"
+        );
+    }
+}
