@@ -52,6 +52,19 @@ fn tel_of(i: u32) -> String {
 // prerequisites and the lab guard
 // ---------------------------------------------------------------------------
 
+/// True (and says why) when the lab cannot run here; in CI that is a failure, not a skip.
+fn skip_without_prereqs() -> bool {
+    let Some(why) = missing_prereqs() else {
+        return false;
+    };
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "ims_lab in CI: {why} (.ci/setup installs the packages)"
+    );
+    eprintln!("SKIP ims_lab: {why}");
+    true
+}
+
 /// None when everything is there; else what is missing.
 fn missing_prereqs() -> Option<String> {
     // SAFETY: geteuid has no preconditions.
@@ -594,12 +607,7 @@ fn expect_request(ue: &Ue, method: &str) -> Sip {
 
 #[test]
 fn ims_core_registers_resyncs_calls_and_deregisters() {
-    if let Some(why) = missing_prereqs() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "ims_lab in CI: {why} (.ci/setup installs the packages)"
-        );
-        eprintln!("SKIP ims_lab: {why}");
+    if skip_without_prereqs() {
         return;
     }
     let t0 = Instant::now();
@@ -843,12 +851,7 @@ fn scscf_impu_state(lab: &Lab, impu: &str) -> Option<String> {
 
 #[test]
 fn imsload_registers_fifty_aka_users_calls_and_deregisters_through_the_lab() {
-    if let Some(why) = missing_prereqs() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "ims_lab in CI: {why} (.ci/setup installs the packages)"
-        );
-        eprintln!("SKIP ims_lab: {why}");
+    if skip_without_prereqs() {
         return;
     }
     let subs = subscribers_csv(53);
@@ -1076,12 +1079,7 @@ fn stop_group(pgid: i32) {
 /// answered late, none lost, the connection kept.
 #[test]
 fn imsprobe_watchdogs_reach_the_icscf_diameter_stack_and_see_it_paused() {
-    if let Some(why) = missing_prereqs() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "ims_lab in CI: {why} (.ci/setup installs the packages)"
-        );
-        eprintln!("SKIP ims_lab: {why}");
+    if skip_without_prereqs() {
         return;
     }
     let lab = Lab::start_with(&subscribers_csv(1), &[("ICSCF_ACCEPT_UNKNOWN_PEERS", "1")]);
