@@ -139,6 +139,10 @@ struct TrialsArgs {
     /// {target} are replaced by the trial's load report path, series path, folder and HOST:PORT.
     #[arg(long, value_name = "CMD")]
     load_cmd: Option<String>,
+    /// The --target or --also the load is sent to [default: the first --target probed over
+    /// SIP, so that in a sequence starting with the HSS the load goes to the P-CSCF].
+    #[arg(long, value_name = "NAME|HOST:PORT")]
+    load_target: Option<String>,
     /// The imsload binary for --load [default: next to imsprobe, else on PATH].
     #[arg(long, value_name = "PATH")]
     imsload: Option<PathBuf>,
@@ -449,13 +453,27 @@ fn trials_main(a: TrialsArgs) -> anyhow::Result<i32> {
                 .join("+")
         ))
     });
-    let elements = (0..a.target.len())
+    let elements: Vec<Element> = (0..a.target.len())
         .map(|i| Element {
             target: i,
             migrate: a.migrate[i].clone(),
             back: a.back.get(i).cloned(),
         })
         .collect();
+    // Targets are resolved in the order given: the --target ones, then the --also ones.
+    let load_target = match &a.load_target {
+        Some(t) => specs.iter().position(|s| *s == t).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--load-target {t}: not one of the probed elements; give one of {}",
+                specs
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?,
+        None => trials::default_load_target(&probe.targets, &probe.layers, &elements),
+    };
     let cfg = TrialsConfig {
         probe,
         elements,
@@ -466,6 +484,7 @@ fn trials_main(a: TrialsArgs) -> anyhow::Result<i32> {
         start,
         migrate_timeout: a.migrate_timeout,
         load,
+        load_target,
         load_drain: a.load_drain,
         data_cmd: a.data_cmd.clone(),
         out,

@@ -31,5 +31,6 @@ pub mod step;
 pub mod table;
 
 pub use runner::{
-    run, Children, Element, LoadSpec, StartRule, TrialsConfig, TrialsOutcome, TriggerSpec,
+    default_load_target, run, Children, Element, LoadSpec, StartRule, TrialsConfig, TrialsOutcome,
+    TriggerSpec,
 };

@@ -31,6 +31,8 @@ use crate::clock::monotonic_ns;
 use crate::probe::net::ProbeClock;
 use crate::probe::report as probe_report;
 use crate::probe::run::{self as probe_run, RunConfig, TargetResult};
+use crate::probe::targets::Target;
+use crate::probe::Layer;
 use crate::profile::condition::Condition;
 use crate::profile::monitor::{Measure, Monitor, Source};
 use crate::shutdown::{self, StopReason, Trigger};
@@ -102,6 +104,9 @@ pub struct TrialsConfig {
     pub start: StartRule,
     pub migrate_timeout: Duration,
     pub load: Option<LoadSpec>,
+    /// The target (index in the probe's targets) the load is sent to: `{target}` of a load
+    /// command, `--target` of a profile load. See [`default_load_target`].
+    pub load_target: usize,
     /// How long the load may take to drain after SIGINT before it is killed.
     pub load_drain: Duration,
     /// A command printing a byte counter of the migration link (e.g. the sending interface's
@@ -627,6 +632,18 @@ impl TrialCtx<'_> {
     }
 }
 
+/// Where the load goes when the user does not say: the first migrated element that is probed
+/// over SIP (in the study's order the HSS comes first, and it speaks no SIP), else the first
+/// element.
+/// `chosen` is the layers given on the command line (empty: each target's own).
+pub fn default_load_target(targets: &[Target], chosen: &[Layer], elements: &[Element]) -> usize {
+    elements
+        .iter()
+        .map(|e| e.target)
+        .find(|&i| targets[i].layers(chosen).contains(&Layer::Sip))
+        .unwrap_or(elements[0].target)
+}
+
 fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
     let cfg = t.cfg;
     std::fs::create_dir_all(&t.dir).map_err(|e| {
@@ -650,10 +667,7 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
             .spawn(move || probe_run::run_with_clock(&pcfg, &ptrig, clock))
             .map_err(|e| anyhow::anyhow!("cannot start the probe thread: {e}"))?
     };
-    // The load goes to the first element (the P-CSCF of a sequence is usually given first
-    // after the HSS; `{target}` in --load-cmd lets the user pick any address).
-    let first = &cfg.probe.targets[cfg.elements[0].target];
-    let target = first.addr.to_string();
+    let target = cfg.probe.targets[cfg.load_target].addr.to_string();
     let names: Vec<&str> = cfg
         .elements
         .iter()
@@ -1024,6 +1038,31 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_load_goes_to_the_first_element_probed_over_sip() {
+        use crate::sip::Transport;
+        let at = |n: &str, layers: Option<Vec<Layer>>| Target {
+            layers,
+            ..Target::at(n, "127.0.0.1:5060".parse().unwrap(), Transport::Udp)
+        };
+        let targets = vec![
+            at("hss", Some(vec![Layer::Diameter, Layer::Icmp])),
+            at("pcscf", None),
+            at("scscf", None),
+        ];
+        let el = |target| Element {
+            target,
+            migrate: "true".into(),
+            back: None,
+        };
+        let study = [el(0), el(1), el(2)];
+        assert_eq!(default_load_target(&targets, &[], &study), 1);
+        assert_eq!(default_load_target(&targets, &[], &[el(2), el(1)]), 2);
+        // Nothing speaks SIP: the first element, as before.
+        assert_eq!(default_load_target(&targets, &[], &[el(0)]), 0);
+        assert_eq!(default_load_target(&targets, &[Layer::Icmp], &study), 0);
+    }
 
     #[test]
     fn load_report_figures() {
