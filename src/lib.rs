@@ -21,6 +21,8 @@
 //!   trial, hypervisor output parsers, the per-trial table and its plots).
 //! - [`io`]: the thin runtime under the sans-IO cores: one loop per thread over epoll, batched
 //!   UDP (recvmmsg/sendmmsg) and TCP framing.
+//! - [`metrics`]: Prometheus text exposition and the `/metrics` endpoint (`--metrics`); pages
+//!   are built once a second from the engines' own statistics. Knows nothing of load or probes.
 //! - [`shutdown`]: the one stop path every task watches.
 //! - [`clock`]: monotonic inside, wall-clock only for labels.
 //! - [`fuzzing`]: the bodies of the cargo-fuzz targets in `fuzz/`, here so that
@@ -34,6 +36,7 @@ pub mod fuzzing;
 pub mod hss;
 pub mod io;
 pub mod load;
+pub mod metrics;
 pub mod probe;
 pub mod profile;
 pub mod shutdown;

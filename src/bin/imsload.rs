@@ -180,6 +180,18 @@ struct RunArgs {
     /// Write the per-second series here (.csv for CSV, else JSON lines).
     #[arg(long, value_name = "FILE")]
     series: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics while the run goes on (e.g.
+    /// 0.0.0.0:9464): every counter of the report, responses by method and code, gauges, the
+    /// RFC 6076 delays as histograms (docs/imsload.md, "Prometheus metrics").
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics: Option<SocketAddr>,
+    /// The `run` label on every metric [default: imsload-<UTC start>].
+    #[arg(long, value_name = "NAME", requires = "metrics")]
+    metrics_run: Option<String>,
+    /// After the run, keep serving the final metrics this long (Ctrl-C ends it sooner), so
+    /// that the last scrape sees the final counts.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s", value_name = "DURATION")]
+    metrics_linger: Duration,
     /// No live progress lines (the final report is still printed).
     #[arg(long, short)]
     quiet: bool,
@@ -707,7 +719,28 @@ fn run_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
                 None => "until Ctrl-C".into(),
             }
         );
+        let metrics = match a.metrics {
+            Some(addr) => {
+                let run = a.metrics_run.clone().unwrap_or_else(|| {
+                    format!(
+                        "imsload-{}",
+                        imsload::clock::stamp_for_path(chrono::Utc::now())
+                    )
+                });
+                let e = imsload::load::metrics::Exporter::bind(addr, &run, &target.to_string())
+                    .map_err(anyhow::Error::msg)?;
+                if !a.quiet {
+                    eprintln!(
+                        "imsload: metrics at http://{}/metrics (run=\"{run}\")",
+                        e.local_addr()
+                    );
+                }
+                Some(std::sync::Arc::new(e))
+            }
+            None => None,
+        };
         let spec = RunSpec {
+            metrics: metrics.clone(),
             core,
             workers,
             bind,
@@ -729,6 +762,9 @@ fn run_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
         println!("{}", report.to_text());
         if let Some(p) = &a.report {
             println!("report written to {}", p.display());
+        }
+        if let Some(m) = metrics {
+            m.linger(a.metrics_linger).await;
         }
         let c = &report.counters;
         let failed = c.reg_failed

@@ -203,6 +203,11 @@ impl Aggregator {
         }
     }
 
+    /// The run's totals up to the last second closed.
+    pub fn total(&self) -> &Interval {
+        &self.total
+    }
+
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop_front()
     }

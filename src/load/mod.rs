@@ -16,6 +16,7 @@ pub mod aggregate;
 pub mod config;
 pub mod control;
 pub mod core;
+pub mod metrics;
 pub mod plot;
 pub mod population;
 pub mod report;

@@ -49,6 +49,8 @@ pub struct RunSpec {
     /// Figures watched during the run (thresholds of the plan; columns of the series).
     pub monitors: Vec<crate::profile::monitor::Monitor>,
     pub monitor_interval: Duration,
+    /// `--metrics`: a page a second while the run goes on.
+    pub metrics: Option<Arc<super::metrics::Exporter>>,
 }
 
 /// Splits a total into `n` shares that add up to it.
@@ -197,6 +199,9 @@ pub async fn run(
             spec.monitor_interval,
         )
     });
+    // Without a plan the rate is --cps throughout (the rows carry a plan's).
+    let plain_rate = spec.control.is_none().then_some(spec.core.cps);
+    let mut last_cpu = None;
     let mut agg = Aggregator::new(
         epoch,
         workers,
@@ -220,6 +225,7 @@ pub async fn run(
             _ = tick.tick() => {
                 let now = Instant::now();
                 let cpu = crate::profile::monitor::process_cpu_seconds(&[std::process::id()]).ok();
+                last_cpu = cpu.or(last_cpu);
                 let monitors = sampler.as_ref().map(|s| s.latest()).unwrap_or_default();
                 agg.handle_tick(now, cpu, monitors);
             }
@@ -239,6 +245,17 @@ pub async fn run(
         while let Some(out) = agg.poll_output() {
             match out {
                 Output::Row(r) => {
+                    if let Some(m) = &spec.metrics {
+                        m.second(
+                            agg.total(),
+                            &r.row,
+                            &super::metrics::Live {
+                                phase: &r.row.phase,
+                                offered_rate: r.row.offered_rate.or(plain_rate),
+                                cpu_s: last_cpu,
+                            },
+                        );
+                    }
                     if spec.progress {
                         eprintln!("{}", r.progress);
                         if let Some(w) = &r.warning {
@@ -266,6 +283,19 @@ pub async fn run(
     let done = agg.finish(ended);
     if let Some(w) = series.as_mut() {
         w.write(&done.last).context("writing the time series")?;
+    }
+    if let Some(m) = &spec.metrics {
+        // The final counts, for a scraper that comes during `--metrics-linger`.
+        let cpu = crate::profile::monitor::process_cpu_seconds(&[std::process::id()]).ok();
+        m.second(
+            &done.total,
+            &done.last,
+            &super::metrics::Live {
+                phase: "done",
+                offered_rate: None,
+                cpu_s: cpu.or(last_cpu),
+            },
+        );
     }
     let mut report = build_report(
         &spec,

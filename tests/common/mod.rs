@@ -14,8 +14,11 @@
 //! this module and uses a part of it, hence `allow(dead_code)`.
 #![allow(dead_code)]
 
+mod prometheus;
 mod run;
 // Like the dead code above: a test binary that uses none of it would warn.
+#[allow(unused_imports)]
+pub use prometheus::*;
 #[allow(unused_imports)]
 pub use run::*;
 
