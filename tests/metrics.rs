@@ -186,29 +186,40 @@ fn prometheus_scrapes_a_run_against_kamailio_and_holds_the_reports_counts() {
         rep["rfc6076"]["session_request_delay"]["count"].as_f64()
     );
 
-    // Every query of the shipped dashboard runs, and each imsload panel finds this run, as a
-    // viewer would have seen it just after the end: the report is written before the linger,
-    // so 2 s later the final page has been scraped and the series are not stale yet.
-    let ended = chrono::DateTime::parse_from_rfc3339(rep["ended_utc"].as_str().unwrap())
-        .expect("ended_utc is RFC 3339");
+    check_dashboard(
+        &prom,
+        &run,
+        rep["ended_utc"].as_str().unwrap(),
+        "imsload_",
+        8,
+    );
+}
+
+/// Every query of the shipped dashboard runs, and each panel query of this tool (`prefix`)
+/// finds this run, as a viewer would have seen it just after the end: the report is written
+/// before the linger, so 2 s after `ended_utc` the final page has been scraped and the series
+/// are not stale yet.
+fn check_dashboard(prom: &Prometheus, run: &str, ended_utc: &str, prefix: &str, at_least: usize) {
+    let ended = chrono::DateTime::parse_from_rfc3339(ended_utc).expect("ended_utc is RFC 3339");
     let at = ended.timestamp_millis() as f64 / 1e3 + 2.0;
     let dash: Value = serde_json::from_str(&std::fs::read_to_string(DASHBOARD).unwrap()).unwrap();
-    let mut exprs = Vec::new();
-    collect_exprs(&dash, &mut exprs);
-    assert!(exprs.len() >= 8, "the dashboard has its panels: {exprs:?}");
+    let mut panels = Vec::new();
+    collect_exprs(&dash["panels"], &mut panels);
+    let mut all = panels.clone();
+    collect_exprs(&dash["annotations"], &mut all);
     let mut found = 0;
-    for e in &exprs {
-        // Grafana's variables as a dashboard viewer would have them; ranges wide enough to
-        // reach back over this short run.
+    for e in &all {
+        // Grafana's variables as a viewer would have them; ranges wide enough to reach back
+        // over this short run.
         let q = e
-            .replace("$run", &run)
+            .replace("$run", run)
             .replace("$__rate_interval", "10m")
             .replace("$__range", "10m")
             .replace("$__interval", "10m");
         let r = prom
             .query_at(&q, Some(at))
             .unwrap_or_else(|err| panic!("dashboard query fails: {err}"));
-        if e.contains("imsload_") {
+        if panels.contains(e) && e.contains(prefix) {
             assert!(
                 !r.is_empty(),
                 "dashboard query finds nothing for this run: {q}"
@@ -216,7 +227,7 @@ fn prometheus_scrapes_a_run_against_kamailio_and_holds_the_reports_counts() {
             found += 1;
         }
     }
-    assert!(found >= 6, "{found} imsload panels checked");
+    assert!(found >= at_least, "{found} {prefix} panel queries checked");
 }
 
 fn collect_exprs(v: &Value, out: &mut Vec<String>) {
@@ -232,4 +243,133 @@ fn collect_exprs(v: &Value, out: &mut Vec<String>) {
         Value::Array(a) => a.iter().for_each(|x| collect_exprs(x, out)),
         _ => {}
     }
+}
+
+#[test]
+fn prometheus_scrapes_a_probe_and_its_gap_matches_the_report() {
+    if let Some(why) = prometheus_missing() {
+        eprintln!("SKIP prometheus_scrapes_a_probe: {why}");
+        return;
+    }
+    let k = Kamailio::start(KamailioOpts::default()).expect("kamailio start");
+    let mport = free_port().unwrap();
+    let maddr: SocketAddr = format!("127.0.0.1:{mport}").parse().unwrap();
+    let prom = Prometheus::start(&[maddr]).expect("prometheus start");
+    let run = format!("probe-{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("probe");
+    let child = Command::new(env!("CARGO_BIN_EXE_imsprobe"))
+        .args(["--target", &k.addr().to_string(), "--sip", "--rate", "200"])
+        .args(["--duration", "6s", "--no-capture", "--no-plot", "--quiet"])
+        // Only the injected pause is a gap: a stall of Kamailio's own closing in the same
+        // second as the pause would hide the pause's length from every scrape of the gauge.
+        .args(["--min-gap", "300ms"])
+        .args(["--metrics", &maddr.to_string(), "--metrics-run", &run])
+        .args(["--metrics-linger", "5s", "--out"])
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run imsprobe");
+    // A page mid-run, valid to promtool; then a pause of the target the probe must see.
+    let page = poll(Duration::from_secs(20), || {
+        http_get(maddr, "/metrics")
+            .ok()
+            .filter(|(c, b)| *c == 200 && b.contains("imsprobe_rtt_seconds_bucket"))
+            .map(|(_, b)| b)
+    })
+    .expect("imsprobe serves /metrics during the run");
+    let (ok, lint) = promtool_check(&page);
+    assert!(
+        ok && lint.trim().is_empty(),
+        "promtool check metrics:\n{lint}\n{page}"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(k.pause());
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(k.resume());
+    let rep = probe_report(child, &out, Duration::from_secs(60));
+    let sip = layer(&rep, "sip");
+    let s = &sip["summary"];
+
+    let last = |metric: &str, labels: &str| -> Option<f64> {
+        prom.scalar(&format!(
+            "last_over_time({metric}{{run=\"{run}\",layer=\"sip\"{labels}}}[10m])"
+        ))
+        .unwrap_or_else(|e| panic!("{e}\n{}", prom.log()))
+    };
+    let sent = poll(Duration::from_secs(5), || {
+        last("imsprobe_probes_sent_total", "").filter(|v| Some(*v) == s["sent"].as_f64())
+    });
+    assert_eq!(sent, s["sent"].as_f64(), "probes sent\n{}", prom.log());
+    for outcome in ["ok", "ok_after_timeout", "failed", "lost", "pending"] {
+        assert_eq!(
+            last("imsprobe_probes_total", &format!(",outcome=\"{outcome}\"")),
+            s[outcome].as_f64(),
+            "probes {outcome}: Prometheus vs the report {s}"
+        );
+    }
+    assert_eq!(last("imsprobe_late_replies_total", ""), s["late"].as_f64());
+    // The pause, as the report measured it (the longest reply gap between good replies).
+    let longest = sip["reply_gaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["open_start"] == false && g["open_end"] == false)
+        .map(|g| f(&g["duration_ms"]))
+        .fold(0.0, f64::max);
+    assert!(
+        longest > 600.0,
+        "the pause is in the report: {}",
+        sip["reply_gaps"]
+    );
+    let gaps_closed = last("imsprobe_gaps_total", "").unwrap();
+    let closed_in_report = sip["reply_gaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["open_start"] == false && g["open_end"] == false)
+        .count() as f64;
+    assert_eq!(gaps_closed, closed_in_report, "gaps closed");
+    // The gauge holds the last gap: the pause, unless Kamailio stalled again after it.
+    let last_gap = last("imsprobe_last_gap_seconds", "").unwrap() * 1e3;
+    let report_last = sip["reply_gaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rfind(|g| g["open_start"] == false && g["open_end"] == false)
+        .map(|g| f(&g["duration_ms"]))
+        .unwrap();
+    assert!(
+        (last_gap - report_last).abs() < 1e-3,
+        "last gap: Prometheus {last_gap} ms, report {report_last} ms"
+    );
+    let max_gap = prom
+        .scalar(&format!(
+            "max_over_time(imsprobe_last_gap_seconds{{run=\"{run}\",layer=\"sip\"}}[10m])"
+        ))
+        .unwrap()
+        .unwrap()
+        * 1e3;
+    assert!(
+        (max_gap - longest).abs() < 1e-3,
+        "longest gap: Prometheus {max_gap} ms, report {longest} ms"
+    );
+    // Every good reply has its RTT in the histogram, but those stamped before their request (a
+    // clock anomaly the report counts) have none.
+    check_dashboard(
+        &prom,
+        &run,
+        rep["ended_utc"].as_str().unwrap(),
+        "imsprobe_",
+        5,
+    );
+    let rtt_count = last("imsprobe_rtt_seconds_count", "").unwrap();
+    let good = s["ok"].as_f64().unwrap() + s["ok_after_timeout"].as_f64().unwrap();
+    let negative = sip["counters"]["negative_rtts"].as_f64().unwrap_or(0.0);
+    assert!(
+        rtt_count <= good && rtt_count >= good - negative,
+        "RTTs in the histogram {rtt_count}, good replies {good}, negative RTTs {negative}"
+    );
 }

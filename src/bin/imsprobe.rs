@@ -225,6 +225,17 @@ struct ProbeOpts {
     /// SCHED_FIFO priority of the pacer thread when permitted (0 = normal scheduling).
     #[arg(long, default_value_t = 10)]
     rt_priority: i32,
+    /// Serve Prometheus metrics at http://ADDR/metrics while probing (e.g. 0.0.0.0:9465): per
+    /// target and layer probes sent and judged, the gap open now, the last gap, RTT histogram;
+    /// with trials also each trial's phases (docs/imsprobe.md, "Prometheus metrics").
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics: Option<std::net::SocketAddr>,
+    /// The `run` label on every metric [default: imsprobe-<UTC start>].
+    #[arg(long, value_name = "NAME", requires = "metrics")]
+    metrics_run: Option<String>,
+    /// After the run, keep serving the final metrics this long (Ctrl-C ends it sooner).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s", value_name = "DURATION")]
+    metrics_linger: Duration,
 }
 
 impl ProbeOpts {
@@ -309,7 +320,31 @@ impl ProbeOpts {
             rt_priority: (self.rt_priority > 0).then_some(self.rt_priority),
             plot: !self.no_plot,
             quiet,
+            metrics: self.metrics_exporter(quiet)?,
         })
+    }
+
+    fn metrics_exporter(
+        &self,
+        quiet: bool,
+    ) -> anyhow::Result<Option<std::sync::Arc<imsload::probe::metrics::Exporter>>> {
+        let Some(addr) = self.metrics else {
+            return Ok(None);
+        };
+        let run = self.metrics_run.clone().unwrap_or_else(|| {
+            format!(
+                "imsprobe-{}",
+                imsload::clock::stamp_for_path(chrono::Utc::now())
+            )
+        });
+        let e = imsload::probe::metrics::Exporter::bind(addr, &run).map_err(anyhow::Error::msg)?;
+        if !quiet {
+            eprintln!(
+                "imsprobe: metrics at http://{}/metrics (run=\"{run}\")",
+                e.local_addr()
+            );
+        }
+        Ok(Some(std::sync::Arc::new(e)))
     }
 }
 
@@ -539,6 +574,9 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
     for r in &results {
         print!("{}", report::summary_text(&r.report));
         println!("  files: {}", r.dir.display());
+    }
+    if cfg.metrics.is_some() {
+        imsload::metrics::linger_blocking(cli.probe.metrics_linger);
     }
     Ok(0)
 }

@@ -55,22 +55,7 @@ impl Exporter {
     /// Keeps serving the last page for `d` (so that a scraper sees the final counts), or until
     /// Ctrl-C/SIGTERM.
     pub async fn linger(&self, d: Duration) {
-        if d.is_zero() {
-            return;
-        }
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(d) => {}
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term => {}
-        }
+        crate::metrics::linger(d).await
     }
 
     pub fn scrapes(&self) -> u64 {

@@ -25,3 +25,39 @@ pub use text::{Kind, Page};
 pub const SIP_DELAY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0,
 ];
+
+/// Keeps a process (and its endpoint) up for `d` after its run, so that a scraper sees the
+/// final page, or until Ctrl-C/SIGTERM.
+pub async fn linger(d: std::time::Duration) {
+    use tokio::signal::unix::{signal, SignalKind};
+    if d.is_zero() {
+        return;
+    }
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+/// [`linger`] for programs without a tokio runtime of their own.
+pub fn linger_blocking(d: std::time::Duration) {
+    if d.is_zero() {
+        return;
+    }
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(linger(d)),
+        Err(_) => std::thread::sleep(d),
+    }
+}

@@ -27,6 +27,8 @@ pub mod analysis;
 pub mod capture;
 pub mod diameter;
 pub mod icmp;
+pub mod live;
+pub mod metrics;
 pub mod net;
 pub mod pacer;
 pub mod pcapread;

@@ -10,6 +10,7 @@ use super::analysis::{self, LayerAnalysis, Params};
 use super::capture::{self, CaptureHandle, CaptureInfo};
 use super::diameter::{DiaCodec, DiaReply, DiameterFramer, DIAMETER_SUCCESS};
 use super::icmp::{self, EchoCodec, IcmpReply};
+use super::live::Live;
 use super::net::{self, IcmpSocket, ProbeClock};
 use super::pacer::{self, PacerConfig, PacerStats};
 use super::report::{self, Files, LayerOut, ParamsOut, Report, TargetOut};
@@ -48,6 +49,8 @@ pub struct RunConfig {
     pub rt_priority: Option<i32>,
     pub plot: bool,
     pub quiet: bool,
+    /// `--metrics`: a page a second while the run goes on.
+    pub metrics: Option<Arc<super::metrics::Exporter>>,
 }
 
 pub struct TargetResult {
@@ -822,55 +825,6 @@ fn spawn_pacer(
         .expect("spawn pacer thread")
 }
 
-/// Live gap state of one layer of one target.
-struct Live {
-    table: Arc<LayerTable>,
-    name: String,
-    last_seen: i64,
-    open_since: Option<i64>,
-}
-
-impl Live {
-    fn poll(&mut self, clock: &ProbeClock, now: i64, start: i64, min_gap: i64) {
-        let last = self.table.last_good_ns.load(Ordering::Acquire);
-        let first_sent = self.table.first_sent_ns.load(Ordering::Acquire);
-        if first_sent == i64::MIN {
-            return;
-        }
-        let _ = start;
-        let reference = if last == i64::MIN { first_sent } else { last };
-        if let Some(since) = self.open_since {
-            if last != i64::MIN && last > since {
-                let tb = clock.time_base();
-                log(
-                    clock,
-                    &format!(
-                        "{} {}: gap CLOSED at {} after ~{:.1} ms (live estimate; exact figures in the report)",
-                        self.name,
-                        self.table.layer.as_str(),
-                        tb.label(last),
-                        (last - since) as f64 / 1e6
-                    ),
-                );
-                self.open_since = None;
-            }
-        } else if now - reference > min_gap && !self.table.is_empty() {
-            let tb = clock.time_base();
-            log(
-                clock,
-                &format!(
-                    "{} {}: gap OPEN: no good reply since {}",
-                    self.name,
-                    self.table.layer.as_str(),
-                    tb.label(reference)
-                ),
-            );
-            self.open_since = Some(reference);
-        }
-        self.last_seen = reference;
-    }
-}
-
 /// Runs the probes until `trigger` fires or the duration ends, and writes every file.
 pub fn run(cfg: &RunConfig, trigger: &Trigger) -> anyhow::Result<Vec<TargetResult>> {
     run_with_clock(cfg, trigger, ProbeClock::start())
@@ -980,12 +934,8 @@ pub fn run_with_clock(
         };
         pacers.push(spawn_pacer(pacing, pcfg, clock, pacer_stop.clone()));
         for t in r.tables() {
-            lives.push(Live {
-                table: t.clone(),
-                name: r.target.name.clone(),
-                last_seen: i64::MIN,
-                open_since: None,
-            });
+            t.watch_gaps(cfg.min_gap.as_nanos() as i64);
+            lives.push(Live::new(t.clone(), r.target.name.clone()));
         }
     }
     if !cfg.quiet {
@@ -1018,16 +968,30 @@ pub fn run_with_clock(
     // Live output until the pacers end.
     let min_gap = cfg.min_gap.as_nanos() as i64;
     let mut next_progress = clock.now_ns() + 10_000_000_000;
+    let mut next_metrics = clock.now_ns();
+    // How probes are judged; the end is set at each judgement and, at last, to the run's.
+    let mut params = Params {
+        interval_ns,
+        timeout_ns: cfg.timeout.as_nanos() as i64,
+        late_rtt_ns: cfg.late_rtt.as_nanos() as i64,
+        min_gap_ns: min_gap,
+        end_ns: 0,
+    };
     while !pacers.iter().all(|p| p.is_finished()) {
         std::thread::sleep(Duration::from_millis(10));
         if trigger.reason() != StopReason::Running {
             pacer_stop.store(true, Ordering::Relaxed);
         }
         let now = clock.now_ns();
-        if !cfg.quiet {
+        for l in &mut lives {
+            l.poll(&clock, now, min_gap, cfg.quiet);
+        }
+        if let Some(m) = cfg.metrics.as_ref().filter(|_| now >= next_metrics) {
+            next_metrics = now + 1_000_000_000;
             for l in &mut lives {
-                l.poll(&clock, now, start_t, min_gap);
+                l.settle(&params, now);
             }
+            m.probes(&lives, now);
         }
         if !cfg.quiet && now >= next_progress {
             next_progress += 10_000_000_000;
@@ -1096,13 +1060,15 @@ pub fn run_with_clock(
         }
     }
 
-    let params = Params {
-        interval_ns,
-        timeout_ns: cfg.timeout.as_nanos() as i64,
-        late_rtt_ns: cfg.late_rtt.as_nanos() as i64,
-        min_gap_ns: min_gap,
-        end_ns,
-    };
+    params.end_ns = end_ns;
+    if let Some(m) = &cfg.metrics {
+        // The final counts: every probe judged as the report judges it.
+        for l in &mut lives {
+            l.poll(&clock, end_ns, min_gap, true);
+            l.finish(&params);
+        }
+        m.probes(&lives, end_ns);
+    }
     let tb = clock.time_base();
     let mut results = Vec::new();
     for (r, ps) in runs.into_iter().zip(pacer_stats) {

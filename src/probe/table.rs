@@ -69,6 +69,12 @@ pub struct LayerTable {
     pub kernel_timestamps: AtomicU64,
     pub timestamp_fallbacks: AtomicU64,
     pub clock_steps: AtomicU64,
+    /// Gaps between consecutive good replies of at least this long (ns) are counted as they
+    /// close ([`LayerTable::watch_gaps`]; off until set).
+    gap_min_ns: AtomicI64,
+    /// Such gaps so far, and the last one's length (ns; 0 before the first).
+    pub gaps_closed: AtomicU64,
+    pub last_gap_ns: AtomicI64,
 }
 
 impl LayerTable {
@@ -86,7 +92,17 @@ impl LayerTable {
             kernel_timestamps: AtomicU64::new(0),
             timestamp_fallbacks: AtomicU64::new(0),
             clock_steps: AtomicU64::new(0),
+            gap_min_ns: AtomicI64::new(i64::MAX),
+            gaps_closed: AtomicU64::new(0),
+            last_gap_ns: AtomicI64::new(0),
         }
+    }
+
+    /// Counts reply gaps of at least `min_ns` as the replies that close them arrive: the
+    /// report's rule (consecutive good arrivals, late ones included) applied live. Exact when
+    /// replies are recorded in arrival order, as one receiver thread per layer does.
+    pub fn watch_gaps(&self, min_ns: i64) {
+        self.gap_min_ns.store(min_ns, Ordering::Relaxed);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -159,7 +175,14 @@ impl LayerTable {
         match c {
             Some(c) => {
                 if c == Completion::Fresh && outcome == Outcome::Ok {
-                    self.last_good_ns.fetch_max(received_ns, Ordering::AcqRel);
+                    let prev = self.last_good_ns.fetch_max(received_ns, Ordering::AcqRel);
+                    if prev != i64::MIN
+                        && received_ns - prev >= self.gap_min_ns.load(Ordering::Relaxed)
+                    {
+                        self.last_gap_ns
+                            .store(received_ns - prev, Ordering::Relaxed);
+                        self.gaps_closed.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 c
             }
@@ -181,6 +204,20 @@ impl LayerTable {
         c.timestamp_fallbacks += self.timestamp_fallbacks.load(Ordering::Relaxed);
         c.clock_steps += self.clock_steps.load(Ordering::Relaxed);
         c
+    }
+
+    /// Calls `f` on the records from `from` on, in order, while it returns true; the index of
+    /// the first record it did not take.
+    pub fn visit(&self, from: u64, mut f: impl FnMut(&ProbeRecord) -> bool) -> u64 {
+        let g = self.lock();
+        let mut i = from;
+        while i < g.len {
+            if !f(&g.chunks[(i >> CHUNK_BITS) as usize][(i as usize) & (CHUNK - 1)]) {
+                break;
+            }
+            i += 1;
+        }
+        i
     }
 
     /// A copy of every record so far.
@@ -225,5 +262,25 @@ mod tests {
         let c = t.counters();
         assert_eq!(c.duplicates, 1);
         assert_eq!(c.foreign["unknown_seq"], 1);
+    }
+
+    #[test]
+    fn reply_gaps_are_counted_as_they_close() {
+        let t = LayerTable::new(Layer::Sip);
+        t.watch_gaps(20);
+        for i in 0..6 {
+            t.push_sent(i, i as i64 * 10);
+        }
+        // Arrivals 5, 15, 60 (gap 45), 70, 79 (a failed reply proves nothing), 99 (gap 29).
+        t.complete(0, 5, Outcome::Ok, 200);
+        t.complete(1, 15, Outcome::Ok, 200);
+        t.complete(2, 60, Outcome::Ok, 200);
+        assert_eq!(t.gaps_closed.load(Ordering::Relaxed), 1);
+        assert_eq!(t.last_gap_ns.load(Ordering::Relaxed), 45);
+        t.complete(3, 70, Outcome::Ok, 200);
+        t.complete(4, 79, Outcome::Failed, 503);
+        t.complete(5, 99, Outcome::Ok, 200);
+        assert_eq!(t.gaps_closed.load(Ordering::Relaxed), 2);
+        assert_eq!(t.last_gap_ns.load(Ordering::Relaxed), 29);
     }
 }
