@@ -373,3 +373,135 @@ fn prometheus_scrapes_a_probe_and_its_gap_matches_the_report() {
         "RTTs in the histogram {rtt_count}, good replies {good}, negative RTTs {negative}"
     );
 }
+
+#[test]
+fn a_trials_phases_reach_prometheus_and_grafana_annotations() {
+    if let Some(why) = prometheus_missing() {
+        eprintln!("SKIP a_trials_phases_reach_prometheus: {why}");
+        return;
+    }
+    let k = Kamailio::start(KamailioOpts::default()).expect("kamailio start");
+    let mport = free_port().unwrap();
+    let maddr: SocketAddr = format!("127.0.0.1:{mport}").parse().unwrap();
+    let prom = Prometheus::start(&[maddr]).expect("prometheus start");
+    let run = format!("trials-{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t");
+    // The "migration": Kamailio's process group stopped for 400 ms (bash's kill takes a group).
+    let migrate = format!(
+        "bash -c 'kill -STOP -- -{pg}; sleep 0.4; kill -CONT -- -{pg}'",
+        pg = k.pgid()
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_imsprobe"))
+        .args([
+            "trials",
+            "--target",
+            &k.addr().to_string(),
+            "--migrate",
+            &migrate,
+        ])
+        .args([
+            "--trials", "1", "--before", "1500ms", "--delay", "500ms", "--after", "1s",
+        ])
+        .args(["--rate", "200", "--sip", "--no-capture", "--no-plot"])
+        .args(["--metrics", &maddr.to_string(), "--metrics-run", &run])
+        .args(["--metrics-linger", "5s", "--out"])
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run imsprobe trials");
+    let o = wait_bounded(child, Duration::from_secs(90), "imsprobe trials");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "imsprobe trials: {stderr}");
+    let trial = json(&out.join("trial-001").join("trial.json"));
+    let mig = &trial["steps"][0]["migration"];
+    let unix = |s: &Value| {
+        chrono::DateTime::parse_from_rfc3339(s.as_str().unwrap())
+            .unwrap()
+            .timestamp_millis() as f64
+            / 1e3
+    };
+    let (mig_start, mig_end) = (unix(&mig["started_utc"]), unix(&mig["ended_utc"]));
+    let (t_start, t_end) = (unix(&trial["started_utc"]), unix(&trial["ended_utc"]));
+
+    // Prometheus holds each phase's time; read as a viewer would just after the trial.
+    let at = t_end + 2.0;
+    let series = poll(Duration::from_secs(5), || {
+        prom.query_at(
+            &format!("imsprobe_trial_phase_timestamp_seconds{{run=\"{run}\",trial=\"1\"}}"),
+            Some(at),
+        )
+        .ok()
+        .filter(|r| r.len() >= 5)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the trial's phases in Prometheus: {:?}\n{:?}\n{}",
+            prom.query_at(
+                &format!(
+                    "last_over_time(imsprobe_trial_phase_timestamp_seconds{{run=\"{run}\"}}[10m])"
+                ),
+                Some(at)
+            ),
+            prom.query_at("up", Some(at)),
+            prom.log()
+        )
+    });
+    let phase = |name: &str| -> f64 {
+        series
+            .iter()
+            .find(|s| s["metric"]["phase"] == name)
+            .and_then(|s| s["value"][1].as_str()?.parse().ok())
+            .unwrap_or_else(|| panic!("no phase {name} in {series:?}"))
+    };
+    let (ts, tr, ms, me, te) = (
+        phase("trial_start"),
+        phase("trigger"),
+        phase("migration_start"),
+        phase("migration_end"),
+        phase("trial_end"),
+    );
+    assert!(ts <= tr && tr <= ms && ms < me && me <= te, "{series:?}");
+    // The marks are taken beside the trial's own stamps (ms apart at most).
+    for (got, want, what) in [
+        (ts, t_start, "trial start"),
+        (ms, mig_start, "migration start"),
+        (me, mig_end, "migration end"),
+    ] {
+        assert!(
+            (got - want).abs() < 0.05,
+            "{what}: mark {got}, trial.json {want}"
+        );
+    }
+    assert!(me - ms >= 0.4, "the migration took its 400 ms: {}", me - ms);
+    let element = series
+        .iter()
+        .find(|s| s["metric"]["phase"] == "migration_start")
+        .unwrap()["metric"]["element"]
+        .clone();
+    assert_eq!(element, trial["steps"][0]["element"]);
+    // The same marks for Grafana's annotation API, and the dashboard's annotation query runs.
+    let ann = json(&out.join("annotations.json"));
+    let texts: Vec<&str> = ann
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["text"].as_str().unwrap())
+        .collect();
+    assert!(
+        texts.iter().any(|t| t.ends_with(": migration_start")),
+        "{texts:?}"
+    );
+    assert_eq!(
+        ann.as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["text"].as_str().unwrap().ends_with(": migration_end"))
+            .unwrap()["time"]
+            .as_f64()
+            .unwrap(),
+        (me * 1e3).round()
+    );
+}

@@ -531,6 +531,9 @@ fn trials_main(a: TrialsArgs) -> anyhow::Result<i32> {
     let o = trials::run(&cfg, &trigger, &children)?;
     print!("{}", o.summary);
     println!("\nfiles: {}", o.dir.display());
+    if cfg.probe.metrics.is_some() && !o.interrupted {
+        imsload::metrics::linger_blocking(a.probe.metrics_linger);
+    }
     let all_ok = !o.interrupted && o.rows.iter().all(|r| r.status == trials::table::Status::Ok);
     Ok(if all_ok { 0 } else { 1 })
 }

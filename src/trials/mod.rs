@@ -23,6 +23,7 @@
 //! Output layout and definitions: `docs/trials.md`.
 
 pub mod hypervisor;
+pub mod marks;
 pub mod output;
 pub mod plot;
 pub mod record;

@@ -20,6 +20,7 @@
 //! interrupted; no further trial starts. Child processes live in their own process groups so the
 //! terminal's SIGINT reaches only us; [`Children::terminate`] is for the second Ctrl-C.
 
+use super::marks::Marks;
 use super::output;
 use super::record::{
     label, ClockOut, CounterOut, Direction, LoadOut, MigrationOut, Status, StepRecord, TrialRecord,
@@ -620,6 +621,8 @@ struct TrialCtx<'a> {
     dir: PathBuf,
     /// Even trials with `--back` commands run them.
     back: bool,
+    /// The phases, for dashboards.
+    marks: &'a Marks,
 }
 
 impl TrialCtx<'_> {
@@ -654,6 +657,7 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
     })?;
     let tag = format!("trial {}/{} {}", t.index, cfg.trials, t.direction());
     let started = Utc::now();
+    t.marks.mark(t.index, "", "trial_start", started);
     let mut warnings = Vec::new();
     let clock = ProbeClock::start();
     let mut pcfg = cfg.probe.clone();
@@ -685,6 +689,7 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
         if let Some(spec) = &cfg.load {
             match start_load(t.children, spec, &t.dir, &target) {
                 Ok(l) => {
+                    t.marks.mark(t.index, "", "load_start", Utc::now());
                     log(&format!("{tag}: load started: {}", l.out.command));
                     load = Some(l);
                 }
@@ -733,6 +738,9 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
             }
         }
     }
+    if cut.is_none() {
+        t.marks.mark(t.index, "", "trigger", Utc::now());
+    }
     // The elements one after another: each migration starts when the previous command has
     // ended (the VM runs again on its destination) and `after` of probing has shown it back.
     let sequence = cfg.elements.len() > 1;
@@ -774,7 +782,9 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
                 Err(e) => c.error = Some(e),
             }
         }
+        t.marks.mark(t.index, name, "migration_start", Utc::now());
         let m = run_migration(t, &command, &files, &env, clock);
+        t.marks.mark(t.index, name, "migration_end", Utc::now());
         if let Some(c) = &mut counter {
             if c.error.is_none() {
                 match read_counter(&c.command) {
@@ -879,6 +889,17 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
             })
         })
         .collect();
+    // The hypervisor's own events (STOP, RESUME, ...) are known once its output is read.
+    for st in &steps {
+        for e in &st.events {
+            if let Ok(utc) = chrono::DateTime::parse_from_rfc3339(&e.utc) {
+                let phase = format!("vm_{}", e.event.to_ascii_lowercase());
+                t.marks
+                    .mark(t.index, &st.element, &phase, utc.with_timezone(&Utc));
+            }
+        }
+    }
+    t.marks.mark(t.index, "", "trial_end", Utc::now());
     let rec = TrialRecord {
         trial: t.index,
         direction: t.direction(),
@@ -982,6 +1003,7 @@ pub fn run(
     }
     let mut records: Vec<TrialRecord> = Vec::new();
     let mut summary = String::new();
+    let marks = Marks::new(cfg.probe.metrics.clone());
     for i in 1..=cfg.trials {
         if stop.reason() != StopReason::Running {
             break;
@@ -993,6 +1015,7 @@ pub fn run(
             index: i,
             dir: cfg.out.join(format!("trial-{i:03}")),
             back: with_back > 0 && i % 2 == 0,
+            marks: &marks,
         };
         let rec = match run_trial(&ctx) {
             Ok(r) => r,
@@ -1006,6 +1029,9 @@ pub fn run(
         };
         records.push(rec);
         summary = output::write(cfg, &records, &notes)?;
+        let ann = cfg.out.join("annotations.json");
+        probe_report::write_json(&ann, &marks.annotations())
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", ann.display()))?;
         if i < cfg.trials && stop.reason() == StopReason::Running {
             log(&format!(
                 "pause {} before trial {}",

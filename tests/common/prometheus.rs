@@ -65,13 +65,22 @@ impl Prometheus {
             .spawn()
             .context("start prometheus")?;
         let p = Prometheus { child, addr, dir };
+        // Ready to answer is not ready to scrape: the scrape loops start only when service
+        // discovery first reports (up to 5 s later). Wait until every target has been tried
+        // once (`up` exists, 0 while nothing listens there yet), so that a short run that starts
+        // now is scraped from its first second.
         let t0 = Instant::now();
         loop {
-            if let Ok((200, _)) = http_get(p.addr, "/-/ready") {
+            let ready = matches!(http_get(p.addr, "/-/ready"), Ok((200, _)))
+                && p.query("up").is_ok_and(|r| r.len() == targets.len());
+            if ready {
                 return Ok(p);
             }
             if t0.elapsed() > READY_TIMEOUT {
-                bail!("prometheus not ready after {READY_TIMEOUT:?}:\n{}", p.log());
+                bail!(
+                    "prometheus not scraping {targets:?} after {READY_TIMEOUT:?}:\n{}",
+                    p.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
