@@ -131,14 +131,38 @@ struct Txn {
     armed: Option<Instant>,
 }
 
-/// A Via line for branch `key`, in one allocation: sized up front, since `format!` guesses
-/// short and grows, and with the branch written straight in rather than built first.
+/// A Via line for branch `key`, written where it is displayed: straight into the message,
+/// with no string of its own.
+struct ViaLine<'a> {
+    transport: &'a str,
+    host: &'a str,
+    ids: &'a IdScheme,
+    key: Key,
+}
+
+impl std::fmt::Display for ViaLine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SIP/2.0/{} {};branch=", self.transport, self.host)?;
+        self.ids.write_branch(f, self.key);
+        f.write_str(";rport")
+    }
+}
+
+/// The Via line as a string, sized up front (`format!` guesses short and grows), for the
+/// machines that keep theirs.
 fn via_line(transport: &str, host: &str, ids: &IdScheme, key: Key) -> String {
     use std::fmt::Write as _;
     let mut v = String::with_capacity(8 + transport.len() + 1 + host.len() + 64);
-    let _ = write!(v, "SIP/2.0/{transport} {host};branch=");
-    ids.write_branch(&mut v, key);
-    v.push_str(";rport");
+    let _ = write!(
+        v,
+        "{}",
+        ViaLine {
+            transport,
+            host,
+            ids,
+            key
+        }
+    );
     v
 }
 
@@ -261,7 +285,12 @@ impl LoadCore {
                     instance: _,
                 } = id;
                 User {
-                    reg: Registration::new(format!("<sip:{impu}>"), call_id, from_tag, now),
+                    reg: Registration::new(
+                        format!("<sip:{impu}>"),
+                        call_id.to_string(),
+                        from_tag.to_string(),
+                        now,
+                    ),
                     auth: Authenticator::new(impi, password, aka.map(|a| Usim::new(a.keys, a.sqn))),
                     impu,
                     tel,
@@ -1174,7 +1203,12 @@ impl LoadCore {
                             gen: u32::MAX - tk.gen,
                         },
                     };
-                    via_line(tp, host, ids, key)
+                    ViaLine {
+                        transport: tp,
+                        host,
+                        ids,
+                        key,
+                    }
                 });
                 let sock = c.sock;
                 let Some(req) = req else { continue };

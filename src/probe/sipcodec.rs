@@ -185,7 +185,9 @@ impl OptionsCodec {
             format_args!("<sip:imsprobe@{}>;tag={}", self.local, self.tag),
         );
         w.header("To", format_args!("<{}>", self.uri));
-        w.header("Call-ID", self.ids.call_id(KIND, key, &self.host));
+        let mut call_id = String::with_capacity(64);
+        self.ids.write_call_id(&mut call_id, KIND, key, &self.host);
+        w.header("Call-ID", &call_id);
         w.header("CSeq", format_args!("{} OPTIONS", cseq_of(seq)));
         w.header(
             "Contact",

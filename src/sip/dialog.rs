@@ -175,7 +175,12 @@ impl Dialog {
     /// remote target and the whole route set goes in Route; with a strict router (no `lr`), the
     /// first route becomes the Request-URI and the remote target is appended (RFC 3261 §12.2.1.1).
     /// `cseq` is given for ACK (same number as the INVITE); otherwise the local CSeq is advanced.
-    pub fn request(&mut self, method: &str, via: &str, cseq: Option<u32>) -> Writer {
+    pub fn request(
+        &mut self,
+        method: &str,
+        via: impl std::fmt::Display,
+        cseq: Option<u32>,
+    ) -> Writer {
         let n = match cseq {
             Some(n) => n,
             None => {

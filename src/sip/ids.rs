@@ -62,13 +62,27 @@ impl IdScheme {
         self.parse_body(branch.strip_prefix(MAGIC)?)
     }
 
-    /// A Call-ID for call (or registration) `key`: `<kind><run>.<slot>.<gen>@<host>`. `host`
-    /// may be an address, written straight in rather than formatted into a string first.
-    pub fn call_id(&self, kind: char, key: Key, host: impl std::fmt::Display) -> String {
-        let mut s = String::with_capacity(40);
-        s.push(kind);
-        let _ = write!(s, "{}{:x}.{:x}@{host}", self.prefix, key.slot, key.gen);
+    /// A Call-ID for call (or registration) `key`: `<kind><run>.<slot>.<gen>@<ip>`, inline
+    /// (no allocation per call): at most 1 + 10 + 8 + 1 + 8 + 1 + 45 (an IPv6 address) bytes.
+    pub fn call_id(&self, kind: char, key: Key, host: std::net::IpAddr) -> CallId {
+        let mut s = CallId::new();
+        self.write_call_id(&mut s, kind, key, host);
         s
+    }
+
+    /// [`IdScheme::call_id`] with any host (a name may be long), appended to `out`.
+    pub fn write_call_id(
+        &self,
+        out: &mut impl std::fmt::Write,
+        kind: char,
+        key: Key,
+        host: impl std::fmt::Display,
+    ) {
+        let _ = write!(
+            out,
+            "{kind}{}{:x}.{:x}@{host}",
+            self.prefix, key.slot, key.gen
+        );
     }
 
     /// The kind letter and key of a Call-ID we made, `None` for anybody else's.
@@ -90,9 +104,17 @@ impl IdScheme {
     }
 }
 
+/// A Call-ID we generate ([`IdScheme::call_id`]).
+pub type CallId = arrayvec::ArrayString<80>;
+
+/// A tag or cnonce we generate: up to 16 hex digits, inline.
+pub type Token = arrayvec::ArrayString<16>;
+
 /// A random token for tags and cnonces.
-pub fn token(rng: &mut impl rand::Rng) -> String {
-    format!("{:x}", rng.random::<u64>())
+pub fn token(rng: &mut impl rand::Rng) -> Token {
+    let mut t = Token::new();
+    let _ = write!(t, "{:x}", rng.random::<u64>());
+    t
 }
 
 #[cfg(test)]
@@ -108,7 +130,7 @@ mod tests {
         assert_eq!(ids.parse_branch(&b), Some(k));
         assert_eq!(IdScheme::new(0xabd).parse_branch(&b), None);
         assert_eq!(ids.parse_branch("z9hG4bKforeign"), None);
-        let c = ids.call_id('r', k, "127.0.0.1");
+        let c = ids.call_id('r', k, "127.0.0.1".parse().unwrap());
         assert_eq!(ids.parse_call_id(&c), Some(('r', k)));
         assert_eq!(ids.parse_call_id("abc@host"), None);
         let tagged = IdScheme::tagged('u', 0xabc);

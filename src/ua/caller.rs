@@ -32,7 +32,7 @@ use crate::sip::dialog::Dialog;
 use crate::sip::transaction::{ClientTransaction, Kind, State, TimerAction, Timers};
 use crate::sip::{HeaderName, Message, Method};
 use rand::Rng;
-use std::collections::VecDeque;
+use smallvec::SmallVec;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -60,8 +60,8 @@ pub struct CallSetup {
     /// From (without tag) and To of the INVITE, as name-addrs.
     pub from: Arc<str>,
     pub to: Arc<str>,
-    pub local_tag: String,
-    pub call_id: String,
+    pub local_tag: crate::sip::ids::Token,
+    pub call_id: crate::sip::ids::CallId,
     /// Route set of the INVITE (the caller's Service-Route).
     pub routes: Vec<String>,
     pub contact: Arc<str>,
@@ -185,8 +185,10 @@ pub struct OutgoingCall {
     /// When a call still ringing is CANCELled; once only, from the first INVITE.
     invite_deadline: Option<Instant>,
     hang_up_at: Option<Instant>,
-    pending: VecDeque<Pending>,
-    events: VecDeque<Event>,
+    // Inline: a call has at most a couple of each queued at a time, and a heap queue per
+    // call was two allocations per call.
+    pending: SmallVec<[Pending; 2]>,
+    events: SmallVec<[Event; 2]>,
 }
 
 /// The kept ACK and CANCEL go back to the message pool with the call.
@@ -219,8 +221,8 @@ impl OutgoingCall {
             cancel: None,
             invite_deadline: None,
             hang_up_at: None,
-            pending: VecDeque::new(),
-            events: VecDeque::new(),
+            pending: SmallVec::new(),
+            events: SmallVec::new(),
         }
     }
 
@@ -247,7 +249,7 @@ impl OutgoingCall {
     pub fn start(&mut self, now: Instant, cfg: &CallConfig) {
         self.first_invite = now;
         self.invite_deadline = Some(now + cfg.invite_timeout);
-        self.pending.push_back(Pending::Invite(None));
+        self.pending.push(Pending::Invite(None));
     }
 
     /// Whether [`OutgoingCall::poll_transmit`] has a request to give.
@@ -257,12 +259,15 @@ impl OutgoingCall {
 
     /// The next request to send, if one is due. `via` is asked, at most once, for the Via of
     /// a request that needs a new branch, and told what it is for.
-    pub fn poll_transmit(
+    pub fn poll_transmit<V: std::fmt::Display>(
         &mut self,
         cfg: &CallConfig,
-        via: impl FnOnce(Branch) -> String,
+        via: impl FnOnce(Branch) -> V,
     ) -> Option<Request> {
-        let req = match self.pending.pop_front()? {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let req = match self.pending.remove(0) {
             Pending::Built(out, data) => Request { out, data },
             Pending::Invite(authz) => Request {
                 out: Out::Invite,
@@ -271,7 +276,7 @@ impl OutgoingCall {
             Pending::Ack => {
                 let d = self.dialog.as_mut()?;
                 let ack = d
-                    .request("ACK", &via(Branch::Ack), Some(self.cseq))
+                    .request("ACK", via(Branch::Ack), Some(self.cseq))
                     .finish(None, b"");
                 self.ack = Some(crate::sip::transport::copy(&ack));
                 Request {
@@ -281,7 +286,7 @@ impl OutgoingCall {
             }
             Pending::Bye => {
                 let d = self.dialog.as_mut()?;
-                let mut w = d.request("BYE", &via(Branch::Transaction), None);
+                let mut w = d.request("BYE", via(Branch::Transaction), None);
                 w.header("User-Agent", &cfg.user_agent);
                 Request {
                     out: Out::Bye,
@@ -292,18 +297,30 @@ impl OutgoingCall {
         Some(req)
     }
 
-    fn invite(&mut self, cfg: &CallConfig, via: String, authz: Option<String>) -> Vec<u8> {
+    fn invite(
+        &mut self,
+        cfg: &CallConfig,
+        via: impl std::fmt::Display,
+        authz: Option<String>,
+    ) -> Vec<u8> {
+        use std::fmt::Write as _;
+        // Kept for the CANCEL and a non-2xx ACK, which repeat it; the buffer is reused by
+        // the INVITE sent again after a challenge.
+        self.invite_via.clear();
+        // One allocation: a Via written piecemeal would grow the string three times.
+        self.invite_via.reserve(128);
+        let _ = write!(self.invite_via, "{via}");
         let s = &self.setup;
         self.cseq += 1;
         let mut w = Writer::request("INVITE", &s.ruri);
-        w.header("Via", &via);
+        w.header("Via", &self.invite_via);
         for r in &s.routes {
             w.header("Route", r);
         }
         w.header("Max-Forwards", 70);
         w.header("From", format_args!("{};tag={}", s.from, s.local_tag));
         w.header("To", &s.to);
-        w.header("Call-ID", &s.call_id);
+        w.header("Call-ID", s.call_id);
         w.header("CSeq", format_args!("{} INVITE", self.cseq));
         w.header("Contact", &s.contact);
         w.header("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE");
@@ -318,7 +335,6 @@ impl OutgoingCall {
         if let Some(a) = authz {
             w.line(&a);
         }
-        self.invite_via = via;
         w.finish(Some("application/sdp"), &cfg.offer)
     }
 
@@ -333,13 +349,13 @@ impl OutgoingCall {
         w.header("Max-Forwards", 70);
         w.header("From", format_args!("{};tag={}", s.from, s.local_tag));
         w.header("To", to);
-        w.header("Call-ID", &s.call_id);
+        w.header("Call-ID", s.call_id);
         w.header("CSeq", format_args!("{} {method}", self.cseq));
         w.finish(None, b"")
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        (!self.events.is_empty()).then(|| self.events.remove(0))
     }
 
     /// When [`OutgoingCall::handle_timeout`] has something to do.
@@ -368,11 +384,11 @@ impl OutgoingCall {
         if let Some((ct, req)) = self.cancel.as_mut() {
             if ct.deadline().is_some_and(|d| d <= now) {
                 match ct.on_timer(now) {
-                    TimerAction::Retransmit => self.pending.push_back(Pending::Built(
+                    TimerAction::Retransmit => self.pending.push(Pending::Built(
                         Out::Cancel { retransmit: true },
                         crate::sip::transport::copy(req),
                     )),
-                    TimerAction::Timeout => self.events.push_back(Event::CancelTimedOut),
+                    TimerAction::Timeout => self.events.push(Event::CancelTimedOut),
                     TimerAction::Terminated | TimerAction::None => {}
                 }
             }
@@ -387,9 +403,9 @@ impl OutgoingCall {
         self.state = CallState::Terminating;
         self.bye_sent = Some(now);
         if let Some(a) = self.answered_at {
-            self.events.push_back(Event::HungUp { held: now - a });
+            self.events.push(Event::HungUp { held: now - a });
         }
-        self.pending.push_back(Pending::Bye);
+        self.pending.push(Pending::Bye);
     }
 
     /// Hangs up at `at` at the latest (a stopping run spreads its BYEs).
@@ -404,7 +420,7 @@ impl OutgoingCall {
         }
         let req = self.invite_mirror("CANCEL", &self.setup.to);
         let ct = ClientTransaction::new(Kind::NonInvite, now, cfg.reliable, cfg.timers);
-        self.pending.push_back(Pending::Built(
+        self.pending.push(Pending::Built(
             Out::Cancel { retransmit: false },
             crate::sip::transport::copy(&req),
         ));
@@ -461,7 +477,7 @@ impl OutgoingCall {
         if first_non100 {
             self.srd_done = true;
             self.events
-                .push_back(Event::RequestDelay(now - self.first_invite));
+                .push(Event::RequestDelay(now - self.first_invite));
         }
         if code < 200 {
             // Any provisional (a proxy's 100 included) allows CANCEL; the call counts as
@@ -470,7 +486,7 @@ impl OutgoingCall {
                 self.state = CallState::Early;
             }
             if first_non100 {
-                self.events.push_back(Event::Ringing);
+                self.events.push(Event::Ringing);
             }
             return;
         }
@@ -479,7 +495,7 @@ impl OutgoingCall {
         }
         let to = msg.header(HeaderName::To).unwrap_or(&self.setup.to);
         let ack = self.invite_mirror("ACK", to);
-        self.pending.push_back(Pending::Built(Out::AckFailure, ack));
+        self.pending.push(Pending::Built(Out::AckFailure, ack));
         let cancelling = self.state == CallState::Cancelling;
         if (code == 401 || code == 407) && !self.auth_sent {
             let answer = auth.and_then(|a| {
@@ -489,7 +505,7 @@ impl OutgoingCall {
                 // Same Call-ID and From tag, next CSeq, new branch (RFC 3261 §22.2).
                 self.auth_sent = true;
                 self.state = CallState::Inviting;
-                self.pending.push_back(Pending::Invite(Some(a)));
+                self.pending.push(Pending::Invite(Some(a)));
                 return;
             }
         }
@@ -502,7 +518,7 @@ impl OutgoingCall {
     fn answered(&mut self, now: Instant, msg: &Message<'_>) {
         // A 200 that crossed our CANCEL: the call is up, so ACK it and end it with BYE at once.
         let cancelling = self.state == CallState::Cancelling;
-        self.events.push_back(Event::Answered {
+        self.events.push(Event::Answered {
             delay: now - self.first_invite,
         });
         let s = &self.setup;
@@ -515,7 +531,7 @@ impl OutgoingCall {
         ));
         self.answered_at = Some(now);
         self.state = CallState::Confirmed;
-        self.pending.push_back(Pending::Ack);
+        self.pending.push(Pending::Ack);
         if cancelling {
             self.hang_up(now);
         } else if let Some(h) = self.setup.hold {
@@ -563,7 +579,7 @@ impl OutgoingCall {
 
     fn end(&mut self, e: Event) {
         self.state = CallState::Ended;
-        self.events.push_back(e);
+        self.events.push(e);
     }
 }
 
@@ -593,8 +609,8 @@ mod tests {
             ruri: "sip:bob@ims.local".into(),
             from: "<sip:alice@ims.local>".into(),
             to: "<sip:bob@ims.local>".into(),
-            local_tag: "lt".into(),
-            call_id: "call-1".into(),
+            local_tag: "lt".try_into().unwrap(),
+            call_id: "call-1".try_into().unwrap(),
             routes: vec!["<sip:orig@scscf.ims.local;lr>".into()],
             contact: "<sip:alice@127.0.0.2:5070>".into(),
             preferred_identity: None,

@@ -14,6 +14,7 @@
 
 use super::challenge::Authenticator;
 use crate::sip::builder::Writer;
+use crate::sip::ids::{CallId, Token};
 use crate::sip::{Message, Method};
 use rand::Rng;
 use std::time::{Duration, Instant};
@@ -45,8 +46,8 @@ pub struct NitClient {
     ruri: String,
     /// From without tag (the sender's AoR name-addr).
     from: String,
-    from_tag: String,
-    call_id: String,
+    from_tag: Token,
+    call_id: CallId,
     /// P-Preferred-Identity (a name-addr) of a MESSAGE, when the UE names one.
     preferred_identity: Option<String>,
     cseq: u32,
@@ -64,8 +65,8 @@ impl NitClient {
         method: Method,
         ruri: String,
         from: String,
-        from_tag: String,
-        call_id: String,
+        from_tag: Token,
+        call_id: CallId,
         preferred_identity: Option<String>,
         now: Instant,
     ) -> NitClient {
@@ -118,7 +119,7 @@ impl NitClient {
         w.header("Max-Forwards", 70);
         w.header("From", format_args!("{};tag={}", self.from, self.from_tag));
         w.header("To", format_args!("<{}>", self.ruri));
-        w.header("Call-ID", &self.call_id);
+        w.header("Call-ID", self.call_id);
         w.header("CSeq", format_args!("{} {method}", self.cseq));
         if message {
             if let Some(pani) = &cfg.pani {
@@ -202,8 +203,8 @@ mod tests {
             method,
             "sip:bob@ims.local".into(),
             "<sip:alice@ims.local>".into(),
-            "ft".into(),
-            "m-1".into(),
+            "ft".try_into().unwrap(),
+            "m-1".try_into().unwrap(),
             Some("<sip:alice@ims.local>".into()),
             now,
         )
