@@ -68,6 +68,10 @@ pub struct Gap {
     pub loss_estimate_ns: i64,
     /// The largest RTT among the probes concerned, if any was answered.
     pub max_rtt_ns: Option<i64>,
+    /// Reply gaps: the longest interval between two consecutive probes sent over the span. A
+    /// gap about as long as this was the prober's own stall (no probes, so no replies: a
+    /// starved CPU, say), not the target's; a paused target leaves it at one interval.
+    pub max_send_interval_ns: i64,
 }
 
 /// Per-layer totals.
@@ -213,6 +217,11 @@ pub fn analyze(layer: Layer, records: &[ProbeRecord], p: &Params) -> LayerAnalys
         lo..hi
     };
     let fill = |g: &mut Gap, range: std::ops::Range<usize>| {
+        g.max_send_interval_ns = sent_times[range.clone()]
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or(0);
         for i in range {
             let (r, v) = (recs[i], verdicts[i]);
             if v.lost {
@@ -250,6 +259,7 @@ pub fn analyze(layer: Layer, records: &[ProbeRecord], p: &Params) -> LayerAnalys
         answered_after: 0,
         loss_estimate_ns: 0,
         max_rtt_ns: None,
+        max_send_interval_ns: 0,
     };
 
     // Reply gaps: sorted arrivals of good replies (late ones included: they prove the service
@@ -470,10 +480,33 @@ mod tests {
         assert_eq!(g.late_replies, 401);
         assert_eq!(g.answered_after, 501); // probes 1000..=1500 (1500 is sent before the gap ends)
         assert_eq!(g.max_rtt_ns, Some(500 * MS + MS / 10));
+        // The prober kept sending: the target's gap, not its own.
+        assert_eq!(g.max_send_interval_ns, MS);
         // Within the 1 s timeout: nothing lost, so no loss window.
         assert!(a.loss_windows.is_empty());
         assert_eq!(a.summary.late, 401);
         assert_eq!(a.summary.ok, 3000);
+    }
+
+    #[test]
+    fn a_stall_of_the_prober_itself_shows_in_the_gap() {
+        // The prober sends nothing from 1000 to 1036 ms (a starved CPU); the target answers
+        // every probe at once.
+        let recs: Vec<ProbeRecord> = (0..2000i64)
+            .filter(|i| !(1001..1036).contains(i))
+            .enumerate()
+            .map(|(seq, i)| {
+                let mut r = ProbeRecord::sent(Layer::Sip, seq as u64, i * MS);
+                r.received_ns = Some(i * MS + MS / 10);
+                r.outcome = Outcome::Ok;
+                r
+            })
+            .collect();
+        let a = analyze(Layer::Sip, &recs, &params(3000 * MS));
+        assert_eq!(a.reply_gaps.len(), 1);
+        let g = &a.reply_gaps[0];
+        assert_eq!(g.duration_ns, 36 * MS);
+        assert_eq!(g.max_send_interval_ns, 36 * MS);
     }
 
     #[test]

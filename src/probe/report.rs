@@ -30,6 +30,9 @@ pub struct GapOut {
     pub answered_after: u64,
     pub loss_estimate_ms: Option<f64>,
     pub max_rtt_ms: Option<f64>,
+    /// Reply gaps: the longest interval between consecutive probes sent over the span; near
+    /// `duration_ms`, the gap was the prober's own stall.
+    pub max_send_interval_ms: f64,
 }
 
 impl GapOut {
@@ -51,6 +54,7 @@ impl GapOut {
             answered_after: g.answered_after,
             loss_estimate_ms: (g.kind == GapKind::LossWindow).then(|| ms(g.loss_estimate_ns)),
             max_rtt_ms: g.max_rtt_ns.map(ms),
+            max_send_interval_ms: ms(g.max_send_interval_ns),
         }
     }
 }

@@ -317,6 +317,7 @@ mod tests {
             answered_after: 0,
             loss_estimate_ms: None,
             max_rtt_ms: None,
+            max_send_interval_ms: 1.0,
         }
     }
 
