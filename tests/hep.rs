@@ -55,6 +55,11 @@ impl Collector {
     fn start() -> Collector {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        // Room for a whole run's copies, should this thread not get a core for a while: the
+        // test counts what arrives.
+        socket2::SockRef::from(&s)
+            .set_recv_buffer_size(4 << 20)
+            .unwrap();
         let port = s.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
         let st = stop.clone();
