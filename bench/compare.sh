@@ -15,6 +15,9 @@
 #     call phase, before it ends the calls; SIPp is stopped with its calls up)
 #   * registrations/s with MD5 digest against `imsload serve` (imsload, and SIPp with
 #     bench/register.xml), and imsload's memory per 1,000 registered users (100k vs 1k)
+#   * (SECTIONS=hep, not in the default set) the cost of `--hep`: imsload's CPU-s per 10,000
+#     calls at a fixed rate against `sipp -sn uas`, with every message mirrored to a local UDP
+#     sink vs without, alternating runs, and the ratio (goal: < 1.15)
 #
 # The machine may be shared and noisy: compare the ratios measured in the same run, not the
 # absolute figures across runs. Generators and steps are interleaved (imsload step N, SIPp
@@ -26,7 +29,7 @@
 #   REG_RATE_LOW=5000
 #   WORKERS= (imsload --workers; default: its own, one per core) SKIP_BUILD=1 KEEP=1 (keep the
 #   work directory with every raw file) PORT_BASE= SECTIONS="steps fixed live reg" (a subset
-#   runs only those parts)
+#   runs only those parts; add `hep` for the HEP cost) HEP_CPS=2000 HEP_SECS=20 HEP_ROUNDS=3
 set -u -o pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -47,6 +50,11 @@ REG_RATE_LOW=${REG_RATE_LOW:-5000}
 WORKERS=${WORKERS:-}
 KEEP=${KEEP:-0}
 SECTIONS=${SECTIONS:-"steps fixed live reg"}
+HEP_CPS=${HEP_CPS:-2000}
+HEP_SECS=${HEP_SECS:-20}
+HEP_ROUNDS=${HEP_ROUNDS:-3}
+# Extra imsload arguments of the next calls_imsload (the HEP section sets --hep).
+IMS_EXTRA=()
 BUF=8388608
 PORT=${PORT_BASE:-$((21000 + RANDOM % 20000))}
 
@@ -262,7 +270,8 @@ calls_imsload() {
     start_bg "$name" $((secs + 25)) INT "$IMSLOAD" --target "127.0.0.1:$UAS_PORT" \
         --ruri "sip:service@127.0.0.1:$UAS_PORT" --bind 127.0.0.1 "${WORKER_ARGS[@]}" \
         --cps "$cps" --calls "$calls" --hold "${hold}s" --duration "${dur}s" --drain 10s \
-        --max-calls "$MAX_CALLS" --quiet --report "$W/$name.report.json" --series "$W/$name.series.csv"
+        --max-calls "$MAX_CALLS" --quiet --report "$W/$name.report.json" --series "$W/$name.series.csv" \
+        "${IMS_EXTRA[@]}"
     wait_bg "$BG" $((secs + 35))
     stop_bg "$UAS_BG" TERM
     cpu_snap "$name"
@@ -384,6 +393,60 @@ wait_bg "$BG" $((reg_secs + 50))
 stop_bg "$sbg" INT
 cpu_snap reg-sipp-big
 "${PARSE[@]}" reg-sipp "$W" reg-sipp-big "$REG_USERS" "$REG_RATE"
+fi
+
+# ---- 5. the cost of --hep (only with SECTIONS containing hep)
+if want hep; then
+log "5/5 HEP: $HEP_CPS calls/s for ${HEP_SECS}s, hold 0, with --hep to a local UDP sink and without, alternating, $HEP_ROUNDS rounds"
+# The sink: a bound socket that is never read. The kernel delivers into it (work charged to
+# the sender, as a real collector's path would be) and drops what overflows, silently: no
+# ICMP, so no send errors, and no reader competing for the cores.
+alloc_port hep_port
+start_bg hep-sink 3600 TERM python3 -c "import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('127.0.0.1', $hep_port))
+time.sleep(3600)"
+hep_sink=$BG
+wait_port "$hep_port"
+n=$((HEP_CPS * HEP_SECS))
+for r in $(seq "$HEP_ROUNDS"); do
+    IMS_EXTRA=()
+    calls_imsload "hep-off-$r" "$HEP_CPS" "$n" 0 "$HEP_SECS"
+    "${PARSE[@]}" imsload "$W" "hep-off-$r" "$HEP_CPS" "$n"
+    IMS_EXTRA=(--hep "127.0.0.1:$hep_port")
+    calls_imsload "hep-on-$r" "$HEP_CPS" "$n" 0 "$HEP_SECS"
+    "${PARSE[@]}" imsload "$W" "hep-on-$r" "$HEP_CPS" "$n"
+done
+IMS_EXTRA=()
+stop_bg "$hep_sink" TERM
+python3 - "$W" "$HEP_ROUNDS" "$HEP_CPS" <<'EOF'
+import json, statistics, sys
+w, rounds, cps = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def per10k(name):
+    try:
+        u, s = open(f"{w}/{name}.time").read().split()[:2]
+        rep = json.load(open(f"{w}/{name}.report.json"))
+    except (OSError, ValueError):
+        return None, None
+    done = rep["counters"]["calls_completed"]
+    return ((float(u) + float(s)) / done * 10000 if done else None), rep.get("hep")
+print(f"HEP cost at {cps} calls/s: imsload CPU-s (user+sys) per 10,000 completed calls")
+off, on = [], []
+for r in range(1, rounds + 1):
+    a, _ = per10k(f"hep-off-{r}")
+    b, h = per10k(f"hep-on-{r}")
+    hs = (f"mirrored {h['mirrored']}, dropped {h['dropped']}, send errors {h['send_errors']}"
+          if h else "no hep figures")
+    fa = "-" if a is None else f"{a:.3f}"
+    fb = "-" if b is None else f"{b:.3f}"
+    print(f"  round {r}: without {fa}  with --hep {fb}  ({hs})")
+    if a and b:
+        off.append(a)
+        on.append(b)
+if off:
+    mo, mi = statistics.median(off), statistics.median(on)
+    print(f"  median: without {mo:.3f}, with --hep {mi:.3f}: ratio {mi / mo:.3f} (goal < 1.15)")
+EOF
 fi
 
 log "done"

@@ -25,6 +25,8 @@
 //!   are built once a second from the engines' own statistics. Knows nothing of load or probes.
 //! - [`shutdown`]: the one stop path every task watches.
 //! - [`clock`]: monotonic inside, wall-clock only for labels.
+//! - [`hep`]: HEPv3 mirroring to Homer (`--hep`): the pure encoder, and the bounded queue and
+//!   sender thread that [`io`] drivers and the probe copy every SIP message into without waiting.
 //! - [`fuzzing`]: the bodies of the cargo-fuzz targets in `fuzz/`, here so that
 //!   `tests/fuzz_corpus.rs` replays the corpus and past crashes on stable (`docs/fuzzing.md`).
 //!
@@ -33,6 +35,7 @@
 pub mod clock;
 pub mod diameter;
 pub mod fuzzing;
+pub mod hep;
 pub mod hss;
 pub mod io;
 pub mod load;

@@ -198,6 +198,8 @@ struct RunArgs {
     /// Seed for caller/callee choice, arrival gaps and hold times.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    #[command(flatten)]
+    hep: imsload::hep::mirror::HepArgs,
 }
 
 /// IMS AKA credentials shared by every pattern user (how lab HSSs are provisioned).
@@ -326,6 +328,8 @@ struct ServeArgs {
     users_file: Option<PathBuf>,
     #[arg(long, short)]
     quiet: bool,
+    #[command(flatten)]
+    hep: imsload::hep::mirror::HepArgs,
 }
 
 fn main() {
@@ -751,6 +755,7 @@ fn run_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
             report_json: a.report.clone(),
             series: a.series.clone(),
             embedded_target: embedded,
+            hep: a.hep.config("imsload"),
             control: prof.control,
             monitors: prof.monitors,
             monitor_interval: prof.monitor_interval.unwrap_or(Duration::from_secs(1)),
@@ -899,12 +904,17 @@ fn serve(s: ServeArgs) -> anyhow::Result<i32> {
             },
             ..TargetConfig::default()
         };
-        let served = imsload::target::serve::start(
+        let hep = match s.hep.config("imsload") {
+            Some(h) => Some(imsload::hep::mirror::Mirror::start(&h, "imsload serve")?),
+            None => None,
+        };
+        let served = imsload::target::serve::start_with_tap(
             cfg,
             s.listen,
             trigger.subscribe(),
             Duration::ZERO,
             !s.quiet,
+            hep.as_ref().map(|m| m.tap()),
         )
         .await?;
         println!(
@@ -920,6 +930,13 @@ fn serve(s: ServeArgs) -> anyhow::Result<i32> {
         }
         let stats = served.task.await?;
         println!("{}", serde_json::to_string_pretty(&stats)?);
+        if let Some(m) = hep {
+            let h = m.finish(Duration::from_secs(2));
+            println!("{}", h.line());
+            if let Some(w) = h.warning() {
+                println!("WARNING: {w}");
+            }
+        }
         Ok(0)
     })
 }

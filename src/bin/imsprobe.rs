@@ -168,6 +168,8 @@ struct TrialsArgs {
 /// How probes run and are judged: shared by `imsprobe` and `imsprobe trials`.
 #[derive(clap::Args, Debug)]
 struct ProbeOpts {
+    #[command(flatten)]
+    hep: imsload::hep::mirror::HepArgs,
     /// The targets file.
     #[arg(
         long = "targets",
@@ -321,6 +323,7 @@ impl ProbeOpts {
             plot: !self.no_plot,
             quiet,
             metrics: self.metrics_exporter(quiet)?,
+            hep: self.hep.config("imsprobe"),
         })
     }
 
@@ -683,6 +686,7 @@ fn pcap_only(cli: &Cli, file: &std::path::Path) -> anyhow::Result<i32> {
             capture: None,
             warnings: pcap_warnings(&cap.stats),
             files: Files::default(),
+            hep: None,
         };
         run::write_outputs(&dir, &mut rep, &sets, &analyses, &tb, !cli.probe.no_plot)?;
         print!("{}", report::summary_text(&rep));

@@ -8,6 +8,7 @@
 
 use super::poller::Poller;
 use super::udp::{RecvBatch, SendBatch};
+use crate::hep::{mirror::Tap, Proto};
 use crate::sip::transport::{StreamFramer, Transmit};
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
@@ -40,6 +41,8 @@ enum Sockets {
 
 struct UdpSide {
     socks: Vec<UdpSocket>,
+    /// Each socket's own address, for the HEP copies.
+    locals: Vec<SocketAddr>,
     out: Vec<SendBatch>,
     recv: RecvBatch,
     /// Sockets whose send buffer was full: watched for room to write.
@@ -52,6 +55,7 @@ struct UdpSide {
 struct TcpConn {
     stream: TcpStream,
     peer: SocketAddr,
+    local: SocketAddr,
     framer: StreamFramer,
     out: Vec<u8>,
     /// Bytes of `out` already written.
@@ -67,6 +71,8 @@ pub struct Driver {
     poller: Poller,
     socks: Sockets,
     ready: Vec<(u64, bool, bool, bool)>,
+    /// Copies of every message sent and read, for `--hep`.
+    tap: Option<Tap>,
 }
 
 impl Driver {
@@ -78,11 +84,17 @@ impl Driver {
             poller.add(s, i as u64, false)?;
         }
         let n = socks.len();
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        let locals = socks
+            .iter()
+            .map(|s| s.local_addr().unwrap_or(unspecified))
+            .collect();
         Ok(Driver {
             label: label.into(),
             poller,
             socks: Sockets::Udp(Box::new(UdpSide {
                 socks,
+                locals,
                 out: (0..n).map(|_| SendBatch::default()).collect(),
                 recv: RecvBatch::default(),
                 blocked: vec![false; n],
@@ -90,6 +102,7 @@ impl Driver {
                 errors: 0,
             })),
             ready: Vec::with_capacity(64),
+            tap: None,
         })
     }
 
@@ -98,6 +111,7 @@ impl Driver {
     pub fn tcp(label: impl Into<String>, stream: TcpStream) -> io::Result<Driver> {
         stream.set_nonblocking(true)?;
         let peer = stream.peer_addr()?;
+        let local = stream.local_addr()?;
         let poller = Poller::new()?;
         poller.add(&stream, TCP, false)?;
         Ok(Driver {
@@ -106,6 +120,7 @@ impl Driver {
             socks: Sockets::Tcp(Box::new(TcpConn {
                 stream,
                 peer,
+                local,
                 framer: StreamFramer::default(),
                 out: Vec::with_capacity(65536),
                 written: 0,
@@ -114,7 +129,14 @@ impl Driver {
                 buf: vec![0u8; 65536],
             })),
             ready: Vec::with_capacity(4),
+            tap: None,
         })
+    }
+
+    /// Copies every message this driver sends or reads into `tap` (HEP mirroring); a copy
+    /// never waits (see [`crate::hep::mirror`]).
+    pub fn set_tap(&mut self, tap: Tap) {
+        self.tap = Some(tap);
     }
 
     /// Sends what the endpoint has queued, then sleeps until input, the endpoint's next
@@ -158,10 +180,15 @@ impl Driver {
     /// Hands every queued transmit to the kernel (what a full buffer holds back goes at the
     /// next turn that finds room).
     pub fn send<E: Endpoint>(&mut self, ep: &mut E) {
+        // One reading for the whole turn's copies: they leave within microseconds.
+        let now = self.tap.as_ref().map(|_| Instant::now());
         match &mut self.socks {
             Sockets::Udp(u) => {
                 while let Some(t) = ep.poll_transmit() {
                     let i = (t.src as usize).min(u.socks.len() - 1);
+                    if let (Some(tap), Some(now)) = (&self.tap, now) {
+                        tap.copy(now, Proto::Udp, u.locals[i], t.dest, &t.data);
+                    }
                     u.out[i].push(&t.data, t.dest);
                     // Copied into the batch: the buffer can take the endpoint's next message.
                     t.recycle();
@@ -177,6 +204,9 @@ impl Driver {
                 while let Some(t) = ep.poll_transmit() {
                     if c.connected {
                         c.out.extend_from_slice(&t.data);
+                        if let (Some(tap), Some(now)) = (&self.tap, now) {
+                            tap.copy(now, Proto::Tcp, c.local, c.peer, &t.data);
+                        }
                     }
                     t.recycle();
                 }
@@ -213,6 +243,9 @@ impl Driver {
                             let now = Instant::now();
                             for j in 0..n {
                                 if let (data, Some(from)) = recv.get(j) {
+                                    if let Some(tap) = &self.tap {
+                                        tap.copy(now, Proto::Udp, from, u.locals[i], data);
+                                    }
                                     ep.handle_input(now, data, from, i as u32);
                                 }
                             }
@@ -226,7 +259,7 @@ impl Driver {
                     }
                 }
             }
-            Sockets::Tcp(c) => c.read(&self.label, &self.poller, ep),
+            Sockets::Tcp(c) => c.read(&self.label, &self.poller, ep, self.tap.as_ref()),
         }
     }
 }
@@ -293,7 +326,7 @@ impl TcpConn {
 
     /// Reads what is there (bounded: a peer that never stops sending still lets timers run),
     /// frames it and hands each message to the endpoint.
-    fn read<E: Endpoint>(&mut self, label: &str, poller: &Poller, ep: &mut E) {
+    fn read<E: Endpoint>(&mut self, label: &str, poller: &Poller, ep: &mut E, tap: Option<&Tap>) {
         for _ in 0..READ_BATCHES_PER_TURN {
             if !self.connected {
                 return;
@@ -309,7 +342,12 @@ impl TcpConn {
                     let now = Instant::now();
                     loop {
                         match self.framer.next_message() {
-                            Ok(Some(m)) => ep.handle_input(now, m, self.peer, 0),
+                            Ok(Some(m)) => {
+                                if let Some(tap) = tap {
+                                    tap.copy(now, Proto::Tcp, self.peer, self.local, m);
+                                }
+                                ep.handle_input(now, m, self.peer, 0)
+                            }
                             Ok(None) => break,
                             Err(e) => {
                                 // Framing is lost for good: nothing tells where the next

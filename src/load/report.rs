@@ -209,6 +209,9 @@ pub struct Report {
     /// Profile runs: offered vs achieved rate per phase, threshold events, capacity search.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<PlanReport>,
+    /// `--hep`: copies mirrored, dropped, refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hep: Option<crate::hep::mirror::HepStats>,
 }
 
 /// One phase of a profile run as it went.
@@ -507,6 +510,9 @@ impl Report {
             "Scheduling lag: p99 {:.2} ms, max {:.2} ms, {} actions over 10 ms late",
             self.scheduling_lag.p99_ms, self.scheduling_lag.max_ms, c.late_actions
         );
+        if let Some(h) = &self.hep {
+            let _ = writeln!(s, "{}", h.line());
+        }
         for w in &self.warnings {
             let _ = writeln!(s, "WARNING: {w}");
         }

@@ -43,6 +43,8 @@ pub struct RunSpec {
     pub report_json: Option<PathBuf>,
     pub series: Option<PathBuf>,
     pub embedded_target: bool,
+    /// `--hep`: mirror the workers' SIP to a Homer collector.
+    pub hep: Option<crate::hep::mirror::HepConfig>,
     /// Rate of each second from a profile's plan or a capacity search; `None`: `core.cps`
     /// throughout, and `core.duration` ends the run.
     pub control: Option<Controller>,
@@ -102,6 +104,10 @@ pub async fn run(
         );
     }
     let sockets: usize = per_worker.iter().sum();
+    let hep = match &spec.hep {
+        Some(h) => Some(crate::hep::mirror::Mirror::start(h, "imsload")?),
+        None => None,
+    };
     if spec.ue_ips > 1 && !spec.bind.is_ipv4() {
         anyhow::bail!("--ue-ips needs an IPv4 --bind address (got {})", spec.bind);
     }
@@ -174,6 +180,10 @@ pub async fn run(
                 (core, driver)
             }
         };
+        let mut driver = driver;
+        if let Some(m) = &hep {
+            driver.set_tap(m.tap());
+        }
         let ctl = Control {
             ticks: worker_ticks,
             rate: rate_rx.clone(),
@@ -308,6 +318,12 @@ pub async fn run(
         trigger.reason(),
     );
     report.generator_behind_s = done.behind_seconds;
+    if let Some(m) = hep {
+        // The workers drop their taps as they end, right after their last report.
+        let h = m.finish(Duration::from_secs(2));
+        report.warnings.extend(h.warning());
+        report.hep = Some(h);
+    }
     report.warnings.extend(done.behind_warning());
     let plan_report = done.plan;
     if let Some(p) = &plan_report {
@@ -432,6 +448,7 @@ fn build_report(
         warnings,
         generator_behind_s: 0,
         plan: None,
+        hep: None,
     }
 }
 

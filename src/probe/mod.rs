@@ -26,6 +26,7 @@
 pub mod analysis;
 pub mod capture;
 pub mod diameter;
+pub mod hep;
 pub mod icmp;
 pub mod live;
 pub mod metrics;

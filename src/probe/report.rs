@@ -219,6 +219,9 @@ pub struct Report {
     pub capture: Option<super::capture::CaptureInfo>,
     pub warnings: Vec<String>,
     pub files: Files,
+    /// `--hep`: SIP probe copies mirrored, dropped, refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hep: Option<crate::hep::mirror::HepStats>,
 }
 
 /// Writes `value` as pretty JSON to `path` atomically (temp file + rename): a reader never sees
@@ -384,6 +387,9 @@ pub fn summary_text(r: &Report) -> String {
                 t.would_block
             );
         }
+    }
+    if let Some(h) = &r.hep {
+        let _ = writeln!(s, "  {}", h.line());
     }
     for w in &r.warnings {
         let _ = writeln!(s, "  warning: {w}");

@@ -21,6 +21,7 @@ use super::tcp::{self, TcpLink};
 use super::{Layer, Outcome};
 use crate::shutdown::{StopReason, Trigger};
 use socket2::Socket;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -51,6 +52,8 @@ pub struct RunConfig {
     pub quiet: bool,
     /// `--metrics`: a page a second while the run goes on.
     pub metrics: Option<Arc<super::metrics::Exporter>>,
+    /// `--hep`: mirror each target's SIP probe to a Homer collector (one sender per target).
+    pub hep: Option<crate::hep::mirror::HepConfig>,
 }
 
 pub struct TargetResult {
@@ -104,6 +107,7 @@ struct TargetRun {
     capture_info: Option<CaptureInfo>,
     warnings: Vec<String>,
     answered: Arc<AtomicU64>,
+    hep: Option<(crate::hep::mirror::Mirror, super::hep::SipMirror)>,
 }
 
 impl TargetRun {
@@ -147,6 +151,7 @@ fn setup_target(
     let mut warnings = Vec::new();
     let layers = t.layers(&cfg.layers);
     let mut sip = None;
+    let mut hep = None;
     if layers.contains(&Layer::Sip) {
         let (sock, local, timestamps) = match t.transport {
             crate::sip::Transport::Udp => {
@@ -178,10 +183,24 @@ fn setup_target(
                 (SipSock::Tcp(Arc::new(link)), local, false)
             }
         };
+        let local_addr = local;
         let local = local
             .map(|a| a.to_string())
             .unwrap_or_else(|| "0.0.0.0:0".into());
         let target_str = t.addr.to_string();
+        if let Some(h) = &cfg.hep {
+            let m = crate::hep::mirror::Mirror::start(h, &format!("imsprobe {}", t.name))?;
+            let sm = match &sock {
+                SipSock::Udp(_) => super::hep::SipMirror::udp(
+                    m.tap(),
+                    t.addr,
+                    local_addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+                    *clock,
+                ),
+                SipSock::Tcp(l) => super::hep::SipMirror::tcp(m.tap(), l.clone(), *clock),
+            };
+            hep = Some((m, sm));
+        }
         sip = Some(SipIo {
             table: Arc::new(LayerTable::new(Layer::Sip)),
             sock,
@@ -286,6 +305,7 @@ fn setup_target(
         capture_info,
         warnings,
         answered: Arc::new(AtomicU64::new(0)),
+        hep,
     })
 }
 
@@ -554,8 +574,15 @@ fn spawn_sip_receiver(
     sink: Sink,
     stop: Arc<AtomicBool>,
     batch_ns: u64,
+    hep: Option<super::hep::SipMirror>,
 ) -> JoinHandle<()> {
     let codec = io.codec.clone();
+    let handle = move |sink: &Sink, msg: &[u8], t: i64| {
+        if let Some(h) = &hep {
+            h.received(t, msg);
+        }
+        sink.sip(&codec, msg, t)
+    };
     let sock = io.sock.clone();
     let timestamps = io.timestamps;
     std::thread::Builder::new()
@@ -572,14 +599,14 @@ fn spawn_sip_receiver(
                     &stop,
                     &sink,
                     "the target's host answered with an ICMP error (no SIP server on that port?)",
-                    |msg, t| sink.sip(&codec, msg, t),
+                    |msg, t| handle(&sink, msg, t),
                 ),
                 SipSock::Tcp(link) => tcp_loop(
                     &link,
                     &stop,
                     &sink,
                     crate::sip::transport::StreamFramer::default(),
-                    |msg, t| sink.sip(&codec, msg, t),
+                    |msg, t| handle(&sink, msg, t),
                 ),
             }
         })
@@ -769,8 +796,16 @@ enum SipTx {
     Tcp(tcp::TcpSender),
 }
 
+/// The SIP probe's table, socket, codec and (`--hep`) mirror.
+type SipPacing = (
+    Arc<LayerTable>,
+    SipTx,
+    Arc<OptionsCodec>,
+    Option<super::hep::SipMirror>,
+);
+
 struct Pacing {
-    sip: Option<(Arc<LayerTable>, SipTx, Arc<OptionsCodec>)>,
+    sip: Option<SipPacing>,
     icmp: Option<(Arc<LayerTable>, Arc<IcmpSocket>, Arc<EchoCodec>)>,
     diameter: Option<(Arc<LayerTable>, tcp::TcpSender, Arc<DiaCodec>)>,
 }
@@ -792,15 +827,18 @@ fn spawn_pacer(
             let mut msg = Vec::with_capacity(1024);
             let mut dwr = Vec::with_capacity(512);
             pacer::run(&cfg, &stop, |_k, _due| {
-                if let Some((table, tx, codec)) = &mut pacing.sip {
+                if let Some((table, tx, codec, hep)) = &mut pacing.sip {
                     codec.write_request(sip_seq, &mut msg);
-                    table.push_sent(sip_seq, clock.now_ns());
+                    let sent = clock.now_ns();
+                    table.push_sent(sip_seq, sent);
                     let r = match tx {
                         SipTx::Udp(socket) => net::send_nonblocking(socket, &msg),
                         SipTx::Tcp(sender) => sender.send(&msg),
                     };
-                    if let Err(errno) = r {
-                        table.mark_send_error(sip_seq, errno);
+                    match (r, hep) {
+                        (Err(errno), _) => table.mark_send_error(sip_seq, errno),
+                        (Ok(()), Some(h)) => h.sent(sent, &msg),
+                        (Ok(()), None) => {}
                     }
                     sip_seq += 1;
                 }
@@ -864,6 +902,7 @@ pub fn run_with_clock(
                 sink,
                 rx_stop.clone(),
                 BATCH_NS,
+                r.hep.as_ref().map(|h| h.1.clone()),
             ));
         }
         if let Some(s) = &r.icmp {
@@ -918,7 +957,12 @@ pub fn run_with_clock(
                     SipSock::Udp(u) => SipTx::Udp(u.clone()),
                     SipSock::Tcp(l) => SipTx::Tcp(tcp::TcpSender::new(l.clone())),
                 };
-                (s.table.clone(), tx, s.codec.clone())
+                (
+                    s.table.clone(),
+                    tx,
+                    s.codec.clone(),
+                    r.hep.as_ref().map(|h| h.1.clone()),
+                )
             }),
             icmp: r
                 .icmp
@@ -1071,7 +1115,15 @@ pub fn run_with_clock(
     }
     let tb = clock.time_base();
     let mut results = Vec::new();
-    for (r, ps) in runs.into_iter().zip(pacer_stats) {
+    for (mut r, ps) in runs.into_iter().zip(pacer_stats) {
+        // The pacer and receiver have ended: this is the last tap.
+        let hep = r.hep.take().map(|(m, sm)| {
+            drop(sm);
+            m.finish(Duration::from_secs(2))
+        });
+        if let Some(w) = hep.as_ref().and_then(|h| h.warning()) {
+            r.warnings.push(w);
+        }
         let mut layers = Vec::new();
         let mut analyses: Vec<LayerAnalysis> = Vec::new();
         let mut records = Vec::new();
@@ -1182,6 +1234,7 @@ pub fn run_with_clock(
                 pcap: pcap_file,
                 ..Files::default()
             },
+            hep,
         };
         let record_sets: Vec<(&[super::ProbeRecord], Params)> =
             records.iter().map(|v| (v.as_slice(), params)).collect();

@@ -25,10 +25,25 @@ pub async fn start(
     grace: Duration,
     verbose: bool,
 ) -> anyhow::Result<Served> {
+    start_with_tap(cfg, addr, shutdown, grace, verbose, None).await
+}
+
+/// [`start`], copying every message into `tap` (`imsload serve --hep`).
+pub async fn start_with_tap(
+    cfg: TargetConfig,
+    addr: SocketAddr,
+    shutdown: Shutdown,
+    grace: Duration,
+    verbose: bool,
+    tap: Option<crate::hep::mirror::Tap>,
+) -> anyhow::Result<Served> {
     let sock = udp_socket(addr).with_context(|| format!("cannot bind the target to UDP {addr}"))?;
     let local = sock.local_addr()?;
     let mut driver = Driver::udp(format!("target {local}"), vec![sock])
         .context("cannot set up the target's event loop")?;
+    if let Some(t) = tap {
+        driver.set_tap(t);
+    }
     let mut core = TargetCore::new(cfg, local, Instant::now());
     let task = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
