@@ -15,9 +15,10 @@
 #     call phase, before it ends the calls; SIPp is stopped with its calls up)
 #   * registrations/s with MD5 digest against `imsload serve` (imsload, and SIPp with
 #     bench/register.xml), and imsload's memory per 1,000 registered users (100k vs 1k)
-#   * (SECTIONS=hep, not in the default set) the cost of `--hep`: imsload's CPU-s per 10,000
-#     calls at a fixed rate against `sipp -sn uas`, with every message mirrored to a local UDP
-#     sink vs without, alternating runs, and the ratio (goal: < 1.15)
+#   * (SECTIONS=observe, not in the default set; `hep` is the same) the cost of watching a run:
+#     imsload's CPU-s per 10,000 calls at a fixed rate against `sipp -sn uas` without, with
+#     `--metrics` scraped every second, and with every message mirrored (`--hep`) to a local UDP
+#     sink, alternating runs, and the ratios (goals: metrics < 1.02, HEP < 1.15)
 #
 # The machine may be shared and noisy: compare the ratios measured in the same run, not the
 # absolute figures across runs. Generators and steps are interleaved (imsload step N, SIPp
@@ -29,7 +30,7 @@
 #   REG_RATE_LOW=5000
 #   WORKERS= (imsload --workers; default: its own, one per core) SKIP_BUILD=1 KEEP=1 (keep the
 #   work directory with every raw file) PORT_BASE= SECTIONS="steps fixed live reg" (a subset
-#   runs only those parts; add `hep` for the HEP cost) HEP_CPS=2000 HEP_SECS=20 HEP_ROUNDS=3
+#   runs only those parts; add `observe` for the cost of --metrics and --hep) HEP_CPS=2000 HEP_SECS=20 HEP_ROUNDS=3
 set -u -o pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -53,7 +54,7 @@ SECTIONS=${SECTIONS:-"steps fixed live reg"}
 HEP_CPS=${HEP_CPS:-2000}
 HEP_SECS=${HEP_SECS:-20}
 HEP_ROUNDS=${HEP_ROUNDS:-3}
-# Extra imsload arguments of the next calls_imsload (the HEP section sets --hep).
+# Extra imsload arguments of the next calls_imsload (the observe section sets --metrics, --hep).
 IMS_EXTRA=()
 BUF=8388608
 PORT=${PORT_BASE:-$((21000 + RANDOM % 20000))}
@@ -395,9 +396,9 @@ cpu_snap reg-sipp-big
 "${PARSE[@]}" reg-sipp "$W" reg-sipp-big "$REG_USERS" "$REG_RATE"
 fi
 
-# ---- 5. the cost of --hep (only with SECTIONS containing hep)
-if want hep; then
-log "5/5 HEP: $HEP_CPS calls/s for ${HEP_SECS}s, hold 0, with --hep to a local UDP sink and without, alternating, $HEP_ROUNDS rounds"
+# ---- 5. the cost of --metrics and --hep (only with SECTIONS containing observe, or hep)
+if want observe || want hep; then
+log "5/5 observe: $HEP_CPS calls/s for ${HEP_SECS}s, hold 0: without, with --metrics (scraped every second), with --hep to a local UDP sink; alternating, $HEP_ROUNDS rounds"
 # The sink: a bound socket that is never read. The kernel delivers into it (work charged to
 # the sender, as a real collector's path would be) and drops what overflows, silently: no
 # ICMP, so no send errors, and no reader competing for the cores.
@@ -408,16 +409,31 @@ s.bind(('127.0.0.1', $hep_port))
 time.sleep(3600)"
 hep_sink=$BG
 wait_port "$hep_port"
+alloc_port metrics_port
+# The scraper: what Prometheus does at a 1 s interval (a GET of /metrics), in a loop that the
+# section stops; its own CPU is not the generator's.
+start_bg scraper 3600 TERM python3 -c "import time, urllib.request
+while True:
+    try:
+        urllib.request.urlopen('http://127.0.0.1:$metrics_port/metrics', timeout=1).read()
+    except OSError:
+        pass
+    time.sleep(1)"
+scraper=$BG
 n=$((HEP_CPS * HEP_SECS))
 for r in $(seq "$HEP_ROUNDS"); do
     IMS_EXTRA=()
-    calls_imsload "hep-off-$r" "$HEP_CPS" "$n" 0 "$HEP_SECS"
-    "${PARSE[@]}" imsload "$W" "hep-off-$r" "$HEP_CPS" "$n"
+    calls_imsload "obs-off-$r" "$HEP_CPS" "$n" 0 "$HEP_SECS"
+    "${PARSE[@]}" imsload "$W" "obs-off-$r" "$HEP_CPS" "$n"
+    IMS_EXTRA=(--metrics "127.0.0.1:$metrics_port" --metrics-linger 0s)
+    calls_imsload "obs-metrics-$r" "$HEP_CPS" "$n" 0 "$HEP_SECS"
+    "${PARSE[@]}" imsload "$W" "obs-metrics-$r" "$HEP_CPS" "$n"
     IMS_EXTRA=(--hep "127.0.0.1:$hep_port")
-    calls_imsload "hep-on-$r" "$HEP_CPS" "$n" 0 "$HEP_SECS"
-    "${PARSE[@]}" imsload "$W" "hep-on-$r" "$HEP_CPS" "$n"
+    calls_imsload "obs-hep-$r" "$HEP_CPS" "$n" 0 "$HEP_SECS"
+    "${PARSE[@]}" imsload "$W" "obs-hep-$r" "$HEP_CPS" "$n"
 done
 IMS_EXTRA=()
+stop_bg "$scraper" TERM
 stop_bg "$hep_sink" TERM
 python3 - "$W" "$HEP_ROUNDS" "$HEP_CPS" <<'EOF'
 import json, statistics, sys
@@ -429,23 +445,28 @@ def per10k(name):
     except (OSError, ValueError):
         return None, None
     done = rep["counters"]["calls_completed"]
-    return ((float(u) + float(s)) / done * 10000 if done else None), rep.get("hep")
-print(f"HEP cost at {cps} calls/s: imsload CPU-s (user+sys) per 10,000 completed calls")
-off, on = [], []
+    return ((float(u) + float(s)) / done * 10000 if done else None), rep
+def fmt(x):
+    return "-" if x is None else f"{x:.3f}"
+print(f"Observation cost at {cps} calls/s: imsload CPU-s (user+sys) per 10,000 completed calls")
+cols = {"off": [], "metrics": [], "hep": []}
 for r in range(1, rounds + 1):
-    a, _ = per10k(f"hep-off-{r}")
-    b, h = per10k(f"hep-on-{r}")
-    hs = (f"mirrored {h['mirrored']}, dropped {h['dropped']}, send errors {h['send_errors']}"
-          if h else "no hep figures")
-    fa = "-" if a is None else f"{a:.3f}"
-    fb = "-" if b is None else f"{b:.3f}"
-    print(f"  round {r}: without {fa}  with --hep {fb}  ({hs})")
-    if a and b:
-        off.append(a)
-        on.append(b)
-if off:
-    mo, mi = statistics.median(off), statistics.median(on)
-    print(f"  median: without {mo:.3f}, with --hep {mi:.3f}: ratio {mi / mo:.3f} (goal < 1.15)")
+    a, _ = per10k(f"obs-off-{r}")
+    m, _ = per10k(f"obs-metrics-{r}")
+    h, rep = per10k(f"obs-hep-{r}")
+    hep = (rep or {}).get("hep")
+    hs = (f"mirrored {hep['mirrored']}, dropped {hep['dropped']}, send errors {hep['send_errors']}"
+          if hep else "no hep figures")
+    print(f"  round {r}: without {fmt(a)}  --metrics {fmt(m)}  --hep {fmt(h)}  ({hs})")
+    for k, v in (("off", a), ("metrics", m), ("hep", h)):
+        if v:
+            cols[k].append(v)
+if cols["off"]:
+    mo = statistics.median(cols["off"])
+    for k, goal in (("metrics", 1.02), ("hep", 1.15)):
+        if cols[k]:
+            mk = statistics.median(cols[k])
+            print(f"  median: without {mo:.3f}, with --{k} {mk:.3f}: ratio {mk / mo:.3f} (goal < {goal})")
 EOF
 fi
 
