@@ -67,6 +67,50 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// CLOCK_REALTIME in nanoseconds since the Unix epoch (what the kernel stamps datagrams with).
+pub fn realtime_ns() -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+}
+
+/// The moment a batch of datagrams was read, on both clocks (read back to back): kernel
+/// receive stamps (CLOCK_REALTIME) become `Instant`s by their *age* at this moment, never by an
+/// offset taken once per run, so a realtime clock slewed or stepped mid-run moves no stamp
+/// (only a step between a datagram's arrival and its read can, and that is caught).
+#[derive(Clone, Copy, Debug)]
+pub struct ReadMoment {
+    pub mono: Instant,
+    pub real_ns: i128,
+}
+
+impl ReadMoment {
+    pub fn now() -> ReadMoment {
+        let r1 = realtime_ns();
+        let mono = Instant::now();
+        let r2 = realtime_ns();
+        // The midpoint of two realtime readings around the monotonic one; a step between
+        // them (r2 < r1) leaves the later reading as the better one.
+        let real_ns = if r2 >= r1 { r1 + (r2 - r1) / 2 } else { r2 };
+        ReadMoment { mono, real_ns }
+    }
+
+    /// When a datagram stamped `(sec, nsec)` arrived; `None` when the stamp cannot be right:
+    /// after the read (the realtime clock stepped back) or older than `max_age` (stepped
+    /// forward, or a socket nobody read for that long).
+    pub fn arrival(&self, (sec, nsec): (i64, i64), max_age: Duration) -> Option<Instant> {
+        let age = self.real_ns - (sec as i128 * 1_000_000_000 + nsec as i128);
+        if age < 0 || age > max_age.as_nanos() as i128 {
+            return None;
+        }
+        self.mono.checked_sub(Duration::from_nanos(age as u64))
+    }
+}
+
 /// A UTC timestamp safe for directory names: `20261125T035400Z`.
 pub fn stamp_for_path(t: DateTime<Utc>) -> String {
     t.format("%Y%m%dT%H%M%SZ").to_string()
@@ -75,6 +119,22 @@ pub fn stamp_for_path(t: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kernel_stamp_becomes_an_instant_by_its_age() {
+        let at = ReadMoment {
+            mono: Instant::now(),
+            real_ns: 1_700_000_000_000_000_000,
+        };
+        let max = Duration::from_secs(10);
+        // Arrived 1.5 ms before the read.
+        let got = at.arrival((1_699_999_999, 998_500_000), max).unwrap();
+        assert_eq!(at.mono - got, Duration::from_micros(1500));
+        // After the read: the realtime clock stepped back in between.
+        assert_eq!(at.arrival((1_700_000_000, 1), max), None);
+        // Older than the bound: stepped forward, or never read.
+        assert_eq!(at.arrival((1_699_999_989, 0), max), None);
+    }
 
     #[test]
     fn labels_follow_monotonic_offsets() {

@@ -8,6 +8,7 @@
 
 use super::poller::Poller;
 use super::udp::{RecvBatch, SendBatch};
+use crate::clock::ReadMoment;
 use crate::hep::{mirror::Tap, Proto};
 use crate::sip::transport::{StreamFramer, Transmit};
 use std::collections::HashSet;
@@ -30,6 +31,10 @@ pub trait Endpoint {
 /// Batches read from one socket per turn before the others get theirs: fairness across
 /// `--ue-ports` sockets, and a bound on the time between timer checks under a flood.
 const READ_BATCHES_PER_TURN: usize = 8;
+
+/// A kernel receive stamp older than this at its read is not trusted (the realtime clock
+/// stepped): the read's own time stands in.
+const MAX_STAMP_AGE: Duration = Duration::from_secs(10);
 
 /// Token of the TCP stream in the poller (UDP sockets use their index).
 const TCP: u64 = 0;
@@ -73,6 +78,11 @@ pub struct Driver {
     ready: Vec<(u64, bool, bool, bool)>,
     /// Copies of every message sent and read, for `--hep`.
     tap: Option<Tap>,
+    /// The timer resolution (UDP only; zero: wake for every datagram). See [`Driver::turn`].
+    quantum: Duration,
+    /// When the last wait ended, and whether it ended within a quantum of its start.
+    woke: Instant,
+    busy: bool,
 }
 
 impl Driver {
@@ -81,6 +91,9 @@ impl Driver {
         let poller = Poller::new()?;
         for (i, s) in socks.iter().enumerate() {
             s.set_nonblocking(true)?;
+            // Receive times are the kernel's: a datagram read late (see `turn`) keeps its own.
+            // A kernel that refuses leaves the read's time, as before.
+            super::udp::enable_rx_timestamps(s);
             poller.add(s, i as u64, false)?;
         }
         let n = socks.len();
@@ -103,6 +116,9 @@ impl Driver {
             })),
             ready: Vec::with_capacity(64),
             tap: None,
+            quantum: Duration::ZERO,
+            woke: Instant::now(),
+            busy: false,
         })
     }
 
@@ -130,6 +146,9 @@ impl Driver {
             })),
             ready: Vec::with_capacity(4),
             tap: None,
+            quantum: Duration::ZERO,
+            woke: Instant::now(),
+            busy: false,
         })
     }
 
@@ -139,11 +158,33 @@ impl Driver {
         self.tap = Some(tap);
     }
 
+    /// Wake at most once per `quantum` while busy (UDP; zero, the default, wakes for every
+    /// datagram). A busy worker otherwise wakes, reads one datagram, answers it and sleeps
+    /// again, tens of thousands of times a second: the epoll_wait, recvmmsg and sendmmsg of
+    /// each wake were most of its kernel time. With a quantum, input gathers in the socket
+    /// buffer and one turn reads it in batches (each datagram keeps its kernel receive stamp,
+    /// so measured delays do not grow), and timers fire up to a quantum late, the way SIPp's
+    /// `-timer_resol` batches its own. An idle worker (its last wait outlasted the quantum)
+    /// still wakes at the first datagram.
+    pub fn set_timer_resolution(&mut self, quantum: Duration) {
+        if matches!(self.socks, Sockets::Udp(_)) {
+            self.quantum = quantum;
+        }
+    }
+
     /// Sends what the endpoint has queued, then sleeps until input, the endpoint's next
-    /// deadline or `wake_by`, whichever is first; reads what is ready and fires due timers.
+    /// deadline or `wake_by`, whichever is first (but see [`Driver::set_timer_resolution`]);
+    /// reads what is ready and fires due timers.
     pub fn turn<E: Endpoint>(&mut self, ep: &mut E, wake_by: Instant) -> io::Result<()> {
         self.send(ep);
-        let now = Instant::now();
+        let mut now = Instant::now();
+        if self.busy {
+            let next = self.woke + self.quantum;
+            if now < next {
+                std::thread::sleep(next - now);
+                now = Instant::now();
+            }
+        }
         let until = ep.poll_timeout().map_or(wake_by, |d| d.min(wake_by));
         let timeout = until.saturating_duration_since(now);
         let ready = &mut self.ready;
@@ -151,6 +192,11 @@ impl Driver {
         self.poller.wait(timeout, |r| {
             ready.push((r.token, r.readable, r.writable, r.closed))
         })?;
+        if !self.quantum.is_zero() {
+            let woke = Instant::now();
+            self.busy = woke.duration_since(now) < self.quantum;
+            self.woke = woke;
+        }
         for i in 0..self.ready.len() {
             let (token, readable, writable, closed) = self.ready[i];
             if writable {
@@ -240,13 +286,17 @@ impl Driver {
                     match recv.recv(sock) {
                         Ok(0) => break,
                         Ok(n) => {
-                            let now = Instant::now();
+                            let at = ReadMoment::now();
                             for j in 0..n {
                                 if let (data, Some(from)) = recv.get(j) {
+                                    let t = recv
+                                        .stamp(j)
+                                        .and_then(|s| at.arrival(s, MAX_STAMP_AGE))
+                                        .unwrap_or(at.mono);
                                     if let Some(tap) = &self.tap {
-                                        tap.copy(now, Proto::Udp, from, u.locals[i], data);
+                                        tap.copy(t, Proto::Udp, from, u.locals[i], data);
                                     }
-                                    ep.handle_input(now, data, from, i as u32);
+                                    ep.handle_input(t, data, from, i as u32);
                                 }
                             }
                             if n < super::udp::BATCH {

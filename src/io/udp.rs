@@ -16,13 +16,20 @@ pub const BATCH: usize = 32;
 /// far smaller, but a short buffer would truncate silently.
 const DATAGRAM: usize = 65536;
 
-/// Receive buffers for one worker, reused for every batch.
+/// Room for one `SCM_TIMESTAMPNS` control message (and a little more), 8-aligned.
+const CMSG_WORDS: usize = 8;
+
+/// Receive buffers for `recvmmsg`, reused for every batch: each datagram with its sender and,
+/// on a socket with [`enable_rx_timestamps`], the kernel's receive stamp. With the stamps a
+/// batch read late (a worker that lets input gather, a thread scheduled late) still knows when
+/// each datagram arrived.
 pub struct RecvBatch {
+    slot_len: usize,
     bufs: Vec<u8>,
     addrs: Vec<MaybeUninit<libc::sockaddr_storage>>,
+    cmsg: Vec<[u64; CMSG_WORDS]>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
-    lens: Vec<usize>,
     n: usize,
 }
 
@@ -30,37 +37,47 @@ pub struct RecvBatch {
 unsafe impl Send for RecvBatch {}
 
 impl Default for RecvBatch {
+    /// [`BATCH`] slots of the largest UDP payload.
     fn default() -> Self {
-        RecvBatch {
-            bufs: vec![0u8; BATCH * DATAGRAM],
-            addrs: vec![MaybeUninit::zeroed(); BATCH],
-            // SAFETY: all-zero iovec and mmsghdr are valid (null pointers, zero lengths); they
-            // are filled in before every call.
-            iovs: vec![unsafe { std::mem::zeroed() }; BATCH],
-            hdrs: vec![unsafe { std::mem::zeroed() }; BATCH],
-            lens: vec![0; BATCH],
-            n: 0,
-        }
+        RecvBatch::new(BATCH, DATAGRAM)
     }
 }
 
 impl RecvBatch {
-    /// Reads up to [`BATCH`] datagrams without blocking; `Ok(0)` when none is queued.
-    pub fn recv(&mut self, sock: &UdpSocket) -> io::Result<usize> {
+    /// Up to `slots` datagrams per call, each cut at `slot_len` bytes.
+    pub fn new(slots: usize, slot_len: usize) -> RecvBatch {
+        let slots = slots.max(1);
+        RecvBatch {
+            slot_len,
+            bufs: vec![0u8; slots * slot_len],
+            addrs: vec![MaybeUninit::zeroed(); slots],
+            cmsg: vec![[0u64; CMSG_WORDS]; slots],
+            // SAFETY: all-zero iovec and mmsghdr are valid (null pointers, zero lengths); they
+            // are filled in before every call.
+            iovs: vec![unsafe { std::mem::zeroed() }; slots],
+            hdrs: vec![unsafe { std::mem::zeroed() }; slots],
+            n: 0,
+        }
+    }
+
+    /// Reads every datagram waiting, up to the number of slots, without blocking; `Ok(0)` when
+    /// none is queued.
+    pub fn recv(&mut self, sock: &impl AsRawFd) -> io::Result<usize> {
+        let slots = self.hdrs.len();
         let base = self.bufs.as_mut_ptr();
-        for i in 0..BATCH {
+        for i in 0..slots {
             self.iovs[i] = libc::iovec {
-                // SAFETY: slot i lies inside `bufs` (BATCH · DATAGRAM bytes).
-                iov_base: unsafe { base.add(i * DATAGRAM) } as *mut libc::c_void,
-                iov_len: DATAGRAM,
+                // SAFETY: slot i lies inside `bufs` (slots · slot_len bytes).
+                iov_base: unsafe { base.add(i * self.slot_len) } as *mut libc::c_void,
+                iov_len: self.slot_len,
             };
             let h = &mut self.hdrs[i].msg_hdr;
             h.msg_name = self.addrs[i].as_mut_ptr() as *mut libc::c_void;
             h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             h.msg_iov = &mut self.iovs[i];
             h.msg_iovlen = 1;
-            h.msg_control = std::ptr::null_mut();
-            h.msg_controllen = 0;
+            h.msg_control = self.cmsg[i].as_mut_ptr() as *mut libc::c_void;
+            h.msg_controllen = std::mem::size_of::<[u64; CMSG_WORDS]>() as _;
             h.msg_flags = 0;
             self.hdrs[i].msg_len = 0;
         }
@@ -69,7 +86,7 @@ impl RecvBatch {
             libc::recvmmsg(
                 sock.as_raw_fd(),
                 self.hdrs.as_mut_ptr(),
-                BATCH as libc::c_uint,
+                slots as libc::c_uint,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
             )
@@ -83,20 +100,56 @@ impl RecvBatch {
             };
         }
         self.n = n as usize;
-        for i in 0..self.n {
-            self.lens[i] = self.hdrs[i].msg_len as usize;
-        }
         Ok(self.n)
     }
 
     /// Datagram `i` of the last batch and its sender (`None` for an address family we do not
     /// speak, which a UDP/IP socket never reports).
     pub fn get(&self, i: usize) -> (&[u8], Option<SocketAddr>) {
-        let data = &self.bufs[i * DATAGRAM..i * DATAGRAM + self.lens[i]];
-        let len = self.hdrs[i].msg_hdr.msg_namelen as usize;
-        // SAFETY: the storage was zeroed and the kernel wrote a sockaddr of `len` bytes into it.
+        debug_assert!(i < self.n);
+        let len = (self.hdrs[i].msg_len as usize).min(self.slot_len);
+        let data = &self.bufs[i * self.slot_len..i * self.slot_len + len];
+        let alen = self.hdrs[i].msg_hdr.msg_namelen as usize;
+        // SAFETY: the storage was zeroed and the kernel wrote a sockaddr of `alen` bytes into it.
         let st = unsafe { self.addrs[i].assume_init_ref() };
-        (data, to_socket_addr(st, len))
+        (data, to_socket_addr(st, alen))
+    }
+
+    /// The kernel's receive stamp of datagram `i` (CLOCK_REALTIME `(sec, nsec)`), when the
+    /// socket has them on. Map it with [`crate::clock::ReadMoment`], by its age.
+    pub fn stamp(&self, i: usize) -> Option<(i64, i64)> {
+        debug_assert!(i < self.n);
+        let msg = &self.hdrs[i].msg_hdr;
+        let mut ts = None;
+        // SAFETY: CMSG_* walk the control buffer the kernel filled, within msg_controllen.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                    let p = libc::CMSG_DATA(c) as *const libc::timespec;
+                    let t = std::ptr::read_unaligned(p);
+                    ts = Some((t.tv_sec as i64, t.tv_nsec as i64));
+                }
+                c = libc::CMSG_NXTHDR(msg, c);
+            }
+        }
+        ts
+    }
+}
+
+/// Turns on `SO_TIMESTAMPNS`: the kernel stamps each datagram as it reaches the socket. False
+/// when the kernel refuses.
+pub fn enable_rx_timestamps(s: &impl AsRawFd) -> bool {
+    let on: libc::c_int = 1;
+    // SAFETY: valid fd, pointer to a c_int of the size given.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            &on as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0
     }
 }
 

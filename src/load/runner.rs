@@ -45,6 +45,8 @@ pub struct RunSpec {
     pub embedded_target: bool,
     /// `--hep`: mirror the workers' SIP to a Homer collector.
     pub hep: Option<crate::hep::mirror::HepConfig>,
+    /// `--timer-resol`: see [`Driver::set_timer_resolution`].
+    pub timer_resolution: Duration,
     /// Rate of each second from a profile's plan or a capacity search; `None`: `core.cps`
     /// throughout, and `core.duration` ends the run.
     pub control: Option<Controller>,
@@ -184,6 +186,7 @@ pub async fn run(
         if let Some(m) = &hep {
             driver.set_tap(m.tap());
         }
+        driver.set_timer_resolution(spec.timer_resolution);
         let ctl = Control {
             ticks: worker_ticks,
             rate: rate_rx.clone(),

@@ -12,7 +12,8 @@
 //! batch, about a millisecond) can still shift a stamp; one that makes it land after the read,
 //! or more than [`MAX_QUEUE_NS`] before it, is replaced by the monotonic reading and counted.
 
-use crate::clock::{monotonic_ns, Epoch};
+use crate::clock::{monotonic_ns, realtime_ns, Epoch};
+pub use crate::io::udp::{enable_rx_timestamps, RecvBatch};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -99,31 +100,6 @@ pub enum KernelStamp {
     Stale { age_ns: i128 },
 }
 
-fn realtime_ns() -> i128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
-    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
-}
-
-/// Turns on `SO_TIMESTAMPNS`. False when the kernel refuses.
-pub fn enable_rx_timestamps(s: &Socket) -> bool {
-    let on: libc::c_int = 1;
-    // SAFETY: valid fd, pointer to a c_int of the size given.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            &on as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        ) == 0
-    }
-}
-
 /// Receives one datagram with its kernel timestamp (realtime `(sec, nsec)`) when present.
 pub fn recv_timestamped(s: &Socket, buf: &mut [u8]) -> io::Result<(usize, Option<(i64, i64)>)> {
     let mut iov = libc::iovec {
@@ -177,109 +153,6 @@ pub fn wait_readable(fd: std::os::fd::RawFd, timeout_ms: i32) -> io::Result<bool
         };
     }
     Ok(rc > 0)
-}
-
-/// Room for one `SCM_TIMESTAMPNS` control message (and a little more), 8-aligned.
-const CMSG_WORDS: usize = 8;
-
-/// Receive buffers for `recvmmsg`: up to `slots` datagrams per system call, each with its kernel
-/// receive timestamp. A receiver that reads in batches wakes up once per batch instead of once
-/// per datagram; with kernel timestamps the stamps stay those of the arrivals, however late the
-/// batch is read.
-pub struct RecvBatch {
-    slot_len: usize,
-    data: Vec<u8>,
-    cmsg: Vec<[u64; CMSG_WORDS]>,
-    iov: Vec<libc::iovec>,
-    hdrs: Vec<libc::mmsghdr>,
-    n: usize,
-}
-
-// SAFETY: the raw pointers in `iov`/`hdrs` point into the batch's own heap buffers, which move
-// with it; the batch is used by one thread at a time.
-unsafe impl Send for RecvBatch {}
-
-impl RecvBatch {
-    pub fn new(slots: usize, slot_len: usize) -> RecvBatch {
-        let slots = slots.max(1);
-        let mut b = RecvBatch {
-            slot_len,
-            data: vec![0u8; slots * slot_len],
-            cmsg: vec![[0u64; CMSG_WORDS]; slots],
-            // SAFETY: iovec and mmsghdr are plain data; zeroed is a valid empty value.
-            iov: vec![unsafe { std::mem::zeroed() }; slots],
-            hdrs: vec![unsafe { std::mem::zeroed() }; slots],
-            n: 0,
-        };
-        for i in 0..slots {
-            b.iov[i] = libc::iovec {
-                iov_base: b.data[i * slot_len..].as_mut_ptr() as *mut libc::c_void,
-                iov_len: slot_len,
-            };
-        }
-        b
-    }
-
-    /// Reads every datagram waiting (up to the number of slots) without blocking. `Ok(0)` when
-    /// none is waiting.
-    pub fn recv(&mut self, s: &Socket) -> io::Result<usize> {
-        let slots = self.hdrs.len();
-        for i in 0..slots {
-            let h = &mut self.hdrs[i].msg_hdr;
-            h.msg_name = std::ptr::null_mut();
-            h.msg_namelen = 0;
-            h.msg_iov = &mut self.iov[i];
-            h.msg_iovlen = 1;
-            h.msg_control = self.cmsg[i].as_mut_ptr() as *mut libc::c_void;
-            h.msg_controllen = std::mem::size_of::<[u64; CMSG_WORDS]>() as _;
-            h.msg_flags = 0;
-            self.hdrs[i].msg_len = 0;
-        }
-        // SAFETY: every header points at buffers owned by `self` that outlive the call.
-        let n = unsafe {
-            libc::recvmmsg(
-                s.as_raw_fd(),
-                self.hdrs.as_mut_ptr(),
-                slots as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if n < 0 {
-            self.n = 0;
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::WouldBlock {
-                Ok(0)
-            } else {
-                Err(e)
-            };
-        }
-        self.n = n as usize;
-        Ok(self.n)
-    }
-
-    /// Datagram `i` of the last [`RecvBatch::recv`] and its kernel stamp (realtime
-    /// `(sec, nsec)`) when present.
-    pub fn get(&self, i: usize) -> (&[u8], Option<(i64, i64)>) {
-        debug_assert!(i < self.n);
-        let len = (self.hdrs[i].msg_len as usize).min(self.slot_len);
-        let data = &self.data[i * self.slot_len..i * self.slot_len + len];
-        let msg = &self.hdrs[i].msg_hdr;
-        let mut ts = None;
-        // SAFETY: CMSG_* walk the control buffer the kernel filled, within msg_controllen.
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(msg);
-            while !c.is_null() {
-                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
-                    let p = libc::CMSG_DATA(c) as *const libc::timespec;
-                    let t = std::ptr::read_unaligned(p);
-                    ts = Some((t.tv_sec as i64, t.tv_nsec as i64));
-                }
-                c = libc::CMSG_NXTHDR(msg, c);
-            }
-        }
-        (data, ts)
-    }
 }
 
 /// Sleeps until CLOCK_MONOTONIC `abs_ns`.
@@ -583,8 +456,10 @@ mod tests {
             let n = b.recv(&s).unwrap();
             assert!(n > 0 && n <= 4);
             for i in 0..n {
-                let (d, stamp) = b.get(i);
+                let (d, from) = b.get(i);
                 assert_eq!(d.len(), 16, "truncated to the slot");
+                assert_eq!(from, Some(peer.local_addr().unwrap()));
+                let stamp = b.stamp(i);
                 let (sec, nsec) = stamp.expect("kernel stamp per datagram");
                 stamps.push(sec as i128 * 1_000_000_000 + nsec as i128);
                 got.push(d[0]);

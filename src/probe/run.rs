@@ -555,8 +555,11 @@ fn datagram_loop(
             };
             let at = sink.clock.read_moment();
             for i in 0..n {
-                let (data, ts) = batch.get(i);
-                handle(data, kernel_or_now(&sink.table, &sink.clock, ts, &at));
+                let ts = batch.stamp(i);
+                handle(
+                    batch.get(i).0,
+                    kernel_or_now(&sink.table, &sink.clock, ts, &at),
+                );
             }
             if n < BATCH_SLOTS {
                 break;

@@ -25,25 +25,36 @@ pub async fn start(
     grace: Duration,
     verbose: bool,
 ) -> anyhow::Result<Served> {
-    start_with_tap(cfg, addr, shutdown, grace, verbose, None).await
+    start_with(cfg, addr, shutdown, grace, verbose, Wiring::default()).await
 }
 
-/// [`start`], copying every message into `tap` (`imsload serve --hep`).
-pub async fn start_with_tap(
+/// How the target's event loop is wired beyond its socket.
+#[derive(Default)]
+pub struct Wiring {
+    /// Copy every message here (`imsload serve --hep`).
+    pub tap: Option<crate::hep::mirror::Tap>,
+    /// `--timer-resol`: see [`Driver::set_timer_resolution`]. Zero (the default) answers
+    /// every datagram as it comes.
+    pub timer_resolution: Duration,
+}
+
+/// [`start`], with a tap or a timer resolution.
+pub async fn start_with(
     cfg: TargetConfig,
     addr: SocketAddr,
     shutdown: Shutdown,
     grace: Duration,
     verbose: bool,
-    tap: Option<crate::hep::mirror::Tap>,
+    wiring: Wiring,
 ) -> anyhow::Result<Served> {
     let sock = udp_socket(addr).with_context(|| format!("cannot bind the target to UDP {addr}"))?;
     let local = sock.local_addr()?;
     let mut driver = Driver::udp(format!("target {local}"), vec![sock])
         .context("cannot set up the target's event loop")?;
-    if let Some(t) = tap {
+    if let Some(t) = wiring.tap {
         driver.set_tap(t);
     }
+    driver.set_timer_resolution(wiring.timer_resolution);
     let mut core = TargetCore::new(cfg, local, Instant::now());
     let task = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
