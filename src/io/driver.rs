@@ -471,4 +471,80 @@ mod tests {
         let mut buf = [0u8; 16];
         assert_eq!(rx.recv(&mut buf).unwrap(), 1, "the good one went out");
     }
+    /// Records when each datagram arrived (as the driver says) and when it was read.
+    #[derive(Default)]
+    struct Arrivals(Vec<(Instant, Instant)>);
+
+    impl Endpoint for Arrivals {
+        fn handle_input(&mut self, now: Instant, _: &[u8], _: SocketAddr, _: u32) {
+            self.0.push((now, Instant::now()));
+        }
+        fn handle_timeout(&mut self, _: Instant) {}
+        fn poll_transmit(&mut self) -> Option<Transmit> {
+            None
+        }
+        fn poll_timeout(&self) -> Option<Instant> {
+            None
+        }
+    }
+
+    /// The kernel turns its stamping on a moment after the first socket asks (a deferred
+    /// static key); until then it stamps a datagram when it is read. Waits, bounded, until a
+    /// datagram left unread for 5 ms comes with a stamp that old.
+    fn stamps_taken_on_arrival(tx: &UdpSocket) {
+        let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert!(super::super::udp::enable_rx_timestamps(&probe));
+        let to = probe.local_addr().unwrap();
+        let mut b = RecvBatch::new(1, 64);
+        for _ in 0..400 {
+            tx.send_to(b"warm", to).unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+            if b.recv(&probe).unwrap() == 1 {
+                let at = ReadMoment::now();
+                let arrived = b.stamp(0).and_then(|s| at.arrival(s, MAX_STAMP_AGE));
+                if arrived.is_some_and(|t| at.mono - t >= Duration::from_millis(4)) {
+                    return;
+                }
+            }
+        }
+        panic!("the kernel never stamped a datagram on arrival (2 s)");
+    }
+
+    #[test]
+    fn a_busy_driver_reads_a_quantum_late_but_each_datagram_keeps_its_arrival_time() {
+        // A long quantum, so that only a stall of the whole machine of that length could make
+        // the first wait look idle.
+        let q = Duration::from_millis(200);
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let me = sock.local_addr().unwrap();
+        let mut d = Driver::udp("test", vec![sock]).unwrap();
+        d.set_timer_resolution(q);
+        stamps_taken_on_arrival(&tx);
+        let mut ep = Arrivals::default();
+        // The first datagram is waiting when the driver waits: it returns at once (busy).
+        tx.send_to(b"one", me).unwrap();
+        let start = Instant::now();
+        d.turn(&mut ep, start + Duration::from_secs(5)).unwrap();
+        assert_eq!(ep.0.len(), 1);
+        let before = Instant::now();
+        tx.send_to(b"two", me).unwrap();
+        let after = Instant::now();
+        d.turn(&mut ep, after + Duration::from_secs(5)).unwrap();
+        assert_eq!(ep.0.len(), 2);
+        let (arrived, read) = ep.0[1];
+        assert!(
+            read >= start + q,
+            "read {:?} after the first turn began: not held for the quantum",
+            read - start
+        );
+        // The kernel stamped it during send_to; mapping it by its age errs by microseconds.
+        let slack = Duration::from_millis(1);
+        assert!(
+            arrived + slack >= before && arrived <= after + slack,
+            "arrival {:?} after the send began, the send took {:?}",
+            arrived.saturating_duration_since(before),
+            after - before
+        );
+    }
 }
