@@ -104,6 +104,8 @@ pub struct TargetStats {
     pub send_errors: u64,
     /// Calls its answering side holds now (a gauge).
     pub answering_calls: u64,
+    /// Calls over, remembered by Call-ID to absorb retransmissions (a gauge).
+    pub lingering_calls: u64,
     /// Its answering side's counts (calls answered, BYEs, INVITEs refused with 503/513, ...).
     #[serde(flatten)]
     pub answerer: AnswererCounters,
@@ -165,6 +167,7 @@ impl TargetCore {
     pub fn stats(&self) -> TargetStats {
         TargetStats {
             answering_calls: self.answerer.calls() as u64,
+            lingering_calls: self.answerer.lingering() as u64,
             answerer: self.answerer.counters().clone(),
             ..self.stats.clone()
         }

@@ -73,11 +73,11 @@ pub async fn start_with(
                 let s = core.stats();
                 let a = &s.answerer;
                 eprintln!(
-                    "[{:>5.0}s] target {local}: registered {} | REGISTER {} challenged {} refused {} | proxied {} req {} resp | answered {} calls, {} BYEs, holding {} | refused {} INVITEs 503 (full), {} 513 (too large) | malformed {}",
+                    "[{:>5.0}s] target {local}: registered {} | REGISTER {} challenged {} refused {} | proxied {} req {} resp | answered {} calls, {} BYEs, holding {}, lingering {} | refused {} INVITEs 503 (full), {} 513 (too large) | malformed {}",
                     started.elapsed().as_secs_f64(),
                     core.registered(now),
                     s.registers, s.challenges, s.auth_failures, s.proxied_requests, s.proxied_responses,
-                    a.calls_answered, a.byes_received, s.answering_calls,
+                    a.calls_answered, a.byes_received, s.answering_calls, s.lingering_calls,
                     a.calls_refused_overload, a.calls_refused_too_large, s.malformed
                 );
             }

@@ -6,7 +6,10 @@
 //! A call: INVITE → 180 → (after the ring time) 200 with SDP, repeated at T1, 2·T1, … T2 until
 //! the ACK (RFC 3261 §13.3.1.4), or BYE after 64·T1 without one; CANCEL while ringing → 200 and
 //! 487; the caller's BYE → 200; optionally our own BYE after a hold time. An ended call lingers
-//! 64·T1 (UDP) so that retransmitted INVITEs and BYEs are answered rather than refused.
+//! 64·T1 (UDP) so that retransmitted INVITEs and BYEs are answered rather than refused: as a
+//! tombstone of its Call-ID ([`super::linger`]) when it was answered 2xx and the caller hung up,
+//! which needs nothing of its state; whole otherwise (a lost 487 can still be asked for, our
+//! BYE's transaction absorbs retransmitted 200s).
 //!
 //! What a peer can make it hold is bounded, because anybody who can reach the socket can send
 //! INVITEs and never ACK them (issue 10): at most [`AnswererConfig::max_calls`] calls in
@@ -18,6 +21,7 @@
 //! Used by [`crate::load::core::LoadCore`] for the calls its users receive and by
 //! [`crate::target::core::TargetCore`] as the embedded target's called party.
 
+use super::linger::Lingering;
 use super::timers::TimerWheel;
 use super::{DurationDist, Peer};
 use crate::sip::builder::{sdp_len, write_sdp, Writer};
@@ -52,10 +56,13 @@ pub struct AnswererConfig {
     /// Seed of its To tags and of the ring and hold draws.
     pub seed: u64,
     /// Calls in progress at most (ringing, answered, up, hanging up). Ended calls lingering
-    /// to absorb retransmissions are not counted here: they are small (an ACKed call keeps
-    /// its identifiers only) and `max_bytes` bounds them, so a busy but honest caller is not
-    /// refused for calls that are over.
+    /// to absorb retransmissions are not counted here, so a busy but honest caller is not
+    /// refused for calls that are over: a call ended after its 2xx lingers as a tombstone
+    /// (`max_lingering` bounds them), one ended otherwise whole (`max_bytes` bounds them).
     pub max_calls: usize,
+    /// Tombstones of calls ended after a 2xx at most (~48 bytes each); beyond, the oldest is
+    /// forgotten early (counted in `linger_cut`) and a late retransmission of its BYE gets 481.
+    pub max_lingering: usize,
     /// Bytes held at most over all calls, lingering ones included (copied headers, dialogs,
     /// our BYEs, identifiers, per-call overhead).
     pub max_bytes: usize,
@@ -71,8 +78,8 @@ pub struct AnswererConfig {
 
 impl Default for AnswererConfig {
     /// Sized for a standalone target (`imsload serve`): 20,000 calls in progress is 4,000
-    /// calls/s of 5 s calls; 64 MiB holds them at 1.5 KiB each plus 32 s of lingering calls at
-    /// that rate (~350 bytes each once ACKed).
+    /// calls/s of 5 s calls, and 64 MiB holds them at 1.5 KiB each; 2^20 tombstones (48 MiB)
+    /// are 32 s of lingering at 32,768 calls/s.
     fn default() -> Self {
         AnswererConfig {
             transport: Transport::Udp,
@@ -84,6 +91,7 @@ impl Default for AnswererConfig {
             user_agent: concat!("imsload/", env!("CARGO_PKG_VERSION")).into(),
             seed: 1,
             max_calls: 20_000,
+            max_lingering: 1 << 20,
             max_bytes: 64 << 20,
             max_header_bytes: 8 << 10,
             retry_after: Duration::from_secs(5),
@@ -116,6 +124,8 @@ pub struct AnswererCounters {
     pub bye_timeouts: u64,
     /// Responses with our branch that match no BYE of ours (any more).
     pub stray_responses: u64,
+    /// Tombstones of ended calls forgotten before 64·T1 because `max_lingering` was reached.
+    pub linger_cut: u64,
 }
 
 impl AnswererCounters {
@@ -136,7 +146,8 @@ impl AnswererCounters {
             ack_timeouts,
             byes_sent,
             bye_timeouts,
-            stray_responses
+            stray_responses,
+            linger_cut
         );
     }
 }
@@ -223,6 +234,8 @@ pub struct Answerer {
     rng: SmallRng,
     calls: Slab<Call>,
     by_call_id: HashMap<Arc<str>, Key>,
+    /// Calls ended after a 2xx, by Call-ID, until 64·T1 after their end.
+    lingering: Lingering,
     held_bytes: usize,
     /// Calls not yet `Ended` (what `max_calls` bounds).
     in_progress: usize,
@@ -250,6 +263,7 @@ impl Answerer {
             rng: SmallRng::seed_from_u64(cfg.seed),
             calls: Slab::default(),
             by_call_id: HashMap::new(),
+            lingering: Lingering::new(cfg.max_lingering),
             held_bytes: 0,
             in_progress: 0,
             bye_txns: 0,
@@ -265,9 +279,14 @@ impl Answerer {
         &self.cfg
     }
 
-    /// Calls held (lingering ones included).
+    /// Calls held (those lingering whole included, tombstones not: see [`Answerer::lingering`]).
     pub fn calls(&self) -> usize {
         self.calls.len()
+    }
+
+    /// Tombstones of calls ended after a 2xx, still absorbing retransmissions.
+    pub fn lingering(&self) -> usize {
+        self.lingering.len()
     }
 
     /// Calls not yet ended (what `max_calls` bounds).
@@ -309,6 +328,9 @@ impl Answerer {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        // Tombstones need no deadline of their own: forgetting them a little late costs bytes,
+        // not behaviour, and a wake-up per ended call would cost more.
+        self.lingering.expire(now);
         while let Some((at, t)) = self.timers.pop_due(now) {
             match t {
                 Timer::Answer(k) => self.answer(now, k),
@@ -343,6 +365,7 @@ impl Answerer {
             addr: peer.addr,
             sock: peer.sock.min(self.via_hosts.len() as u32 - 1),
         };
+        self.lingering.expire(now);
         match msg.method().unwrap_or("") {
             "INVITE" => self.on_invite(now, msg, peer, contact),
             "ACK" => self.on_ack(now, msg),
@@ -401,6 +424,12 @@ impl Answerer {
 
     fn on_invite(&mut self, now: Instant, msg: &Message<'_>, peer: Peer, contact: Option<&str>) {
         let call_id = msg.call_id();
+        if self.lingering.contains(call_id) && !self.by_call_id.contains_key(call_id) {
+            // A retransmission of an INVITE answered 2xx and ended since: nothing can be asked
+            // for again (the 2xx was ACKed, or given up on).
+            self.stats.counters.duplicates += 1;
+            return;
+        }
         if let Some(&k) = self.by_call_id.get(call_id) {
             // A retransmitted INVITE: repeat the last response, if one can still be asked for.
             self.stats.counters.duplicates += 1;
@@ -527,6 +556,10 @@ impl Answerer {
             .get(msg.call_id())
             .and_then(|k| self.state(*k))
         else {
+            if self.lingering.contains(msg.call_id()) {
+                self.stats.counters.duplicates += 1;
+                return self.respond(msg, peer, 200, None, None);
+            }
             return self.respond(msg, peer, 481, None, None);
         };
         if state == CallState::Ended {
@@ -711,9 +744,20 @@ impl Answerer {
         c.state = CallState::Ended;
         c.retransmit = None;
         let freed = c.dialog.take().as_ref().map_or(0, dialog_bytes);
+        // Answered 2xx and hung up by the caller: nothing of the call can be asked for again.
+        // Our own BYE's transaction must outlive its final response (Timer K absorbs
+        // retransmitted 200s), so that call lingers whole, as does one ended by a non-2xx.
+        let answered = (200..300).contains(&c.last_code) && c.bye.is_none();
+        let call_id = c.call_id.clone();
         self.uncharge(k, freed);
         if reliable {
             self.remove(k);
+        } else if answered {
+            self.remove(k);
+            let cut = self.lingering.cut();
+            let until = now + self.cfg.timers.timeout();
+            self.lingering.insert(now, until, &call_id);
+            self.stats.counters.linger_cut += self.lingering.cut() - cut;
         } else {
             self.timers
                 .insert(now + self.cfg.timers.timeout(), Timer::Linger(k));
@@ -986,26 +1030,91 @@ mod tests {
         assert_eq!(b.sent.len(), n, "nothing after the ACK: {:?}", b.lines(n));
         let c = b.a.counters();
         assert_eq!((c.invites, c.calls_answered, c.ack_timeouts), (1, 1, 0));
-        // The caller hangs up; the call is released after it lingered 64·T1.
+        // The caller hangs up; the call is released at once and lingers 64·T1 as a tombstone
+        // of its Call-ID: nothing of its state is needed to answer a retransmitted BYE.
         b.req(&request("BYE", 1, Some(&tag)));
         assert_eq!(b.lines(n), [(65.0, "SIP/2.0 200 OK".to_string())]);
         assert_eq!(b.a.counters().byes_received, 1);
-        // A retransmitted BYE while it lingers is a duplicate, still answered 200.
-        b.advance(Duration::from_secs(31));
-        b.req(&request("BYE", 1, Some(&tag)));
-        assert_eq!(b.lines(n + 1), [(96.0, "SIP/2.0 200 OK".to_string())]);
-        assert_eq!(b.a.counters().duplicates, 1);
-        assert!(b.a.has_call("call-1@x"));
-        b.advance(Duration::from_secs(2));
         assert!(!b.a.has_call("call-1@x"));
         assert_eq!(
             (b.a.calls(), b.a.held_bytes(), b.a.calls_in_progress()),
             (0, 0, 0)
         );
+        assert_eq!(b.a.lingering(), 1);
         assert_eq!(b.a.poll_timeout(), None, "no timer left behind");
-        // Once released, a BYE for it is unknown.
+        // A retransmitted BYE while it lingers is a duplicate, still answered 200; so is a
+        // retransmitted INVITE, which gets nothing (its 2xx was ACKed).
+        b.advance(Duration::from_secs(31));
+        b.req(&request("BYE", 1, Some(&tag)));
+        assert_eq!(b.lines(n + 1), [(96.0, "SIP/2.0 200 OK".to_string())]);
+        b.req(&invite(1, ""));
+        assert_eq!(b.sent.len(), n + 2, "nothing sent for the INVITE");
+        assert_eq!(b.a.counters().duplicates, 2);
+        assert_eq!(b.a.counters().invites, 1, "not a new call");
+        // Past 64·T1 it is forgotten: a BYE for it is unknown.
+        b.advance(Duration::from_secs(2));
         b.req(&request("BYE", 1, Some(&tag)));
         assert!(b.sent.last().unwrap().1.starts_with("SIP/2.0 481"));
+        assert_eq!(b.a.lingering(), 0);
+    }
+
+    #[test]
+    fn calls_that_are_over_do_not_fill_the_byte_budget_at_30k_calls_per_second() {
+        // 150,000 calls at 30,000/s: INVITE, ACK, BYE each, all answered at once. Calls that
+        // lingered whole (~600 bytes each) filled the default 64 MiB budget after 107,000 and
+        // every later INVITE got 503 (`imsload serve` sustained ~3,300 calls/s).
+        let t0 = Instant::now();
+        let mut a = Answerer::new(AnswererConfig::default(), &[SocketAddr::from(ME)], 7, t0);
+        let mut codes: BTreeMap<u16, u64> = BTreeMap::new();
+        let mut to_tag = String::new();
+        for n in 0..150_000u32 {
+            let now = t0 + Duration::from_micros(n as u64 * 1_000_000 / 30_000);
+            a.handle_timeout(now);
+            let inv = invite(n, "");
+            a.handle_request(now, &Message::parse(inv.as_bytes()).unwrap(), peer(), None);
+            while let Some(x) = a.poll_transmit() {
+                let m = Message::parse(&x.data).unwrap();
+                *codes.entry(m.status().unwrap()).or_default() += 1;
+                if let Some(t) = m.to_tag() {
+                    to_tag.clear();
+                    to_tag.push_str(t);
+                }
+            }
+            for method in ["ACK", "BYE"] {
+                let r = request(method, n, Some(&to_tag));
+                a.handle_request(now, &Message::parse(r.as_bytes()).unwrap(), peer(), None);
+            }
+            while a.poll_transmit().is_some() {}
+        }
+        assert_eq!(a.counters().calls_refused_overload, 0, "{codes:?}");
+        assert_eq!(codes.get(&200), Some(&150_000), "{codes:?}");
+        assert_eq!((a.calls(), a.held_bytes()), (0, 0));
+        // Ended within the last 64·T1 (every one: the run lasts 5 s), none forgotten early.
+        assert_eq!((a.lingering(), a.counters().linger_cut), (150_000, 0));
+        a.handle_timeout(t0 + Duration::from_secs(40));
+        assert_eq!(a.lingering(), 0);
+    }
+
+    #[test]
+    fn tombstones_beyond_max_lingering_are_forgotten_early_and_counted() {
+        let mut b = Bench::new(AnswererConfig {
+            max_lingering: 3,
+            ..AnswererConfig::default()
+        });
+        for n in 0..5 {
+            b.req(&invite(n, ""));
+            let tag = b.to_tag();
+            b.req(&request("ACK", n, Some(&tag)));
+            b.req(&request("BYE", n, Some(&tag)));
+        }
+        assert_eq!((b.a.calls(), b.a.held_bytes()), (0, 0));
+        assert_eq!(b.a.lingering(), 3);
+        assert_eq!(b.a.counters().linger_cut, 2);
+        // The oldest went: its retransmitted BYE is unknown; a newer one's is a duplicate.
+        b.req(&request("BYE", 0, Some("t")));
+        assert!(b.sent.last().unwrap().1.starts_with("SIP/2.0 481"));
+        b.req(&request("BYE", 4, Some("t")));
+        assert!(b.sent.last().unwrap().1.starts_with("SIP/2.0 200"));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //!   de-registration), input + now → REGISTER to send, outcomes, next deadline.
 //! - [`answerer`]: the INVITE/BYE server role (the called party), bounded in what a peer can
 //!   make it hold.
+//! - [`linger`]: calls that are over, remembered by Call-ID while retransmissions can come.
 //! - [`caller`]: the calling side of one call (INVITE, challenge, ACK, hold and BYE, CANCEL
 //!   when unanswered, the far end's BYE), with the RFC 6076 delays as events.
 //! - [`nit`]: a lone MESSAGE or OPTIONS (challenge, final response or timeout).
@@ -17,6 +18,7 @@
 pub mod answerer;
 pub mod caller;
 pub mod challenge;
+pub mod linger;
 pub mod nit;
 pub mod registration;
 pub mod timers;
