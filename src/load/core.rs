@@ -177,6 +177,15 @@ impl Drop for Txn {
     }
 }
 
+/// The branch of the ACK sent under transaction key `tk`. Nothing answers an ACK, so its branch
+/// only has to be unique: the slot of `tk` with a generation no transaction will reach.
+fn ack_key(tk: Key) -> Key {
+    Key {
+        slot: tk.slot,
+        gen: u32::MAX - tk.gen,
+    }
+}
+
 /// A call placed, and what the core keeps around its machine.
 struct Call {
     m: OutgoingCall,
@@ -185,6 +194,8 @@ struct Call {
     sock: u32,
     /// The INVITE transaction under way.
     invite_txn: Option<Key>,
+    /// The branch key our ACK to the 2xx went out with (to send it again, rebuilt).
+    ack_branch: Option<Key>,
     /// The deadline a `Timer::Call` is armed for.
     armed: Option<Instant>,
 }
@@ -1171,6 +1182,7 @@ impl LoadCore {
             caller,
             sock,
             invite_txn: None,
+            ack_branch: None,
             armed: None,
         });
         debug_assert_eq!(inserted, key);
@@ -1196,12 +1208,7 @@ impl LoadCore {
                 let req = c.m.poll_transmit(&self.call_cfg, |b| {
                     let key = match b {
                         Branch::Transaction => tk,
-                        // Nothing answers an ACK, so its branch only has to be unique: the next
-                        // transaction slot with a generation no transaction will reach.
-                        Branch::Ack => Key {
-                            slot: tk.slot,
-                            gen: u32::MAX - tk.gen,
-                        },
+                        Branch::Ack => ack_key(tk),
                     };
                     ViaLine {
                         transport: tp,
@@ -1220,9 +1227,11 @@ impl LoadCore {
                     Out::Bye => {
                         self.start_txn(now, tk, sock, req.data, Method::Bye, Owner::Bye(k));
                     }
-                    Out::Ack | Out::Cancel { retransmit: false } => {
+                    Out::Ack => {
+                        c.ack_branch = Some(ack_key(tk));
                         self.send(sock, self.cfg.target, req.data)
                     }
+                    Out::Cancel { retransmit: false } => self.send(sock, self.cfg.target, req.data),
                     Out::Cancel { retransmit: true } => {
                         self.stats.counters.retransmits += 1;
                         self.send(sock, self.cfg.target, req.data);
@@ -1594,11 +1603,16 @@ impl LoadCore {
         }
         if (200..300).contains(&code) && msg.cseq().map(|c| c.1) == Some("INVITE") {
             if let Some(('c', k)) = self.ids.parse_call_id(msg.call_id()) {
-                if let Some((ack, sock)) = self
-                    .calls
-                    .get(k)
-                    .and_then(|c| Some((transport::copy(c.m.ack()?), c.sock)))
-                {
+                let again = self.calls.get_mut(k).and_then(|c| {
+                    let via = ViaLine {
+                        transport: self.cfg.transport.via(),
+                        host: &self.via_hosts[c.sock as usize],
+                        ids: &self.ids,
+                        key: c.ack_branch?,
+                    };
+                    Some((c.m.ack_again(via)?, c.sock))
+                });
+                if let Some((ack, sock)) = again {
                     self.stats.counters.duplicates_received += 1;
                     self.send(sock, self.cfg.target, ack);
                     return;

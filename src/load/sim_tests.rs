@@ -33,6 +33,8 @@ struct Net {
     /// follows it): a proxy with several processes relays them in either order.
     hold_back_180: bool,
     held: Vec<(Vec<u8>, u32)>,
+    /// Lose the load side's first ACK (the target then retransmits its 200).
+    lose_first_ack: bool,
 }
 
 const LOAD: ([u8; 4], u16) = ([127, 0, 0, 2], 5070);
@@ -72,6 +74,7 @@ impl Net {
             to_load: Vec::new(),
             hold_back_180: false,
             held: Vec::new(),
+            lose_first_ack: false,
         }
     }
 
@@ -88,6 +91,10 @@ impl Net {
                 self.from_load
                     .push(String::from_utf8_lossy(&x.data).into_owned());
                 self.from_load_src.push(l);
+                if self.lose_first_ack && x.data.starts_with(b"ACK ") {
+                    self.lose_first_ack = false;
+                    continue;
+                }
                 if self.deliver() {
                     self.target.handle_input(self.now, &x.data, l);
                 }
@@ -274,6 +281,26 @@ fn failed_registrations_are_retried_until_the_run_stops() {
     assert_eq!(c.reg_failed, 5 * 4);
     assert_eq!(c.reg_auth_rejected, 5 * 4);
     assert_eq!(c.reg_ok, 0);
+}
+
+#[test]
+fn a_retransmitted_200_gets_the_same_ack_again() {
+    let mut c = cfg();
+    c.max_total_calls = Some(1);
+    let mut net = Net::new(c, 2, "pw_%u");
+    net.lose_first_ack = true;
+    net.run(Duration::from_secs(60));
+    let acks: Vec<&String> = net
+        .from_load
+        .iter()
+        .filter(|m| m.starts_with("ACK "))
+        .collect();
+    assert_eq!(acks.len(), 2, "the lost ACK and its repeat");
+    assert_eq!(acks[0], acks[1], "rebuilt from the dialog, byte for byte");
+    let c = &net.totals.counters;
+    assert_eq!((c.calls_answered, c.calls_completed), (1, 1));
+    assert!(c.duplicates_received >= 1);
+    assert_eq!(net.target.stats().answerer.ack_timeouts, 0);
 }
 
 #[test]

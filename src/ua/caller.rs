@@ -99,7 +99,8 @@ pub enum Out {
     /// Start a client transaction for it, with the branch just given.
     Invite,
     Bye,
-    /// ACK to a 2xx: send and forget ([`OutgoingCall::ack`] keeps it for retransmitted 2xx).
+    /// ACK to a 2xx: send and forget ([`OutgoingCall::ack_again`] rebuilds it for a
+    /// retransmitted 2xx).
     Ack,
     /// ACK to a non-2xx final, on the INVITE's branch: the INVITE transaction sends it again
     /// for each retransmission of that final.
@@ -179,7 +180,10 @@ pub struct OutgoingCall {
     auth_sent: bool,
     answered_at: Option<Instant>,
     dialog: Option<Dialog>,
-    ack: Option<Vec<u8>>,
+    /// The ACK to the 2xx went out. It is not kept: a retransmitted 2xx gets it rebuilt from
+    /// the dialog ([`OutgoingCall::ack_again`]), since a kept copy was a pool buffer (768 bytes
+    /// at least) held for the whole life of every call that was up.
+    acked: bool,
     bye_sent: Option<Instant>,
     cancel: Option<(ClientTransaction, Vec<u8>)>,
     /// When a call still ringing is CANCELled; once only, from the first INVITE.
@@ -191,15 +195,11 @@ pub struct OutgoingCall {
     events: SmallVec<[Event; 2]>,
 }
 
-/// The kept ACK and CANCEL go back to the message pool with the call.
+/// The kept CANCEL goes back to the message pool with the call.
 impl Drop for OutgoingCall {
     fn drop(&mut self) {
-        use crate::sip::transport::recycle;
-        if let Some(a) = self.ack.take() {
-            recycle(a);
-        }
         if let Some((_, c)) = self.cancel.take() {
-            recycle(c);
+            crate::sip::transport::recycle(c);
         }
     }
 }
@@ -216,7 +216,7 @@ impl OutgoingCall {
             auth_sent: false,
             answered_at: None,
             dialog: None,
-            ack: None,
+            acked: false,
             bye_sent: None,
             cancel: None,
             invite_deadline: None,
@@ -233,9 +233,14 @@ impl OutgoingCall {
     pub fn local_tag(&self) -> &str {
         &self.setup.local_tag
     }
-    /// The ACK sent for the 2xx, to repeat when the 2xx is retransmitted.
-    pub fn ack(&self) -> Option<&[u8]> {
-        self.ack.as_deref()
+    /// The ACK sent for the 2xx again, for a retransmitted 2xx: the same bytes when `via` is
+    /// the Via it went out with. `None` before the ACK was sent.
+    pub fn ack_again(&mut self, via: impl std::fmt::Display) -> Option<Vec<u8>> {
+        if !self.acked {
+            return None;
+        }
+        let d = self.dialog.as_mut()?;
+        Some(d.request("ACK", via, Some(self.cseq)).finish(None, b""))
     }
     /// Whether our CANCEL still waits for its final response.
     pub fn cancel_pending(&self) -> bool {
@@ -278,7 +283,7 @@ impl OutgoingCall {
                 let ack = d
                     .request("ACK", via(Branch::Ack), Some(self.cseq))
                     .finish(None, b"");
-                self.ack = Some(crate::sip::transport::copy(&ack));
+                self.acked = true;
                 Request {
                     out: Out::Ack,
                     data: ack,
@@ -736,7 +741,10 @@ mod tests {
         assert!(header(ack, "Via").unwrap().starts_with(ACK_VIA));
         assert_eq!(header(ack, "CSeq"), Some("1 ACK"));
         assert_eq!(header(ack, "Route"), Some("<sip:pcscf.ims.local;lr>"));
-        assert_eq!(ue.call.ack(), Some(ack.as_bytes()));
+        // A retransmitted 2xx gets the same ACK, rebuilt from the dialog with the same Via.
+        let via = header(ack, "Via").unwrap().to_string();
+        let again = ue.call.ack_again(&via).unwrap();
+        assert_eq!(String::from_utf8(again).unwrap(), *ack);
 
         // Held for 10 s, then BYE inside the dialog.
         assert_eq!(
