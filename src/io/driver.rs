@@ -55,6 +55,9 @@ struct UdpSide {
     /// Send errors shown once per kind; the rest are counted.
     errors_seen: HashSet<io::ErrorKind>,
     errors: u64,
+    /// Each socket's kernel drop count as last read, and the drops not yet taken.
+    drop_marks: Vec<u32>,
+    dropped: u64,
 }
 
 struct TcpConn {
@@ -96,6 +99,8 @@ impl Driver {
             // Receive times are the kernel's: a datagram read late (see `turn`) keeps its own.
             // A kernel that refuses leaves the read's time, as before.
             super::udp::enable_rx_timestamps(s);
+            // And drops for a full receive buffer, counted: an overloaded worker says so.
+            super::udp::enable_rx_drop_count(s);
             poller.add(s, i as u64, false)?;
         }
         let n = socks.len();
@@ -115,6 +120,8 @@ impl Driver {
                 blocked: vec![false; n],
                 errors_seen: HashSet::new(),
                 errors: 0,
+                drop_marks: vec![0; n],
+                dropped: 0,
             })),
             ready: Vec::with_capacity(64),
             tap: None,
@@ -221,6 +228,17 @@ impl Driver {
         Ok(())
     }
 
+    /// Datagrams the kernel dropped at our sockets since the last call because a receive
+    /// buffer was full (we read too slowly: the endpoint or the machine is overloaded). Known
+    /// with the next datagram queued on that socket after them (each carries the count as it
+    /// was when it was queued). Always 0 over TCP, which does not drop.
+    pub fn take_rx_dropped(&mut self) -> u64 {
+        match &mut self.socks {
+            Sockets::Udp(u) => std::mem::take(&mut u.dropped),
+            Sockets::Tcp(_) => 0,
+        }
+    }
+
     /// Datagrams the kernel refused to send (not a full buffer: that waits) since the last
     /// call; the first error of each kind is on stderr. Always 0 over TCP, where a failed write
     /// closes the connection (and says so).
@@ -306,6 +324,11 @@ impl Driver {
                                     }
                                     ep.handle_input(t, data, from, i as u32);
                                 }
+                            }
+                            // The count only grows: the batch's last datagram has the newest.
+                            if let Some(d) = recv.dropped(n - 1) {
+                                u.dropped += d.wrapping_sub(u.drop_marks[i]) as u64;
+                                u.drop_marks[i] = d;
                             }
                             if n < super::udp::BATCH {
                                 break;
@@ -557,5 +580,54 @@ mod tests {
             arrived.saturating_duration_since(before),
             after - before
         );
+    }
+    /// Counts what it is given.
+    #[derive(Default)]
+    struct Count(u64);
+
+    impl Endpoint for Count {
+        fn handle_input(&mut self, _: Instant, _: &[u8], _: SocketAddr, _: u32) {
+            self.0 += 1;
+        }
+        fn handle_timeout(&mut self, _: Instant) {}
+        fn poll_transmit(&mut self) -> Option<Transmit> {
+            None
+        }
+        fn poll_timeout(&self) -> Option<Instant> {
+            None
+        }
+    }
+
+    #[test]
+    fn datagrams_dropped_for_a_full_receive_buffer_are_counted() {
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket2::SockRef::from(&sock)
+            .set_recv_buffer_size(16 << 10)
+            .unwrap();
+        let me = sock.local_addr().unwrap();
+        let mut d = Driver::udp("test", vec![sock]).unwrap();
+        let mut ep = Count::default();
+        // Nobody reads while they arrive: a small buffer holds a few, the kernel drops the rest.
+        // On loopback every send succeeds; what does not reach the endpoint was dropped.
+        const SENT: u64 = 500;
+        for _ in 0..SENT {
+            tx.send_to(&[b'x'; 1000], me).unwrap();
+        }
+        let turns = |d: &mut Driver, ep: &mut Count| {
+            for _ in 0..50 {
+                d.turn(ep, Instant::now() + Duration::from_millis(2))
+                    .unwrap();
+            }
+        };
+        turns(&mut d, &mut ep);
+        // A datagram carries the count as it was when it was queued: the drops after the last
+        // one that fitted come with the next one.
+        tx.send_to(b"next", me).unwrap();
+        turns(&mut d, &mut ep);
+        let dropped = d.take_rx_dropped();
+        assert!(ep.0 > 1 && dropped > 0, "read {}, dropped {dropped}", ep.0);
+        assert_eq!(ep.0 + dropped, SENT + 1, "read {}, dropped {dropped}", ep.0);
+        assert_eq!(d.take_rx_dropped(), 0, "taken");
     }
 }

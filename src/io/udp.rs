@@ -16,7 +16,8 @@ pub const BATCH: usize = 32;
 /// far smaller, but a short buffer would truncate silently.
 const DATAGRAM: usize = 65536;
 
-/// Room for one `SCM_TIMESTAMPNS` control message (and a little more), 8-aligned.
+/// Room for an `SCM_TIMESTAMPNS` (32 bytes with its header) and an `SO_RXQ_OVFL` (24)
+/// control message, 8-aligned.
 const CMSG_WORDS: usize = 8;
 
 /// Receive buffers for `recvmmsg`, reused for every batch: each datagram with its sender and,
@@ -118,35 +119,67 @@ impl RecvBatch {
     /// The kernel's receive stamp of datagram `i` (CLOCK_REALTIME `(sec, nsec)`), when the
     /// socket has them on. Map it with [`crate::clock::ReadMoment`], by its age.
     pub fn stamp(&self, i: usize) -> Option<(i64, i64)> {
+        let mut ts = None;
+        self.control(i, |level, kind, data| {
+            if level == libc::SOL_SOCKET && kind == libc::SCM_TIMESTAMPNS {
+                // SAFETY: an SCM_TIMESTAMPNS message carries a timespec.
+                let t = unsafe { std::ptr::read_unaligned(data as *const libc::timespec) };
+                ts = Some((t.tv_sec as i64, t.tv_nsec as i64));
+            }
+        });
+        ts
+    }
+
+    /// The socket's count of datagrams the kernel dropped (its receive buffer was full) when
+    /// datagram `i` was queued, on a socket with [`enable_rx_drop_count`]. It only grows
+    /// (modulo 2^32); the kernel sends it once it is not zero.
+    pub fn dropped(&self, i: usize) -> Option<u32> {
+        let mut n = None;
+        self.control(i, |level, kind, data| {
+            if level == libc::SOL_SOCKET && kind == libc::SO_RXQ_OVFL {
+                // SAFETY: an SO_RXQ_OVFL message carries a u32.
+                n = Some(unsafe { std::ptr::read_unaligned(data as *const u32) });
+            }
+        });
+        n
+    }
+
+    /// Each control message of datagram `i`: level, type, and a pointer to its data.
+    fn control(&self, i: usize, mut f: impl FnMut(libc::c_int, libc::c_int, *const u8)) {
         debug_assert!(i < self.n);
         let msg = &self.hdrs[i].msg_hdr;
-        let mut ts = None;
         // SAFETY: CMSG_* walk the control buffer the kernel filled, within msg_controllen.
         unsafe {
             let mut c = libc::CMSG_FIRSTHDR(msg);
             while !c.is_null() {
-                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
-                    let p = libc::CMSG_DATA(c) as *const libc::timespec;
-                    let t = std::ptr::read_unaligned(p);
-                    ts = Some((t.tv_sec as i64, t.tv_nsec as i64));
-                }
+                f((*c).cmsg_level, (*c).cmsg_type, libc::CMSG_DATA(c));
                 c = libc::CMSG_NXTHDR(msg, c);
             }
         }
-        ts
     }
+}
+
+/// Turns on `SO_RXQ_OVFL`: each datagram read carries the socket's count of datagrams dropped
+/// for a full receive buffer, so that a reader that falls behind can say so (otherwise only
+/// `/proc/net/udp` knows). False when the kernel refuses.
+pub fn enable_rx_drop_count(s: &impl AsRawFd) -> bool {
+    set_flag(s, libc::SO_RXQ_OVFL)
 }
 
 /// Turns on `SO_TIMESTAMPNS`: the kernel stamps each datagram as it reaches the socket. False
 /// when the kernel refuses.
 pub fn enable_rx_timestamps(s: &impl AsRawFd) -> bool {
+    set_flag(s, libc::SO_TIMESTAMPNS)
+}
+
+fn set_flag(s: &impl AsRawFd, option: libc::c_int) -> bool {
     let on: libc::c_int = 1;
     // SAFETY: valid fd, pointer to a c_int of the size given.
     unsafe {
         libc::setsockopt(
             s.as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
+            option,
             &on as *const _ as *const libc::c_void,
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         ) == 0

@@ -486,7 +486,7 @@ impl Report {
         let _ = writeln!(s, " {}", line.trim_start());
         let _ = writeln!(
             s,
-            "\nTransport: sent {}{} received {} | our retransmissions {} | duplicates absorbed {} | late provisionals {} | stray responses {} | malformed {}{}",
+            "\nTransport: sent {}{} received {}{} | our retransmissions {} | duplicates absorbed {} | late provisionals {} | stray responses {} | malformed {}{}",
             c.msgs_sent,
             if c.send_errors > 0 {
                 format!(" ({} refused by the kernel)", c.send_errors)
@@ -494,6 +494,11 @@ impl Report {
                 String::new()
             },
             c.msgs_received,
+            if c.rx_dropped > 0 {
+                format!(" ({} dropped by the kernel: our receive buffer was full)", c.rx_dropped)
+            } else {
+                String::new()
+            },
             c.retransmits,
             c.duplicates_received,
             c.late_provisionals,

@@ -417,6 +417,13 @@ fn build_report(
             c.send_errors
         ));
     }
+    if c.rx_dropped > 0 {
+        warnings.push(format!(
+            "{} datagrams were dropped by the kernel at our sockets (receive buffer full): the \
+             generator did not keep up; give it more cores or a lower rate",
+            c.rx_dropped
+        ));
+    }
     if c.reg_attempts > 0 && c.reg_ok == 0 {
         warnings.push("no user registered: check --target, --domain and the password rule".into());
     }
@@ -503,6 +510,7 @@ impl Control {
 fn report(id: usize, core: &mut LoadCore, driver: &mut Driver, phase: Phase) -> WorkerMsg {
     let mut interval = core.take_stats();
     interval.counters.send_errors += driver.take_send_errors();
+    interval.counters.rx_dropped += driver.take_rx_dropped();
     WorkerMsg {
         worker: id,
         interval,

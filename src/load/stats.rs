@@ -114,6 +114,9 @@ pub struct Counters {
     /// Messages the kernel refused to send (UDP; a full buffer waits instead): lost before the
     /// wire. The first error of each kind is on stderr.
     pub send_errors: u64,
+    /// Datagrams the kernel dropped at our sockets because their receive buffer was full
+    /// (UDP, SO_RXQ_OVFL): the generator read too slowly, it is the bottleneck.
+    pub rx_dropped: u64,
     pub msgs_sent: u64,
     pub msgs_received: u64,
     /// Scheduled actions that ran more than 10 ms late (the generator is saturated).
@@ -184,6 +187,7 @@ impl Counters {
             late_provisionals,
             malformed,
             send_errors,
+            rx_dropped,
             msgs_sent,
             msgs_received,
             late_actions

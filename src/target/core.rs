@@ -102,6 +102,9 @@ pub struct TargetStats {
     /// Responses and relayed messages the kernel refused to send (a full buffer waits
     /// instead): lost before the wire. The first error of each kind is on stderr.
     pub send_errors: u64,
+    /// Datagrams the kernel dropped at its socket for a full receive buffer (SO_RXQ_OVFL): the
+    /// target did not keep up.
+    pub rx_dropped: u64,
     /// Calls its answering side holds now (a gauge).
     pub answering_calls: u64,
     /// Calls over, remembered by Call-ID to absorb retransmissions (a gauge).

@@ -60,6 +60,7 @@ pub async fn start_with(
         let started = Instant::now();
         let mut end: Option<Instant> = None;
         let mut next_line = started + Duration::from_secs(1);
+        let mut rx_dropped = 0u64;
         loop {
             let now = Instant::now();
             if end.is_none() && shutdown.is_stopping() {
@@ -70,15 +71,16 @@ pub async fn start_with(
             }
             if verbose && now >= next_line {
                 next_line += Duration::from_secs(1);
+                rx_dropped += driver.take_rx_dropped();
                 let s = core.stats();
                 let a = &s.answerer;
                 eprintln!(
-                    "[{:>5.0}s] target {local}: registered {} | REGISTER {} challenged {} refused {} | proxied {} req {} resp | answered {} calls, {} BYEs, holding {}, lingering {} | refused {} INVITEs 503 (full), {} 513 (too large) | malformed {}",
+                    "[{:>5.0}s] target {local}: registered {} | REGISTER {} challenged {} refused {} | proxied {} req {} resp | answered {} calls, {} BYEs, holding {}, lingering {} | refused {} INVITEs 503 (full), {} 513 (too large) | malformed {} | dropped by the kernel (receive buffer full) {}",
                     started.elapsed().as_secs_f64(),
                     core.registered(now),
                     s.registers, s.challenges, s.auth_failures, s.proxied_requests, s.proxied_responses,
                     a.calls_answered, a.byes_received, s.answering_calls, s.lingering_calls,
-                    a.calls_refused_overload, a.calls_refused_too_large, s.malformed
+                    a.calls_refused_overload, a.calls_refused_too_large, s.malformed, rx_dropped
                 );
             }
             let mut wake_by = now + MAX_SLEEP;
@@ -94,8 +96,10 @@ pub async fn start_with(
             }
         }
         driver.send(&mut core);
+        rx_dropped += driver.take_rx_dropped();
         let mut stats = core.stats();
         stats.send_errors = driver.take_send_errors();
+        stats.rx_dropped = rx_dropped;
         stats
     });
     Ok(Served { addr: local, task })
