@@ -31,6 +31,7 @@
 #   WORKERS= (imsload --workers; default: its own, one per core) SKIP_BUILD=1 KEEP=1 (keep the
 #   work directory with every raw file) PORT_BASE= SECTIONS="steps fixed live reg" (a subset
 #   runs only those parts; add `observe` for the cost of --metrics and --hep) HEP_CPS=2000 HEP_SECS=20 HEP_ROUNDS=3
+#   IMSLOAD_EXTRA="--timer-resol 0s" (arguments added to every imsload run)
 set -u -o pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -55,6 +56,8 @@ HEP_CPS=${HEP_CPS:-2000}
 HEP_SECS=${HEP_SECS:-20}
 HEP_ROUNDS=${HEP_ROUNDS:-3}
 # Extra imsload arguments of the next calls_imsload (the observe section sets --metrics, --hep).
+# IMSLOAD_EXTRA="--timer-resol 0s": extra imsload arguments for every run (e.g. a before/after).
+read -r -a IMS_BASE <<< "${IMSLOAD_EXTRA:-}"
 IMS_EXTRA=()
 BUF=8388608
 PORT=${PORT_BASE:-$((21000 + RANDOM % 20000))}
@@ -272,7 +275,7 @@ calls_imsload() {
         --ruri "sip:service@127.0.0.1:$UAS_PORT" --bind 127.0.0.1 "${WORKER_ARGS[@]}" \
         --cps "$cps" --calls "$calls" --hold "${hold}s" --duration "${dur}s" --drain 10s \
         --max-calls "$MAX_CALLS" --quiet --report "$W/$name.report.json" --series "$W/$name.series.csv" \
-        "${IMS_EXTRA[@]}"
+        "${IMS_BASE[@]}" "${IMS_EXTRA[@]}"
     wait_bg "$BG" $((secs + 35))
     stop_bg "$UAS_BG" TERM
     cpu_snap "$name"
