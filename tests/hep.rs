@@ -110,23 +110,7 @@ impl Capture {
             .map(|p| format!("udp port {p}"))
             .collect::<Vec<_>>()
             .join(" or ");
-        let child = Command::new("dumpcap")
-            .args(["-i", "lo", "-q", "-B", "32", "-f", &filter, "-w"])
-            .arg(&file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn dumpcap");
-        // dumpcap writes the pcapng section header once it is capturing.
-        let t0 = Instant::now();
-        while std::fs::metadata(&file).map_or(true, |m| m.len() == 0) {
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "dumpcap did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(Duration::from_millis(200));
+        let child = dumpcap(&file, &filter, &["-B", "32"]);
         Capture {
             child: Some(child),
             file,

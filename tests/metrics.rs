@@ -49,6 +49,24 @@ fn promtool_check(page: &str) -> (bool, String) {
 }
 
 /// Which of `bounds` (seconds, then +Inf) a value falls in.
+/// A page served by `tool` while it runs (one that holds `needle`), which Prometheus's own
+/// linter accepts.
+fn page_mid_run(maddr: SocketAddr, needle: &str, tool: &str) -> String {
+    let page = poll(Duration::from_secs(20), || {
+        http_get(maddr, "/metrics")
+            .ok()
+            .filter(|(c, b)| *c == 200 && b.contains(needle))
+            .map(|(_, b)| b)
+    })
+    .unwrap_or_else(|| panic!("{tool} serves /metrics during the run"));
+    let (ok, lint) = promtool_check(&page);
+    assert!(
+        ok && lint.trim().is_empty(),
+        "promtool check metrics:\n{lint}\n{page}"
+    );
+    page
+}
+
 fn bucket_of(v: f64) -> usize {
     const B: &[f64] = &[
         0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0,
@@ -99,18 +117,7 @@ fn prometheus_scrapes_a_run_against_kamailio_and_holds_the_reports_counts() {
         .expect("run imsload");
 
     // A page from the middle of the run: served, and valid to Prometheus's own linter.
-    let page = poll(Duration::from_secs(20), || {
-        http_get(maddr, "/metrics")
-            .ok()
-            .filter(|(c, b)| *c == 200 && b.contains("imsload_calls_attempted_total"))
-            .map(|(_, b)| b)
-    })
-    .expect("imsload serves /metrics during the run");
-    let (ok, lint) = promtool_check(&page);
-    assert!(
-        ok && lint.trim().is_empty(),
-        "promtool check metrics:\n{lint}\n{page}"
-    );
+    let page = page_mid_run(maddr, "imsload_calls_attempted_total", "imsload");
     assert!(page.contains(&format!(
         "imsload_info{{run=\"{run}\",target=\"{}\"}} 1",
         k.addr()
@@ -273,18 +280,7 @@ fn prometheus_scrapes_a_probe_and_its_gap_matches_the_report() {
         .spawn()
         .expect("run imsprobe");
     // A page mid-run, valid to promtool; then a pause of the target the probe must see.
-    let page = poll(Duration::from_secs(20), || {
-        http_get(maddr, "/metrics")
-            .ok()
-            .filter(|(c, b)| *c == 200 && b.contains("imsprobe_rtt_seconds_bucket"))
-            .map(|(_, b)| b)
-    })
-    .expect("imsprobe serves /metrics during the run");
-    let (ok, lint) = promtool_check(&page);
-    assert!(
-        ok && lint.trim().is_empty(),
-        "promtool check metrics:\n{lint}\n{page}"
-    );
+    page_mid_run(maddr, "imsprobe_rtt_seconds_bucket", "imsprobe");
     std::thread::sleep(Duration::from_millis(1500));
     assert!(k.pause());
     std::thread::sleep(Duration::from_millis(700));

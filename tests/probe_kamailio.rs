@@ -577,25 +577,11 @@ fn rtts_agree_with_an_independent_dumpcap_capture() {
     let (ip, port) = (kam.addr().ip(), kam.addr().port());
     let dir = tempdir();
     let pcap = dir.path().join("dumpcap.pcapng");
-    let cap = Command::new("dumpcap")
-        .args(["-i", "lo", "-q", "-f"])
-        .arg(format!("udp port {port} or (icmp and host {ip})"))
-        .arg("-w")
-        .arg(&pcap)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn dumpcap");
-    // dumpcap writes the pcapng section header once it is capturing.
-    let t0 = Instant::now();
-    while std::fs::metadata(&pcap).map_or(true, |m| m.len() == 0) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "dumpcap did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(200));
+    let cap = common::dumpcap(
+        &pcap,
+        &format!("udp port {port} or (icmp and host {ip})"),
+        &[],
+    );
     let out = dir.path().join("run");
     let probe = spawn_probe(
         &[

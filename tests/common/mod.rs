@@ -184,6 +184,31 @@ fn stop_group(child: &mut Child, grace: Duration) {
 }
 
 /// The last `n` lines of the file at `path` (for failure messages).
+/// dumpcap on `lo` writing `file` with the capture `filter` (plus `extra` arguments), started
+/// and capturing: it returns once dumpcap has written its pcapng section header, and 200 ms
+/// later (the header comes as the capture opens, not when the filter is in place).
+pub fn dumpcap(file: &Path, filter: &str, extra: &[&str]) -> Child {
+    let child = Command::new("dumpcap")
+        .args(["-i", "lo", "-q"])
+        .args(extra)
+        .args(["-f", filter, "-w"])
+        .arg(file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn dumpcap");
+    let t0 = Instant::now();
+    while std::fs::metadata(file).map_or(true, |m| m.len() == 0) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "dumpcap did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    child
+}
+
 pub fn tail_lines(path: &Path, n: usize) -> String {
     let Ok(bytes) = std::fs::read(path) else {
         return format!("(no log at {})", path.display());
