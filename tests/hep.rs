@@ -138,27 +138,6 @@ impl Drop for Capture {
     }
 }
 
-fn tshark(pcap: &Path, pre: &[&str], filter: &str, fields: &[&str]) -> Vec<Vec<String>> {
-    let mut cmd = Command::new("tshark");
-    cmd.args(pre)
-        .arg("-r")
-        .arg(pcap)
-        .args(["-Y", filter, "-T", "fields", "-E", "separator=|"]);
-    for f in fields {
-        cmd.args(["-e", f]);
-    }
-    let o = cmd.output().expect("run tshark");
-    assert!(
-        o.status.success(),
-        "tshark failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| l.split('|').map(str::to_string).collect())
-        .collect()
-}
-
 /// One SIP message: `src`, `dst` (ip:port), Call-ID, CSeq, status code or method.
 type Key = (String, String, String, String, String);
 
@@ -172,7 +151,7 @@ fn epoch_us(s: &str) -> i128 {
 /// Every SIP datagram to or from `sip_port` in the capture: key → capture times (µs).
 fn wire(pcap: &Path, sip_port: u16) -> BTreeMap<Key, Vec<i128>> {
     let dec = format!("udp.port=={sip_port},sip");
-    let rows = tshark(
+    let rows = tshark_fields(
         pcap,
         &["-d", &dec],
         &format!("sip && udp.port=={sip_port}"),
@@ -212,7 +191,7 @@ struct Mirrored {
 
 fn mirrored(pcap: &Path, hep_port: u16, capture_id: &str, node: &str, ip_proto: &str) -> Mirrored {
     let arg = format!("lua_script1:{hep_port}");
-    let rows = tshark(
+    let rows = tshark_fields(
         pcap,
         &["-X", &format!("lua_script:{LUA}"), "-X", &arg],
         "hep3",

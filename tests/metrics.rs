@@ -67,6 +67,24 @@ fn page_mid_run(maddr: SocketAddr, needle: &str, tool: &str) -> String {
     page
 }
 
+/// Kamailio with `users`, a port for the tool's `/metrics`, and Prometheus scraping it; `None`
+/// (the test skips, saying why) without Prometheus installed.
+fn lab(test: &str, users: usize) -> Option<(Kamailio, SocketAddr, Prometheus)> {
+    if let Some(why) = prometheus_missing() {
+        eprintln!("SKIP {test}: {why}");
+        return None;
+    }
+    let k = Kamailio::start(KamailioOpts {
+        users,
+        ..KamailioOpts::default()
+    })
+    .expect("kamailio start");
+    let mport = free_port().unwrap();
+    let maddr: SocketAddr = format!("127.0.0.1:{mport}").parse().unwrap();
+    let prom = Prometheus::start(&[maddr]).expect("prometheus start");
+    Some((k, maddr, prom))
+}
+
 fn bucket_of(v: f64) -> usize {
     const B: &[f64] = &[
         0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0,
@@ -77,18 +95,9 @@ fn bucket_of(v: f64) -> usize {
 
 #[test]
 fn prometheus_scrapes_a_run_against_kamailio_and_holds_the_reports_counts() {
-    if let Some(why) = prometheus_missing() {
-        eprintln!("SKIP prometheus_scrapes_a_run_against_kamailio: {why}");
+    let Some((k, maddr, prom)) = lab("prometheus_scrapes_a_run_against_kamailio", 40) else {
         return;
-    }
-    let k = Kamailio::start(KamailioOpts {
-        users: 40,
-        ..KamailioOpts::default()
-    })
-    .expect("kamailio start");
-    let mport = free_port().unwrap();
-    let maddr: SocketAddr = format!("127.0.0.1:{mport}").parse().unwrap();
-    let prom = Prometheus::start(&[maddr]).expect("prometheus start");
+    };
     let run = format!("it-{}", std::process::id());
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("r.json");
@@ -254,14 +263,10 @@ fn collect_exprs(v: &Value, out: &mut Vec<String>) {
 
 #[test]
 fn prometheus_scrapes_a_probe_and_its_gap_matches_the_report() {
-    if let Some(why) = prometheus_missing() {
-        eprintln!("SKIP prometheus_scrapes_a_probe: {why}");
+    let users = KamailioOpts::default().users;
+    let Some((k, maddr, prom)) = lab("prometheus_scrapes_a_probe", users) else {
         return;
-    }
-    let k = Kamailio::start(KamailioOpts::default()).expect("kamailio start");
-    let mport = free_port().unwrap();
-    let maddr: SocketAddr = format!("127.0.0.1:{mport}").parse().unwrap();
-    let prom = Prometheus::start(&[maddr]).expect("prometheus start");
+    };
     let run = format!("probe-{}", std::process::id());
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("probe");
@@ -372,14 +377,10 @@ fn prometheus_scrapes_a_probe_and_its_gap_matches_the_report() {
 
 #[test]
 fn a_trials_phases_reach_prometheus_and_grafana_annotations() {
-    if let Some(why) = prometheus_missing() {
-        eprintln!("SKIP a_trials_phases_reach_prometheus: {why}");
+    let users = KamailioOpts::default().users;
+    let Some((k, maddr, prom)) = lab("a_trials_phases_reach_prometheus", users) else {
         return;
-    }
-    let k = Kamailio::start(KamailioOpts::default()).expect("kamailio start");
-    let mport = free_port().unwrap();
-    let maddr: SocketAddr = format!("127.0.0.1:{mport}").parse().unwrap();
-    let prom = Prometheus::start(&[maddr]).expect("prometheus start");
+    };
     let run = format!("trials-{}", std::process::id());
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("t");

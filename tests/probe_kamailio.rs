@@ -337,27 +337,6 @@ fn a_run_without_faults_reports_no_gap() {
     assert!(out.join("timeline.svg").is_file() && out.join("timeline.png").is_file());
 }
 
-/// Parses `tshark -T fields` output into rows of strings.
-fn tshark(pcap: &Path, filter: &str, fields: &[&str]) -> Vec<Vec<String>> {
-    let mut cmd = Command::new("tshark");
-    cmd.arg("-r")
-        .arg(pcap)
-        .args(["-Y", filter, "-T", "fields", "-E", "separator=|"]);
-    for f in fields {
-        cmd.args(["-e", f]);
-    }
-    let o = cmd.output().expect("run tshark (apt-get install tshark)");
-    assert!(
-        o.status.success(),
-        "tshark failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| l.split('|').map(|s| s.to_string()).collect())
-        .collect()
-}
-
 /// Unix ns of an RFC 3339 UTC label with nanoseconds.
 fn unix_ns(label: &str) -> i128 {
     let t = chrono::DateTime::parse_from_rfc3339(label).expect("RFC 3339 label");
@@ -484,13 +463,15 @@ fn the_capture_opens_in_tshark_and_agrees_with_the_csv() {
     let id = layer(&rep, "icmp")["icmp_id"]
         .as_u64()
         .expect("raw ICMP socket id");
-    let ereq = tshark(
+    let ereq = common::tshark_fields(
         &pcap,
+        &[],
         &format!("icmp.type == 8 && icmp.ident == {id}"),
         &["frame.time_epoch", "icmp.seq"],
     );
-    let erep = tshark(
+    let erep = common::tshark_fields(
         &pcap,
+        &[],
         &format!("icmp.type == 0 && icmp.ident == {id}"),
         &["frame.time_epoch", "icmp.seq"],
     );

@@ -209,6 +209,29 @@ pub fn dumpcap(file: &Path, filter: &str, extra: &[&str]) -> Child {
     child
 }
 
+/// `tshark -r pcap` with display `filter`, one row per frame with `fields` split at `|`; `pre`
+/// goes before `-r` (e.g. `-X lua_script:…`).
+pub fn tshark_fields(pcap: &Path, pre: &[&str], filter: &str, fields: &[&str]) -> Vec<Vec<String>> {
+    let mut cmd = Command::new("tshark");
+    cmd.args(pre)
+        .arg("-r")
+        .arg(pcap)
+        .args(["-Y", filter, "-T", "fields", "-E", "separator=|"]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let o = cmd.output().expect("run tshark (apt-get install tshark)");
+    assert!(
+        o.status.success(),
+        "tshark failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| l.split('|').map(str::to_string).collect())
+        .collect()
+}
+
 pub fn tail_lines(path: &Path, n: usize) -> String {
     let Ok(bytes) = std::fs::read(path) else {
         return format!("(no log at {})", path.display());
