@@ -14,9 +14,12 @@
 //! this module and uses a part of it, hence `allow(dead_code)`.
 #![allow(dead_code)]
 
+mod pause;
 mod prometheus;
 mod run;
 // Like the dead code above: a test binary that uses none of it would warn.
+#[allow(unused_imports)]
+pub use pause::*;
 #[allow(unused_imports)]
 pub use prometheus::*;
 #[allow(unused_imports)]

@@ -163,24 +163,3 @@ pub fn long_gaps(layer: &Value, over_ms: f64) -> Vec<f64> {
         .filter(|&d| d > over_ms)
         .collect()
 }
-
-/// One reply gap over 300 ms per injected pause, each within `tol` ms of its pause.
-pub fn assert_gaps_match_pauses(layer: &Value, injected: &[f64], tol: f64, what: &str) {
-    let gaps = long_gaps(layer, 300.0);
-    assert_eq!(
-        gaps.len(),
-        injected.len(),
-        "one long gap per pause: {}",
-        layer["reply_gaps"]
-    );
-    for (g, inj) in gaps.iter().zip(injected) {
-        eprintln!(
-            "{what} pause {inj:.3} ms -> reply gap {g:.3} ms ({:+.3})",
-            g - inj
-        );
-        assert!(
-            (g - inj).abs() <= tol,
-            "gap {g} vs pause {inj} (tolerance {tol})"
-        );
-    }
-}
