@@ -19,6 +19,8 @@
 //! - [`profile`]: load profiles (TOML schema and checks, plans, threshold conditions, monitors).
 //! - [`trials`]: migration trials behind `imsprobe trials` (probes + load + migration command per
 //!   trial, hypervisor output parsers, the per-trial table and its plots).
+//! - [`ipsec`]: IMS security associations (TS 33.203): the four ESP SAs of a UE from its
+//!   security agreement and AKA keys, and the XFRM netlink calls that make and remove them.
 //! - [`io`]: the thin runtime under the sans-IO cores: one loop per thread over epoll, batched
 //!   UDP (recvmmsg/sendmmsg) and TCP framing.
 //! - [`metrics`]: Prometheus text exposition and the `/metrics` endpoint (`--metrics`); pages
@@ -38,6 +40,7 @@ pub mod fuzzing;
 pub mod hep;
 pub mod hss;
 pub mod io;
+pub mod ipsec;
 pub mod load;
 pub mod metrics;
 pub mod probe;

@@ -14,10 +14,13 @@
 //! this module and uses a part of it, hence `allow(dead_code)`.
 #![allow(dead_code)]
 
+mod netns;
 mod pause;
 mod prometheus;
 mod run;
 // Like the dead code above: a test binary that uses none of it would warn.
+#[allow(unused_imports)]
+pub use netns::*;
 #[allow(unused_imports)]
 pub use pause::*;
 #[allow(unused_imports)]
@@ -191,8 +194,27 @@ fn stop_group(child: &mut Child, grace: Duration) {
 /// and capturing: it returns once dumpcap has written its pcapng section header, and 200 ms
 /// later (the header comes as the capture opens, not when the filter is in place).
 pub fn dumpcap(file: &Path, filter: &str, extra: &[&str]) -> Child {
-    let child = Command::new("dumpcap")
-        .args(["-i", "lo", "-q"])
+    dumpcap_in(None, "lo", file, filter, extra)
+}
+
+/// [`dumpcap`] on interface `iface` of network namespace `ns` (`None`: ours).
+pub fn dumpcap_in(
+    ns: Option<&str>,
+    iface: &str,
+    file: &Path,
+    filter: &str,
+    extra: &[&str],
+) -> Child {
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "dumpcap"]);
+            c
+        }
+        None => Command::new("dumpcap"),
+    };
+    let child = cmd
+        .args(["-i", iface, "-q"])
         .args(extra)
         .args(["-f", filter, "-w"])
         .arg(file)
