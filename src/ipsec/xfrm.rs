@@ -56,6 +56,10 @@ fn hint(err: &io::Error) -> &'static str {
         Some(libc::EPROTONOSUPPORT) => {
             " (this kernel has no ESP: CONFIG_INET_ESP / CONFIG_INET6_ESP are off and no esp4/esp6 module could be loaded; IPsec needs a kernel with ESP, e.g. Debian's)"
         }
+        // crypto_alloc_aead() of the SA's authenc(...) template failed.
+        Some(libc::ENOENT) => {
+            " (the kernel cannot build this algorithm pair: a crypto module is missing, e.g. drbg, the random source of the CBC ciphers' IV generator)"
+        }
         Some(libc::EEXIST) => " (an SA with this SPI and address already exists: another run, or a UE's SPIs reused)",
         _ => "",
     }

@@ -14,11 +14,14 @@
 //! this module and uses a part of it, hence `allow(dead_code)`.
 #![allow(dead_code)]
 
+mod kguest;
 mod netns;
 mod pause;
 mod prometheus;
 mod run;
 // Like the dead code above: a test binary that uses none of it would warn.
+#[allow(unused_imports)]
+pub use kguest::*;
 #[allow(unused_imports)]
 pub use netns::*;
 #[allow(unused_imports)]

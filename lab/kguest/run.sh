@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Runs one command of this host under Debian's kernel, in a QEMU guest (TCG), and exits with its
+# exit code. For what this machine's kernel lacks: it has no ESP (CONFIG_INET_ESP off, no module
+# loading), Debian's has. The guest sees the host's whole tree read-only (virtio-9p) and runs the
+# command chrooted into it, so the same binaries and paths work; only the job directory and the
+# guest's own /tmp and /run are writable. Slow (emulated CPU): for small checks, not benchmarks.
+#
+# usage: lab/kguest/run.sh [--timeout SECONDS] [--mem MIB] -- COMMAND [ARGS...]
+#   prints the command's output, then exits with its code (124 on timeout, 125 if the guest
+#   never ran it). Needs root (the 9p share of /), qemu-system-x86 and the migration lab's
+#   kernel (lab/migration/build-guest.sh, which .ci/setup runs).
+# Environment: GUEST_DIR (the migration lab's, default /var/cache/imsprobe-migration-lab/guest).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+GUEST_DIR=${GUEST_DIR:-/var/cache/imsprobe-migration-lab/guest}
+TIMEOUT=600 MEM=1024
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --timeout) TIMEOUT=$2; shift 2 ;;
+    --mem) MEM=$2; shift 2 ;;
+    --) shift; break ;;
+    *) echo "kguest: unknown option $1 (usage: run.sh [--timeout S] [--mem MIB] -- CMD...)" >&2; exit 2 ;;
+  esac
+done
+[ $# -gt 0 ] || { echo "kguest: no command (usage: run.sh [--timeout S] -- CMD...)" >&2; exit 2; }
+die() { echo "kguest: $*" >&2; exit 125; }
+[ "$(id -u)" -eq 0 ] || die "needs root (it shares / with the guest)"
+command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 not found: run lab/migration/setup.sh"
+bash "$HERE/../migration/build-guest.sh" >&2 || die "the migration lab's guest kernel cannot be built"
+kdeb=$(ls "$GUEST_DIR"/debs/linux-image-[0-9]*.deb 2>/dev/null | head -n 1)
+[ -n "$kdeb" ] && [ -s "$GUEST_DIR/vmlinuz" ] || die "no kernel in $GUEST_DIR"
+
+# 1. the initramfs: busybox, init, and the modules (rebuilt when this script or init change)
+KG="$GUEST_DIR/kguest"
+mkdir -p "$KG"
+exec 9>"$KG/.lock"
+flock -w 600 9 || die "another build holds $KG/.lock"
+stamp=$(cat "$HERE/run.sh" "$HERE/init" | sha256sum | cut -c1-16)
+if [ "$(cat "$KG/stamp" 2>/dev/null)" != "$stamp $(basename "$kdeb")" ] || [ ! -s "$KG/initramfs.gz" ]; then
+  work=$(mktemp -d "$KG/.build.XXXXXX")
+  trap 'rm -rf "$work"' EXIT
+  dpkg-deb --fsys-tarfile "$kdeb" |
+    tar -x -C "$work" --wildcards './lib/modules/*/kernel/drivers/*' './lib/modules/*/kernel/fs/*' \
+        './lib/modules/*/kernel/lib/*' './lib/modules/*/kernel/crypto/*' './lib/modules/*/kernel/net/*'
+  moddir="$work/lib/modules/$(ls "$work/lib/modules")/kernel"
+  order=()
+  modpath() { find "$moddir" -name "$1.ko" -o -name "$1.ko.xz" -o -name "$1.ko.zst" | head -n 1; }
+  modcat() { case "$1" in *.xz) xz -dc "$1" ;; *.zst) zstd -qdc "$1" ;; *) cat "$1" ;; esac; }
+  addmod() {
+    local m=$1 f d
+    for d in "${order[@]}"; do [ "$d" = "$m" ] && return 0; done
+    f=$(modpath "$m")
+    [ -n "$f" ] || die "Debian's kernel has no module $m"
+    for d in $(modcat "$f" | tr '\0' '\n' | sed -n 's/^depends=//p' | tr ',' ' '); do addmod "$d"; done
+    order+=("$m")
+  }
+  # virtio and 9p for the shares; veth for namespaces joined by a link; ESP and the crypto it
+  # builds on (authenc, the IV generators and the default RNG they seed from, DES), loaded up
+  # front since the guest has no modprobe to load them on demand. Without drbg, every CBC SA
+  # fails with "unable to initialize cryptographic operations" (echainiv finds no stdrng).
+  for m in virtio_pci 9pnet_virtio 9p veth xfrm_user esp4 esp6 authenc authencesn jitterentropy_rng \
+           drbg echainiv seqiv des_generic; do
+    addmod "$m"
+  done
+  root="$work/initramfs"
+  mkdir -p "$root"/{bin,dev,proc,sys,lib/modules}
+  for m in "${order[@]}"; do modcat "$(modpath "$m")" >"$root/lib/modules/$m.ko"; done
+  echo "${order[*]}" >"$root/lib/modules/load-order"
+  cp /bin/busybox "$root/bin/"
+  for applet in $("$root/bin/busybox" --list); do
+    [ "$applet" = busybox ] || ln -s busybox "$root/bin/$applet"
+  done
+  ln -s bin "$root/sbin"
+  install -m 755 "$HERE/init" "$root/init"
+  (cd "$root" && find . -print0 | cpio --null -o -H newc --quiet) | gzip -1 >"$KG/initramfs.gz.tmp"
+  mv "$KG/initramfs.gz.tmp" "$KG/initramfs.gz"
+  echo "$stamp $(basename "$kdeb")" >"$KG/stamp"
+  echo "kguest: initramfs with ${order[*]}" >&2
+fi
+flock -u 9
+
+# 2. the job: the command, run from the current directory with the current environment's PATH
+job=$(mktemp -d /tmp/kguest.XXXXXX)
+trap 'rm -rf "$job"' EXIT
+{
+  echo "cd $(printf %q "$PWD") || exit 125"
+  echo "export PATH=$(printf %q "$PATH") HOME=/root KGUEST=1"
+  env | grep -E '^(RUST_BACKTRACE|RUST_LOG|CI)=' | sed 's/^/export /' || true
+  printf '%q ' "$@"; echo
+} >"$job/cmd"
+log="$job/console"
+set +e
+timeout --foreground -k 10 "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m "$MEM" \
+  -kernel "$GUEST_DIR/vmlinuz" -initrd "$KG/initramfs.gz" \
+  -append "console=ttyS0 quiet panic=-1 kguest.job=$job" \
+  -virtfs local,path=/,mount_tag=root,security_model=none,readonly=on,multidevs=remap \
+  -virtfs "local,path=$job,mount_tag=job,security_model=none" \
+  -display none -no-reboot -serial "file:$log" -monitor none -nic none
+qrc=$?
+set -e
+cat "$job/out" 2>/dev/null || true
+if [ $qrc = 124 ]; then
+  echo "kguest: timed out after ${TIMEOUT}s; console:" >&2; tail -n 30 "$log" >&2; exit 124
+fi
+if [ ! -s "$job/rc" ]; then
+  echo "kguest: the guest did not run the command (qemu exit $qrc); console:" >&2
+  tail -n 30 "$log" >&2
+  exit 125
+fi
+exit "$(cat "$job/rc")"
