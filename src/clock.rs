@@ -90,25 +90,36 @@ pub struct ReadMoment {
 
 impl ReadMoment {
     pub fn now() -> ReadMoment {
-        let r1 = realtime_ns();
-        let mono = Instant::now();
-        let r2 = realtime_ns();
-        // The midpoint of two realtime readings around the monotonic one; a step between
-        // them (r2 < r1) leaves the later reading as the better one.
-        let real_ns = if r2 >= r1 { r1 + (r2 - r1) / 2 } else { r2 };
+        let (mono, real_ns) = with_realtime(Instant::now);
         ReadMoment { mono, real_ns }
     }
 
     /// When a datagram stamped `(sec, nsec)` arrived; `None` when the stamp cannot be right:
     /// after the read (the realtime clock stepped back) or older than `max_age` (stepped
     /// forward, or a socket nobody read for that long).
-    pub fn arrival(&self, (sec, nsec): (i64, i64), max_age: Duration) -> Option<Instant> {
-        let age = self.real_ns - (sec as i128 * 1_000_000_000 + nsec as i128);
+    pub fn arrival(&self, stamp: (i64, i64), max_age: Duration) -> Option<Instant> {
+        let age = stamp_age_ns(self.real_ns, stamp);
         if age < 0 || age > max_age.as_nanos() as i128 {
             return None;
         }
         self.mono.checked_sub(Duration::from_nanos(age as u64))
     }
+}
+
+/// `mono()` (a monotonic reading) and CLOCK_REALTIME at the same moment: the midpoint of two
+/// realtime readings around it. A step between them (the second reading earlier than the
+/// first) leaves the later reading as the better one.
+pub fn with_realtime<T>(mono: impl FnOnce() -> T) -> (T, i128) {
+    let r1 = realtime_ns();
+    let m = mono();
+    let r2 = realtime_ns();
+    (m, if r2 >= r1 { r1 + (r2 - r1) / 2 } else { r2 })
+}
+
+/// How long before `real_ns` (CLOCK_REALTIME, unix ns) a kernel stamp `(sec, nsec)` was
+/// taken; negative when the stamp is later (the clock stepped back in between).
+pub fn stamp_age_ns(real_ns: i128, (sec, nsec): (i64, i64)) -> i128 {
+    real_ns - (sec as i128 * 1_000_000_000 + nsec as i128)
 }
 
 /// A UTC timestamp safe for directory names: `20261125T035400Z`.

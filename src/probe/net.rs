@@ -12,7 +12,7 @@
 //! batch, about a millisecond) can still shift a stamp; one that makes it land after the read,
 //! or more than [`MAX_QUEUE_NS`] before it, is replaced by the monotonic reading and counted.
 
-use crate::clock::{monotonic_ns, realtime_ns, Epoch};
+use crate::clock::{monotonic_ns, Epoch};
 pub use crate::io::udp::{enable_rx_timestamps, RecvBatch};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
@@ -57,19 +57,14 @@ impl ProbeClock {
 
     /// Both clocks, read back to back: the moment a batch of datagrams was read.
     pub fn read_moment(&self) -> ReadMoment {
-        let r1 = realtime_ns();
-        let t = self.now_ns();
-        let r2 = realtime_ns();
-        // The midpoint of two realtime readings around the monotonic one; a step between
-        // them (r2 < r1) leaves the later reading as the better one.
-        let real_ns = if r2 >= r1 { r1 + (r2 - r1) / 2 } else { r2 };
+        let (t, real_ns) = crate::clock::with_realtime(|| self.now_ns());
         ReadMoment { t, real_ns }
     }
 
-    /// Converts a kernel CLOCK_REALTIME stamp of a datagram read at `at` by its age at `at`.
+    /// Converts a kernel CLOCK_REALTIME stamp of a datagram read at `at` by its age at `at`
+    /// (as [`crate::clock::ReadMoment`] does for `Instant`s; the probe counts ns of run time).
     pub fn map_kernel_stamp(&self, sec: i64, nsec: i64, at: &ReadMoment) -> KernelStamp {
-        let stamp = sec as i128 * 1_000_000_000 + nsec as i128;
-        let age = at.real_ns - stamp;
+        let age = crate::clock::stamp_age_ns(at.real_ns, (sec, nsec));
         if age < 0 {
             KernelStamp::AfterRead { by_ns: -age }
         } else if age > MAX_QUEUE_NS as i128 {

@@ -160,10 +160,11 @@ fn parse_one(header: &'static str, params: &str) -> Result<IpsecOffer, SecAgreeE
     };
     let spi = |p: &'static str| -> Result<u32, SecAgreeError> {
         let v = need(p)?;
-        // SPIs 0..=255 are reserved by IANA (RFC 4303 §2.1).
+        // RFC 4303 §2.1 keeps 1..=255 for IANA, but Kamailio 5.6 hands out SPIs from 100 by
+        // default and Linux takes them: only 0, never sent on the wire, is refused.
         v.parse::<u32>()
             .ok()
-            .filter(|s| *s > 255)
+            .filter(|s| *s != 0)
             .ok_or_else(|| bad(p, v))
     };
     let port = |p: &'static str| -> Result<u16, SecAgreeError> {
@@ -286,8 +287,8 @@ mod tests {
                 .contains("without the port-s parameter")
         );
         assert!(
-            e("ipsec-3gpp;alg=hmac-sha-1-96;spi-c=12;spi-s=4097;port-c=1;port-s=2")
-                .contains("spi-c=12")
+            e("ipsec-3gpp;alg=hmac-sha-1-96;spi-c=0;spi-s=4097;port-c=1;port-s=2")
+                .contains("spi-c=0")
         );
         assert!(
             e("ipsec-3gpp;alg=hmac-sha-1-96;spi-c=4096;spi-s=4097;port-c=70000;port-s=2")

@@ -17,6 +17,9 @@ pub struct Authenticator {
     password: String,
     usim: Option<Usim>,
     nc: NonceCounter,
+    /// CK and IK of the last AKA challenge answered with credentials: the keys of the UE's
+    /// IPsec SAs (TS 33.203 §7.1).
+    keys: Option<([u8; 16], [u8; 16])>,
 }
 
 /// How a challenge is answered: the Authorization / Proxy-Authorization line, and what kind of
@@ -55,7 +58,13 @@ impl Authenticator {
             password,
             usim,
             nc: NonceCounter::default(),
+            keys: None,
         }
+    }
+
+    /// CK and IK of the last AKA challenge this UE answered with credentials.
+    pub fn session_keys(&self) -> Option<([u8; 16], [u8; 16])> {
+        self.keys
     }
 
     /// The private identity, the digest username.
@@ -123,6 +132,7 @@ impl Authenticator {
         let outcome = aka::parse_nonce(&ch.nonce).and_then(|c| usim.authenticate(&c));
         match outcome {
             Ok(r) => {
+                self.keys = Some((r.ck, r.ik));
                 // RFC 3310 §3.1: RES itself (raw bytes, not hex) is the digest password.
                 cred.password = &r.res;
                 Some(Answer::Credentials(auth::authorization_header(
@@ -260,6 +270,22 @@ mod tests {
             5,
             "a refused challenge moves no SQN"
         );
+        assert_eq!(a.session_keys(), None, "no keys from a refused challenge");
+        // A fresh one is answered, and its CK and IK are kept for the UE's IPsec SAs.
+        let v = aka::generate(&k, [2; 16], 6);
+        let data = challenge(
+            401,
+            &format!(
+                r#"Digest realm="ims.local", nonce="{}", algorithm=AKAv1-MD5"#,
+                v.nonce()
+            ),
+        );
+        let msg = Message::parse(&data).unwrap();
+        assert!(matches!(
+            a.answer(&msg, 401, "REGISTER", "sip:ims.local", b"", true, &mut rng),
+            Some(Answer::Credentials(_))
+        ));
+        assert_eq!(a.session_keys(), Some((v.ck, v.ik)));
         // A digest user cannot answer AKA.
         let mut plain = Authenticator::new("a@ims.local".into(), "pw".into(), None);
         assert_eq!(

@@ -8,6 +8,8 @@
 //!   by every client role of a UE.
 //! - [`registration`]: the registration client of one UE (REGISTER, challenges, refresh,
 //!   de-registration), input + now → REGISTER to send, outcomes, next deadline.
+//! - [`security`]: a UE's security agreement (Security-Client/-Verify on its REGISTERs, the SA
+//!   pair from the 401 and its AKA keys).
 //! - [`answerer`]: the INVITE/BYE server role (the called party), bounded in what a peer can
 //!   make it hold.
 //! - [`linger`]: calls that are over, remembered by Call-ID while retransmissions can come.
@@ -21,6 +23,7 @@ pub mod challenge;
 pub mod linger;
 pub mod nit;
 pub mod registration;
+pub mod security;
 pub mod timers;
 
 use std::net::SocketAddr;

@@ -1,0 +1,275 @@
+//! A UE's side of the security agreement (TS 33.203 §7.2, TS 24.229 §5.1.1.2, RFC 3329
+//! §2.3.1), sans IO: which Security-* headers each REGISTER carries, and, from the 401 and the
+//! AKA keys, the SA pair the owner must make before it sends the protected REGISTER.
+//!
+//! The machine neither makes SAs nor picks ports: the owner binds the UE's protected ports,
+//! chooses its SPIs ([`UeSecurity::new`]), makes the SAs it is handed ([`crate::ipsec::xfrm`]) and
+//! sends every later request of the UE from its protected client port to the P-CSCF's
+//! protected server port.
+//!
+//! What Kamailio 5.6's `ims_ipsec_pcscf` needs of a UE (docs/ipsec.md) shapes two choices:
+//! it reads only the last offer of a Security-Client, so the UE offers one algorithm pair; and
+//! it keeps the first Security-Client a UE sent from an address, so an attempt that starts
+//! over unprotected (a retry) needs fresh SPIs and ports: [`UeSecurity::restart`].
+
+use crate::ipsec::{SaPair, Side};
+use crate::sip::builder::Writer;
+use crate::sip::secagree::{self, AuthAlg, EncAlg, SecAgreeError};
+use crate::sip::Message;
+use std::net::IpAddr;
+
+/// What every UE of a run offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SecurityConfig {
+    pub alg: AuthAlg,
+    pub ealg: EncAlg,
+}
+
+/// Why a UE could not agree on security with its P-CSCF. Each is counted by name.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AgreeError {
+    #[error("the 401 has no Security-Server (the P-CSCF does not do sec-agree, or refused our Security-Client)")]
+    NoSecurityServer,
+    #[error(transparent)]
+    Malformed(#[from] SecAgreeError),
+    #[error("the P-CSCF offers no {alg}/{ealg} (it offers {offered})")]
+    AlgorithmRefused {
+        alg: AuthAlg,
+        ealg: EncAlg,
+        offered: String,
+    },
+    #[error("the 401 carries no AKA challenge, so there are no keys for the SAs")]
+    NoKeys,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum State {
+    /// Nothing agreed: REGISTERs go unprotected with Security-Client.
+    Offering,
+    /// Agreed: the pair to make (or made), and the Security-Verify to send.
+    Agreed { pair: SaPair, verify: String },
+}
+
+/// One UE's security agreement. See the module comment.
+#[derive(Clone, Debug)]
+pub struct UeSecurity {
+    ue: Side,
+    state: State,
+}
+
+impl UeSecurity {
+    /// `ue`: the UE's address, its protected ports (bound by the owner) and the SPIs it chose
+    /// for its inbound SAs.
+    pub fn new(ue: Side) -> UeSecurity {
+        UeSecurity {
+            ue,
+            state: State::Offering,
+        }
+    }
+
+    pub fn ue(&self) -> &Side {
+        &self.ue
+    }
+
+    /// The pair agreed on, once the 401 was taken.
+    pub fn agreed(&self) -> Option<&SaPair> {
+        match &self.state {
+            State::Agreed { pair, .. } => Some(pair),
+            State::Offering => None,
+        }
+    }
+
+    /// Forgets the agreement for an attempt that starts over unprotected, with new SPIs and
+    /// ports (see the module comment). The owner removes the old pair's SAs.
+    pub fn restart(&mut self, ue: Side) {
+        self.ue = ue;
+        self.state = State::Offering;
+    }
+
+    /// The Security-Client value: one `ipsec-3gpp` offer with the UE's SPIs and ports.
+    pub fn client_value(&self, cfg: &SecurityConfig) -> String {
+        secagree::client_value(
+            &[(cfg.alg, cfg.ealg)],
+            self.ue.spi_c,
+            self.ue.spi_s,
+            self.ue.port_c,
+            self.ue.port_s,
+        )
+    }
+
+    /// Adds the sec-agree headers to a REGISTER (TS 24.229 §5.1.1.2.1, §5.1.1.5.1): always
+    /// Security-Client with `Require` and `Proxy-Require: sec-agree`; once agreed, also
+    /// Security-Verify, the P-CSCF's list as it sent it.
+    pub fn write_register_headers(&self, cfg: &SecurityConfig, w: &mut Writer) {
+        w.header("Security-Client", self.client_value(cfg));
+        w.header("Require", "sec-agree");
+        w.header("Proxy-Require", "sec-agree");
+        if let State::Agreed { verify, .. } = &self.state {
+            w.header("Security-Verify", verify);
+        }
+    }
+
+    /// Takes the 401 to an unprotected REGISTER: the P-CSCF's offer that matches ours and the
+    /// AKA keys (`ck`, `ik` of the challenge just answered) make the SA pair to install, with
+    /// the P-CSCF at `pcscf_addr` (the address the REGISTER went to).
+    pub fn agree(
+        &mut self,
+        cfg: &SecurityConfig,
+        msg: &Message<'_>,
+        pcscf_addr: IpAddr,
+        keys: Option<([u8; 16], [u8; 16])>,
+    ) -> Result<&SaPair, AgreeError> {
+        let server: Vec<&str> = msg
+            .raw_headers()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("Security-Server"))
+            .map(|(_, v)| v)
+            .collect();
+        if server.is_empty() {
+            return Err(AgreeError::NoSecurityServer);
+        }
+        let offers = secagree::parse_offers("Security-Server", server.iter().copied())?;
+        let Some(o) = secagree::choose(&offers, &[(cfg.alg, cfg.ealg)]) else {
+            return Err(AgreeError::AlgorithmRefused {
+                alg: cfg.alg,
+                ealg: cfg.ealg,
+                offered: if offers.is_empty() {
+                    "no ipsec-3gpp".to_string()
+                } else {
+                    offers
+                        .iter()
+                        .map(|o| format!("{}/{}", o.alg, o.ealg))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+            });
+        };
+        let (ck, ik) = keys.ok_or(AgreeError::NoKeys)?;
+        let pcscf = Side {
+            addr: pcscf_addr,
+            port_c: o.port_c,
+            port_s: o.port_s,
+            spi_c: o.spi_c,
+            spi_s: o.spi_s,
+        };
+        let pair = SaPair::new(self.ue, pcscf, o.alg, o.ealg, &ck, &ik);
+        self.state = State::Agreed {
+            pair,
+            verify: secagree::server_list(server),
+        };
+        Ok(self.agreed().expect("just agreed"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ue() -> Side {
+        Side {
+            addr: "10.45.0.2".parse().unwrap(),
+            port_c: 40100,
+            port_s: 40101,
+            spi_c: 50000,
+            spi_s: 50001,
+        }
+    }
+
+    const CFG: SecurityConfig = SecurityConfig {
+        alg: AuthAlg::HmacSha1_96,
+        ealg: EncAlg::Null,
+    };
+
+    fn unauthorized(security_server: &[&str]) -> Vec<u8> {
+        let mut s = String::from(
+            "SIP/2.0 401 Unauthorized\r\nVia: SIP/2.0/UDP 10.45.0.2:5060;branch=z9hG4bK1\r\nFrom: <sip:u@ims>;tag=1\r\nTo: <sip:u@ims>;tag=2\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\n",
+        );
+        for v in security_server {
+            s.push_str(&format!("Security-Server: {v}\r\n"));
+        }
+        s.push_str("Content-Length: 0\r\n\r\n");
+        s.into_bytes()
+    }
+
+    fn register(sec: &UeSecurity) -> String {
+        let mut w = Writer::request("REGISTER", "sip:ims");
+        sec.write_register_headers(&CFG, &mut w);
+        String::from_utf8(w.finish(None, b"")).unwrap()
+    }
+
+    #[test]
+    fn the_first_register_offers_and_the_protected_one_verifies() {
+        let mut sec = UeSecurity::new(ue());
+        let first = register(&sec);
+        assert!(first.contains("Security-Client: ipsec-3gpp;alg=hmac-sha-1-96;ealg=null;spi-c=50000;spi-s=50001;port-c=40100;port-s=40101;prot=esp;mod=trans\r\n"), "{first}");
+        assert!(
+            first.contains("Require: sec-agree\r\n")
+                && first.contains("Proxy-Require: sec-agree\r\n")
+        );
+        assert!(!first.contains("Security-Verify"));
+        // As Kamailio 5.6's ims_ipsec_pcscf writes it (docs/ipsec.md): no q, the UE's algorithms.
+        let server = "ipsec-3gpp;prot=esp;mod=trans;spi-c=100;spi-s=101;port-c=5100;port-s=5200;alg=hmac-sha-1-96;ealg=null";
+        let raw = unauthorized(&[server]);
+        let msg = Message::parse(&raw).unwrap();
+        let pair = sec
+            .agree(
+                &CFG,
+                &msg,
+                "10.45.0.1".parse().unwrap(),
+                Some(([1; 16], [2; 16])),
+            )
+            .unwrap()
+            .clone();
+        assert_eq!(pair.pcscf.port_s, 5200);
+        assert_eq!(pair.pcscf.spi_s, 101);
+        assert_eq!(pair.auth_key.len(), 20);
+        assert_eq!(&pair.auth_key[..16], &[2; 16], "IK keys the integrity");
+        let second = register(&sec);
+        assert!(
+            second.contains(&format!("Security-Verify: {server}\r\n")),
+            "{second}"
+        );
+        assert!(second.contains("Security-Client: ipsec-3gpp;alg=hmac-sha-1-96"));
+        // A retry starts over unprotected, with what the owner gives it.
+        let mut fresh = ue();
+        fresh.spi_c += 2;
+        sec.restart(fresh);
+        assert!(sec.agreed().is_none());
+        assert!(register(&sec).contains("spi-c=50002"));
+    }
+
+    #[test]
+    fn a_p_cscf_that_cannot_agree_is_named() {
+        let mut sec = UeSecurity::new(ue());
+        let addr: IpAddr = "10.45.0.1".parse().unwrap();
+        let keys = Some(([1; 16], [2; 16]));
+        let e = |raw: Vec<u8>, sec: &mut UeSecurity| {
+            let msg = Message::parse(&raw).unwrap();
+            sec.agree(&CFG, &msg, addr, keys).unwrap_err()
+        };
+        assert_eq!(e(unauthorized(&[]), &mut sec), AgreeError::NoSecurityServer);
+        let md5 =
+            "ipsec-3gpp;spi-c=100;spi-s=101;port-c=5100;port-s=5200;alg=hmac-md5-96;ealg=null";
+        let refused = e(unauthorized(&[md5]), &mut sec);
+        assert_eq!(
+            refused.to_string(),
+            "the P-CSCF offers no hmac-sha-1-96/null (it offers hmac-md5-96/null)"
+        );
+        let broken = e(
+            unauthorized(&["ipsec-3gpp;alg=hmac-sha-1-96;spi-c=100"]),
+            &mut sec,
+        );
+        assert!(
+            broken.to_string().contains("without the spi-s parameter"),
+            "{broken}"
+        );
+        let ok =
+            "ipsec-3gpp;spi-c=100;spi-s=101;port-c=5100;port-s=5200;alg=hmac-sha-1-96;ealg=null";
+        let raw = unauthorized(&[ok]);
+        let msg = Message::parse(&raw).unwrap();
+        assert_eq!(
+            sec.agree(&CFG, &msg, addr, None).unwrap_err(),
+            AgreeError::NoKeys
+        );
+        assert!(sec.agreed().is_none());
+    }
+}
