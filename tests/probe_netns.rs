@@ -9,26 +9,10 @@
 
 mod common;
 
-use common::{f, pcap_only, probe_report};
+use common::{f, ip, pcap_only, probe_report};
 use serde_json::Value;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let o = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if o.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&o.stderr).trim()
-        ))
-    }
-}
 
 fn sysctl(ns: &str, setting: &str) -> Result<(), String> {
     let (key, value) = setting.split_once('=').unwrap_or((setting, ""));
