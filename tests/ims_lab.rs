@@ -1097,3 +1097,237 @@ fn imsprobe_watchdogs_reach_the_icscf_diameter_stack_and_see_it_paused() {
         "icscf.log never names {origin}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// IMS security agreement: a UE registers through its own IPsec SAs
+// ---------------------------------------------------------------------------
+
+const IPSEC_TEST: &str = "a_ue_registers_through_its_own_ipsec_sas_with_the_lab_p_cscf";
+/// Printed when the IPsec path ran (under a kernel with ESP).
+const IPSEC_DONE: &str = "IPsec registration checked under kernel";
+const UE_IP: &str = "10.45.0.2";
+const PCSCF_UE_IP: &str = "10.45.0.1";
+
+/// RES, CK and IK of an AKA challenge, for a fresh SQN (the subscriber's first challenge).
+fn aka_keys(n: u32, nonce_b64: &str) -> ([u8; 8], [u8; 16], [u8; 16]) {
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(nonce_b64)
+        .expect("nonce is base64");
+    let rand: [u8; 16] = raw[..16].try_into().unwrap();
+    let mut m = Milenage::new_with_opc(hex16(&k_of(n)), hex16(OPC));
+    let (res, ck, ik, _ak) = m.f2345(&rand);
+    (res, ck, ik)
+}
+
+/// The first response to arrive on any of `socks` within 10 s, and which socket it came to.
+fn recv_any(socks: &[&UdpSocket], method: &str) -> (Sip, usize, Vec<u8>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = vec![0u8; 65536];
+    for s in socks {
+        s.set_nonblocking(true).unwrap();
+    }
+    while Instant::now() < deadline {
+        for (i, s) in socks.iter().enumerate() {
+            if let Ok((n, _)) = s.recv_from(&mut buf) {
+                let m = Sip::parse(&buf[..n]);
+                if m.status().is_some_and(|c| c >= 200) && m.cseq_method() == method {
+                    return (m, i, buf[..n].to_vec());
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("no final response to {method} on any UE socket");
+}
+
+/// A UE (written here, with imsload's sec-agree, SA and XFRM code) registers through the lab
+/// P-CSCF in IPsec mode (lab/ims/ims.sh IPSEC=1, Kamailio's ims_ipsec_pcscf): the first
+/// REGISTER in clear with Security-Client, the 401's Security-Server and the AKA keys make the
+/// UE's four SAs, the protected REGISTER (Security-Verify) goes from the UE's protected client
+/// port to the P-CSCF's protected server port, and the 200 comes back through the SAs. On the
+/// UE's link, everything after the first REGISTER and its 401 is ESP; the P-CSCF made the
+/// mirror SAs with the SPIs it announced. Under a kernel without ESP the test runs itself again
+/// in the kernel guest (lab/kguest/run.sh).
+#[test]
+fn a_ue_registers_through_its_own_ipsec_sas_with_the_lab_p_cscf() {
+    use imsload::ipsec::{xfrm::Xfrm, Side};
+    use imsload::sip::secagree::{AuthAlg, EncAlg};
+    use imsload::ua::security::{SecurityConfig, UeSecurity};
+
+    if skip_without_prereqs() {
+        return;
+    }
+    let esp = Command::new("sh")
+        .args(["-c", "zcat /proc/config.gz 2>/dev/null | grep -q '^CONFIG_INET_ESP=[ym]' || [ -e /sys/module/esp4 ]"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !esp {
+        eprintln!("this kernel has no ESP: running {IPSEC_TEST} in the kernel guest");
+        if let Some(out) = common::rerun_in_kguest(IPSEC_TEST) {
+            let done = out.lines().find(|l| l.starts_with(IPSEC_DONE));
+            for l in out
+                .lines()
+                .filter(|l| l.starts_with("agreed") || l.starts_with("protected"))
+            {
+                eprintln!("in the kernel guest: {l}");
+            }
+            eprintln!("in the kernel guest: {done:?}");
+            assert!(done.is_some(), "{out}");
+        }
+        return;
+    }
+    let lab = Lab::start_with(&subscribers_csv(1), &[("IPSEC", "1"), ("IPSEC_MAX", "4")]);
+    let ue_ns = std::fs::read_to_string(lab.path("ue-netns"))
+        .expect("ims.sh IPSEC=1 records the UE namespace")
+        .trim()
+        .to_string();
+    common::ip(&[
+        "-n",
+        &ue_ns,
+        "addr",
+        "add",
+        &format!("{UE_IP}/24"),
+        "dev",
+        "uv0",
+    ])
+    .unwrap();
+    let pcap = lab.path("ue-link.pcapng");
+    let cap = common::dumpcap_in(Some(&ue_ns), "uv0", &pcap, "ip", &[]);
+    let bind = |port: u16| {
+        let a: std::net::SocketAddr = format!("{UE_IP}:{port}").parse().unwrap();
+        common::in_ns(&ue_ns, move || {
+            UdpSocket::bind(a).expect("bind a UE socket")
+        })
+    };
+    let (s0, uc, us) = (bind(0), bind(40100), bind(40101));
+    let n = 1;
+    let (user, impi, impu) = (
+        imsi(n),
+        format!("{}@{DOMAIN}", imsi(n)),
+        format!("sip:{}@{DOMAIN}", imsi(n)),
+    );
+    let cfg = SecurityConfig {
+        alg: AuthAlg::HmacSha1_96,
+        ealg: EncAlg::Null,
+    };
+    let mut sec = UeSecurity::new(Side {
+        addr: UE_IP.parse().unwrap(),
+        port_c: 40100,
+        port_s: 40101,
+        spi_c: 50000,
+        spi_s: 50001,
+    });
+    // Kamailio 5.6's P-CSCF takes a REGISTER as a first one only with no port in its Via and
+    // Contact (docs/ipsec.md); it answers to the source port (rport).
+    let register = |seq: u32, via_port: &str, contact_port: &str, sec: &UeSecurity, authz: &str| {
+        let mut w = imsload::sip::builder::Writer::request("REGISTER", &format!("sip:{DOMAIN}"));
+        w.header(
+            "Via",
+            format!("SIP/2.0/UDP {UE_IP}{via_port};branch=z9hG4bK-ipsec-{seq};rport"),
+        );
+        w.header("Max-Forwards", 70);
+        w.header("From", format!("<{impu}>;tag=ipsec1"));
+        w.header("To", format!("<{impu}>"));
+        w.header("Call-ID", format!("ipsec-{}@test", std::process::id()));
+        w.header("CSeq", format!("{seq} REGISTER"));
+        w.header(
+            "Contact",
+            format!("<sip:{user}@{UE_IP}{contact_port}>;expires=600"),
+        );
+        w.header("Expires", 600);
+        w.header("Supported", "path, sec-agree");
+        sec.write_register_headers(&cfg, &mut w);
+        w.line(authz);
+        w.finish(None, b"")
+    };
+    let empty = format!(
+        "Authorization: Digest username=\"{impi}\", realm=\"{DOMAIN}\", nonce=\"\", uri=\"sip:{DOMAIN}\", response=\"\""
+    );
+    let pcscf: std::net::SocketAddr = format!("{PCSCF_UE_IP}:5060").parse().unwrap();
+    s0.send_to(&register(1, "", "", &sec, &empty), pcscf)
+        .unwrap();
+    let (r401, _, raw401) = recv_any(&[&s0], "REGISTER");
+    assert_eq!(r401.status(), Some(401), "{r401:?}");
+    let www = r401.one("www-authenticate").expect("WWW-Authenticate");
+    let nonce = param(&www, "nonce").expect("nonce");
+    let realm = param(&www, "realm").expect("realm");
+    let (res, ck, ik) = aka_keys(n, &nonce);
+    let msg = imsload::sip::Message::parse(&raw401).unwrap();
+    let pair = sec
+        .agree(&cfg, &msg, PCSCF_UE_IP.parse().unwrap(), Some((ck, ik)))
+        .unwrap_or_else(|e| panic!("{e}: {r401:?}"))
+        .clone();
+    eprintln!("agreed: P-CSCF {:?}", pair.pcscf);
+    let mut xfrm = common::in_ns(&ue_ns, Xfrm::open).expect("XFRM socket in the UE namespace");
+    xfrm.install(&pair.ue_sas(1)).expect("install the UE's SAs");
+    // The P-CSCF made the mirror SAs with the SPIs it announced.
+    let lab_sas = common::ip_out(&lab.ns, &["xfrm", "state"]);
+    for spi in [
+        pair.pcscf.spi_c,
+        pair.pcscf.spi_s,
+        pair.ue.spi_c,
+        pair.ue.spi_s,
+    ] {
+        assert!(
+            lab_sas.contains(&format!("spi 0x{spi:08x}")),
+            "SPI {spi} not at the P-CSCF: {lab_sas}"
+        );
+    }
+    // The protected REGISTER, with RES, from the protected client port.
+    std::thread::sleep(Duration::from_millis(20));
+    let uri = format!("sip:{DOMAIN}");
+    let ha1 = md5_hex(&[impi.as_bytes(), realm.as_bytes(), &res]);
+    let ha2 = md5_hex(&[b"REGISTER", uri.as_bytes()]);
+    let response = md5_hex(&[
+        ha1.as_bytes(),
+        nonce.as_bytes(),
+        b"00000001",
+        b"cn1",
+        b"auth",
+        ha2.as_bytes(),
+    ]);
+    let authz = format!(
+        "Authorization: Digest username=\"{impi}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=AKAv1-MD5, qop=auth, nc=00000001, cnonce=\"cn1\""
+    );
+    let to_ps: std::net::SocketAddr = format!("{PCSCF_UE_IP}:{}", pair.pcscf.port_s)
+        .parse()
+        .unwrap();
+    uc.send_to(&register(2, ":40101", ":40101", &sec, &authz), to_ps)
+        .unwrap();
+    let (r200, on, _) = recv_any(&[&uc, &us], "REGISTER");
+    eprintln!(
+        "protected REGISTER: {} (on the UE's {} port)",
+        r200.first,
+        ["client", "server"][on]
+    );
+    assert_eq!(r200.status(), Some(200), "{r200:?}\n{}", lab.log("pcscf"));
+    assert!(!r200.raw_all("service-route").is_empty(), "{r200:?}");
+
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(common::send_signal(cap.id() as i32, common::SIGINT));
+    let _ = common::wait_bounded(cap, Duration::from_secs(20), "dumpcap after SIGINT");
+    // On the UE's link: the first REGISTER and its 401 in clear, then only ESP.
+    let clear = common::tshark_fields(
+        &pcap,
+        &["-d", "udp.port==5060,sip"],
+        "udp && !esp",
+        &["ip.src", "udp.srcport", "udp.dstport"],
+    );
+    assert_eq!(clear.len(), 2, "{clear:?}");
+    let esp = common::tshark_fields(&pcap, &[], "esp", &["ip.src", "esp.spi"]);
+    let spi_of = |r: &Vec<String>| u32::from_str_radix(r[1].trim_start_matches("0x"), 16).unwrap();
+    assert!(
+        esp.iter()
+            .any(|r| r[0] == UE_IP && spi_of(r) == pair.pcscf.spi_s),
+        "{esp:?}"
+    );
+    assert!(
+        esp.iter().any(|r| r[0] == PCSCF_UE_IP),
+        "the 200 came through an SA: {esp:?}"
+    );
+    drop(xfrm);
+    assert_eq!(common::ip_out(&ue_ns, &["xfrm", "state"]), "");
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    eprintln!("{IPSEC_DONE} {}", kernel.trim());
+}

@@ -191,9 +191,14 @@ fn one_trial_in_the_qemu_lab() {
         s2r >= downtime - 1.0 && s2r - downtime <= S2R_OVER_DOWNTIME_MS,
         "STOP→RESUME {s2r} vs QEMU downtime {downtime}"
     );
+    // Every probe sent while the guest is stopped is lost; after RESUME, those sent before the
+    // guest answers ICMP again can be lost too. On an idle host that is none (measured: the
+    // window matched STOP→RESUME within 2 ms); on a loaded one the resumed TCG guest dropped the
+    // probes of its first ~50 ms (seen: window 115 ms, STOP→RESUME 65 ms, first ICMP answer
+    // 124 ms after RESUME). So the window runs from STOP→RESUME to the guest's first answer.
     assert!(
-        (lw_ms - s2r).abs() <= 2.0 * interval + 5.0,
-        "loss window {lw_ms} vs STOP→RESUME {s2r}"
+        lw_ms >= s2r - (2.0 * interval + 5.0) && lw_ms <= s2r + end_vs_resume + 2.0 * interval + 5.0,
+        "loss window {lw_ms} vs STOP→RESUME {s2r} (first ICMP answer {end_vs_resume} ms after RESUME)"
     );
     // The last reply before STOP: within an interval on an idle host; the TCG guest answers a
     // few ms late when the host is busy (the final pre-copy pass competes for the CPU).

@@ -34,6 +34,12 @@
 #                                CER from any Origin-Host, as the reference kamailio-ims config
 #                                does; what a Diameter probe (imsprobe) needs to reach it. 0:
 #                                only the HSS is a peer; cdp ignores other CERs (no CEA)
+#   IPSEC=0                      1: the P-CSCF does 3GPP sec-agree (ims_ipsec_pcscf: ipsec_create on
+#                                the 401, ipsec_forward on the 200 and towards the UE) on a second
+#                                address, 10.45.0.1, of a veth pair to the UEs' own namespace
+#                                NS-ue (UE addresses 10.45.0.2-254; RUNDIR/ue-netns records it).
+#                                Needs a kernel with ESP (lab/kguest/run.sh on a machine without)
+#   IPSEC_MAX=32                 simultaneous IPsec UEs (ipsec_max_connections)
 #   SHM_MB=128 PKG_MB=16         Kamailio's shared and per-process memory (-m, -M); at a few
 #                                hundred registrations/s the CSCFs' shared memory is what runs
 #                                out first (docs/ims-lab.md, "Registrations per second")
@@ -61,6 +67,10 @@ case "$ICSCF_ACCEPT_UNKNOWN_PEERS" in 0|1) ;; *)
   echo "ims.sh: ICSCF_ACCEPT_UNKNOWN_PEERS=$ICSCF_ACCEPT_UNKNOWN_PEERS: give 0 or 1" >&2; exit 2 ;;
 esac
 PKG_MB=${PKG_MB:-16}
+IPSEC=${IPSEC:-0}
+case "$IPSEC" in 0|1) ;; *) echo "ims.sh: IPSEC=$IPSEC: give 0 or 1" >&2; exit 2 ;; esac
+IPSEC_MAX=${IPSEC_MAX:-32}
+PCSCF_UE_IP=10.45.0.1
 HSS_IP=127.0.0.20 PCSCF_IP=127.0.0.21 ICSCF_IP=127.0.0.22 SCSCF_IP=127.0.0.23
 HSS_PORT=3868 SCSCF_PORT=6060
 XSD_SRC=/usr/share/doc/kamailio/examples/ims/scscf/CxDataType_Rel7.xsd
@@ -191,6 +201,17 @@ cmd_start() {
   # from here on a failed start cleans up after itself
   trap 'log "start failed, cleaning up"; cmd_stop >/dev/null 2>&1 || true; exit 1' ERR
   ip -n "$NS" link set lo up
+  if [ "$IPSEC" = 1 ]; then
+    # the UEs' side: a namespace of their own (both ends of an SA pair cannot share one), up
+    # before the P-CSCF starts, as it binds the address
+    ip netns add "$NS-ue"
+    echo "$NS-ue" >"$RUNDIR/ue-netns"
+    ip link add pv0 netns "$NS" type veth peer name uv0 netns "$NS-ue"
+    ip -n "$NS" addr add "$PCSCF_UE_IP/24" dev pv0
+    ip -n "$NS" link set pv0 up
+    ip -n "$NS-ue" link set lo up
+    ip -n "$NS-ue" link set uv0 up
+  fi
   write_configs
   local t0=$SECONDS
   start_proc hss "$(find_imshss)" --listen "$HSS_IP:$HSS_PORT" --realm "$DOMAIN" \
@@ -200,7 +221,12 @@ cmd_start() {
     -A "CDP_XML=\"$RUNDIR/cfg/scscf.xml\""
   start_kamailio icscf -A "DB_URL=\"sqlite:///$RUNDIR/icscf.db\"" \
     -A "CDP_XML=\"$RUNDIR/cfg/icscf.xml\""
-  start_kamailio pcscf
+  if [ "$IPSEC" = 1 ]; then
+    start_kamailio pcscf -A WITH_IPSEC -A "PCSCF_UE_IP=$PCSCF_UE_IP" \
+      -A "PCSCF_UE_IP_STR=\"$PCSCF_UE_IP\"" -A "IPSEC_MAX=$IPSEC_MAX"
+  else
+    start_kamailio pcscf
+  fi
   wait_for "S-CSCF OPTIONS" options_ok "$SCSCF_IP:$SCSCF_PORT"
   wait_for "I-CSCF OPTIONS" options_ok "$ICSCF_IP:4060"
   wait_for "P-CSCF OPTIONS" options_ok "$PCSCF_IP:5060"
@@ -249,7 +275,10 @@ cmd_stop() {
     fi
     ip netns del "$NS"
   fi
-  rm -f "$RUNDIR/netns" "$RUNDIR"/*_ctl "$RUNDIR"/*_rpc.fifo
+  if [ -s "$RUNDIR/ue-netns" ]; then
+    ip netns del "$(cat "$RUNDIR/ue-netns")" 2>/dev/null || true
+  fi
+  rm -f "$RUNDIR/netns" "$RUNDIR/ue-netns" "$RUNDIR"/*_ctl "$RUNDIR"/*_rpc.fifo
   log "stopped ($NS)"
 }
 
