@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Runs one command of this host under Debian's kernel, in a QEMU guest (TCG), and exits with its
 # exit code. For what this machine's kernel lacks: it has no ESP (CONFIG_INET_ESP off, no module
-# loading), Debian's has. The guest sees the host's whole tree read-only (virtio-9p) and runs the
-# command chrooted into it, so the same binaries and paths work; only the job directory and the
-# guest's own /tmp and /run are writable. Slow (emulated CPU): for small checks, not benchmarks.
+# loading), Debian's has. The guest sees the host's whole tree (virtio-9p, read-only, under an
+# overlay in guest memory) and runs the command chrooted into it, so the same binaries and paths
+# work and what it writes stays in the guest. Slow (emulated CPU): for small checks, not
+# benchmarks.
 #
 # usage: lab/kguest/run.sh [--timeout SECONDS] [--mem MIB] -- COMMAND [ARGS...]
-#   prints the command's output, then exits with its code (124 on timeout, 125 if the guest
-#   never ran it). Needs root (the 9p share of /), qemu-system-x86 and the migration lab's
+#   prints the command's output, then exits with its code: 124 on timeout, 125 when this
+#   machine cannot run the guest (not root, no QEMU, no kernel), 126 when the guest ran but could
+#   not run the command (a bug here, never a reason to skip). Needs root (the 9p share of /), qemu-system-x86 and the migration lab's
 #   kernel (lab/migration/build-guest.sh, which .ci/setup runs).
 # Environment: GUEST_DIR (the migration lab's, default /var/cache/imsprobe-migration-lab/guest).
 set -euo pipefail
@@ -59,7 +61,7 @@ if [ "$(cat "$KG/stamp" 2>/dev/null)" != "$stamp $(basename "$kdeb")" ] || [ ! -
   # builds on (authenc, the IV generators and the default RNG they seed from, DES), loaded up
   # front since the guest has no modprobe to load them on demand. Without drbg, every CBC SA
   # fails with "unable to initialize cryptographic operations" (echainiv finds no stdrng).
-  for m in virtio_pci 9pnet_virtio 9p veth xfrm_user esp4 esp6 authenc authencesn jitterentropy_rng \
+  for m in virtio_pci 9pnet_virtio 9p overlay veth xfrm_user esp4 esp6 authenc authencesn jitterentropy_rng \
            drbg echainiv seqiv des_generic; do
     addmod "$m"
   done
@@ -84,7 +86,7 @@ flock -u 9
 job=$(mktemp -d /tmp/kguest.XXXXXX)
 trap 'rm -rf "$job"' EXIT
 {
-  echo "cd $(printf %q "$PWD") || exit 125"
+  echo "cd $(printf %q "$PWD") || exit 126"
   echo "export PATH=$(printf %q "$PATH") HOME=/root KGUEST=1"
   env | grep -E '^(RUST_BACKTRACE|RUST_LOG|CI)=' | sed 's/^/export /' || true
   printf '%q ' "$@"; echo
@@ -106,6 +108,6 @@ fi
 if [ ! -s "$job/rc" ]; then
   echo "kguest: the guest did not run the command (qemu exit $qrc); console:" >&2
   tail -n 30 "$log" >&2
-  exit 125
+  exit 126
 fi
 exit "$(cat "$job/rc")"

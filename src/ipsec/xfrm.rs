@@ -28,6 +28,9 @@ use netlink_packet_xfrm::{
 use netlink_sys::{protocols::NETLINK_XFRM, Socket, SocketAddr};
 use std::io;
 
+/// The longest wait for the kernel's answer to one request.
+const ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why the kernel refused, with what it was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum XfrmError {
@@ -79,6 +82,10 @@ impl Xfrm {
     pub fn open() -> Result<Xfrm, XfrmError> {
         let mut sock = Socket::new(NETLINK_XFRM).map_err(XfrmError::Socket)?;
         sock.bind_auto().map_err(XfrmError::Socket)?;
+        // The kernel acknowledges at once; the bound keeps a wait for an answer finite anyway.
+        socket2::SockRef::from(&sock)
+            .set_read_timeout(Some(ACK_WAIT))
+            .map_err(XfrmError::Socket)?;
         sock.connect(&SocketAddr::new(0, 0))
             .map_err(XfrmError::Socket)?;
         Ok(Xfrm {

@@ -5,8 +5,9 @@ use std::path::Path;
 use std::process::Command;
 
 /// Runs test `name` of the current test binary in the kernel guest. `None` (with the reason
-/// printed) when the guest cannot run here: no QEMU, no guest kernel, not root. Otherwise the
-/// test's output, after asserting that it passed there.
+/// printed) when this machine cannot run the guest (run.sh's exit 125: not root, no QEMU, no
+/// guest kernel). Otherwise the test's output, after asserting that it passed there; a guest
+/// that ran but could not run the test (126) fails here, never skips.
 pub fn rerun_in_kguest(name: &str) -> Option<String> {
     if std::env::var_os("KGUEST").is_some() {
         panic!("already in the kernel guest: {name} must not ask for it again");
