@@ -26,7 +26,7 @@ use common::{
 use imsload::ipsec::xfrm::Xfrm;
 use imsload::ipsec::{Dir, Sa, SaPair, Side};
 use imsload::sip::secagree::{AuthAlg, EncAlg};
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 fn hex(b: &[u8]) -> String {
@@ -129,6 +129,26 @@ fn ip_xfrm_add(ns: &str, sa: &Sa) {
         "transport",
     ])
     .unwrap();
+}
+
+/// The agreement between the UE (192.0.2.10, ports 40100/40101, SPIs `base`+1/+2) and the
+/// P-CSCF (192.0.2.1, ports 5100/5200, SPIs `base`+3/+4).
+fn agreement(base: u32, auth: AuthAlg, enc: EncAlg, ck: &[u8; 16], ik: &[u8; 16]) -> SaPair {
+    let side = |addr: &str, port_c, port_s, spi| Side {
+        addr: addr.parse().unwrap(),
+        port_c,
+        port_s,
+        spi_c: spi,
+        spi_s: spi + 1,
+    };
+    SaPair::new(
+        side(NsPair::A_ADDR, 40100, 40101, base + 1),
+        side(NsPair::B_ADDR, 5100, 5200, base + 3),
+        auth,
+        enc,
+        ck,
+        ik,
+    )
 }
 
 fn bind(ns: &str, addr: &str, port: u16) -> UdpSocket {
@@ -237,26 +257,7 @@ fn a_ues_sas_carry_its_traffic_as_esp_refuse_cleartext_and_go_away() {
     if !kernel_has_esp(&ns.a) {
         eprintln!("this kernel has no ESP (iproute2 cannot make an ESP SA either): checking the refusal only");
         let mut xfrm = in_ns(&ns.a, Xfrm::open).expect("netlink XFRM socket");
-        let pair = SaPair::new(
-            Side {
-                addr: NsPair::A_ADDR.parse().unwrap(),
-                port_c: 40100,
-                port_s: 40101,
-                spi_c: 1001,
-                spi_s: 1002,
-            },
-            Side {
-                addr: NsPair::B_ADDR.parse().unwrap(),
-                port_c: 5100,
-                port_s: 5200,
-                spi_c: 1003,
-                spi_s: 1004,
-            },
-            AuthAlg::HmacSha1_96,
-            EncAlg::Null,
-            &[1; 16],
-            &[2; 16],
-        );
+        let pair = agreement(1000, AuthAlg::HmacSha1_96, EncAlg::Null, &[1; 16], &[2; 16]);
         let e = xfrm.install(&pair.ue_sas(1)).unwrap_err();
         let msg = e.to_string();
         eprintln!("{msg}");
@@ -281,10 +282,6 @@ fn a_ues_sas_carry_its_traffic_as_esp_refuse_cleartext_and_go_away() {
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("link.pcapng");
     let cap = dumpcap_in(Some(&ns.b), "vb", &pcap, "ip", &[]);
-    let (ue_ip, pc_ip): (IpAddr, IpAddr) = (
-        NsPair::A_ADDR.parse().unwrap(),
-        NsPair::B_ADDR.parse().unwrap(),
-    );
     let mut xfrm = in_ns(&ns.a, Xfrm::open).expect("netlink XFRM socket");
     let (ue_c, ue_s) = (
         bind(&ns.a, NsPair::A_ADDR, 40100),
@@ -302,23 +299,9 @@ fn a_ues_sas_carry_its_traffic_as_esp_refuse_cleartext_and_go_away() {
     let mut spis = Vec::new();
     for (k, (auth, enc)) in algs.into_iter().enumerate() {
         let base = 1000 * (k as u32 + 1);
-        let ue = Side {
-            addr: ue_ip,
-            port_c: 40100,
-            port_s: 40101,
-            spi_c: base + 1,
-            spi_s: base + 2,
-        };
-        let pcscf = Side {
-            addr: pc_ip,
-            port_c: 5100,
-            port_s: 5200,
-            spi_c: base + 3,
-            spi_s: base + 4,
-        };
         let ck: [u8; 16] = std::array::from_fn(|i| (i * 7 + k) as u8);
         let ik: [u8; 16] = std::array::from_fn(|i| (i * 13 + k) as u8);
-        let pair = SaPair::new(ue, pcscf, auth, enc, &ck, &ik);
+        let pair = agreement(base, auth, enc, &ck, &ik);
         let sas = pair.ue_sas(10 * k as u32 + 1);
         xfrm.install(&sas).expect("install the UE's SAs");
         assert_eq!(xfrm.live(), 4);
@@ -354,26 +337,7 @@ fn a_ues_sas_carry_its_traffic_as_esp_refuse_cleartext_and_go_away() {
     }
 
     // Cleartext to a protected port: the UE's inbound policy makes its kernel drop it.
-    let pair = SaPair::new(
-        Side {
-            addr: ue_ip,
-            port_c: 40100,
-            port_s: 40101,
-            spi_c: 9001,
-            spi_s: 9002,
-        },
-        Side {
-            addr: pc_ip,
-            port_c: 5100,
-            port_s: 5200,
-            spi_c: 9003,
-            spi_s: 9004,
-        },
-        AuthAlg::HmacSha1_96,
-        EncAlg::Null,
-        &[1; 16],
-        &[2; 16],
-    );
+    let pair = agreement(9000, AuthAlg::HmacSha1_96, EncAlg::Null, &[1; 16], &[2; 16]);
     xfrm.install(&pair.ue_sas(100)).unwrap();
     let mismatches = || xfrm_stat(&ns.a, "XfrmInTmplMismatch");
     let before = mismatches();

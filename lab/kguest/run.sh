@@ -15,6 +15,8 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=../lib/initramfs.sh
+. "$HERE/../lib/initramfs.sh"
 GUEST_DIR=${GUEST_DIR:-/var/cache/imsprobe-migration-lab/guest}
 TIMEOUT=600 MEM=1024
 while [ $# -gt 0 ]; do
@@ -38,47 +40,21 @@ KG="$GUEST_DIR/kguest"
 mkdir -p "$KG"
 exec 9>"$KG/.lock"
 flock -w 600 9 || die "another build holds $KG/.lock"
-stamp=$(cat "$HERE/run.sh" "$HERE/init" | sha256sum | cut -c1-16)
+stamp=$(cat "$HERE/run.sh" "$HERE/init" "$HERE/../lib/initramfs.sh" | sha256sum | cut -c1-16)
 if [ "$(cat "$KG/stamp" 2>/dev/null)" != "$stamp $(basename "$kdeb")" ] || [ ! -s "$KG/initramfs.gz" ]; then
   work=$(mktemp -d "$KG/.build.XXXXXX")
   trap 'rm -rf "$work"' EXIT
-  dpkg-deb --fsys-tarfile "$kdeb" |
-    tar -x -C "$work" --wildcards './lib/modules/*/kernel/drivers/*' './lib/modules/*/kernel/fs/*' \
-        './lib/modules/*/kernel/lib/*' './lib/modules/*/kernel/crypto/*' './lib/modules/*/kernel/net/*'
-  moddir="$work/lib/modules/$(ls "$work/lib/modules")/kernel"
-  order=()
-  modpath() { find "$moddir" -name "$1.ko" -o -name "$1.ko.xz" -o -name "$1.ko.zst" | head -n 1; }
-  modcat() { case "$1" in *.xz) xz -dc "$1" ;; *.zst) zstd -qdc "$1" ;; *) cat "$1" ;; esac; }
-  addmod() {
-    local m=$1 f d
-    for d in "${order[@]}"; do [ "$d" = "$m" ] && return 0; done
-    f=$(modpath "$m")
-    [ -n "$f" ] || die "Debian's kernel has no module $m"
-    for d in $(modcat "$f" | tr '\0' '\n' | sed -n 's/^depends=//p' | tr ',' ' '); do addmod "$d"; done
-    order+=("$m")
-  }
-  # virtio and 9p for the shares; veth for namespaces joined by a link; ESP and the crypto it
-  # builds on (authenc, the IV generators and the default RNG they seed from, DES), loaded up
-  # front since the guest has no modprobe to load them on demand. Without drbg, every CBC SA
-  # fails with "unable to initialize cryptographic operations" (echainiv finds no stdrng).
-  for m in virtio_pci 9pnet_virtio 9p overlay veth xfrm_user esp4 esp6 authenc authencesn jitterentropy_rng \
-           drbg echainiv seqiv des_generic; do
-    addmod "$m"
-  done
-  root="$work/initramfs"
-  mkdir -p "$root"/{bin,dev,proc,sys,lib/modules}
-  for m in "${order[@]}"; do modcat "$(modpath "$m")" >"$root/lib/modules/$m.ko"; done
-  echo "${order[*]}" >"$root/lib/modules/load-order"
-  cp /bin/busybox "$root/bin/"
-  for applet in $("$root/bin/busybox" --list); do
-    [ "$applet" = busybox ] || ln -s busybox "$root/bin/$applet"
-  done
-  ln -s bin "$root/sbin"
-  install -m 755 "$HERE/init" "$root/init"
-  (cd "$root" && find . -print0 | cpio --null -o -H newc --quiet) | gzip -1 >"$KG/initramfs.gz.tmp"
-  mv "$KG/initramfs.gz.tmp" "$KG/initramfs.gz"
+  # virtio and 9p for the shares, overlay over the read-only one; veth for namespaces joined by
+  # a link; ESP and the crypto it builds on (authenc, the IV generators and the default RNG
+  # they seed from, DES), loaded up front since the guest has no modprobe to load them on
+  # demand. Without drbg, every CBC SA fails with "unable to initialize cryptographic
+  # operations" (echainiv finds no stdrng).
+  initramfs_start "$work" "$kdeb" virtio_pci 9pnet_virtio 9p overlay veth xfrm_user esp4 esp6 \
+    authenc authencesn jitterentropy_rng drbg echainiv seqiv des_generic
+  install -m 755 "$HERE/init" "$work/initramfs/init"
+  initramfs_pack "$work" "$KG/initramfs.gz"
   echo "$stamp $(basename "$kdeb")" >"$KG/stamp"
-  echo "kguest: initramfs with ${order[*]}" >&2
+  echo "kguest: initramfs with ${INITRAMFS_MODULES[*]}" >&2
 fi
 flock -u 9
 

@@ -15,6 +15,8 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=../lib/initramfs.sh
+. "$HERE/../lib/initramfs.sh"
 GUEST_DIR=${GUEST_DIR:-/var/cache/imsprobe-migration-lab/guest}
 KAMAILIO=0
 [ "${1:-}" = --kamailio ] && KAMAILIO=1
@@ -34,7 +36,7 @@ mkdir -p "$GUEST_DIR/debs"
 exec 9>"$GUEST_DIR/.lock"
 flock -w 600 9 || die "another build holds $GUEST_DIR/.lock for more than 10 min"
 
-stamp=$(cat "$HERE/build-guest.sh" "$HERE"/guest/* | sha256sum | cut -c1-16)
+stamp=$(cat "$HERE/build-guest.sh" "$HERE/../lib/initramfs.sh" "$HERE"/guest/* | sha256sum | cut -c1-16)
 
 # 1. the kernel .deb (cached)
 kdeb=$(ls "$GUEST_DIR"/debs/linux-image-[0-9]*.deb 2>/dev/null | head -n 1 || true)
@@ -71,54 +73,19 @@ echo "build-guest: building the guest in $GUEST_DIR" >&2
 
 work=$(mktemp -d "$GUEST_DIR/.build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-# Only the kernel image and the few modules we load: the full tree is ~400 MB.
-dpkg-deb --fsys-tarfile "$kdeb" |
-  tar -x -C "$work" --wildcards './boot/vmlinuz-*' './lib/modules/*/kernel/drivers/*' \
-      './lib/modules/*/kernel/fs/*' './lib/modules/*/kernel/lib/*' './lib/modules/*/kernel/crypto/*' \
-      './lib/modules/*/kernel/net/*'
+# 2. the initramfs: busybox and the modules, in load order (lab/lib/initramfs.sh): virtio and
+#    its network driver, and (for the Kamailio guest's root disk; in every initramfs, so one
+#    initramfs serves both guests) virtio_blk and ext4 with crc32c_generic (TCG's qemu64 CPU
+#    has no SSE4.2 for crc32c-intel)
+initramfs_start "$work" "$kdeb" virtio_pci virtio_net virtio_blk ext4 crc32c_generic
 kver=$(ls "$work/lib/modules")
-moddir="$work/lib/modules/$kver/kernel"
-
-# 2. modules in load order. The package ships no modules.dep (depmod makes it at install), so
-#    the order comes from each module's own "depends=" field in its .modinfo strings.
-order=()
-modpath() { find "$moddir" -name "$1.ko" -o -name "$1.ko.xz" -o -name "$1.ko.zst" | head -n 1; }
-modcat() {
-  case "$1" in
-    *.xz) xz -dc "$1" ;; *.zst) zstd -qdc "$1" ;; *) cat "$1" ;;
-  esac
-}
-addmod() {
-  local m=$1 f d
-  for d in "${order[@]}"; do [ "$d" = "$m" ] && return 0; done
-  f=$(modpath "$m")
-  [ -n "$f" ] || die "kernel $kver has no module $m"
-  for d in $(modcat "$f" | tr '\0' '\n' | sed -n 's/^depends=//p' | tr ',' ' '); do
-    addmod "$d"
-  done
-  order+=("$m")
-}
-addmod virtio_pci
-addmod virtio_net
-# the Kamailio guest's root disk; in every initramfs, so one initramfs serves both guests
-addmod virtio_blk
-addmod ext4
-addmod crc32c_generic # ext4 needs crc32c; TCG's qemu64 CPU has no SSE4.2 for crc32c-intel
-
 root="$work/initramfs"
-mkdir -p "$root"/{bin,dev,etc,proc,sys,tmp,run,root,lib/modules}
-for m in "${order[@]}"; do modcat "$(modpath "$m")" >"$root/lib/modules/$m.ko"; done
-echo "${order[*]}" >"$root/lib/modules/load-order"
-cp /bin/busybox "$root/bin/"
-for applet in $("$root/bin/busybox" --list); do
-  [ "$applet" = busybox ] || ln -s busybox "$root/bin/$applet"
-done
-ln -s bin "$root/sbin"
+mkdir -p "$root"/{etc,tmp,run,root}
 # static: the initramfs has no C library
 gcc -O2 -static -Wall -o "$root/bin/sip-responder" "$HERE/guest/sip-responder.c"
 gcc -O2 -static -Wall -o "$root/bin/dirtier" "$HERE/guest/dirtier.c"
 install -m 755 "$HERE/guest/init" "$root/init"
-(cd "$root" && find . -print0 | cpio --null -o -H newc --quiet) | gzip -1 >"$work/initramfs.gz"
+initramfs_pack "$work" "$work/initramfs.gz"
 
 # 3. optional: a read-only root filesystem with Kamailio
 if [ $KAMAILIO = 1 ] && { [ ! -s "$GUEST_DIR/rootfs-kamailio.img" ] ||
@@ -148,4 +115,4 @@ mv "$GUEST_DIR/vmlinuz.tmp" "$GUEST_DIR/vmlinuz"
 mv "$work/initramfs.gz" "$GUEST_DIR/initramfs.gz"
 echo "$kver" >"$GUEST_DIR/kernel-version"
 echo "$stamp $(basename "$kdeb")" >"$GUEST_DIR/stamp"
-echo "build-guest: kernel $kver, modules ${order[*]}, initramfs $(du -k "$GUEST_DIR/initramfs.gz" | cut -f1) KiB" >&2
+echo "build-guest: kernel $kver, modules ${INITRAMFS_MODULES[*]}, initramfs $(du -k "$GUEST_DIR/initramfs.gz" | cut -f1) KiB" >&2
