@@ -832,8 +832,7 @@ fn spawn_pacer(
             pacer::run(&cfg, &stop, |_k, _due| {
                 if let Some((table, tx, codec, hep)) = &mut pacing.sip {
                     codec.write_request(sip_seq, &mut msg);
-                    let sent = clock.now_ns();
-                    table.push_sent(sip_seq, sent);
+                    let sent = table.push_sent_now(sip_seq, || clock.now_ns());
                     let r = match tx {
                         SipTx::Udp(socket) => net::send_nonblocking(socket, &msg),
                         SipTx::Tcp(sender) => sender.send(&msg),
@@ -847,7 +846,7 @@ fn spawn_pacer(
                 }
                 if let Some((table, socket, codec)) = &pacing.icmp {
                     let pkt = codec.request(icmp_seq);
-                    table.push_sent(icmp_seq, clock.now_ns());
+                    table.push_sent_now(icmp_seq, || clock.now_ns());
                     if let Err(errno) = net::send_nonblocking(&socket.socket, &pkt) {
                         table.mark_send_error(icmp_seq, errno);
                     }
@@ -855,7 +854,7 @@ fn spawn_pacer(
                 }
                 if let Some((table, tx, codec)) = &mut pacing.diameter {
                     codec.write_request(dia_seq, &mut dwr);
-                    table.push_sent(dia_seq, clock.now_ns());
+                    table.push_sent_now(dia_seq, || clock.now_ns());
                     if let Err(errno) = tx.send(&dwr) {
                         table.mark_send_error(dia_seq, errno);
                     }

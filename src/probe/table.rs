@@ -112,7 +112,15 @@ impl LayerTable {
 
     /// Appends probe `seq` (must be the next one), sent at `sent_ns`.
     pub fn push_sent(&self, seq: u64, sent_ns: i64) {
+        self.push_sent_now(seq, || sent_ns);
+    }
+
+    /// Appends probe `seq`, stamped with `now()` read once the table is locked, and returns the
+    /// stamp. The pacer sends right after: a wait for the lock (the receiver holding it, perhaps
+    /// descheduled) falls before the stamp, not between the stamp and the send.
+    pub fn push_sent_now(&self, seq: u64, now: impl FnOnce() -> i64) -> i64 {
         let mut g = self.lock();
+        let sent_ns = now();
         debug_assert_eq!(seq, g.len);
         let c = (g.len >> CHUNK_BITS) as usize;
         if c == g.chunks.len() {
@@ -124,6 +132,7 @@ impl LayerTable {
             self.first_sent_ns.store(sent_ns, Ordering::Release);
         }
         self.sent.store(g.len, Ordering::Release);
+        sent_ns
     }
 
     pub fn len(&self) -> u64 {
