@@ -264,11 +264,12 @@ pub fn analyze(layer: Layer, records: &[ProbeRecord], p: &Params) -> LayerAnalys
 
     // Reply gaps: sorted arrivals of good replies (late ones included: they prove the service
     // answered at that moment).
-    // (arrival, send time of the probe answered), by arrival.
-    let mut arrivals: Vec<(i64, i64)> = recs
+    // (arrival, send time of the probe answered, how much earlier it may have arrived), by
+    // arrival.
+    let mut arrivals: Vec<(i64, i64, u32)> = recs
         .iter()
         .filter(|r| r.outcome == Outcome::Ok)
-        .filter_map(|r| r.received_ns.map(|t| (t, r.sent_ns)))
+        .filter_map(|r| r.received_ns.map(|t| (t, r.sent_ns, r.received_early_ns)))
         .collect();
     arrivals.sort_unstable();
     let mut reply_gaps = Vec::new();
@@ -287,12 +288,13 @@ pub fn analyze(layer: Layer, records: &[ProbeRecord], p: &Params) -> LayerAnalys
                     reply_gaps.push(g);
                 }
             }
-            Some(&(first, _)) => {
+            Some(&(first, _, first_early)) => {
                 // Down from the start: the first good reply came later than the first send plus
                 // the smallest RTT seen, by at least min_gap.
                 let base_rtt = rtts.first().copied().unwrap_or(0);
                 if first - fs - base_rtt >= p.min_gap_ns {
                     let mut g = new_gap(GapKind::ReplyGap, fs, first);
+                    g.error_bound_ns += first_early as i64;
                     g.open_start = true;
                     fill(&mut g, concerned(fs, first));
                     reply_gaps.push(g);
@@ -301,18 +303,21 @@ pub fn analyze(layer: Layer, records: &[ProbeRecord], p: &Params) -> LayerAnalys
         }
     }
     for w in arrivals.windows(2) {
-        let ((a, a_sent), (b, _)) = (w[0], w[1]);
+        let ((a, a_sent, a_early), (b, _, b_early)) = (w[0], w[1]);
         s.max_reply_interval_ns = s.max_reply_interval_ns.max(b - a);
         if b - a >= p.min_gap_ns {
             let mut g = new_gap(GapKind::ReplyGap, a, b);
+            // Either end may have arrived earlier than recorded (a reader late over TCP).
+            g.error_bound_ns += a_early.max(b_early) as i64;
             fill(&mut g, concerned(a_sent, b));
             reply_gaps.push(g);
         }
     }
-    if let (Some(&(last, last_sent)), Some(ls)) = (arrivals.last(), last_send) {
+    if let (Some(&(last, last_sent, last_early)), Some(ls)) = (arrivals.last(), last_send) {
         // Still silent at the end: from the last reply to the last probe sent.
         if ls - last >= p.min_gap_ns {
             let mut g = new_gap(GapKind::ReplyGap, last, ls);
+            g.error_bound_ns += last_early as i64;
             g.open_end = true;
             fill(&mut g, concerned(last_sent, ls));
             reply_gaps.push(g);
@@ -486,6 +491,29 @@ mod tests {
         assert!(a.loss_windows.is_empty());
         assert_eq!(a.summary.late, 401);
         assert_eq!(a.summary.ok, 3000);
+    }
+
+    #[test]
+    fn a_late_reader_widens_the_error_bound_of_the_gaps_it_ends() {
+        // Over TCP the first reply after a pause was read 3 ms after its arrival: the gap's
+        // bound grows by that much; a gap whose ends were read promptly keeps the interval.
+        let mut recs = run(
+            3000,
+            |i| {
+                let s = i as i64 * MS;
+                match i {
+                    1000..=1499 => Some(1500 * MS - s),
+                    2000..=2099 => Some(2100 * MS - s),
+                    _ => Some(MS / 10),
+                }
+            },
+            |_| Outcome::Ok,
+        );
+        recs[1000].received_early_ns = 3 * MS as u32;
+        recs[1999].received_early_ns = 20_000;
+        let a = analyze(Layer::Sip, &recs, &params(4000 * MS));
+        let bounds: Vec<i64> = a.reply_gaps.iter().map(|g| g.error_bound_ns).collect();
+        assert_eq!(bounds, vec![MS + 3 * MS, MS + 20_000]);
     }
 
     #[test]

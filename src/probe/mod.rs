@@ -119,6 +119,9 @@ pub struct ProbeRecord {
     pub sent_ns: i64,
     /// Arrival of the first final reply, ns since the time base (kernel timestamp when known).
     pub received_ns: Option<i64>,
+    /// How much earlier than `received_ns` that reply may really have arrived: 0 with a kernel
+    /// receive stamp; over TCP, the receiver's measured lateness ([`tcp::Lateness`]).
+    pub received_early_ns: u32,
     pub outcome: Outcome,
     /// SIP status code; ICMP type of the reply (0 = echo reply, 3 = unreachable, ...); errno
     /// for a send error; 0 otherwise.
@@ -132,6 +135,7 @@ impl ProbeRecord {
             seq,
             sent_ns,
             received_ns: None,
+            received_early_ns: 0,
             outcome: Outcome::NoReply,
             code: 0,
         }
@@ -144,6 +148,21 @@ impl ProbeRecord {
         self.received_ns
             .map(|r| r - self.sent_ns)
             .filter(|&rtt| rtt >= 0)
+    }
+}
+
+/// When a reply arrived, ns since the time base, and how much earlier it may really have
+/// arrived (0: a kernel receive stamp).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Arrival {
+    pub at_ns: i64,
+    pub early_ns: u32,
+}
+
+impl Arrival {
+    /// A kernel-stamped (or otherwise exact) arrival.
+    pub fn exact(at_ns: i64) -> Arrival {
+        Arrival { at_ns, early_ns: 0 }
     }
 }
 

@@ -18,7 +18,7 @@ use super::sipcodec::{OptionsCodec, Reply};
 use super::table::{Completion, LayerTable};
 use super::targets::Target;
 use super::tcp::{self, TcpLink};
-use super::{Layer, Outcome};
+use super::{Arrival, Layer, Outcome};
 use crate::shutdown::{StopReason, Trigger};
 use socket2::Socket;
 use std::net::SocketAddr;
@@ -393,7 +393,7 @@ impl Sink {
         });
     }
 
-    fn sip(&self, codec: &OptionsCodec, msg: &[u8], t: i64) {
+    fn sip(&self, codec: &OptionsCodec, msg: &[u8], at: Arrival) {
         let (table, clock, name) = (&self.table, &self.clock, &self.name);
         match codec.classify(msg) {
             Reply::Final { seq, code } => {
@@ -402,7 +402,7 @@ impl Sink {
                 } else {
                     Outcome::Failed
                 };
-                if table.complete(seq, t, outcome, code) == Completion::Fresh {
+                if table.complete(seq, at, outcome, code) == Completion::Fresh {
                     self.answered.fetch_add(1, Ordering::Relaxed);
                 }
                 if outcome == Outcome::Failed {
@@ -434,13 +434,13 @@ impl Sink {
         }
     }
 
-    fn diameter(&self, codec: &DiaCodec, link: &TcpLink, msg: &[u8], t: i64) {
+    fn diameter(&self, codec: &DiaCodec, link: &TcpLink, msg: &[u8], at: Arrival) {
         let (table, clock, name) = (&self.table, &self.clock, &self.name);
         match codec.classify(msg, table.len().saturating_sub(1)) {
             DiaReply::Answer { seq, result, ok } => {
                 let outcome = if ok { Outcome::Ok } else { Outcome::Failed };
                 let code = result.min(u16::MAX as u32) as u16;
-                if table.complete(seq, t, outcome, code) == Completion::Fresh {
+                if table.complete(seq, at, outcome, code) == Completion::Fresh {
                     self.answered.fetch_add(1, Ordering::Relaxed);
                 }
                 if outcome == Outcome::Failed {
@@ -483,17 +483,17 @@ impl Sink {
         }
     }
 
-    fn icmp(&self, codec: &EchoCodec, raw: bool, pkt: &[u8], t: i64) {
+    fn icmp(&self, codec: &EchoCodec, raw: bool, pkt: &[u8], at: Arrival) {
         let (table, clock, name) = (&self.table, &self.clock, &self.name);
         match codec.classify_from(pkt, raw) {
             IcmpReply::Echo { seq } => {
-                if table.complete(seq, t, Outcome::Ok, 0) == Completion::Fresh {
+                if table.complete(seq, at, Outcome::Ok, 0) == Completion::Fresh {
                     self.answered.fetch_add(1, Ordering::Relaxed);
                 }
             }
             IcmpReply::Error { kind, seq16 } => {
                 if let Some(seq) = icmp::widen_seq16(table.len().saturating_sub(1), seq16) {
-                    if table.complete(seq, t, Outcome::Failed, kind as u16) == Completion::Fresh {
+                    if table.complete(seq, at, Outcome::Failed, kind as u16) == Completion::Fresh {
                         self.answered.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -528,7 +528,7 @@ fn datagram_loop(
     stop: &AtomicBool,
     sink: &Sink,
     error_hint: &str,
-    mut handle: impl FnMut(&[u8], i64),
+    mut handle: impl FnMut(&[u8], Arrival),
 ) {
     use std::os::fd::AsRawFd;
     if batch_ns > 0 {
@@ -558,7 +558,7 @@ fn datagram_loop(
                 let ts = batch.stamp(i);
                 handle(
                     batch.get(i).0,
-                    kernel_or_now(&sink.table, &sink.clock, ts, &at),
+                    Arrival::exact(kernel_or_now(&sink.table, &sink.clock, ts, &at)),
                 );
             }
             if n < BATCH_SLOTS {
@@ -580,11 +580,11 @@ fn spawn_sip_receiver(
     hep: Option<super::hep::SipMirror>,
 ) -> JoinHandle<()> {
     let codec = io.codec.clone();
-    let handle = move |sink: &Sink, msg: &[u8], t: i64| {
+    let handle = move |sink: &Sink, msg: &[u8], at: Arrival| {
         if let Some(h) = &hep {
-            h.received(t, msg);
+            h.received(at.at_ns, msg);
         }
-        sink.sip(&codec, msg, t)
+        sink.sip(&codec, msg, at)
     };
     let sock = io.sock.clone();
     let timestamps = io.timestamps;
@@ -602,14 +602,14 @@ fn spawn_sip_receiver(
                     &stop,
                     &sink,
                     "the target's host answered with an ICMP error (no SIP server on that port?)",
-                    |msg, t| handle(&sink, msg, t),
+                    |msg, at| handle(&sink, msg, at),
                 ),
                 SipSock::Tcp(link) => tcp_loop(
                     &link,
                     &stop,
                     &sink,
                     crate::sip::transport::StreamFramer::default(),
-                    |msg, t| handle(&sink, msg, t),
+                    |msg, at| handle(&sink, msg, at),
                 ),
             }
         })
@@ -627,8 +627,8 @@ fn spawn_diameter_receiver(
         .name("imsprobe-dia-rx".into())
         .spawn(move || {
             pacer::tune_thread(rt);
-            tcp_loop(&link, &stop, &sink, DiameterFramer::default(), |msg, t| {
-                sink.diameter(&codec, &link, msg, t)
+            tcp_loop(&link, &stop, &sink, DiameterFramer::default(), |msg, at| {
+                sink.diameter(&codec, &link, msg, at)
             })
         })
         .expect("spawn Diameter receiver thread")
@@ -661,13 +661,13 @@ impl Frames for DiameterFramer {
 
 /// The TCP receive loop: read, frame, hand each message to `handle`; on loss, reconnect at most
 /// every [`tcp::RECONNECT_EVERY_NS`]. Receive time: CLOCK_MONOTONIC just after `recv()`
-/// returned.
+/// returned, with the reader's measured lateness ([`tcp::Lateness`]).
 fn tcp_loop<F: Frames>(
     link: &TcpLink,
     stop: &AtomicBool,
     sink: &Sink,
     mut framer: F,
-    mut handle: impl FnMut(&[u8], i64),
+    mut handle: impl FnMut(&[u8], Arrival),
 ) {
     use crate::clock::monotonic_ns;
     use tcp::Read;
@@ -678,11 +678,18 @@ fn tcp_loop<F: Frames>(
     let mut seen_gen = link.generation();
     let mut next_attempt = 0u64;
     let mut down_since: Option<i64> = None;
+    let mut late = tcp::Lateness::new();
+    if !late.measured() {
+        once(&sink.table, clock, name, "tcp lateness unmeasured", || {
+            "this kernel offers no /proc/thread-self/schedstat: the error bound of a TCP reply gap leaves out how long the receiver waited for a CPU".into()
+        });
+    }
     while !stop.load(Ordering::Relaxed) {
         let (gen, conn) = link.current();
         if gen != seen_gen {
             framer = Default::default();
             seen_gen = gen;
+            late.restart();
         }
         let Some(s) = conn else {
             let now = clock.now_ns();
@@ -732,7 +739,7 @@ fn tcp_loop<F: Frames>(
             }
             continue;
         };
-        match tcp::read_some(&s, &mut buf, 50) {
+        match tcp::read_some(&s, &mut buf, 50, &mut late) {
             Ok(Read::Nothing) => {}
             Ok(Read::Closed) => {
                 link.mark_down(gen, "closed by the target");
@@ -740,12 +747,15 @@ fn tcp_loop<F: Frames>(
             Err(e) => {
                 link.mark_down(gen, &format!("receive: {e}"));
             }
-            Ok(Read::Data(n)) => {
-                let t = clock.now_ns();
+            Ok(Read::Data(n, early_ns)) => {
+                let at = Arrival {
+                    at_ns: clock.now_ns(),
+                    early_ns,
+                };
                 framer.push(&buf[..n]);
                 loop {
                     match framer.next_message() {
-                        Ok(Some(msg)) => handle(msg, t),
+                        Ok(Some(msg)) => handle(msg, at),
                         Ok(None) => break,
                         Err(e) => {
                             sink.table
@@ -787,7 +797,7 @@ fn spawn_icmp_receiver(
                 &stop,
                 &sink,
                 "",
-                |pkt, t| sink.icmp(&codec, raw, pkt, t),
+                |pkt, at| sink.icmp(&codec, raw, pkt, at),
             )
         })
         .expect("spawn ICMP receiver thread")

@@ -3,7 +3,7 @@
 //! number in O(1). Records live in fixed-size chunks, so growth never copies the store (no
 //! latency spike in the pacer after hours of probing).
 
-use super::{Layer, Outcome, ProbeRecord};
+use super::{Arrival, Layer, Outcome, ProbeRecord};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -167,7 +167,8 @@ impl LayerTable {
     }
 
     /// Records the final reply to `seq`.
-    pub fn complete(&self, seq: u64, received_ns: i64, outcome: Outcome, code: u16) -> Completion {
+    pub fn complete(&self, seq: u64, at: Arrival, outcome: Outcome, code: u16) -> Completion {
+        let received_ns = at.at_ns;
         let c = self.with_record(seq, |r, c| {
             if r.received_ns.is_some() {
                 c.duplicates += 1;
@@ -177,6 +178,7 @@ impl LayerTable {
                 c.negative_rtts += 1;
             }
             r.received_ns = Some(received_ns);
+            r.received_early_ns = at.early_ns;
             r.outcome = outcome;
             r.code = code;
             Completion::Fresh
@@ -251,15 +253,15 @@ mod tests {
             t.push_sent(i, i as i64);
         }
         assert_eq!(
-            t.complete(CHUNK as u64 + 3, 100, Outcome::Ok, 200),
+            t.complete(CHUNK as u64 + 3, Arrival::exact(100), Outcome::Ok, 200),
             Completion::Fresh
         );
         assert_eq!(
-            t.complete(CHUNK as u64 + 3, 101, Outcome::Ok, 200),
+            t.complete(CHUNK as u64 + 3, Arrival::exact(101), Outcome::Ok, 200),
             Completion::Duplicate
         );
         assert_eq!(
-            t.complete(1 << 40, 1, Outcome::Ok, 200),
+            t.complete(1 << 40, Arrival::exact(1), Outcome::Ok, 200),
             Completion::Unknown
         );
         t.mark_send_error(2, libc::ENOBUFS);
@@ -281,14 +283,14 @@ mod tests {
             t.push_sent(i, i as i64 * 10);
         }
         // Arrivals 5, 15, 60 (gap 45), 70, 79 (a failed reply proves nothing), 99 (gap 29).
-        t.complete(0, 5, Outcome::Ok, 200);
-        t.complete(1, 15, Outcome::Ok, 200);
-        t.complete(2, 60, Outcome::Ok, 200);
+        t.complete(0, Arrival::exact(5), Outcome::Ok, 200);
+        t.complete(1, Arrival::exact(15), Outcome::Ok, 200);
+        t.complete(2, Arrival::exact(60), Outcome::Ok, 200);
         assert_eq!(t.gaps_closed.load(Ordering::Relaxed), 1);
         assert_eq!(t.last_gap_ns.load(Ordering::Relaxed), 45);
-        t.complete(3, 70, Outcome::Ok, 200);
-        t.complete(4, 79, Outcome::Failed, 503);
-        t.complete(5, 99, Outcome::Ok, 200);
+        t.complete(3, Arrival::exact(70), Outcome::Ok, 200);
+        t.complete(4, Arrival::exact(79), Outcome::Failed, 503);
+        t.complete(5, Arrival::exact(99), Outcome::Ok, 200);
         assert_eq!(t.gaps_closed.load(Ordering::Relaxed), 2);
         assert_eq!(t.last_gap_ns.load(Ordering::Relaxed), 29);
     }

@@ -19,8 +19,9 @@
 //!   the same time, so it notices the end of the run promptly. The pacer picks up a new
 //!   connection at its next tick (a generation counter, no lock on the fast path).
 //! - Receive times are CLOCK_MONOTONIC read just after `recv()` returns: on a stream socket the
-//!   kernel's `SO_TIMESTAMPNS` stamp is not per message. See `docs/imsprobe.md` for the error
-//!   bound.
+//!   kernel's `SO_TIMESTAMPNS` stamp is not per message (segments that wait for a late reader
+//!   are merged, and the merged buffer keeps the newest segment's stamp). Each read carries
+//!   instead a measured bound on how late the reader was ([`Lateness`]); see `docs/imsprobe.md`.
 
 use super::net;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -315,18 +316,140 @@ impl TcpSender {
     }
 }
 
-/// What the receiver read: bytes, end of stream, or nothing yet.
+/// What the receiver read: bytes (with how late the reader may have been for the oldest of
+/// them, ns), end of stream, or nothing yet.
 pub enum Read {
-    Data(usize),
+    Data(usize, u32),
     Closed,
     Nothing,
 }
 
-/// Waits up to `timeout_ms` for data on `s` and reads what is there without blocking.
-pub fn read_some(s: &Socket, buf: &mut [u8], timeout_ms: i32) -> io::Result<Read> {
-    if !net::wait_readable(s.as_raw_fd(), timeout_ms)? {
+/// How long data can have waited in a TCP socket before the reader's `recv()` returned it.
+///
+/// Data that reaches the socket while the reader sleeps in `poll()` wakes it; from then until
+/// `recv()` returns, the reader is either waiting for a CPU (the run-queue delay the kernel adds
+/// up per thread in `/proc/thread-self/schedstat`) or awake. So the bound for a read is the
+/// reader's wall time since it last emptied the socket, minus the time it provably slept in
+/// `poll()` (the poll's wall time less the run-queue delay that accrued meanwhile). A reader
+/// held up anywhere else (a lock, a log line, a CPU hog) counts as late, never as asleep.
+///
+/// Over a stream the kernel's receive stamp cannot replace this: segments that arrive while the
+/// reader is late are merged into one buffer stamped with the newest of them.
+pub struct Lateness {
+    /// `/proc/thread-self/schedstat` of the reading thread; `None`: not available here (the
+    /// bound then leaves out run-queue delays, see [`Lateness::measured`]).
+    schedstat: Option<std::fs::File>,
+    run_delay_ns: u64,
+    /// CLOCK_MONOTONIC just before the `recv()` that last emptied the socket.
+    since_ns: u64,
+    asleep_ns: u64,
+}
+
+impl Lateness {
+    /// A meter for the calling thread (it reads this thread's counters: create it on the thread
+    /// that reads the socket), counting from now.
+    pub fn new() -> Lateness {
+        let schedstat = std::fs::File::open("/proc/thread-self/schedstat").ok();
+        let mut l = Lateness {
+            schedstat,
+            run_delay_ns: 0,
+            since_ns: 0,
+            asleep_ns: 0,
+        };
+        if l.read_run_delay().is_none() {
+            l.schedstat = None;
+        }
+        l.run_delay_ns = l.read_run_delay().unwrap_or(0);
+        l.restart();
+        l
+    }
+
+    /// Whether run-queue delays are counted (the kernel offers per-thread schedstat).
+    pub fn measured(&self) -> bool {
+        self.schedstat.is_some()
+    }
+
+    /// A new connection: nothing on it is older than now.
+    pub fn restart(&mut self) {
+        self.since_ns = crate::clock::monotonic_ns();
+        self.asleep_ns = 0;
+    }
+
+    /// The thread's total run-queue delay, ns (second field of schedstat).
+    fn read_run_delay(&self) -> Option<u64> {
+        use std::os::unix::fs::FileExt;
+        let f = self.schedstat.as_ref()?;
+        let mut buf = [0u8; 96];
+        let n = f.read_at(&mut buf, 0).ok()?;
+        std::str::from_utf8(&buf[..n])
+            .ok()?
+            .split_ascii_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+
+    /// `poll()` for `fd` readable, up to `timeout_ms`, counting the time asleep.
+    fn wait_readable(&mut self, fd: std::os::fd::RawFd, timeout_ms: i32) -> io::Result<bool> {
+        let p0 = crate::clock::monotonic_ns();
+        let r = net::wait_readable(fd, timeout_ms);
+        let p1 = crate::clock::monotonic_ns();
+        // Any run-queue delay since the last sample is taken as part of this wake-up, which
+        // can only make the bound larger.
+        let delay = match self.read_run_delay() {
+            Some(d) => {
+                let w = d.saturating_sub(self.run_delay_ns);
+                self.run_delay_ns = d;
+                w
+            }
+            None => 0,
+        };
+        self.asleep_ns += (p1 - p0).saturating_sub(delay);
+        if let Ok(false) = r {
+            // A poll that timed out leaves every wake-up delay of an idle reader in the bound
+            // (one per timeout). A look without waiting proves the socket empty now instead.
+            let t = crate::clock::monotonic_ns();
+            if net::wait_readable(fd, 0)? {
+                return Ok(true);
+            }
+            self.since_ns = t;
+            self.asleep_ns = 0;
+        }
+        r
+    }
+
+    /// After a `recv()` that began at `began_ns`: the bound for the data it returned. `emptied`:
+    /// the read took everything there was (it did not fill the buffer), so later data arrived
+    /// after `began_ns`.
+    fn after_read(&mut self, began_ns: u64, emptied: bool) -> u32 {
+        let now = crate::clock::monotonic_ns();
+        let late = (now.saturating_sub(self.since_ns)).saturating_sub(self.asleep_ns);
+        if emptied {
+            self.since_ns = began_ns;
+            self.asleep_ns = 0;
+        }
+        late.min(u32::MAX as u64) as u32
+    }
+}
+
+impl Default for Lateness {
+    fn default() -> Self {
+        Lateness::new()
+    }
+}
+
+/// Waits up to `timeout_ms` for data on `s` and reads what is there without blocking; `late`
+/// measures how long it may have waited for us.
+pub fn read_some(
+    s: &Socket,
+    buf: &mut [u8],
+    timeout_ms: i32,
+    late: &mut Lateness,
+) -> io::Result<Read> {
+    if !late.wait_readable(s.as_raw_fd(), timeout_ms)? {
         return Ok(Read::Nothing);
     }
+    let began = crate::clock::monotonic_ns();
     // SAFETY: valid fd and buffer.
     let n = unsafe {
         libc::recv(
@@ -343,10 +466,11 @@ pub fn read_some(s: &Socket, buf: &mut [u8], timeout_ms: i32) -> io::Result<Read
             _ => Err(e),
         };
     }
+    let n = n as usize;
     Ok(if n == 0 {
         Read::Closed
     } else {
-        Read::Data(n as usize)
+        Read::Data(n, late.after_read(began, n < buf.len()))
     })
 }
 
@@ -354,6 +478,49 @@ pub fn read_some(s: &Socket, buf: &mut [u8], timeout_ms: i32) -> io::Result<Read
 mod tests {
     use super::*;
     use std::io::Read as _;
+
+    /// Data that waits while the reader is busy (here: spinning for 30 ms) is read with a bound
+    /// of at least that wait; data read by a reader that slept in poll() until it came gets a
+    /// small bound, not the sleep.
+    #[test]
+    fn lateness_covers_a_busy_reader_and_not_its_sleep() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let link = TcpLink::open(l.local_addr().unwrap(), Duration::from_secs(1)).unwrap();
+        let (mut peer, _) = l.accept().unwrap();
+        let s = link.current().1.unwrap();
+        let mut late = Lateness::new();
+        let mut buf = [0u8; 1024];
+        use std::io::Write as _;
+        peer.write_all(b"early").unwrap();
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < Duration::from_millis(30) {
+            std::hint::spin_loop();
+        }
+        match read_some(&s, &mut buf, 1000, &mut late).unwrap() {
+            Read::Data(5, early) => assert!(early >= 30_000_000, "{early}"),
+            _ => panic!("expected the 5 bytes"),
+        }
+        let t1 = std::time::Instant::now();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            peer.write_all(b"later").unwrap();
+            peer
+        });
+        match read_some(&s, &mut buf, 1000, &mut late).unwrap() {
+            // It slept at least 200 ms in poll(); the bound is what remains of the wall time,
+            // its wake-up and bookkeeping (run-queue waits lengthen both alike).
+            Read::Data(5, early) => {
+                let wall = t1.elapsed().as_nanos() as u64;
+                assert!(early as u64 + 150_000_000 <= wall, "{early} of {wall}");
+            }
+            _ => panic!("expected the 5 bytes"),
+        }
+        assert!(
+            late.measured(),
+            "this kernel offers /proc/thread-self/schedstat"
+        );
+        drop(writer.join());
+    }
 
     #[test]
     fn sender_counts_down_time_and_link_reconnects() {
