@@ -1108,6 +1108,33 @@ const IPSEC_DONE: &str = "IPsec registration checked under kernel";
 const UE_IP: &str = "10.45.0.2";
 const PCSCF_UE_IP: &str = "10.45.0.1";
 
+/// True when this kernel has ESP: the IPsec test `name` runs here. Otherwise it runs itself
+/// again in the kernel guest (lab/kguest), which must print [`IPSEC_DONE`]; the guest's lines
+/// starting with one of `show` are echoed. False then (or when no guest can run here).
+fn here_with_esp(name: &str, show: &[&str]) -> bool {
+    let esp = Command::new("sh")
+        .args(["-c", "zcat /proc/config.gz 2>/dev/null | grep -q '^CONFIG_INET_ESP=[ym]' || [ -e /sys/module/esp4 ]"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if esp {
+        return true;
+    }
+    eprintln!("this kernel has no ESP: running {name} in the kernel guest");
+    if let Some(out) = common::rerun_in_kguest(name) {
+        let done = out.lines().find(|l| l.starts_with(IPSEC_DONE));
+        for l in out
+            .lines()
+            .filter(|l| show.iter().any(|p| l.starts_with(p)))
+        {
+            eprintln!("in the kernel guest: {l}");
+        }
+        eprintln!("in the kernel guest: {done:?}");
+        assert!(done.is_some(), "{out}");
+    }
+    false
+}
+
 /// RES, CK and IK of an AKA challenge, for a fresh SQN (the subscriber's first challenge).
 fn aka_keys(n: u32, nonce_b64: &str) -> ([u8; 8], [u8; 16], [u8; 16]) {
     let raw = base64::engine::general_purpose::STANDARD
@@ -1154,27 +1181,7 @@ fn a_ue_registers_through_its_own_ipsec_sas_with_the_lab_p_cscf() {
     use imsload::sip::secagree::{AuthAlg, EncAlg};
     use imsload::ua::security::{SecurityConfig, UeSecurity};
 
-    if skip_without_prereqs() {
-        return;
-    }
-    let esp = Command::new("sh")
-        .args(["-c", "zcat /proc/config.gz 2>/dev/null | grep -q '^CONFIG_INET_ESP=[ym]' || [ -e /sys/module/esp4 ]"])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !esp {
-        eprintln!("this kernel has no ESP: running {IPSEC_TEST} in the kernel guest");
-        if let Some(out) = common::rerun_in_kguest(IPSEC_TEST) {
-            let done = out.lines().find(|l| l.starts_with(IPSEC_DONE));
-            for l in out
-                .lines()
-                .filter(|l| l.starts_with("agreed") || l.starts_with("protected"))
-            {
-                eprintln!("in the kernel guest: {l}");
-            }
-            eprintln!("in the kernel guest: {done:?}");
-            assert!(done.is_some(), "{out}");
-        }
+    if skip_without_prereqs() || !here_with_esp(IPSEC_TEST, &["agreed", "protected"]) {
         return;
     }
     let lab = Lab::start_with(&subscribers_csv(1), &[("IPSEC", "1"), ("IPSEC_MAX", "4")]);
@@ -1210,6 +1217,7 @@ fn a_ue_registers_through_its_own_ipsec_sas_with_the_lab_p_cscf() {
     let cfg = SecurityConfig {
         alg: AuthAlg::HmacSha1_96,
         ealg: EncAlg::Null,
+        pcscf: PCSCF_UE_IP.parse().unwrap(),
     };
     let mut sec = UeSecurity::new(Side {
         addr: UE_IP.parse().unwrap(),
@@ -1328,6 +1336,124 @@ fn a_ue_registers_through_its_own_ipsec_sas_with_the_lab_p_cscf() {
     );
     drop(xfrm);
     assert_eq!(common::ip_out(&ue_ns, &["xfrm", "state"]), "");
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    eprintln!("{IPSEC_DONE} {}", kernel.trim());
+}
+
+const IMSLOAD_IPSEC_TEST: &str = "imsload_registers_fifty_ues_through_their_own_sas_calls_and_cleans_up";
+
+/// `imsload --ipsec`: 50 AKA users, each on its own address in the UEs' namespace, register
+/// with sec-agree through the lab P-CSCF (ims_ipsec_pcscf), call each other (P→S→I→S→P, the
+/// called UE reached on its protected server port) and de-register. On the UEs' link only each
+/// UE's first REGISTER and its 401 are cleartext, the rest is ESP; afterwards imsload has left
+/// no SA or policy in the UEs' namespace. Under a kernel without ESP it runs in the kernel guest.
+#[test]
+fn imsload_registers_fifty_ues_through_their_own_sas_calls_and_cleans_up() {
+    if skip_without_prereqs() || !here_with_esp(IMSLOAD_IPSEC_TEST, &["imsload --ipsec"]) {
+        return;
+    }
+    const N: u32 = 50;
+    // One P-CSCF child per IPsec socket keeps the guest's process count sane (each of the
+    // 2·IPSEC_MAX protected ports gets CHILDREN receivers).
+    let lab = Lab::start_with(
+        &subscribers_csv(N),
+        &[("IPSEC", "1"), ("IPSEC_MAX", "60"), ("CHILDREN", "1")],
+    );
+    let ue_ns = std::fs::read_to_string(lab.path("ue-netns"))
+        .expect("ims.sh IPSEC=1 records the UE namespace")
+        .trim()
+        .to_string();
+    // The UEs' addresses 10.45.0.10.. (in the P-CSCF's 10.45.0.0/24, which its config treats
+    // as the UE side).
+    for i in 0..N {
+        common::ip(&[
+            "-n",
+            &ue_ns,
+            "addr",
+            "add",
+            &format!("10.45.0.{}/24", 10 + i),
+            "dev",
+            "uv0",
+        ])
+        .unwrap();
+    }
+    let pcap = lab.path("ue-link.pcapng");
+    let cap = common::dumpcap_in(Some(&ue_ns), "uv0", &pcap, "ip", &[]);
+    let csv = lab.path("ue-users.csv");
+    std::fs::write(&csv, subscribers_csv(N)).unwrap();
+    let report = lab.path("imsload-report.json");
+    let child = Command::new("ip")
+        .args(["netns", "exec", &ue_ns, env!("CARGO_BIN_EXE_imsload")])
+        .args(["--target", &format!("{PCSCF_UE_IP}:5060"), "--domain", DOMAIN])
+        .args(["--quiet", "--users-file"])
+        .arg(&csv)
+        .args(["--ipsec", "--bind", "10.45.0.10", "--ue-ips", &N.to_string()])
+        .args(["--reg-rate", "25", "--cps", "4", "--calls", "8", "--hold", "500ms"])
+        .args(["--duration", "20s", "--report"])
+        .arg(&report)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run imsload in the UE namespace");
+    let out = common::wait_bounded(child, Duration::from_secs(120), "imsload --ipsec");
+    let text = std::fs::read_to_string(&report).unwrap_or_else(|e| {
+        panic!(
+            "no imsload report ({e})\n{}\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            lab.log("pcscf")
+        )
+    });
+    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let c = &r["counters"];
+    eprintln!("imsload --ipsec: {c}");
+    assert_eq!(c["reg_ok"], N, "{r}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(c["ipsec_sa_setups"], N, "{r}");
+    assert_eq!(c["calls_completed"], 8, "{r}");
+    assert_eq!(c["dereg_ok"], N, "{r}");
+    assert_eq!(c["ipsec_sa_teardowns"], N, "{r}");
+    for k in [
+        "ipsec_no_security_server",
+        "ipsec_malformed",
+        "ipsec_alg_refused",
+        "ipsec_no_keys",
+        "ipsec_sa_install_failed",
+        "ipsec_sa_remove_failed",
+        "ipsec_protected_unanswered",
+    ] {
+        assert_eq!(c[k], 0, "{k}: {r}");
+    }
+    // Nothing of imsload's is left in the UEs' kernel.
+    assert_eq!(common::ip_out(&ue_ns, &["xfrm", "state"]), "");
+    assert_eq!(common::ip_out(&ue_ns, &["xfrm", "policy"]), "");
+
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(common::send_signal(cap.id() as i32, common::SIGINT));
+    let _ = common::wait_bounded(cap, Duration::from_secs(20), "dumpcap after SIGINT");
+    // Cleartext on the UEs' link: each UE's first REGISTER and its 401, nothing else.
+    let clear = common::tshark_fields(
+        &pcap,
+        &["-d", "udp.port==5060,sip"],
+        "udp && !esp",
+        &["ip.src", "ip.dst", "udp.srcport", "udp.dstport"],
+    );
+    let from_ues = clear.iter().filter(|r| r[0] != PCSCF_UE_IP).count();
+    assert_eq!(
+        (clear.len(), from_ues),
+        (2 * N as usize, N as usize),
+        "{clear:?}"
+    );
+    assert!(
+        clear.iter().all(|r| r[2] == "5060" || r[3] == "5060"),
+        "cleartext only to and from the P-CSCF's unprotected port: {clear:?}"
+    );
+    let esp = common::tshark_fields(&pcap, &[], "esp", &["ip.src"]);
+    eprintln!(
+        "imsload --ipsec: {} cleartext datagrams, {} ESP",
+        clear.len(),
+        esp.len()
+    );
+    assert!(esp.len() > 8 * N as usize, "{}", esp.len());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     eprintln!("{IPSEC_DONE} {}", kernel.trim());
 }

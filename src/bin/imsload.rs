@@ -15,6 +15,8 @@ use imsload::profile::schema::{self, parse_duration, Profile};
 use imsload::shutdown::{self, StopReason};
 use imsload::sip::transaction::Timers;
 use imsload::sip::Transport;
+use imsload::sip::secagree::{AuthAlg, EncAlg};
+use imsload::ua::security::SecurityConfig;
 use imsload::target::core::{TargetAka, TargetConfig};
 use imsload::ua::answerer::AnswererConfig;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -48,6 +50,14 @@ fn ue_ports(s: &str) -> Result<usize, String> {
             .parse()
             .map_err(|_| format!("{s:?}: give a number of sockets per worker, or `users`")),
     }
+}
+
+fn ipsec_alg(s: &str) -> Result<AuthAlg, String> {
+    AuthAlg::parse(s).ok_or_else(|| format!("{s:?} is no integrity algorithm of TS 33.203: use hmac-sha-1-96 or hmac-md5-96"))
+}
+
+fn ipsec_ealg(s: &str) -> Result<EncAlg, String> {
+    EncAlg::parse(s).ok_or_else(|| format!("{s:?} is no encryption algorithm of TS 33.203: use null, aes-cbc or des-ede3-cbc"))
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -181,6 +191,20 @@ struct RunArgs {
     /// works; elsewhere the addresses must be configured on the host.
     #[arg(long, default_value_t = 1, value_name = "N")]
     ue_ips: u32,
+    /// IMS security agreement (TS 33.203, RFC 3329): each UE offers Security-Client in its
+    /// first REGISTER, makes its four ESP SAs from the 401's Security-Server and its AKA keys,
+    /// and sends everything after that through them (three sockets per UE). Needs AKA users,
+    /// a P-CSCF that does sec-agree, a kernel with ESP and CAP_NET_ADMIN; run the UE side in
+    /// its own network namespace (docs/ipsec.md).
+    #[arg(long)]
+    ipsec: bool,
+    /// --ipsec: the integrity algorithm offered.
+    #[arg(long, value_parser = ipsec_alg, default_value = "hmac-sha-1-96", value_name = "ALG")]
+    ipsec_alg: AuthAlg,
+    /// --ipsec: the encryption algorithm offered (Kamailio 5.6's des-ede3-cbc keys are broken,
+    /// docs/ipsec.md).
+    #[arg(long, value_parser = ipsec_ealg, default_value = "null", value_name = "EALG")]
+    ipsec_ealg: EncAlg,
     /// Write the final report as JSON here.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
@@ -716,8 +740,19 @@ fn run_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
             drain: a.drain,
             seed: a.seed,
             ims,
+            ipsec: a.ipsec.then_some(SecurityConfig {
+                alg: a.ipsec_alg,
+                ealg: a.ipsec_ealg,
+                pcscf: target.ip(),
+            }),
             ..CoreConfig::default()
         };
+        if a.ipsec && embedded {
+            bail!("--ipsec needs --target: a P-CSCF that does sec-agree (the embedded target does not)");
+        }
+        if a.ipsec && users.iter().all(|u| u.aka.is_none()) {
+            bail!("--ipsec needs AKA users: the SAs are keyed from AKA's CK and IK (give --aka-k and --aka-opc, or k/opc columns in --users-file)");
+        }
         println!(
             "imsload: {} users @{} → {target} over {}, register {}, {}, hold {:?}, {}",
             users.len(),

@@ -162,6 +162,9 @@ pub struct CoreConfig {
     /// should meet; `imsload serve` is the side that faces strangers and is sized tighter.
     pub uas_max_calls: usize,
     pub uas_max_bytes: usize,
+    /// `--ipsec`: every UE agrees on security with the P-CSCF and talks through its own SAs
+    /// (three sockets per UE; the runner makes the SAs).
+    pub ipsec: Option<crate::ua::security::SecurityConfig>,
 }
 
 impl CoreConfig {
@@ -244,6 +247,7 @@ impl Default for CoreConfig {
             ims: ImsOptions::default(),
             uas_max_calls: 1_000_000,
             uas_max_bytes: 1 << 30,
+            ipsec: None,
         }
     }
 }

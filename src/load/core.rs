@@ -35,6 +35,8 @@ use crate::ua::caller::{self, Branch, CallConfig, CallSetup, CallState, Out, Out
 use crate::ua::challenge::Authenticator;
 use crate::ua::nit::{self, NitClient, NitConfig};
 use crate::ua::registration::{self, RegConfig, RegKind, RegState, Registration};
+use crate::ipsec::{Sa, Side};
+use crate::ua::security::UeSecurity;
 use crate::ua::timers::TimerWheel;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -81,9 +83,14 @@ struct User {
     impu: String,
     /// The tel: IMPU of the same subscription, if any.
     tel: Option<String>,
-    /// The user's socket (index into `locals`), `i % locals.len()`.
+    /// The socket the user's requests leave from (index into `locals`): `i % locals.len()`;
+    /// with `--ipsec`, its unprotected socket until its SAs are made, then its protected
+    /// client socket.
     sock: u32,
+    /// Its Contact (with `--ipsec`, the one of its protected REGISTERs and calls).
     contact: Arc<str>,
+    /// With `--ipsec`: its three sockets and its first REGISTER's Contact.
+    ipsec: Option<UeSockets>,
     /// The UE's credentials: its REGISTERs answer challenges with them, and so do its INVITEs
     /// and MESSAGEs (one USIM, one SQN).
     auth: Authenticator,
@@ -95,6 +102,26 @@ struct User {
     /// The registration deadline a `Timer::Reg` is armed for.
     armed: Option<Instant>,
     pos_registered: Option<u32>,
+}
+
+/// A UE's sockets under `--ipsec` (docs/ipsec.md): the first REGISTER leaves from `plain` with
+/// no port in Via and Contact; everything after it from the protected client socket
+/// `c` (port-c) to the P-CSCF's port-s, and requests to the UE arrive on `s` (port-s).
+struct UeSockets {
+    plain: u32,
+    c: u32,
+    s: u32,
+    first_contact: Arc<str>,
+    /// The SAs the worker made for this UE, to take away again.
+    sas: Option<Box<[Sa; 4]>>,
+}
+
+/// What a worker does in the kernel for its core (`--ipsec`): make or remove a UE's SAs, then
+/// tell the core with [`LoadCore::handle_ipsec`].
+#[derive(Debug)]
+pub enum IpsecAction {
+    Install { user: u32, sas: Box<[Sa; 4]> },
+    Remove { user: u32, sas: Box<[Sa; 4]> },
 }
 
 impl User {
@@ -226,6 +253,10 @@ pub struct LoadCore {
     answerer: Answerer,
     timers: TimerWheel<Timer>,
     out: VecDeque<Transmit>,
+    /// Where requests from a socket go when not to `cfg.target` (a UE's protected client
+    /// socket talks to its P-CSCF's protected server port).
+    sock_dest: Vec<Option<SocketAddr>>,
+    ipsec_out: VecDeque<IpsecAction>,
     pub stats: Interval,
     phase: Phase,
     phase_started: Instant,
@@ -249,6 +280,10 @@ pub struct LoadCore {
 
 pub use crate::ua::registration::refresh_after;
 
+/// SPIs of a UE's inbound SAs: this plus its protected ports (above the P-CSCF's usual range,
+/// below 2^31 as Kamailio 5.6 prints them with `%d`).
+const UE_SPI_BASE: u32 = 0x0010_0000;
+
 impl LoadCore {
     /// `locals` are the addresses of the worker's sockets (one at least); user `i` sends and
     /// receives on socket `i % locals.len()`.
@@ -271,13 +306,43 @@ impl LoadCore {
         let ids = IdScheme::new(run);
         let tp = cfg.transport.param();
         let mut user_by_name = HashMap::with_capacity(population.len());
+        // With --ipsec each UE has three sockets (see `UeSockets`); its unprotected one carries
+        // no port in Via and Contact, its protected ones carry port-s.
+        let ipsec = cfg.ipsec.is_some();
+        assert!(
+            !ipsec || locals.len() == 3 * population.len().max(1),
+            "--ipsec: three sockets per UE"
+        );
+        let mut via_hosts = via_hosts;
+        if ipsec {
+            for u in 0..population.len() {
+                let (plain, s) = (locals[3 * u], locals[3 * u + 2]);
+                via_hosts[3 * u] = plain.ip().to_string();
+                via_hosts[3 * u + 1] = s.to_string();
+            }
+        }
         let users: Vec<User> = population
             .into_iter()
             .enumerate()
             .map(|(i, id)| {
                 user_by_name.insert(id.user().to_string(), i as u32);
-                let sock = (i % locals.len()) as u32;
+                let sock = if ipsec {
+                    3 * i as u32
+                } else {
+                    (i % locals.len()) as u32
+                };
                 let contact = ue_contact(&id, &via_hosts[sock as usize], tp, &cfg.ims);
+                let ue_socks = ipsec.then(|| UeSockets {
+                    plain: sock,
+                    c: sock + 1,
+                    s: sock + 2,
+                    first_contact: contact.clone().into(),
+                    sas: None,
+                });
+                let contact = match &ue_socks {
+                    Some(u) => ue_contact(&id, &via_hosts[u.c as usize], tp, &cfg.ims),
+                    None => contact,
+                };
                 let call_id = ids.call_id(
                     'r',
                     Key {
@@ -295,18 +360,32 @@ impl LoadCore {
                     tel,
                     instance: _,
                 } = id;
+                let mut reg = Registration::new(
+                    format!("<sip:{impu}>"),
+                    call_id.to_string(),
+                    from_tag.to_string(),
+                    now,
+                );
+                if let Some(u) = &ue_socks {
+                    let (c, s) = (locals[u.c as usize], locals[u.s as usize]);
+                    // The UE picks the SPIs of its inbound SAs: unique per address, since
+                    // its ports are (docs/ipsec.md: the P-CSCF's SAD keys on address + SPI).
+                    reg.set_security(UeSecurity::new(Side {
+                        addr: c.ip(),
+                        port_c: c.port(),
+                        port_s: s.port(),
+                        spi_c: UE_SPI_BASE + c.port() as u32,
+                        spi_s: UE_SPI_BASE + s.port() as u32,
+                    }));
+                }
                 User {
-                    reg: Registration::new(
-                        format!("<sip:{impu}>"),
-                        call_id.to_string(),
-                        from_tag.to_string(),
-                        now,
-                    ),
+                    reg,
                     auth: Authenticator::new(impi, password, aka.map(|a| Usim::new(a.keys, a.sqn))),
                     impu,
                     tel,
                     sock,
                     contact: contact.into(),
+                    ipsec: ue_socks,
                     txn: None,
                     gen: 0,
                     armed: None,
@@ -328,6 +407,7 @@ impl LoadCore {
             pani: cfg.ims.pani.clone(),
             user_agent: cfg.user_agent.clone(),
             retry: cfg.reg_retry,
+            security: cfg.ipsec,
         };
         let call_cfg = CallConfig {
             user_agent: cfg.user_agent.clone(),
@@ -374,6 +454,8 @@ impl LoadCore {
             answerer,
             timers: TimerWheel::new(now),
             out: VecDeque::new(),
+            sock_dest: Vec::new(),
+            ipsec_out: VecDeque::new(),
             stats: Interval::default(),
             phase: Phase::Registering,
             phase_started: now,
@@ -497,6 +579,81 @@ impl LoadCore {
         self.out.push_back(Transmit { src, dest, data });
     }
 
+    /// Where a request from socket `src` goes: the outbound proxy, or the P-CSCF's protected
+    /// server port for a UE's protected client socket.
+    fn dest_of(&self, src: u32) -> SocketAddr {
+        self.sock_dest
+            .get(src as usize)
+            .copied()
+            .flatten()
+            .unwrap_or(self.cfg.target)
+    }
+
+    /// The next SA change the worker is to make in the kernel (`--ipsec`).
+    pub fn poll_ipsec(&mut self) -> Option<IpsecAction> {
+        self.ipsec_out.pop_front()
+    }
+
+    /// What became of an [`IpsecAction`]: `Err` holds the kernel's refusal, already named.
+    pub fn handle_ipsec(&mut self, now: Instant, action: &IpsecAction, result: Result<(), String>) {
+        match (action, result) {
+            (IpsecAction::Install { user: u, sas }, Ok(())) => {
+                self.stats.counters.ipsec_sa_setups += 1;
+                self.stats.gauges.ipsec_ues_protected += 1;
+                let user = &mut self.users[*u as usize];
+                let Some(x) = user.ipsec.as_mut() else { return };
+                x.sas = Some(sas.clone());
+                let c = x.c;
+                // Everything the UE sends from now on leaves its protected client port for
+                // the P-CSCF's protected server port.
+                let pcscf = user
+                    .reg
+                    .security()
+                    .and_then(|s| s.agreed())
+                    .map(|p| SocketAddr::new(p.pcscf.addr, p.pcscf.port_s));
+                user.sock = c;
+                if self.sock_dest.len() <= c as usize {
+                    self.sock_dest.resize(c as usize + 1, None);
+                }
+                self.sock_dest[c as usize] = pcscf;
+                user.reg.sa_ready();
+                self.drive_registration(now, *u);
+            }
+            (IpsecAction::Install { user: u, .. }, Err(e)) => {
+                self.stats.counters.ipsec_sa_install_failed += 1;
+                if self.stats.counters.ipsec_sa_install_failed == 1 {
+                    eprintln!("--ipsec: {e}");
+                }
+                let user = &mut self.users[*u as usize];
+                user.reg.sa_failed(now, &self.reg_cfg);
+                self.drive_registration(now, *u);
+            }
+            (IpsecAction::Remove { .. }, r) => {
+                self.stats.counters.ipsec_sa_teardowns += 1;
+                self.stats.gauges.ipsec_ues_protected =
+                    self.stats.gauges.ipsec_ues_protected.saturating_sub(1);
+                if let Err(e) = r {
+                    self.stats.counters.ipsec_sa_remove_failed += 1;
+                    eprintln!("--ipsec: {e}");
+                }
+            }
+        }
+    }
+
+    /// User `u` is done with its SAs (de-registered, or its registration failed): the worker
+    /// takes them away, and the UE's next attempt would start unprotected.
+    fn release_sas(&mut self, u: u32) {
+        let user = &mut self.users[u as usize];
+        let Some(x) = user.ipsec.as_mut() else { return };
+        if let Some(sas) = x.sas.take() {
+            self.ipsec_out.push_back(IpsecAction::Remove { user: u, sas });
+        }
+        if let Some(d) = self.sock_dest.get_mut(x.c as usize) {
+            *d = None;
+        }
+        user.sock = x.plain;
+    }
+
     fn via(&self, src: u32, key: Key) -> String {
         via_line(
             self.cfg.transport.via(),
@@ -523,7 +680,7 @@ impl LoadCore {
         };
         let ct = ClientTransaction::new(kind, now, self.cfg.transport.reliable(), self.cfg.timers);
         // Every request of ours goes to the outbound proxy (the answerer's BYEs are its own).
-        let dest = self.cfg.target;
+        let dest = self.dest_of(src);
         self.send(src, dest, transport::copy(&request));
         let inserted = self.txns.insert(Txn {
             ct,
@@ -836,9 +993,13 @@ impl LoadCore {
                 let sock = self.users[u as usize].sock;
                 let via = self.via(sock, key);
                 let user = &mut self.users[u as usize];
+                let contact = match &user.ipsec {
+                    Some(x) if !user.reg.protected() => &x.first_contact,
+                    _ => &user.contact,
+                };
                 let req = user
                     .reg
-                    .poll_transmit(&self.reg_cfg, &user.auth, &via, &user.contact)
+                    .poll_transmit(&self.reg_cfg, &user.auth, &via, contact)
                     .expect("has_transmit");
                 user.txn = Some(key);
                 self.start_txn(now, key, sock, req, Method::Register, Owner::Register(u));
@@ -916,6 +1077,9 @@ impl LoadCore {
                 self.reg_concluded(now, kind);
             }
             Event::Failed { kind, status } => {
+                if status.is_none() && self.users[u as usize].reg.protected() {
+                    c.ipsec_protected_unanswered += 1;
+                }
                 match (kind, status) {
                     (RegKind::Initial, None) => c.reg_timeouts += 1,
                     (RegKind::Initial, Some(code)) => {
@@ -940,6 +1104,37 @@ impl LoadCore {
                     self.register(now, u, RegKind::Initial);
                 }
             }
+            Event::SecurityAgreed => {
+                let user = &self.users[u as usize];
+                let pair = user.reg.security().and_then(|s| s.agreed());
+                if let Some(p) = pair {
+                    // reqids tie each SA to its policy: unique per address, as the ports are.
+                    let sas = Box::new(p.ue_sas(4 * p.ue.port_c as u32));
+                    self.ipsec_out
+                        .push_back(IpsecAction::Install { user: u, sas });
+                }
+            }
+            Event::SecurityFailed { kind, why } => {
+                use registration::SecurityFailure as F;
+                match why {
+                    F::NoSecurityServer => c.ipsec_no_security_server += 1,
+                    F::Malformed => c.ipsec_malformed += 1,
+                    F::AlgorithmRefused => c.ipsec_alg_refused += 1,
+                    F::NoKeys => c.ipsec_no_keys += 1,
+                    // Counted where the kernel's answer came in.
+                    F::SaInstall => {}
+                }
+                if why != F::SaInstall && c.reg_failed == 0 {
+                    if let Some(e) = self.users[u as usize].reg.security_error() {
+                        eprintln!("--ipsec: {e}");
+                    }
+                }
+                if kind == RegKind::Initial {
+                    c.reg_failed += 1;
+                }
+                self.set_unregistered(u);
+                self.reg_concluded(now, kind);
+            }
         }
     }
 
@@ -959,8 +1154,9 @@ impl LoadCore {
         }
     }
 
-    /// Takes user `u` off the registered list (its machine says why).
+    /// Takes user `u` off the registered list (its machine says why), and its SAs away.
     fn set_unregistered(&mut self, u: u32) {
+        self.release_sas(u);
         let user = &mut self.users[u as usize];
         if let Some(pos) = user.pos_registered.take() {
             let last = *self.registered.last().expect("user is in the list");
@@ -1229,15 +1425,15 @@ impl LoadCore {
                     }
                     Out::Ack => {
                         c.ack_branch = Some(ack_key(tk));
-                        self.send(sock, self.cfg.target, req.data)
+                        self.send(sock, self.dest_of(sock), req.data)
                     }
-                    Out::Cancel { retransmit: false } => self.send(sock, self.cfg.target, req.data),
+                    Out::Cancel { retransmit: false } => self.send(sock, self.dest_of(sock), req.data),
                     Out::Cancel { retransmit: true } => {
                         self.stats.counters.retransmits += 1;
-                        self.send(sock, self.cfg.target, req.data);
+                        self.send(sock, self.dest_of(sock), req.data);
                     }
                     Out::AckFailure => {
-                        self.send(sock, self.cfg.target, transport::copy(&req.data));
+                        self.send(sock, self.dest_of(sock), transport::copy(&req.data));
                         if let Some(t) = acked.and_then(|t| self.txns.get_mut(t)) {
                             t.ack = Some(req.data);
                         }
@@ -1614,7 +1810,7 @@ impl LoadCore {
                 });
                 if let Some((ack, sock)) = again {
                     self.stats.counters.duplicates_received += 1;
-                    self.send(sock, self.cfg.target, ack);
+                    self.send(sock, self.dest_of(sock), ack);
                     return;
                 }
             }

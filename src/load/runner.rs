@@ -93,13 +93,19 @@ pub async fn run(
         chunks[(i * workers / n_users.max(1)).min(workers - 1)].push(u);
     }
     let c = &spec.core;
+    let ipsec = c.ipsec.is_some();
     let per_worker: Vec<usize> = chunks
         .iter()
         .map(|ch| match spec.ue_ports {
+            // --ipsec: each UE's unprotected, protected client and protected server sockets.
+            _ if ipsec => 3 * ch.len().max(1),
             0 => ch.len().max(1),
             n => n,
         })
         .collect();
+    if ipsec && c.transport == Transport::Tcp {
+        anyhow::bail!("--ipsec works over UDP only for now");
+    }
     if c.transport == Transport::Tcp && per_worker.iter().any(|n| *n > 1) {
         anyhow::bail!(
             "--ue-ports works over UDP only for now (over TCP each worker has one connection)"
@@ -146,6 +152,15 @@ pub async fn run(
                 anyhow::anyhow!("--port {} leaves too few ports for the sockets", spec.port)
             })
         };
+        // XFRM is per network namespace: the SAs go where imsload runs.
+        let xfrm = match ipsec {
+            true => Some(crate::ipsec::xfrm::Xfrm::open().map_err(|e| {
+                anyhow::anyhow!(
+                    "--ipsec: cannot open an XFRM socket: {e} (imsload needs CAP_NET_ADMIN in its network namespace to make SAs; run the UE side as root in a namespace of its own, docs/ipsec.md)"
+                )
+            })?),
+            false => None,
+        };
         let tx = tx.clone();
         let shutdown = trigger.subscribe();
         let (core, driver) = match c.transport {
@@ -153,7 +168,9 @@ pub async fn run(
                 let mut socks = Vec::with_capacity(n_socks);
                 let mut locals = Vec::with_capacity(n_socks);
                 for j in 0..n_socks {
-                    let local = SocketAddr::new(ip_of(first_port + j), port_of(j)?);
+                    // A UE's three --ipsec sockets share its address (its SAs are made for it).
+                    let g = first_port + j;
+                    let local = SocketAddr::new(ip_of(if ipsec { g / 3 } else { g }), port_of(j)?);
                     let sock = udp_socket(local).with_context(|| {
                         format!(
                             "cannot bind UDP {local} for worker {i} (socket {j}){}",
@@ -197,7 +214,7 @@ pub async fn run(
         // is what the aggregation loop waits for (or the abandon flag after an overrun drain).
         std::thread::Builder::new()
             .name(format!("imsload-worker-{i}"))
-            .spawn(move || worker(i, core, driver, shutdown, tx, ctl, abandon))
+            .spawn(move || worker(i, core, driver, xfrm, shutdown, tx, ctl, abandon))
             .context("cannot start a worker thread")?;
     }
     drop(tx);
@@ -519,6 +536,20 @@ fn report(id: usize, core: &mut LoadCore, driver: &mut Driver, phase: Phase) -> 
     }
 }
 
+/// Makes in the kernel the SA changes the core asked for, and tells it how they went. A kernel
+/// call takes tens of µs: done in line, between turns.
+fn apply_ipsec(core: &mut LoadCore, mut xfrm: Option<&mut crate::ipsec::xfrm::Xfrm>) {
+    use super::core::IpsecAction;
+    while let Some(a) = core.poll_ipsec() {
+        let r = match (&a, xfrm.as_deref_mut()) {
+            (IpsecAction::Install { sas, .. }, Some(x)) => x.install(&sas[..]),
+            (IpsecAction::Remove { sas, .. }, Some(x)) => x.remove(&sas[..]),
+            (_, None) => Ok(()),
+        };
+        core.handle_ipsec(Instant::now(), &a, r.map_err(|e| e.to_string()));
+    }
+}
+
 /// Raises the soft RLIMIT_NOFILE to what `sockets` need (plus slack for the runtime, files and
 /// the embedded target), or says how to raise the hard limit.
 fn check_fd_limit(sockets: usize) -> anyhow::Result<()> {
@@ -557,10 +588,12 @@ fn check_fd_limit(sockets: usize) -> anyhow::Result<()> {
 /// One worker: its core on its own thread, driven by the one event loop (UDP or TCP alike).
 /// Every second (on the runner's tick schedule) it hands in its interval and takes its share
 /// of the current rate; a stop asked for anywhere makes the core drain.
+#[allow(clippy::too_many_arguments)]
 fn worker(
     id: usize,
     mut core: LoadCore,
     mut driver: Driver,
+    mut xfrm: Option<crate::ipsec::xfrm::Xfrm>,
     shutdown: Shutdown,
     tx: mpsc::Sender<WorkerMsg>,
     mut ctl: Control,
@@ -591,6 +624,13 @@ fn worker(
         if let Err(e) = driver.turn(&mut core, next_tick.min(now + MAX_SLEEP)) {
             eprintln!("worker {id}: the event loop failed: {e}; ending this worker");
             break;
+        }
+        apply_ipsec(&mut core, xfrm.as_mut());
+    }
+    // The SAs still made (a run cut short) go with the socket: nothing is left in the kernel.
+    if let Some(x) = xfrm.as_mut() {
+        if let Err(e) = x.remove_all() {
+            eprintln!("worker {id}: --ipsec: {e}");
         }
     }
     // The last answers (200 to a BYE, an ACK) go out before the worker reports done.

@@ -121,6 +121,19 @@ pub struct Counters {
     pub msgs_received: u64,
     /// Scheduled actions that ran more than 10 ms late (the generator is saturated).
     pub late_actions: u64,
+    /// `--ipsec`: UEs whose four SAs were made after their 401, and taken away again.
+    pub ipsec_sa_setups: u64,
+    pub ipsec_sa_teardowns: u64,
+    /// `--ipsec` failures, by cause: a 401 without Security-Server, one that could not be
+    /// read, one offering none of our algorithms, one without AKA keys; the kernel refusing
+    /// the SAs or their removal; a protected REGISTER that got no answer.
+    pub ipsec_no_security_server: u64,
+    pub ipsec_malformed: u64,
+    pub ipsec_alg_refused: u64,
+    pub ipsec_no_keys: u64,
+    pub ipsec_sa_install_failed: u64,
+    pub ipsec_sa_remove_failed: u64,
+    pub ipsec_protected_unanswered: u64,
 }
 
 impl Counters {
@@ -190,7 +203,16 @@ impl Counters {
             rx_dropped,
             msgs_sent,
             msgs_received,
-            late_actions
+            late_actions,
+            ipsec_sa_setups,
+            ipsec_sa_teardowns,
+            ipsec_no_security_server,
+            ipsec_malformed,
+            ipsec_alg_refused,
+            ipsec_no_keys,
+            ipsec_sa_install_failed,
+            ipsec_sa_remove_failed,
+            ipsec_protected_unanswered
         );
     }
 }
@@ -284,6 +306,8 @@ pub struct Gauges {
     pub active_calls: u64,
     pub answering_calls: u64,
     pub pending_transactions: u64,
+    /// `--ipsec`: UEs whose SAs are made (in use).
+    pub ipsec_ues_protected: u64,
 }
 
 /// What a response count is keyed by: the request's method and the status code, or no

@@ -18,6 +18,7 @@
 //! [`poll_timeout`]: Registration::poll_timeout
 
 use super::challenge::{Answer, Authenticator};
+use super::security::{AgreeError, SecurityConfig, UeSecurity};
 use crate::sip::auth::Challenge;
 use crate::sip::builder::Writer;
 use crate::sip::message::name_addr_uri;
@@ -38,6 +39,9 @@ pub struct RegConfig {
     pub user_agent: String,
     /// After a failed registration, try again this much later.
     pub retry: Option<Duration>,
+    /// Security agreement with the P-CSCF (`--ipsec`): what every UE offers. Only UEs given a
+    /// [`UeSecurity`] ([`Registration::set_security`]) use it.
+    pub security: Option<SecurityConfig>,
 }
 
 impl RegConfig {
@@ -106,6 +110,35 @@ pub enum Event {
     /// A failed user's retry ([`RegConfig::retry`]) is due: the owner starts an initial
     /// registration if it still wants one.
     RetryDue,
+    /// The 401 made a security agreement. The owner makes the SAs of
+    /// [`Registration::security`]'s pair, then calls [`Registration::sa_ready`] (the protected
+    /// REGISTER follows, to be sent through them) or [`Registration::sa_failed`].
+    SecurityAgreed,
+    /// The attempt failed for want of security: the 401 allowed no agreement
+    /// ([`Registration::security_error`] says why), or the owner could not make the SAs.
+    SecurityFailed { kind: RegKind, why: SecurityFailure },
+}
+
+/// Why a UE could not protect its registration, by the name it is counted under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecurityFailure {
+    NoSecurityServer,
+    Malformed,
+    AlgorithmRefused,
+    NoKeys,
+    /// The kernel refused the SAs (the owner knows its error).
+    SaInstall,
+}
+
+impl SecurityFailure {
+    fn of(e: &AgreeError) -> SecurityFailure {
+        match e {
+            AgreeError::NoSecurityServer => SecurityFailure::NoSecurityServer,
+            AgreeError::Malformed(_) => SecurityFailure::Malformed,
+            AgreeError::AlgorithmRefused { .. } => SecurityFailure::AlgorithmRefused,
+            AgreeError::NoKeys => SecurityFailure::NoKeys,
+        }
+    }
 }
 
 /// Which kind of answer a challenge got.
@@ -163,6 +196,13 @@ pub struct Registration {
     /// answer or the failure), so two slots, not a queue per user.
     extra_challenge: bool,
     event: Option<Event>,
+    /// Polled after `event`: the agreement a 401 made beside its `Challenged`.
+    security_event: Option<Event>,
+    /// The UE's security agreement, when it protects its registration.
+    security: Option<UeSecurity>,
+    security_error: Option<AgreeError>,
+    /// The answer to the 401 that made the agreement, held until the owner made the SAs.
+    held: Option<Authz>,
 }
 
 impl Registration {
@@ -186,6 +226,43 @@ impl Registration {
             binding: Binding::default(),
             extra_challenge: false,
             event: None,
+            security_event: None,
+            security: None,
+            security_error: None,
+            held: None,
+        }
+    }
+
+    /// Makes this UE protect its registration (see [`RegConfig::security`]).
+    pub fn set_security(&mut self, sec: UeSecurity) {
+        self.security = Some(sec);
+    }
+
+    pub fn security(&self) -> Option<&UeSecurity> {
+        self.security.as_ref()
+    }
+
+    /// Whether the UE's requests go through its SAs: it agreed, and no SA failure undid that.
+    pub fn protected(&self) -> bool {
+        self.security.as_ref().is_some_and(|s| s.agreed().is_some()) && self.held.is_none()
+    }
+
+    /// What the last 401 lacked for an agreement.
+    pub fn security_error(&self) -> Option<&AgreeError> {
+        self.security_error.as_ref()
+    }
+
+    /// The SAs of the agreement are made: the protected REGISTER is ready.
+    pub fn sa_ready(&mut self) {
+        if let Some(a) = self.held.take() {
+            self.ready = Some(a);
+        }
+    }
+
+    /// The SAs could not be made: the attempt fails.
+    pub fn sa_failed(&mut self, now: Instant, cfg: &RegConfig) {
+        if self.held.take().is_some() {
+            self.fail_security(now, cfg, SecurityFailure::SaInstall);
         }
     }
 
@@ -240,6 +317,7 @@ impl Registration {
         contact: &str,
     ) -> Option<Vec<u8>> {
         let authz = self.ready.take()?;
+        let sec = cfg.security.as_ref().zip(self.security.as_ref());
         let registrar = cfg.registrar();
         let expires = if self.kind == RegKind::Deregister {
             0
@@ -256,7 +334,17 @@ impl Registration {
         w.header("CSeq", format_args!("{} REGISTER", self.cseq));
         w.header("Contact", contact);
         w.header("Expires", expires);
-        w.header("Supported", "path");
+        w.header(
+            "Supported",
+            if sec.is_some() {
+                "path, sec-agree"
+            } else {
+                "path"
+            },
+        );
+        if let Some((cfg, sec)) = sec {
+            sec.write_register_headers(cfg, &mut w);
+        }
         if let Some(pani) = &cfg.pani {
             w.header("P-Access-Network-Info", pani);
         }
@@ -278,7 +366,7 @@ impl Registration {
         if std::mem::take(&mut self.extra_challenge) {
             return Some(Event::ExtraChallenge);
         }
-        self.event.take()
+        self.event.take().or_else(|| self.security_event.take())
     }
 
     /// When [`Registration::handle_timeout`] has something to do.
@@ -323,6 +411,11 @@ impl Registration {
             _ => None,
         }
         .and_then(|h| Challenge::parse(h, code == 407).ok());
+        // A challenge answered with a held protected REGISTER still unsent (the SAs are being
+        // made) is one for the attempt before: ignore it.
+        if self.held.is_some() {
+            return;
+        }
         if let Some(ch) = &challenge {
             let fresh = ch.nonce != self.answered_nonce && (ch.is_aka() || ch.stale);
             if self.auth_sent && self.auth_rounds > 0 && self.auth_rounds < 3 && fresh {
@@ -364,8 +457,31 @@ impl Registration {
                         Answered::MacFailure
                     }
                 };
-                self.event = Some(Event::Challenged(answered));
                 let authz = answer.into_line();
+                // The first 401 to an unprotected REGISTER carries the P-CSCF's side of the
+                // agreement; the answer waits for the SAs (TS 33.203 §7.2).
+                let agreeing = code == 401
+                    && answered == Answered::Credentials
+                    && self.security.as_ref().is_some_and(|s| s.agreed().is_none());
+                if let (true, Some(scfg), Some(sec)) =
+                    (agreeing, cfg.security.as_ref(), self.security.as_mut())
+                {
+                    match sec.agree(scfg, msg, scfg.pcscf, auth.session_keys()) {
+                        Ok(_) => {
+                            self.security_error = None;
+                            self.event = Some(Event::Challenged(answered));
+                            self.security_event = Some(Event::SecurityAgreed);
+                            self.held = Some(Authz::Answer(authz));
+                        }
+                        Err(e) => {
+                            let why = SecurityFailure::of(&e);
+                            self.security_error = Some(e);
+                            self.fail_security(now, cfg, why);
+                        }
+                    }
+                    return;
+                }
+                self.event = Some(Event::Challenged(answered));
                 let round = self.auth_rounds;
                 if round >= 2 {
                     // A repeated challenge: the network answered too fast for itself once
@@ -416,6 +532,14 @@ impl Registration {
         self.fail(now, cfg, None);
     }
 
+    fn fail_security(&mut self, now: Instant, cfg: &RegConfig, why: SecurityFailure) {
+        self.fail(now, cfg, None);
+        self.event = Some(Event::SecurityFailed {
+            kind: self.kind,
+            why,
+        });
+    }
+
     fn fail(&mut self, now: Instant, cfg: &RegConfig, status: Option<u16>) {
         let kind = self.kind;
         self.event = Some(Event::Failed { kind, status });
@@ -449,6 +573,7 @@ mod tests {
             pani: None,
             user_agent: "test".into(),
             retry: None,
+            security: None,
         }
     }
 
@@ -623,6 +748,7 @@ mod tests {
         let mut ue = Ue::new(
             RegConfig {
                 retry: Some(Duration::from_secs(5)),
+                security: None,
                 ..cfg()
             },
             None,
@@ -842,6 +968,7 @@ mod tests {
         let mut ue = Ue::new(
             RegConfig {
                 retry: Some(Duration::from_secs(1)),
+                security: None,
                 ..cfg()
             },
             None,

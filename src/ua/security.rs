@@ -18,11 +18,13 @@ use crate::sip::secagree::{self, AuthAlg, EncAlg, SecAgreeError};
 use crate::sip::Message;
 use std::net::IpAddr;
 
-/// What every UE of a run offers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What every UE of a run offers, and to whom.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct SecurityConfig {
     pub alg: AuthAlg,
     pub ealg: EncAlg,
+    /// The P-CSCF's address: the far end of every SA (its unprotected REGISTERs go there).
+    pub pcscf: IpAddr,
 }
 
 /// Why a UE could not agree on security with its P-CSCF. Each is counted by name.
@@ -177,6 +179,7 @@ mod tests {
     const CFG: SecurityConfig = SecurityConfig {
         alg: AuthAlg::HmacSha1_96,
         ealg: EncAlg::Null,
+        pcscf: IpAddr::V4(std::net::Ipv4Addr::new(10, 45, 0, 1)),
     };
 
     fn unauthorized(security_server: &[&str]) -> Vec<u8> {
