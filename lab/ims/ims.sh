@@ -161,10 +161,14 @@ start_proc() {
 
 start_kamailio() {
   local name=$1; shift
+  # A runtime dir of its own: three instances starting at once each create the default
+  # /var/run/kamailio if it is missing, and the losers of that race exit (seen in the kernel
+  # guest, whose /run starts empty).
+  mkdir -p "$RUNDIR/run-$name"
   # private mount namespace: our hosts file over /etc/hosts for this process tree only
   start_proc "$name" unshare -m --propagation private \
     sh -c 'mount --bind "$0" /etc/hosts && exec "$@"' "$RUNDIR/hosts" \
-    kamailio -DD -E -m "$SHM_MB" -M "$PKG_MB" -f "$RUNDIR/cfg/$name.cfg" \
+    kamailio -DD -E -Y "$RUNDIR/run-$name" -m "$SHM_MB" -M "$PKG_MB" -f "$RUNDIR/cfg/$name.cfg" \
     -A "DBGLEVEL=$DBGLEVEL" -A "CHILDREN=$CHILDREN" -A "DOMAIN=\"$DOMAIN\"" \
     -A "CTLSOCK=\"unix:$RUNDIR/${name}_ctl\"" "$@"
 }

@@ -64,7 +64,7 @@ trap 'rm -rf "$job"' EXIT
 {
   echo "cd $(printf %q "$PWD") || exit 126"
   echo "export PATH=$(printf %q "$PATH") HOME=/root KGUEST=1"
-  env | grep -E '^(RUST_BACKTRACE|RUST_LOG|CI)=' | sed 's/^/export /' || true
+  env | grep -E '^(RUST_BACKTRACE|RUST_LOG|CI|IPSEC_DEBUG)=' | sed 's/^/export /' || true
   printf '%q ' "$@"; echo
 } >"$job/cmd"
 log="$job/console"
