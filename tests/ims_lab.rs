@@ -1340,7 +1340,8 @@ fn a_ue_registers_through_its_own_ipsec_sas_with_the_lab_p_cscf() {
     eprintln!("{IPSEC_DONE} {}", kernel.trim());
 }
 
-const IMSLOAD_IPSEC_TEST: &str = "imsload_registers_fifty_ues_through_their_own_sas_calls_and_cleans_up";
+const IMSLOAD_IPSEC_TEST: &str =
+    "imsload_registers_fifty_ues_through_their_own_sas_calls_and_cleans_up";
 
 /// `imsload --ipsec`: 50 AKA users, each on its own address in the UEs' namespace, register
 /// with sec-agree through the lab P-CSCF (ims_ipsec_pcscf), call each other (P→S→I→S→P, the
@@ -1379,32 +1380,7 @@ fn imsload_registers_fifty_ues_through_their_own_sas_calls_and_cleans_up() {
     }
     let pcap = lab.path("ue-link.pcapng");
     let cap = common::dumpcap_in(Some(&ue_ns), "uv0", &pcap, "ip", &[]);
-    let csv = lab.path("ue-users.csv");
-    std::fs::write(&csv, subscribers_csv(N)).unwrap();
-    let report = lab.path("imsload-report.json");
-    let child = Command::new("ip")
-        .args(["netns", "exec", &ue_ns, env!("CARGO_BIN_EXE_imsload")])
-        .args(["--target", &format!("{PCSCF_UE_IP}:5060"), "--domain", DOMAIN])
-        .args(["--quiet", "--users-file"])
-        .arg(&csv)
-        .args(["--ipsec", "--bind", "10.45.0.10", "--ue-ips", &N.to_string()])
-        .args(["--reg-rate", "25", "--cps", "4", "--calls", "8", "--hold", "500ms"])
-        .args(["--duration", "20s", "--report"])
-        .arg(&report)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run imsload in the UE namespace");
-    let out = common::wait_bounded(child, Duration::from_secs(120), "imsload --ipsec");
-    let text = std::fs::read_to_string(&report).unwrap_or_else(|e| {
-        panic!(
-            "no imsload report ({e})\n{}\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            lab.log("pcscf")
-        )
-    });
-    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let r = imsload_ipsec(&lab, &ue_ns, "all", &subscribers_csv(N), N);
     let c = &r["counters"];
     eprintln!("imsload --ipsec: {c}");
     std::thread::sleep(Duration::from_millis(300));
@@ -1414,13 +1390,42 @@ fn imsload_registers_fifty_ues_through_their_own_sas_calls_and_cleans_up() {
         let o = Command::new("tshark")
             .args(["-r"])
             .arg(&pcap)
-            .args(["-o", "esp.enable_null_encryption_decode_heuristic:TRUE", "-Y", "ip.addr==10.45.0.10"])
-            .args(["-T", "fields", "-e", "frame.number", "-e", "ip.src", "-e", "esp.spi", "-e", "udp.srcport", "-e", "udp.dstport", "-e", "sip.Status-Line", "-e", "sip.Request-Line", "-e", "sip.CSeq", "-e", "sip.Via"])
+            .args([
+                "-o",
+                "esp.enable_null_encryption_decode_heuristic:TRUE",
+                "-Y",
+                "ip.addr==10.45.0.10",
+            ])
+            .args([
+                "-T",
+                "fields",
+                "-e",
+                "frame.number",
+                "-e",
+                "ip.src",
+                "-e",
+                "esp.spi",
+                "-e",
+                "udp.srcport",
+                "-e",
+                "udp.dstport",
+                "-e",
+                "sip.Status-Line",
+                "-e",
+                "sip.Request-Line",
+                "-e",
+                "sip.CSeq",
+                "-e",
+                "sip.Via",
+            ])
             .output()
             .unwrap();
-        eprintln!("imsload --ipsec: {}", String::from_utf8_lossy(&o.stdout).replace('\n', "\nimsload --ipsec: "));
+        eprintln!(
+            "imsload --ipsec: {}",
+            String::from_utf8_lossy(&o.stdout).replace('\n', "\nimsload --ipsec: ")
+        );
     }
-    assert_eq!(c["reg_ok"], N, "{r}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(c["reg_ok"], N, "{r}");
     assert_eq!(c["ipsec_sa_setups"], N, "{r}");
     assert_eq!(c["calls_completed"], 8, "{r}");
     assert_eq!(c["dereg_ok"], N, "{r}");
@@ -1439,6 +1444,51 @@ fn imsload_registers_fifty_ues_through_their_own_sas_calls_and_cleans_up() {
     // Nothing of imsload's is left in the UEs' kernel.
     assert_eq!(common::ip_out(&ue_ns, &["xfrm", "state"]), "");
     assert_eq!(common::ip_out(&ue_ns, &["xfrm", "policy"]), "");
+
+    // A request in clear on the P-CSCF's unprotected port, from a UE's address: refused.
+    let plain = {
+        let a: std::net::SocketAddr = "10.45.0.10:0".parse().unwrap();
+        common::in_ns(&ue_ns, move || {
+            UdpSocket::bind(a).expect("bind a UE socket")
+        })
+    };
+    let port = plain.local_addr().unwrap().port();
+    let message = format!(
+        "MESSAGE sip:{imsi2}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP 10.45.0.10:{port};branch=z9hG4bK-clear-1;rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:{imsi1}@{DOMAIN}>;tag=c1\r\nTo: <sip:{imsi2}@{DOMAIN}>\r\n\
+         Call-ID: clear-1@test\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi",
+        imsi1 = imsi(1),
+        imsi2 = imsi(2)
+    );
+    plain
+        .send_to(message.as_bytes(), format!("{PCSCF_UE_IP}:5060"))
+        .unwrap();
+    let (refused, _, _) = recv_any(&[&plain], "MESSAGE");
+    eprintln!("imsload --ipsec: a MESSAGE in clear: {}", refused.first);
+    assert_eq!(refused.status(), Some(403), "{refused:?}");
+    assert!(
+        refused.first.contains("security associations"),
+        "{refused:?}"
+    );
+
+    // Wrong K: the network fails AKA's check, no SA is made, and the failure is counted.
+    let wrong: String = subscribers_csv(2)
+        .lines()
+        .map(|l| {
+            format!(
+                "{}\n",
+                l.replace(&k_of(1), &"0".repeat(32))
+                    .replace(&k_of(2), &"1".repeat(32))
+            )
+        })
+        .collect();
+    let w = imsload_ipsec(&lab, &ue_ns, "wrong-k", &wrong, 2);
+    let wc = &w["counters"];
+    eprintln!("imsload --ipsec: wrong K: {wc}");
+    assert_eq!(wc["reg_ok"], 0, "{w}");
+    assert_eq!(wc["reg_aka_mac_failures"], 2, "{w}");
+    assert_eq!(wc["ipsec_sa_setups"], 0, "{w}");
+    assert_eq!(common::ip_out(&ue_ns, &["xfrm", "state"]), "");
 
     // Cleartext on the UEs' link: each UE's first REGISTER and its 401, nothing else.
     let clear = common::tshark_fields(
@@ -1468,4 +1518,55 @@ fn imsload_registers_fifty_ues_through_their_own_sas_calls_and_cleans_up() {
     assert!(esp.len() >= 4 * N as usize + 8 * 10, "{}", esp.len());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     eprintln!("{IPSEC_DONE} {}", kernel.trim());
+}
+
+/// Runs `imsload --ipsec` for `users_csv` (`n` users, on 10.45.0.10..) in the UEs' namespace
+/// against the lab P-CSCF's UE side; its JSON report (`name` tells runs apart).
+fn imsload_ipsec(lab: &Lab, ue_ns: &str, name: &str, users_csv: &str, n: u32) -> serde_json::Value {
+    let csv = lab.path(&format!("ue-users-{name}.csv"));
+    std::fs::write(&csv, users_csv).unwrap();
+    let report = lab.path(&format!("imsload-{name}.json"));
+    let child = Command::new("ip")
+        .args(["netns", "exec", ue_ns, env!("CARGO_BIN_EXE_imsload")])
+        .args([
+            "--target",
+            &format!("{PCSCF_UE_IP}:5060"),
+            "--domain",
+            DOMAIN,
+        ])
+        .args(["--quiet", "--users-file"])
+        .arg(&csv)
+        .args([
+            "--ipsec",
+            "--bind",
+            "10.45.0.10",
+            "--ue-ips",
+            &n.to_string(),
+        ])
+        .args([
+            "--reg-rate",
+            "25",
+            "--cps",
+            "4",
+            "--calls",
+            "8",
+            "--hold",
+            "500ms",
+        ])
+        .args(["--duration", "20s", "--drain", "5s", "--report"])
+        .arg(&report)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run imsload in the UE namespace");
+    let out = common::wait_bounded(child, Duration::from_secs(120), "imsload --ipsec");
+    let text = std::fs::read_to_string(&report).unwrap_or_else(|e| {
+        panic!(
+            "no imsload report ({e})\n{}\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            lab.log("pcscf")
+        )
+    });
+    serde_json::from_str(&text).unwrap()
 }

@@ -13,12 +13,12 @@ use imsload::profile::monitor::Monitor;
 use imsload::profile::plan::Plan;
 use imsload::profile::schema::{self, parse_duration, Profile};
 use imsload::shutdown::{self, StopReason};
+use imsload::sip::secagree::{AuthAlg, EncAlg};
 use imsload::sip::transaction::Timers;
 use imsload::sip::Transport;
-use imsload::sip::secagree::{AuthAlg, EncAlg};
-use imsload::ua::security::SecurityConfig;
 use imsload::target::core::{TargetAka, TargetConfig};
 use imsload::ua::answerer::AnswererConfig;
+use imsload::ua::security::SecurityConfig;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -53,11 +53,15 @@ fn ue_ports(s: &str) -> Result<usize, String> {
 }
 
 fn ipsec_alg(s: &str) -> Result<AuthAlg, String> {
-    AuthAlg::parse(s).ok_or_else(|| format!("{s:?} is no integrity algorithm of TS 33.203: use hmac-sha-1-96 or hmac-md5-96"))
+    AuthAlg::parse(s).ok_or_else(|| {
+        format!("{s:?} is no integrity algorithm of TS 33.203: use hmac-sha-1-96 or hmac-md5-96")
+    })
 }
 
 fn ipsec_ealg(s: &str) -> Result<EncAlg, String> {
-    EncAlg::parse(s).ok_or_else(|| format!("{s:?} is no encryption algorithm of TS 33.203: use null, aes-cbc or des-ede3-cbc"))
+    EncAlg::parse(s).ok_or_else(|| {
+        format!("{s:?} is no encryption algorithm of TS 33.203: use null, aes-cbc or des-ede3-cbc")
+    })
 }
 
 fn duration(s: &str) -> Result<Duration, String> {

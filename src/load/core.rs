@@ -21,6 +21,7 @@
 use super::config::{ByeBy, CoreConfig, DurationDist, ImsOptions, PreferredIdentity, Scenario};
 use super::population::Identity;
 use super::stats::{Delays, Interval, StatusKey};
+use crate::ipsec::{Sa, Side};
 use crate::sip::aka::Usim;
 use crate::sip::builder::{sdp, Writer};
 use crate::sip::dialog::strip_tag;
@@ -35,7 +36,6 @@ use crate::ua::caller::{self, Branch, CallConfig, CallSetup, CallState, Out, Out
 use crate::ua::challenge::Authenticator;
 use crate::ua::nit::{self, NitClient, NitConfig};
 use crate::ua::registration::{self, RegConfig, RegKind, RegState, Registration};
-use crate::ipsec::{Sa, Side};
 use crate::ua::security::UeSecurity;
 use crate::ua::timers::TimerWheel;
 use rand::rngs::SmallRng;
@@ -646,7 +646,8 @@ impl LoadCore {
         let user = &mut self.users[u as usize];
         let Some(x) = user.ipsec.as_mut() else { return };
         if let Some(sas) = x.sas.take() {
-            self.ipsec_out.push_back(IpsecAction::Remove { user: u, sas });
+            self.ipsec_out
+                .push_back(IpsecAction::Remove { user: u, sas });
         }
         if let Some(d) = self.sock_dest.get_mut(x.c as usize) {
             *d = None;
@@ -1427,7 +1428,9 @@ impl LoadCore {
                         c.ack_branch = Some(ack_key(tk));
                         self.send(sock, self.dest_of(sock), req.data)
                     }
-                    Out::Cancel { retransmit: false } => self.send(sock, self.dest_of(sock), req.data),
+                    Out::Cancel { retransmit: false } => {
+                        self.send(sock, self.dest_of(sock), req.data)
+                    }
                     Out::Cancel { retransmit: true } => {
                         self.stats.counters.retransmits += 1;
                         self.send(sock, self.dest_of(sock), req.data);
