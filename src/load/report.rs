@@ -355,6 +355,27 @@ impl Report {
                 c.reg_associated_uris, c.reg_no_associated_uri, c.reg_associated_missing_own
             );
         }
+        let ipsec_failed = c.ipsec_no_security_server
+            + c.ipsec_malformed
+            + c.ipsec_alg_refused
+            + c.ipsec_no_keys
+            + c.ipsec_sa_install_failed
+            + c.ipsec_protected_unanswered;
+        if c.ipsec_sa_setups + ipsec_failed > 0 {
+            let _ = writeln!(
+                s,
+                "  IPsec     SA pairs made {:>6}  removed {:>6}  failed {:>6} (no Security-Server {}, unreadable {}, algorithm refused {}, no AKA keys {}, kernel refused {}, protected REGISTER unanswered {})",
+                c.ipsec_sa_setups,
+                c.ipsec_sa_teardowns,
+                ipsec_failed,
+                c.ipsec_no_security_server,
+                c.ipsec_malformed,
+                c.ipsec_alg_refused,
+                c.ipsec_no_keys,
+                c.ipsec_sa_install_failed,
+                c.ipsec_protected_unanswered
+            );
+        }
         let _ = writeln!(
             s,
             "  refresh   attempts {:>8}  ok {:>8}  failed {:>6}",

@@ -131,6 +131,7 @@ pub async fn run(
     if sockets > workers {
         check_fd_limit(sockets)?;
     }
+    let mut handles = Vec::with_capacity(workers);
     for (i, chunk) in chunks.into_iter().enumerate() {
         let f = 1.0 / workers as f64;
         let cfg = CoreConfig {
@@ -210,12 +211,15 @@ pub async fn run(
             workers,
         };
         let abandon = abandon.clone();
-        // Not joined: each worker ends by reporting Phase::Done and dropping its sender, which
-        // is what the aggregation loop waits for (or the abandon flag after an overrun drain).
-        std::thread::Builder::new()
-            .name(format!("imsload-worker-{i}"))
-            .spawn(move || worker(i, core, driver, xfrm, shutdown, tx, ctl, abandon))
-            .context("cannot start a worker thread")?;
+        // Each worker ends by reporting Phase::Done and dropping its sender, which is what the
+        // aggregation loop waits for (or the abandon flag after an overrun drain); joined at
+        // the end only so that SAs it made are gone before the process is.
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("imsload-worker-{i}"))
+                .spawn(move || worker(i, core, driver, xfrm, shutdown, tx, ctl, abandon))
+                .context("cannot start a worker thread")?,
+        );
     }
     drop(tx);
 
@@ -310,6 +314,19 @@ pub async fn run(
     drop(sampler);
     trigger.stop(StopReason::Finished);
     let ended = Instant::now();
+    if ipsec {
+        // A worker abandoned mid-drain still takes its SAs away on its way out: wait for it
+        // (a bounded wait; XFRM calls take microseconds).
+        let limit = Instant::now() + Duration::from_secs(5);
+        for h in handles {
+            while !h.is_finished() && Instant::now() < limit {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if h.is_finished() {
+                let _ = h.join();
+            }
+        }
+    }
     let done = agg.finish(ended);
     if let Some(w) = series.as_mut() {
         w.write(&done.last).context("writing the time series")?;

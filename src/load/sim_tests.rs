@@ -35,6 +35,14 @@ struct Net {
     held: Vec<(Vec<u8>, u32)>,
     /// Lose the load side's first ACK (the target then retransmits its 200).
     lose_first_ack: bool,
+    /// Plays a P-CSCF doing sec-agree: this Security-Server goes into every 401 to a
+    /// REGISTER, and requests to `protected_dest` reach the target too.
+    security_server: Option<String>,
+    protected_dest: Option<SocketAddr>,
+    /// The SA changes the load side asked for (install?, user, SAs), in order, and whether
+    /// the "kernel" refuses installs.
+    ipsec: Vec<(bool, u32, Vec<crate::ipsec::Sa>)>,
+    refuse_sas: bool,
 }
 
 const LOAD: ([u8; 4], u16) = ([127, 0, 0, 2], 5070);
@@ -75,6 +83,10 @@ impl Net {
             hold_back_180: false,
             held: Vec::new(),
             lose_first_ack: false,
+            security_server: None,
+            protected_dest: None,
+            ipsec: Vec::new(),
+            refuse_sas: false,
         }
     }
 
@@ -84,9 +96,26 @@ impl Net {
         let t = SocketAddr::from(TARGET);
         for _ in 0..5_000_000 {
             let mut moved = false;
+            while let Some(a) = self.load.poll_ipsec() {
+                use super::core::IpsecAction;
+                let (install, user, sas) = match &a {
+                    IpsecAction::Install { user, sas } => (true, *user, sas.to_vec()),
+                    IpsecAction::Remove { user, sas } => (false, *user, sas.to_vec()),
+                };
+                self.ipsec.push((install, user, sas));
+                let r = if install && self.refuse_sas {
+                    Err("refused".to_string())
+                } else {
+                    Ok(())
+                };
+                self.load.handle_ipsec(self.now, &a, r);
+            }
             while let Some(x) = self.load.poll_transmit() {
                 moved = true;
-                assert_eq!(x.dest, t, "the load side only talks to its outbound proxy");
+                assert!(
+                    x.dest == t || Some(x.dest) == self.protected_dest,
+                    "the load side only talks to its outbound proxy"
+                );
                 let l = self.locals[x.src as usize];
                 self.from_load
                     .push(String::from_utf8_lossy(&x.data).into_owned());
@@ -109,6 +138,15 @@ impl Net {
                 if self.locals.len() > 1 {
                     self.to_load
                         .push((x.dest, String::from_utf8_lossy(&x.data).into_owned()));
+                }
+                let mut x = x;
+                if let Some(ss) = &self.security_server {
+                    let text = String::from_utf8_lossy(&x.data).into_owned();
+                    if text.starts_with("SIP/2.0 401") && text.contains(" REGISTER\r\n") {
+                        x.data = text
+                            .replacen("\r\n", &format!("\r\nSecurity-Server: {ss}\r\n"), 1)
+                            .into_bytes();
+                    }
                 }
                 if self.hold_back_180 && x.data.starts_with(b"SIP/2.0 180") {
                     self.held.push((x.data, sock as u32));
@@ -524,6 +562,16 @@ fn lab_keys() -> AkaKeys {
 
 /// `count` AKA users with the lab's IMSI-style IMPIs, K from `k` (hex) and the UE's SQN.
 fn aka_net(cfg: CoreConfig, count: usize, k: &str, ue_sqn: &str) -> Net {
+    aka_net_on(cfg, count, k, ue_sqn, vec![SocketAddr::from(LOAD)])
+}
+
+fn aka_net_on(
+    cfg: CoreConfig,
+    count: usize,
+    k: &str,
+    ue_sqn: &str,
+    locals: Vec<SocketAddr>,
+) -> Net {
     let sub = aka_subscription(
         k,
         None,
@@ -547,7 +595,162 @@ fn aka_net(cfg: CoreConfig, count: usize, k: &str, ue_sqn: &str) -> Net {
         aka: Some(TargetAka::all(lab_keys())),
         ..TargetConfig::default()
     };
-    Net::with(cfg, pop, target)
+    Net::with_locals(cfg, pop, target, locals)
+}
+
+// ---------------------------------------------------------------- IMS security agreement
+
+/// `users` AKA UEs with `--ipsec` (three sockets each) against the target playing a P-CSCF
+/// that offers port-c 5100, port-s 5200.
+fn ipsec_net(users: usize) -> Net {
+    use crate::sip::secagree::{AuthAlg, EncAlg};
+    let cfg = CoreConfig {
+        ipsec: Some(crate::ua::security::SecurityConfig {
+            alg: AuthAlg::HmacSha1_96,
+            ealg: EncAlg::AesCbc,
+            pcscf: SocketAddr::from(TARGET).ip(),
+        }),
+        max_total_calls: Some(4),
+        ..cfg()
+    };
+    let locals = (0..3 * users)
+        .map(|i| SocketAddr::from(([127, 0, 0, 2], 40000 + i as u16)))
+        .collect();
+    let mut net = aka_net_on(cfg, users, "465b5ce8b199b49faa5f0a2ee238a6bc", "0", locals);
+    net.security_server = Some(
+        "ipsec-3gpp;prot=esp;mod=trans;spi-c=4096;spi-s=4097;port-c=5100;port-s=5200;alg=hmac-sha-1-96;ealg=aes-cbc".into(),
+    );
+    net.protected_dest = Some(SocketAddr::from(([127, 0, 0, 1], 5200)));
+    net
+}
+
+/// Each UE's first REGISTER leaves its unprotected socket with no port in Via and Contact
+/// and offers Security-Client; the 401's Security-Server and AKA keys make four SAs, and the
+/// protected REGISTER waits for them, then leaves the protected client port for the P-CSCF's
+/// port-s with Security-Verify. Calls go the same way; the SAs are taken away after the
+/// de-registration.
+#[test]
+fn ipsec_ues_send_through_their_sas_once_made() {
+    use crate::ipsec::Dir;
+    let mut net = ipsec_net(2);
+    net.run(Duration::from_secs(120));
+    let c = &net.totals.counters;
+    assert_eq!(net.load.phase(), Phase::Done);
+    assert_eq!(
+        (c.reg_ok, c.ipsec_sa_setups, c.ipsec_sa_teardowns),
+        (2, 2, 2)
+    );
+    assert_eq!(c.calls_completed, 4);
+    assert_eq!(c.dereg_ok, 2);
+    // Installs first, removals after the de-registrations, each UE's SAs once.
+    let kinds: Vec<(bool, u32)> = net.ipsec.iter().map(|(i, u, _)| (*i, *u)).collect();
+    assert_eq!(kinds, [(true, 0), (true, 1), (false, 0), (false, 1)]);
+    let (_, _, sas) = &net.ipsec[0];
+    let (plain, uc, us) = (net.locals[0], net.locals[1], net.locals[2]);
+    let out = &sas[0];
+    assert_eq!(
+        (out.dir, out.sport, out.dport, out.spi),
+        (Dir::Out, uc.port(), 5200, 4097),
+        "the UE's requests go to the P-CSCF's port-s under its spi-s"
+    );
+    assert_eq!(out.enc_key.len(), 16, "aes-cbc is keyed with CK");
+    let inbound: Vec<(u16, u32)> = sas
+        .iter()
+        .filter(|s| s.dir == Dir::In)
+        .map(|s| (s.dport, s.spi))
+        .collect();
+    assert_eq!(
+        inbound,
+        [
+            (uc.port(), 0x10_0000 + uc.port() as u32),
+            (us.port(), 0x10_0000 + us.port() as u32)
+        ]
+    );
+    // User 0's REGISTERs: the first in clear, the rest protected.
+    let regs: Vec<(SocketAddr, &String)> = net
+        .from_load
+        .iter()
+        .zip(&net.from_load_src)
+        .filter(|(m, src)| m.starts_with("REGISTER ") && [plain, uc].contains(src))
+        .map(|(m, src)| (*src, m))
+        .collect();
+    // First, protected, and the de-registration twice: this target challenges it too, and
+    // the answer goes through the SAs already made (no second agreement).
+    assert_eq!(regs.len(), 4, "{regs:#?}");
+    let (src, first) = regs[0];
+    assert_eq!(src, plain);
+    assert!(
+        first.contains("Via: SIP/2.0/UDP 127.0.0.2;branch="),
+        "{first}"
+    );
+    assert!(first.contains("@127.0.0.2;transport=udp>"), "{first}");
+    assert!(first.contains(&format!(
+        "Security-Client: ipsec-3gpp;alg=hmac-sha-1-96;ealg=aes-cbc;spi-c={};spi-s={};port-c={};port-s={}",
+        0x10_0000 + uc.port() as u32,
+        0x10_0000 + us.port() as u32,
+        uc.port(),
+        us.port()
+    )), "{first}");
+    assert!(first.contains("Require: sec-agree\r\n") && !first.contains("Security-Verify"));
+    for (src, m) in &regs[1..] {
+        assert_eq!(*src, uc);
+        assert!(m.contains(&format!("Via: SIP/2.0/UDP {us};branch=")), "{m}");
+        assert!(m.contains(&format!("@{us};transport=udp>")), "{m}");
+        assert!(
+            m.contains("Security-Verify: ipsec-3gpp;prot=esp;mod=trans;spi-c=4096"),
+            "{m}"
+        );
+    }
+    // Every INVITE left a protected client port.
+    let invites: Vec<&SocketAddr> = net
+        .from_load
+        .iter()
+        .zip(&net.from_load_src)
+        .filter(|(m, _)| m.starts_with("INVITE "))
+        .map(|(_, s)| s)
+        .collect();
+    assert!(!invites.is_empty());
+    assert!(
+        invites.iter().all(|s| s.port() % 3 == 40000 % 3 + 1),
+        "{invites:?}"
+    );
+}
+
+/// A kernel that refuses the SAs: the protected REGISTER is never sent, the registration
+/// fails, and the refusal is counted by name.
+#[test]
+fn ipsec_sas_refused_fail_the_registration_unsent() {
+    let mut net = ipsec_net(2);
+    net.refuse_sas = true;
+    net.run(Duration::from_secs(120));
+    let c = &net.totals.counters;
+    assert_eq!((c.reg_ok, c.reg_failed), (0, 2));
+    assert_eq!((c.ipsec_sa_install_failed, c.ipsec_sa_setups), (2, 0));
+    assert_eq!(
+        c.ipsec_sa_teardowns, 0,
+        "nothing made, nothing to take away"
+    );
+    let registers = net
+        .from_load
+        .iter()
+        .filter(|m| m.starts_with("REGISTER "))
+        .count();
+    assert_eq!(registers, 2, "only the unprotected ones");
+}
+
+/// A P-CSCF that does not do sec-agree (a 401 without Security-Server): no SA, the failure
+/// named.
+#[test]
+fn ipsec_without_security_server_is_named() {
+    let mut net = ipsec_net(2);
+    net.security_server = None;
+    net.run(Duration::from_secs(120));
+    let c = &net.totals.counters;
+    assert_eq!(
+        (c.reg_ok, c.reg_failed, c.ipsec_no_security_server),
+        (0, 2, 2)
+    );
+    assert!(net.ipsec.is_empty());
 }
 
 #[test]
