@@ -1358,7 +1358,9 @@ fn imsload_registers_fifty_ues_through_their_own_sas_calls_and_cleans_up() {
     // 2·IPSEC_MAX protected ports gets CHILDREN receivers).
     let lab = Lab::start_with(
         &subscribers_csv(N),
-        &[("IPSEC", "1"), ("IPSEC_MAX", "60"), ("CHILDREN", "1")],
+        // Ports for every UE of the three runs: a de-registered UE's stay taken until its
+        // contact lapses (lab/ims/pcscf.cfg; short of them, a 401 has no Security-Server).
+        &[("IPSEC", "1"), ("IPSEC_MAX", "64"), ("CHILDREN", "1")],
     );
     let ue_ns = std::fs::read_to_string(lab.path("ue-netns"))
         .expect("ims.sh IPSEC=1 records the UE namespace")
@@ -1490,6 +1492,27 @@ fn imsload_registers_fifty_ues_through_their_own_sas_calls_and_cleans_up() {
     assert_eq!(wc["ipsec_sa_setups"], 0, "{w}");
     assert_eq!(common::ip_out(&ue_ns, &["xfrm", "state"]), "");
 
+    // SIGTERM mid-run: the UEs de-register, and every SA made is taken away before exit.
+    let t = imsload_ipsec_run(
+        &lab,
+        &ue_ns,
+        "sigterm",
+        &subscribers_csv(10),
+        10,
+        &["--duration", "60s"],
+        Some(Duration::from_secs(4)),
+    );
+    let tc = &t["counters"];
+    eprintln!(
+        "imsload --ipsec: SIGTERM after 4 s: stop {} {tc}",
+        t["stop_reason"]
+    );
+    assert_eq!(tc["ipsec_sa_setups"], 10, "{t}");
+    assert_eq!(tc["ipsec_sa_teardowns"], 10, "{t}");
+    assert_eq!(tc["dereg_ok"], 10, "{t}");
+    assert_eq!(common::ip_out(&ue_ns, &["xfrm", "state"]), "");
+    assert_eq!(common::ip_out(&ue_ns, &["xfrm", "policy"]), "");
+
     // Cleartext on the UEs' link: each UE's first REGISTER and its 401, nothing else.
     let clear = common::tshark_fields(
         &pcap,
@@ -1523,42 +1546,44 @@ fn imsload_registers_fifty_ues_through_their_own_sas_calls_and_cleans_up() {
 /// Runs `imsload --ipsec` for `users_csv` (`n` users, on 10.45.0.10..) in the UEs' namespace
 /// against the lab P-CSCF's UE side; its JSON report (`name` tells runs apart).
 fn imsload_ipsec(lab: &Lab, ue_ns: &str, name: &str, users_csv: &str, n: u32) -> serde_json::Value {
+    let extra = ["--duration", "20s", "--calls", "8"];
+    imsload_ipsec_run(lab, ue_ns, name, users_csv, n, &extra, None)
+}
+
+/// Like [`imsload_ipsec`] with `extra` options, sent SIGTERM after `term_after` if given.
+fn imsload_ipsec_run(
+    lab: &Lab,
+    ue_ns: &str,
+    name: &str,
+    users_csv: &str,
+    n: u32,
+    extra: &[&str],
+    term_after: Option<Duration>,
+) -> serde_json::Value {
     let csv = lab.path(&format!("ue-users-{name}.csv"));
     std::fs::write(&csv, users_csv).unwrap();
     let report = lab.path(&format!("imsload-{name}.json"));
+    let target = format!("{PCSCF_UE_IP}:5060");
+    let n = n.to_string();
     let child = Command::new("ip")
         .args(["netns", "exec", ue_ns, env!("CARGO_BIN_EXE_imsload")])
-        .args([
-            "--target",
-            &format!("{PCSCF_UE_IP}:5060"),
-            "--domain",
-            DOMAIN,
-        ])
-        .args(["--quiet", "--users-file"])
+        .args(["--target", &target, "--domain", DOMAIN, "--quiet"])
+        .arg("--users-file")
         .arg(&csv)
-        .args([
-            "--ipsec",
-            "--bind",
-            "10.45.0.10",
-            "--ue-ips",
-            &n.to_string(),
-        ])
-        .args([
-            "--reg-rate",
-            "25",
-            "--cps",
-            "4",
-            "--calls",
-            "8",
-            "--hold",
-            "500ms",
-        ])
-        .args(["--duration", "20s", "--drain", "5s", "--report"])
+        .args(["--ipsec", "--bind", "10.45.0.10", "--ue-ips", &n])
+        .args(["--reg-rate", "25", "--cps", "4"])
+        .args(["--hold", "500ms", "--drain", "5s", "--report"])
         .arg(&report)
+        .args(extra)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("run imsload in the UE namespace");
+    if let Some(d) = term_after {
+        std::thread::sleep(d);
+        // `ip netns exec` execs imsload: the child is imsload itself.
+        assert!(common::send_signal(child.id() as i32, common::SIGTERM));
+    }
     let out = common::wait_bounded(child, Duration::from_secs(120), "imsload --ipsec");
     let text = std::fs::read_to_string(&report).unwrap_or_else(|e| {
         panic!(
