@@ -823,6 +823,99 @@ mod tests {
         assert!(matches!(ue.events()[..], [Event::Registered { .. }]));
     }
 
+    /// A UE that agrees on security: its answer to the 401 waits for the SAs, and carries
+    /// Security-Verify; the keys it hands over are the challenge's CK and IK.
+    #[test]
+    fn sec_agree_holds_the_protected_register_until_the_sas_exist() {
+        use crate::ipsec::Side;
+        use crate::sip::secagree::{AuthAlg, EncAlg};
+        let scfg = SecurityConfig {
+            alg: AuthAlg::HmacSha1_96,
+            ealg: EncAlg::Null,
+            pcscf: "10.45.0.1".parse().unwrap(),
+        };
+        let side = Side {
+            addr: "10.45.0.2".parse().unwrap(),
+            port_c: 40100,
+            port_s: 40101,
+            spi_c: 50000,
+            spi_s: 50001,
+        };
+        let k = keys();
+        let ue_with = |server: &str| {
+            let mut ue = Ue::new(
+                RegConfig {
+                    security: Some(scfg),
+                    ..cfg()
+                },
+                Some(Usim::new(k, 0)),
+            );
+            ue.reg.set_security(UeSecurity::new(side));
+            ue.reg.start(ue.now, RegKind::Initial);
+            let first = ue.sent();
+            assert_eq!(header(&first, "Supported"), Some("path, sec-agree"));
+            assert!(header(&first, "Security-Client").is_some_and(|v| v.contains("spi-c=50000")));
+            assert_eq!(header(&first, "Proxy-Require"), Some("sec-agree"));
+            let v = aka::generate(&k, [5; 16], 1);
+            ue.answer(
+                401,
+                &format!(
+                    "WWW-Authenticate: Digest realm=\"ims.local\", nonce=\"{}\", algorithm=AKAv1-MD5, qop=\"auth\"\r\n{server}",
+                    v.nonce()
+                ),
+            );
+            (ue, v)
+        };
+        let server = "ipsec-3gpp;prot=esp;mod=trans;spi-c=100;spi-s=101;port-c=5100;port-s=5200;alg=hmac-sha-1-96;ealg=null";
+        let (mut ue, v) = ue_with(&format!("Security-Server: {server}\r\n"));
+        assert_eq!(
+            ue.events(),
+            [
+                Event::Challenged(Answered::Credentials),
+                Event::SecurityAgreed
+            ]
+        );
+        assert!(!ue.reg.has_transmit(), "held until the SAs are made");
+        assert!(!ue.reg.protected());
+        let pair = ue.reg.security().unwrap().agreed().unwrap().clone();
+        assert_eq!((pair.pcscf.port_s, pair.pcscf.spi_s), (5200, 101));
+        assert_eq!(&pair.auth_key[..16], &v.ik, "IK keys the integrity");
+        ue.reg.sa_ready();
+        assert!(ue.reg.protected());
+        let protected = ue.sent();
+        assert_eq!(header(&protected, "Security-Verify"), Some(server));
+        assert!(header(&protected, "Authorization").is_some_and(|a| a.contains("response=")));
+
+        // The SAs could not be made: the attempt fails, by name, unsent.
+        let (mut ue, _) = ue_with(&format!("Security-Server: {server}\r\n"));
+        ue.events();
+        ue.reg.sa_failed(ue.now, &ue.cfg);
+        assert_eq!(
+            ue.events(),
+            [Event::SecurityFailed {
+                kind: RegKind::Initial,
+                why: SecurityFailure::SaInstall
+            }]
+        );
+        assert!(!ue.reg.has_transmit());
+        assert_eq!(ue.reg.state(), RegState::Failed);
+
+        // No Security-Server: no answer at all, the failure named.
+        let (mut ue, _) = ue_with("");
+        assert_eq!(
+            ue.events(),
+            [Event::SecurityFailed {
+                kind: RegKind::Initial,
+                why: SecurityFailure::NoSecurityServer
+            }]
+        );
+        assert!(!ue.reg.has_transmit());
+        assert!(ue
+            .reg
+            .security_error()
+            .is_some_and(|e| e.to_string().contains("no Security-Server")));
+    }
+
     #[test]
     fn aka_challenge_is_answered_with_res_and_a_stale_sqn_resynchronises() {
         let k = keys();
