@@ -401,7 +401,7 @@ fi
 
 # ---- 5. the cost of --metrics and --hep (only with SECTIONS containing observe, or hep)
 if want observe || want hep; then
-log "5/5 observe: $HEP_CPS calls/s for ${HEP_SECS}s, hold 0: without, with --metrics (scraped every second), with --hep to a local UDP sink; alternating, $HEP_ROUNDS rounds"
+log "5/5 observe: $HEP_CPS calls/s for ${HEP_SECS}s, hold 0: without, with --metrics (scraped every second), with --hep to a local UDP sink, and over TCP to a local reader; alternating, $HEP_ROUNDS rounds"
 # The sink: a bound socket that is never read. The kernel delivers into it (work charged to
 # the sender, as a real collector's path would be) and drops what overflows, silently: no
 # ICMP, so no send errors, and no reader competing for the cores.
@@ -412,6 +412,19 @@ s.bind(('127.0.0.1', $hep_port))
 time.sleep(3600)"
 hep_sink=$BG
 wait_port "$hep_port"
+# The TCP sink reads and discards (a stream that is not read stops the sender once the
+# windows fill); its CPU is its own, not the generator's.
+alloc_port hep_tcp_port
+start_bg hep-tcp-sink 3600 TERM python3 -c "import socket
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(('127.0.0.1', $hep_tcp_port)); l.listen(4)
+while True:
+    c, _ = l.accept()
+    while c.recv(1 << 20):
+        pass
+    c.close()"
+hep_tcp_sink=$BG
+wait_port "$hep_tcp_port"
 alloc_port metrics_port
 # The scraper: what Prometheus does at a 1 s interval (a GET of /metrics), in a loop that the
 # section stops; its own CPU is not the generator's.
@@ -434,10 +447,14 @@ for r in $(seq "$HEP_ROUNDS"); do
     IMS_EXTRA=(--hep "127.0.0.1:$hep_port")
     calls_imsload "obs-hep-$r" "$HEP_CPS" "$n" 0 "$HEP_SECS"
     "${PARSE[@]}" imsload "$W" "obs-hep-$r" "$HEP_CPS" "$n"
+    IMS_EXTRA=(--hep "127.0.0.1:$hep_tcp_port" --hep-transport tcp)
+    calls_imsload "obs-heptcp-$r" "$HEP_CPS" "$n" 0 "$HEP_SECS"
+    "${PARSE[@]}" imsload "$W" "obs-heptcp-$r" "$HEP_CPS" "$n"
 done
 IMS_EXTRA=()
 stop_bg "$scraper" TERM
 stop_bg "$hep_sink" TERM
+stop_bg "$hep_tcp_sink" TERM
 python3 - "$W" "$HEP_ROUNDS" "$HEP_CPS" <<'EOF'
 import json, statistics, sys
 w, rounds, cps = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -452,21 +469,23 @@ def per10k(name):
 def fmt(x):
     return "-" if x is None else f"{x:.3f}"
 print(f"Observation cost at {cps} calls/s: imsload CPU-s (user+sys) per 10,000 completed calls")
-cols = {"off": [], "metrics": [], "hep": []}
+cols = {"off": [], "metrics": [], "hep": [], "heptcp": []}
 for r in range(1, rounds + 1):
     a, _ = per10k(f"obs-off-{r}")
     m, _ = per10k(f"obs-metrics-{r}")
     h, rep = per10k(f"obs-hep-{r}")
-    hep = (rep or {}).get("hep")
-    hs = (f"mirrored {hep['mirrored']}, dropped {hep['dropped']}, send errors {hep['send_errors']}"
-          if hep else "no hep figures")
-    print(f"  round {r}: without {fmt(a)}  --metrics {fmt(m)}  --hep {fmt(h)}  ({hs})")
-    for k, v in (("off", a), ("metrics", m), ("hep", h)):
+    t, rep_t = per10k(f"obs-heptcp-{r}")
+    def hs(rep):
+        hep = (rep or {}).get("hep")
+        return (f"mirrored {hep['mirrored']}, dropped {hep['dropped']}, send errors {hep['send_errors']}"
+                if hep else "no hep figures")
+    print(f"  round {r}: without {fmt(a)}  --metrics {fmt(m)}  --hep {fmt(h)} ({hs(rep)})  --hep over TCP {fmt(t)} ({hs(rep_t)})")
+    for k, v in (("off", a), ("metrics", m), ("hep", h), ("heptcp", t)):
         if v:
             cols[k].append(v)
 if cols["off"]:
     mo = statistics.median(cols["off"])
-    for k, goal in (("metrics", 1.02), ("hep", 1.15)):
+    for k, goal in (("metrics", 1.02), ("hep", 1.15), ("heptcp", 1.15)):
         if cols[k]:
             mk = statistics.median(cols[k])
             print(f"  median: without {mo:.3f}, with --{k} {mk:.3f}: ratio {mk / mo:.3f} (goal < {goal})")

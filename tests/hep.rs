@@ -401,6 +401,151 @@ fn imsload_mirrors_every_sip_message_it_sends_and_receives_through_kamailio() {
     assert_same_traffic(&wire, &hep, "imsload");
 }
 
+/// A HEP collector over TCP: takes one connection and keeps every byte of it.
+struct TcpCollector {
+    port: u16,
+    thread: Option<std::thread::JoinHandle<Vec<u8>>>,
+}
+
+impl TcpCollector {
+    fn start() -> TcpCollector {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let thread = std::thread::spawn(move || {
+            use std::io::Read as _;
+            let (mut c, _) = l.accept().expect("imsload connects to the HEP collector");
+            // Read until imsload closes the connection (bounded: the test's own limit).
+            c.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
+            let mut got = Vec::new();
+            let _ = c.read_to_end(&mut got);
+            got
+        });
+        TcpCollector {
+            port,
+            thread: Some(thread),
+        }
+    }
+
+    /// Everything received.
+    fn finish(mut self) -> Vec<u8> {
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+/// Cuts a HEP stream into its packets by their length fields (as a collector does) and writes
+/// each as a UDP datagram to `port` in a pcap, for hep3.lua to read as it reads datagrams.
+/// The number of packets.
+fn hep_stream_as_pcap(stream: &[u8], port: u16, path: &Path) -> usize {
+    let cap = pcap::Capture::dead(pcap::Linktype(12)).unwrap(); // DLT_RAW: IPv4, no link header
+    let mut out = cap.savefile(path).unwrap();
+    let mut off = 0;
+    let mut n = 0;
+    while off < stream.len() {
+        assert_eq!(
+            &stream[off..off + 4],
+            b"HEP3",
+            "HEP packet {n} at byte {off}"
+        );
+        let len = u16::from_be_bytes([stream[off + 4], stream[off + 5]]) as usize;
+        let hep = &stream[off..off + len];
+        let mut pkt = Vec::with_capacity(28 + len);
+        let total = (28 + len) as u16;
+        pkt.extend_from_slice(&[
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            0,
+            0,
+            0,
+            64,
+            17,
+            0,
+            0,
+        ]);
+        pkt.extend_from_slice(&[127, 0, 0, 1, 127, 0, 0, 1]);
+        let ulen = (8 + len) as u16;
+        pkt.extend_from_slice(&40000u16.to_be_bytes());
+        pkt.extend_from_slice(&port.to_be_bytes());
+        pkt.extend_from_slice(&ulen.to_be_bytes());
+        pkt.extend_from_slice(&[0, 0]);
+        pkt.extend_from_slice(hep);
+        let header = pcap::PacketHeader {
+            ts: libc::timeval {
+                tv_sec: 0,
+                tv_usec: 0,
+            },
+            caplen: pkt.len() as u32,
+            len: pkt.len() as u32,
+        };
+        out.write(&pcap::Packet::new(&header, &pkt));
+        off += len;
+        n += 1;
+    }
+    out.flush().unwrap();
+    n
+}
+
+/// `--hep-transport tcp`: the same copies, back to back on one connection, each packet what
+/// the datagram would have been; the multiset read from what the collector received equals
+/// the SIP on the wire.
+#[test]
+fn imsload_mirrors_over_tcp_every_sip_message_through_kamailio() {
+    let _g = serial();
+    if !tools_or_skip("imsload_mirrors_over_tcp") {
+        return;
+    }
+    let kam = kamailio(20);
+    let dir = tempfile::tempdir().unwrap();
+    let coll = TcpCollector::start();
+    let cap = Capture::start(dir.path(), &[kam.addr().port()]);
+    let hep = format!("127.0.0.1:{}", coll.port);
+    let mut args = load_args(&kam.addr().to_string());
+    args.extend(
+        [
+            "--hep",
+            &hep,
+            "--hep-transport",
+            "tcp",
+            "--hep-id",
+            "4243",
+            "--hep-node",
+            "imsload-tcp",
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (rep, out) = imsload(&args, &dir.path().join("r.json"));
+    let pcap = cap.stop();
+    let stream = coll.finish();
+
+    let c = &rep["counters"];
+    assert_eq!(c["calls_completed"], 20, "{out}");
+    let (mirrored_n, dropped, errors) = hep_stats(&rep);
+    assert_eq!((dropped, errors), (0, 0), "{out}");
+    assert_eq!(rep["hep"]["transport"], "tcp");
+    let msgs = c["msgs_sent"].as_u64().unwrap() + c["msgs_received"].as_u64().unwrap();
+    assert_eq!(mirrored_n, msgs, "one copy per message sent or received");
+    assert!(
+        out.contains(&format!("HEP → {hep} over TCP (capture ID 4243")),
+        "{out}"
+    );
+    let as_pcap = dir.path().join("hep-stream.pcap");
+    let packets = hep_stream_as_pcap(&stream, coll_port_of(&hep), &as_pcap);
+    assert_eq!(
+        packets as u64, mirrored_n,
+        "the collector got every copy, whole"
+    );
+    let wire = wire(&pcap, kam.addr().port());
+    let hep = mirrored(&as_pcap, coll_port_of(&hep), "4243", "imsload-tcp", "17");
+    assert_same_traffic(&wire, &hep, "imsload over TCP");
+}
+
+fn coll_port_of(hep: &str) -> u16 {
+    hep.rsplit_once(':').unwrap().1.parse().unwrap()
+}
+
 #[test]
 fn imsload_with_its_collector_gone_runs_as_without_and_counts_the_refusals() {
     let _g = serial();

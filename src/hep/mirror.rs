@@ -12,12 +12,19 @@
 //! A collector that is gone costs nothing but counts: over UDP the kernel reports the ICMP
 //! port unreachable of an earlier datagram as ECONNREFUSED on a later send (the socket is
 //! connected for that), which is counted as a send error and logged once.
+//!
+//! Over TCP (`--hep-transport tcp`, which heplify-server and Homer accept) a batch is one
+//! write of its HEP packets back to back (each carries its length): one system call and a
+//! few segments where UDP sends a datagram per message, which was most of `--hep`'s cost. A
+//! connection that fails drops the batch (counted as send errors) and is made again at most
+//! once a second, so the stream never holds a packet cut short.
 
 use super::{call_id, encode, Packet, Proto};
 use crate::io::udp::{SendBatch, BATCH};
 use serde::Serialize;
 use std::collections::HashSet;
-use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
@@ -37,13 +44,29 @@ const IDLE: Duration = Duration::from_millis(200);
 /// Default capture agent ID (Homer's examples use 2001).
 pub const DEFAULT_CAPTURE_ID: u32 = 2001;
 
+/// How the copies travel to the collector.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HepTransport {
+    /// One datagram per message.
+    #[default]
+    Udp,
+    /// One stream; a write per batch.
+    Tcp,
+}
+
 /// Where and as whom to mirror.
 #[derive(Clone, Debug)]
 pub struct HepConfig {
     pub collector: SocketAddr,
+    pub transport: HepTransport,
     pub capture_id: u32,
     pub node: String,
 }
+
+/// A TCP connection to the collector: how long a connect or a write may take before the
+/// batch is given up (the SIP path never waits for it; the queue drops meanwhile).
+const TCP_WAIT: Duration = Duration::from_secs(1);
 
 /// `--hep HOST:PORT [--hep-id N] [--hep-node NAME]`, shared by imsload and imsprobe.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -56,6 +79,10 @@ pub struct HepArgs {
     /// HEP capture agent ID.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_CAPTURE_ID, requires = "hep")]
     pub hep_id: u32,
+    /// How to reach the collector: a datagram per message (udp), or one connection with a
+    /// write per batch (tcp; heplify-server's HEPTCPAddr), which costs the generator less.
+    #[arg(long, value_name = "udp|tcp", default_value = "udp", requires = "hep")]
+    pub hep_transport: HepTransport,
     /// HEP node name [default: this host's name].
     #[arg(long, value_name = "NAME", requires = "hep")]
     pub hep_node: Option<String>,
@@ -68,6 +95,7 @@ impl HepArgs {
         let collector = self.hep?;
         Some(HepConfig {
             collector,
+            transport: self.hep_transport,
             capture_id: self.hep_id,
             node: self
                 .hep_node
@@ -112,16 +140,18 @@ fn hostname() -> Option<String> {
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct HepStats {
     pub collector: String,
+    pub transport: HepTransport,
     pub capture_id: u32,
     pub node: String,
     /// Queue capacity (messages).
     pub queue: usize,
-    /// HEP datagrams the kernel accepted.
+    /// HEP packets the kernel accepted (datagrams, or packets written to the stream).
     pub mirrored: u64,
     /// Copies not sent: the queue was full, the message did not fit one HEP datagram, or it
     /// was still queued when the run ended and the sender did not catch up in time.
     pub dropped: u64,
-    /// HEP datagrams the kernel refused (ECONNREFUSED when the collector's port is closed).
+    /// HEP packets the kernel refused (UDP: ECONNREFUSED when the collector's port is
+    /// closed), or that a TCP connection could not take (refused, reset, a write timed out).
     pub send_errors: u64,
 }
 
@@ -129,8 +159,12 @@ impl HepStats {
     /// One line for the end-of-run text.
     pub fn line(&self) -> String {
         format!(
-            "HEP → {} (capture ID {}, node {}): {} mirrored, {} dropped, {} send errors",
+            "HEP → {}{} (capture ID {}, node {}): {} mirrored, {} dropped, {} send errors",
             self.collector,
+            match self.transport {
+                HepTransport::Udp => "",
+                HepTransport::Tcp => " over TCP",
+            },
             self.capture_id,
             self.node,
             self.mirrored,
@@ -240,6 +274,9 @@ impl Mirror {
         let sender = Sender {
             cfg: cfg.clone(),
             sock,
+            tcp: None,
+            tcp_retry: None,
+            stream: Vec::new(),
             shared: shared.clone(),
             label: label.clone(),
             errors_seen: HashSet::new(),
@@ -274,6 +311,7 @@ impl Mirror {
     pub fn stats(&self) -> HepStats {
         HepStats {
             collector: self.cfg.collector.to_string(),
+            transport: self.cfg.transport,
             capture_id: self.cfg.capture_id,
             node: self.cfg.node.clone(),
             queue: self.queue,
@@ -300,7 +338,13 @@ impl Mirror {
 
 struct Sender {
     cfg: HepConfig,
+    /// UDP: connected to the collector.
     sock: UdpSocket,
+    /// TCP: the connection, when up, and when to try again after a failure.
+    tcp: Option<TcpStream>,
+    tcp_retry: Option<Instant>,
+    /// TCP: the batch's packets, back to back.
+    stream: Vec<u8>,
     shared: Arc<Shared>,
     label: Arc<str>,
     errors_seen: HashSet<std::io::ErrorKind>,
@@ -365,6 +409,7 @@ impl Sender {
         }
         // Both clocks once per batch: each stamp is placed by its age at this moment.
         let (wall, mono) = (SystemTime::now(), Instant::now());
+        let mut packets = 0u64;
         for it in items.drain(..) {
             let age = mono.saturating_duration_since(it.at);
             let time = wall
@@ -383,13 +428,68 @@ impl Sender {
                 payload: &it.data,
             };
             match encode(&p, buf) {
+                Ok(()) if self.cfg.transport == HepTransport::Tcp => {
+                    self.stream.extend_from_slice(buf);
+                    packets += 1;
+                }
                 Ok(()) => batch.push(buf, self.cfg.collector),
                 Err(_) => {
                     self.shared.dropped.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
-        self.flush(batch);
+        match self.cfg.transport {
+            HepTransport::Udp => self.flush(batch),
+            HepTransport::Tcp => self.write_stream(packets),
+        }
+    }
+
+    /// Writes the batch's `packets` (in `self.stream`) to the collector's connection, made
+    /// first if need be; on any failure the whole batch counts as send errors and the
+    /// connection is dropped (a packet cut short would garble every later one).
+    fn write_stream(&mut self, packets: u64) {
+        if packets == 0 {
+            return;
+        }
+        if self.tcp.is_none() && self.tcp_retry.is_none_or(|t| Instant::now() >= t) {
+            match TcpStream::connect_timeout(&self.cfg.collector, TCP_WAIT).and_then(|s| {
+                s.set_nodelay(true)?;
+                s.set_write_timeout(Some(TCP_WAIT))?;
+                Ok(s)
+            }) {
+                Ok(s) => self.tcp = Some(s),
+                Err(e) => self.tcp_failed(e),
+            }
+        }
+        let r = match self.tcp.as_mut() {
+            Some(s) => s.write_all(&self.stream),
+            None => Err(std::io::Error::from(std::io::ErrorKind::NotConnected)),
+        };
+        self.stream.clear();
+        match r {
+            Ok(()) => {
+                self.shared.mirrored.fetch_add(packets, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.shared
+                    .send_errors
+                    .fetch_add(packets, Ordering::Relaxed);
+                if e.kind() != std::io::ErrorKind::NotConnected {
+                    self.tcp_failed(e);
+                }
+            }
+        }
+    }
+
+    fn tcp_failed(&mut self, e: std::io::Error) {
+        self.tcp = None;
+        self.tcp_retry = Some(Instant::now() + TCP_WAIT);
+        if self.errors_seen.insert(e.kind()) {
+            eprintln!(
+                "{}: HEP to {} over TCP: {e}; copies count as send errors until it reconnects (tried at most once a second; further errors of this kind are not shown)",
+                self.label, self.cfg.collector
+            );
+        }
     }
 
     fn flush(&mut self, batch: &mut SendBatch) {
@@ -435,6 +535,7 @@ mod tests {
     fn cfg(collector: SocketAddr) -> HepConfig {
         HepConfig {
             collector,
+            transport: HepTransport::Udp,
             capture_id: 7,
             node: "t".into(),
         }
@@ -537,6 +638,61 @@ mod tests {
         let s = m.finish(Duration::from_secs(5));
         assert_eq!(s.mirrored + s.send_errors + s.dropped, 50);
         assert!(s.send_errors > 0, "{s:?}");
+        assert!(s.warning().is_some());
+    }
+
+    /// Over TCP the copies arrive back to back on one connection, each the same bytes as its
+    /// datagram would be; a collector that is not listening is counted, not fatal.
+    #[test]
+    fn over_tcp_copies_arrive_back_to_back_and_a_closed_port_is_counted() {
+        use std::io::Read as _;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut c = cfg(l.local_addr().unwrap());
+        c.transport = HepTransport::Tcp;
+        let m = Mirror::start(&c, "test").unwrap();
+        let tap = m.tap();
+        for _ in 0..100 {
+            tap.copy(
+                Instant::now(),
+                Proto::Udp,
+                a("127.0.0.1:1"),
+                a("127.0.0.1:2"),
+                MSG,
+            );
+        }
+        drop(tap);
+        let s = m.finish(Duration::from_secs(5));
+        assert_eq!((s.mirrored, s.dropped, s.send_errors), (100, 0, 0));
+        assert!(s.line().contains("over TCP"), "{}", s.line());
+        let (mut conn, _) = l.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        conn.read_to_end(&mut got).unwrap();
+        let mut n = 0;
+        let mut off = 0;
+        while off < got.len() {
+            assert_eq!(&got[off..off + 4], b"HEP3");
+            let len = u16::from_be_bytes([got[off + 4], got[off + 5]]) as usize;
+            assert!(got[off..off + len].ends_with(MSG));
+            off += len;
+            n += 1;
+        }
+        assert_eq!((n, off), (100, got.len()));
+
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let mut c = cfg(closed);
+        c.transport = HepTransport::Tcp;
+        let m = Mirror::start(&c, "test").unwrap();
+        let tap = m.tap();
+        for _ in 0..20 {
+            tap.copy(Instant::now(), Proto::Udp, a("127.0.0.1:1"), closed, MSG);
+        }
+        drop(tap);
+        let s = m.finish(Duration::from_secs(5));
+        assert_eq!((s.mirrored, s.send_errors), (0, 20), "{s:?}");
         assert!(s.warning().is_some());
     }
 
