@@ -159,23 +159,31 @@ fn chunk(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
 /// The Call-ID of a SIP message (long form or compact `i`), trimmed; `None` when the headers
 /// hold none. Only the header section is read; a message cut short is fine.
 pub fn call_id(msg: &[u8]) -> Option<&[u8]> {
-    let mut lines = msg.split(|&b| b == b'\n');
-    lines.next()?; // the start line
-    for line in lines {
+    // Once per copy on the sender thread: lines are found with memchr, and only a line that
+    // starts like the header (`Call-ID`, compact `i`) is looked at further. A byte-by-byte
+    // split was 5 % of a --hep run's samples.
+    let mut rest = &msg[memchr::memchr(b'\n', msg)? + 1..];
+    loop {
+        let end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+        let line = &rest[..end];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             return None;
         }
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        let name = line[..colon].trim_ascii();
-        if name.eq_ignore_ascii_case(b"call-id") || name.eq_ignore_ascii_case(b"i") {
-            let v = line[colon + 1..].trim_ascii();
-            return (!v.is_empty()).then_some(v);
+        if matches!(line[0], b'C' | b'c' | b'I' | b'i') {
+            if let Some(colon) = memchr::memchr(b':', line) {
+                let name = line[..colon].trim_ascii();
+                if name.eq_ignore_ascii_case(b"call-id") || name.eq_ignore_ascii_case(b"i") {
+                    let v = line[colon + 1..].trim_ascii();
+                    return (!v.is_empty()).then_some(v);
+                }
+            }
         }
+        if end == rest.len() {
+            return None;
+        }
+        rest = &rest[end + 1..];
     }
-    None
 }
 
 #[cfg(test)]
