@@ -257,6 +257,8 @@ pub struct LoadCore {
     /// socket talks to its P-CSCF's protected server port).
     sock_dest: Vec<Option<SocketAddr>>,
     ipsec_out: VecDeque<IpsecAction>,
+    /// IPsec failure kinds already shown on stderr.
+    ipsec_said: HashSet<String>,
     pub stats: Interval,
     phase: Phase,
     phase_started: Instant,
@@ -456,6 +458,7 @@ impl LoadCore {
             out: VecDeque::new(),
             sock_dest: Vec::new(),
             ipsec_out: VecDeque::new(),
+            ipsec_said: HashSet::new(),
             stats: Interval::default(),
             phase: Phase::Registering,
             phase_started: now,
@@ -621,9 +624,7 @@ impl LoadCore {
             }
             (IpsecAction::Install { user: u, .. }, Err(e)) => {
                 self.stats.counters.ipsec_sa_install_failed += 1;
-                if self.stats.counters.ipsec_sa_install_failed == 1 {
-                    eprintln!("--ipsec: {e}");
-                }
+                self.ipsec_say_once("sa_install", &e);
                 let user = &mut self.users[*u as usize];
                 user.reg.sa_failed(now, &self.reg_cfg);
                 self.drive_registration(now, *u);
@@ -637,6 +638,14 @@ impl LoadCore {
                     eprintln!("--ipsec: {e}");
                 }
             }
+        }
+    }
+
+    /// Shows an IPsec failure's message the first time its kind occurs in this worker; the
+    /// counters hold the rest.
+    fn ipsec_say_once(&mut self, kind: &str, msg: &str) {
+        if self.ipsec_said.insert(kind.to_string()) {
+            eprintln!("--ipsec: {msg} (further failures of this kind are only counted)");
         }
     }
 
@@ -1125,13 +1134,12 @@ impl LoadCore {
                     // Counted where the kernel's answer came in.
                     F::SaInstall => {}
                 }
-                if why != F::SaInstall && c.reg_failed == 0 {
-                    if let Some(e) = self.users[u as usize].reg.security_error() {
-                        eprintln!("--ipsec: {e}");
-                    }
-                }
                 if kind == RegKind::Initial {
                     c.reg_failed += 1;
+                }
+                if let Some(e) = self.users[u as usize].reg.security_error() {
+                    let e = e.to_string();
+                    self.ipsec_say_once(&format!("{why:?}"), &e);
                 }
                 self.set_unregistered(u);
                 self.reg_concluded(now, kind);
