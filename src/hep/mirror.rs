@@ -624,11 +624,12 @@ mod tests {
 
     #[test]
     fn a_closed_collector_port_is_counted_not_fatal() {
-        // Bound then closed: nothing listens there (and nothing else takes it this fast).
-        let port = UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        // Bound and connected elsewhere: the kernel refuses what others send it (ICMP port
+        // unreachable), and no socket made meanwhile (the mirror's own included) can take
+        // the port, as one bound and then closed could.
+        let closed = UdpSocket::bind("127.0.0.1:0").unwrap();
+        closed.connect("127.0.0.1:1").unwrap();
+        let port = closed.local_addr().unwrap();
         let m = Mirror::start(&cfg(port), "test").unwrap();
         let tap = m.tap();
         for _ in 0..50 {
@@ -681,10 +682,11 @@ mod tests {
         }
         assert_eq!((n, off), (100, got.len()));
 
-        let closed = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap()
-        };
+        // Bound, never listening: connects are refused and nobody else can take the port.
+        let held =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        held.bind(&a("127.0.0.1:0").into()).unwrap();
+        let closed = held.local_addr().unwrap().as_socket().unwrap();
         let mut c = cfg(closed);
         c.transport = HepTransport::Tcp;
         let m = Mirror::start(&c, "test").unwrap();
