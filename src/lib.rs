@@ -12,6 +12,8 @@
 //!   (registrations, calls; the answering side delegated to `ua::answerer`), the open-loop
 //!   scheduler, statistics with RFC 6076 metrics, live progress and reports, and the async runner
 //!   that drives it all.
+//! - [`media`]: the media plane, sans IO: RTP streams of calls (G.711 from a tone or a WAV file)
+//!   on one socket per worker, RFC 3550 loss and jitter, the longest gap, an E-model MOS.
 //! - [`target`]: the embedded loopback target (`imsload serve`): registrar with digest challenge,
 //!   proxy for registered users, `ua::answerer` as the answering UAS for everything else.
 //! - [`probe`]: the probe engine behind `imsprobe` (pacer, SIP and ICMP probers, capture, gap
@@ -42,6 +44,7 @@ pub mod hss;
 pub mod io;
 pub mod ipsec;
 pub mod load;
+pub mod media;
 pub mod metrics;
 pub mod probe;
 pub mod profile;

@@ -1,0 +1,426 @@
+//! The media plane of one worker, sans IO: every RTP stream of its calls, sent and received on
+//! one socket shared by all of them and told apart by SSRC (docs/media.md says why one socket:
+//! at 2,000 calls a socket per leg is 4,000 descriptors and a system call per packet read,
+//! where a shared one reads 32 packets a call).
+//!
+//! Input + now → packets to send + the next deadline, as the user-agent machines are. The owner
+//! starts a stream when a call is up (the caller at its ACK, the callee at the ACK it gets) and
+//! stops it at BYE; it derives SSRCs from the Call-ID, so both ends of a call between two
+//! imsload users know each other's SSRC without reading a packet. A stream from any other peer
+//! (SIPp's echo, a media relay) is matched by our own SSRC coming back or by the address its
+//! SDP gave.
+
+use super::g711::Codec;
+use super::quality::{e_model, Receiver};
+use super::rtp::{Header, NotRtp, HEADER};
+use super::sdp::RemoteMedia;
+use crate::sip::transport::{buffer, Transmit};
+use crate::slab::{Key, Slab};
+use crate::ua::timers::TimerWheel;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What streams play, encoded once for the run.
+#[derive(Clone, Debug)]
+pub struct MediaConfig {
+    /// The codec we offer first and answer with when the offer has it.
+    pub codec: Codec,
+    /// Our packet time (`--media-ptime`); a peer's `a=ptime` wins for what we send it.
+    pub ptime: Duration,
+    /// The audio, 8 kHz, in each law; streams loop over it.
+    pub pcmu: Arc<[u8]>,
+    pub pcma: Arc<[u8]>,
+}
+
+impl MediaConfig {
+    /// `samples`: 8 kHz linear audio (a tone or a file's), at least one packet long.
+    pub fn new(codec: Codec, ptime: Duration, samples: &[i16]) -> MediaConfig {
+        let mut s = samples.to_vec();
+        let frame = (ptime.as_millis() as usize * 8).max(80);
+        while s.len() < frame {
+            s.extend_from_slice(samples);
+            if samples.is_empty() {
+                s.resize(frame, 0);
+            }
+        }
+        MediaConfig {
+            codec,
+            ptime,
+            pcmu: Codec::Pcmu.encode(&s).into(),
+            pcma: Codec::Pcma.encode(&s).into(),
+        }
+    }
+}
+
+/// Counts since the last [`MediaEngine::take_counts`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MediaCounts {
+    pub streams_started: u64,
+    pub streams_ended: u64,
+    /// Streams that could not start: an SSRC already in use on this worker.
+    pub streams_refused: u64,
+    pub packets_sent: u64,
+    pub packets_received: u64,
+    /// Our own packets come back (an echoing peer such as `sipp -rtp_echo`).
+    pub packets_echoed: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    /// Packets lost, booked when their stream ends (only then is the count final).
+    pub packets_lost: u64,
+    /// RTP that matched no stream (an ended call's last packets, a stranger).
+    pub unmatched: u64,
+    /// Datagrams on the media socket that were not RTP: RTCP, and garbage.
+    pub rtcp_received: u64,
+    pub not_rtp: u64,
+    /// Sends more than a packet time late (the worker is overloaded).
+    pub late_sends: u64,
+}
+
+/// One stream's figures when it ends.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StreamSummary {
+    pub ssrc: u32,
+    pub sent: u64,
+    pub received: u64,
+    pub expected: u64,
+    pub lost: u64,
+    pub jitter_ms: f64,
+    /// The longest time without a packet, from the stream's start (a stream that got nothing
+    /// has a gap as long as it lasted) to its end.
+    pub longest_gap: Duration,
+    /// When that gap began.
+    pub longest_gap_at: Instant,
+    pub r_factor: f64,
+    pub mos: f64,
+}
+
+/// Events for the owner to book.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MediaEvent {
+    Ended(StreamSummary),
+    /// How late a packet left (µs past its due time): the send-time jitter.
+    SendLateness(Duration),
+}
+
+struct Stream {
+    ssrc: u32,
+    far_ssrc: Option<u32>,
+    remote: SocketAddr,
+    codec: Codec,
+    ptime: Duration,
+    samples: u32,
+    seq: u16,
+    ts: u32,
+    /// The next packet's due time (each from the last by one ptime: no drift).
+    due: Instant,
+    send: bool,
+    receive: bool,
+    sent: u64,
+    pos: usize,
+    started: Instant,
+    rx: Receiver,
+}
+
+/// See the module comment.
+pub struct MediaEngine {
+    cfg: MediaConfig,
+    sock: u32,
+    streams: Slab<Stream>,
+    by_ssrc: HashMap<u32, Key>,
+    /// A remote address used by exactly one stream (None: by several, so not a key).
+    by_addr: HashMap<SocketAddr, Option<Key>>,
+    timers: TimerWheel<(Key, u32)>,
+    out: VecDeque<Transmit>,
+    events: VecDeque<MediaEvent>,
+    counts: MediaCounts,
+}
+
+/// Stream `role` (0 caller, 1 callee) of the call `call_id`: the same on both ends.
+pub fn ssrc_of(call_id: &str, role: u32) -> u32 {
+    // FNV-1a: cheap, and the two roles differ in the low bit only.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in call_id.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    (h & !1) | (role & 1)
+}
+
+impl MediaEngine {
+    /// `sock`: the index of the worker's media socket (every packet leaves from it).
+    pub fn new(cfg: MediaConfig, sock: u32, now: Instant) -> MediaEngine {
+        MediaEngine {
+            cfg,
+            sock,
+            streams: Slab::default(),
+            by_ssrc: HashMap::new(),
+            by_addr: HashMap::new(),
+            // 1 ms ticks over 256 ms: every packet time of G.711 in the near wheel.
+            timers: TimerWheel::with_geometry(now, 20, 8),
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            counts: MediaCounts::default(),
+        }
+    }
+
+    pub fn config(&self) -> &MediaConfig {
+        &self.cfg
+    }
+
+    pub fn streams(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Starts stream `ssrc` towards `remote`; `far_ssrc` is the far end's, when known.
+    /// Refused (and counted) when `ssrc` is already in use here.
+    pub fn start(
+        &mut self,
+        now: Instant,
+        ssrc: u32,
+        far_ssrc: Option<u32>,
+        remote: RemoteMedia,
+    ) -> bool {
+        if self.by_ssrc.contains_key(&ssrc) {
+            self.counts.streams_refused += 1;
+            return false;
+        }
+        let ptime = Duration::from_millis(u64::from(remote.ptime_ms));
+        let k = self.streams.insert(Stream {
+            ssrc,
+            far_ssrc: None,
+            remote: remote.addr,
+            codec: remote.codec,
+            ptime,
+            samples: u32::from(remote.ptime_ms) * 8,
+            seq: (ssrc >> 8) as u16,
+            ts: ssrc.rotate_left(13),
+            due: now,
+            send: remote.direction.we_send(),
+            receive: remote.direction.we_receive(),
+            sent: 0,
+            pos: 0,
+            started: now,
+            rx: Receiver::new(8000),
+        });
+        self.by_ssrc.insert(ssrc, k);
+        if let Some(f) = far_ssrc {
+            if let std::collections::hash_map::Entry::Vacant(v) = self.by_ssrc.entry(f) {
+                v.insert(k);
+                self.streams.get_mut(k).expect("just inserted").far_ssrc = Some(f);
+            }
+        }
+        self.by_addr
+            .entry(remote.addr)
+            .and_modify(|e| *e = None)
+            .or_insert(Some(k));
+        if remote.direction.we_send() {
+            self.timers.insert(now, (k, ssrc));
+        }
+        self.counts.streams_started += 1;
+        true
+    }
+
+    /// Ends stream `ssrc` (no-op when unknown) and books its figures.
+    pub fn stop(&mut self, now: Instant, ssrc: u32) {
+        let Some(k) = self.by_ssrc.get(&ssrc).copied() else {
+            return;
+        };
+        let Some(s) = self.streams.get(k) else { return };
+        if s.ssrc != ssrc {
+            return; // a far SSRC: the owner stops by its own
+        }
+        let s = self.streams.remove(k).expect("looked up");
+        self.by_ssrc.remove(&s.ssrc);
+        if let Some(f) = s.far_ssrc {
+            self.by_ssrc.remove(&f);
+        }
+        if let Some(Some(owner)) = self.by_addr.get(&s.remote) {
+            if *owner == k {
+                self.by_addr.remove(&s.remote);
+            }
+        }
+        self.counts.streams_ended += 1;
+        let summary = summarize(&s, now);
+        self.counts.packets_lost += summary.lost;
+        self.events.push_back(MediaEvent::Ended(summary));
+    }
+
+    pub fn handle_input(&mut self, now: Instant, data: &[u8], from: SocketAddr) {
+        let h = match Header::parse(data) {
+            Ok((h, _)) => h,
+            Err(NotRtp::Rtcp) => {
+                self.counts.rtcp_received += 1;
+                return;
+            }
+            Err(_) => {
+                self.counts.not_rtp += 1;
+                return;
+            }
+        };
+        let k = match self.by_ssrc.get(&h.ssrc) {
+            Some(k) => *k,
+            None => match self.by_addr.get(&from) {
+                // A peer that chose its own SSRC (a relay that rewrites them): learn it.
+                Some(Some(k)) if self.streams.get(*k).is_some_and(|s| s.far_ssrc.is_none()) => {
+                    let k = *k;
+                    self.by_ssrc.insert(h.ssrc, k);
+                    self.streams.get_mut(k).expect("checked").far_ssrc = Some(h.ssrc);
+                    k
+                }
+                _ => {
+                    self.counts.unmatched += 1;
+                    return;
+                }
+            },
+        };
+        let Some(s) = self.streams.get_mut(k) else {
+            self.counts.unmatched += 1;
+            return;
+        };
+        if h.ssrc == s.ssrc {
+            self.counts.packets_echoed += 1;
+        }
+        let (d, o) = (s.rx.duplicates, s.rx.out_of_order);
+        s.rx.packet(h.seq, h.timestamp, now, s.started);
+        self.counts.duplicates += s.rx.duplicates - d;
+        self.counts.out_of_order += s.rx.out_of_order - o;
+        self.counts.packets_received += 1;
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some((_, (k, ssrc))) = self.timers.pop_due(now) {
+            let Some(s) = self.streams.get_mut(k) else {
+                continue;
+            };
+            if s.ssrc != ssrc || !s.send {
+                continue;
+            }
+            let late = now.saturating_duration_since(s.due);
+            if late > s.ptime {
+                self.counts.late_sends += 1;
+            }
+            self.events.push_back(MediaEvent::SendLateness(late));
+            let audio = match s.codec {
+                Codec::Pcmu => &self.cfg.pcmu,
+                Codec::Pcma => &self.cfg.pcma,
+            };
+            let n = s.samples as usize;
+            let mut data = buffer(HEADER + n);
+            Header {
+                marker: s.sent == 0,
+                pt: s.codec.payload_type(),
+                seq: s.seq,
+                timestamp: s.ts,
+                ssrc: s.ssrc,
+            }
+            .write(&mut data);
+            if s.pos + n > audio.len() {
+                s.pos = 0;
+            }
+            data.extend_from_slice(&audio[s.pos..(s.pos + n).min(audio.len())]);
+            data.resize(HEADER + n, audio[0]);
+            s.pos += n;
+            s.seq = s.seq.wrapping_add(1);
+            s.ts = s.ts.wrapping_add(s.samples);
+            s.sent += 1;
+            s.due += s.ptime;
+            self.timers.insert(s.due, (k, ssrc));
+            self.counts.packets_sent += 1;
+            self.out.push_back(Transmit {
+                src: self.sock,
+                dest: s.remote,
+                data,
+            });
+        }
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next_deadline()
+    }
+
+    pub fn poll_event(&mut self) -> Option<MediaEvent> {
+        self.events.pop_front()
+    }
+
+    pub fn take_counts(&mut self) -> MediaCounts {
+        std::mem::take(&mut self.counts)
+    }
+
+    /// Streams that expect packets and got none for more than three packet times: the calls
+    /// whose audio is out right now.
+    pub fn silent_streams(&self, now: Instant) -> u64 {
+        let mut n = 0;
+        for k in self.streams.keys() {
+            let Some(s) = self.streams.get(k) else {
+                continue;
+            };
+            let last = s.rx.last_arrival().unwrap_or(s.started);
+            if s.receive && now.saturating_duration_since(last) > 3 * s.ptime {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Ends every stream (the run is over).
+    pub fn stop_all(&mut self, now: Instant) {
+        let ssrcs: Vec<u32> = self
+            .streams
+            .keys()
+            .into_iter()
+            .filter_map(|k| self.streams.get(k).map(|s| s.ssrc))
+            .collect();
+        for s in ssrcs {
+            self.stop(now, s);
+        }
+    }
+}
+
+fn summarize(s: &Stream, now: Instant) -> StreamSummary {
+    let rx = &s.rx;
+    // A stream that expected audio and got none, or stopped getting it, was silent from its
+    // last packet (or its start) to its end: that silence counts as a gap, and the packets it
+    // should have held as expected.
+    let last = rx.last_arrival().unwrap_or(s.started);
+    let tail = now.saturating_duration_since(last);
+    let (mut gap, mut gap_at) = (rx.longest_gap, rx.longest_gap_at.unwrap_or(s.started));
+    let mut expected = rx.expected();
+    if s.receive && tail > gap {
+        gap = tail;
+        gap_at = last;
+    }
+    if s.receive && rx.received == 0 {
+        expected = (tail.as_nanos() / s.ptime.as_nanos().max(1)) as u64;
+    }
+    let lost = expected.saturating_sub(rx.received);
+    let ratio = if expected > 0 {
+        lost as f64 / expected as f64
+    } else {
+        0.0
+    };
+    // Mouth to ear: the packet time, a jitter buffer holding twice the jitter, nothing for the
+    // network (loopback or a LAN; docs/media.md).
+    let delay = s.ptime + Duration::from_secs_f64(2.0 * rx.jitter_ms() / 1000.0);
+    let (r, mos) = if s.receive {
+        e_model(ratio, delay)
+    } else {
+        (0.0, 0.0)
+    };
+    StreamSummary {
+        ssrc: s.ssrc,
+        sent: s.sent,
+        received: rx.received,
+        expected,
+        lost,
+        jitter_ms: rx.jitter_ms(),
+        longest_gap: gap,
+        longest_gap_at: gap_at,
+        r_factor: r,
+        mos,
+    }
+}

@@ -1,0 +1,190 @@
+//! The part of a peer's SDP (RFC 4566, offer/answer RFC 3264) that media needs: where to send,
+//! which payload type, at what packet time, and in which direction.
+
+use super::g711::Codec;
+use std::net::{IpAddr, SocketAddr};
+
+/// Which way media flows, from the SDP's author's side (RFC 3264 §5.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    SendRecv,
+    SendOnly,
+    RecvOnly,
+    Inactive,
+}
+
+impl Direction {
+    /// Whether we send to an author who said this (we send unless it will not receive).
+    pub fn we_send(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::RecvOnly)
+    }
+    /// Whether we should expect packets from it.
+    pub fn we_receive(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::SendOnly)
+    }
+}
+
+/// A peer's audio stream as its SDP describes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RemoteMedia {
+    pub addr: SocketAddr,
+    pub codec: Codec,
+    /// `a=ptime`, milliseconds (20 when absent, RFC 3551's default for G.711).
+    pub ptime_ms: u16,
+    pub direction: Direction,
+}
+
+/// Why a peer's SDP gives no stream we can play.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SdpError {
+    NoAudio,
+    NoAddress,
+    NoCommonCodec,
+    /// Port 0: the stream was refused (RFC 3264 §6).
+    Rejected,
+}
+
+/// The first audio stream of `body`, with the first of its payload types we can play (ours,
+/// `prefer`, when it is among them).
+pub fn remote_audio(body: &[u8], prefer: Codec) -> Result<RemoteMedia, SdpError> {
+    let text = std::str::from_utf8(body).map_err(|_| SdpError::NoAudio)?;
+    let mut session_ip: Option<IpAddr> = None;
+    let mut media_ip: Option<IpAddr> = None;
+    let mut audio: Option<(u16, Codec)> = None;
+    let mut in_audio = false;
+    let mut ptime = 20;
+    let mut dir_session = Direction::SendRecv;
+    let mut dir_media = None;
+    for line in text.lines() {
+        let line = line.trim_end();
+        if let Some(m) = line.strip_prefix("m=") {
+            if audio.is_some() {
+                break; // only the first audio stream
+            }
+            let mut f = m.split_ascii_whitespace();
+            in_audio = f.next() == Some("audio");
+            if in_audio {
+                let port = f.next().and_then(|p| p.split('/').next()?.parse().ok());
+                let _proto = f.next();
+                let pts: Vec<Codec> = f
+                    .filter_map(|p| Codec::from_payload_type(p.parse().ok()?))
+                    .collect();
+                let codec = if pts.contains(&prefer) {
+                    Some(prefer)
+                } else {
+                    pts.first().copied()
+                };
+                match (port, codec) {
+                    (Some(0), _) => return Err(SdpError::Rejected),
+                    (Some(p), Some(c)) => audio = Some((p, c)),
+                    (Some(_), None) => return Err(SdpError::NoCommonCodec),
+                    (None, _) => return Err(SdpError::NoAudio),
+                }
+            }
+        } else if let Some(c) = line.strip_prefix("c=") {
+            let ip = c
+                .split_ascii_whitespace()
+                .nth(2)
+                .and_then(|a| a.split('/').next()?.parse().ok());
+            if audio.is_some() && in_audio {
+                media_ip = ip;
+            } else if audio.is_none() {
+                session_ip = ip;
+            }
+        } else if let Some(a) = line.strip_prefix("a=") {
+            let dir = match a {
+                "sendrecv" => Some(Direction::SendRecv),
+                "sendonly" => Some(Direction::SendOnly),
+                "recvonly" => Some(Direction::RecvOnly),
+                "inactive" => Some(Direction::Inactive),
+                _ => None,
+            };
+            if audio.is_some() && in_audio {
+                if let Some(d) = dir {
+                    dir_media = Some(d);
+                }
+                if let Some(p) = a.strip_prefix("ptime:").and_then(|p| p.trim().parse().ok()) {
+                    ptime = p;
+                }
+            } else if audio.is_none() {
+                if let Some(d) = dir {
+                    dir_session = d;
+                }
+            }
+        }
+    }
+    let (port, codec) = audio.ok_or(SdpError::NoAudio)?;
+    let ip = media_ip.or(session_ip).ok_or(SdpError::NoAddress)?;
+    Ok(RemoteMedia {
+        addr: SocketAddr::new(ip, port),
+        codec,
+        ptime_ms: if (10..=200).contains(&ptime) {
+            ptime
+        } else {
+            20
+        },
+        direction: dir_media.unwrap_or(dir_session),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sipp_and_rtpengine_style_answers() {
+        // SIPp's uas answer (session-level c=, one payload type).
+        let sipp =
+            b"v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n\
+t=0 0\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+        assert_eq!(
+            remote_audio(sipp, Codec::Pcma),
+            Ok(RemoteMedia {
+                addr: "127.0.0.1:6000".parse().unwrap(),
+                codec: Codec::Pcmu,
+                ptime_ms: 20,
+                direction: Direction::SendRecv
+            })
+        );
+        // Media-level c= wins, ptime and direction of the audio stream, video ignored.
+        let b = b"v=0\r\nc=IN IP4 10.0.0.1\r\na=sendrecv\r\nm=audio 30000 RTP/AVP 8 0 101\r\nc=IN IP4 127.0.0.9\r\n\
+a=ptime:30\r\na=sendonly\r\nm=video 0 RTP/AVP 96\r\na=recvonly\r\n";
+        let m = remote_audio(b, Codec::Pcmu).unwrap();
+        assert_eq!(m.addr, "127.0.0.9:30000".parse().unwrap());
+        assert_eq!(
+            (m.codec, m.ptime_ms, m.direction),
+            (Codec::Pcmu, 30, Direction::SendOnly)
+        );
+        assert!(!m.direction.we_send() || m.direction.we_receive());
+    }
+
+    #[test]
+    fn unusable_sdp_is_named() {
+        assert_eq!(
+            remote_audio(
+                b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 0 RTP/AVP 0\r\n",
+                Codec::Pcmu
+            ),
+            Err(SdpError::Rejected)
+        );
+        assert_eq!(
+            remote_audio(
+                b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 4000 RTP/AVP 18\r\n",
+                Codec::Pcmu
+            ),
+            Err(SdpError::NoCommonCodec)
+        );
+        assert_eq!(
+            remote_audio(b"v=0\r\nm=audio 4000 RTP/AVP 0\r\n", Codec::Pcmu),
+            Err(SdpError::NoAddress)
+        );
+        assert_eq!(
+            remote_audio(b"v=0\r\n", Codec::Pcmu),
+            Err(SdpError::NoAudio)
+        );
+        assert_eq!(
+            remote_audio(b"\xff\xfe", Codec::Pcmu),
+            Err(SdpError::NoAudio)
+        );
+    }
+}
