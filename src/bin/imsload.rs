@@ -52,6 +52,46 @@ fn ue_ports(s: &str) -> Result<usize, String> {
     }
 }
 
+/// `--media`'s codec names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum MediaCodec {
+    G711,
+    Pcmu,
+    Pcma,
+}
+
+/// The media plane's settings from `--media*`, or what is wrong with them.
+fn media_config(a: &RunArgs) -> anyhow::Result<Option<imsload::media::engine::MediaConfig>> {
+    use imsload::media::g711::{read_wav, tone, Codec};
+    let Some(c) = a.media else { return Ok(None) };
+    let ms = a.media_ptime.as_millis();
+    if !(10..=200).contains(&ms) || ms % 5 != 0 || a.media_ptime.subsec_nanos() % 1_000_000 != 0 {
+        bail!(
+            "--media-ptime {:?}: give 10ms to 200ms in 5 ms steps (20ms is G.711's usual)",
+            a.media_ptime
+        );
+    }
+    if a.transport == Transport::Tcp {
+        bail!("--media needs UDP signalling for now (the worker's media socket shares its UDP event loop): drop --transport tcp");
+    }
+    let samples = match &a.media_file {
+        Some(p) => read_wav(p)?,
+        None => tone(400.0),
+    };
+    if samples.is_empty() {
+        bail!("--media-file: the file holds no audio");
+    }
+    let codec = match c {
+        MediaCodec::Pcma => Codec::Pcma,
+        MediaCodec::G711 | MediaCodec::Pcmu => Codec::Pcmu,
+    };
+    Ok(Some(imsload::media::engine::MediaConfig::new(
+        codec,
+        a.media_ptime,
+        &samples,
+    )))
+}
+
 fn ipsec_alg(s: &str) -> Result<AuthAlg, String> {
     AuthAlg::parse(s).ok_or_else(|| {
         format!("{s:?} is no integrity algorithm of TS 33.203: use hmac-sha-1-96 or hmac-md5-96")
@@ -209,6 +249,18 @@ struct RunArgs {
     /// docs/ipsec.md).
     #[arg(long, value_parser = ipsec_ealg, default_value = "null", value_name = "EALG")]
     ipsec_ealg: EncAlg,
+    /// Every call that is up carries RTP both ways (G.711; `g711` is PCMU first, PCMA if the
+    /// peer has only that): from the ACK to the BYE, to where the far end's SDP says, with
+    /// loss, jitter, the longest gap and a MOS per stream in the report (docs/media.md). UDP.
+    #[arg(long, value_name = "CODEC")]
+    media: Option<MediaCodec>,
+    /// --media: packet time (10ms to 200ms, in 5 ms steps; a peer's a=ptime wins for what we
+    /// send it).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "20ms", value_name = "DURATION", requires = "media")]
+    media_ptime: Duration,
+    /// --media: play this WAV file (8 kHz, mono, 16-bit PCM), looped; default a 400 Hz tone.
+    #[arg(long, value_name = "WAV", requires = "media")]
+    media_file: Option<PathBuf>,
     /// Write the final report as JSON here.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
@@ -749,6 +801,7 @@ fn run_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
                 ealg: a.ipsec_ealg,
                 pcscf: target.ip(),
             }),
+            media: media_config(&a)?,
             ..CoreConfig::default()
         };
         if a.ipsec && embedded {

@@ -165,6 +165,9 @@ pub struct CoreConfig {
     /// `--ipsec`: every UE agrees on security with the P-CSCF and talks through its own SAs
     /// (three sockets per UE; the runner makes the SAs).
     pub ipsec: Option<crate::ua::security::SecurityConfig>,
+    /// `--media`: RTP both ways on every call that is up (docs/media.md). UDP only.
+    #[serde(skip)]
+    pub media: Option<crate::media::engine::MediaConfig>,
 }
 
 impl CoreConfig {
@@ -248,6 +251,7 @@ impl Default for CoreConfig {
             uas_max_calls: 1_000_000,
             uas_max_bytes: 1 << 30,
             ipsec: None,
+            media: None,
         }
     }
 }

@@ -22,8 +22,10 @@ use super::config::{ByeBy, CoreConfig, DurationDist, ImsOptions, PreferredIdenti
 use super::population::Identity;
 use super::stats::{Delays, Interval, StatusKey};
 use crate::ipsec::{Sa, Side};
+use crate::media::engine::{ssrc_of, MediaEngine, MediaEvent};
+use crate::media::sdp::{remote_audio, RemoteMedia};
 use crate::sip::aka::Usim;
-use crate::sip::builder::{sdp, Writer};
+use crate::sip::builder::{sdp, SdpAudio, Writer};
 use crate::sip::dialog::strip_tag;
 use crate::sip::ids::{self, IdScheme};
 use crate::sip::message::{name_addr_uri, uri_user};
@@ -225,6 +227,18 @@ struct Call {
     ack_branch: Option<Key>,
     /// The deadline a `Timer::Call` is armed for.
     armed: Option<Instant>,
+    /// `--media`: the far end's audio stream from its 2xx, until our stream starts at the ACK.
+    remote_media: Option<RemoteMedia>,
+}
+
+/// The media plane of a worker with `--media`: its engine, the socket it owns, and the
+/// callee side's offers waiting for their ACK.
+struct Media {
+    engine: MediaEngine,
+    sock: u32,
+    /// Calls our users answer, by Call-ID: the caller's audio from the INVITE's offer, and
+    /// whether our stream to it has started (at the ACK).
+    callee: HashMap<Box<str>, (RemoteMedia, bool)>,
 }
 
 pub struct LoadCore {
@@ -278,6 +292,9 @@ pub struct LoadCore {
     drain_deadline: Option<Instant>,
     dereg_pending: usize,
     calling_span: (Option<Instant>, Option<Instant>),
+    media: Option<Media>,
+    /// The latest time input or timers brought (the stats tick has no time of its own).
+    last_now: Instant,
 }
 
 pub use crate::ua::registration::refresh_after;
@@ -395,7 +412,7 @@ impl LoadCore {
                 }
             })
             .collect();
-        let sdp_offer = sdp(&local.ip().to_string(), 1, 40000);
+        let sdp_offer = sdp(&local.ip().to_string(), 1, &SdpAudio::nominal(40000));
         let prereg_count = if cfg.register {
             ((users.len() as f64 * cfg.preregistered.clamp(0.0, 1.0)).round() as usize)
                 .min(users.len())
@@ -469,6 +486,8 @@ impl LoadCore {
             drain_deadline: None,
             dereg_pending: 0,
             calling_span: (None, None),
+            media: None,
+            last_now: now,
         }
     }
 
@@ -542,6 +561,86 @@ impl LoadCore {
         self.locals[0]
     }
 
+    /// Gives the worker its media socket (`--media`, set in the config): socket `sock` of the
+    /// driver, at `addr`, which every SDP of ours from now on names.
+    pub fn enable_media(&mut self, sock: u32, addr: SocketAddr, now: Instant) {
+        let Some(cfg) = self.cfg.media.clone() else {
+            return;
+        };
+        let audio = SdpAudio {
+            port: addr.port(),
+            pts: match cfg.codec {
+                crate::media::g711::Codec::Pcmu => "0 8 101",
+                crate::media::g711::Codec::Pcma => "8 0 101",
+            },
+            ptime: Some(cfg.ptime.as_millis() as u16),
+        };
+        self.call_cfg.offer = sdp(&addr.ip().to_string(), 1, &audio);
+        self.answerer.set_sdp_audio(audio);
+        self.media = Some(Media {
+            engine: MediaEngine::new(cfg, sock, now),
+            sock,
+            callee: HashMap::new(),
+        });
+    }
+
+    /// Media streams running now.
+    pub fn media_streams(&self) -> usize {
+        self.media.as_ref().map_or(0, |m| m.engine.streams())
+    }
+
+    /// Books what the media engine has to say.
+    fn media_events(&mut self) {
+        let Some(m) = &mut self.media else { return };
+        let d = &mut self.stats.delays;
+        while let Some(e) = m.engine.poll_event() {
+            match e {
+                MediaEvent::SendLateness(t) => Delays::record(&mut d.media_send_lateness, t),
+                MediaEvent::Ended(s) => {
+                    Delays::record(&mut d.media_gap, s.longest_gap);
+                    d.media_jitter
+                        .saturating_record((s.jitter_ms * 1000.0).round().max(1.0) as u64);
+                    if s.mos > 0.0 {
+                        d.media_mos
+                            .saturating_record((s.mos * 100.0).round() as u64);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A request our answering side was given: the callee's media follows the call (offer at
+    /// the INVITE, stream from the ACK, none after BYE or CANCEL).
+    fn callee_media(&mut self, now: Instant, msg: &Message<'_>, method: &str) {
+        let Some(m) = &mut self.media else { return };
+        let call_id = msg.call_id();
+        match method {
+            "INVITE" if self.answerer.has_call(call_id) && !m.callee.contains_key(call_id) => {
+                match remote_audio(msg.body(), m.engine.config().codec) {
+                    Ok(r) => {
+                        m.callee.insert(call_id.into(), (r, false));
+                    }
+                    Err(_) => self.stats.counters.media_sdp_unusable += 1,
+                }
+            }
+            "ACK" if self.answerer.is_up(call_id) => {
+                if let Some((r, started)) = m.callee.get_mut(call_id) {
+                    if !*started {
+                        *started = true;
+                        let (mine, far) = (ssrc_of(call_id, 1), ssrc_of(call_id, 0));
+                        m.engine.start(now, mine, Some(far), *r);
+                    }
+                }
+            }
+            "BYE" | "CANCEL" => {
+                if let Some((_, true)) = m.callee.remove(call_id) {
+                    m.engine.stop(now, ssrc_of(call_id, 1));
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// The local address of user `name` (the socket it registers and calls from).
     pub fn user_local(&self, name: &str) -> Option<SocketAddr> {
         let u = *self.user_by_name.get(name)?;
@@ -552,13 +651,18 @@ impl LoadCore {
         self.out
             .pop_front()
             .or_else(|| self.answerer.poll_transmit())
+            .or_else(|| self.media.as_mut()?.engine.poll_transmit())
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.timers.next_deadline(), self.answerer.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.timers.next_deadline(),
+            self.answerer.poll_timeout(),
+            self.media.as_ref().and_then(|m| m.engine.poll_timeout()),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Counts and gauges since the last call; the histograms restart empty.
@@ -570,11 +674,46 @@ impl LoadCore {
         self.stats.gauges.answering_calls = self.answerer.calls() as u64;
         self.stats.gauges.pending_transactions =
             (self.txns.len() + self.answerer.pending_byes()) as u64;
+        self.media_tick();
         self.stats.take()
     }
 
     fn arm(&mut self, at: Instant, t: Timer) {
         self.timers.insert(at, t);
+    }
+
+    /// Once a second: media counts and gauges into the stats, and the callee streams of calls
+    /// our answering side ended on its own (it hung up, or the caller never ACKed) stopped.
+    fn media_tick(&mut self) {
+        let Some(m) = &mut self.media else { return };
+        let now = self.last_now;
+        let answerer = &self.answerer;
+        let engine = &mut m.engine;
+        m.callee.retain(|cid, (_, started)| {
+            let keep = answerer.has_call(cid) && (!*started || answerer.is_up(cid));
+            if !keep && *started {
+                engine.stop(now, ssrc_of(cid, 1));
+            }
+            keep
+        });
+        let n = m.engine.take_counts();
+        let c = &mut self.stats.counters;
+        c.media_streams_started += n.streams_started;
+        c.media_streams_ended += n.streams_ended;
+        c.media_streams_refused += n.streams_refused;
+        c.media_packets_sent += n.packets_sent;
+        c.media_packets_received += n.packets_received;
+        c.media_packets_echoed += n.packets_echoed;
+        c.media_packets_lost += n.packets_lost;
+        c.media_duplicates += n.duplicates;
+        c.media_out_of_order += n.out_of_order;
+        c.media_unmatched += n.unmatched;
+        c.media_rtcp_received += n.rtcp_received;
+        c.media_not_rtp += n.not_rtp;
+        c.media_late_sends += n.late_sends;
+        self.stats.gauges.media_streams = m.engine.streams() as u64;
+        self.stats.gauges.media_silent = m.engine.silent_streams(now);
+        self.media_events();
     }
 
     fn send(&mut self, src: u32, dest: SocketAddr, data: Vec<u8>) {
@@ -721,10 +860,15 @@ impl LoadCore {
     // ---------------------------------------------------------------- timers
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = self.last_now.max(now);
         while let Some((at, t)) = self.timers.pop_due(now) {
             self.fire(now, at, t);
         }
         self.answerer.handle_timeout(now);
+        if let Some(m) = &mut self.media {
+            m.engine.handle_timeout(now);
+            self.media_events();
+        }
     }
 
     fn note_lag(&mut self, now: Instant, at: Instant) {
@@ -1389,6 +1533,7 @@ impl LoadCore {
             invite_txn: None,
             ack_branch: None,
             armed: None,
+            remote_media: None,
         });
         debug_assert_eq!(inserted, key);
         self.stats.counters.calls_attempted += 1;
@@ -1495,6 +1640,18 @@ impl LoadCore {
         if invite.is_some() && code >= 200 {
             c.invite_txn = None;
         }
+        if let Some(m) = &self.media {
+            if (200..300).contains(&code)
+                && c.remote_media.is_none()
+                && c.m.state() != CallState::Confirmed
+                && msg.cseq().is_some_and(|(_, m)| m == "INVITE")
+            {
+                match remote_audio(msg.body(), m.engine.config().codec) {
+                    Ok(r) => c.remote_media = Some(r),
+                    Err(_) => self.stats.counters.media_sdp_unusable += 1,
+                }
+            }
+        }
         let auth = c.caller.map(|u| &mut self.users[u as usize].auth);
         c.m.handle_response(now, &self.call_cfg, auth, msg, code, &mut self.rng);
         self.drive_call(now, k, invite);
@@ -1510,13 +1667,24 @@ impl LoadCore {
             Event::Answered { delay } => {
                 c.calls_answered += 1;
                 Delays::record(&mut d.answer, delay);
+                // The caller's stream starts with the ACK, which leaves now.
+                if let (Some(m), Some(call)) = (&mut self.media, self.calls.get(k)) {
+                    if let Some(r) = call.remote_media {
+                        let cid = call.m.call_id();
+                        m.engine
+                            .start(now, ssrc_of(cid, 0), Some(ssrc_of(cid, 1)), r);
+                    }
+                }
                 if self.phase >= Phase::Draining {
                     if let Some(call) = self.calls.get_mut(k) {
                         call.m.hang_up(now);
                     }
                 }
             }
-            Event::HungUp { held } => Delays::record(&mut d.sdt, held),
+            Event::HungUp { held } => {
+                Delays::record(&mut d.sdt, held);
+                self.stop_caller_media(now, k);
+            }
             Event::Failed {
                 status: None,
                 cancelling: _,
@@ -1645,7 +1813,17 @@ impl LoadCore {
         self.drive_nit(now, k);
     }
 
+    /// Media ends at BYE (ours, or the far end's).
+    fn stop_caller_media(&mut self, now: Instant, k: Key) {
+        if let (Some(m), Some(c)) = (&mut self.media, self.calls.get(k)) {
+            if c.remote_media.is_some() {
+                m.engine.stop(now, ssrc_of(c.m.call_id(), 0));
+            }
+        }
+    }
+
     fn end_call(&mut self, now: Instant, k: Key) {
+        self.stop_caller_media(now, k);
         if let Some(c) = self.calls.remove(k) {
             if let Some(t) = c.invite_txn {
                 // keep the INVITE transaction only if it is absorbing retransmissions
@@ -1708,6 +1886,10 @@ impl LoadCore {
     /// malformed input is counted and dropped. Responses are matched by branch alone, whatever
     /// socket they arrive on.
     pub fn handle_input(&mut self, now: Instant, data: &[u8], from: SocketAddr, socket: u32) {
+        self.last_now = self.last_now.max(now);
+        if let Some(m) = self.media.as_mut().filter(|m| m.sock == socket) {
+            return m.engine.handle_input(now, data, from);
+        }
         let from = Peer {
             addr: from,
             sock: socket.min(self.locals.len() as u32 - 1),
@@ -1861,6 +2043,7 @@ impl LoadCore {
             _ => None,
         };
         self.answerer.handle_request(now, msg, from, contact);
+        self.callee_media(now, msg, method);
     }
 
     /// Answers a request inside one of our calls that no machine keeps state for.

@@ -185,7 +185,25 @@ pub async fn run(
                     locals.push(sock.local_addr()?);
                     socks.push(sock);
                 }
-                let core = LoadCore::new(cfg, &locals, chunk, i as u32, Instant::now());
+                // --media: one more socket, the worker's media (docs/media.md), on its first
+                // address.
+                let media = match c.media.is_some() {
+                    true => {
+                        let at = SocketAddr::new(locals[0].ip(), 0);
+                        let sock = udp_socket(at).with_context(|| {
+                            format!("cannot bind the media socket of worker {i} at {at}")
+                        })?;
+                        let addr = sock.local_addr()?;
+                        socks.push(sock);
+                        Some(((socks.len() - 1) as u32, addr))
+                    }
+                    false => None,
+                };
+                let now = Instant::now();
+                let mut core = LoadCore::new(cfg, &locals, chunk, i as u32, now);
+                if let Some((sock, addr)) = media {
+                    core.enable_media(sock, addr, now);
+                }
                 let driver = Driver::udp(format!("worker {i}"), socks)
                     .context("cannot set up a worker's event loop")?;
                 (core, driver)

@@ -134,6 +134,25 @@ pub struct Counters {
     pub ipsec_sa_install_failed: u64,
     pub ipsec_sa_remove_failed: u64,
     pub ipsec_protected_unanswered: u64,
+    /// `--media` (docs/media.md): streams started and ended (one per call leg of ours), refused
+    /// (an SSRC in use); RTP packets sent, received, our own come back (an echoing peer), lost
+    /// (booked when the stream ends), duplicated, out of order; RTP that matched no stream,
+    /// RTCP received, other datagrams on the media socket; sends over a packet time late; SDP
+    /// (offer or answer) with no audio stream we can play.
+    pub media_streams_started: u64,
+    pub media_streams_ended: u64,
+    pub media_streams_refused: u64,
+    pub media_packets_sent: u64,
+    pub media_packets_received: u64,
+    pub media_packets_echoed: u64,
+    pub media_packets_lost: u64,
+    pub media_duplicates: u64,
+    pub media_out_of_order: u64,
+    pub media_unmatched: u64,
+    pub media_rtcp_received: u64,
+    pub media_not_rtp: u64,
+    pub media_late_sends: u64,
+    pub media_sdp_unusable: u64,
 }
 
 impl Counters {
@@ -212,7 +231,21 @@ impl Counters {
             ipsec_no_keys,
             ipsec_sa_install_failed,
             ipsec_sa_remove_failed,
-            ipsec_protected_unanswered
+            ipsec_protected_unanswered,
+            media_streams_started,
+            media_streams_ended,
+            media_streams_refused,
+            media_packets_sent,
+            media_packets_received,
+            media_packets_echoed,
+            media_packets_lost,
+            media_duplicates,
+            media_out_of_order,
+            media_unmatched,
+            media_rtcp_received,
+            media_not_rtp,
+            media_late_sends,
+            media_sdp_unusable
         );
     }
 }
@@ -236,6 +269,12 @@ pub struct Delays {
     pub message: Histogram<u64>,
     /// OPTIONS sent → its final response.
     pub options: Histogram<u64>,
+    /// `--media`, per stream at its end: the longest time without a packet (µs), the RFC 3550
+    /// jitter (µs), the E-model MOS ×100; and per packet, how late it left (µs).
+    pub media_gap: Histogram<u64>,
+    pub media_jitter: Histogram<u64>,
+    pub media_mos: Histogram<u64>,
+    pub media_send_lateness: Histogram<u64>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -254,6 +293,10 @@ impl Default for Delays {
             sched_lag: histogram(),
             message: histogram(),
             options: histogram(),
+            media_gap: histogram(),
+            media_jitter: histogram(),
+            media_mos: histogram(),
+            media_send_lateness: histogram(),
         }
     }
 }
@@ -268,7 +311,7 @@ impl Delays {
             let _ = a.add(b);
         }
     }
-    fn all(&self) -> [&Histogram<u64>; 8] {
+    fn all(&self) -> [&Histogram<u64>; 12] {
         [
             &self.rrd,
             &self.srd,
@@ -278,9 +321,13 @@ impl Delays {
             &self.sched_lag,
             &self.message,
             &self.options,
+            &self.media_gap,
+            &self.media_jitter,
+            &self.media_mos,
+            &self.media_send_lateness,
         ]
     }
-    fn all_mut(&mut self) -> [&mut Histogram<u64>; 8] {
+    fn all_mut(&mut self) -> [&mut Histogram<u64>; 12] {
         [
             &mut self.rrd,
             &mut self.srd,
@@ -290,6 +337,10 @@ impl Delays {
             &mut self.sched_lag,
             &mut self.message,
             &mut self.options,
+            &mut self.media_gap,
+            &mut self.media_jitter,
+            &mut self.media_mos,
+            &mut self.media_send_lateness,
         ]
     }
     pub fn reset(&mut self) {
@@ -308,6 +359,10 @@ pub struct Gauges {
     pub pending_transactions: u64,
     /// `--ipsec`: UEs whose SAs are made (in use).
     pub ipsec_ues_protected: u64,
+    /// `--media`: streams running, and those among them that expect audio and got none for
+    /// over three packet times (the calls whose audio is out right now).
+    pub media_streams: u64,
+    pub media_silent: u64,
 }
 
 /// What a response count is keyed by: the request's method and the status code, or no

@@ -106,15 +106,41 @@ impl Writer {
     }
 }
 
-/// A minimal audio offer/answer; the load generator never sends media.
-pub fn sdp(origin_ip: &str, session_id: u64, port: u16) -> Vec<u8> {
+/// The audio stream an SDP offer or answer of ours describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SdpAudio {
+    pub port: u16,
+    /// The payload types in order of preference ("0 8 101": PCMU first).
+    pub pts: &'static str,
+    /// `a=ptime`, when we send media at a packet time of our own.
+    pub ptime: Option<u16>,
+}
+
+impl SdpAudio {
+    /// The stream of a call without media: a port nobody listens on, as before `--media`.
+    pub const fn nominal(port: u16) -> SdpAudio {
+        SdpAudio {
+            port,
+            pts: "0 8 101",
+            ptime: None,
+        }
+    }
+}
+
+/// A minimal audio offer/answer.
+pub fn sdp(origin_ip: &str, session_id: u64, audio: &SdpAudio) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
-    write_sdp(&mut out, origin_ip, session_id, port);
+    write_sdp(&mut out, origin_ip, session_id, audio);
     out
 }
 
 /// [`sdp`] written into `out` (a message being built), with no buffer of its own.
-pub fn write_sdp(out: &mut impl std::io::Write, origin_ip: &str, session_id: u64, port: u16) {
+pub fn write_sdp(
+    out: &mut impl std::io::Write,
+    origin_ip: &str,
+    session_id: u64,
+    audio: &SdpAudio,
+) {
     let fam = if origin_ip.contains(':') {
         "IP6"
     } else {
@@ -123,13 +149,18 @@ pub fn write_sdp(out: &mut impl std::io::Write, origin_ip: &str, session_id: u64
     let _ = write!(
         out,
         "v=0\r\no=imsload {session_id} 1 IN {fam} {origin_ip}\r\ns=-\r\nc=IN {fam} {origin_ip}\r\nt=0 0\r\n\
-m=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
-a=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n"
+m=audio {} RTP/AVP {}\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
+a=rtpmap:101 telephone-event/8000\r\n",
+        audio.port, audio.pts
     );
+    if let Some(p) = audio.ptime {
+        let _ = write!(out, "a=ptime:{p}\r\n");
+    }
+    let _ = out.write_all(b"a=sendrecv\r\n");
 }
 
 /// The length of [`sdp`]'s body, for a Content-Length written before it.
-pub fn sdp_len(origin_ip: &str, session_id: u64, port: u16) -> usize {
+pub fn sdp_len(origin_ip: &str, session_id: u64, audio: &SdpAudio) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
@@ -141,7 +172,7 @@ pub fn sdp_len(origin_ip: &str, session_id: u64, port: u16) -> usize {
         }
     }
     let mut c = Count(0);
-    write_sdp(&mut c, origin_ip, session_id, port);
+    write_sdp(&mut c, origin_ip, session_id, audio);
     c.0
 }
 

@@ -24,7 +24,7 @@
 use super::linger::Lingering;
 use super::timers::TimerWheel;
 use super::{DurationDist, Peer};
-use crate::sip::builder::{sdp_len, write_sdp, Writer};
+use crate::sip::builder::{sdp_len, write_sdp, SdpAudio, Writer};
 use crate::sip::dialog::Dialog;
 use crate::sip::ids::{self, IdScheme};
 use crate::sip::transaction::{
@@ -74,6 +74,10 @@ pub struct AnswererConfig {
     /// Keep session duration and disconnect delay samples for [`Answerer::take_stats`]. Off
     /// for owners that never take them, so that they do not pile up.
     pub record_delays: bool,
+    /// The audio stream of our answers: where a caller's media goes (`--media`: the worker's
+    /// media socket; without it a port nobody listens on).
+    #[serde(skip)]
+    pub sdp_audio: SdpAudio,
 }
 
 impl Default for AnswererConfig {
@@ -96,6 +100,7 @@ impl Default for AnswererConfig {
             max_header_bytes: 8 << 10,
             retry_after: Duration::from_secs(5),
             record_delays: false,
+            sdp_audio: SdpAudio::nominal(40002),
         }
     }
 }
@@ -294,6 +299,11 @@ impl Answerer {
         self.in_progress
     }
 
+    /// The audio of our answers from now on (`--media`: the worker's media socket).
+    pub fn set_sdp_audio(&mut self, audio: SdpAudio) {
+        self.cfg.sdp_audio = audio;
+    }
+
     /// Bytes held for those calls.
     pub fn held_bytes(&self) -> usize {
         self.held_bytes
@@ -307,6 +317,15 @@ impl Answerer {
     /// Whether a call with this Call-ID is held.
     pub fn has_call(&self, call_id: &str) -> bool {
         self.by_call_id.contains_key(call_id)
+    }
+
+    /// Whether the call with this Call-ID is up: answered with 2xx and ACKed, not hanging up.
+    /// Media flows exactly then.
+    pub fn is_up(&self, call_id: &str) -> bool {
+        self.by_call_id
+            .get(call_id)
+            .and_then(|&k| self.calls.get(k))
+            .is_some_and(|c| c.state == CallState::Confirmed)
     }
 
     /// The counts since the last call (or the start), and the delay samples.
@@ -809,12 +828,12 @@ impl Answerer {
         data.extend_from_slice(&c.resp_headers);
         if (200..300).contains(&code) {
             // The body's length is counted before it is written: no buffer for it.
-            let len = sdp_len(&self.sdp_ip, c.session, 40002);
+            let len = sdp_len(&self.sdp_ip, c.session, &self.cfg.sdp_audio);
             let _ = write!(
                 data,
                 "Content-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n"
             );
-            write_sdp(&mut data, &self.sdp_ip, c.session, 40002);
+            write_sdp(&mut data, &self.sdp_ip, c.session, &self.cfg.sdp_audio);
         } else {
             data.extend_from_slice(b"Content-Length: 0\r\n\r\n");
         }

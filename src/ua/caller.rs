@@ -229,6 +229,9 @@ impl OutgoingCall {
     pub fn state(&self) -> CallState {
         self.state
     }
+    pub fn call_id(&self) -> &str {
+        &self.setup.call_id
+    }
     /// Our From tag: a request addressed to it (To tag) belongs to this call's dialog.
     pub fn local_tag(&self) -> &str {
         &self.setup.local_tag
