@@ -212,6 +212,67 @@ pub struct Report {
     /// `--hep`: copies mirrored, dropped, refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hep: Option<crate::hep::mirror::HepStats>,
+    /// `--media`: what the calls' audio went through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaReport>,
+}
+
+/// The media plane of a run (`--media`, docs/media.md): packets, and per stream (call leg of
+/// ours, at its end) the longest gap, the RFC 3550 jitter and the E-model MOS.
+#[derive(Clone, Debug, Serialize)]
+pub struct MediaReport {
+    pub streams: u64,
+    pub packets_sent: u64,
+    pub packets_received: u64,
+    pub packets_lost: u64,
+    /// Lost of those expected (received + lost), percent.
+    pub loss_pct: f64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    /// Received packets that were our own, sent back (an echoing peer).
+    pub echoed: u64,
+    /// Per stream: the longest time without a packet.
+    pub longest_gap: DelaySummary,
+    /// Per stream: RFC 3550 interarrival jitter at its end.
+    pub jitter: DelaySummary,
+    /// Per packet: how late it left (the send-time jitter).
+    pub send_lateness: DelaySummary,
+    /// Per stream that expected audio: the E-model MOS (1 to 4.5; G.711 at best about 4.4).
+    pub mos_mean: f64,
+    pub mos_min: f64,
+    pub mos_p5: f64,
+}
+
+impl MediaReport {
+    pub fn of(t: &super::stats::Interval) -> Option<MediaReport> {
+        let c = &t.counters;
+        if c.media_streams_started == 0 && c.media_sdp_unusable == 0 {
+            return None;
+        }
+        let d = &t.delays;
+        let expected = c.media_packets_received.saturating_sub(c.media_duplicates) + c.media_packets_lost;
+        let mos = |v: u64| v as f64 / 100.0;
+        Some(MediaReport {
+            streams: c.media_streams_started,
+            packets_sent: c.media_packets_sent,
+            packets_received: c.media_packets_received,
+            packets_lost: c.media_packets_lost,
+            loss_pct: if expected > 0 {
+                100.0 * c.media_packets_lost as f64 / expected as f64
+            } else {
+                0.0
+            },
+            duplicates: c.media_duplicates,
+            out_of_order: c.media_out_of_order,
+            echoed: c.media_packets_echoed,
+            longest_gap: DelaySummary::of(&d.media_gap),
+            jitter: DelaySummary::of(&d.media_jitter),
+            send_lateness: DelaySummary::of(&d.media_send_lateness),
+            mos_mean: if d.media_mos.is_empty() { 0.0 } else { d.media_mos.mean() / 100.0 },
+            mos_min: if d.media_mos.is_empty() { 0.0 } else { mos(d.media_mos.min()) },
+            mos_p5: mos(d.media_mos.value_at_quantile(0.05)),
+        })
+    }
 }
 
 /// One phase of a profile run as it went.
@@ -499,6 +560,17 @@ impl Report {
             "  Session Completion Ratio               {}",
             pct(m.session_completion_ratio_pct)
         );
+        if let Some(m) = &self.media {
+            let _ = writeln!(
+                s,
+                "\nMedia: {} streams | RTP sent {} received {} lost {} ({:.3} %) duplicated {} out of order {} echoed {}\n  longest gap per stream: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms | jitter p50 {:.2} ms, p99 {:.2} ms | send lateness p99 {:.2} ms | MOS mean {:.2}, 5th percentile {:.2}, min {:.2}",
+                m.streams, m.packets_sent, m.packets_received, m.packets_lost, m.loss_pct,
+                m.duplicates, m.out_of_order, m.echoed,
+                m.longest_gap.p50_ms, m.longest_gap.p99_ms, m.longest_gap.max_ms,
+                m.jitter.p50_ms, m.jitter.p99_ms, m.send_lateness.p99_ms,
+                m.mos_mean, m.mos_p5, m.mos_min
+            );
+        }
         let _ = writeln!(s, "\nResponses by method and status");
         let mut line = String::new();
         for (k, v) in &self.status_codes {

@@ -511,6 +511,7 @@ fn build_report(
         generator_behind_s: 0,
         plan: None,
         hep: None,
+        media: super::report::MediaReport::of(total),
     }
 }
 
