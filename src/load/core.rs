@@ -578,7 +578,7 @@ impl LoadCore {
         self.call_cfg.offer = sdp(&addr.ip().to_string(), 1, &audio);
         self.answerer.set_sdp_audio(audio);
         self.media = Some(Media {
-            engine: MediaEngine::new(cfg, sock, now),
+            engine: MediaEngine::new(cfg, sock, addr, now),
             sock,
             callee: HashMap::new(),
         });
@@ -609,8 +609,8 @@ impl LoadCore {
         }
     }
 
-    /// A request our answering side was given: the callee's media follows the call (offer at
-    /// the INVITE, stream from the ACK, none after BYE or CANCEL).
+    /// A request our answering side was given: the callee's media follows the call (the offer
+    /// at the INVITE, our stream from our answer, none after BYE or CANCEL).
     fn callee_media(&mut self, now: Instant, msg: &Message<'_>, method: &str) {
         let Some(m) = &mut self.media else { return };
         let call_id = msg.call_id();
@@ -623,21 +623,21 @@ impl LoadCore {
                     Err(_) => self.stats.counters.media_sdp_unusable += 1,
                 }
             }
-            "ACK" if self.answerer.is_up(call_id) => {
-                if let Some((r, started)) = m.callee.get_mut(call_id) {
-                    if !*started {
-                        *started = true;
-                        let (mine, far) = (ssrc_of(call_id, 1), ssrc_of(call_id, 0));
-                        m.engine.start(now, mine, Some(far), *r);
-                    }
-                }
-            }
             "BYE" | "CANCEL" => {
                 if let Some((_, true)) = m.callee.remove(call_id) {
                     m.engine.stop(now, ssrc_of(call_id, 1));
                 }
+                return;
             }
             _ => {}
+        }
+        // Answered (at once, or by a ring timer that fired since): the stream starts.
+        if let Some((r, started)) = m.callee.get_mut(call_id) {
+            if !*started && self.answerer.is_up(call_id) {
+                *started = true;
+                let (mine, far) = (ssrc_of(call_id, 1), ssrc_of(call_id, 0));
+                m.engine.start(now, mine, Some(far), *r);
+            }
         }
     }
 

@@ -250,7 +250,8 @@ impl MediaReport {
             return None;
         }
         let d = &t.delays;
-        let expected = c.media_packets_received.saturating_sub(c.media_duplicates) + c.media_packets_lost;
+        let expected =
+            c.media_packets_received.saturating_sub(c.media_duplicates) + c.media_packets_lost;
         let mos = |v: u64| v as f64 / 100.0;
         Some(MediaReport {
             streams: c.media_streams_started,
@@ -268,8 +269,16 @@ impl MediaReport {
             longest_gap: DelaySummary::of(&d.media_gap),
             jitter: DelaySummary::of(&d.media_jitter),
             send_lateness: DelaySummary::of(&d.media_send_lateness),
-            mos_mean: if d.media_mos.is_empty() { 0.0 } else { d.media_mos.mean() / 100.0 },
-            mos_min: if d.media_mos.is_empty() { 0.0 } else { mos(d.media_mos.min()) },
+            mos_mean: if d.media_mos.is_empty() {
+                0.0
+            } else {
+                d.media_mos.mean() / 100.0
+            },
+            mos_min: if d.media_mos.is_empty() {
+                0.0
+            } else {
+                mos(d.media_mos.min())
+            },
             mos_p5: mos(d.media_mos.value_at_quantile(0.05)),
         })
     }

@@ -120,6 +120,9 @@ struct Stream {
     sent: u64,
     pos: usize,
     started: Instant,
+    /// The SSRC the receiver follows: the first that reached this stream (its far end's, or our
+    /// own sent back by an echoing peer). Packets of any other are not this stream's.
+    source: Option<u32>,
     rx: Receiver,
 }
 
@@ -127,8 +130,15 @@ struct Stream {
 pub struct MediaEngine {
     cfg: MediaConfig,
     sock: u32,
+    /// The socket's address: what comes from it is one of our own streams on this worker,
+    /// never an echo.
+    local: SocketAddr,
     streams: Slab<Stream>,
+    /// Streams by our SSRC (how the owner names them, and how an echo finds its stream), and
+    /// by the far end's (how its packets find the stream that receives them: with both legs
+    /// of a call on one worker, one SSRC is in both maps, for different streams).
     by_ssrc: HashMap<u32, Key>,
+    by_far: HashMap<u32, Key>,
     /// A remote address used by exactly one stream (None: by several, so not a key).
     by_addr: HashMap<SocketAddr, Option<Key>>,
     timers: TimerWheel<(Key, u32)>,
@@ -148,13 +158,16 @@ pub fn ssrc_of(call_id: &str, role: u32) -> u32 {
 }
 
 impl MediaEngine {
-    /// `sock`: the index of the worker's media socket (every packet leaves from it).
-    pub fn new(cfg: MediaConfig, sock: u32, now: Instant) -> MediaEngine {
+    /// `sock`: the index of the worker's media socket (every packet leaves from it), bound
+    /// at `local`.
+    pub fn new(cfg: MediaConfig, sock: u32, local: SocketAddr, now: Instant) -> MediaEngine {
         MediaEngine {
             cfg,
             sock,
+            local,
             streams: Slab::default(),
             by_ssrc: HashMap::new(),
+            by_far: HashMap::new(),
             by_addr: HashMap::new(),
             // 1 ms ticks over 256 ms: every packet time of G.711 in the near wheel.
             timers: TimerWheel::with_geometry(now, 20, 8),
@@ -201,11 +214,12 @@ impl MediaEngine {
             sent: 0,
             pos: 0,
             started: now,
+            source: None,
             rx: Receiver::new(8000),
         });
         self.by_ssrc.insert(ssrc, k);
         if let Some(f) = far_ssrc {
-            if let std::collections::hash_map::Entry::Vacant(v) = self.by_ssrc.entry(f) {
+            if let std::collections::hash_map::Entry::Vacant(v) = self.by_far.entry(f) {
                 v.insert(k);
                 self.streams.get_mut(k).expect("just inserted").far_ssrc = Some(f);
             }
@@ -223,17 +237,16 @@ impl MediaEngine {
 
     /// Ends stream `ssrc` (no-op when unknown) and books its figures.
     pub fn stop(&mut self, now: Instant, ssrc: u32) {
-        let Some(k) = self.by_ssrc.get(&ssrc).copied() else {
+        let Some(k) = self.by_ssrc.remove(&ssrc) else {
             return;
         };
-        let Some(s) = self.streams.get(k) else { return };
-        if s.ssrc != ssrc {
-            return; // a far SSRC: the owner stops by its own
-        }
-        let s = self.streams.remove(k).expect("looked up");
-        self.by_ssrc.remove(&s.ssrc);
+        let Some(s) = self.streams.remove(k) else {
+            return;
+        };
         if let Some(f) = s.far_ssrc {
-            self.by_ssrc.remove(&f);
+            if self.by_far.get(&f) == Some(&k) {
+                self.by_far.remove(&f);
+            }
         }
         if let Some(Some(owner)) = self.by_addr.get(&s.remote) {
             if *owner == k {
@@ -258,14 +271,35 @@ impl MediaEngine {
                 return;
             }
         };
-        let k = match self.by_ssrc.get(&h.ssrc) {
+        // Our own SSRC back is an echo, unless it comes from our own socket: with both legs
+        // of a call on this worker, the callee's first packets can come before the caller's
+        // stream (which expects them) has started.
+        let echo = (from != self.local)
+            .then(|| self.by_ssrc.get(&h.ssrc))
+            .flatten();
+        let k = match self.by_far.get(&h.ssrc).or(echo) {
             Some(k) => *k,
             None => match self.by_addr.get(&from) {
-                // A peer that chose its own SSRC (a relay that rewrites them): learn it.
-                Some(Some(k)) if self.streams.get(*k).is_some_and(|s| s.far_ssrc.is_none()) => {
+                // A peer that chose its own SSRC (not an imsload, or a relay that rewrites
+                // them), at an address only one stream talks to, before any packet with the
+                // SSRC we expected: learn it.
+                // Not from ourselves, and not in the first packet times, when the far end's
+                // first packets may simply precede our stream.
+                Some(Some(k))
+                    if from != self.local
+                        && self.streams.get(*k).is_some_and(|s| {
+                            s.rx.received == 0
+                                && now.saturating_duration_since(s.started) > 3 * s.ptime
+                        }) =>
+                {
                     let k = *k;
-                    self.by_ssrc.insert(h.ssrc, k);
-                    self.streams.get_mut(k).expect("checked").far_ssrc = Some(h.ssrc);
+                    let s = self.streams.get_mut(k).expect("checked");
+                    if let Some(old) = s.far_ssrc.replace(h.ssrc) {
+                        if self.by_far.get(&old) == Some(&k) {
+                            self.by_far.remove(&old);
+                        }
+                    }
+                    self.by_far.insert(h.ssrc, k);
                     k
                 }
                 _ => {
@@ -278,6 +312,12 @@ impl MediaEngine {
             self.counts.unmatched += 1;
             return;
         };
+        if *s.source.get_or_insert(h.ssrc) != h.ssrc {
+            // With both legs of a call on this worker, a packet of the callee's that comes
+            // after the caller's stream ended finds the callee's own stream by its SSRC.
+            self.counts.unmatched += 1;
+            return;
+        }
         if h.ssrc == s.ssrc {
             self.counts.packets_echoed += 1;
         }

@@ -319,13 +319,13 @@ impl Answerer {
         self.by_call_id.contains_key(call_id)
     }
 
-    /// Whether the call with this Call-ID is up: answered with 2xx and ACKed, not hanging up.
-    /// Media flows exactly then.
+    /// Whether the call with this Call-ID is up: answered with 2xx (ACKed or not yet), not
+    /// hanging up. Media flows exactly then (a UA may send as soon as it has sent its answer).
     pub fn is_up(&self, call_id: &str) -> bool {
         self.by_call_id
             .get(call_id)
             .and_then(|&k| self.calls.get(k))
-            .is_some_and(|c| c.state == CallState::Confirmed)
+            .is_some_and(|c| matches!(c.state, CallState::Answered | CallState::Confirmed))
     }
 
     /// The counts since the last call (or the start), and the delay samples.

@@ -1298,7 +1298,7 @@ const UAC_SCENARIO: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 "#;
 
 /// True when 127.0.0.1:`port` is bound (UDP) or listening (TCP), per /proc/net.
-fn port_bound(port: u16, transport: Transport) -> bool {
+pub fn port_bound(port: u16, transport: Transport) -> bool {
     let (file, want_state) = match transport {
         Transport::Udp => ("/proc/net/udp", None),
         Transport::Tcp => ("/proc/net/tcp", Some("0A")), // 0A = LISTEN

@@ -1,0 +1,273 @@
+//! imsload's media plane (`--media`) against real peers: SIPp's UAS echoing RTP
+//! (`sipp -sn uas -rtp_echo`), and imsload users calling each other through Kamailio, with
+//! tshark reading the RTP off the wire. Assertions read imsload's JSON report, the capture and
+//! Kamailio's view; nothing here fakes a peer.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const IMSLOAD: &str = env!("CARGO_BIN_EXE_imsload");
+
+fn imsload(args: &[&str], report: &Path, limit: Duration) -> Value {
+    let child = Command::new(IMSLOAD)
+        .args(args)
+        .arg("--report")
+        .arg(report)
+        .arg("--quiet")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run imsload");
+    let out = wait_bounded(child, limit, "imsload");
+    let text = std::fs::read_to_string(report).unwrap_or_else(|e| {
+        panic!(
+            "no report ({e})\nstdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(
+        out.status.success(),
+        "imsload failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&text).expect("the report is JSON")
+}
+
+fn counter(r: &Value, name: &str) -> u64 {
+    r["counters"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no counter {name} in {r}"))
+}
+
+/// `sipp -sn uas -rtp_echo` on free ports: (child, SIP port, media port).
+fn sipp_echo() -> (std::process::Child, u16, u16) {
+    for _ in 0..3 {
+        let (sip, media) = (free_port().unwrap(), free_port().unwrap());
+        let child = Command::new("sipp")
+            .args(["-sn", "uas", "-rtp_echo", "-i", LISTEN_IP])
+            .args([
+                "-p",
+                &sip.to_string(),
+                "-mp",
+                &media.to_string(),
+                "-nostdin",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("spawn sipp");
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(10) {
+            if port_bound(sip, Transport::Udp) && port_bound(media, Transport::Udp) {
+                return (child, sip, media);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut c = child;
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    panic!("sipp -rtp_echo did not come up on three pairs of free ports");
+}
+
+#[test]
+fn calls_to_sipp_rtp_echo_get_their_own_audio_back_and_tshark_reads_it() {
+    if !sipp_or_skip("calls_to_sipp_rtp_echo_get_their_own_audio_back_and_tshark_reads_it") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sipp, sip_port, media_port) = sipp_echo();
+    let pcap = dir.path().join("media.pcapng");
+    let cap = dumpcap(
+        &pcap,
+        &format!("udp port {sip_port} or udp port {media_port}"),
+        &["-B", "32"],
+    );
+    let target = format!("127.0.0.1:{sip_port}");
+    let ruri = format!("sip:echo@{target}");
+    let r = imsload(
+        &[
+            "--target",
+            &target,
+            "--ruri",
+            &ruri,
+            "--bind",
+            "127.0.0.1",
+            "--users",
+            "0",
+            "--cps",
+            "10",
+            "--calls",
+            "20",
+            "--hold",
+            "2s",
+            "--duration",
+            "15s",
+            "--media",
+            "g711",
+        ],
+        &dir.path().join("r.json"),
+        Duration::from_secs(60),
+    );
+    // The last datagrams reach the capture buffer first; SIGINT makes dumpcap write them all.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(send_signal(cap.id() as i32, SIGINT), "SIGINT dumpcap");
+    let out = wait_bounded(cap, Duration::from_secs(10), "dumpcap after SIGINT");
+    eprintln!("dumpcap: {}", String::from_utf8_lossy(&out.stderr).trim());
+    let _ = sipp.kill();
+    let _ = sipp.wait();
+
+    assert_eq!(counter(&r, "calls_completed"), 20, "{r}");
+    assert_eq!(counter(&r, "media_streams_started"), 20);
+    assert_eq!(counter(&r, "media_streams_ended"), 20, "{}", r["counters"]);
+    let sent = counter(&r, "media_packets_sent");
+    // 20 calls of 2 s at 50 packets/s, each starting with its ACK and ending with its BYE.
+    assert!((1900..=2100).contains(&sent), "sent {sent}");
+    // Every packet came back as itself (SIPp echoes): what did not arrive before its stream
+    // ended (its BYE) is counted as unmatched, nothing is lost on loopback.
+    let received = counter(&r, "media_packets_received");
+    assert_eq!(counter(&r, "media_packets_echoed"), received);
+    assert_eq!(
+        received + counter(&r, "media_unmatched"),
+        sent,
+        "{}",
+        r["counters"]
+    );
+    assert_eq!(counter(&r, "media_packets_lost"), 0);
+    assert_eq!(r["media"]["streams"], 20);
+    assert!(
+        r["media"]["mos_min"].as_f64().unwrap() > 4.3,
+        "{}",
+        r["media"]
+    );
+
+    // The wire: tshark decodes our packets as RTP, PCMU, one SSRC per call (the one imsload
+    // derives from the call's Call-ID), sequence numbers without holes, as many as we counted.
+    let to_echo = tshark_fields(
+        &pcap,
+        &["-d", &format!("udp.port=={media_port},rtp")],
+        &format!("rtp && udp.dstport=={media_port}"),
+        &["rtp.ssrc", "rtp.seq", "rtp.p_type", "rtp.marker"],
+    );
+    assert_eq!(
+        to_echo.len() as u64,
+        sent,
+        "RTP packets on the wire vs the report"
+    );
+    let mut by_ssrc: BTreeMap<u32, Vec<u16>> = BTreeMap::new();
+    for f in &to_echo {
+        assert_eq!(f[2], "0", "payload type PCMU: {f:?}");
+        let ssrc = u32::from_str_radix(f[0].trim_start_matches("0x"), 16).unwrap();
+        by_ssrc.entry(ssrc).or_default().push(f[1].parse().unwrap());
+    }
+    let call_ids: BTreeSet<String> =
+        tshark_fields(&pcap, &[], "sip.Method == \"INVITE\"", &["sip.Call-ID"])
+            .into_iter()
+            .map(|f| f[0].clone())
+            .collect();
+    let expected: BTreeSet<u32> = call_ids
+        .iter()
+        .map(|c| imsload::media::engine::ssrc_of(c, 0))
+        .collect();
+    assert_eq!(by_ssrc.keys().copied().collect::<BTreeSet<u32>>(), expected);
+    for (ssrc, seqs) in &by_ssrc {
+        for w in seqs.windows(2) {
+            assert_eq!(
+                w[1],
+                w[0].wrapping_add(1),
+                "SSRC {ssrc:#x}: a hole or reordering in what we sent"
+            );
+        }
+    }
+}
+
+#[test]
+fn imsload_users_call_each_other_through_kamailio_with_audio_both_ways() {
+    let k = Kamailio::start(KamailioOpts {
+        users: 20,
+        ..KamailioOpts::default()
+    })
+    .expect("kamailio start");
+    let dir = tempfile::tempdir().unwrap();
+    let target = k.addr().to_string();
+    let series = dir.path().join("series.csv");
+    let r = imsload(
+        &[
+            "--target",
+            &target,
+            "--users",
+            "20",
+            "--cps",
+            "5",
+            "--calls",
+            "10",
+            "--hold",
+            "2s",
+            "--duration",
+            "20s",
+            "--workers",
+            "2",
+            "--media",
+            "pcma",
+            "--series",
+            series.to_str().unwrap(),
+        ],
+        &dir.path().join("r.json"),
+        Duration::from_secs(60),
+    );
+    assert_eq!(counter(&r, "calls_completed"), 10, "{r}");
+    // Each call has two legs, both ours: the caller's and the callee's.
+    assert_eq!(
+        counter(&r, "media_streams_started"),
+        20,
+        "{}",
+        r["counters"]
+    );
+    assert_eq!(counter(&r, "media_streams_ended"), 20, "{}", r["counters"]);
+    assert_eq!(counter(&r, "media_packets_echoed"), 0);
+    assert_eq!(counter(&r, "media_packets_lost"), 0, "{}", r["media"]);
+    assert_eq!(counter(&r, "media_sdp_unusable"), 0);
+    let (sent, received) = (
+        counter(&r, "media_packets_sent"),
+        counter(&r, "media_packets_received"),
+    );
+    assert!(
+        sent >= 20 * 90,
+        "each leg sends ~100 packets in 2 s: {sent}"
+    );
+    // What one leg sends reaches the other unless it left just before that leg ended or just
+    // before it began (the answer and the BYE race the first and last packets).
+    assert_eq!(
+        received + counter(&r, "media_unmatched"),
+        sent,
+        "{}",
+        r["counters"]
+    );
+    assert!(
+        received as f64 > sent as f64 * 0.95,
+        "received {received} of {sent}"
+    );
+    // The series carries the media counters, adding up to the totals.
+    let csv = std::fs::read_to_string(&series).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = header
+        .iter()
+        .position(|h| *h == "media_packets_sent")
+        .expect("media column");
+    let total: u64 = lines
+        .map(|l| l.split(',').nth(col).unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(total, sent);
+}
