@@ -2,14 +2,14 @@
 //! and the final report as a table and as JSON.
 
 use super::stats::{DelaySummary, Gauges, Interval, Rfc6076};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
 
-/// One second of the run, summed over workers.
-#[derive(Clone, Debug, Serialize)]
+/// One second of the run, summed over workers (and, merged, over shards).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SeriesRow {
     pub t_s: f64,
     pub utc: String,
@@ -212,10 +212,18 @@ pub struct Report {
     /// `--hep`: copies mirrored, dropped, refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hep: Option<crate::hep::mirror::HepStats>,
+    /// The run's delay histograms, lossless: what `imsload merge` adds up.
+    pub histograms: super::stats::EncodedDelays,
+    /// A shard's identity, start and per-second series (`--shard`/`--shards`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<super::shard::ShardSection>,
+    /// A merged report: which shards went into it and which were missing, late or saturated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merged: Option<super::merge::MergeSection>,
 }
 
 /// One phase of a profile run as it went.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct PhaseSummary {
     pub phase: String,
     pub seconds: u64,
@@ -225,11 +233,11 @@ pub struct PhaseSummary {
     pub achieved_rate: f64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PlanReport {
     pub phases: Vec<PhaseSummary>,
     pub events: Vec<super::control::Event>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<super::control::CapacityResult>,
 }
 
@@ -335,6 +343,39 @@ impl Report {
             "{} → {} ({:.1} s, call phase {:.1} s), stopped by {:?}",
             self.started_utc, self.ended_utc, self.elapsed_s, self.call_phase_s, self.stop_reason
         );
+        if let Some(sh) = &self.shard {
+            let _ = writeln!(
+                s,
+                "shard {}/{} (its users and 1/{} of every rate){}",
+                sh.index,
+                sh.count,
+                sh.count,
+                match &sh.start_at {
+                    Some(t) => format!(", start at {t}, {:.3} s late", sh.late_s),
+                    None => String::new(),
+                }
+            );
+        }
+        if let Some(m) = &self.merged {
+            let _ = writeln!(
+                s,
+                "merged: {} of {} shards{}; percentiles from the shards' added histograms",
+                m.present.len(),
+                m.shards,
+                if m.missing.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (MISSING: {})",
+                        m.missing
+                            .iter()
+                            .map(u32::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            );
+        }
         let _ = writeln!(s, "\nRegistrations");
         let _ = writeln!(
             s,
