@@ -24,8 +24,21 @@ const CALLS: u64 = 120;
 /// The run both ways: 200 users registered in about a second, 120 calls at 20/s.
 fn run_args(target: &str) -> Vec<String> {
     [
-        "--target", target, "--users", "200", "--reg-rate", "200", "--cps", "20", "--calls",
-        "120", "--hold", "1s", "--duration", "30s", "--quiet",
+        "--target",
+        target,
+        "--users",
+        "200",
+        "--reg-rate",
+        "200",
+        "--cps",
+        "20",
+        "--calls",
+        "120",
+        "--hold",
+        "1s",
+        "--duration",
+        "30s",
+        "--quiet",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -189,7 +202,11 @@ fn four_shards_split_the_users_and_rates_and_merge_exactly() {
     }
     let mut outs = Vec::new();
     for (i, c) in children.into_iter().enumerate() {
-        outs.push(wait_bounded(c, Duration::from_secs(60), &format!("shard {i}")));
+        outs.push(wait_bounded(
+            c,
+            Duration::from_secs(60),
+            &format!("shard {i}"),
+        ));
     }
     for (i, o) in outs.iter().enumerate() {
         assert_eq!(
@@ -229,11 +246,19 @@ fn four_shards_split_the_users_and_rates_and_merge_exactly() {
     }
     // Counters: the merged ones are the shards' sums, every one of them.
     for (name, v) in counters(&merged) {
-        let sum: u64 = shards.iter().map(|s| counters(s)[name].as_u64().unwrap()).sum();
+        let sum: u64 = shards
+            .iter()
+            .map(|s| counters(s)[name].as_u64().unwrap())
+            .sum();
         assert_eq!(v.as_u64(), Some(sum), "counter {name}");
     }
     // Registrations and calls as the whole run's, within 1 %.
-    for name in ["reg_ok", "calls_attempted", "calls_answered", "calls_completed"] {
+    for name in [
+        "reg_ok",
+        "calls_attempted",
+        "calls_answered",
+        "calls_completed",
+    ] {
         let (a, b) = (
             counters(&merged)[name].as_u64().unwrap() as f64,
             counters(&whole)[name].as_u64().unwrap() as f64,
@@ -287,7 +312,11 @@ fn four_shards_split_the_users_and_rates_and_merge_exactly() {
 #[test]
 fn bad_shard_arguments_are_usage_errors_that_say_why() {
     let cases: [(&[&str], Option<&str>, &str); 4] = [
-        (&["--shards", "4"], None, "JOB_COMPLETION_INDEX, which is not set"),
+        (
+            &["--shards", "4"],
+            None,
+            "JOB_COMPLETION_INDEX, which is not set",
+        ),
         (&["--shards", "4"], Some("4"), "JOB_COMPLETION_INDEX=4"),
         (&["--shard", "1/0"], None, "between 1"),
         (&["--start-at", "noon"], None, "RFC 3339"),

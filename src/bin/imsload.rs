@@ -40,7 +40,7 @@ struct Cli {
 enum Command {
     /// Run the embedded target on its own (registrar with digest, proxy, answering UA), like
     /// `sipp -sn uas` with a registrar in front.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Merge the reports of a sharded run's shards (`--shard`/`--shards`) into one: counters
     /// summed, every percentile from the added histograms, rows merged by second, and a warning
     /// naming any shard missing, late to start or saturated (docs/sharding.md).
@@ -578,6 +578,7 @@ fn apply_profile(
             seg.rate_to = sh.rate(seg.rate_to);
         }
         plan.preregister = sh.range(plan.preregister).len();
+        plan.reg_rate = sh.rate(plan.reg_rate);
     }
     if let Some(d) = a.duration {
         // --duration caps the plan: segments past it are cut.
@@ -610,19 +611,19 @@ fn apply_profile(
                 .and_then(parse_duration)
                 .unwrap_or(Duration::from_secs(2));
             let limit_pct = c.limit_pct.as_ref().map_or(0.1, |l| *l.get_ref());
+            // A shard searches with its share of each step: the merge judges the steps again
+            // on the shards' summed outcomes (docs/sharding.md).
+            let div = |r: f64| shard.map_or(r, |s| s.rate(r));
             out.plan_text = format!(
                 "capacity search: attempts/s from {} in steps of {} every {} up to {}; a step fails when over {limit_pct} % \
                  of its scenarios fail or take longer than {} (TS 186 008 \"inadequately handled\"); the design objective \
                  capacity is the last step that passed\n",
-                c.from.get_ref(),
-                c.step.get_ref(),
+                div(*c.from.get_ref()),
+                div(*c.step.get_ref()),
                 humantime::format_duration(each),
-                c.max.get_ref(),
+                div(*c.max.get_ref()),
                 humantime::format_duration(max_delay),
             );
-            // A shard searches with its share of each step: the merge judges the steps again
-            // on the shards' summed outcomes (docs/sharding.md).
-            let div = |r: f64| shard.map_or(r, |s| s.rate(r));
             out.control = Some(Controller::capacity(
                 div(*c.from.get_ref()),
                 div(*c.step.get_ref()),
@@ -706,7 +707,7 @@ fn shard_of(a: &RunArgs) -> anyhow::Result<Option<Shard>> {
 
 fn run_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
     match cli.command {
-        Some(Command::Serve(s)) => return serve(s),
+        Some(Command::Serve(s)) => return serve(*s),
         Some(Command::Merge(m)) => return merge(m),
         None => {}
     }
