@@ -889,4 +889,93 @@ mod tests {
         Delays::record(&mut h.srd, Duration::from_secs(3600));
         assert_eq!(decode_histogram(&encode_histogram(&h.srd)).unwrap(), h.srd);
     }
+
+    fn step(rate: f64, attempts: u64, failed: u64, answers_ms: &[u64]) -> serde_json::Value {
+        let mut d = Delays::default();
+        for ms in answers_ms {
+            Delays::record(&mut d.answer, Duration::from_millis(*ms));
+        }
+        let h = Handled {
+            attempts,
+            failed,
+            slow: 0,
+        };
+        serde_json::to_value(CapacityStep {
+            rate,
+            seconds: 2,
+            achieved_rate: attempts as f64 / 2.0,
+            handled: h,
+            inadequate_pct: h.inadequate_pct(),
+            passed: h.inadequate_pct() <= 1.0,
+            answer_p50_ms: 0.0,
+            answer_p99_ms: 0.0,
+            answer_histogram: Some(encode_histogram(&d.answer)),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn capacity_steps_are_judged_again_on_the_shards_sums() {
+        // Shard 0 passes steps 1-3 on its own; shard 1 fails step 2 alone (3 of 40 failed).
+        // Summed, step 2 has 3 failures in 80 attempts: 3.75 % > 1 %, so it fails merged too,
+        // and step 3, which only shard 0 ran, cannot pass.
+        let plan = |steps: Vec<serde_json::Value>, phases: serde_json::Value| {
+            serde_json::json!({"phases": phases, "events": [{"t": 3, "what": "step 2 failed"}],
+                "capacity": {"design_objective_capacity": null, "limit_pct": 1.0,
+                    "max_delay_ms": 100.0, "steps": steps, "ended": "x"}})
+        };
+        let ph = |started: u64| {
+            serde_json::json!([{"phase": "capacity step 1 (10/s)",
+            "seconds": 2, "offered_attempts": 20.0, "started_attempts": started,
+            "offered_rate": 10.0, "achieved_rate": 0.0}])
+        };
+        let mut a: serde_json::Value =
+            serde_json::from_str(&report(0, 2, "2026-03-01T12:00:00Z", &[1], 0.0)).unwrap();
+        a["plan"] = plan(
+            vec![
+                step(10.0, 20, 0, &[1, 2]),
+                step(20.0, 40, 0, &[3]),
+                step(30.0, 60, 0, &[4]),
+            ],
+            ph(20),
+        );
+        let mut b: serde_json::Value =
+            serde_json::from_str(&report(1, 2, "2026-03-01T12:00:00Z", &[1], 0.0)).unwrap();
+        b["plan"] = plan(
+            vec![step(10.0, 20, 0, &[5, 600]), step(20.0, 40, 3, &[7])],
+            ph(18),
+        );
+        let m = merge(sources(&[
+            ("a.json".into(), a.to_string()),
+            ("b.json".into(), b.to_string()),
+        ]))
+        .unwrap();
+        let p = m.report.plan.unwrap();
+        assert_eq!(p.phases[0].started_attempts, 38);
+        assert_eq!(p.phases[0].offered_rate, 20.0);
+        assert_eq!(p.events.len(), 2);
+        assert!(p.events[1].what.starts_with("shard 1: "), "{:?}", p.events);
+        let c = p.capacity.unwrap();
+        let got: Vec<(f64, u64, bool)> = c
+            .steps
+            .iter()
+            .map(|s| (s.rate, s.handled.attempts, s.passed))
+            .collect();
+        assert_eq!(
+            got,
+            [(20.0, 40, true), (40.0, 80, false), (30.0, 60, false)]
+        );
+        assert_eq!(c.design_objective_capacity, Some(20.0));
+        assert!((c.steps[1].inadequate_pct - 3.75).abs() < 1e-9);
+        // Step 1's answer percentiles are those of the shards' added histograms.
+        let mut one = Delays::default();
+        for ms in [1, 2, 5, 600] {
+            Delays::record(&mut one.answer, Duration::from_millis(ms));
+        }
+        let want = DelaySummary::of(&one.answer);
+        assert_eq!(
+            (c.steps[0].answer_p50_ms, c.steps[0].answer_p99_ms),
+            (want.p50_ms, want.p99_ms)
+        );
+    }
 }
