@@ -10,8 +10,9 @@
 //!   the other user-agent roles.
 //! - [`load`]: the load engine behind `imsload`: user population, the sans-IO user-agent core
 //!   (registrations, calls; the answering side delegated to `ua::answerer`), the open-loop
-//!   scheduler, statistics with RFC 6076 metrics, live progress and reports, and the async runner
-//!   that drives it all.
+//!   scheduler, statistics with RFC 6076 metrics, live progress and reports, the async runner
+//!   that drives it all, and shards: one shard's users, rates and start (`load::shard`) and the
+//!   exact merge of shards' reports (`load::merge`, `imsload merge`).
 //! - [`media`]: the media plane, sans IO: RTP streams of calls (G.711 from a tone or a WAV file)
 //!   on one socket per worker, RFC 3550 loss and jitter, the longest gap, an E-model MOS.
 //! - [`target`]: the embedded loopback target (`imsload serve`): registrar with digest challenge,

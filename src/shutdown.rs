@@ -4,7 +4,7 @@
 use tokio::sync::watch;
 
 /// Why the run is ending. Later reasons never overwrite an earlier one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
     Running,

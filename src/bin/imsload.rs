@@ -9,6 +9,7 @@ use imsload::load::config::{
 use imsload::load::control::{Controller, Objective};
 use imsload::load::population::{self, Identity};
 use imsload::load::runner::{self, RunSpec};
+use imsload::load::shard::{self, Shard, ShardRun};
 use imsload::profile::monitor::Monitor;
 use imsload::profile::plan::Plan;
 use imsload::profile::schema::{self, parse_duration, Profile};
@@ -39,7 +40,36 @@ struct Cli {
 enum Command {
     /// Run the embedded target on its own (registrar with digest, proxy, answering UA), like
     /// `sipp -sn uas` with a registrar in front.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Merge the reports of a sharded run's shards (`--shard`/`--shards`) into one: counters
+    /// summed, every percentile from the added histograms, rows merged by second, and a warning
+    /// naming any shard missing, late to start or saturated (docs/sharding.md).
+    Merge(MergeArgs),
+}
+
+#[derive(Args, Debug)]
+struct MergeArgs {
+    /// The shards' JSON reports (`imsload --report FILE`), or logs holding the lines
+    /// `imsload --report -` printed (e.g. `kubectl logs` of every pod, in one file).
+    #[arg(required = true, value_name = "REPORT")]
+    reports: Vec<PathBuf>,
+    /// Write the merged report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Write the merged per-second series here (.csv for CSV, else JSON lines).
+    #[arg(long, value_name = "FILE")]
+    series: Option<PathBuf>,
+    /// Print only the warnings, not the merged table.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn shard_arg(s: &str) -> Result<Shard, String> {
+    Shard::parse(s)
+}
+
+fn start_at(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    shard::parse_start_at(s)
 }
 
 /// `--ue-ports`: a count, or `users` (0 inside: one socket per user).
@@ -261,9 +291,22 @@ struct RunArgs {
     /// --media: play this WAV file (8 kHz, mono, 16-bit PCM), looped; default a 400 Hz tone.
     #[arg(long, value_name = "WAV", requires = "media")]
     media_file: Option<PathBuf>,
-    /// Write the final report as JSON here.
+    /// Write the final report as JSON here; `-` prints it as one JSON line, last on stdout
+    /// (for `kubectl logs`; `imsload merge` finds it there).
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// Run shard INDEX of COUNT (0-based, e.g. 2/8): its slice of the users and 1/COUNT of
+    /// every rate and count; the report keeps what `imsload merge` needs (docs/sharding.md).
+    #[arg(long, value_name = "INDEX/COUNT", value_parser = shard_arg, conflicts_with = "shards")]
+    shard: Option<Shard>,
+    /// Run one of COUNT shards, the index from JOB_COMPLETION_INDEX (as a Kubernetes Indexed
+    /// Job sets it in each pod).
+    #[arg(long, value_name = "COUNT")]
+    shards: Option<u32>,
+    /// Start the run at this UTC instant (RFC 3339, e.g. 2026-03-01T12:00:00Z) so that every
+    /// shard's seconds line up; a shard that comes up later starts at once, counted late.
+    #[arg(long, value_name = "TIME", value_parser = start_at)]
+    start_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Write the per-second series here (.csv for CSV, else JSON lines).
     #[arg(long, value_name = "FILE")]
     series: Option<PathBuf>,
@@ -483,7 +526,12 @@ fn dist(d: &schema::Dist) -> anyhow::Result<(Duration, DurationDist)> {
 
 /// Takes into `a` what the profile sets and the command line did not, and builds the rate
 /// controller and monitors.
-fn apply_profile(a: &mut RunArgs, m: &ArgMatches, p: &Profile) -> anyhow::Result<ProfileRun> {
+fn apply_profile(
+    a: &mut RunArgs,
+    m: &ArgMatches,
+    p: &Profile,
+    shard: Option<Shard>,
+) -> anyhow::Result<ProfileRun> {
     let pop = &p.population;
     if !given(m, "users") {
         a.users = (*pop.count.get_ref()).max(0) as usize;
@@ -573,6 +621,17 @@ fn apply_profile(a: &mut RunArgs, m: &ArgMatches, p: &Profile) -> anyhow::Result
     plan.preregister = (a.users as f64 * pop.preregistered.get_ref()).round() as usize;
     plan.preregister_time =
         Duration::from_secs_f64(plan.preregister as f64 / pop.reg_rate.get_ref().max(0.001));
+    if let Some(sh) = shard {
+        // Every rate of the plan divided, its times kept: the shards' plans add up to the
+        // profile's, second by second. The pre-registration takes as long (1/N of the users
+        // at 1/N of the rate), so all shards begin the plan together.
+        for seg in &mut plan.segments {
+            seg.rate_from = sh.rate(seg.rate_from);
+            seg.rate_to = sh.rate(seg.rate_to);
+        }
+        plan.preregister = sh.range(plan.preregister).len();
+        plan.reg_rate = sh.rate(plan.reg_rate);
+    }
     if let Some(d) = a.duration {
         // --duration caps the plan: segments past it are cut.
         plan.segments.retain(|s| s.start < d);
@@ -604,20 +663,23 @@ fn apply_profile(a: &mut RunArgs, m: &ArgMatches, p: &Profile) -> anyhow::Result
                 .and_then(parse_duration)
                 .unwrap_or(Duration::from_secs(2));
             let limit_pct = c.limit_pct.as_ref().map_or(0.1, |l| *l.get_ref());
+            // A shard searches with its share of each step: the merge judges the steps again
+            // on the shards' summed outcomes (docs/sharding.md).
+            let div = |r: f64| shard.map_or(r, |s| s.rate(r));
             out.plan_text = format!(
                 "capacity search: attempts/s from {} in steps of {} every {} up to {}; a step fails when over {limit_pct} % \
                  of its scenarios fail or take longer than {} (TS 186 008 \"inadequately handled\"); the design objective \
                  capacity is the last step that passed\n",
-                c.from.get_ref(),
-                c.step.get_ref(),
+                div(*c.from.get_ref()),
+                div(*c.step.get_ref()),
                 humantime::format_duration(each),
-                c.max.get_ref(),
+                div(*c.max.get_ref()),
                 humantime::format_duration(max_delay),
             );
             out.control = Some(Controller::capacity(
-                *c.from.get_ref(),
-                *c.step.get_ref(),
-                *c.max.get_ref(),
+                div(*c.from.get_ref()),
+                div(*c.step.get_ref()),
+                div(*c.max.get_ref()),
                 each,
                 Objective {
                     max_delay,
@@ -638,15 +700,75 @@ fn apply_profile(a: &mut RunArgs, m: &ArgMatches, p: &Profile) -> anyhow::Result
     Ok(out)
 }
 
+/// `imsload merge`: the library merges; exit 2 on reports that cannot be merged, else as a
+/// run: 1 when a registration or call failed in any shard.
+fn merge(m: MergeArgs) -> anyhow::Result<i32> {
+    use imsload::load::merge;
+    let merged = merge::merge(merge::read_reports(&m.reports)?)?;
+    merge::write(&merged, m.report.as_deref(), m.series.as_deref())?;
+    if m.quiet {
+        for w in &merged.report.warnings {
+            eprintln!("WARNING: {w}");
+        }
+    } else {
+        println!("{}", merged.report.to_text());
+    }
+    if let Some(p) = &m.report {
+        println!("merged report written to {}", p.display());
+    }
+    if let Some(p) = &m.series {
+        println!(
+            "merged series ({} seconds) written to {}",
+            merged.series.len(),
+            p.display()
+        );
+    }
+    Ok(if failures(&merged.report.counters) > 0 {
+        1
+    } else {
+        0
+    })
+}
+
+/// Registrations and calls that failed (what makes the exit code 1, as SIPp's).
+fn failures(c: &imsload::load::stats::Counters) -> u64 {
+    c.reg_failed
+        + c.reg_timeouts
+        + c.calls_failed
+        + c.calls_timeout
+        + c.calls_abandoned
+        + c.calls_unanswered
+        + c.dereg_unanswered
+        + c.msg_failed
+        + c.msg_timeouts
+        + c.opt_failed
+        + c.opt_timeouts
+}
+
+/// `--shard I/N`, or `--shards N` with the index from the environment.
+fn shard_of(a: &RunArgs) -> anyhow::Result<Option<Shard>> {
+    Ok(match (a.shard, a.shards) {
+        (Some(s), _) => Some(s),
+        (None, Some(n)) => Some(
+            Shard::from_env(n, std::env::var(shard::INDEX_ENV).ok().as_deref())
+                .map_err(|e| anyhow::anyhow!("--shards: {e}"))?,
+        ),
+        (None, None) => None,
+    })
+}
+
 fn run_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
-    if let Some(Command::Serve(s)) = cli.command {
-        return serve(s);
+    match cli.command {
+        Some(Command::Serve(s)) => return serve(*s),
+        Some(Command::Merge(m)) => return merge(m),
+        None => {}
     }
     let mut a = cli.run;
+    let shard = shard_of(&a)?;
     let prof = match &a.profile {
         Some(path) => {
             let p = schema::load(path)?;
-            apply_profile(&mut a, matches, &p)?
+            apply_profile(&mut a, matches, &p, shard)?
         }
         None => {
             if a.dry_run {
@@ -658,7 +780,29 @@ fn run_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
             }
         }
     };
+    let total_users = a.users;
+    if let Some(sh) = shard {
+        // Counts and rates of the whole run become this shard's share (a profile's phases were
+        // divided above); each shard draws from a seed of its own.
+        a.cps = sh.rate(a.cps);
+        a.reg_rate = sh.rate(a.reg_rate);
+        a.max_calls = sh.count_share(a.max_calls as u64).max(1) as usize;
+        a.calls = a.calls.map(|c| sh.count_share(c));
+        a.seed = sh.seed(a.seed);
+        if a.users_file.is_none() {
+            a.users = sh.range(a.users).len();
+        }
+    }
     if a.dry_run {
+        if let Some(sh) = shard {
+            println!(
+                "shard {}/{}: users {:?} of {total_users}, 1/{} of every rate (the plan below is this shard's)",
+                sh.index,
+                sh.count,
+                sh.range(total_users),
+                sh.count
+            );
+        }
         print!("{}", prof.plan_text);
         println!(
             "settings: {} users ({}), target {}, domain {}, {}, {}, reg {}/s, expires {} s, {:?} arrivals, hold {} {:?}, ring {}",
@@ -696,7 +840,7 @@ fn run_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
     let peak = if has_control { 0.0 } else { a.cps };
     let auto = ((peak / 4000.0).max(a.reg_rate / 8000.0).ceil() as usize).clamp(1, cores);
     let workers = a.workers.unwrap_or(auto).max(1);
-    let users = load_users(&a)?;
+    let users = load_users(&a, shard, total_users)?;
     let ims = a.ims.options()?;
     let register = !(a.no_register || a.ruri.is_some());
     if register && users.len() < 2 && a.cps > 0.0 {
@@ -712,6 +856,28 @@ fn run_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
             a.t2
         );
     }
+    let stdout_report = a.report.as_deref() == Some(std::path::Path::new("-"));
+    if stdout_report {
+        a.report = None;
+    }
+    let late_s = match a.start_at {
+        Some(t) => {
+            if !a.quiet {
+                eprintln!(
+                    "imsload: waiting for --start-at {}",
+                    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+                );
+            }
+            let late = shard::sleep_until(t).map_err(anyhow::Error::msg)?;
+            if late > shard::LATE_S {
+                eprintln!(
+                    "imsload: WARNING: started {late:.1} s after --start-at: this run's seconds lag the other shards'"
+                );
+            }
+            late
+        }
+        None => 0.0,
+    };
     let rt = runtime(workers + 1)?;
     let a = a;
     rt.block_on(async move {
@@ -865,6 +1031,11 @@ fn run_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
             control: prof.control,
             monitors: prof.monitors,
             monitor_interval: prof.monitor_interval.unwrap_or(Duration::from_secs(1)),
+            shard: shard.map(|shard| ShardRun {
+                shard,
+                start_at: a.start_at,
+                late_s,
+            }),
         };
         let report = runner::run(spec, users, trigger.clone()).await?;
         if let Some(s) = served {
@@ -874,28 +1045,31 @@ fn run_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
         if let Some(p) = &a.report {
             println!("report written to {}", p.display());
         }
+        if stdout_report {
+            // One line, last: `kubectl logs` keeps it whole and `imsload merge` finds it.
+            println!("{}", serde_json::to_string(&report)?);
+        }
         if let Some(m) = metrics {
             m.linger(a.metrics_linger).await;
         }
-        let c = &report.counters;
-        let failed = c.reg_failed
-            + c.reg_timeouts
-            + c.calls_failed
-            + c.calls_timeout
-            + c.calls_abandoned
-            + c.calls_unanswered
-            + c.dereg_unanswered
-            + c.msg_failed
-            + c.msg_timeouts
-            + c.opt_failed
-            + c.opt_timeouts;
+        let failed = failures(&report.counters);
         let _ = StopReason::Finished;
         // Like SIPp: exit 1 when anything failed, so scripts can tell.
         Ok(if failed > 0 { 1 } else { 0 })
     })
 }
 
-fn load_users(a: &RunArgs) -> anyhow::Result<Vec<Identity>> {
+/// The run's users; a shard's slice of them (by position: pattern indices and CSV rows alike).
+/// A pattern shard makes only its own users: its first index moves to its slice's start.
+fn load_users(
+    a: &RunArgs,
+    shard: Option<Shard>,
+    total_users: usize,
+) -> anyhow::Result<Vec<Identity>> {
+    let first_index = match (shard, &a.users_file) {
+        (Some(sh), None) => a.first_index + sh.range(total_users).start as u64,
+        _ => a.first_index,
+    };
     let aka = a.aka.subscription()?;
     let mut users = match &a.users_file {
         Some(p) => {
@@ -906,7 +1080,7 @@ fn load_users(a: &RunArgs) -> anyhow::Result<Vec<Identity>> {
         }
         None => population::from_spec(&population::PatternSpec {
             user: &a.user_pattern,
-            first: a.first_index,
+            first: first_index,
             count: a.users,
             domain: &a.domain,
             password: &a.password,
@@ -916,8 +1090,20 @@ fn load_users(a: &RunArgs) -> anyhow::Result<Vec<Identity>> {
         })?,
     };
     if let Some(p) = &a.ims.sip_instance {
-        population::set_instances(&mut users, p, a.first_index)
+        population::set_instances(&mut users, p, first_index)
             .map_err(|e| anyhow::anyhow!("--sip-instance: {e}"))?;
+    }
+    if let (Some(sh), Some(f)) = (shard, &a.users_file) {
+        let all = users.len();
+        users = sh.slice(users);
+        if users.is_empty() {
+            bail!(
+                "shard {}/{}: {} holds {all} users, none left for this shard (give fewer shards)",
+                sh.index,
+                sh.count,
+                f.display()
+            );
+        }
     }
     Ok(users)
 }

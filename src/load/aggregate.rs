@@ -8,7 +8,7 @@
 use super::control::{attempts_started, Controller, Second};
 use super::core::Phase;
 use super::report::{PhaseSummary, PlanReport, SeriesRow};
-use super::stats::{DelaySummary, Gauges, Interval};
+use super::stats::{DelaySummary, EncodedDelays, Gauges, Interval};
 use crate::clock::Epoch;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -24,7 +24,11 @@ pub struct WorkerMsg {
 
 /// A second's row, with what to print beside it.
 pub struct RowOut {
+    /// Row number from the run's start (1 for the first).
+    pub second: u64,
     pub row: SeriesRow,
+    /// The second's histograms, when asked for ([`Aggregator::keep_row_histograms`]).
+    pub histograms: Option<EncodedDelays>,
     /// The live progress line (printed with `--progress`).
     pub progress: String,
     /// The self-check's warning, at most one in 10 s.
@@ -45,6 +49,9 @@ pub struct Summary {
     pub total: Interval,
     /// The last, partial second (its phase is "done"), for the series.
     pub last: SeriesRow,
+    /// Its row number and histograms (when asked for), as for [`RowOut`].
+    pub last_second: u64,
+    pub last_histograms: Option<EncodedDelays>,
     pub plan: Option<PlanReport>,
     /// From the first worker's start of calling to the last one's end.
     pub call_phase: Duration,
@@ -86,6 +93,7 @@ pub struct Aggregator {
     plan_over: bool,
     stop_asked: bool,
     row_no: u64,
+    row_histograms: bool,
     out: VecDeque<Output>,
 }
 
@@ -115,8 +123,15 @@ impl Aggregator {
             pending: VecDeque::new(),
             stop_asked: false,
             row_no: 0,
+            row_histograms: false,
             out: VecDeque::new(),
         }
+    }
+
+    /// Rows carry their second's histograms from now on (a shard's report keeps them, so that
+    /// merged seconds have exact percentiles).
+    pub fn keep_row_histograms(&mut self) {
+        self.row_histograms = true;
     }
 
     pub fn handle_interval(&mut self, m: WorkerMsg) {
@@ -174,7 +189,10 @@ impl Aggregator {
         }
         self.total.add(&self.second);
         let progress = row.progress_line(self.users, &self.total);
+        let histograms = self.row_histograms.then(|| self.second.delays.encode());
         self.out.push_back(Output::Row(Box::new(RowOut {
+            second: self.row_no,
+            histograms,
             row,
             progress,
             warning: check.warning,
@@ -234,9 +252,12 @@ impl Aggregator {
             (Some(s), Some(e)) => e.saturating_duration_since(s),
             _ => Duration::ZERO,
         };
+        let last_histograms = self.row_histograms.then(|| self.second.delays.encode());
         Summary {
             total: self.total,
             last,
+            last_second: self.row_no + 1,
+            last_histograms,
             plan,
             call_phase,
             behind_seconds: self.selfcheck.behind_seconds,

@@ -7,7 +7,7 @@
 use super::stats::Interval;
 use crate::profile::condition::Condition;
 use crate::profile::plan::{Plan, Segment};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ pub struct Second {
 }
 
 /// Something the controller decided that a report should show.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// Plan second it happened at.
     pub t: u64,
@@ -42,7 +42,7 @@ pub struct Objective {
 }
 
 /// Scenario outcomes of one second (or a step), judged against an [`Objective`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Handled {
     /// Scenario attempts started (sent), as the denominator.
     pub attempts: u64,
@@ -110,7 +110,7 @@ pub fn attempts_started(i: &Interval) -> u64 {
 }
 
 /// One step of a capacity search, as its table row.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CapacityStep {
     pub rate: f64,
     pub seconds: u64,
@@ -122,10 +122,14 @@ pub struct CapacityStep {
     /// Median and 99th percentile of the caller's wait for the answer, ms.
     pub answer_p50_ms: f64,
     pub answer_p99_ms: f64,
+    /// The step's INVITE → 200 histogram ([`super::stats::encode_histogram`]), so that shards'
+    /// steps merge into exact percentiles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_histogram: Option<String>,
 }
 
 /// What a capacity search found.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CapacityResult {
     /// Design objective capacity: the highest step rate whose inadequately handled share
     /// stayed within the limit. `None` when even the first step failed.
@@ -437,6 +441,8 @@ impl CapacityState {
             passed,
             answer_p50_ms: answer.p50_ms,
             answer_p99_ms: answer.p99_ms,
+            answer_histogram: (!sum.delays.answer.is_empty())
+                .then(|| super::stats::encode_histogram(&sum.delays.answer)),
         });
         if passed {
             self.result.design_objective_capacity = Some(rate);

@@ -9,6 +9,9 @@
 //! - [`core`]: the sans-IO user agent (register, call, answer) of one worker.
 //! - [`stats`]: counters, RFC 6076 delay histograms, intervals that merge by addition.
 //! - [`report`]: final text/JSON report and the per-second series.
+//! - [`shard`]: one shard of a run spread over generators: its users, its share of the rates,
+//!   its start (`--shard`, `--start-at`).
+//! - [`merge`]: shards' reports made into one (`imsload merge`), percentiles exact.
 //! - [`plot`]: the run over time and a capacity search as SVG/PNG beside the report.
 //! - [`runner`]: sockets, workers, live progress, shutdown.
 
@@ -16,11 +19,13 @@ pub mod aggregate;
 pub mod config;
 pub mod control;
 pub mod core;
+pub mod merge;
 pub mod metrics;
 pub mod plot;
 pub mod population;
 pub mod report;
 pub mod runner;
+pub mod shard;
 pub mod stats;
 
 #[cfg(test)]

@@ -448,6 +448,7 @@ mod tests {
             passed: pct <= 1.0,
             answer_p50_ms: 2.0,
             answer_p99_ms: 5.0,
+            answer_histogram: None,
         };
         let c = CapacityResult {
             design_objective_capacity: Some(80.0),

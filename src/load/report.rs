@@ -2,14 +2,14 @@
 //! and the final report as a table and as JSON.
 
 use super::stats::{DelaySummary, Gauges, Interval, Rfc6076};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
 
-/// One second of the run, summed over workers.
-#[derive(Clone, Debug, Serialize)]
+/// One second of the run, summed over workers (and, merged, over shards).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SeriesRow {
     pub t_s: f64,
     pub utc: String,
@@ -215,11 +215,19 @@ pub struct Report {
     /// `--media`: what the calls' audio went through.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub media: Option<MediaReport>,
+    /// The run's delay histograms, lossless: what `imsload merge` adds up.
+    pub histograms: super::stats::EncodedDelays,
+    /// A shard's identity, start and per-second series (`--shard`/`--shards`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<super::shard::ShardSection>,
+    /// A merged report: which shards went into it and which were missing, late or saturated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merged: Option<super::merge::MergeSection>,
 }
 
 /// The media plane of a run (`--media`, docs/media.md): packets, and per stream (call leg of
 /// ours, at its end) the longest gap, the RFC 3550 jitter and the E-model MOS.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MediaReport {
     pub streams: u64,
     pub packets_sent: u64,
@@ -285,7 +293,7 @@ impl MediaReport {
 }
 
 /// One phase of a profile run as it went.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct PhaseSummary {
     pub phase: String,
     pub seconds: u64,
@@ -295,11 +303,11 @@ pub struct PhaseSummary {
     pub achieved_rate: f64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PlanReport {
     pub phases: Vec<PhaseSummary>,
     pub events: Vec<super::control::Event>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<super::control::CapacityResult>,
 }
 
@@ -405,6 +413,39 @@ impl Report {
             "{} → {} ({:.1} s, call phase {:.1} s), stopped by {:?}",
             self.started_utc, self.ended_utc, self.elapsed_s, self.call_phase_s, self.stop_reason
         );
+        if let Some(sh) = &self.shard {
+            let _ = writeln!(
+                s,
+                "shard {}/{} (its users and 1/{} of every rate){}",
+                sh.index,
+                sh.count,
+                sh.count,
+                match &sh.start_at {
+                    Some(t) => format!(", start at {t}, {:.3} s late", sh.late_s),
+                    None => String::new(),
+                }
+            );
+        }
+        if let Some(m) = &self.merged {
+            let _ = writeln!(
+                s,
+                "merged: {} of {} shards{}; percentiles from the shards' added histograms",
+                m.present.len(),
+                m.shards,
+                if m.missing.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (MISSING: {})",
+                        m.missing
+                            .iter()
+                            .map(u32::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            );
+        }
         let _ = writeln!(s, "\nRegistrations");
         let _ = writeln!(
             s,

@@ -55,6 +55,9 @@ pub struct RunSpec {
     pub monitor_interval: Duration,
     /// `--metrics`: a page a second while the run goes on.
     pub metrics: Option<Arc<super::metrics::Exporter>>,
+    /// `--shard`/`--shards`: the report carries the shard's identity and its per-second
+    /// series with each second's histograms, for `imsload merge`.
+    pub shard: Option<super::shard::ShardRun>,
 }
 
 /// Splits a total into `n` shares that add up to it.
@@ -261,6 +264,10 @@ pub async fn run(
         spec.control.take(),
         cpu_limit_pct(workers),
     );
+    if spec.shard.is_some() {
+        agg.keep_row_histograms();
+    }
+    let mut shard_rows: Vec<super::shard::ShardRow> = Vec::new();
     let mut tick = tokio::time::interval_at(t0 + Duration::from_secs(1), Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut hard_deadline: Option<tokio::time::Instant> = None;
@@ -316,6 +323,13 @@ pub async fn run(
                     }
                     if let Some(w) = series.as_mut() {
                         w.write(&r.row).context("writing the time series")?;
+                    }
+                    if let Some(h) = r.histograms {
+                        shard_rows.push(super::shard::ShardRow {
+                            second: r.second,
+                            row: r.row.clone(),
+                            histograms: h,
+                        });
                     }
                     if spec.report_json.is_some() {
                         // Kept for the plot beside the report (about 1 KB a second).
@@ -385,6 +399,24 @@ pub async fn run(
         report.offered_cps = p.offered_rate();
     }
     report.plan = plan_report;
+    if let Some(s) = &spec.shard {
+        if let Some(h) = done.last_histograms {
+            shard_rows.push(super::shard::ShardRow {
+                second: done.last_second,
+                row: done.last.clone(),
+                histograms: h,
+            });
+        }
+        report.shard = Some(super::shard::ShardSection {
+            index: s.shard.index,
+            count: s.shard.count,
+            start_at: s
+                .start_at
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+            late_s: s.late_s,
+            series: shard_rows,
+        });
+    }
     if let Some(p) = &spec.report_json {
         let text = serde_json::to_string_pretty(&report)?;
         std::fs::write(p, text)
@@ -512,6 +544,9 @@ fn build_report(
         plan: None,
         hep: None,
         media: super::report::MediaReport::of(total),
+        histograms: total.delays.encode(),
+        shard: None,
+        merged: None,
     }
 }
 

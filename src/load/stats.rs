@@ -1,17 +1,19 @@
 //! What the load engine counts. Each worker counts into an [`Interval`]; once a second the runner
 //! takes it and the aggregator adds it to the run's totals and to the per-second series. Intervals
-//! merge by addition (histograms included), which is also how shards on several machines will
-//! combine their results.
+//! merge by addition (histograms included), which is also how shards on several machines
+//! combine their results: reports carry the histograms losslessly ([`EncodedDelays`]).
 
 use crate::sip::{Method, ParseErrorKind};
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
 /// Plain event counters. Every field is a count of events in the interval (or run).
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+/// Read back from reports by `imsload merge`; a counter a report lacks (an older imsload) is 0.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct Counters {
     /// Initial registrations started (one per user; challenge rounds are not extra attempts).
     pub reg_attempts: u64,
@@ -348,10 +350,132 @@ impl Delays {
             h.reset();
         }
     }
+
+    /// The histograms as a report carries them (empty ones left out).
+    pub fn encode(&self) -> EncodedDelays {
+        let e = |h: &Histogram<u64>| (!h.is_empty()).then(|| encode_histogram(h));
+        EncodedDelays {
+            rrd: e(&self.rrd),
+            srd: e(&self.srd),
+            answer: e(&self.answer),
+            sdd: e(&self.sdd),
+            sdt: e(&self.sdt),
+            sched_lag: e(&self.sched_lag),
+            message: e(&self.message),
+            options: e(&self.options),
+            media_gap: e(&self.media_gap),
+            media_jitter: e(&self.media_jitter),
+            media_mos: e(&self.media_mos),
+            media_send_lateness: e(&self.media_send_lateness),
+        }
+    }
+}
+
+/// A histogram as HdrHistogram's V2 serialization (the format every HdrHistogram library
+/// reads), base64: lossless, so that shards' histograms add up to exactly the one a single
+/// generator would have recorded.
+pub fn encode_histogram(h: &Histogram<u64>) -> String {
+    use base64::Engine as _;
+    let mut buf = Vec::new();
+    // Writing into a Vec fails only for histograms too large to count (not ours).
+    use hdrhistogram::serialization::Serializer as _;
+    let _ = hdrhistogram::serialization::V2Serializer::new().serialize(h, &mut buf);
+    base64::engine::general_purpose::STANDARD.encode(buf)
+}
+
+/// Reads [`encode_histogram`]'s text back into a histogram with the report's bounds.
+pub fn decode_histogram(text: &str) -> Result<Histogram<u64>, String> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|e| format!("not base64: {e}"))?;
+    let read: Histogram<u64> = hdrhistogram::serialization::Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|e| format!("not an HdrHistogram V2 serialization: {e:?}"))?;
+    let mut h = histogram();
+    h.add(&read)
+        .map_err(|e| format!("values outside 1 µs .. 1 h: {e:?}"))?;
+    Ok(h)
+}
+
+/// [`Delays`] as reports carry them: each non-empty histogram encoded by [`encode_histogram`].
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EncodedDelays {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rrd: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub srd: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sdd: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sdt: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sched_lag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub options: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media_gap: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media_jitter: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media_mos: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media_send_lateness: Option<String>,
+}
+
+impl EncodedDelays {
+    const NAMES: [&'static str; 12] = [
+        "rrd",
+        "srd",
+        "answer",
+        "sdd",
+        "sdt",
+        "sched_lag",
+        "message",
+        "options",
+        "media_gap",
+        "media_jitter",
+        "media_mos",
+        "media_send_lateness",
+    ];
+
+    fn fields(&self) -> [&Option<String>; 12] {
+        [
+            &self.rrd,
+            &self.srd,
+            &self.answer,
+            &self.sdd,
+            &self.sdt,
+            &self.sched_lag,
+            &self.message,
+            &self.options,
+            &self.media_gap,
+            &self.media_jitter,
+            &self.media_mos,
+            &self.media_send_lateness,
+        ]
+    }
+
+    /// Decodes every histogram; an error names the one that could not be read.
+    pub fn decode(&self) -> Result<Delays, String> {
+        let mut d = Delays::default();
+        for ((name, text), h) in Self::NAMES.iter().zip(self.fields()).zip(d.all_mut()) {
+            if let Some(t) = text {
+                *h = decode_histogram(t).map_err(|e| format!("histogram {name:?}: {e}"))?;
+            }
+        }
+        Ok(d)
+    }
 }
 
 /// Gauges: values at the end of an interval, summed over workers.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Gauges {
     pub registered: u64,
     pub active_calls: u64,
@@ -498,7 +622,8 @@ impl Interval {
 }
 
 /// Percentile summary of one histogram, in milliseconds.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct DelaySummary {
     pub count: u64,
     pub min_ms: f64,
@@ -530,7 +655,8 @@ impl DelaySummary {
 }
 
 /// RFC 6076 end-to-end metrics from a run's totals.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Rfc6076 {
     pub registration_request_delay: DelaySummary,
     /// Ineffective Registration Attempts, % of attempts (failures and timeouts).

@@ -32,6 +32,8 @@ impl Segment {
 #[derive(Clone, Debug, Default)]
 pub struct Plan {
     pub preregister: usize,
+    /// Registrations per second of the pre-registration (a shard's share when sharded).
+    pub reg_rate: f64,
     pub preregister_time: Duration,
     pub segments: Vec<Segment>,
 }
@@ -111,6 +113,7 @@ impl Plan {
         }
         Plan {
             preregister: pre,
+            reg_rate,
             preregister_time: Duration::from_secs_f64(pre as f64 / reg_rate),
             segments,
         }
@@ -134,7 +137,7 @@ impl Plan {
             s,
             "pre-registration: {} users at {}/s (~{:.0} s)",
             self.preregister,
-            p.population.reg_rate.get_ref(),
+            self.reg_rate,
             self.preregister_time.as_secs_f64()
         );
         let mix: Vec<String> = p
