@@ -271,3 +271,119 @@ fn imsload_users_call_each_other_through_kamailio_with_audio_both_ways() {
         .sum();
     assert_eq!(total, sent);
 }
+
+/// Seconds since the epoch of a series row's `utc` label (`2026-12-05T00:09:16.807Z` or
+/// without fraction).
+fn utc_s(label: &str) -> f64 {
+    chrono::DateTime::parse_from_rfc3339(label)
+        .unwrap_or_else(|e| panic!("utc {label:?}: {e}"))
+        .timestamp_millis() as f64
+        / 1000.0
+}
+
+#[test]
+fn a_paused_rtpengine_is_a_media_gap_of_its_length_on_every_call_up() {
+    if let Some(why) = rtpengine_missing() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let rtpe = Rtpengine::start(41000..=41999).expect("rtpengine start");
+    let k = Kamailio::start(KamailioOpts {
+        users: 20,
+        rtpengine: Some(rtpe.ng_port()),
+        ..KamailioOpts::default()
+    })
+    .expect("kamailio start");
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r.json");
+    let series = dir.path().join("series.csv");
+    let target = k.addr().to_string();
+    // 10 calls placed in the first half second of the call phase, each held 6 s: all are up
+    // from about 0.7 s to 6 s after imsload starts; the pause comes at 3 s.
+    let child = Command::new(IMSLOAD)
+        .args([
+            "--target",
+            &target,
+            "--users",
+            "20",
+            "--reg-rate",
+            "1000",
+            "--cps",
+            "20",
+        ])
+        .args([
+            "--calls",
+            "10",
+            "--hold",
+            "6s",
+            "--duration",
+            "30s",
+            "--media",
+            "g711",
+        ])
+        .arg("--series")
+        .arg(&series)
+        .arg("--report")
+        .arg(&report)
+        .arg("--quiet")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run imsload");
+    std::thread::sleep(Duration::from_secs(3));
+    let pause = Pause::inject(rtpe.pid(), 0.5);
+    let out = wait_bounded(child, Duration::from_secs(60), "imsload");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let m = &r["media"];
+    eprintln!("pause {:.1} ms; media {m}", pause.ms());
+    assert_eq!(counter(&r, "calls_completed"), 10, "{r}");
+    // Both legs of each call, every packet through rtpengine (its addresses in the SDP, its
+    // SSRCs kept): all 20 streams received audio.
+    assert_eq!(counter(&r, "media_streams_ended"), 20, "{}", r["counters"]);
+    assert_eq!(m["jitter"]["count"], 20, "{m}\n{}", rtpe.log_tail());
+    // Every stream was up across the pause, so each one's longest silence is the pause, to
+    // within two packet times (the last packet before it, rtpengine's first after it).
+    let (lo, hi) = (pause.ms() - 40.0, pause.ms() + 40.0);
+    let gap = &m["longest_gap"];
+    assert_eq!(gap["count"], 20, "{m}");
+    let (min, max) = (f(&gap["min_ms"]), f(&gap["max_ms"]));
+    assert!(
+        lo <= min && max <= hi,
+        "gaps {min:.1}..{max:.1} ms for a {:.1} ms pause",
+        pause.ms()
+    );
+    // The series shows it: 20 gaps ended, all in the second the audio came back.
+    let csv = std::fs::read_to_string(&series).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |n: &str| {
+        header
+            .iter()
+            .position(|h| *h == n)
+            .unwrap_or_else(|| panic!("no {n}"))
+    };
+    let (gaps, utc) = (col("media_gaps"), col("utc"));
+    let rows: Vec<(f64, u64)> = lines
+        .map(|l| {
+            let v: Vec<&str> = l.split(',').collect();
+            (utc_s(v[utc]), v[gaps].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(rows.iter().map(|r| r.1).sum::<u64>(), 20, "{rows:?}");
+    let resumed = pause.cont_sent_ns as f64 / 1e9;
+    for (t, n) in &rows {
+        if *n > 0 {
+            // A row covers the second that ends at its label.
+            assert!(
+                *t - 1.0 <= resumed + 0.1 && resumed - 0.1 <= *t + 0.1,
+                "gaps at {t} for a resume at {resumed}: {rows:?}"
+            );
+        }
+    }
+}

@@ -711,6 +711,7 @@ impl LoadCore {
         c.media_rtcp_received += n.rtcp_received;
         c.media_not_rtp += n.not_rtp;
         c.media_late_sends += n.late_sends;
+        c.media_gaps += n.gaps;
         self.stats.gauges.media_streams = m.engine.streams() as u64;
         self.stats.gauges.media_silent = m.engine.silent_streams(now);
         self.media_events();

@@ -155,6 +155,9 @@ pub struct Counters {
     pub media_not_rtp: u64,
     pub media_late_sends: u64,
     pub media_sdp_unusable: u64,
+    /// `--media`: silences of over three packet times that ended in the interval (a stream's
+    /// audio came back after one).
+    pub media_gaps: u64,
 }
 
 impl Counters {
@@ -247,7 +250,8 @@ impl Counters {
             media_rtcp_received,
             media_not_rtp,
             media_late_sends,
-            media_sdp_unusable
+            media_sdp_unusable,
+            media_gaps
         );
     }
 }

@@ -76,6 +76,9 @@ pub struct MediaCounts {
     pub not_rtp: u64,
     /// Sends more than a packet time late (the worker is overloaded).
     pub late_sends: u64,
+    /// Silences of over three packet times that ended (a packet came after one): counted in
+    /// the second the audio came back.
+    pub gaps: u64,
 }
 
 /// One stream's figures when it ends.
@@ -271,12 +274,14 @@ impl MediaEngine {
                 return;
             }
         };
-        // Our own SSRC back is an echo, unless it comes from our own socket: with both legs
-        // of a call on this worker, the callee's first packets can come before the caller's
-        // stream (which expects them) has started.
-        let echo = (from != self.local)
-            .then(|| self.by_ssrc.get(&h.ssrc))
-            .flatten();
+        // Our own SSRC back is an echo when it comes from where the stream sends to (an
+        // echoing peer), and not from our own socket. Anything else with our SSRC is another
+        // leg's packet: with both legs of a call on this worker, the callee's first packets
+        // (straight, or through a relay) can come before the caller's stream, which expects
+        // them, has started; taken as an echo they would make the callee's stream deaf.
+        let echo = self.by_ssrc.get(&h.ssrc).filter(|&&k| {
+            from != self.local && self.streams.get(k).is_some_and(|s| s.remote == from)
+        });
         let k = match self.by_far.get(&h.ssrc).or(echo) {
             Some(k) => *k,
             None => match self.by_addr.get(&from) {
@@ -320,6 +325,12 @@ impl MediaEngine {
         }
         if h.ssrc == s.ssrc {
             self.counts.packets_echoed += 1;
+        }
+        if s.rx
+            .last_arrival()
+            .is_some_and(|l| now.saturating_duration_since(l) > 3 * s.ptime)
+        {
+            self.counts.gaps += 1;
         }
         let (d, o) = (s.rx.duplicates, s.rx.out_of_order);
         s.rx.packet(h.seq, h.timestamp, now, s.started);

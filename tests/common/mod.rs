@@ -347,6 +347,9 @@ pub struct KamailioOpts {
     pub children: u32,
     /// `-A SLOW_US=N`: every request holds a worker N µs (a small, slow element; 0 = off).
     pub slow_us: u32,
+    /// `-A RTPENGINE_SOCK=…`: anchor every call's media through the rtpengine whose NG
+    /// control port this is ([`Rtpengine`]).
+    pub rtpengine: Option<u16>,
 }
 
 impl Default for KamailioOpts {
@@ -357,6 +360,7 @@ impl Default for KamailioOpts {
             invite_auth: false,
             children: 2,
             slow_us: 0,
+            rtpengine: None,
         }
     }
 }
@@ -509,6 +513,9 @@ impl Kamailio {
         }
         if opts.slow_us > 0 {
             cmd.args(["-A", &format!("SLOW_US={}", opts.slow_us)]);
+        }
+        if let Some(ng) = opts.rtpengine {
+            cmd.args(["-A", &format!("RTPENGINE_SOCK=\"udp:127.0.0.1:{ng}\"")]);
         }
         let out = File::options().create(true).append(true).open(&log)?;
         let child = cmd
@@ -1583,4 +1590,94 @@ fn parse_sipp_stat(csv: &str) -> Result<(u64, u64)> {
             .context(name.to_string())
     };
     Ok((col("SuccessfulCall(C)")?, col("FailedCall(C)")?))
+}
+
+/// rtpengine from Debian (`rtpengine-daemon`), in the foreground on loopback with userspace
+/// forwarding (no kernel module), its NG control port free-picked, its media ports in
+/// `ports`. Stopped (SIGKILL) when dropped.
+pub struct Rtpengine {
+    child: Child,
+    ng: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+pub fn rtpengine_missing() -> Option<String> {
+    (!Path::new("/usr/bin/rtpengine").exists()).then(|| {
+        "rtpengine not found: install the Debian package rtpengine-daemon (or run .ci/setup)".into()
+    })
+}
+
+impl Rtpengine {
+    pub fn start(ports: std::ops::RangeInclusive<u16>) -> Result<Rtpengine> {
+        let dir = tempfile::Builder::new()
+            .prefix("imsload-rtpengine-")
+            .tempdir()?;
+        let log = dir.path().join("rtpengine.log");
+        let mut last = anyhow!("rtpengine did not start");
+        for _ in 0..3 {
+            let ng = free_port()?;
+            let mut child = Command::new("/usr/bin/rtpengine")
+                .args([
+                    "--config-file=none",
+                    "--foreground",
+                    "--log-stderr",
+                    "--table=-1",
+                ])
+                .args(["-i", LISTEN_IP, "-n", &format!("{LISTEN_IP}:{ng}")])
+                .args([
+                    "-m",
+                    &ports.start().to_string(),
+                    "-M",
+                    &ports.end().to_string(),
+                ])
+                .args(["-L", "5", "-p"])
+                .arg(dir.path().join("pid"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(File::create(&log)?)
+                .process_group(0)
+                .spawn()
+                .context("spawn rtpengine")?;
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(10) && pid_alive(child.id() as i32) {
+                if port_bound(ng, Transport::Udp) {
+                    return Ok(Rtpengine {
+                        child,
+                        ng,
+                        log,
+                        _dir: dir,
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            last = anyhow!(
+                "rtpengine on NG port {ng} did not come up: {}",
+                tail_lines(&log, 20)
+            );
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        Err(last)
+    }
+
+    /// Its NG control port (for [`KamailioOpts::rtpengine`]).
+    pub fn ng_port(&self) -> u16 {
+        self.ng
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn log_tail(&self) -> String {
+        tail_lines(&self.log, 30)
+    }
+}
+
+impl Drop for Rtpengine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
