@@ -266,6 +266,17 @@ fn imsload_users_call_each_other_through_kamailio_with_audio_both_ways() {
         .iter()
         .position(|h| *h == "media_packets_sent")
         .expect("media column");
+    let live = header
+        .iter()
+        .position(|h| *h == "media_streams")
+        .expect("media gauge");
+    let rows: Vec<&str> = lines.collect();
+    // 5 calls/s of 2 s: some second has streams running (both legs of each call up).
+    assert!(
+        rows.iter().any(|l| l.split(',').nth(live).unwrap() != "0"),
+        "the media_streams gauge never moved"
+    );
+    let lines = rows.into_iter();
     let total: u64 = lines
         .map(|l| l.split(',').nth(col).unwrap().parse::<u64>().unwrap())
         .sum();

@@ -274,10 +274,7 @@ pub fn cpu_limit_pct(workers: usize) -> f64 {
 fn sum_gauges(g: &[Gauges]) -> Gauges {
     let mut s = Gauges::default();
     for x in g {
-        s.registered += x.registered;
-        s.active_calls += x.active_calls;
-        s.answering_calls += x.answering_calls;
-        s.pending_transactions += x.pending_transactions;
+        s.add(x);
     }
     s
 }

@@ -453,14 +453,6 @@ fn phase_rank(p: &str) -> usize {
     .unwrap_or(0)
 }
 
-fn add_gauges(a: &mut Gauges, b: &Gauges) {
-    a.registered += b.registered;
-    a.active_calls += b.active_calls;
-    a.answering_calls += b.answering_calls;
-    a.pending_transactions += b.pending_transactions;
-    a.ipsec_ues_protected += b.ipsec_ues_protected;
-}
-
 /// Rows of every shard merged by second of the wall clock: a shard that started k seconds
 /// after the first has its row n in merged row n + k.
 fn merge_series(
@@ -491,7 +483,7 @@ fn merge_series(
         let mut phase = "done";
         for (who, r) in &rows {
             iv.counters.add(&r.row.counters);
-            add_gauges(&mut iv.gauges, &r.row.gauges);
+            Gauges::add(&mut iv.gauges, &r.row.gauges);
             let d = r.histograms.decode().map_err(|e| {
                 input(
                     who,

@@ -493,6 +493,19 @@ pub struct Gauges {
     pub media_silent: u64,
 }
 
+impl Gauges {
+    /// Workers' (or shards') gauges add up to the run's.
+    pub fn add(&mut self, o: &Gauges) {
+        self.registered += o.registered;
+        self.active_calls += o.active_calls;
+        self.answering_calls += o.answering_calls;
+        self.pending_transactions += o.pending_transactions;
+        self.ipsec_ues_protected += o.ipsec_ues_protected;
+        self.media_streams += o.media_streams;
+        self.media_silent += o.media_silent;
+    }
+}
+
 /// What a response count is keyed by: the request's method and the status code, or no
 /// response at all (a timeout). Written "INVITE 486" and "INVITE timeout" in reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
