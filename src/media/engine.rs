@@ -475,3 +475,178 @@ fn summarize(s: &Stream, now: Instant) -> StreamSummary {
         mos,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::g711::tone;
+    use super::super::sdp::Direction;
+    use super::*;
+
+    fn cfg() -> MediaConfig {
+        MediaConfig::new(Codec::Pcmu, Duration::from_millis(20), &tone(400.0))
+    }
+
+    fn remote(addr: SocketAddr) -> RemoteMedia {
+        RemoteMedia {
+            addr,
+            codec: Codec::Pcmu,
+            ptime_ms: 20,
+            direction: Direction::SendRecv,
+        }
+    }
+
+    /// Two engines (two workers) wired back to back under a virtual clock, 1 ms steps;
+    /// `lose(i)` drops the i-th packet on the wire. Returns what each side's events said.
+    struct Pair {
+        now: Instant,
+        a: MediaEngine,
+        b: MediaEngine,
+        wire: u64,
+    }
+
+    const A: ([u8; 4], u16) = ([127, 0, 0, 1], 4000);
+    const B: ([u8; 4], u16) = ([127, 0, 0, 2], 4002);
+
+    impl Pair {
+        fn new() -> Pair {
+            let now = Instant::now();
+            Pair {
+                now,
+                a: MediaEngine::new(cfg(), 0, A.into(), now),
+                b: MediaEngine::new(cfg(), 0, B.into(), now),
+                wire: 0,
+            }
+        }
+        fn run(&mut self, ms: u64, mut lose: impl FnMut(u64) -> bool) {
+            for _ in 0..ms {
+                self.now += Duration::from_millis(1);
+                for (from, to) in [(true, false), (false, true)] {
+                    let src = if from { &mut self.a } else { &mut self.b };
+                    src.handle_timeout(self.now);
+                    let mut out = Vec::new();
+                    while let Some(t) = src.poll_transmit() {
+                        out.push(t);
+                    }
+                    let (dst, src_addr) = if to {
+                        (&mut self.a, B)
+                    } else {
+                        (&mut self.b, A)
+                    };
+                    for t in out {
+                        self.wire += 1;
+                        if !lose(self.wire) {
+                            dst.handle_input(self.now, &t.data, src_addr.into());
+                        }
+                        t.recycle();
+                    }
+                }
+            }
+        }
+    }
+
+    fn ended(e: &mut MediaEngine) -> Vec<StreamSummary> {
+        std::iter::from_fn(|| e.poll_event())
+            .filter_map(|e| match e {
+                MediaEvent::Ended(s) => Some(s),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_call_between_two_workers_flows_both_ways_and_loss_and_silence_are_measured() {
+        let mut p = Pair::new();
+        let (caller, callee) = (ssrc_of("call-1", 0), ssrc_of("call-1", 1));
+        let now = p.now;
+        assert!(p.b.start(now, callee, Some(caller), remote(A.into())));
+        assert!(p.a.start(now, caller, Some(callee), remote(B.into())));
+        // 1 s clean, then every packet A sends lost for 200 ms, then 800 ms clean.
+        p.run(1000, |_| false);
+        let a_sent = p.a.take_counts().packets_sent;
+        p.run(200, |_| true);
+        p.run(800, |_| false);
+        let now = p.now;
+        p.a.stop(now, caller);
+        p.b.stop(now, callee);
+        let (sa, sb) = (ended(&mut p.a)[0], ended(&mut p.b)[0]);
+        assert_eq!(a_sent, 51, "one packet at the start, then one per 20 ms");
+        assert_eq!((sa.sent, sb.sent), (101, 101));
+        // Both directions lost the 200 ms (10 packets each way).
+        assert_eq!((sa.lost, sb.lost), (10, 10));
+        assert_eq!((sa.received, sb.received), (91, 91));
+        assert!(
+            sb.longest_gap >= Duration::from_millis(200)
+                && sb.longest_gap <= Duration::from_millis(221),
+            "{:?}",
+            sb.longest_gap
+        );
+        assert!(sb.mos < 4.0 && sb.mos > 2.0, "10 % loss: {}", sb.mos);
+        assert_eq!(p.a.streams() + p.b.streams(), 0);
+    }
+
+    #[test]
+    fn both_legs_on_one_worker_each_get_the_others_audio() {
+        // The callee answers and sends first, to the caller's address: this very socket. Its
+        // packets must wait for the caller's stream, not become the callee's own "echo".
+        let now = Instant::now();
+        let mut e = MediaEngine::new(cfg(), 0, A.into(), now);
+        let (caller, callee) = (ssrc_of("c", 0), ssrc_of("c", 1));
+        let mut t = now;
+        assert!(e.start(t, callee, Some(caller), remote(A.into())));
+        let mut loop_back = |e: &mut MediaEngine, t: Instant| {
+            e.handle_timeout(t);
+            let mut out = Vec::new();
+            while let Some(x) = e.poll_transmit() {
+                out.push(x);
+            }
+            for x in out {
+                e.handle_input(t, &x.data, A.into());
+                x.recycle();
+            }
+        };
+        for _ in 0..30 {
+            t += Duration::from_millis(1);
+            loop_back(&mut e, t);
+        }
+        assert!(e.start(t, caller, Some(callee), remote(A.into())));
+        for _ in 0..1000 {
+            t += Duration::from_millis(1);
+            loop_back(&mut e, t);
+        }
+        let c = e.take_counts();
+        assert_eq!(c.packets_echoed, 0);
+        // The callee's first two packets came before the caller's stream: unmatched.
+        assert_eq!(c.unmatched, 2, "{c:?}");
+        e.stop(t, caller);
+        e.stop(t, callee);
+        let s = ended(&mut e);
+        assert_eq!(s.len(), 2);
+        assert!(s.iter().all(|s| s.received >= 49 && s.lost == 0), "{s:?}");
+    }
+
+    #[test]
+    fn an_echo_is_its_own_audio_from_where_it_sends_and_garbage_is_counted() {
+        let now = Instant::now();
+        let peer: SocketAddr = B.into();
+        let mut e = MediaEngine::new(cfg(), 0, A.into(), now);
+        let me = ssrc_of("x", 0);
+        assert!(e.start(now, me, Some(ssrc_of("x", 1)), remote(peer)));
+        assert!(
+            !e.start(now, me, None, remote(peer)),
+            "an SSRC in use is refused"
+        );
+        e.handle_timeout(now);
+        let first = e.poll_transmit().unwrap();
+        // From elsewhere it is not an echo: a stranger's copy.
+        e.handle_input(now, &first.data, "127.0.0.9:9".parse().unwrap());
+        e.handle_input(now, &first.data, peer);
+        e.handle_input(now, b"\x80\xc8\0\x01rtcp-ish....", peer);
+        e.handle_input(now, b"hello", peer);
+        let c = e.take_counts();
+        assert_eq!(
+            (c.packets_echoed, c.unmatched, c.rtcp_received, c.not_rtp),
+            (1, 1, 1, 1)
+        );
+        assert_eq!((c.streams_started, c.streams_refused), (1, 1));
+    }
+}
