@@ -593,7 +593,7 @@ mod tests {
         let (caller, callee) = (ssrc_of("c", 0), ssrc_of("c", 1));
         let mut t = now;
         assert!(e.start(t, callee, Some(caller), remote(A.into())));
-        let mut loop_back = |e: &mut MediaEngine, t: Instant| {
+        let loop_back = |e: &mut MediaEngine, t: Instant| {
             e.handle_timeout(t);
             let mut out = Vec::new();
             while let Some(x) = e.poll_transmit() {
