@@ -355,23 +355,32 @@ impl Delays {
         }
     }
 
+    /// Each histogram's name in reports, in the order of [`Delays::all`].
+    const NAMES: [&'static str; 12] = [
+        "rrd",
+        "srd",
+        "answer",
+        "sdd",
+        "sdt",
+        "sched_lag",
+        "message",
+        "options",
+        "media_gap",
+        "media_jitter",
+        "media_mos",
+        "media_send_lateness",
+    ];
+
     /// The histograms as a report carries them (empty ones left out).
     pub fn encode(&self) -> EncodedDelays {
-        let e = |h: &Histogram<u64>| (!h.is_empty()).then(|| encode_histogram(h));
-        EncodedDelays {
-            rrd: e(&self.rrd),
-            srd: e(&self.srd),
-            answer: e(&self.answer),
-            sdd: e(&self.sdd),
-            sdt: e(&self.sdt),
-            sched_lag: e(&self.sched_lag),
-            message: e(&self.message),
-            options: e(&self.options),
-            media_gap: e(&self.media_gap),
-            media_jitter: e(&self.media_jitter),
-            media_mos: e(&self.media_mos),
-            media_send_lateness: e(&self.media_send_lateness),
-        }
+        EncodedDelays(
+            Self::NAMES
+                .iter()
+                .zip(self.all())
+                .filter(|(_, h)| !h.is_empty())
+                .map(|(n, h)| (n.to_string(), encode_histogram(h)))
+                .collect(),
+        )
     }
 }
 
@@ -402,76 +411,24 @@ pub fn decode_histogram(text: &str) -> Result<Histogram<u64>, String> {
     Ok(h)
 }
 
-/// [`Delays`] as reports carry them: each non-empty histogram encoded by [`encode_histogram`].
+/// [`Delays`] as reports carry them: each non-empty histogram encoded by [`encode_histogram`],
+/// under its name (`"srd": "HISTFAAA…"`).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(default, deny_unknown_fields)]
-pub struct EncodedDelays {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rrd: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub srd: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub answer: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sdd: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sdt: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sched_lag: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub options: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub media_gap: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub media_jitter: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub media_mos: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub media_send_lateness: Option<String>,
-}
+#[serde(transparent)]
+pub struct EncodedDelays(pub BTreeMap<String, String>);
 
 impl EncodedDelays {
-    const NAMES: [&'static str; 12] = [
-        "rrd",
-        "srd",
-        "answer",
-        "sdd",
-        "sdt",
-        "sched_lag",
-        "message",
-        "options",
-        "media_gap",
-        "media_jitter",
-        "media_mos",
-        "media_send_lateness",
-    ];
-
-    fn fields(&self) -> [&Option<String>; 12] {
-        [
-            &self.rrd,
-            &self.srd,
-            &self.answer,
-            &self.sdd,
-            &self.sdt,
-            &self.sched_lag,
-            &self.message,
-            &self.options,
-            &self.media_gap,
-            &self.media_jitter,
-            &self.media_mos,
-            &self.media_send_lateness,
-        ]
-    }
-
-    /// Decodes every histogram; an error names the one that could not be read.
+    /// Decodes every histogram; an error names the one that could not be read, or a name that
+    /// is none of ours.
     pub fn decode(&self) -> Result<Delays, String> {
         let mut d = Delays::default();
-        for ((name, text), h) in Self::NAMES.iter().zip(self.fields()).zip(d.all_mut()) {
-            if let Some(t) = text {
-                *h = decode_histogram(t).map_err(|e| format!("histogram {name:?}: {e}"))?;
-            }
+        for (name, text) in &self.0 {
+            let i = Delays::NAMES
+                .iter()
+                .position(|n| n == name)
+                .ok_or_else(|| format!("unknown histogram {name:?}"))?;
+            *d.all_mut()[i] =
+                decode_histogram(text).map_err(|e| format!("histogram {name:?}: {e}"))?;
         }
         Ok(d)
     }
