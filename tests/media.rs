@@ -308,6 +308,7 @@ fn a_paused_rtpengine_is_a_media_gap_of_its_length_on_every_call_up() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("r.json");
     let series = dir.path().join("series.csv");
+    let media_log = dir.path().join("media.csv");
     let target = k.addr().to_string();
     // 10 calls placed in the first half second of the call phase, each held 6 s: all are up
     // from about 0.7 s to 6 s after imsload starts; the pause comes at 3 s.
@@ -334,6 +335,8 @@ fn a_paused_rtpengine_is_a_media_gap_of_its_length_on_every_call_up() {
         ])
         .arg("--series")
         .arg(&series)
+        .arg("--media-log")
+        .arg(&media_log)
         .arg("--report")
         .arg(&report)
         .arg("--quiet")
@@ -369,6 +372,28 @@ fn a_paused_rtpengine_is_a_media_gap_of_its_length_on_every_call_up() {
         "gaps {min:.1}..{max:.1} ms for a {:.1} ms pause",
         pause.ms()
     );
+    // Each stream's own line says when its longest gap began: where the pause did (its last
+    // packet before the stop, at most a packet time and the signal's own moments earlier).
+    let log = std::fs::read_to_string(&media_log).unwrap();
+    let mut lines = log.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let at = header
+        .iter()
+        .position(|h| *h == "longest_gap_at_utc")
+        .unwrap();
+    let len = header.iter().position(|h| *h == "longest_gap_ms").unwrap();
+    let streams: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(streams.len(), 20, "{log}");
+    let stop = pause.stop_sent_ns as f64 / 1e9;
+    for s in &streams {
+        let began = utc_s(s[at]);
+        assert!(
+            (stop - 0.1..=stop + 0.1).contains(&began),
+            "a stream's gap began at {began}, the pause at {stop}: {s:?}"
+        );
+        let ms: f64 = s[len].parse().unwrap();
+        assert!(lo <= ms && ms <= hi, "{s:?}");
+    }
     // The series shows it: 20 gaps ended, all in the second the audio came back.
     let csv = std::fs::read_to_string(&series).unwrap();
     let mut lines = csv.lines();

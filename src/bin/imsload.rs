@@ -291,6 +291,10 @@ struct RunArgs {
     /// --media: play this WAV file (8 kHz, mono, 16-bit PCM), looped; default a 400 Hz tone.
     #[arg(long, value_name = "WAV", requires = "media")]
     media_file: Option<PathBuf>,
+    /// --media: write one CSV line per stream as it ends (its SSRC, leg, start and end, packets,
+    /// loss, jitter, its longest gap and when it began, R and MOS; docs/media.md).
+    #[arg(long, value_name = "FILE", requires = "media")]
+    media_log: Option<PathBuf>,
     /// Write the final report as JSON here; `-` prints it as one JSON line, last on stdout
     /// (for `kubectl logs`; `imsload merge` finds it there).
     #[arg(long, value_name = "FILE")]
@@ -1027,6 +1031,7 @@ fn run_main(cli: Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
             series: a.series.clone(),
             embedded_target: embedded,
             hep: a.hep.config("imsload"),
+            media_log: a.media_log.clone(),
             timer_resolution: a.timer_resol,
             control: prof.control,
             monitors: prof.monitors,

@@ -20,6 +20,9 @@ pub struct WorkerMsg {
     pub phase: Phase,
     /// When the worker started and ended calling (`None`: not yet).
     pub calling: (Option<Instant>, Option<Instant>),
+    /// `--media`: the streams that ended in the interval, each with its own figures (for
+    /// `--media-log`; the aggregation keeps only their distributions).
+    pub media: Vec<crate::media::engine::StreamSummary>,
 }
 
 /// A second's row, with what to print beside it.
@@ -432,6 +435,7 @@ mod tests {
                     interval: i,
                     phase: self.phase,
                     calling: (Some(self.t0), None),
+                    media: Vec::new(),
                 });
             }
             self.rate = self.broadcast;
@@ -497,6 +501,7 @@ mod tests {
                     interval: interval(10 * s + w, w + 1),
                     phase,
                     calling: (None, None),
+                    media: Vec::new(),
                 });
             }
             agg.handle_tick(t0 + Duration::from_secs(s), None, BTreeMap::new());
@@ -658,6 +663,7 @@ mod tests {
                 interval: lagging(lag),
                 phase: Phase::Calling,
                 calling: (None, None),
+                media: Vec::new(),
             });
             agg.handle_tick(t0 + Duration::from_secs(s), Some(cpu), BTreeMap::new());
             let Some(Output::Row(r)) = agg.poll_output() else {
@@ -702,6 +708,7 @@ mod tests {
                 interval: interval(5, 1),
                 phase: Phase::Calling,
                 calling: (Some(at(300 + 200 * w as u64)), None),
+                media: Vec::new(),
             });
         }
         agg.handle_tick(at(1000), None, BTreeMap::new());
@@ -712,12 +719,14 @@ mod tests {
             interval: interval(7, 0),
             phase: Phase::Done,
             calling: (Some(at(300)), Some(at(1200))),
+            media: Vec::new(),
         });
         agg.handle_interval(WorkerMsg {
             worker: 1,
             interval: interval(2, 4),
             phase: Phase::Draining,
             calling: (Some(at(500)), None),
+            media: Vec::new(),
         });
         let done = agg.finish(at(1400));
         assert_eq!(done.total.counters.calls_attempted, 10 + 7 + 2);

@@ -239,6 +239,8 @@ struct Media {
     /// Calls our users answer, by Call-ID: the caller's audio from the INVITE's offer, and
     /// whether our stream to it has started (at the ACK).
     callee: HashMap<Box<str>, (RemoteMedia, bool)>,
+    /// Streams ended since the last [`LoadCore::take_media_records`] (`--media-log`).
+    ended: Vec<crate::media::engine::StreamSummary>,
 }
 
 pub struct LoadCore {
@@ -581,7 +583,17 @@ impl LoadCore {
             engine: MediaEngine::new(cfg, sock, addr, now),
             sock,
             callee: HashMap::new(),
+            ended: Vec::new(),
         });
+    }
+
+    /// The figures of each stream that ended since the last call (one line each in
+    /// `--media-log`).
+    pub fn take_media_records(&mut self) -> Vec<crate::media::engine::StreamSummary> {
+        self.media
+            .as_mut()
+            .map(|m| std::mem::take(&mut m.ended))
+            .unwrap_or_default()
     }
 
     /// Media streams running now.
@@ -597,6 +609,7 @@ impl LoadCore {
             match e {
                 MediaEvent::SendLateness(t) => Delays::record(&mut d.media_send_lateness, t),
                 MediaEvent::Ended(s) => {
+                    m.ended.push(s);
                     Delays::record(&mut d.media_gap, s.longest_gap);
                     d.media_jitter
                         .saturating_record((s.jitter_ms * 1000.0).round().max(1.0) as u64);

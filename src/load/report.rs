@@ -667,3 +667,62 @@ impl Report {
         s
     }
 }
+
+/// `--media-log`: one CSV line per media stream as it ends, with its own figures; written as
+/// streams end (flushed each second), so a run cut short keeps every stream that ended.
+pub struct MediaLog {
+    out: std::io::BufWriter<std::fs::File>,
+    failed: bool,
+}
+
+impl MediaLog {
+    pub fn create(path: &Path) -> anyhow::Result<MediaLog> {
+        let f = std::fs::File::create(path)
+            .map_err(|e| anyhow::anyhow!("cannot create the media log {}: {e}", path.display()))?;
+        let mut out = std::io::BufWriter::new(f);
+        writeln!(
+            out,
+            "ssrc,leg,started_utc,ended_utc,sent,received,expected,lost,jitter_ms,longest_gap_ms,longest_gap_at_utc,r_factor,mos"
+        )?;
+        Ok(MediaLog { out, failed: false })
+    }
+
+    /// Appends `streams`; the first write error is shown once and the log given up (the run
+    /// goes on: its report still has the distributions).
+    pub fn write(
+        &mut self,
+        epoch: &crate::clock::Epoch,
+        streams: &[crate::media::engine::StreamSummary],
+    ) {
+        if self.failed || streams.is_empty() {
+            return;
+        }
+        let label = |t| epoch.wall_of(t).format("%Y-%m-%dT%H:%M:%S%.3fZ");
+        let mut r = Ok(());
+        for s in streams {
+            r = r.and_then(|_| {
+                writeln!(
+                    self.out,
+                    "{:#010x},{},{},{},{},{},{},{},{:.3},{:.1},{},{:.1},{:.2}",
+                    s.ssrc,
+                    if s.ssrc & 1 == 0 { "caller" } else { "callee" },
+                    label(s.started),
+                    label(s.ended),
+                    s.sent,
+                    s.received,
+                    s.expected,
+                    s.lost,
+                    s.jitter_ms,
+                    s.longest_gap.as_secs_f64() * 1000.0,
+                    label(s.longest_gap_at),
+                    s.r_factor,
+                    s.mos
+                )
+            });
+        }
+        if let Err(e) = r.and_then(|_| self.out.flush()) {
+            eprintln!("--media-log: writing failed ({e}); no more lines will be written");
+            self.failed = true;
+        }
+    }
+}

@@ -45,6 +45,8 @@ pub struct RunSpec {
     pub embedded_target: bool,
     /// `--hep`: mirror the workers' SIP to a Homer collector.
     pub hep: Option<crate::hep::mirror::HepConfig>,
+    /// `--media-log`: one CSV line per media stream as it ends.
+    pub media_log: Option<PathBuf>,
     /// `--timer-resol`: see [`Driver::set_timer_resolution`].
     pub timer_resolution: Duration,
     /// Rate of each second from a profile's plan or a capacity search; `None`: `core.cps`
@@ -275,10 +277,19 @@ pub async fn run(
     let mut open = true;
     let mut stop_seen = false;
     let mut rows: Vec<SeriesRow> = Vec::new();
+    let mut media_log = match &spec.media_log {
+        Some(p) => Some(super::report::MediaLog::create(p)?),
+        None => None,
+    };
     while open {
         tokio::select! {
             m = rx.recv() => match m {
-                Some(m) => agg.handle_interval(m),
+                Some(mut m) => {
+                    if let Some(w) = &mut media_log {
+                        w.write(&epoch, &std::mem::take(&mut m.media));
+                    }
+                    agg.handle_interval(m)
+                }
                 None => open = false,
             },
             _ = tick.tick() => {
@@ -604,6 +615,7 @@ fn report(id: usize, core: &mut LoadCore, driver: &mut Driver, phase: Phase) -> 
         interval,
         phase,
         calling: core.calling_span(),
+        media: core.take_media_records(),
     }
 }
 

@@ -84,7 +84,11 @@ pub struct MediaCounts {
 /// One stream's figures when it ends.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StreamSummary {
+    /// Our SSRC (the low bit: 0 the caller's leg, 1 the callee's): what Wireshark's RTP
+    /// streams view lists for the stream we sent.
     pub ssrc: u32,
+    pub started: Instant,
+    pub ended: Instant,
     pub sent: u64,
     pub received: u64,
     pub expected: u64,
@@ -464,6 +468,8 @@ fn summarize(s: &Stream, now: Instant) -> StreamSummary {
     };
     StreamSummary {
         ssrc: s.ssrc,
+        started: s.started,
+        ended: now,
         sent: s.sent,
         received: rx.received,
         expected,
