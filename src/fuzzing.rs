@@ -448,3 +448,68 @@ mod tests {
         }
     }
 }
+
+/// `fuzz_targets/media.rs`: the media plane's network input. The bytes as an SDP offer or
+/// answer (what a peer's INVITE or 2xx carries), then as datagrams on a worker's media socket
+/// with two streams up (each datagram: a length byte, then that many bytes; its source
+/// alternates between the far end and a stranger), with time passing and packets sent between
+/// them. Every datagram is accounted for exactly once (received, unmatched, RTCP, not RTP), and
+/// a stream's figures hold together when it ends.
+pub fn media(data: &[u8]) {
+    use crate::media::engine::{ssrc_of, MediaConfig, MediaEngine, MediaEvent};
+    use crate::media::g711::Codec;
+    use crate::media::sdp::{remote_audio, Direction, RemoteMedia};
+    let _ = remote_audio(data, Codec::Pcmu);
+    let local = SocketAddr::from(([127, 0, 0, 1], 4000));
+    let far = SocketAddr::from(([127, 0, 0, 2], 4002));
+    let stranger = SocketAddr::from(([127, 0, 0, 3], 4004));
+    let mut now = Instant::now();
+    let cfg = MediaConfig::new(Codec::Pcma, Duration::from_millis(20), &[0, 1000, -1000]);
+    let mut e = MediaEngine::new(cfg, 0, local, now);
+    let remote = RemoteMedia {
+        addr: far,
+        codec: Codec::Pcmu,
+        ptime_ms: 20,
+        direction: Direction::SendRecv,
+    };
+    let ssrcs = [ssrc_of("a", 0), ssrc_of("b", 1)];
+    assert!(e.start(now, ssrcs[0], Some(ssrc_of("a", 1)), remote));
+    assert!(e.start(
+        now,
+        ssrcs[1],
+        None,
+        RemoteMedia {
+            addr: stranger,
+            ..remote
+        }
+    ));
+    let mut fed = 0u64;
+    let mut rest = data;
+    while let Some((&n, tail)) = rest.split_first() {
+        let take = (n as usize).min(tail.len());
+        let (dgram, next) = tail.split_at(take);
+        rest = next;
+        now += Duration::from_millis(u64::from(n % 7));
+        e.handle_timeout(now);
+        while let Some(t) = e.poll_transmit() {
+            t.recycle();
+        }
+        e.handle_input(now, dgram, if fed % 2 == 0 { far } else { stranger });
+        fed += 1;
+    }
+    let c = e.take_counts();
+    assert_eq!(
+        c.packets_received + c.unmatched + c.rtcp_received + c.not_rtp,
+        fed,
+        "every datagram counted once: {c:?}"
+    );
+    for s in ssrcs {
+        e.stop(now, s);
+    }
+    while let Some(ev) = e.poll_event() {
+        if let MediaEvent::Ended(s) = ev {
+            assert!(s.lost <= s.expected, "{s:?}");
+            assert!((1.0..=4.5).contains(&s.mos) || s.mos == 0.0, "{s:?}");
+        }
+    }
+}

@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 
 type Harness = fn(&[u8]);
 
-const TARGETS: [(&str, Harness); 6] = [
+const TARGETS: [(&str, Harness); 7] = [
     ("sip_message", imsload::fuzzing::sip_message),
     ("sip_stream", imsload::fuzzing::sip_stream),
     ("digest", imsload::fuzzing::digest),
     ("diameter", imsload::fuzzing::diameter),
     ("core_datagram", imsload::fuzzing::core_datagram),
     ("core_splice", imsload::fuzzing::core_splice),
+    ("media", imsload::fuzzing::media),
 ];
 
 fn fuzz_dir() -> PathBuf {
