@@ -519,6 +519,27 @@ fn build_report(
             c.rx_dropped
         ));
     }
+    if c.media_sdp_unusable > 0 {
+        warnings.push(format!(
+            "--media: {} offers or answers had no audio stream we can play (no PCMU/PCMA, no \
+             address, or port 0): those calls carried no media",
+            c.media_sdp_unusable
+        ));
+    }
+    if c.media_streams_started > 0 && c.media_packets_received == 0 {
+        warnings.push(
+            "--media: no RTP came back on any stream: the far ends do not send media, or a \
+             firewall or NAT is in the way (the SDP addresses must be reachable from here)"
+                .into(),
+        );
+    }
+    if c.media_streams_refused > 0 {
+        warnings.push(format!(
+            "--media: {} streams did not start: their SSRC (derived from the Call-ID) was in \
+             use on the same worker",
+            c.media_streams_refused
+        ));
+    }
     if c.reg_attempts > 0 && c.reg_ok == 0 {
         warnings.push("no user registered: check --target, --domain and the password rule".into());
     }
