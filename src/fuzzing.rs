@@ -428,27 +428,6 @@ impl Sim {
 const AKA_K: &str = "465b5ce8b199b49faa5f0a2ee238a6bc";
 const AKA_OPC: &str = "cd63cb71954a9f4e48a5994e37a02baf";
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_simulated_run_is_mid_call_and_ends() {
-        for aka in [false, true] {
-            let sim = Sim::mid_run(aka);
-            let msgs: Vec<_> = sim.wire.iter().map(|(_, m)| m.clone()).collect();
-            let has = |p: &[u8]| msgs.iter().any(|m| m.starts_with(p));
-            assert!(
-                has(b"INVITE ") && has(b"SIP/2.0 180") && has(b"BYE "),
-                "aka={aka}"
-            );
-            assert!(!sim.load.is_done());
-            core_datagram(&[aka as u8]);
-            core_splice(&[0, 0, 0, 0, 0]);
-        }
-    }
-}
-
 /// `fuzz_targets/media.rs`: the media plane's network input. The bytes as an SDP offer or
 /// answer (what a peer's INVITE or 2xx carries), then as datagrams on a worker's media socket
 /// with two streams up (each datagram: a length byte, then that many bytes; its source
@@ -510,6 +489,27 @@ pub fn media(data: &[u8]) {
         if let MediaEvent::Ended(s) = ev {
             assert!(s.lost <= s.expected, "{s:?}");
             assert!((1.0..=4.5).contains(&s.mos) || s.mos == 0.0, "{s:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_simulated_run_is_mid_call_and_ends() {
+        for aka in [false, true] {
+            let sim = Sim::mid_run(aka);
+            let msgs: Vec<_> = sim.wire.iter().map(|(_, m)| m.clone()).collect();
+            let has = |p: &[u8]| msgs.iter().any(|m| m.starts_with(p));
+            assert!(
+                has(b"INVITE ") && has(b"SIP/2.0 180") && has(b"BYE "),
+                "aka={aka}"
+            );
+            assert!(!sim.load.is_done());
+            core_datagram(&[aka as u8]);
+            core_splice(&[0, 0, 0, 0, 0]);
         }
     }
 }

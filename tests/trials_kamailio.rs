@@ -137,7 +137,7 @@ fn sigstop_trials_with_a_failed_one_in_between() {
     let counter = dir.path().join("counter");
     std::fs::write(&counter, "123456789\n").unwrap();
     let load = format!(
-        "exec {} --target {{target}} --domain {} --users 4 --reg-rate 50 --cps 4 --hold 1s --duration 60s --drain 3s --report {{report}} --quiet",
+        "exec {} --target {{target}} --domain {} --users 4 --reg-rate 50 --cps 4 --hold 1s --duration 60s --drain 3s --media g711 --report {{report}} --quiet",
         env!("CARGO_BIN_EXE_imsload"),
         kam.domain()
     );
@@ -270,6 +270,14 @@ fn sigstop_trials_with_a_failed_one_in_between() {
         assert!(
             (gap - pause_ms).abs() <= tol,
             "trial {i}: SIP gap {gap} ms vs pause {pause_ms} ms (tolerance {tol} ms)"
+        );
+        // The calls carry media (`--media`), straight between the UEs: a paused proxy silences
+        // no call that is up. The longest silence any leg heard is at most the pause (a callee
+        // that answered just before it waits for its caller to get the 200) and a margin.
+        let media_gap = f(&row["media_gap_ms"]);
+        assert!(
+            media_gap > 0.0 && media_gap <= pause_ms + 100.0,
+            "trial {i}: media gap {media_gap} ms for a {pause_ms} ms pause of a signalling-only proxy"
         );
         // The gap lies inside the migration command's run on the probe timeline.
         let g = &layer(&t["steps"][0]["targets"][0], "sip")["reply_gap"];

@@ -190,6 +190,11 @@ pub struct LoadOut {
     pub calls_attempted: Option<u64>,
     pub calls_failed: Option<u64>,
     pub late_requests: Option<u64>,
+    /// `--media` in the load: the longest silence any call leg heard (its streams up across a
+    /// migration hear the migration), the share of packets lost, the lowest MOS of a stream.
+    pub media_gap_max_ms: Option<f64>,
+    pub media_loss_pct: Option<f64>,
+    pub media_mos_min: Option<f64>,
     pub rrd_max_ms: Option<f64>,
     pub srd_max_ms: Option<f64>,
 }

@@ -226,6 +226,10 @@ pub fn load_figures(out: &mut LoadOut, v: &serde_json::Value) {
     out.calls_attempted = u("calls_attempted");
     out.calls_failed = sum(&["calls_failed", "calls_timeout"]);
     out.late_requests = u("retransmits");
+    let m = &v["media"];
+    out.media_gap_max_ms = m["longest_gap"]["max_ms"].as_f64();
+    out.media_loss_pct = m["loss_pct"].as_f64();
+    out.media_mos_min = m["mos_min"].as_f64();
     let r = &v["rfc6076"];
     out.rrd_max_ms = r["registration_request_delay"]["max_ms"].as_f64();
     out.srd_max_ms = r["session_request_delay"]["max_ms"].as_f64();
@@ -1094,7 +1098,8 @@ mod tests {
     fn load_report_figures() {
         let v: serde_json::Value = serde_json::from_str(
             r#"{"counters":{"reg_attempts":10,"rereg_attempts":5,"reg_failed":1,"reg_timeouts":2,"rereg_failed":0,"calls_attempted":100,"calls_failed":3,"calls_timeout":1,"retransmits":7},
-                "rfc6076":{"registration_request_delay":{"max_ms":512.5},"session_request_delay":{"max_ms":900.0}}}"#,
+                "rfc6076":{"registration_request_delay":{"max_ms":512.5},"session_request_delay":{"max_ms":900.0}},
+                "media":{"streams":20,"loss_pct":0.5,"longest_gap":{"max_ms":512.0},"mos_min":4.1}}"#,
         )
         .unwrap();
         let mut o = LoadOut::default();
@@ -1104,6 +1109,10 @@ mod tests {
         assert_eq!(o.calls_failed, Some(4));
         assert_eq!(o.late_requests, Some(7));
         assert_eq!(o.rrd_max_ms, Some(512.5));
+        assert_eq!(
+            (o.media_gap_max_ms, o.media_loss_pct, o.media_mos_min),
+            (Some(512.0), Some(0.5), Some(4.1))
+        );
         let mut o = LoadOut::default();
         load_figures(&mut o, &serde_json::json!({}));
         assert_eq!(o.reg_failed, None);

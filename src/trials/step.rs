@@ -164,6 +164,8 @@ pub fn analyse(
         reg_failed: t.load.and_then(|l| l.reg_failed),
         calls_failed: t.load.and_then(|l| l.calls_failed),
         late_requests: t.load.and_then(|l| l.late_requests),
+        media_gap_ms: t.load.and_then(|l| l.media_gap_max_ms),
+        media_mos_min: t.load.and_then(|l| l.media_mos_min),
     };
     StepRecord {
         step,

@@ -56,6 +56,9 @@ pub struct TrialRow {
     pub reg_failed: Option<u64>,
     pub calls_failed: Option<u64>,
     pub late_requests: Option<u64>,
+    /// `--media` in the load: the longest silence a call leg heard, and the lowest MOS.
+    pub media_gap_ms: Option<f64>,
+    pub media_mos_min: Option<f64>,
 }
 
 /// Reads one figure of a trial.
@@ -174,6 +177,17 @@ pub const COLUMNS: &[Column] = &[
     plain("late_requests", "late requests", |r| {
         r.late_requests.map(|v| v as f64)
     }),
+    gap(
+        "media_gap_ms",
+        "media gap ms",
+        |r| r.media_gap_ms,
+        None,
+        true,
+    ),
+    Column {
+        optional: true,
+        ..plain("media_mos_min", "lowest MOS", |r| r.media_mos_min)
+    },
 ];
 
 /// Summary statistics of one column.
