@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 const IMSLOAD: &str = env!("CARGO_BIN_EXE_imsload");
 
-fn imsload(args: &[&str], report: &Path, limit: Duration) -> Value {
-    let child = Command::new(IMSLOAD)
+/// imsload with `args`, writing its report to `report`, started and left running.
+fn spawn_imsload(args: &[&str], report: &Path) -> std::process::Child {
+    Command::new(IMSLOAD)
         .args(args)
         .arg("--report")
         .arg(report)
@@ -25,7 +26,11 @@ fn imsload(args: &[&str], report: &Path, limit: Duration) -> Value {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("run imsload");
+        .expect("run imsload")
+}
+
+/// Waits (at most `limit`) for an imsload of [`spawn_imsload`] to succeed; its report.
+fn imsload_report(child: std::process::Child, report: &Path, limit: Duration) -> Value {
     let out = wait_bounded(child, limit, "imsload");
     let text = std::fs::read_to_string(report).unwrap_or_else(|e| {
         panic!(
@@ -40,6 +45,10 @@ fn imsload(args: &[&str], report: &Path, limit: Duration) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_str(&text).expect("the report is JSON")
+}
+
+fn imsload(args: &[&str], report: &Path, limit: Duration) -> Value {
+    imsload_report(spawn_imsload(args, report), report, limit)
 }
 
 fn counter(r: &Value, name: &str) -> u64 {
@@ -312,8 +321,9 @@ fn a_paused_rtpengine_is_a_media_gap_of_its_length_on_every_call_up() {
     let target = k.addr().to_string();
     // 10 calls placed in the first half second of the call phase, each held 6 s: all are up
     // from about 0.7 s to 6 s after imsload starts; the pause comes at 3 s.
-    let child = Command::new(IMSLOAD)
-        .args([
+    let (series_s, log_s) = (series.to_str().unwrap(), media_log.to_str().unwrap());
+    let child = spawn_imsload(
+        &[
             "--target",
             &target,
             "--users",
@@ -322,8 +332,6 @@ fn a_paused_rtpengine_is_a_media_gap_of_its_length_on_every_call_up() {
             "1000",
             "--cps",
             "20",
-        ])
-        .args([
             "--calls",
             "10",
             "--hold",
@@ -332,28 +340,16 @@ fn a_paused_rtpengine_is_a_media_gap_of_its_length_on_every_call_up() {
             "30s",
             "--media",
             "g711",
-        ])
-        .arg("--series")
-        .arg(&series)
-        .arg("--media-log")
-        .arg(&media_log)
-        .arg("--report")
-        .arg(&report)
-        .arg("--quiet")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run imsload");
+            "--series",
+            series_s,
+            "--media-log",
+            log_s,
+        ],
+        &report,
+    );
     std::thread::sleep(Duration::from_secs(3));
     let pause = Pause::inject(rtpe.pid(), 0.5);
-    let out = wait_bounded(child, Duration::from_secs(60), "imsload");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let r = imsload_report(child, &report, Duration::from_secs(60));
     let m = &r["media"];
     eprintln!("pause {:.1} ms; media {m}", pause.ms());
     assert_eq!(counter(&r, "calls_completed"), 10, "{r}");
