@@ -596,11 +596,6 @@ impl LoadCore {
             .unwrap_or_default()
     }
 
-    /// Media streams running now.
-    pub fn media_streams(&self) -> usize {
-        self.media.as_ref().map_or(0, |m| m.engine.streams())
-    }
-
     /// Books what the media engine has to say.
     fn media_events(&mut self) {
         let Some(m) = &mut self.media else { return };

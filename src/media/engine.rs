@@ -421,19 +421,6 @@ impl MediaEngine {
         }
         n
     }
-
-    /// Ends every stream (the run is over).
-    pub fn stop_all(&mut self, now: Instant) {
-        let ssrcs: Vec<u32> = self
-            .streams
-            .keys()
-            .into_iter()
-            .filter_map(|k| self.streams.get(k).map(|s| s.ssrc))
-            .collect();
-        for s in ssrcs {
-            self.stop(now, s);
-        }
-    }
 }
 
 fn summarize(s: &Stream, now: Instant) -> StreamSummary {
