@@ -2,7 +2,7 @@
 # The lab IMS core: imshss (Diameter Cx HSS, this crate) + Kamailio P-CSCF, I-CSCF, S-CSCF,
 # all on loopback inside a network namespace of their own.
 #
-# usage: lab/ims/ims.sh start|stop|status RUNDIR
+# usage: lab/ims/ims.sh start|stop|status|configs RUNDIR
 #   start   create the namespace, write configs into RUNDIR, start imshss then the S-, I- and
 #           P-CSCF (each in its own process group, each CSCF in a private mount namespace
 #           whose /etc/hosts names the lab hosts), wait until every CSCF answers OPTIONS and
@@ -10,6 +10,10 @@
 #   stop    SIGTERM each process group, SIGKILL after 5 s, kill what is left in the
 #           namespace, delete the namespace
 #   status  namespace, processes, Diameter peers
+#   configs write the configs, subscribers, I-CSCF database and RUNDIR/start.sh (`start.sh
+#           ELEMENT` runs one element with them) for elements that run elsewhere, each on its
+#           own host with the addresses below (lab/migration/lab.sh up --ims: one QEMU guest
+#           each, RUNDIR as their config disk at GUEST_DIR, runtime files in GUEST_RUN)
 #
 # Inside the namespace (only there):
 #   HSS    127.0.0.20:3868 (TCP, hss.DOMAIN)
@@ -40,6 +44,9 @@
 #                                NS-ue (UE addresses 10.45.0.2-254; RUNDIR/ue-netns records it).
 #                                Needs a kernel with ESP (lab/kguest/run.sh on a machine without)
 #   IPSEC_MAX=32                 simultaneous IPsec UEs (ipsec_max_connections)
+#   HSS_IP PCSCF_IP ICSCF_IP SCSCF_IP   the elements' addresses (127.0.0.20-23)
+#   GUEST_DIR=/mnt GUEST_RUN=/run/ims   (configs) where the elements see RUNDIR, and where they
+#                                write runtime files
 #   SHM_MB=128 PKG_MB=16         Kamailio's shared and per-process memory (-m, -M); at a few
 #                                hundred registrations/s the CSCFs' shared memory is what runs
 #                                out first (docs/ims-lab.md, "Registrations per second")
@@ -53,7 +60,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 CMD=${1:-}
-[ $# -ge 2 ] || { echo "usage: $0 start|stop|status RUNDIR" >&2; exit 2; }
+[ $# -ge 2 ] || { echo "usage: $0 start|stop|status|configs RUNDIR" >&2; exit 2; }
 RUNDIR=$(realpath -m "$2")
 DOMAIN=${DOMAIN:-ims.mnc001.mcc001.3gppnetwork.org}
 NUSERS=${NUSERS:-100}
@@ -71,7 +78,8 @@ IPSEC=${IPSEC:-0}
 case "$IPSEC" in 0|1) ;; *) echo "ims.sh: IPSEC=$IPSEC: give 0 or 1" >&2; exit 2 ;; esac
 IPSEC_MAX=${IPSEC_MAX:-32}
 PCSCF_UE_IP=10.45.0.1
-HSS_IP=127.0.0.20 PCSCF_IP=127.0.0.21 ICSCF_IP=127.0.0.22 SCSCF_IP=127.0.0.23
+HSS_IP=${HSS_IP:-127.0.0.20} PCSCF_IP=${PCSCF_IP:-127.0.0.21}
+ICSCF_IP=${ICSCF_IP:-127.0.0.22} SCSCF_IP=${SCSCF_IP:-127.0.0.23}
 HSS_PORT=3868 SCSCF_PORT=6060
 XSD_SRC=/usr/share/doc/kamailio/examples/ims/scscf/CxDataType_Rel7.xsd
 
@@ -159,18 +167,63 @@ start_proc() {
   echo $! >"$RUNDIR/$name.pid"
 }
 
+# element_cmd NAME DIR RUN HSS: the command line (in CMD) of one element of the core, with its
+# configs under DIR, its runtime files (sockets, the I-CSCF's database) under RUN, and the HSS
+# binary HSS. The one place that says how each element is started, here and in the guests.
+element_cmd() {
+  local name=$1 dir=$2 run=$3 hss=$4
+  if [ "$name" = hss ]; then
+    CMD=("$hss" --listen "$HSS_IP:$HSS_PORT" --realm "$DOMAIN" --subscribers "$dir/subscribers.csv")
+    return
+  fi
+  CMD=(kamailio -DD -E -Y "$run/run-$name" -m "$SHM_MB" -M "$PKG_MB" -f "$dir/cfg/$name.cfg"
+       -A "DBGLEVEL=$DBGLEVEL" -A "CHILDREN=$CHILDREN" -A "DOMAIN=\"$DOMAIN\""
+       -A "CTLSOCK=\"unix:$run/${name}_ctl\"")
+  case "$name" in
+    scscf) CMD+=(-A "SCSCF_IP=$SCSCF_IP" -A "CX_XSD=\"$dir/cfg/CxDataType_Rel7.xsd\""
+                 -A "CDP_XML=\"$dir/cfg/scscf.xml\"") ;;
+    icscf) CMD+=(-A "ICSCF_IP=$ICSCF_IP" -A "DB_URL=\"sqlite:///$run/icscf.db\""
+                 -A "CDP_XML=\"$dir/cfg/icscf.xml\"") ;;
+    pcscf) CMD+=(-A "PCSCF_IP=$PCSCF_IP") ;;
+  esac
+}
+
 start_kamailio() {
   local name=$1; shift
   # A runtime dir of its own: three instances starting at once each create the default
   # /var/run/kamailio if it is missing, and the losers of that race exit (seen in the kernel
   # guest, whose /run starts empty).
   mkdir -p "$RUNDIR/run-$name"
+  element_cmd "$name" "$RUNDIR" "$RUNDIR" "$(find_imshss)"
   # private mount namespace: our hosts file over /etc/hosts for this process tree only
   start_proc "$name" unshare -m --propagation private \
-    sh -c 'mount --bind "$0" /etc/hosts && exec "$@"' "$RUNDIR/hosts" \
-    kamailio -DD -E -Y "$RUNDIR/run-$name" -m "$SHM_MB" -M "$PKG_MB" -f "$RUNDIR/cfg/$name.cfg" \
-    -A "DBGLEVEL=$DBGLEVEL" -A "CHILDREN=$CHILDREN" -A "DOMAIN=\"$DOMAIN\"" \
-    -A "CTLSOCK=\"unix:$RUNDIR/${name}_ctl\"" "$@"
+    sh -c 'mount --bind "$0" /etc/hosts && exec "$@"' "$RUNDIR/hosts" "${CMD[@]}" "$@"
+}
+
+# The configs of a core whose elements run elsewhere, and the script that starts each there.
+cmd_configs() {
+  command -v sqlite3 >/dev/null 2>&1 || die "missing sqlite3 (apt-get install sqlite3)"
+  [ -f "$XSD_SRC" ] || die "missing $XSD_SRC (Debian package kamailio)"
+  local gdir=${GUEST_DIR:-/mnt} grun=${GUEST_RUN:-/run/ims} name
+  mkdir -p "$RUNDIR"
+  write_configs
+  {
+    echo '#!/bin/sh'
+    echo "# start.sh ELEMENT: runs one element of the lab IMS core; written by lab/ims/ims.sh configs"
+    echo 'set -e'
+    echo "mkdir -p $grun/run-\$1"
+    echo "cp $gdir/icscf.db $grun/icscf.db"
+    echo 'case "$1" in'
+    for name in hss scscf icscf pcscf; do
+      element_cmd "$name" "$gdir" "$grun" "$gdir/imshss"
+      printf '  %s) exec' "$name"
+      printf ' %q' "${CMD[@]}"
+      printf ' ;;\n'
+    done
+    echo '  *) echo "start.sh: no element $1 (hss, scscf, icscf, pcscf)" >&2; exit 2 ;;'
+    echo 'esac'
+  } >"$RUNDIR/start.sh"
+  chmod 755 "$RUNDIR/start.sh"
 }
 
 alive() { local p; p=$(cat "$RUNDIR/$1.pid" 2>/dev/null) && [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
@@ -218,13 +271,11 @@ cmd_start() {
   fi
   write_configs
   local t0=$SECONDS
-  start_proc hss "$(find_imshss)" --listen "$HSS_IP:$HSS_PORT" --realm "$DOMAIN" \
-    --subscribers "$RUNDIR/subscribers.csv"
+  element_cmd hss "$RUNDIR" "$RUNDIR" "$(find_imshss)"
+  start_proc hss "${CMD[@]}"
   wait_for "imshss listening" grep -q "listening on" "$RUNDIR/hss.log"
-  start_kamailio scscf -A "CX_XSD=\"$RUNDIR/cfg/CxDataType_Rel7.xsd\"" \
-    -A "CDP_XML=\"$RUNDIR/cfg/scscf.xml\""
-  start_kamailio icscf -A "DB_URL=\"sqlite:///$RUNDIR/icscf.db\"" \
-    -A "CDP_XML=\"$RUNDIR/cfg/icscf.xml\""
+  start_kamailio scscf
+  start_kamailio icscf
   if [ "$IPSEC" = 1 ]; then
     start_kamailio pcscf -A WITH_IPSEC -A "PCSCF_UE_IP=$PCSCF_UE_IP" \
       -A "PCSCF_UE_IP_STR=\"$PCSCF_UE_IP\"" -A "IPSEC_MAX=$IPSEC_MAX"
@@ -302,5 +353,6 @@ case "$CMD" in
   start) cmd_start ;;
   stop) cmd_stop ;;
   status) cmd_status ;;
-  *) echo "usage: $0 start|stop|status RUNDIR" >&2; exit 2 ;;
+  configs) cmd_configs ;;
+  *) echo "usage: $0 start|stop|status|configs RUNDIR" >&2; exit 2 ;;
 esac

@@ -6,8 +6,10 @@
 #                            with `apt-get download` and unpacked with dpkg-deb (no install)
 #   GUEST_DIR/initramfs.gz   busybox-static, the virtio/ext4 modules, guest/init and our two
 #                            static tools: guest/sip-responder.c and guest/dirtier.c
-#   GUEST_DIR/rootfs-kamailio.img   (--kamailio) debootstrap'ed bookworm + kamailio as an ext4
-#                            image, for `lab.sh up --sip-responder kamailio` (about 2 min, once)
+#   GUEST_DIR/rootfs-kamailio.img   (--kamailio) debootstrap'ed bookworm + kamailio and its IMS,
+#                            presence and SQLite modules as an ext4 image, for `lab.sh up
+#                            --sip-responder kamailio` and the four IMS guests of `lab.sh up
+#                            --ims` (about 2 min, once)
 #
 # The initramfs is rebuilt when any guest source or this script changed (a hash in
 # GUEST_DIR/stamp); the kernel .deb is kept in GUEST_DIR/debs and downloaded only once.
@@ -20,6 +22,10 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 GUEST_DIR=${GUEST_DIR:-/var/cache/imsprobe-migration-lab/guest}
 KAMAILIO=0
 [ "${1:-}" = --kamailio ] && KAMAILIO=1
+# What the root image holds: Kamailio for the one-guest lab, and what lab/ims's P-, I- and
+# S-CSCF configs load. imshss needs nothing beyond libc (lab.sh puts it on the IMS guests' own
+# config disk, so a rebuilt imshss needs no new image).
+ROOT_PKGS=kamailio,kamailio-ims-modules,kamailio-presence-modules,kamailio-sqlite-modules
 
 die() { echo "build-guest: $*" >&2; exit 1; }
 for c in gcc busybox cpio gzip dpkg-deb apt-get; do
@@ -35,6 +41,13 @@ mkdir -p "$GUEST_DIR/debs"
 # One build at a time: lab.sh up may race a second up, and CI may run two tests at once.
 exec 9>"$GUEST_DIR/.lock"
 flock -w 600 9 || die "another build holds $GUEST_DIR/.lock for more than 10 min"
+
+# The root image is current when it was made from this package list and Kamailio config.
+rootfs_current() {
+  [ -s "$GUEST_DIR/rootfs-kamailio.img" ] &&
+    cmp -s "$HERE/guest/kamailio.cfg" "$GUEST_DIR/kamailio.cfg" &&
+    [ "$(cat "$GUEST_DIR/rootfs-packages" 2>/dev/null)" = "$ROOT_PKGS" ]
+}
 
 stamp=$(cat "$HERE/build-guest.sh" "$HERE/../lib/initramfs.sh" "$HERE"/guest/* | sha256sum | cut -c1-16)
 
@@ -65,8 +78,7 @@ fi
 
 if [ "$(cat "$GUEST_DIR/stamp" 2>/dev/null)" = "$stamp $(basename "$kdeb")" ] &&
    [ -s "$GUEST_DIR/vmlinuz" ] && [ -s "$GUEST_DIR/initramfs.gz" ] &&
-   { [ $KAMAILIO = 0 ] || { [ -s "$GUEST_DIR/rootfs-kamailio.img" ] &&
-                            cmp -s "$HERE/guest/kamailio.cfg" "$GUEST_DIR/kamailio.cfg"; }; }; then
+   { [ $KAMAILIO = 0 ] || rootfs_current; }; then
   exit 0
 fi
 echo "build-guest: building the guest in $GUEST_DIR" >&2
@@ -88,17 +100,17 @@ install -m 755 "$HERE/guest/init" "$root/init"
 initramfs_pack "$work" "$work/initramfs.gz"
 
 # 3. optional: a read-only root filesystem with Kamailio
-if [ $KAMAILIO = 1 ] && { [ ! -s "$GUEST_DIR/rootfs-kamailio.img" ] ||
-    ! cmp -s "$HERE/guest/kamailio.cfg" "$GUEST_DIR/kamailio.cfg"; }; then
+if [ $KAMAILIO = 1 ] && ! rootfs_current; then
   for c in debootstrap mkfs.ext4; do
     command -v "$c" >/dev/null ||
       die "$c not found: run lab/migration/setup.sh --kamailio"
   done
   rf="$GUEST_DIR/rootfs-kamailio"
-  if [ ! -x "$rf/usr/sbin/kamailio" ]; then
-    echo "build-guest: debootstrap bookworm + kamailio (about 2 min, once)" >&2
+  if [ "$(cat "$rf/.packages" 2>/dev/null)" != "$ROOT_PKGS" ]; then
+    echo "build-guest: debootstrap bookworm + $ROOT_PKGS (about 2 min, once)" >&2
     rm -rf "$rf"
-    debootstrap --variant=minbase --include=kamailio bookworm "$rf" http://deb.debian.org/debian >&2
+    debootstrap --variant=minbase --include="$ROOT_PKGS" bookworm "$rf" http://deb.debian.org/debian >&2
+    echo "$ROOT_PKGS" >"$rf/.packages"
     rm -rf "$rf"/var/cache/apt/archives/*.deb "$rf"/var/lib/apt/lists/*
   fi
   cp "$HERE/guest/kamailio.cfg" "$rf/etc/kamailio/lab.cfg"
@@ -108,6 +120,7 @@ if [ $KAMAILIO = 1 ] && { [ ! -s "$GUEST_DIR/rootfs-kamailio.img" ] ||
     "$((kib * 5 / 4 / 1024 + 64))M"
   mv "$work/rootfs-kamailio.img" "$GUEST_DIR/rootfs-kamailio.img"
   cp "$HERE/guest/kamailio.cfg" "$GUEST_DIR/kamailio.cfg"
+  echo "$ROOT_PKGS" >"$GUEST_DIR/rootfs-packages"
 fi
 
 cp "$work"/boot/vmlinuz-* "$GUEST_DIR/vmlinuz.tmp"
