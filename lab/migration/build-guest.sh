@@ -26,6 +26,8 @@ KAMAILIO=0
 # S-CSCF configs load. imshss needs nothing beyond libc (lab.sh puts it on the IMS guests' own
 # config disk, so a rebuilt imshss needs no new image).
 ROOT_PKGS=kamailio,kamailio-ims-modules,kamailio-presence-modules,kamailio-sqlite-modules
+# what identifies the image: its packages and how it is finished (bump the tail on a change)
+ROOT_STAMP="$ROOT_PKGS etc-hosts"
 
 die() { echo "build-guest: $*" >&2; exit 1; }
 for c in gcc busybox cpio gzip dpkg-deb apt-get; do
@@ -46,7 +48,7 @@ flock -w 600 9 || die "another build holds $GUEST_DIR/.lock for more than 10 min
 rootfs_current() {
   [ -s "$GUEST_DIR/rootfs-kamailio.img" ] &&
     cmp -s "$HERE/guest/kamailio.cfg" "$GUEST_DIR/kamailio.cfg" &&
-    [ "$(cat "$GUEST_DIR/rootfs-packages" 2>/dev/null)" = "$ROOT_PKGS" ]
+    [ "$(cat "$GUEST_DIR/rootfs-packages" 2>/dev/null)" = "$ROOT_STAMP" ]
 }
 
 stamp=$(cat "$HERE/build-guest.sh" "$HERE/../lib/initramfs.sh" "$HERE"/guest/* | sha256sum | cut -c1-16)
@@ -88,8 +90,9 @@ trap 'rm -rf "$work"' EXIT
 # 2. the initramfs: busybox and the modules, in load order (lab/lib/initramfs.sh): virtio and
 #    its network driver, and (for the Kamailio guest's root disk; in every initramfs, so one
 #    initramfs serves both guests) virtio_blk and ext4 with crc32c_generic (TCG's qemu64 CPU
-#    has no SSE4.2 for crc32c-intel)
-initramfs_start "$work" "$kdeb" virtio_pci virtio_net virtio_blk ext4 crc32c_generic
+#    has no SSE4.2 for crc32c-intel); xfrm_user for the IMS P-CSCF guest, whose ims_ipsec_pcscf
+#    opens an XFRM netlink socket at start even with IPsec unused
+initramfs_start "$work" "$kdeb" virtio_pci virtio_net virtio_blk ext4 crc32c_generic xfrm_user
 kver=$(ls "$work/lib/modules")
 root="$work/initramfs"
 mkdir -p "$root"/{etc,tmp,run,root}
@@ -114,13 +117,15 @@ if [ $KAMAILIO = 1 ] && ! rootfs_current; then
     rm -rf "$rf"/var/cache/apt/archives/*.deb "$rf"/var/lib/apt/lists/*
   fi
   cp "$HERE/guest/kamailio.cfg" "$rf/etc/kamailio/lab.cfg"
+  # minbase has no /etc/hosts; the IMS guests bind their own over it (the image is read-only)
+  [ -e "$rf/etc/hosts" ] || echo "127.0.0.1 localhost" >"$rf/etc/hosts"
   kib=$(du -sk "$rf" | cut -f1)
   # mkfs.ext4 -d fills the image from a directory: no loop mount needed
   mkfs.ext4 -q -F -O ^has_journal -L labroot -d "$rf" "$work/rootfs-kamailio.img" \
     "$((kib * 5 / 4 / 1024 + 64))M"
   mv "$work/rootfs-kamailio.img" "$GUEST_DIR/rootfs-kamailio.img"
   cp "$HERE/guest/kamailio.cfg" "$GUEST_DIR/kamailio.cfg"
-  echo "$ROOT_PKGS" >"$GUEST_DIR/rootfs-packages"
+  echo "$ROOT_STAMP" >"$GUEST_DIR/rootfs-packages"
 fi
 
 cp "$work"/boot/vmlinuz-* "$GUEST_DIR/vmlinuz.tmp"

@@ -8,9 +8,16 @@
 #      [--downtime-limit ms] [--sip-responder static|kamailio]
 #                      network + guest booted on host "src"; prints one JSON line (what to
 #                      probe); defaults: 256 MiB, idle, 1000 Mbit/s link, 125 MB/s, 300 ms
-#   migrate [--timeout s] [--bw MB/s] [--downtime-limit ms] [--no-capture]
-#                      move the guest to the other host; prints ONE JSON line; exit 0 = ok
-#   status             one JSON line: where the guest runs; exit 0 when it runs
+#   up --ims [--mem-hss MiB] [--mem-cscf MiB] [--link-mbit N] [--bw MB/s] [--downtime-limit ms]
+#                      an IMS core in four guests on "src", as in the reference study: the HSS
+#                      (imshss, 198.51.100.20:3868, 1024 MiB) and the P-, I- and S-CSCF
+#                      (Kamailio with lab/ims's configs; .21:5060, .22:4060, .23:6060; 256 MiB
+#                      each); names resolve inside the guests; NUSERS subscribers (default 100)
+#                      in RUN_DIR/ims/subscribers.csv (lab/ims/ims.sh's columns)
+#   migrate [--vm NAME] [--timeout s] [--bw MB/s] [--downtime-limit ms] [--no-capture]
+#                      move the guest (with --ims: the one named, hss|pcscf|icscf|scscf) to
+#                      the other host; prints ONE JSON line; exit 0 = ok
+#   status [--vm NAME] one JSON line: where the guests run; exit 0 when all run
 #   down               stop every process of the lab, remove its namespaces; idempotent
 #   exec-probe CMD...  run CMD in the probe namespace (where the clients/probes belong)
 #   check              exit 0 when this machine can run the lab (root, tools); else say why
@@ -34,6 +41,12 @@ ALL_NS=("$NS_SRC" "$NS_DST" "$NS_PROBE" "$NS_SW")
 # behind the switch, 198.51.100.128/25 the separate migration link between the two hosts (as a
 # cluster keeps migration traffic off the service network, so probes never queue behind it).
 GUEST_IP=198.51.100.10
+# The IMS lab's elements, in the reference study's order of migration: name, address, role's
+# listening port (the guest is ready once it is bound), default memory (MiB).
+IMS_VMS=("hss 198.51.100.20 tcp:3868 1024" "pcscf 198.51.100.21 udp:5060 256"
+         "icscf 198.51.100.22 udp:4060 256" "scscf 198.51.100.23 udp:6060 256")
+IMS_DOMAIN=ims.mnc001.mcc001.3gppnetwork.org
+TAPS=(tap0)
 HOST_IP_SRC=198.51.100.1 HOST_IP_DST=198.51.100.2 PROBE_IP=198.51.100.100
 MIG_IP_SRC=198.51.100.129 MIG_IP_DST=198.51.100.130
 
@@ -94,8 +107,11 @@ net_up() {
     [ $host = dst ] && ip=$HOST_IP_DST
     ns "$LAB_NAME-$host" ip link add br0 type bridge stp_state 0 forward_delay 0
     ns "$LAB_NAME-$host" ip link set up0 master br0
-    ns "$LAB_NAME-$host" ip tuntap add dev tap0 mode tap
-    ns "$LAB_NAME-$host" ip link set tap0 master br0 up
+    local tap
+    for tap in "${TAPS[@]}"; do
+      ns "$LAB_NAME-$host" ip tuntap add dev "$tap" mode tap
+      ns "$LAB_NAME-$host" ip link set "$tap" master br0 up
+    done
     ns "$LAB_NAME-$host" ip addr add "$ip/25" dev br0
     ns "$LAB_NAME-$host" ip link set br0 up
   done
@@ -126,8 +142,12 @@ shape_link() { # shape_link MBIT: tbf on both directions of the migration link (
 
 cmd_up() {
   local mem=256 dirty=0 ws='' link=1000 bw=125 dtl=300 sip=static
+  local ims=0 mem_hss='' mem_cscf=''
   while [ $# -gt 0 ]; do
     case "$1" in
+      --ims) ims=1; sip=ims; shift ;;
+      --mem-hss) number "$1" "${2:-}"; mem_hss=$2; shift 2 ;;
+      --mem-cscf) number "$1" "${2:-}"; mem_cscf=$2; shift 2 ;;
       --mem) number "$1" "${2:-}"; mem=$2; shift 2 ;;
       --dirty) number "$1" "${2:-}"; dirty=$2; shift 2 ;;
       --ws) number "$1" "${2:-}"; ws=$2; shift 2 ;;
@@ -141,6 +161,14 @@ cmd_up() {
     esac
   done
   [ "${mem%.*}" -ge 128 ] || die "--mem $mem is too small: the guest kernel needs 128 MiB"
+  if [ $ims = 0 ] && [ -n "$mem_hss$mem_cscf" ]; then die "--mem-hss and --mem-cscf go with --ims"; fi
+  if [ $ims = 1 ]; then
+    [ "$dirty" = 0 ] || die "--dirty is for the one-guest lab: the IMS guests' load is imsload's"
+    # Kamailio's shared memory (64 MiB here) and four children sit beside the kernel
+    for m in "${mem_hss:-1024}" "${mem_cscf:-256}"; do
+      [ "${m%.*}" -ge 192 ] || die "--mem-hss/--mem-cscf $m is too small: an IMS guest needs 192 MiB"
+    done
+  fi
   # the dirtier's working set must fit beside the kernel and initramfs; half of RAM does
   [ -n "$ws" ] || ws=$(( ${mem%.*} / 2 > 512 ? 512 : ${mem%.*} / 2 ))
   [ "$ws" -le $(( ${mem%.*} - 96 )) ] || die "--ws $ws MiB does not fit a $mem MiB guest"
@@ -158,7 +186,7 @@ cmd_up() {
   fi
 
   local build=()
-  [ "$sip" = kamailio ] && build=(--kamailio)
+  [ "$sip" != static ] && build=(--kamailio)
   GUEST_DIR=$GUEST_DIR "$HERE/build-guest.sh" "${build[@]}"
 
   # From here on a failure (set -e or die) must leave nothing behind.
@@ -171,20 +199,36 @@ cmd_up() {
   # link to the Kamailio image (330 MB), which a rebuild replaces by rename, not in place.
   mkdir -p "$RUN_DIR/guest"
   cp "$GUEST_DIR/vmlinuz" "$GUEST_DIR/initramfs.gz" "$RUN_DIR/guest/"
-  if [ "$sip" = kamailio ]; then
+  if [ "$sip" != static ]; then
     mkdir -p "$GUEST_DIR/in-use"
     ln -f "$GUEST_DIR/rootfs-kamailio.img" "$GUEST_DIR/in-use/$LAB_NAME.img"
     ln -sf "$GUEST_DIR/in-use/$LAB_NAME.img" "$RUN_DIR/guest/rootfs-kamailio.img"
   fi
+  local vms='' guest_ip=$GUEST_IP
+  if [ $ims = 1 ]; then
+    ims_config_disk
+    vms=$(ims_vms_json "${mem_hss:-1024}" "${mem_cscf:-256}")
+    guest_ip=198.51.100.21
+  fi
   cat >"$RUN_DIR/config.json" <<EOF
 {"name": "$LAB_NAME", "mem_mib": $mem, "dirty_mb_s": $dirty, "ws_mib": $ws,
  "link_mbit": $link, "bw_mb_s": $bw, "downtime_limit_ms": $dtl, "accel": "$ACCEL",
- "sip_responder": "$sip", "guest_ip": "$GUEST_IP", "guest_dir": "$RUN_DIR/guest"}
+ "sip_responder": "$sip", "guest_ip": "$guest_ip", "guest_dir": "$RUN_DIR/guest"$vms}
 EOF
+  [ $ims = 1 ] && TAPS=(tap0 tap1 tap2 tap3)
   say "network: namespaces ${ALL_NS[*]}"
   net_up
   shape_link "$link"
   labctl boot
+  if [ $ims = 1 ]; then
+    ims_ready
+    UP_DONE=1
+    say "up: the IMS core runs on src; UEs register through the P-CSCF 198.51.100.21:5060"
+    say "  with the subscribers in $RUN_DIR/ims/subscribers.csv, from namespace $NS_PROBE:"
+    say "  $0 exec-probe imsload --target 198.51.100.21:5060 --domain $IMS_DOMAIN --users-file $RUN_DIR/ims/subscribers.csv ..."
+    labctl status
+    return
+  fi
   # Ready means reachable from where the clients are, at both layers the probes use.
   local i=0
   until ns "$NS_PROBE" ping -c 1 -W 1 -q "$GUEST_IP" >/dev/null 2>&1; do
@@ -197,6 +241,62 @@ EOF
   say "up: guest $GUEST_IP (SIP udp/5060, ICMP) runs on src; probe from namespace $NS_PROBE:"
   say "  $0 exec-probe imsprobe --target $GUEST_IP:5060 ..."
   labctl status
+}
+
+# The IMS core's configs (lab/ims/ims.sh configs, with the guests' addresses), subscribers and
+# imshss, as the read-only second disk every IMS guest mounts. Kamailio's memory and children are
+# cut to fit a 256 MiB guest, and its log level to warnings: the log lives in guest memory.
+ims_config_disk() {
+  local d=$RUN_DIR/ims hss
+  hss=${IMSHSS:-$(command -v imshss 2>/dev/null || echo "$HERE/../../target/release/imshss")}
+  [ -x "$hss" ] || die "no imshss at $hss: cargo build --release --bin imshss (or set IMSHSS)"
+  rm -rf "$d"
+  HSS_IP=198.51.100.20 PCSCF_IP=198.51.100.21 ICSCF_IP=198.51.100.22 SCSCF_IP=198.51.100.23 \
+    DOMAIN=$IMS_DOMAIN SHM_MB=${IMS_SHM_MB:-48} PKG_MB=8 CHILDREN=2 DBGLEVEL=1 \
+    GUEST_DIR=/mnt GUEST_RUN=/run/ims bash "$HERE/../ims/ims.sh" configs "$d" >&2
+  cp "$hss" "$d/imshss"
+  mkfs.ext4 -q -F -O ^has_journal -L imscfg -d "$d" "$RUN_DIR/guest/ims-config.img" \
+    "$(( $(du -sk "$d" | cut -f1) / 1024 + 8 ))M"
+}
+
+ims_vms_json() { # MEM_HSS MEM_CSCF: the "vms" member of config.json
+  local i=0 v name ip wait mem out=''
+  for v in "${IMS_VMS[@]}"; do
+    read -r name ip wait mem <<<"$v"
+    [ "$name" = hss ] && mem=$1 || mem=$2
+    out+="${out:+, }{\"name\": \"$name\", \"ip\": \"$ip\", \"role\": \"$name\", \"wait\": \"$wait\","
+    out+=" \"mem_mib\": $mem, \"tap\": \"tap$i\", \"mac\": \"52:54:00:4c:49:$(printf %02x $((0x50 + i)))\","
+    out+=" \"mig_port\": $((4450 + i))}"
+    i=$((i + 1))
+  done
+  echo ", \"vms\": [$out]"
+}
+
+# Ready means: every element answers from where the UEs are (ICMP; SIP OPTIONS to each CSCF),
+# and both Diameter clients (I- and S-CSCF) have opened their Cx connection to the HSS, which
+# imshss prints on its console.
+ims_ready() {
+  local v name ip wait i
+  for v in "${IMS_VMS[@]}"; do
+    read -r name ip wait _ <<<"$v"
+    i=0
+    until ns "$NS_PROBE" ping -c 1 -W 1 -q "$ip" >/dev/null 2>&1; do
+      i=$((i + 1))
+      [ $i -lt 60 ] || die "$name ($ip) does not answer ping from $NS_PROBE; see $RUN_DIR/$name-src.serial.log"
+    done
+    case "$wait" in udp:*)
+      ns "$NS_PROBE" python3 "$HERE/labctl.py" - sip-check "$ip:${wait#udp:}" 60 ||
+        die "$name does not answer SIP OPTIONS on $ip:${wait#udp:}"
+    esac
+  done
+  for name in scscf icscf; do
+    i=0
+    until grep -q "CER from $name.$IMS_DOMAIN: open" "$RUN_DIR/hss-src.serial.log" 2>/dev/null; do
+      i=$((i + 1))
+      [ $i -lt 300 ] || die "the $name never opened its Cx connection to the HSS; see $RUN_DIR/hss-src.serial.log"
+      sleep 0.2
+    done
+  done
 }
 
 # Stops what the lab started and removes its namespaces. Every QEMU is stopped through its pid
@@ -219,7 +319,7 @@ do_down() {
     # deleting the namespace deletes its veths, bridges and taps with it
     ip netns del "$n" 2>/dev/null || true
   done
-  rm -f "$RUN_DIR/config.json" "$RUN_DIR/state.json" "$GUEST_DIR/in-use/$LAB_NAME.img"
+  rm -f "$RUN_DIR/config.json" "$RUN_DIR"/*state.json "$GUEST_DIR/in-use/$LAB_NAME.img"
   rm -rf "$RUN_DIR/guest"
   say "down: nothing of lab '$LAB_NAME' is left running"
 }

@@ -3,10 +3,13 @@
 
 lab.sh owns the network and the command line; it calls this with the run directory:
 
-    labctl.py RUN_DIR boot                 start the guest on the host in config.json
-    labctl.py RUN_DIR migrate [opts]       move it to the other host, print one JSON line
-    labctl.py RUN_DIR status               one JSON line: where the guest runs
+    labctl.py RUN_DIR boot                 start the guests on host src (config.json)
+    labctl.py RUN_DIR migrate [--vm NAME] [opts]   move one to the other host, print one JSON line
+    labctl.py RUN_DIR status [--vm NAME]   one JSON line: where the guests run
     labctl.py RUN_DIR stop                 quit every QEMU of the lab (by its pid file)
+
+A lab runs one guest ("guest", files RUN_DIR/HOST.*) or, with `lab.sh up --ims`, the four
+elements of an IMS core, each its own guest (files RUN_DIR/NAME-HOST.*) that migrates alone.
     labctl.py - sip-check IP:PORT [SECS]   exit 0 once an OPTIONS gets 200 (run in a netns)
 
 Python 3 stdlib only. QMP is line-delimited JSON on a unix socket; asynchronous events
@@ -102,18 +105,47 @@ class Qmp:
             pass
 
 
+def read_config(run_dir):
+    cfg_path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(cfg_path):
+        raise LabError(f"no lab is up ({cfg_path} missing): run lab/migration/lab.sh up")
+    with open(cfg_path) as f:
+        return json.load(f)
+
+
+def guests(cfg):
+    """The lab's guests: the IMS lab lists its four; the one-guest lab is described by the
+    top-level settings it always had."""
+    if "vms" in cfg:
+        return cfg["vms"]
+    return [{"name": "guest", "ip": cfg["guest_ip"], "mac": GUEST_MAC, "mem_mib": cfg["mem_mib"],
+             "tap": "tap0", "mig_port": MIG_PORT}]
+
+
 class Lab:
-    def __init__(self, run_dir):
+    """One guest of the lab (the only one, or the one named) and its QEMUs on the two hosts."""
+
+    def __init__(self, run_dir, vm=None):
         self.run = run_dir
-        cfg_path = os.path.join(run_dir, "config.json")
-        if not os.path.exists(cfg_path):
-            raise LabError(f"no lab is up ({cfg_path} missing): run lab/migration/lab.sh up")
-        with open(cfg_path) as f:
-            self.cfg = json.load(f)
-        self.state_path = os.path.join(run_dir, "state.json")
+        self.cfg = read_config(run_dir)
+        all_vms = guests(self.cfg)
+        names = [v["name"] for v in all_vms]
+        if vm is None:
+            if len(all_vms) > 1:
+                raise LabError(f"this lab runs {len(all_vms)} guests ({', '.join(names)}): "
+                               "say which with --vm NAME")
+            self.vm = all_vms[0]
+        else:
+            match = [v for v in all_vms if v["name"] == vm]
+            if not match:
+                raise LabError(f"no guest '{vm}' in this lab (it has {', '.join(names)})")
+            self.vm = match[0]
+        # the one-guest lab keeps the file names it always had
+        self.prefix = "" if self.vm["name"] == "guest" else self.vm["name"] + "-"
+        self.state_path = os.path.join(run_dir, self.prefix + "state.json")
 
     def path(self, host, what):
-        return os.path.join(self.run, f"{host}.{what}")
+        return os.path.join(self.run, f"{self.prefix}{host}.{what}")
 
     def ns(self, host):
         return f"{self.cfg['name']}-{host}"
@@ -134,26 +166,28 @@ class Lab:
     # -- QEMU processes --------------------------------------------------------------------
 
     def qemu_argv(self, host, incoming):
-        c = self.cfg
-        append = (f"console=ttyS0 panic=-1 quiet ipv6.disable=1 lab.ip={c['guest_ip']}/25 "
+        c, vm = self.cfg, self.vm
+        append = (f"console=ttyS0 panic=-1 quiet ipv6.disable=1 lab.ip={vm['ip']}/25 "
                   f"lab.sip={c['sip_responder']} lab.dirty={c['dirty_mb_s']} lab.ws={c['ws_mib']}")
+        if vm.get("role"):
+            append += f" lab.role={vm['role']} lab.wait={vm['wait']}"
         if c["accel"] == "kvm":
             accel = ["-accel", "kvm", "-cpu", "host"]
         else:
             accel = ["-accel", "tcg"]
         argv = [
             "ip", "netns", "exec", self.ns(host), "qemu-system-x86_64",
-            "-name", f"{c['name']}-{host}", *accel,
+            "-name", f"{c['name']}-{self.prefix}{host}", *accel,
             # Both ends must build the same machine: same binary, same options, and no option
             # ROM for the NIC (romfile=), whose size would otherwise have to match too.
-            "-machine", "pc", "-m", str(c["mem_mib"]), "-smp", "1",
+            "-machine", "pc", "-m", str(vm["mem_mib"]), "-smp", "1",
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
             "-serial", f"file:{self.path(host, 'serial.log')}",
             "-kernel", os.path.join(c["guest_dir"], "vmlinuz"),
             "-initrd", os.path.join(c["guest_dir"], "initramfs.gz"),
             "-append", append,
-            "-netdev", "tap,id=net0,ifname=tap0,script=no,downscript=no",
-            "-device", f"virtio-net-pci,netdev=net0,mac={GUEST_MAC},romfile=",
+            "-netdev", f"tap,id=net0,ifname={vm['tap']},script=no,downscript=no",
+            "-device", f"virtio-net-pci,netdev=net0,mac={vm['mac']},romfile=",
             "-qmp", f"unix:{self.path(host, 'qmp')},server=on,wait=off",
             "-pidfile", self.path(host, "pid"), "-daemonize",
             # QEMU's own trace points inside the downtime (src-downtime-start ... dst vm start),
@@ -162,9 +196,13 @@ class Lab:
             "-D", self.path(host, "trace.log"), "-trace", "vmstate_downtime_checkpoint",
             "-msg", "timestamp=on",
         ]
-        if c["sip_responder"] == "kamailio":
+        if c["sip_responder"] in ("kamailio", "ims"):
             # one read-only image opened by both QEMUs: shared storage, no storage migration
             argv += ["-drive", f"file={os.path.join(c['guest_dir'], 'rootfs-kamailio.img')},"
+                               "format=raw,if=virtio,readonly=on"]
+        if c["sip_responder"] == "ims":
+            # the IMS core's configs, subscribers and imshss (lab/ims/ims.sh configs), shared too
+            argv += ["-drive", f"file={os.path.join(c['guest_dir'], 'ims-config.img')},"
                                "format=raw,if=virtio,readonly=on"]
         if incoming:
             # "defer": listen only after capabilities are set on this side too (migrate-incoming)
@@ -258,11 +296,18 @@ class Lab:
     # -- subcommands -----------------------------------------------------------------------
 
     def boot(self):
+        self.start_boot()
+        self.finish_boot()
+
+    def start_boot(self):
+        self.boot_t0 = time.monotonic()
+        pid = self.start_qemu("src", incoming=False)
+        log(f"QEMU pid {pid} booting {self.vm['name']} on src "
+            f"({self.vm['mem_mib']} MiB, {self.cfg['accel']})")
+
+    def finish_boot(self):
         host = "src"
-        t0 = time.monotonic()
-        pid = self.start_qemu(host, incoming=False)
-        log(f"QEMU pid {pid} booting the guest on {host} "
-            f"({self.cfg['mem_mib']} MiB, {self.cfg['accel']})")
+        t0 = self.boot_t0
         self.wait_console(host, r"LAB: ready", 180)
         if self.cfg["dirty_mb_s"] > 0:
             # the dirtier touches its whole working set first; wait so the first precopy round
@@ -270,9 +315,16 @@ class Lab:
             # (not anchored: console output of other programs can share its line)
             self.wait_console(host, r"dirtier: ready", 180)
         self.save_state({"host": host, "migrations": 0, "booted_wall_us": now_us()})
-        log(f"guest booted on {host} in {time.monotonic() - t0:.1f} s")
+        log(f"{self.vm['name']} booted on {host} in {time.monotonic() - t0:.1f} s")
 
     def status(self):
+        out = self.status_fields()
+        out.update(guest_ip=self.vm["ip"], sip=f"{self.vm['ip']}:5060",
+                   probe_netns=self.ns("probe"), config=public_config(self.cfg))
+        print(json.dumps(out), flush=True)
+        return 0 if out["up"] else 1
+
+    def status_fields(self):
         st = self.state()
         out = {"up": False, "host": None, "qemu_pid": None, "qemu_status": None}
         if st:
@@ -286,10 +338,7 @@ class Lab:
                 except LabError as e:
                     out["error"] = str(e)
             out["up"] = out["qemu_status"] == "running"
-        out.update(guest_ip=self.cfg["guest_ip"], sip=f"{self.cfg['guest_ip']}:5060",
-                   probe_netns=self.ns("probe"), config=public_config(self.cfg))
-        print(json.dumps(out), flush=True)
-        return 0 if out["up"] else 1
+        return out
 
     def stop(self):
         for host in HOSTS:
@@ -314,9 +363,10 @@ class Lab:
         cfg["bw_mb_s"] = opts.get("bw", cfg["bw_mb_s"])
         cfg["downtime_limit_ms"] = opts.get("downtime_limit", cfg["downtime_limit_ms"])
         timeout = opts.get("timeout", 120.0)
-        res = {"ok": False, "from": src, "to": dst, "started_wall_us": None, "ended_wall_us": None,
+        res = {"ok": False, "vm": self.vm["name"], "from": src, "to": dst,
+               "started_wall_us": None, "ended_wall_us": None,
                "qemu": None, "events": [], "stop_to_resume_ms": None, "config": cfg,
-               "guest_ip": self.cfg["guest_ip"], "probe_netns": self.ns("probe"),
+               "guest_ip": self.vm["ip"], "probe_netns": self.ns("probe"),
                "loadavg_start": loadavg()}
         t_cmd = now_us()
         qs = qd = cap = None
@@ -329,7 +379,7 @@ class Lab:
             status = qs.cmd("query-status")["status"]
             if status != "running":
                 raise LabError(f"the guest on {src} is '{status}', not running")
-            log(f"starting the incoming QEMU on {dst}")
+            log(f"starting the incoming QEMU of {self.vm['name']} on {dst}")
             self.start_qemu(dst, incoming=True)
             qd = Qmp(self.path(dst, "qmp"), dst)
             # "events" on both ends: MIGRATION status changes (and MIGRATION_PASS on the source)
@@ -343,11 +393,11 @@ class Lab:
                                       if k in ("max-bandwidth", "downtime-limit",
                                                "announce-initial", "announce-max",
                                                "announce-rounds", "announce-step")}
-            uri = f"tcp:{MIG_IP[dst]}:{MIG_PORT}"
+            uri = f"tcp:{MIG_IP[dst]}:{self.vm['mig_port']}"
             qd.cmd("migrate-incoming", uri=uri)
             if opts.get("capture", True):
                 cap = Capture(self, dst)
-            log(f"migrating {src} -> {dst} over {uri} (bw {cfg['bw_mb_s']} MB/s, downtime-limit "
+            log(f"migrating {self.vm['name']} {src} -> {dst} over {uri} (bw {cfg['bw_mb_s']} MB/s, downtime-limit "
                 f"{cfg['downtime_limit_ms']} ms, link {cfg['link_mbit'] or 'unshaped'} Mbit/s)")
             res["started_wall_us"] = now_us()
             qs.cmd("migrate", uri=uri)
@@ -493,14 +543,14 @@ class Capture:
 
     def __init__(self, lab, dst):
         self.port = f"sw-{dst}"
-        self.path = os.path.join(lab.run, "announce.txt")
+        self.path = os.path.join(lab.run, lab.prefix + "announce.txt")
         self.out = open(self.path, "w")
-        self.err_path = os.path.join(lab.run, "announce.err")
+        self.err_path = os.path.join(lab.run, lab.prefix + "announce.err")
         self.err = open(self.err_path, "w")
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", lab.ns("sw"), "timeout", "300", "tcpdump", "-i", self.port,
              "-n", "-e", "-tt", "-l", "-U", "--time-stamp-precision=micro",
-             "ether", "src", GUEST_MAC],
+             "ether", "src", lab.vm["mac"]],
             stdout=self.out, stderr=self.err)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
@@ -551,6 +601,56 @@ class Capture:
 def public_config(c):
     return {k: c[k] for k in ("mem_mib", "dirty_mb_s", "ws_mib", "link_mbit", "bw_mb_s",
                               "downtime_limit_ms", "accel", "sip_responder")}
+
+
+def each_guest(run_dir):
+    return [Lab(run_dir, v["name"]) for v in guests(read_config(run_dir))]
+
+
+def boot_all(run_dir):
+    """Starts every guest's QEMU at once, then waits for each: four TCG guests booting one
+    after another would take four times as long."""
+    labs = each_guest(run_dir)
+    for lab in labs:
+        lab.start_boot()
+    for lab in labs:
+        lab.finish_boot()
+    return 0
+
+
+def status_all(run_dir, vm):
+    """One line. With several guests: each one's fields under "vms", "up" when all run."""
+    labs = each_guest(run_dir)
+    if vm is not None or len(labs) == 1:
+        return Lab(run_dir, vm).status()
+    cfg = labs[0].cfg
+    vms = {}
+    for lab in labs:
+        f = lab.status_fields()
+        f.update(ip=lab.vm["ip"], role=lab.vm.get("role"), mem_mib=lab.vm["mem_mib"])
+        vms[lab.vm["name"]] = f
+    out = {"up": all(v["up"] for v in vms.values()), "vms": vms,
+           "probe_netns": labs[0].ns("probe"), "config": public_config(cfg)}
+    print(json.dumps(out), flush=True)
+    return 0 if out["up"] else 1
+
+
+def stop_all(run_dir):
+    for lab in each_guest(run_dir):
+        lab.stop()
+    return 0
+
+
+def take_vm(args):
+    """Removes `--vm NAME` from args; returns NAME or None."""
+    if "--vm" in args:
+        i = args.index("--vm")
+        if i + 1 >= len(args):
+            raise LabError("--vm needs a guest's name")
+        name = args[i + 1]
+        del args[i:i + 2]
+        return name
+    return None
 
 
 def sip_check(target, secs):
@@ -617,17 +717,17 @@ def main(argv):
     try:
         if cmd == "sip-check":
             return sip_check(rest[0], float(rest[1]) if len(rest) > 1 else 30)
-        lab = Lab(run_dir)
         if cmd == "boot":
-            lab.boot()
-            return 0
+            return boot_all(run_dir)
         if cmd == "status":
-            return lab.status()
+            return status_all(run_dir, take_vm(rest))
         if cmd == "stop":
-            return lab.stop()
+            return stop_all(run_dir)
         if cmd == "migrate":
             try:
+                vm = take_vm(rest)
                 opts = parse_migrate_opts(rest)
+                lab = Lab(run_dir, vm)
             except LabError as e:
                 print(json.dumps({"ok": False, "error": str(e)}), flush=True)
                 raise
