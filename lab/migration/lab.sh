@@ -18,6 +18,14 @@
 #                      move the guest (with --ims: the one named, hss|pcscf|icscf|scscf) to
 #                      the other host; prints ONE JSON line; exit 0 = ok
 #   status [--vm NAME] one JSON line: where the guests run; exit 0 when all run
+#   cpu --vm NAME [--over S]   the CPU (% of one core) the guest's QEMU used over S seconds
+#                      (default 1), wherever it runs now: a trigger's monitor
+#   trials [imsprobe trials options]   (--ims) the reference study's experiment: imsprobe trials
+#                      from the probe namespace, migrating hss, pcscf, icscf, scscf one after
+#                      another per trial (each run of `migrate` flips a guest's host), probing
+#                      each at its layers (RUN_DIR/ims/targets.toml); --load PROFILE runs
+#                      imsload with the lab's subscribers through the P-CSCF; a --trigger
+#                      reads the P-CSCF guest's CPU unless --monitor is given
 #   down               stop every process of the lab, remove its namespaces; idempotent
 #   exec-probe CMD...  run CMD in the probe namespace (where the clients/probes belong)
 #   check              exit 0 when this machine can run the lab (root, tools); else say why
@@ -255,6 +263,30 @@ ims_config_disk() {
     DOMAIN=$IMS_DOMAIN SHM_MB=${IMS_SHM_MB:-48} PKG_MB=8 CHILDREN=2 DBGLEVEL=1 \
     GUEST_DIR=/mnt GUEST_RUN=/run/ims bash "$HERE/../ims/ims.sh" configs "$d" >&2
   cp "$hss" "$d/imshss"
+  # what the probes know of the elements (imsprobe --targets), beside, not on, the disk
+  cat >"$RUN_DIR/ims-targets.toml" <<EOF
+# The IMS lab's elements (lab.sh up --ims) for imsprobe --targets; written by lab.sh.
+[targets.hss]
+host = "198.51.100.20"
+diameter_port = 3868
+layers = ["diameter", "icmp"]
+description = "HSS (imshss, Diameter Cx) in its own guest"
+
+[targets.pcscf]
+host = "198.51.100.21"
+sip_port = 5060
+description = "P-CSCF (Kamailio) in its own guest"
+
+[targets.icscf]
+host = "198.51.100.22"
+sip_port = 4060
+description = "I-CSCF (Kamailio) in its own guest"
+
+[targets.scscf]
+host = "198.51.100.23"
+sip_port = 6060
+description = "S-CSCF (Kamailio) in its own guest"
+EOF
   mkfs.ext4 -q -F -O ^has_journal -L imscfg -d "$d" "$RUN_DIR/guest/ims-config.img" \
     "$(( $(du -sk "$d" | cut -f1) / 1024 + 8 ))M"
 }
@@ -299,6 +331,43 @@ ims_ready() {
   done
 }
 
+# imsprobe trials over the four IMS guests, from the probe namespace. Options it does not
+# recognise go to imsprobe as they are.
+cmd_trials() {
+  [ -s "$RUN_DIR/ims-targets.toml" ] || die "no IMS lab is up: run $0 up --ims"
+  local root probe load imsload args=() trigger=0 monitor=0
+  root=$(cd "$HERE/../.." && pwd)
+  probe=${IMSPROBE:-$(command -v imsprobe 2>/dev/null || echo "$root/target/release/imsprobe")}
+  imsload=${IMSLOAD:-$(command -v imsload 2>/dev/null || echo "$root/target/release/imsload")}
+  [ -x "$probe" ] || die "no imsprobe at $probe: cargo build --release (or set IMSPROBE)"
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --load)
+        [ -n "${2:-}" ] || die "--load needs a profile"
+        [ -x "$imsload" ] || die "no imsload at $imsload: cargo build --release (or set IMSLOAD)"
+        load=$(realpath "$2")
+        # the profile's users are the lab's subscribers (AKA keys the HSS holds)
+        args+=(--load-cmd "exec $imsload --profile $load --target {target} --domain $IMS_DOMAIN --users-file $RUN_DIR/ims/subscribers.csv --report {report} --series {series} --quiet")
+        shift 2 ;;
+      --trigger) trigger=1; args+=("$1" "${2:-}"); shift 2 ;;
+      --monitor) monitor=1; args+=("$1" "${2:-}"); shift 2 ;;
+      *) args+=("$1"); shift ;;
+    esac
+  done
+  if [ $trigger = 1 ] && [ $monitor = 0 ]; then
+    args+=(--monitor "command $HERE/lab.sh cpu --vm pcscf" --monitor-parser number)
+  fi
+  local seq=() v name
+  for v in "${IMS_VMS[@]}"; do
+    read -r name _ <<<"$v"
+    seq+=(--target "$name" --migrate "$HERE/lab.sh migrate --vm $name")
+  done
+  # from the repository's root, where relative paths in profiles (monitors) point
+  cd "$root"
+  exec ip netns exec "$NS_PROBE" env LAB_NAME="$LAB_NAME" "$probe" trials \
+    --targets "$RUN_DIR/ims-targets.toml" "${seq[@]}" "${args[@]}"
+}
+
 # Stops what the lab started and removes its namespaces. Every QEMU is stopped through its pid
 # file (QMP quit, then signals); anything else still inside a lab namespace (a tcpdump, a
 # probe started with exec-probe) is named and stopped by pid, since its network is going away.
@@ -319,7 +388,8 @@ do_down() {
     # deleting the namespace deletes its veths, bridges and taps with it
     ip netns del "$n" 2>/dev/null || true
   done
-  rm -f "$RUN_DIR/config.json" "$RUN_DIR"/*state.json "$GUEST_DIR/in-use/$LAB_NAME.img"
+  rm -f "$RUN_DIR/config.json" "$RUN_DIR"/*state.json "$GUEST_DIR/in-use/$LAB_NAME.img" \
+    "$RUN_DIR/ims-targets.toml"
   rm -rf "$RUN_DIR/guest"
   say "down: nothing of lab '$LAB_NAME' is left running"
 }
@@ -360,6 +430,11 @@ case "${1:-}" in
     lock
     labctl status ;;
   down) need_root; lock; do_down ;;
+  cpu)
+    need_root; shift
+    [ -e "$RUN_DIR/config.json" ] || die "no lab is up: run $0 up"
+    labctl cpu "$@" ;;
+  trials) need_root; shift; cmd_trials "$@" ;;
   exec-probe)
     need_root; shift
     [ $# -gt 0 ] || die "exec-probe needs a command"

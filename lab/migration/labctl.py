@@ -635,6 +635,33 @@ def status_all(run_dir, vm):
     return 0 if out["up"] else 1
 
 
+def cpu(run_dir, args):
+    """Prints the CPU (% of one core) the guest's QEMU used over a window, on its current host:
+    what a trigger watches (the study migrated a VM past 90 % of a resource)."""
+    vm = take_vm(args)
+    over = 1.0
+    if args[:1] == ["--over"] and len(args) == 2:
+        over = float(args[1])
+    elif args:
+        raise LabError(f"cpu: unknown options {args} (cpu --vm NAME [--over S])")
+    lab = Lab(run_dir, vm)
+    st = lab.state()
+    pid = lab.pid(st["host"]) if st else None
+    if not pid:
+        raise LabError(f"{lab.vm['name']}'s QEMU is not running")
+
+    def ticks():
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+
+    t0, c0 = time.monotonic(), ticks()
+    time.sleep(over)
+    t1, c1 = time.monotonic(), ticks()
+    print(f"{(c1 - c0) / os.sysconf('SC_CLK_TCK') / (t1 - t0) * 100:.1f}", flush=True)
+    return 0
+
+
 def stop_all(run_dir):
     for lab in each_guest(run_dir):
         lab.stop()
@@ -723,6 +750,8 @@ def main(argv):
             return status_all(run_dir, take_vm(rest))
         if cmd == "stop":
             return stop_all(run_dir)
+        if cmd == "cpu":
+            return cpu(run_dir, list(rest))
         if cmd == "migrate":
             try:
                 vm = take_vm(rest)
