@@ -22,9 +22,8 @@
 
 mod common;
 
-use common::{f, json};
+use common::{f, json, lab_sh, migration_lab_skip_reason, MigrationLab};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -39,72 +38,14 @@ const STOP_SLACK_MS: f64 = 10.0;
 const GUEST: &str = "198.51.100.10:5060";
 const LAB_NAME: &str = "mlab-trialstest";
 
-fn lab_sh() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("lab/migration/lab.sh")
-}
-
-/// Why the lab cannot run here, if it cannot.
-fn skip_reason() -> Option<String> {
-    // SAFETY: getuid has no preconditions.
-    if unsafe { libc::getuid() } != 0 {
-        return Some("not root (the lab needs network namespaces, taps and tc)".into());
-    }
-    if !lab_sh().is_file() {
-        return Some(format!("{} is missing", lab_sh().display()));
-    }
-    let have_qemu = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("qemu-system-x86_64").is_file()));
-    if !have_qemu {
-        return Some("qemu-system-x86_64 is not installed (lab/migration/setup.sh)".into());
-    }
-    let o = Command::new(lab_sh())
-        .arg("check")
-        .env("LAB_NAME", LAB_NAME)
-        .output()
-        .ok()?;
-    (!o.status.success()).then(|| {
-        format!(
-            "lab.sh check says no: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        )
-    })
-}
-
-/// Takes the lab down however the test ends.
-struct Lab;
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = Command::new(lab_sh())
-            .arg("down")
-            .env("LAB_NAME", LAB_NAME)
-            .output();
-    }
-}
-
-fn run_bounded(cmd: &mut Command, limit: Duration, what: &str) -> std::process::Output {
-    let child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-    common::wait_bounded(child, limit, what)
-}
-
 #[test]
 fn one_trial_in_the_qemu_lab() {
-    if let Some(why) = skip_reason() {
+    if let Some(why) = migration_lab_skip_reason(LAB_NAME, &[]) {
         eprintln!("trials_lab: skipped: {why}");
         return;
     }
-    // A lab left over from an interrupted run of this test is ours to remove.
-    drop(Lab);
-    let _lab = Lab;
-    let up = run_bounded(
-        Command::new(lab_sh()).arg("up").env("LAB_NAME", LAB_NAME),
-        Duration::from_secs(600),
-        "lab.sh up",
-    );
+    let lab = MigrationLab::fresh(LAB_NAME);
+    let up = lab.run(&["up"], Duration::from_secs(600));
     assert!(
         up.status.success(),
         "lab.sh up failed: {}",
@@ -115,9 +56,8 @@ fn one_trial_in_the_qemu_lab() {
         .tempdir()
         .unwrap();
     let out = dir.path().join("out");
-    let o = run_bounded(
+    let o = lab.run_cmd(
         Command::new(lab_sh())
-            .env("LAB_NAME", LAB_NAME)
             .args(["exec-probe", env!("CARGO_BIN_EXE_imsprobe"), "trials"])
             .args(["--target", GUEST, "--migrate"])
             .arg(format!("{} migrate", lab_sh().display()))
@@ -133,7 +73,6 @@ fn one_trial_in_the_qemu_lab() {
             .arg("--out")
             .arg(&out),
         Duration::from_secs(300),
-        "imsprobe trials in the lab",
     );
     let stdout = String::from_utf8_lossy(&o.stdout);
     eprintln!("{stdout}{}", String::from_utf8_lossy(&o.stderr));

@@ -28,7 +28,8 @@
 #                      reads the P-CSCF guest's CPU unless --monitor is given
 #   down               stop every process of the lab, remove its namespaces; idempotent
 #   exec-probe CMD...  run CMD in the probe namespace (where the clients/probes belong)
-#   check              exit 0 when this machine can run the lab (root, tools); else say why
+#   check [--ims]      exit 0 when this machine can run the lab (root, tools; with --ims also
+#                      the IMS guests' root image, sqlite3, Kamailio's Cx schema); else say why
 #
 # Environment: LAB_NAME (namespace prefix, default mlab), LAB_RUN_DIR (default
 # /run/imsprobe-$LAB_NAME), GUEST_DIR (default /var/cache/imsprobe-migration-lab/guest),
@@ -407,12 +408,19 @@ cmd_check() {
   ip netns add "$LAB_NAME-check" 2>/dev/null && ip netns del "$LAB_NAME-check" ||
     die "cannot create network namespaces here"
   if [ "$ACCEL" = kvm ] && [ ! -w /dev/kvm ]; then die "ACCEL=kvm but /dev/kvm is not usable"; fi
+  if [ "${1:-}" = --ims ]; then
+    [ -s "$GUEST_DIR/rootfs-kamailio.img" ] ||
+      die "no root image for the IMS guests: run lab/migration/setup.sh --kamailio, then lab/migration/build-guest.sh --kamailio (.ci/setup does both)"
+    command -v sqlite3 >/dev/null || die "missing sqlite3 (the I-CSCF's database): apt-get install sqlite3"
+    [ -f /usr/share/doc/kamailio/examples/ims/scscf/CxDataType_Rel7.xsd ] ||
+      die "missing Kamailio's Cx schema (Debian package kamailio)"
+  fi
   echo "lab.sh: this machine can run the migration lab ($ACCEL)" >&2
 }
 
 case "${1:-}" in
   up) need_root; shift; cmd_up "$@" ;;
-  check) cmd_check ;;
+  check) shift; cmd_check "$@" ;;
   migrate)
     need_root; shift
     [ -e "$RUN_DIR/config.json" ] || {

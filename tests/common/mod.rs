@@ -15,6 +15,7 @@
 #![allow(dead_code)]
 
 mod kguest;
+mod migration_lab;
 mod netns;
 mod pause;
 mod prometheus;
@@ -22,6 +23,8 @@ mod run;
 // Like the dead code above: a test binary that uses none of it would warn.
 #[allow(unused_imports)]
 pub use kguest::*;
+#[allow(unused_imports)]
+pub use migration_lab::*;
 #[allow(unused_imports)]
 pub use netns::*;
 #[allow(unused_imports)]
