@@ -211,6 +211,14 @@ fn four_ims_guests_migrate_one_after_another_under_load() {
                 (stop - f(&across["start_s"])) * 1e3
             );
         }
+        // The study's migration time: the destination's QEMU starting to RESUME, within the
+        // command and longer than the pause.
+        let study = f(&s["row"]["study_migration_ms"]);
+        assert!(
+            study > s2r && study < f(&s["migration"]["duration_ms"]),
+            "{el}: target start → resume {study} ms, STOP→RESUME {s2r} ms, command {}",
+            s["migration"]["duration_ms"]
+        );
         // The load's figures are the trial's, in every row.
         assert!(s["row"]["reg_failed"].is_number(), "{el}: {}", s["row"]);
     }
@@ -223,6 +231,14 @@ fn four_ims_guests_migrate_one_after_another_under_load() {
     let csv = std::fs::read_to_string(out.join("trials.csv")).unwrap();
     // header, 4 rows, then mean/median/min/max/stddev per element
     assert_eq!(csv.lines().count(), 1 + 4 + 4 * 5, "{csv}");
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(
+        summary.contains("## Beside the reference study"),
+        "{summary}"
+    );
+    for el in ["hss", "pcscf", "icscf", "scscf"] {
+        assert!(summary.contains(&format!("\n| {el} | ")), "{summary}");
+    }
 
     // Every element now runs on the other host, and the core still works.
     let st = lab.run(&["status"], Duration::from_secs(60));

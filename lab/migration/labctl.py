@@ -380,6 +380,9 @@ class Lab:
             if status != "running":
                 raise LabError(f"the guest on {src} is '{status}', not running")
             log(f"starting the incoming QEMU of {self.vm['name']} on {dst}")
+            # the reference study's migration time starts here: the target's container (its
+            # QEMU) starting, and ends when the VM runs there
+            res["target_started_wall_us"] = now_us()
             self.start_qemu(dst, incoming=True)
             qd = Qmp(self.path(dst, "qmp"), dst)
             # "events" on both ends: MIGRATION status changes (and MIGRATION_PASS on the source)
@@ -478,6 +481,9 @@ class Lab:
                          if e["host"] == src and e["event"] == "STOP"), None)
             resume = next((e["wall_us"] for e in events
                            if e["host"] == dst and e["event"] == "RESUME"), None)
+            if resume and res.get("target_started_wall_us"):
+                res["target_start_to_resume_ms"] = round(
+                    (resume - res["target_started_wall_us"]) / 1000, 3)
             if stop and resume:
                 res["stop_to_resume_ms"] = round((resume - stop) / 1000, 3)
                 cp = self.checkpoints(stop, res["started_wall_us"])

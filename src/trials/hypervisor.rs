@@ -53,6 +53,9 @@ pub struct HvReport {
     pub events: Vec<HvEvent>,
     /// The lab's own STOP→RESUME (ms), as it computed it.
     pub stop_to_resume_ms: Option<f64>,
+    /// The reference study's migration time (ms): the destination's QEMU starting to the VM
+    /// running there (the lab JSON's `target_start_to_resume_ms`).
+    pub target_start_to_resume_ms: Option<f64>,
     /// The lab's capture of the guest's announcements on the destination's switch port
     /// (`first_frame_vs_resume_ms`: bridge learning; `first_ipv4_vs_resume_ms`: the guest's
     /// first IPv4 frame after RESUME), verbatim.
@@ -154,6 +157,7 @@ fn parse_lab_value(v: &Value) -> HvReport {
         }
     }
     r.stop_to_resume_ms = v.get("stop_to_resume_ms").and_then(Value::as_f64);
+    r.target_start_to_resume_ms = v.get("target_start_to_resume_ms").and_then(Value::as_f64);
     let host = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
     r.from = host("from");
     r.to = host("to");
@@ -206,6 +210,7 @@ pub fn parse_qmp_value(q: &Value) -> HvReport {
         to: None,
         events: Vec::new(),
         stop_to_resume_ms: None,
+        target_start_to_resume_ms: None,
         announce: None,
         notes,
     }
@@ -293,6 +298,7 @@ pub fn parse_virsh_domjobinfo(text: &str) -> Option<HvReport> {
         to: None,
         events: Vec::new(),
         stop_to_resume_ms: None,
+        target_start_to_resume_ms: None,
         announce: None,
         notes,
     })
@@ -393,7 +399,7 @@ mod tests {
     /// A line in the lab contract's shape; the `qemu` object is a QEMU 10.0 `query-migrate`
     /// return of a 1 GiB TCG guest dirtying 100 MB/s over a 1 Gbit/s link, with the figures of
     /// the reference exploration (shared/lab-reference/qemu-migration/results).
-    const LAB: &str = r#"{"ok":true,"from":"src","to":"dst","started_wall_us":1764052800000000,"ended_wall_us":1764052830049000,"qemu":{"status":"completed","total-time":30049,"downtime":280,"setup-time":1,"ram":{"transferred":3548012544,"remaining":0,"total":1091379200,"duplicate":180224,"normal":864234,"normal-bytes":3539902464,"dirty-sync-count":33,"page-size":4096,"mbps":943.1,"pages-per-second":28790,"precopy-bytes":3512345600,"downtime-bytes":35666944,"postcopy-bytes":0,"dirty-sync-missed-zero-copy":0,"multifd-bytes":0,"skipped":0,"dirty-pages-rate":0}},"events":[{"host":"src","event":"MIGRATION","wall_us":1764052800001000,"data":{"status":"setup"}},{"host":"src","event":"STOP","wall_us":1764052829761000,"data":{}},{"host":"dst","event":"RESUME","wall_us":1764052830069000}],"stop_to_resume_ms":308.0,"announce":{"port":"sw-dst","first_frame_vs_resume_ms":0.028,"first_frame_kind":"RARP","first_ipv4_vs_resume_ms":16.876},"config":{"mem_mib":1024,"dirty_mb_s":100,"link_mbit":1000}}"#;
+    const LAB: &str = r#"{"ok":true,"from":"src","to":"dst","started_wall_us":1764052800000000,"ended_wall_us":1764052830049000,"qemu":{"status":"completed","total-time":30049,"downtime":280,"setup-time":1,"ram":{"transferred":3548012544,"remaining":0,"total":1091379200,"duplicate":180224,"normal":864234,"normal-bytes":3539902464,"dirty-sync-count":33,"page-size":4096,"mbps":943.1,"pages-per-second":28790,"precopy-bytes":3512345600,"downtime-bytes":35666944,"postcopy-bytes":0,"dirty-sync-missed-zero-copy":0,"multifd-bytes":0,"skipped":0,"dirty-pages-rate":0}},"events":[{"host":"src","event":"MIGRATION","wall_us":1764052800001000,"data":{"status":"setup"}},{"host":"src","event":"STOP","wall_us":1764052829761000,"data":{}},{"host":"dst","event":"RESUME","wall_us":1764052830069000}],"stop_to_resume_ms":308.0,"target_start_to_resume_ms":30418.5,"announce":{"port":"sw-dst","first_frame_vs_resume_ms":0.028,"first_frame_kind":"RARP","first_ipv4_vs_resume_ms":16.876},"config":{"mem_mib":1024,"dirty_mb_s":100,"link_mbit":1000}}"#;
 
     #[test]
     fn lab_json_line_with_qmp_and_events() {
@@ -409,6 +415,7 @@ mod tests {
         assert_eq!(r.iterations, Some(33));
         assert_eq!(r.mbps, Some(943.1));
         assert_eq!(r.stop_to_resume_ms, Some(308.0));
+        assert_eq!(r.target_start_to_resume_ms, Some(30418.5));
         assert_eq!(
             (r.from.as_deref(), r.to.as_deref()),
             (Some("src"), Some("dst"))

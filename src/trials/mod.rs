@@ -15,6 +15,8 @@
 //!   every trial.
 //! - [`hypervisor`]: parsers of what migration commands print (lab JSON with QMP
 //!   `query-migrate`, bare QMP, `virsh domjobinfo --completed`, `xl migrate`), auto-detected.
+//! - [`study`]: our figures beside the reference study's (Ahkam, Munadi, Arif 2019), per element,
+//!   with what differs between the two setups.
 //! - [`table`]: one row per element per trial, mean/median/min/max/stddev rows, trend lines; CSV, JSON and
 //!   Markdown.
 //! - [`plot`]: per-trial bars with a trend line (data, migration time, downtime) and the
@@ -29,6 +31,7 @@ pub mod plot;
 pub mod record;
 pub mod runner;
 pub mod step;
+pub mod study;
 pub mod table;
 
 pub use runner::{

@@ -144,6 +144,7 @@ pub fn analyse(
         hv_format: hv.as_ref().map(|h| h.format.to_string()),
         migration_ms: migration.as_ref().map(|m| m.duration_ms),
         hv_total_ms: hv.as_ref().and_then(|h| h.total_time_ms),
+        study_migration_ms: hv.as_ref().and_then(|h| h.target_start_to_resume_ms),
         data_mb: hv_bytes.or(counter_bytes).map(|b| b / 1e6),
         data_source: if hv_bytes.is_some() {
             Some("hypervisor".into())

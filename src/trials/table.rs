@@ -27,6 +27,9 @@ pub struct TrialRow {
     pub migration_ms: Option<f64>,
     /// The hypervisor's own total time.
     pub hv_total_ms: Option<f64>,
+    /// The reference study's migration time: the destination's container (QEMU) starting to
+    /// the VM running there, where the lab reports it.
+    pub study_migration_ms: Option<f64>,
     /// Data transferred in MB (10^6 bytes, as the reference study): the hypervisor's figure,
     /// else the growth of the `--data-cmd` byte counter.
     pub data_mb: Option<f64>,
@@ -121,6 +124,14 @@ pub const COLUMNS: &[Column] = &[
     plain("hv_total_ms", "migration ms (hypervisor)", |r| {
         r.hv_total_ms
     }),
+    Column {
+        optional: true,
+        ..plain(
+            "study_migration_ms",
+            "migration ms (target start → resume)",
+            |r| r.study_migration_ms,
+        )
+    },
     plain("data_mb", "data MB", |r| r.data_mb),
     plain("hv_downtime_ms", "hypervisor downtime ms", |r| {
         r.hv_downtime_ms
@@ -498,12 +509,14 @@ pub fn markdown(rows: &[TrialRow], title: &str, min_gap_ms: f64, notes: &[String
         "\n## Columns\n\n\
 - **migration ms (command)**: the migration command's start to its end, by imsprobe's monotonic clock.\n\
 - **migration ms (hypervisor)**, **data MB** (10^6 bytes), **hypervisor downtime ms**: the hypervisor's own figures, where its output reports them (– where not).\n\
+- **migration ms (target start → resume)** (lab only): the reference study's migration time, from the destination's QEMU starting to the VM running there.\n\
 - **STOP→RESUME ms**: the VM's real pause, source STOP event to destination RESUME event (lab JSON).\n\
 - **SIP gap ms**, **ICMP gap ms**: the largest reply gap of the probes that overlaps the migration, ± one probe interval; `< {min_gap_ms:.0}` when no gap reached `--min-gap`.\n\
 - **SIP/ICMP loss window ms**: the largest run of probes without a good reply within `--timeout` overlapping the migration (send side, RFC 6201), ± one probe interval.\n\
 - **reg failed**, **calls failed**, **late requests**: the load's report for the trial (failed or timed-out registrations and calls; requests retransmitted because no answer came within T1).\n\
 \nPer-trial records: `trial-NNN/trial.json`; definitions: docs/trials.md."
     );
+    s.push_str(&super::study::beside(rows));
     if !notes.is_empty() {
         let _ = writeln!(s, "\n## Notes\n");
         for n in notes {
