@@ -915,7 +915,7 @@ impl LoadCore {
             Timer::DeregisterNow => self.start_deregistration(now),
             Timer::DrainEnd => {
                 if self.phase < Phase::Done {
-                    self.book_open_work_at_end();
+                    self.book_open_work_at_end(now);
                     self.phase = Phase::Done;
                 }
             }
@@ -927,7 +927,13 @@ impl LoadCore {
     /// (the target stopped answering: a dead or frozen peer shows here, even when its transaction
     /// timeout would outlive the run) from work we chose not to finish (a staggered BYE or
     /// de-registration never sent).
-    fn book_open_work_at_end(&mut self) {
+    fn book_open_work_at_end(&mut self, now: Instant) {
+        // The streams of calls the drain gave up on end here, summarized like any other: their
+        // silences may be exactly what the run was about.
+        if let Some(m) = &mut self.media {
+            m.engine.stop_all(now);
+        }
+        self.media_events();
         let mut calls_waiting = HashSet::new();
         let mut deregs_waiting = 0u64;
         for k in self.txns.keys() {

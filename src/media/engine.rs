@@ -266,6 +266,14 @@ impl MediaEngine {
         self.events.push_back(MediaEvent::Ended(summary));
     }
 
+    /// Ends every stream (a run that ends with calls still up), each summarized.
+    pub fn stop_all(&mut self, now: Instant) {
+        let ssrcs: Vec<u32> = self.by_ssrc.keys().copied().collect();
+        for ssrc in ssrcs {
+            self.stop(now, ssrc);
+        }
+    }
+
     pub fn handle_input(&mut self, now: Instant, data: &[u8], from: SocketAddr) {
         let h = match Header::parse(data) {
             Ok((h, _)) => h,
@@ -575,6 +583,33 @@ mod tests {
         );
         assert!(sb.mos < 4.0 && sb.mos > 2.0, "10 % loss: {}", sb.mos);
         assert_eq!(p.a.streams() + p.b.streams(), 0);
+    }
+
+    #[test]
+    fn a_run_that_ends_with_streams_up_summarizes_every_one() {
+        let mut p = Pair::new();
+        let now = p.now;
+        for i in 0..3 {
+            let (caller, callee) = (ssrc_of(&format!("c{i}"), 0), ssrc_of(&format!("c{i}"), 1));
+            assert!(p.a.start(now, caller, Some(callee), remote(B.into())));
+        }
+        // A's streams go out into silence: B has none to answer with.
+        p.run(500, |_| false);
+        let now = p.now;
+        p.a.stop_all(now);
+        let ended = ended(&mut p.a);
+        assert_eq!(ended.len(), 3);
+        assert_eq!(p.a.streams(), 0);
+        assert_eq!(p.a.take_counts().streams_ended, 3);
+        // Nothing came back: each silence is the whole stream.
+        for s in ended {
+            assert_eq!(s.received, 0);
+            assert!(
+                s.longest_gap >= Duration::from_millis(480),
+                "{:?}",
+                s.longest_gap
+            );
+        }
     }
 
     #[test]
