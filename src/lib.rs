@@ -37,6 +37,7 @@
 //!
 //! The binaries in `src/bin/` parse arguments and call into these modules.
 
+pub mod chart;
 pub mod clock;
 pub mod diameter;
 pub mod fuzzing;
