@@ -3,7 +3,7 @@
 //! ticks in a lane under the axis, reply gaps shaded red and loss windows as orange bars, each
 //! labelled with its duration. Drawn with [`crate::chart`].
 
-use super::analysis::{verdict, LayerAnalysis, Params};
+use super::analysis::{verdict, Gap, LayerAnalysis, Params};
 use super::report::{Report, SummaryOut};
 use super::{Layer, Outcome, ProbeRecord};
 use crate::chart::legend::{self, Entry, Swatch};
@@ -214,81 +214,99 @@ fn layer_panel(
         "failed",
     );
 
-    // Gaps first (under the data).
+    // Gaps first (under the data), their labels last (over it).
+    let callouts = spans(doc, &panel, a, &secs);
+    let c = Columns::of(&panel, recs, p, &secs);
+    panel.ranges(doc, &c.ok, 1.2, Paint::stroke(RTT, 1.6));
+    panel.ranges(doc, &c.late, 1.2, Paint::stroke(LATE, 1.6));
+    let tick = LANE_H - 3.0;
+    panel.lane(doc, &c.lost, lane_y + 1.0, tick, Paint::stroke(LOST, 1.2));
+    panel.lane(
+        doc,
+        &c.failed,
+        lane_y + LANE_H + 1.0,
+        tick,
+        Paint::stroke(RED, 1.2),
+    );
+    panel.callouts(doc, callouts);
+}
+
+/// Reply gaps shaded over the panel and loss windows as bars along its top; their labels.
+fn spans(
+    doc: &mut Doc,
+    panel: &Panel,
+    a: &LayerAnalysis,
+    secs: &dyn Fn(i64) -> f64,
+) -> Vec<Callout> {
     let mut callouts = Vec::new();
+    let label = |g: &Gap, what: &str, color| Callout {
+        x1: panel.px(secs(g.start_ns)),
+        x2: panel.px(secs(g.end_ns)),
+        text: format!("{what} {}", fmt_dur(g.duration_ns as f64 / 1e6)),
+        color,
+    };
     for g in &a.reply_gaps {
-        let (x1, x2) = (panel.px(secs(g.start_ns)), panel.px(secs(g.end_ns)));
-        panel.span(
-            doc,
-            x1,
-            x2,
-            Paint::fill(RED)
-                .fill_opacity(0.16)
-                .with_stroke(RED)
-                .stroke_opacity(0.7),
-        );
-        callouts.push(Callout {
-            x1,
-            x2,
-            text: format!("reply gap {}", fmt_dur(g.duration_ns as f64 / 1e6)),
-            color: "#b3140f",
-        });
+        let c = label(g, "reply gap", "#b3140f");
+        let shade = Paint::fill(RED)
+            .fill_opacity(0.16)
+            .with_stroke(RED)
+            .stroke_opacity(0.7);
+        panel.span(doc, c.x1, c.x2, shade);
+        callouts.push(c);
     }
     for g in &a.loss_windows {
-        let (x1, x2) = (panel.px(secs(g.start_ns)), panel.px(secs(g.end_ns)));
-        panel.band(doc, x1, x2, 2.0, 7.0, Paint::fill(ORANGE));
-        callouts.push(Callout {
-            x1,
-            x2,
-            text: format!("loss window {}", fmt_dur(g.duration_ns as f64 / 1e6)),
-            color: "#a85f00",
-        });
+        let c = label(g, "loss window", "#a85f00");
+        panel.band(doc, c.x1, c.x2, 2.0, 7.0, Paint::fill(ORANGE));
+        callouts.push(c);
     }
+    callouts
+}
 
-    // Data: per pixel column, min..max RTT of ok and of late replies; lost / failed ticks.
-    let cols = panel.columns();
-    let mut ok_mm = vec![(f64::INFINITY, 0.0f64); cols];
-    let mut late_mm = vec![(f64::INFINITY, 0.0f64); cols];
-    let mut lost = vec![false; cols];
-    let mut failed = vec![false; cols];
-    for r in recs {
-        let c = panel.column_of(secs(r.sent_ns));
-        let v = p.map(|p| verdict(r, &p));
-        match (r.outcome, r.rtt_ns()) {
-            (Outcome::Ok, Some(rtt)) => {
-                let ms = rtt as f64 / 1e6;
-                let mm = if v.is_some_and(|v| v.late) {
-                    &mut late_mm[c]
-                } else {
-                    &mut ok_mm[c]
-                };
-                mm.0 = mm.0.min(ms);
-                mm.1 = mm.1.max(ms);
-            }
-            (Outcome::Failed, _) => failed[c] = true,
-            _ => {
-                if v.is_none_or(|v| v.lost) {
-                    lost[c] = true;
+/// The probes binned per pixel column: min..max RTT of ok and of late replies, and whether
+/// any was lost or failed.
+struct Columns {
+    ok: Vec<(f64, f64)>,
+    late: Vec<(f64, f64)>,
+    lost: Vec<bool>,
+    failed: Vec<bool>,
+}
+
+impl Columns {
+    fn of(
+        panel: &Panel,
+        recs: &[&ProbeRecord],
+        p: Option<Params>,
+        secs: &dyn Fn(i64) -> f64,
+    ) -> Columns {
+        let n = panel.columns();
+        let mut c = Columns {
+            ok: vec![(f64::INFINITY, 0.0); n],
+            late: vec![(f64::INFINITY, 0.0); n],
+            lost: vec![false; n],
+            failed: vec![false; n],
+        };
+        for r in recs {
+            let i = panel.column_of(secs(r.sent_ns));
+            let v = p.map(|p| verdict(r, &p));
+            match (r.outcome, r.rtt_ns()) {
+                (Outcome::Ok, Some(rtt)) => {
+                    let ms = rtt as f64 / 1e6;
+                    let mm = if v.is_some_and(|v| v.late) {
+                        &mut c.late[i]
+                    } else {
+                        &mut c.ok[i]
+                    };
+                    mm.0 = mm.0.min(ms);
+                    mm.1 = mm.1.max(ms);
+                }
+                (Outcome::Failed, _) => c.failed[i] = true,
+                _ => {
+                    if v.is_none_or(|v| v.lost) {
+                        c.lost[i] = true;
+                    }
                 }
             }
         }
+        c
     }
-    panel.ranges(doc, &ok_mm, 1.2, Paint::stroke(RTT, 1.6));
-    panel.ranges(doc, &late_mm, 1.2, Paint::stroke(LATE, 1.6));
-    panel.lane(
-        doc,
-        &lost,
-        lane_y + 1.0,
-        LANE_H - 3.0,
-        Paint::stroke(LOST, 1.2),
-    );
-    panel.lane(
-        doc,
-        &failed,
-        lane_y + LANE_H + 1.0,
-        LANE_H - 3.0,
-        Paint::stroke(RED, 1.2),
-    );
-    // Labels over the data.
-    panel.callouts(doc, callouts);
 }
