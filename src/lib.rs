@@ -26,6 +26,10 @@
 //!   security agreement and AKA keys, and the XFRM netlink calls that make and remove them.
 //! - [`io`]: the thin runtime under the sans-IO cores: one loop per thread over epoll, batched
 //!   UDP (recvmmsg/sendmmsg) and TCP framing.
+//! - [`chart`]: SVG charts and their PNGs (document, linear and log scales, panels with lines,
+//!   bars, min–max columns, lanes, shaded spans, marks and callouts, legends). Knows nothing of
+//!   load or probes: the `plot` modules of [`load`], [`probe`] and [`trials`] map their data
+//!   onto it.
 //! - [`metrics`]: Prometheus text exposition and the `/metrics` endpoint (`--metrics`); pages
 //!   are built once a second from the engines' own statistics. Knows nothing of load or probes.
 //! - [`shutdown`]: the one stop path every task watches.
@@ -37,6 +41,7 @@
 //!
 //! The binaries in `src/bin/` parse arguments and call into these modules.
 
+pub mod chart;
 pub mod clock;
 pub mod diameter;
 pub mod fuzzing;

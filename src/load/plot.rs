@@ -1,13 +1,12 @@
 //! Plots of a load run, written beside its JSON report: the run over time (attempt rates offered
 //! and achieved, failures, delays, monitored figures, one panel each, with the plan's phase
 //! changes as vertical lines) and a capacity search (inadequately handled share and delays per
-//! step, the limit, and the capacity found). SVG by hand, PNG through the probe's rasteriser.
+//! step, the limit, and the capacity found). Drawn with [`crate::chart`].
 
 use super::control::CapacityResult;
 use super::report::SeriesRow;
-// The SVG basics (escaping, round tick steps, the font) are the probe timeline's.
-use crate::probe::plot::{esc, nice_step, FONT};
-use std::fmt::Write as _;
+use crate::chart::legend::{self, Entry, Swatch};
+use crate::chart::{axis, Doc, Paint, Panel as Frame, Scale, Text};
 
 const W: f64 = 1400.0;
 const LEFT: f64 = 80.0;
@@ -18,6 +17,8 @@ const GAP: f64 = 50.0;
 const COLORS: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
 ];
+/// Reference lines (a plan, a limit) are dashed.
+const DASH: &str = "8,4";
 
 /// One line of a panel; `None` values leave a gap.
 struct Line {
@@ -32,17 +33,6 @@ struct Panel {
     lines: Vec<Line>,
 }
 
-fn num(v: f64) -> String {
-    if v.abs() >= 100.0 || v == v.trunc() {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.2}")
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_string()
-    }
-}
-
 /// Panels stacked over one shared x axis; `marks` are vertical lines (x, label).
 fn chart(
     title: &str,
@@ -53,161 +43,61 @@ fn chart(
     markers: bool,
 ) -> String {
     let n = panels.len().max(1) as f64;
-    let h = TOP + n * PANEL_H + (n - 1.0) * GAP + 50.0;
-    let pw = W - LEFT - RIGHT;
+    let mut doc = Doc::new(W, TOP + n * PANEL_H + (n - 1.0) * GAP + 50.0);
     let xs = panels
         .iter()
         .flat_map(|p| p.lines.iter().flat_map(|l| l.pts.iter().map(|p| p.0)));
     let (x0, x1) = xs.fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
-    let (x0, x1) = if x0 > x1 {
-        (0.0, 1.0)
-    } else if x1 - x0 < 1e-9 {
-        (x0 - 1.0, x1 + 1.0)
-    } else {
-        (x0, x1)
-    };
-    let x_of = |x: f64| LEFT + (x - x0) / (x1 - x0) * pw;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{h}" viewBox="0 0 {W} {h}" font-family="{FONT}">"#
-    );
-    let _ = writeln!(s, r#"<rect width="{W}" height="{h}" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{LEFT}" y="30" font-size="20" font-weight="bold">{}</text>"#,
-        esc(title)
-    );
-    let _ = writeln!(
-        s,
-        r##"<text x="{LEFT}" y="52" font-size="13" fill="#444">{}</text>"##,
-        esc(subtitle)
-    );
+    let xs = Scale::linear(x0, x1);
+    doc.text(Text::at(LEFT, 30.0, 20.0).bold(), title);
+    doc.text(Text::at(LEFT, 52.0, 13.0).fill("#444"), subtitle);
     for (pi, p) in panels.iter().enumerate() {
         let top = TOP + pi as f64 * (PANEL_H + GAP) + 20.0;
-        let bot = top + PANEL_H - 20.0;
         let ymax = p
             .lines
             .iter()
             .flat_map(|l| l.pts.iter().filter_map(|p| p.1))
             .fold(0.0f64, f64::max);
-        let step = nice_step(if ymax > 0.0 { ymax } else { 1.0 }, 4.0);
-        let ytop = (ymax / step).ceil().max(1.0) * step;
-        let y_of = |y: f64| bot - y / ytop * (bot - top);
-        let _ = writeln!(
-            s,
-            r#"<text x="{LEFT}" y="{}" font-size="14" font-weight="bold">{}</text>"#,
-            top - 6.0,
-            esc(&p.title)
-        );
-        let _ = writeln!(
-            s,
-            r##"<rect x="{LEFT}" y="{top}" width="{pw}" height="{}" fill="none" stroke="#999"/>"##,
-            bot - top
-        );
-        let mut y = 0.0;
-        while y <= ytop + 1e-9 {
-            let py = y_of(y);
-            let _ = writeln!(
-                s,
-                r##"<line x1="{LEFT}" x2="{}" y1="{py:.1}" y2="{py:.1}" stroke="#e5e5e5"/><text x="{}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"##,
-                LEFT + pw,
-                LEFT - 6.0,
-                py + 4.0,
-                num(y)
-            );
-            y += step;
-        }
+        let f = Frame {
+            x: LEFT,
+            y: top,
+            w: W - LEFT - RIGHT,
+            h: PANEL_H - 20.0,
+            xs,
+            ys: Scale::from_zero(ymax, 4.0),
+        };
+        doc.text(Text::at(LEFT, top - 6.0, 14.0).bold(), &p.title);
+        f.frame(&mut doc, Paint::outline("#999"));
+        f.y_grid(&mut doc, &f.ys.ticks(4.0), axis::num, "#e5e5e5", 11.0);
         for (mx, label) in marks {
-            let px = x_of(*mx);
-            let _ = writeln!(
-                s,
-                r##"<line x1="{px:.1}" x2="{px:.1}" y1="{top}" y2="{bot}" stroke="#888" stroke-dasharray="3,3"/>"##
+            // Labelled once, in the top panel.
+            let label = if pi == 0 { label.as_str() } else { "" };
+            f.mark(
+                &mut doc,
+                *mx,
+                label,
+                Paint::outline("#888").dash(Some("3,3")),
             );
-            if pi == 0 && !label.is_empty() {
-                // Near the right edge the label goes left of its line, clear of the legend.
-                let (x, anchor) = if px > LEFT + 0.85 * pw {
-                    (px - 3.0, "end")
-                } else {
-                    (px + 3.0, "start")
-                };
-                let _ = writeln!(
-                    s,
-                    r##"<text x="{x:.1}" y="{:.1}" font-size="10" fill="#555" text-anchor="{anchor}">{}</text>"##,
-                    top + 12.0,
-                    esc(label)
-                );
-            }
         }
+        let mut entries = Vec::new();
         for (li, l) in p.lines.iter().enumerate() {
             let color = COLORS[li % COLORS.len()];
-            let dash = if l.dashed {
-                r#" stroke-dasharray="8,4""#
-            } else {
-                ""
-            };
-            // Gaps (None) split the line into runs.
-            let mut run = String::new();
-            let flush = |s: &mut String, run: &mut String| {
-                if !run.is_empty() {
-                    let _ = writeln!(
-                        s,
-                        r#"<polyline points="{run}" fill="none" stroke="{color}" stroke-width="1.6"{dash}/>"#
-                    );
-                    run.clear();
-                }
-            };
-            for (x, v) in &l.pts {
-                match v {
-                    Some(v) => {
-                        let _ = write!(run, "{:.1},{:.1} ", x_of(*x), y_of(*v));
-                        if markers && !l.dashed {
-                            let _ = writeln!(
-                                s,
-                                r#"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{color}"/>"#,
-                                x_of(*x),
-                                y_of(*v)
-                            );
-                        }
-                    }
-                    None => flush(&mut s, &mut run),
-                }
+            let dash = l.dashed.then_some(DASH);
+            f.line(&mut doc, &l.pts, Paint::stroke(color, 1.6).dash(dash));
+            if markers && !l.dashed {
+                f.markers(&mut doc, &l.pts, 3.5, Paint::fill(color));
             }
-            flush(&mut s, &mut run);
-            let ly = top + 14.0 + li as f64 * 17.0;
-            let _ = writeln!(
-                s,
-                r#"<line x1="{}" x2="{}" y1="{ly:.1}" y2="{ly:.1}" stroke="{color}" stroke-width="3"{dash}/><text x="{}" y="{:.1}" font-size="12">{}</text>"#,
-                LEFT + pw + 10.0,
-                LEFT + pw + 30.0,
-                LEFT + pw + 35.0,
-                ly + 4.0,
-                esc(&l.name)
-            );
+            entries.push(Entry::new(l.name.as_str(), color, Swatch::Line(dash)));
         }
+        legend::column(&mut doc, f.right() + 10.0, top + 14.0, &entries);
         // x ticks under every panel.
-        let xstep = nice_step(x1 - x0, 10.0);
-        let mut x = (x0 / xstep).ceil() * xstep;
-        while x <= x1 + 1e-9 {
-            let _ = writeln!(
-                s,
-                r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">{}</text>"#,
-                x_of(x),
-                bot + 14.0,
-                num(x)
-            );
-            x += xstep;
-        }
+        f.x_labels(&mut doc, &xs.ticks(10.0), axis::num, 14.0, 11.0);
     }
-    let _ = writeln!(
-        s,
-        r#"<text x="{:.1}" y="{:.1}" font-size="13" text-anchor="middle">{}</text>"#,
-        LEFT + pw / 2.0,
-        h - 12.0,
-        esc(x_label)
+    doc.text(
+        Text::at(LEFT + (W - LEFT - RIGHT) / 2.0, doc.height() - 12.0, 13.0).middle(),
+        x_label,
     );
-    s.push_str("</svg>\n");
-    s
+    doc.finish()
 }
 
 /// The run over time, from its per-second series.
@@ -404,7 +294,7 @@ pub fn write(base: &std::path::Path, svg: &str) -> Result<Vec<std::path::PathBuf
     std::fs::write(&svg_path, svg)
         .map_err(|e| format!("cannot write {}: {e}", svg_path.display()))?;
     let png_path = base.with_extension("png");
-    crate::probe::plot::png(svg, &png_path)?;
+    crate::chart::png(svg, &png_path)?;
     Ok(vec![svg_path, png_path])
 }
 

@@ -1285,7 +1285,7 @@ pub fn write_outputs(
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", svg_path.display()))?;
         rep.files.svg = Some(svg_path.display().to_string());
         let png_path = dir.join("timeline.png");
-        match super::plot::png(&svg, &png_path) {
+        match crate::chart::png(&svg, &png_path) {
             Ok(()) => rep.files.png = Some(png_path.display().to_string()),
             Err(e) => rep.warnings.push(format!("no PNG plot: {e}")),
         }

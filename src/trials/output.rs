@@ -173,7 +173,7 @@ pub fn write(
                     name.to_string()
                 };
                 w(&format!("{stem}.svg"), &svg)?;
-                if let Err(e) = crate::probe::plot::png(&svg, &dir.join(format!("{stem}.png"))) {
+                if let Err(e) = crate::chart::png(&svg, &dir.join(format!("{stem}.png"))) {
                     log(&format!("no PNG for {stem}: {e}"));
                 }
             }

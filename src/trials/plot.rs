@@ -1,12 +1,12 @@
 //! The trials' figures, in the style of the reference study's figures 6–8: one bar per trial with
 //! a least-squares trend line, for data transferred, migration time and downtime (the
 //! hypervisor's figure beside STOP→RESUME and the probes' SIP and ICMP gaps, with their error
-//! bounds), and a scatter of the hypervisor's downtime against the SIP gap. Hand-written SVG with
-//! the probe timeline's primitives ([`crate::probe::plot`]); PNG through the same resvg path.
+//! bounds), and a scatter of the hypervisor's downtime against the SIP gap. Drawn with
+//! [`crate::chart`].
 
 use super::table::{Status, Trend, TrialRow};
-use crate::probe::plot::{esc, nice_step, tick_label, FONT};
-use std::fmt::Write as _;
+use crate::chart::legend::{self, Entry, Swatch};
+use crate::chart::{axis, Doc, Paint, Panel, Scale, Text};
 
 const W: f64 = 1100.0;
 const H: f64 = 560.0;
@@ -16,101 +16,58 @@ const TOP: f64 = 96.0;
 const BOTTOM: f64 = 70.0;
 const PW: f64 = W - LEFT - RIGHT;
 const PH: f64 = H - TOP - BOTTOM;
+const FAILED: &str = "#c0150f";
 
 /// One bar series.
 struct Series<'a> {
     name: &'a str,
-    color: &'a str,
+    color: &'static str,
     values: Vec<Option<f64>>,
     /// ± per bar (drawn as an error bar).
     bounds: Vec<Option<f64>>,
 }
 
-fn header(s: &mut String, title: &str, subtitle: &str) {
-    let _ = write!(
-        s,
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="{FONT}">
-<rect width="100%" height="100%" fill="white"/>
-<defs><clipPath id="frame"><rect x="{LEFT}" y="{TOP}" width="{PW}" height="{PH}"/></clipPath></defs>
-<text x="{LEFT}" y="30" font-size="20" font-weight="bold">{}</text>
-<text x="{LEFT}" y="52" font-size="13" fill="#444">{}</text>
-"##,
-        esc(title),
-        esc(subtitle)
+/// The page with its title, and the frame with a y axis from 0 to a round value above `max`
+/// (room left over the tallest bar); x is `xs`.
+fn page(title: &str, subtitle: &str, max: f64, y_label: &str, xs: Scale) -> (Doc, Panel) {
+    let mut doc = Doc::new(W, H);
+    let f = Panel {
+        x: LEFT,
+        y: TOP,
+        w: PW,
+        h: PH,
+        xs,
+        ys: Scale::from_zero(max * 1.12, 6.0),
+    };
+    // Trend lines run to the frame's edges and no further.
+    doc.clip(f.x, f.y, f.w, f.h);
+    doc.text(Text::at(LEFT, 30.0, 20.0).bold(), title);
+    doc.text(Text::at(LEFT, 52.0, 13.0).fill("#444"), subtitle);
+    let step = f.ys.step(6.0);
+    f.y_grid(
+        &mut doc,
+        &f.ys.ticks(6.0),
+        |v| axis::tick_label(v, step),
+        "#e2e2e2",
+        12.0,
+    );
+    f.y_title(&mut doc, 22.0, y_label);
+    f.frame(&mut doc, Paint::outline("#888"));
+    (doc, f)
+}
+
+/// A fitted line's equation, top right in the frame.
+fn fit_label(doc: &mut Doc, text: &str) {
+    doc.text(
+        Text::at(W - RIGHT - 8.0, TOP + 18.0, 12.0)
+            .end()
+            .fill("#333"),
+        text,
     );
 }
 
-/// Y axis from 0 to a nice maximum; returns the maximum.
-fn y_axis(s: &mut String, max: f64, label: &str) -> f64 {
-    let ph = H - TOP - BOTTOM;
-    let top = if max > 0.0 { max * 1.12 } else { 1.0 };
-    let step = nice_step(top, 6.0);
-    let top = (top / step).ceil() * step;
-    let mut v = 0.0;
-    // Bounded: at most ~8 grid lines by nice_step's choice.
-    while v <= top + step * 1e-6 {
-        let y = TOP + ph - v / top * ph;
-        let _ = writeln!(
-            s,
-            r##"<line x1="{LEFT}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#e2e2e2"/><text x="{}" y="{:.1}" font-size="12" text-anchor="end">{}</text>"##,
-            W - RIGHT,
-            LEFT - 6.0,
-            y + 4.0,
-            tick_label(v, step)
-        );
-        v += step;
-    }
-    let _ = writeln!(
-        s,
-        r##"<text transform="translate(22,{:.1}) rotate(-90)" font-size="13" text-anchor="middle">{}</text><rect x="{LEFT}" y="{TOP}" width="{}" height="{ph}" fill="none" stroke="#888"/>"##,
-        TOP + ph / 2.0,
-        esc(label),
-        W - LEFT - RIGHT
-    );
-    top
-}
-
-/// How a legend entry is drawn.
-#[derive(Clone, Copy, PartialEq)]
-enum Mark {
-    Box,
-    Line,
-    Dashed,
-}
-
-fn legend(s: &mut String, items: &[(&str, &str, Mark)]) {
-    let mut x = LEFT;
-    let y = 76.0;
-    for &(name, color, mark) in items {
-        if mark != Mark::Box {
-            let dash = if mark == Mark::Dashed {
-                r#" stroke-dasharray="6 4""#
-            } else {
-                ""
-            };
-            let _ = write!(
-                s,
-                r#"<line x1="{x}" x2="{}" y1="{}" y2="{}" stroke="{color}" stroke-width="2"{dash}/>"#,
-                x + 22.0,
-                y - 4.0,
-                y - 4.0
-            );
-        } else {
-            let _ = write!(
-                s,
-                r#"<rect x="{x}" y="{}" width="18" height="11" fill="{color}"/>"#,
-                y - 10.0
-            );
-        }
-        let _ = write!(
-            s,
-            r#"<text x="{}" y="{y}" font-size="13">{}</text>"#,
-            x + 26.0,
-            esc(name)
-        );
-        x += 44.0 + name.chars().count() as f64 * 7.9;
-    }
-    s.push('\n');
+fn x_title(doc: &mut Doc, text: &str) {
+    doc.text(Text::at(LEFT + PW / 2.0, H - 24.0, 13.0).middle(), text);
 }
 
 /// Grouped bars per trial; the trend line is fitted to `series[trend]` over the ok trials.
@@ -122,8 +79,6 @@ fn bars(
     series: &[Series],
     trend: usize,
 ) -> String {
-    let mut s = String::new();
-    header(&mut s, title, subtitle);
     let trend_name = series.get(trend).map(|se| se.name);
     let series: Vec<&Series> = series
         .iter()
@@ -142,72 +97,52 @@ fn bars(
                 .filter_map(|(v, b)| v.map(|v| v + b.unwrap_or(0.0)))
         })
         .fold(0.0f64, f64::max);
-    let top = y_axis(&mut s, max, y_label);
-    let pw = W - LEFT - RIGHT;
-    let ph = H - TOP - BOTTOM;
-    let n = rows.len().max(1) as f64;
-    let slot = pw / n;
+    // One slot per trial, by index: trial i is centred on i + 0.5.
+    let xs = Scale::linear(0.0, rows.len().max(1) as f64);
+    let (mut doc, f) = page(title, subtitle, max, y_label, xs);
+    let slot = PW / rows.len().max(1) as f64;
     let k = series.len().max(1) as f64;
     let bw = (slot * 0.8 / k).min(60.0);
-    let y_of = |v: f64| TOP + ph - (v / top).clamp(0.0, 1.0) * ph;
-    let x_mid = |i: usize| LEFT + slot * (i as f64 + 0.5);
+    let x_mid = |i: usize| f.px(i as f64 + 0.5);
     let label_every = (rows.len() / 30).max(1);
     for (i, r) in rows.iter().enumerate() {
         let cx = x_mid(i);
         if i % label_every == 0 {
-            let _ = write!(
-                s,
-                r#"<text x="{cx:.1}" y="{:.1}" font-size="12" text-anchor="middle">{}</text>"#,
-                TOP + ph + 16.0,
-                r.trial
+            doc.text(
+                Text::at(cx, TOP + PH + 16.0, 12.0).middle(),
+                &r.trial.to_string(),
             );
         }
         if r.status != Status::Ok {
-            let _ = write!(
-                s,
-                r##"<text x="{cx:.1}" y="{:.1}" font-size="11" fill="#c0150f" text-anchor="middle">{}</text>"##,
-                TOP + ph - 6.0,
-                r.status
+            doc.text(
+                Text::at(cx, TOP + PH - 6.0, 11.0).middle().fill(FAILED),
+                &r.status.to_string(),
             );
         }
+        // Failed or interrupted trials' bars are pale: shown, but not counted.
+        let opacity = if r.status == Status::Ok { 1.0 } else { 0.35 };
         for (j, se) in series.iter().enumerate() {
             let Some(v) = se.values.get(i).copied().flatten() else {
                 continue;
             };
             let x = cx - bw * k / 2.0 + bw * j as f64;
-            let y = y_of(v);
-            let opacity = if r.status == Status::Ok { 1.0 } else { 0.35 };
-            let _ = write!(
-                s,
-                r#"<rect x="{x:.1}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{}" fill-opacity="{opacity}"/>"#,
-                (bw - 2.0).max(1.0),
-                (TOP + ph - y).max(0.0),
-                se.color
+            let w = (bw - 2.0).max(1.0);
+            f.bar(
+                &mut doc,
+                x,
+                w,
+                v,
+                Paint::fill(se.color).fill_opacity(opacity),
             );
-            if let Some(b) = se.bounds.get(i).copied().flatten() {
-                if b > 0.0 {
-                    let xm = x + (bw - 2.0).max(1.0) / 2.0;
-                    let (y1, y2) = (y_of(v - b), y_of(v + b));
-                    let _ = write!(
-                        s,
-                        r##"<path d="M{xm:.1} {y1:.1}V{y2:.1}M{:.1} {y1:.1}h6M{:.1} {y2:.1}h6" stroke="#222" stroke-width="1"/>"##,
-                        xm - 3.0,
-                        xm - 3.0
-                    );
-                }
+            if let Some(b) = se.bounds.get(i).copied().flatten().filter(|b| *b > 0.0) {
+                f.error_bar(&mut doc, x + w / 2.0, v, b, Paint::stroke("#222", 1.0));
             }
         }
-        s.push('\n');
     }
-    let _ = writeln!(
-        s,
-        r#"<text x="{:.1}" y="{:.1}" font-size="13" text-anchor="middle">trial</text>"#,
-        LEFT + pw / 2.0,
-        H - 24.0
-    );
-    let mut items: Vec<(&str, &str, Mark)> = series
+    x_title(&mut doc, "trial");
+    let mut items: Vec<Entry> = series
         .iter()
-        .map(|se| (se.name, se.color, Mark::Box))
+        .map(|se| Entry::new(se.name, se.color, Swatch::Box))
         .collect();
     if let Some(se) = series.get(trend) {
         let pts: Vec<(f64, f64)> = rows
@@ -216,50 +151,35 @@ fn bars(
             .filter(|(r, _)| r.status == Status::Ok)
             .filter_map(|(r, v)| v.map(|v| (r.trial as f64, v)))
             .collect();
-        if let Some(t) = Trend::fit(&pts) {
+        if let (Some(t), Some(first), Some(last)) = (Trend::fit(&pts), rows.first(), rows.last()) {
             // Trials are placed by index; the fit is in trial numbers, mapped through them.
-            let xy: Vec<(f64, f64)> = rows
-                .iter()
-                .enumerate()
-                .map(|(i, r)| (x_mid(i), TOP + ph - t.at(r.trial as f64) / top * ph))
-                .collect();
-            if let (Some(a), Some(b)) = (xy.first(), xy.last()) {
-                let _ = writeln!(
-                    s,
-                    r##"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#111" stroke-width="2" stroke-dasharray="6 4" clip-path="url(#frame)"/>"##,
-                    a.0, a.1, b.0, b.1
-                );
-            }
-            items.push(("trend (least squares)", "#111", Mark::Dashed));
-            let _ = writeln!(
-                s,
-                r##"<text x="{}" y="{}" font-size="12" text-anchor="end" fill="#333">trend of {}: {:+.3} per trial</text>"##,
-                W - RIGHT - 8.0,
-                TOP + 18.0,
-                esc(se.name),
-                t.slope
+            let at = |r: &TrialRow| t.at(r.trial as f64);
+            f.segment(
+                &mut doc,
+                (0.5, at(first)),
+                (rows.len() as f64 - 0.5, at(last)),
+                Paint::stroke("#111", 2.0).dash(Some("6 4")).clipped(),
+            );
+            items.push(Entry::new(
+                "trend (least squares)",
+                "#111",
+                Swatch::Line(Some("6 4")),
+            ));
+            fit_label(
+                &mut doc,
+                &format!("trend of {}: {:+.3} per trial", se.name, t.slope),
             );
         }
     }
-    legend(&mut s, &items);
-    if series
-        .iter()
-        .all(|se| se.values.iter().all(Option::is_none))
-    {
-        let _ = writeln!(
-            s,
-            r##"<text x="{:.1}" y="{:.1}" font-size="16" fill="#888" text-anchor="middle">not reported by the migration command's output</text>"##,
-            LEFT + pw / 2.0,
-            TOP + ph / 2.0
-        );
+    legend::row(&mut doc, LEFT, 76.0, &items);
+    if series.is_empty() {
+        f.note(&mut doc, "not reported by the migration command's output");
     }
-    s.push_str("</svg>\n");
-    s
+    doc.finish()
 }
 
 /// Hypervisor downtime (x) against the measured SIP gap (y), with y = x and a fitted line.
 fn scatter(title: &str, rows: &[TrialRow]) -> String {
-    let mut s = String::new();
     let pts: Vec<(u32, f64, f64, f64, bool)> = rows
         .iter()
         .filter_map(|r| {
@@ -272,92 +192,76 @@ fn scatter(title: &str, rows: &[TrialRow]) -> String {
             ))
         })
         .collect();
-    header(
-        &mut s,
-        title,
-        "each point is a trial (SIP gap ± one probe interval); the fit is over the ok trials",
-    );
     let max = pts
         .iter()
         .map(|p| p.1.max(p.2 + p.3))
         .fold(0.0f64, f64::max);
-    let top = y_axis(&mut s, max, "SIP reply gap (ms)");
-    let pw = W - LEFT - RIGHT;
-    let ph = H - TOP - BOTTOM;
-    let x_of = |v: f64| LEFT + (v / top).clamp(0.0, 1.0) * pw;
-    let y_of = |v: f64| TOP + ph - (v / top).clamp(0.0, 1.0) * ph;
-    let step = nice_step(top, 8.0);
-    let mut v = 0.0;
-    while v <= top + step * 1e-6 {
-        let _ = write!(
-            s,
-            r#"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle">{}</text>"#,
-            x_of(v),
-            TOP + ph + 16.0,
-            tick_label(v, step)
-        );
-        v += step;
-    }
-    let _ = writeln!(
-        s,
-        r##"<text x="{:.1}" y="{:.1}" font-size="13" text-anchor="middle">hypervisor downtime (ms)</text><line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#777" stroke-width="1.5" stroke-dasharray="4 4"/>"##,
-        LEFT + pw / 2.0,
-        H - 24.0,
-        x_of(0.0),
-        y_of(0.0),
-        x_of(top),
-        y_of(top)
+    // Both axes in ms on the same scale, so that y = x is the diagonal.
+    let ys = Scale::from_zero(max * 1.12, 6.0);
+    let (mut doc, f) = page(
+        title,
+        "each point is a trial (SIP gap ± one probe interval); the fit is over the ok trials",
+        max,
+        "SIP reply gap (ms)",
+        ys,
+    );
+    let step = f.xs.step(8.0);
+    f.x_labels(
+        &mut doc,
+        &f.xs.ticks(8.0),
+        |v| axis::tick_label(v, step),
+        16.0,
+        12.0,
+    );
+    x_title(&mut doc, "hypervisor downtime (ms)");
+    let top = f.ys.hi();
+    f.segment(
+        &mut doc,
+        (0.0, 0.0),
+        (top, top),
+        Paint::stroke("#777", 1.5).dash(Some("4 4")),
     );
     for &(trial, x, y, b, ok) in &pts {
-        let (cx, cy) = (x_of(x), y_of(y));
-        let color = if ok { "#1f5fbf" } else { "#c0150f" };
+        let color = if ok { "#1f5fbf" } else { FAILED };
+        let cx = f.px(x);
         if b > 0.0 {
-            let _ = write!(
-                s,
-                r#"<path d="M{cx:.1} {:.1}V{:.1}" stroke="{color}"/>"#,
-                y_of(y - b),
-                y_of(y + b)
+            doc.line(
+                (cx, f.py_clamped(y - b)),
+                (cx, f.py_clamped(y + b)),
+                Paint::outline(color),
             );
         }
-        let _ = writeln!(
-            s,
-            r#"<circle cx="{cx:.1}" cy="{cy:.1}" r="5" fill="{color}" fill-opacity="0.8"/><text x="{:.1}" y="{:.1}" font-size="11">{trial}</text>"#,
-            cx + 7.0,
-            cy - 6.0
-        );
+        let cy = f.py_clamped(y);
+        doc.circle((cx, cy), 5.0, Paint::fill(color).fill_opacity(0.8));
+        doc.text(Text::at(cx + 7.0, cy - 6.0, 11.0), &trial.to_string());
     }
     let fit: Vec<(f64, f64)> = pts.iter().filter(|p| p.4).map(|p| (p.1, p.2)).collect();
     let mut items = vec![
-        ("ok trial", "#1f5fbf", Mark::Box),
-        ("failed/interrupted", "#c0150f", Mark::Box),
-        ("gap = downtime", "#777", Mark::Dashed),
+        Entry::new("ok trial", "#1f5fbf", Swatch::Box),
+        Entry::new("failed/interrupted", FAILED, Swatch::Box),
+        Entry::new("gap = downtime", "#777", Swatch::Line(Some("4 4"))),
     ];
     if let Some(t) = Trend::fit(&fit) {
-        let _ = writeln!(
-            s,
-            r##"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#111" stroke-width="2" clip-path="url(#frame)"/><text x="{}" y="{}" font-size="12" text-anchor="end" fill="#333">gap = {:.1} ms + {:.3} × downtime</text>"##,
-            x_of(0.0),
-            TOP + ph - t.at(0.0) / top * ph,
-            x_of(top),
-            TOP + ph - t.at(top) / top * ph,
-            W - RIGHT - 8.0,
-            TOP + 18.0,
-            t.intercept,
-            t.slope
+        f.segment(
+            &mut doc,
+            (0.0, t.at(0.0)),
+            (top, t.at(top)),
+            Paint::stroke("#111", 2.0).clipped(),
         );
-        items.push(("least-squares fit", "#111", Mark::Line));
+        fit_label(
+            &mut doc,
+            &format!("gap = {:.1} ms + {:.3} × downtime", t.intercept, t.slope),
+        );
+        items.push(Entry::new("least-squares fit", "#111", Swatch::Line(None)));
     }
-    legend(&mut s, &items);
+    legend::row(&mut doc, LEFT, 76.0, &items);
     if pts.is_empty() {
-        let _ = writeln!(
-            s,
-            r##"<text x="{:.1}" y="{:.1}" font-size="16" fill="#888" text-anchor="middle">no trial has both a hypervisor downtime and a SIP gap</text>"##,
-            LEFT + pw / 2.0,
-            TOP + ph / 2.0
+        f.note(
+            &mut doc,
+            "no trial has both a hypervisor downtime and a SIP gap",
         );
     }
-    s.push_str("</svg>\n");
-    s
+    doc.finish()
 }
 
 /// Every figure: `(file stem, SVG)`.
