@@ -187,8 +187,8 @@ pub fn digest(data: &[u8]) {
     });
     let _ = aka::parse_nonce(v);
     let _ = aka::decode_auts(v);
-    let _ = aka::parse_hex::<16>(v);
-    let _ = aka::parse_hex::<2>(v);
+    let _ = crate::hex::decode::<16>(v);
+    let _ = crate::hex::decode::<2>(v);
     let _ = aka::parse_sqn(v);
 }
 

@@ -36,6 +36,7 @@
 //! - [`clock`]: monotonic inside, wall-clock only for labels.
 //! - [`hep`]: HEPv3 mirroring to Homer (`--hep`): the pure encoder, and the bounded queue and
 //!   sender thread that [`io`] drivers and the probe copy every SIP message into without waiting.
+//! - [`hex`]: the one hex encoder and decoder (keys, SQNs, digests), errors quoting the input.
 //! - [`fuzzing`]: the bodies of the cargo-fuzz targets in `fuzz/`, here so that
 //!   `tests/fuzz_corpus.rs` replays the corpus and past crashes on stable (`docs/fuzzing.md`).
 //!
@@ -46,6 +47,7 @@ pub mod clock;
 pub mod diameter;
 pub mod fuzzing;
 pub mod hep;
+pub mod hex;
 pub mod hss;
 pub mod io;
 pub mod ipsec;

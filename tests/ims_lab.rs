@@ -30,10 +30,7 @@ const AMF: &str = "8000";
 const PANI: &str = "3GPP-E-UTRAN-FDD; utran-cell-id-3gpp=00101000000001";
 
 fn hex16(s: &str) -> [u8; 16] {
-    imsload::hss::vectors::from_hex(s)
-        .unwrap()
-        .try_into()
-        .unwrap()
+    imsload::hex::decode(s).unwrap()
 }
 
 /// Subscriber i of this test: IMSI 00101000000000i, K = 0011..ee ‖ i.

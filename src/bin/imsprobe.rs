@@ -2,12 +2,12 @@
 //! layer. See `docs/imsprobe.md`.
 
 use clap::Parser;
-use imsload::probe::analysis::{self, Params};
 use imsload::probe::diameter::{CxUser, DiaRequest};
-use imsload::probe::report::{self, Files, LayerOut, ParamsOut, Report, TargetOut};
+use imsload::probe::offline::{self, OfflineConfig};
+use imsload::probe::report;
 use imsload::probe::run::{self, RunConfig};
 use imsload::probe::targets::{resolve_target, TargetsFile};
-use imsload::probe::{pcapread, Layer};
+use imsload::probe::Layer;
 use imsload::shutdown::{self, Signals, Trigger};
 use imsload::sip::Transport;
 use std::path::PathBuf;
@@ -588,137 +588,19 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
 }
 
 fn pcap_only(cli: &Cli, file: &std::path::Path) -> anyhow::Result<i32> {
-    let cap = pcapread::read(file, cli.pcap_host).map_err(anyhow::Error::msg)?;
-    let tb = cap.time_base;
-    let base_out = cli.out.clone().unwrap_or_else(|| {
-        let stem = file
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "capture".into());
-        file.with_file_name(format!("{stem}-analysis"))
-    });
-    let targets: Vec<_> = cap
-        .targets
-        .iter()
-        .filter(|t| !t.sip.is_empty() || !t.icmp.is_empty() || !t.diameter.is_empty())
-        .collect();
-    anyhow::ensure!(
-        !targets.is_empty(),
-        "{} holds no SIP OPTIONS (over UDP or TCP), no ICMP echo requests and no imsprobe \
-         Diameter watchdogs or UARs{} ({} packets read)",
-        file.display(),
-        cli.pcap_host
-            .map(|h| format!(" to {h}"))
-            .unwrap_or_default(),
-        cap.stats.packets
-    );
-    for t in &targets {
-        let dir = if targets.len() == 1 {
-            base_out.clone()
-        } else {
-            base_out.join(t.host.replace(':', "_"))
-        };
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| anyhow::anyhow!("cannot create {}: {e} (use --out DIR)", dir.display()))?;
-        let all: Vec<_> = t
-            .sip
-            .iter()
-            .chain(&t.icmp)
-            .chain(&t.diameter)
-            .copied()
-            .collect();
-        let interval_ns = match cli.rate {
-            Some(r) => (1e9 / r).round() as i64,
-            None => [&t.sip, &t.icmp, &t.diameter]
-                .iter()
-                .filter_map(|v| analysis::estimate_interval(v))
-                .min()
-                .unwrap_or(1_000_000),
-        };
-        let start = all.iter().map(|r| r.sent_ns).min().unwrap_or(0);
-        let end = all
-            .iter()
-            .map(|r| r.received_ns.unwrap_or(r.sent_ns).max(r.sent_ns))
-            .max()
-            .unwrap_or(0);
-        let params = Params {
-            interval_ns,
-            timeout_ns: cli.probe.timeout.as_nanos() as i64,
-            late_rtt_ns: cli.probe.late_rtt.as_nanos() as i64,
-            min_gap_ns: cli.probe.min_gap.as_nanos() as i64,
-            end_ns: end,
-        };
-        let mut analyses = Vec::new();
-        let mut layers = Vec::new();
-        let mut sets = Vec::new();
-        for (layer, recs) in [
-            (Layer::Sip, &t.sip),
-            (Layer::Icmp, &t.icmp),
-            (Layer::Diameter, &t.diameter),
-        ] {
-            if recs.is_empty() {
-                continue;
-            }
-            let a = analysis::analyze(layer, recs, &params);
-            layers.push(LayerOut::new(&a, &tb, "capture", "pcap"));
-            analyses.push(a);
-            sets.push((recs.as_slice(), params));
-        }
-        let mut rep = Report {
-            tool: "imsprobe",
-            version: env!("CARGO_PKG_VERSION"),
-            mode: "pcap",
-            source: Some(file.display().to_string()),
-            target: TargetOut {
-                name: t.host.clone(),
-                host: t.host.clone(),
-                sip_port: t.sip_port,
-                transport: t.sip_transport.map(str::to_string),
-                diameter_port: t.diameter_port,
-            },
-            started_utc: tb.label(start),
-            ended_utc: tb.label(end),
-            duration_s: (end - start) as f64 / 1e9,
-            stop_reason: "capture".into(),
-            params: ParamsOut::new(&params),
-            layers,
-            pacer: None,
-            capture: None,
-            warnings: pcap_warnings(&cap.stats),
-            files: Files::default(),
-            hep: None,
-        };
-        run::write_outputs(&dir, &mut rep, &sets, &analyses, &tb, !cli.probe.no_plot)?;
-        print!("{}", report::summary_text(&rep));
-        println!("  files: {}", dir.display());
-    }
+    let cfg = OfflineConfig {
+        file: file.to_path_buf(),
+        host: cli.pcap_host,
+        rate: cli.rate,
+        timeout: cli.probe.timeout,
+        late_rtt: cli.probe.late_rtt,
+        min_gap: cli.probe.min_gap,
+        out: cli.out.clone(),
+        plot: !cli.probe.no_plot,
+    };
+    offline::analyse(&cfg, |r| {
+        print!("{}", report::summary_text(&r.report));
+        println!("  files: {}", r.dir.display());
+    })?;
     Ok(0)
-}
-
-fn pcap_warnings(st: &pcapread::PcapStats) -> Vec<String> {
-    let mut w = Vec::new();
-    if st.unmatched_replies > 0 {
-        w.push(format!(
-            "{} replies in the capture match no request in it (capture started mid-run, or the requests were not captured)",
-            st.unmatched_replies
-        ));
-    }
-    if st.tcp_holes > 0 {
-        w.push(format!(
-            "the capture missed bytes inside TCP connections (SIP, Diameter) {} times; the messages cut by those holes were skipped",
-            st.tcp_holes
-        ));
-    }
-    if st.tcp_unframed > 0 {
-        w.push(format!(
-            "{} times TCP data could not be framed (bad SIP Content-Length or Diameter length?); the partial messages were skipped",
-            st.tcp_unframed
-        ));
-    }
-    for s in &st.ignored_streams {
-        w.push(format!(
-            "not analysed (a larger stream to the same host was): {s}"
-        ));
-    }
-    w
 }

@@ -6,7 +6,8 @@
 //! iFC, no RTR/PPR, state in memory only).
 //!
 //! - [`crate::diameter`] (shared with the probe): RFC 6733 codec (header, AVPs, framing).
-//! - [`vectors`]: Digest-AKAv1-MD5 vectors with Milenage, re-synchronisation from AUTS.
+//! - [`vectors`]: Digest-AKAv1-MD5 vectors and re-synchronisation from AUTS, computed by
+//!   [`crate::sip::aka`], the AKA the UE side runs.
 //! - [`subscribers`]: the subscriber CSV shared with the UE side.
 //! - [`cx`]: sans-IO peer and Cx logic (CER/DWR/DPR, UAR, MAR, SAR, LIR).
 //! - [`server`]: the tokio TCP shell.

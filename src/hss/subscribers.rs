@@ -13,7 +13,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::vectors::{from_hex, sqn_from_bytes};
+use super::vectors::sqn_from_bytes;
 
 pub const HEADER: &str = "impu,impi,password,k,opc,amf,sqn";
 /// [`HEADER`] with the optional tel: IMPU column.
@@ -41,9 +41,7 @@ pub struct Subscribers {
 }
 
 fn hex_n<const N: usize>(field: &str, name: &str) -> Result<[u8; N]> {
-    from_hex(field)
-        .and_then(|v| v.try_into().ok())
-        .ok_or_else(|| anyhow!("{name} {field:?} is not {} hex digits", 2 * N))
+    crate::hex::decode(field).map_err(|e| anyhow!("{name} {e}"))
 }
 
 impl Subscribers {

@@ -1,16 +1,19 @@
-//! Authentication vectors for Digest AKAv1-MD5 (TS 33.203 §6.1, TS 33.102 §6.3) computed with
-//! Milenage (TS 35.206), and re-synchronisation from AUTS (TS 33.102 §6.3.5).
+//! Authentication vectors for Digest AKAv1-MD5 (TS 33.203 §6.1, TS 33.102 §6.3) and
+//! re-synchronisation from AUTS (TS 33.102 §6.3.5), in the form the Cx code hands them around
+//! (keys as the subscriber file holds them, the SQN kept with the vector).
+//!
+//! The AKA itself (Milenage f1–f5*, AUTN, AUTS, MAC-S checks) is [`crate::sip::aka`]'s, the one
+//! the UE side runs: an HSS and a UE that computed it apart could agree with each other and
+//! still both be wrong.
 
-use milenage::Milenage;
+use crate::sip::aka::{self, AkaKeys};
 
-/// SQN is 48 bits.
-pub const SQN_MASK: u64 = (1 << 48) - 1;
+pub use crate::sip::aka::{sqn_bytes, sqn_from_bytes, RESYNC_AMF, SQN_MASK};
+
 /// How far SQN_HE advances per vector: SEQ + 1 with a 5-bit IND left at 0 (TS 33.102 Annex
 /// C.3.2, the "SEQ||IND" scheme). A UE that accepts any SQN above the highest it has seen
 /// accepts these.
 pub const SQN_STEP: u64 = 32;
-/// The AMF that f1* uses for AUTS: "a dummy value of all zeros" (TS 33.102 §6.3.3).
-pub const RESYNC_AMF: [u8; 2] = [0, 0];
 
 /// One authentication vector, as the HSS hands it to the S-CSCF.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,16 +38,6 @@ impl AuthVector {
     }
 }
 
-/// 48-bit big-endian SQN.
-pub fn sqn_bytes(sqn: u64) -> [u8; 6] {
-    let b = (sqn & SQN_MASK).to_be_bytes();
-    [b[2], b[3], b[4], b[5], b[6], b[7]]
-}
-
-pub fn sqn_from_bytes(b: &[u8; 6]) -> u64 {
-    u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]])
-}
-
 /// The vector for `sqn` and `rand` (f1 for MAC-A, f2 RES, f3 CK, f4 IK, f5 AK).
 pub fn generate(
     k: &[u8; 16],
@@ -53,22 +46,13 @@ pub fn generate(
     sqn: u64,
     rand: [u8; 16],
 ) -> AuthVector {
-    let mut m = Milenage::new_with_opc(*k, *opc);
-    let sqn_b = sqn_bytes(sqn);
-    let (xres, ck, ik, ak) = m.f2345(&rand);
-    let mac_a = m.f1(&rand, &sqn_b, amf);
-    let mut autn = [0u8; 16];
-    for i in 0..6 {
-        autn[i] = sqn_b[i] ^ ak[i];
-    }
-    autn[6..8].copy_from_slice(amf);
-    autn[8..].copy_from_slice(&mac_a);
+    let v = aka::generate(&AkaKeys::with_opc(*k, *opc, *amf), rand, sqn);
     AuthVector {
-        rand,
-        autn,
-        xres,
-        ck,
-        ik,
+        rand: v.rand,
+        autn: v.autn,
+        xres: v.xres,
+        ck: v.ck,
+        ik: v.ik,
         sqn: sqn & SQN_MASK,
     }
 }
@@ -82,9 +66,9 @@ pub enum ResyncError {
     MacS,
 }
 
-/// Recovers SQN_MS from AUTS = (SQN_MS ⊕ AK*) ‖ MAC-S for the RAND it answers: AK* = f5*(RAND),
-/// then MAC-S = f1*(SQN_MS, RAND, AMF) is checked with the dummy AMF 0x0000 of TS 33.102
-/// §6.3.3, and, failing that, with the subscriber's own AMF (which some UEs use).
+/// Recovers SQN_MS from AUTS = (SQN_MS ⊕ AK*) ‖ MAC-S for the RAND it answers: MAC-S is checked
+/// with the dummy AMF 0x0000 of TS 33.102 §6.3.3, and, failing that, with the subscriber's own
+/// AMF (which some UEs use).
 pub fn resync(
     k: &[u8; 16],
     opc: &[u8; 16],
@@ -95,57 +79,26 @@ pub fn resync(
     let auts: &[u8; 14] = auts
         .try_into()
         .map_err(|_| ResyncError::Length(auts.len()))?;
-    let mut m = Milenage::new_with_opc(*k, *opc);
-    let ak_star = m.f5star(rand);
-    let mut sqn_ms = [0u8; 6];
-    for i in 0..6 {
-        sqn_ms[i] = auts[i] ^ ak_star[i];
-    }
-    for amf_s in [&RESYNC_AMF, amf] {
-        if m.f1star(rand, &sqn_ms, amf_s) == auts[6..14] {
-            return Ok(sqn_from_bytes(&sqn_ms));
-        }
-    }
-    Err(ResyncError::MacS)
+    // A 14-byte AUTS can only fail its MAC-S check.
+    aka::resync_lenient(&AkaKeys::with_opc(*k, *opc, *amf), rand, auts)
+        .map_err(|_| ResyncError::MacS)
 }
 
 /// What a UE computes for AUTS (used by the tests; kept here so HSS and tests agree on it).
 pub fn make_auts(k: &[u8; 16], opc: &[u8; 16], rand: &[u8; 16], sqn_ms: u64) -> [u8; 14] {
-    let mut m = Milenage::new_with_opc(*k, *opc);
-    let ak_star = m.f5star(rand);
-    let s = sqn_bytes(sqn_ms);
-    let mac_s = m.f1star(rand, &s, &RESYNC_AMF);
-    let mut auts = [0u8; 14];
-    for i in 0..6 {
-        auts[i] = s[i] ^ ak_star[i];
-    }
-    auts[6..].copy_from_slice(&mac_s);
-    auts
-}
-
-/// Hex (either case) to bytes; `None` when not even-length hex.
-pub fn from_hex(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim();
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
-/// Lower-case hex.
-pub fn to_hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    // AUTS does not depend on the AMF: MAC-S uses the dummy one.
+    aka::auts(&AkaKeys::with_opc(*k, *opc, RESYNC_AMF), rand, sqn_ms)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hex::encode as to_hex;
+    use crate::sip::aka::{AkaError, Usim};
+    use milenage::Milenage;
 
     fn h<const N: usize>(s: &str) -> [u8; N] {
-        from_hex(s).unwrap().try_into().unwrap()
+        crate::hex::decode(s).unwrap()
     }
 
     /// TS 35.208 §4.3 test sets 1 and 2 (K, RAND, SQN, AMF, OPc → f1, f1*, f2, f3, f4, f5, f5*).
@@ -250,11 +203,38 @@ mod tests {
         assert_eq!(sqn_bytes(1 << 48), [0; 6]);
     }
 
+    /// The HSS's vector through the UE's AKA: accepted, RES = XRES; replayed, the UE answers
+    /// AUTS, from which the HSS recovers the UE's SQN and makes a vector the UE accepts again.
     #[test]
-    fn hex() {
-        assert_eq!(from_hex("0aFf"), Some(vec![10, 255]));
-        assert_eq!(from_hex("abc"), None);
-        assert_eq!(from_hex("zz"), None);
-        assert_eq!(to_hex(&[1, 0xab]), "01ab");
+    fn round_trip_with_the_ue_including_resync() {
+        let s = &SETS[0];
+        let (k, opc, amf) = (h(s.k), h(s.opc), h(s.amf));
+        let mut usim = Usim::new(AkaKeys::with_opc(k, opc, amf), 0x1000);
+        let ch = |v: &AuthVector| aka::parse_nonce(&aka::nonce(&v.rand, &v.autn)).unwrap();
+
+        let v1 = generate(&k, &opc, &amf, 0x1000 + SQN_STEP, [1; 16]);
+        let r = usim.authenticate(&ch(&v1)).unwrap();
+        assert_eq!((r.res, r.ck, r.ik, r.sqn), (v1.xres, v1.ck, v1.ik, v1.sqn));
+        assert_eq!(r.amf, amf);
+
+        // An HSS that lost its state starts again low: the UE refuses and sends AUTS.
+        let stale = generate(&k, &opc, &amf, SQN_STEP, [2; 16]);
+        let Err(AkaError::SyncFailure { auts, .. }) = usim.authenticate(&ch(&stale)) else {
+            panic!("a stale SQN must yield AUTS");
+        };
+        assert_eq!(auts, make_auts(&k, &opc, &stale.rand, usim.sqn_ms));
+        let sqn_ms = resync(&k, &opc, &amf, &stale.rand, &auts).unwrap();
+        assert_eq!(sqn_ms, v1.sqn);
+        let v2 = generate(&k, &opc, &amf, sqn_ms + SQN_STEP, [3; 16]);
+        assert_eq!(usim.authenticate(&ch(&v2)).unwrap().res, v2.xres);
+
+        // A UE with another K fails the HSS's MAC-A, and its AUTS fails the HSS's MAC-S.
+        let mut other = Usim::new(AkaKeys::with_opc([7; 16], opc, amf), 0);
+        assert_eq!(other.authenticate(&ch(&v2)), Err(AkaError::MacFailure));
+        let forged = make_auts(&[7; 16], &opc, &v2.rand, 0x2000);
+        assert_eq!(
+            resync(&k, &opc, &amf, &v2.rand, &forged),
+            Err(ResyncError::MacS)
+        );
     }
 }

@@ -244,9 +244,9 @@ pub fn aka_subscription(
     amf: Option<&str>,
     sqn: Option<&str>,
 ) -> Result<AkaSubscription, (&'static str, String)> {
-    let k: [u8; 16] = aka::parse_hex(k).map_err(|e| ("k", format!("K {e}")))?;
+    let k: [u8; 16] = crate::hex::decode(k).map_err(|e| ("k", format!("K {e}")))?;
     let amf = match amf.filter(|a| !a.trim().is_empty()) {
-        Some(a) => aka::parse_hex(a).map_err(|e| ("amf", format!("AMF {e}")))?,
+        Some(a) => crate::hex::decode(a).map_err(|e| ("amf", format!("AMF {e}")))?,
         None => DEFAULT_AMF,
     };
     let keys = match (
@@ -261,12 +261,12 @@ pub fn aka_subscription(
         }
         (None, Some(c)) => AkaKeys::with_opc(
             k,
-            aka::parse_hex(c).map_err(|e| ("opc", format!("OPc {e}")))?,
+            crate::hex::decode(c).map_err(|e| ("opc", format!("OPc {e}")))?,
             amf,
         ),
         (Some(o), None) => AkaKeys::with_op(
             k,
-            aka::parse_hex(o).map_err(|e| ("op", format!("OP {e}")))?,
+            crate::hex::decode(o).map_err(|e| ("op", format!("OP {e}")))?,
             amf,
         ),
         (None, None) => return Err(("opc", "K given without OP or OPc".into())),
@@ -545,11 +545,7 @@ mod tests {
         )
         .unwrap();
         let a = u[0].aka.expect("AKA user");
-        assert_eq!(
-            crate::sip::auth::hex(&a.keys.opc),
-            OPC1,
-            "OPc derived from OP"
-        );
+        assert_eq!(crate::hex::encode(&a.keys.opc), OPC1, "OPc derived from OP");
         assert_eq!(a.keys.amf, [0xb9, 0xb9]);
         assert_eq!(a.sqn, 0xff9bb4d0b607);
         assert_eq!(u[0].password, "");
@@ -564,7 +560,7 @@ mod tests {
         assert_eq!((u[0].aka, u[0].password.as_str()), (None, "pa"));
         let b = u[1].aka.unwrap();
         assert_eq!((b.keys.amf, b.sqn), (DEFAULT_AMF, 0x20));
-        assert_eq!(crate::sip::auth::hex(&b.keys.opc), OPC1);
+        assert_eq!(crate::hex::encode(&b.keys.opc), OPC1);
         assert_eq!(u[2].aka.unwrap().sqn, 0);
     }
 

@@ -7,7 +7,7 @@
 //! report would call pending; after the run the rest are judged with the report's end.
 
 use super::analysis::{self, Params};
-use super::net::ProbeClock;
+use super::net::{log, ProbeClock};
 use super::table::LayerTable;
 use super::Outcome;
 use hdrhistogram::Histogram;
@@ -142,8 +142,4 @@ impl Live {
             true
         });
     }
-}
-
-fn log(clock: &ProbeClock, msg: &str) {
-    eprintln!("[{}] {msg}", clock.time_base().label(clock.now_ns()));
 }

@@ -17,8 +17,13 @@
 //! - [`capture`]: libpcap capture thread (nanosecond pcap) and [`pcapread`], which rebuilds
 //!   records from any capture.
 //! - [`targets`]: the targets file (`profiles/targets.toml`).
-//! - [`report`]: JSON report, per-probe CSV, console summary; [`plot`]: SVG/PNG timeline.
-//! - [`run`]: wires one run together (threads, live gap output, stop path, files).
+//! - [`report`]: JSON report, per-probe CSV, console summary; [`plot`]: SVG/PNG timeline;
+//!   [`report_builder`]: a target's report and files from its records, one way for live runs
+//!   and captures.
+//! - [`run`]: a live run's settings and entry point; [`session`]: its steps (start, live view,
+//!   collect), over `setup` (a target's sockets, connections, capture), `send` (the pacer
+//!   thread), `receive` (the receiver threads) and [`live`] (the live gap state).
+//! - [`offline`]: `--pcap-only`, the same report from a capture.
 //!
 //! Times inside are `i64` nanoseconds since the run's time base (`t = 0` at the start of the run
 //! for live probes; the first packet for a capture). A [`TimeBase`] turns them into UTC labels.
@@ -31,11 +36,17 @@ pub mod icmp;
 pub mod live;
 pub mod metrics;
 pub mod net;
+pub mod offline;
 pub mod pacer;
 pub mod pcapread;
 pub mod plot;
+mod receive;
 pub mod report;
+pub mod report_builder;
 pub mod run;
+mod send;
+pub mod session;
+mod setup;
 pub mod sipcodec;
 pub mod table;
 pub mod targets;

@@ -210,21 +210,9 @@ fn md5_hex(parts: &[&[u8]]) -> Md5Hex {
         }
         h.update(p);
     }
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 32];
-    for (i, x) in h.finalize().iter().enumerate() {
-        out[2 * i] = DIGITS[(x >> 4) as usize];
-        out[2 * i + 1] = DIGITS[(x & 15) as usize];
-    }
+    crate::hex::encode_to_slice(&h.finalize(), &mut out);
     out
-}
-
-pub fn hex(b: &[u8]) -> String {
-    let mut s = String::with_capacity(b.len() * 2);
-    for x in b {
-        let _ = write!(s, "{x:02x}");
-    }
-    s
 }
 
 /// The `response` value (RFC 2617 §3.2.2.1).

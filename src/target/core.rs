@@ -9,8 +9,9 @@
 //! INVITE/BYE server the load engine's callees use: one implementation of a UAS in the project,
 //! and bounded in what a flooding peer can make it hold.
 
+use crate::hex;
 use crate::sip::aka::{self, AkaKeys, AuthVector};
-use crate::sip::auth::{self, hex, verify};
+use crate::sip::auth::{self, verify};
 use crate::sip::builder::Writer;
 use crate::sip::message::{name_addr_uri, split_list, uri_user, Via};
 use crate::sip::transport::Transmit;
@@ -283,7 +284,7 @@ impl TargetCore {
         let mut h = Md5::new();
         h.update(self.secret.to_le_bytes());
         h.update(t.to_le_bytes());
-        hex(&h.finalize()[..8])
+        hex::encode(&h.finalize()[..8])
     }
 
     /// `Some(true)` fresh, `Some(false)` ours but expired, `None` not ours.
@@ -493,7 +494,7 @@ impl TargetCore {
         let mut h = Md5::new();
         h.update(top.branch.unwrap_or("").as_bytes());
         h.update(method.trim_start_matches("ACK").as_bytes());
-        let branch = format!("z9hG4bKtg{}", hex(&h.finalize()[..8]));
+        let branch = format!("z9hG4bKtg{}", hex::encode(&h.finalize()[..8]));
         let mut w = Writer::request(method, new_ruri);
         w.header(
             "Via",
