@@ -39,12 +39,15 @@
 //! - [`hex`]: the one hex encoder and decoder (keys, SQNs, digests), errors quoting the input.
 //! - [`fuzzing`]: the bodies of the cargo-fuzz targets in `fuzz/`, here so that
 //!   `tests/fuzz_corpus.rs` replays the corpus and past crashes on stable (`docs/fuzzing.md`).
+//! - [`exit`]: the one exit-code policy of the three binaries (0 ok, 1 failures, 2 usage/setup).
 //!
-//! The binaries in `src/bin/` parse arguments and call into these modules.
+//! The binaries in `src/bin/` parse arguments, call one function of these modules and map its
+//! result to an exit code with [`exit::code`].
 
 pub mod chart;
 pub mod clock;
 pub mod diameter;
+pub mod exit;
 pub mod fuzzing;
 pub mod hep;
 pub mod hex;

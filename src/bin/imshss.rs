@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::Parser;
+use imsload::exit::Outcome;
 use imsload::hss::{server, Hss, HssConfig, Subscribers};
 
 #[derive(Parser, Debug)]
@@ -34,46 +36,31 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    let subs = match Subscribers::load(&args.subscribers) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("imshss: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
+    imsload::exit::code("imshss", run(Args::parse()))
+}
+
+/// Serves until Ctrl-C or SIGTERM; an error (subscribers unreadable, address not bound) is a
+/// setup error.
+fn run(args: Args) -> anyhow::Result<Outcome> {
+    let subs = Subscribers::load(&args.subscribers)?;
     let mut cfg = HssConfig::for_realm(&args.realm);
     if let Some(h) = args.origin_host {
         cfg.origin_host = h;
     }
     let hss = Hss::new(cfg, subs, args.seed);
-    let rt = match tokio::runtime::Builder::new_current_thread()
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("imshss: tokio runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let r = rt.block_on(async {
+        .context("tokio runtime")?;
+    rt.block_on(async {
         tokio::select! {
             r = server::serve(args.listen, hss) => r,
             _ = tokio::signal::ctrl_c() => Ok(()),
             _ = sigterm() => Ok(()),
         }
-    });
-    match r {
-        Ok(()) => {
-            server::log("stopped");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("imshss: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    })?;
+    server::log("stopped");
+    Ok(Outcome::Ok)
 }
 
 async fn sigterm() {

@@ -355,26 +355,20 @@ fn parse_cx_user(s: &str) -> Result<CxUser, String> {
     CxUser::parse(s)
 }
 
-fn main() {
+/// The one exit-code policy (`imsload::exit`): a failed trial is a failure (1), an error is a
+/// usage or setup error (2).
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     if let Some(Cmd::Trials(a)) = cli.command {
-        let code = match trials_main(*a) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("imsprobe trials: error: {e:#}");
-                1
-            }
-        };
-        std::process::exit(code);
+        return imsload::exit::code(
+            "imsprobe trials",
+            trials_main(*a).map(|c| imsload::exit::Outcome::failures_if(c != 0)),
+        );
     }
-    let code = match real_main(cli) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("imsprobe: error: {e:#}");
-            1
-        }
-    };
-    std::process::exit(code);
+    imsload::exit::code(
+        "imsprobe",
+        real_main(cli).map(|c| imsload::exit::Outcome::failures_if(c != 0)),
+    )
 }
 
 fn watch_signals(trigger: Trigger) {

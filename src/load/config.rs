@@ -9,13 +9,26 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 /// How call arrivals are spaced.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, clap::ValueEnum, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Arrival {
     /// Evenly spaced, 1/rate apart.
+    #[default]
     Constant,
     /// Exponential gaps with mean 1/rate (a Poisson process), as real subscribers arrive.
     Poisson,
+}
+
+impl Arrival {
+    /// The name in flags and profiles.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arrival::Constant => "constant",
+            Arrival::Poisson => "poisson",
+        }
+    }
 }
 
 pub use crate::ua::DurationDist;

@@ -14,8 +14,14 @@
 //! - [`merge`]: shards' reports made into one (`imsload merge`), percentiles exact.
 //! - [`plot`]: the run over time and a capacity search as SVG/PNG beside the report.
 //! - [`runner`]: sockets, workers, live progress, shutdown.
+//! - [`args`]: `imsload`'s command line as clap parses it (low-level: what the user typed).
+//! - [`settings`]: those arguments and a profile resolved once into typed [`settings::Settings`]
+//!   (command line, then profile, then defaults; a shard's share); `--dry-run` prints them.
+//! - [`app`]: the `imsload` command (a run, `serve`, `merge`) from arguments to an exit outcome.
 
 pub mod aggregate;
+pub mod app;
+pub mod args;
 pub mod config;
 pub mod control;
 pub mod core;
@@ -25,6 +31,7 @@ pub mod plot;
 pub mod population;
 pub mod report;
 pub mod runner;
+pub mod settings;
 pub mod shard;
 pub mod stats;
 

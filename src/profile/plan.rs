@@ -152,7 +152,7 @@ impl Plan {
             s,
             "scenario mix: {} ({} arrivals)",
             mix.join(", "),
-            p.scenario.arrival
+            p.scenario.arrival.name()
         );
         let _ = writeln!(
             s,

@@ -3,6 +3,8 @@
 //! every error names the field and the line, because a typo in a profile silently ignored would
 //! run a different experiment than the one written down.
 
+use crate::load::config::{Arrival, DurationDist};
+use crate::sip::Transport;
 use serde::Deserialize;
 use std::path::Path;
 use std::time::Duration;
@@ -31,7 +33,7 @@ pub struct Profile {
 #[serde(deny_unknown_fields)]
 pub struct TargetSection {
     pub address: Option<String>,
-    pub transport: Option<String>,
+    pub transport: Option<Transport>,
     pub domain: Option<String>,
 }
 
@@ -84,8 +86,8 @@ pub struct Scenario {
     /// Shares of each scenario among attempts; they must add up to 1.
     #[serde(default)]
     pub mix: Mix,
-    #[serde(default = "default_arrival")]
-    pub arrival: String,
+    #[serde(default)]
+    pub arrival: Arrival,
     #[serde(default = "default_hold")]
     pub hold: Dist,
     #[serde(default = "default_ring")]
@@ -99,7 +101,7 @@ impl Default for Scenario {
     fn default() -> Self {
         Scenario {
             mix: Mix::default(),
-            arrival: default_arrival(),
+            arrival: Arrival::Constant,
             hold: default_hold(),
             ring: default_ring(),
             objective: None,
@@ -107,18 +109,15 @@ impl Default for Scenario {
     }
 }
 
-fn default_arrival() -> String {
-    "constant".into()
-}
 fn default_hold() -> Dist {
     Dist {
-        dist: "fixed".into(),
+        dist: DurationDist::Fixed,
         mean: "5s".into(),
     }
 }
 fn default_ring() -> Dist {
     Dist {
-        dist: "fixed".into(),
+        dist: DurationDist::Fixed,
         mean: "0s".into(),
     }
 }
@@ -173,8 +172,7 @@ impl Mix {
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct Dist {
-    /// `fixed` or `exp`.
-    pub dist: String,
+    pub dist: DurationDist,
     pub mean: String,
 }
 
@@ -292,7 +290,13 @@ pub fn parse(text: &str, path: &str) -> Result<Profile, ProfileError> {
         ProfileError::Syntax {
             path: path.to_string(),
             message: match line {
-                Some(l) => format!("line {l}: {}", e.message()),
+                // toml names an unknown variant and the choices but not the key: the line's
+                // text shows which key it was.
+                Some(l) => format!(
+                    "line {l}: {} (`{}`)",
+                    e.message().trim_end(),
+                    text.lines().nth(l - 1).unwrap_or("").trim()
+                ),
                 None => e.message().to_string(),
             },
         }
@@ -373,24 +377,10 @@ fn validate(p: &Profile, text: &str, path: &str) -> Result<(), ProfileError> {
             format!("shares add up to {sum}, not 1"),
         ));
     }
-    if !matches!(p.scenario.arrival.as_str(), "constant" | "poisson") {
-        return Err(bad(
-            0..0,
-            "scenario.arrival",
-            format!("{:?}: use \"constant\" or \"poisson\"", p.scenario.arrival),
-        ));
-    }
     for (d, f) in [
         (&p.scenario.hold, "scenario.hold"),
         (&p.scenario.ring, "scenario.ring"),
     ] {
-        if !matches!(d.dist.as_str(), "fixed" | "exp") {
-            return Err(bad(
-                0..0,
-                f,
-                format!("dist {:?}: use \"fixed\" or \"exp\"", d.dist),
-            ));
-        }
         duration(&d.mean, &format!("{f}.mean"))?;
     }
     if let Some(o) = &p.scenario.objective {
@@ -552,6 +542,42 @@ mod tests {
             e.contains("p:2") && e.contains("population.ue_ports"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn choices_are_enums_and_a_bad_one_names_value_key_and_choices() {
+        let p = parse(
+            "[target]\ntransport = \"tcp\"\n[scenario]\narrival = \"poisson\"\nhold = { dist = \"exp\", mean = \"3s\" }\n",
+            "p",
+        )
+        .unwrap();
+        assert_eq!(p.target.transport, Some(Transport::Tcp));
+        assert_eq!(p.scenario.arrival, Arrival::Poisson);
+        assert_eq!(p.scenario.hold.dist, DurationDist::Exp);
+        assert_eq!(p.scenario.ring.dist, DurationDist::Fixed);
+        for (text, line, want) in [
+            (
+                "[target]\ntransport = \"sctp\"\n",
+                2,
+                ["sctp", "udp", "tcp", "transport"],
+            ),
+            (
+                "[scenario]\narrival = \"burst\"\n",
+                2,
+                ["burst", "constant", "poisson", "arrival"],
+            ),
+            (
+                "[scenario]\n\nring = { dist = \"normal\", mean = \"1s\" }\n",
+                3,
+                ["normal", "fixed", "exp", "ring"],
+            ),
+        ] {
+            let e = parse(text, "p.toml").unwrap_err().to_string();
+            assert!(e.contains(&format!("line {line}")), "{e}");
+            for w in want {
+                assert!(e.contains(w), "{w:?} not in {e}");
+            }
+        }
     }
 
     #[test]
