@@ -283,7 +283,7 @@ pub fn all(rows: &[TrialRow], title: &str) -> Vec<(&'static str, String)> {
     );
     let time = bars(
         &format!("{title}: migration time"),
-        "command start to end (imsprobe's monotonic clock), and the hypervisor's own total where reported",
+        "command start to end (imsprobe's monotonic clock), the hypervisor's own total, and the study's (target started → VM running) where reported",
         "migration time (s)",
         rows,
         &[
@@ -297,6 +297,12 @@ pub fn all(rows: &[TrialRow], title: &str) -> Vec<(&'static str, String)> {
                 name: "hypervisor total",
                 color: "#7fa7e0",
                 values: col(|r| r.hv_total_ms.map(|v| v / 1e3)),
+                bounds: none.clone(),
+            },
+            Series {
+                name: "target start → resume",
+                color: "#2ca02c",
+                values: col(|r| r.study_migration_ms.map(|v| v / 1e3)),
                 bounds: none.clone(),
             },
         ],
