@@ -52,9 +52,9 @@ ALL_NS=("$NS_SRC" "$NS_DST" "$NS_PROBE" "$NS_SW")
 # cluster keeps migration traffic off the service network, so probes never queue behind it).
 GUEST_IP=198.51.100.10
 # The IMS lab's elements, in the reference study's order of migration: name, address, role's
-# listening port (the guest is ready once it is bound), default memory (MiB).
-IMS_VMS=("hss 198.51.100.20 tcp:3868 1024" "pcscf 198.51.100.21 udp:5060 256"
-         "icscf 198.51.100.22 udp:4060 256" "scscf 198.51.100.23 udp:6060 256")
+# listening port (the guest is ready once it is bound). Memory: --mem-hss, --mem-cscf.
+IMS_VMS=("hss 198.51.100.20 tcp:3868" "pcscf 198.51.100.21 udp:5060"
+         "icscf 198.51.100.22 udp:4060" "scscf 198.51.100.23 udp:6060")
 IMS_DOMAIN=ims.mnc001.mcc001.3gppnetwork.org
 TAPS=(tap0)
 HOST_IP_SRC=198.51.100.1 HOST_IP_DST=198.51.100.2 PROBE_IP=198.51.100.100
@@ -173,9 +173,11 @@ cmd_up() {
   [ "${mem%.*}" -ge 128 ] || die "--mem $mem is too small: the guest kernel needs 128 MiB"
   if [ $ims = 0 ] && [ -n "$mem_hss$mem_cscf" ]; then die "--mem-hss and --mem-cscf go with --ims"; fi
   if [ $ims = 1 ]; then
+    # the study's sizes: 1 GiB for the HSS, 256 MiB for each CSCF
+    mem_hss=${mem_hss:-1024} mem_cscf=${mem_cscf:-256}
     [ "$dirty" = 0 ] || die "--dirty is for the one-guest lab: the IMS guests' load is imsload's"
     # Kamailio's shared memory (64 MiB here) and four children sit beside the kernel
-    for m in "${mem_hss:-1024}" "${mem_cscf:-256}"; do
+    for m in "$mem_hss" "$mem_cscf"; do
       [ "${m%.*}" -ge 192 ] || die "--mem-hss/--mem-cscf $m is too small: an IMS guest needs 192 MiB"
     done
   fi
@@ -217,7 +219,7 @@ cmd_up() {
   local vms='' guest_ip=$GUEST_IP
   if [ $ims = 1 ]; then
     ims_config_disk
-    vms=$(ims_vms_json "${mem_hss:-1024}" "${mem_cscf:-256}")
+    vms=$(ims_vms_json "$mem_hss" "$mem_cscf")
     guest_ip=198.51.100.21
   fi
   cat >"$RUN_DIR/config.json" <<EOF
@@ -296,7 +298,7 @@ EOF
 ims_vms_json() { # MEM_HSS MEM_CSCF: the "vms" member of config.json
   local i=0 v name ip wait mem out=''
   for v in "${IMS_VMS[@]}"; do
-    read -r name ip wait mem <<<"$v"
+    read -r name ip wait <<<"$v"
     [ "$name" = hss ] && mem=$1 || mem=$2
     out+="${out:+, }{\"name\": \"$name\", \"ip\": \"$ip\", \"role\": \"$name\", \"wait\": \"$wait\","
     out+=" \"mem_mib\": $mem, \"tap\": \"tap$i\", \"mac\": \"52:54:00:4c:49:$(printf %02x $((0x50 + i)))\","
@@ -312,7 +314,7 @@ ims_vms_json() { # MEM_HSS MEM_CSCF: the "vms" member of config.json
 ims_ready() {
   local v name ip wait i
   for v in "${IMS_VMS[@]}"; do
-    read -r name ip wait _ <<<"$v"
+    read -r name ip wait <<<"$v"
     i=0
     until ns "$NS_PROBE" ping -c 1 -W 1 -q "$ip" >/dev/null 2>&1; do
       i=$((i + 1))
