@@ -141,6 +141,7 @@ fn four_ims_guests_migrate_one_after_another_under_load() {
         .collect();
     assert_eq!(order, ["hss", "pcscf", "icscf", "scscf"]);
     let interval = 1e3 / RATE;
+    let mut windows = Vec::new();
     for s in steps {
         let el = s["element"].as_str().unwrap();
         assert_eq!(s["status"], "ok", "{el}: {:#}", s["failure"]);
@@ -219,9 +220,39 @@ fn four_ims_guests_migrate_one_after_another_under_load() {
             "{el}: target start → resume {study} ms, STOP→RESUME {s2r} ms, command {}",
             s["migration"]["duration_ms"]
         );
-        // The load's figures are the trial's, in every row.
-        assert!(s["row"]["reg_failed"].is_number(), "{el}: {}", s["row"]);
+        // What the users lost while this element moved: the load's series over the step's
+        // window, which starts with its migration and ends `--after` (3 s) past it.
+        let u = &s["users"];
+        let m = &s["migration"];
+        assert_eq!(f(&u["from_s"]), f(&m["start_s"]), "{el}: {u}");
+        assert!(
+            (f(&u["to_s"]) - f(&m["end_s"]) - 3.0).abs() < 1e-6,
+            "{el}: {u} vs {m}"
+        );
+        for k in ["reg_failed", "calls_failed", "late_requests"] {
+            assert_eq!(s["row"][k], u[k], "{el}: the row's {k} is the window's");
+        }
+        windows.push(u.clone());
     }
+    // The windows follow one another, never overlap, and what they count is part of the
+    // trial's totals.
+    for w in windows.windows(2) {
+        assert!(f(&w[0]["to_s"]) <= f(&w[1]["from_s"]), "{w:?}");
+    }
+    let sum = |k: &str| windows.iter().map(|u| u[k].as_u64().unwrap()).sum::<u64>();
+    assert!(
+        sum("late_requests") <= t["load"]["late_requests"].as_u64().unwrap(),
+        "{windows:?} vs {}",
+        t["load"]
+    );
+    eprintln!(
+        "ims lab: late requests per element {:?} of {} in the trial",
+        windows
+            .iter()
+            .map(|u| u["late_requests"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        t["load"]["late_requests"]
+    );
     let load_report = json(&out.join("trial-001/load.json"));
     assert!(
         load_report["counters"]["reg_attempts"].as_u64().unwrap() >= SUBSCRIBERS as u64,

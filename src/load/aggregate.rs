@@ -97,6 +97,9 @@ pub struct Aggregator {
     stop_asked: bool,
     row_no: u64,
     row_histograms: bool,
+    /// Every monitor column a row has had: the last, partial row has them too (unread), so
+    /// that a CSV series keeps its header's columns to the end.
+    monitor_columns: std::collections::BTreeSet<String>,
     out: VecDeque<Output>,
 }
 
@@ -127,6 +130,7 @@ impl Aggregator {
             stop_asked: false,
             row_no: 0,
             row_histograms: false,
+            monitor_columns: Default::default(),
             out: VecDeque::new(),
         }
     }
@@ -172,6 +176,7 @@ impl Aggregator {
             .iter()
             .map(|(k, v)| (format!("mon_{k}"), *v))
             .collect();
+        self.monitor_columns.extend(row.monitors.keys().cloned());
         let check = self.selfcheck.second(now, cpu_s, &self.second);
         row.generator_cpu_pct = check.cpu_pct;
         if let Some((_, s)) = self.pending.front().filter(|(r, _)| *r == self.row_no) {
@@ -238,12 +243,17 @@ impl Aggregator {
     pub fn finish(mut self, now: Instant) -> Summary {
         self.second.gauges = sum_gauges(&self.last_gauges);
         self.total.add(&self.second);
-        let last = SeriesRow::new(
+        let mut last = SeriesRow::new(
             self.epoch.secs(now),
             self.epoch.label(now),
             "done",
             &self.second,
         );
+        last.monitors = self
+            .monitor_columns
+            .iter()
+            .map(|k| (k.clone(), None))
+            .collect();
         let plan = self.control.map(|c| PlanReport {
             phases: self.book.phases,
             events: c.events.clone(),
@@ -524,12 +534,20 @@ mod tests {
         assert_eq!(rows[2].row.phase, "calling");
         assert!(rows[2].progress.contains("calls/s offered"));
         // A worker that hands in nothing before the tick leaves an empty row, not a repeat.
-        agg.handle_tick(t0 + Duration::from_secs(4), None, BTreeMap::new());
+        let cpu = BTreeMap::from([("cpu".to_string(), Some(5.0))]);
+        agg.handle_tick(t0 + Duration::from_secs(4), None, cpu);
         let Some(Output::Row(r)) = agg.poll_output() else {
             panic!("a row every tick")
         };
         assert_eq!(r.row.counters.calls_attempted, 0);
+        assert_eq!(r.row.monitors.get("mon_cpu"), Some(&Some(5.0)));
         let done = agg.finish(t0 + Duration::from_secs(5));
+        // The last, partial row has every monitor column, unread: a CSV series keeps its
+        // header's columns to the end.
+        assert_eq!(
+            done.last.monitors,
+            BTreeMap::from([("mon_cpu".to_string(), None)])
+        );
         assert_eq!(done.total.counters.calls_attempted, 33 + 63 + 93);
         assert_eq!(done.total.status.get("INVITE 200"), Some(&9));
     }

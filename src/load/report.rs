@@ -134,10 +134,15 @@ impl SeriesRow {
 }
 
 /// Writes the per-second series as CSV (`.csv`) or JSON lines (anything else).
-pub struct SeriesWriter {
-    out: std::io::BufWriter<std::fs::File>,
-    csv: bool,
-    header_done: bool,
+pub enum SeriesWriter {
+    Lines(std::io::BufWriter<std::fs::File>),
+    /// RFC 4180 (a profile's phase name may hold a comma). The header comes from the first
+    /// row; every later row is written in its order, by name, so a row without one of its
+    /// columns leaves that cell empty instead of shifting the rest.
+    Csv {
+        out: csv::Writer<std::fs::File>,
+        columns: Option<Vec<String>>,
+    },
 }
 
 impl SeriesWriter {
@@ -145,35 +150,42 @@ impl SeriesWriter {
         let f = std::fs::File::create(path).map_err(|e| {
             anyhow::anyhow!("cannot create the time series file {}: {e}", path.display())
         })?;
-        Ok(SeriesWriter {
-            out: std::io::BufWriter::new(f),
-            csv: path.extension().is_some_and(|e| e == "csv"),
-            header_done: false,
+        Ok(if path.extension().is_some_and(|e| e == "csv") {
+            SeriesWriter::Csv {
+                out: csv::Writer::from_writer(f),
+                columns: None,
+            }
+        } else {
+            SeriesWriter::Lines(std::io::BufWriter::new(f))
         })
     }
 
+    /// Writes `row` and flushes: a run killed hard still leaves every finished second on disk.
     pub fn write(&mut self, row: &SeriesRow) -> std::io::Result<()> {
         let v = serde_json::to_value(row).map_err(std::io::Error::other)?;
-        if !self.csv {
-            writeln!(self.out, "{v}")?;
-            return self.out.flush();
+        match self {
+            SeriesWriter::Lines(out) => {
+                writeln!(out, "{v}")?;
+                out.flush()
+            }
+            SeriesWriter::Csv { out, columns } => {
+                let obj = v.as_object().expect("a row serializes to an object");
+                let columns = match columns {
+                    Some(c) => c,
+                    None => {
+                        let names: Vec<String> = obj.keys().cloned().collect();
+                        out.write_record(&names)?;
+                        columns.insert(names)
+                    }
+                };
+                out.write_record(columns.iter().map(|c| match obj.get(c) {
+                    Some(serde_json::Value::String(s)) => s.clone(),
+                    Some(other) => other.to_string(),
+                    None => String::new(),
+                }))?;
+                out.flush()
+            }
         }
-        let obj = v.as_object().expect("a row serializes to an object");
-        if !self.header_done {
-            let names: Vec<&str> = obj.keys().map(String::as_str).collect();
-            writeln!(self.out, "{}", names.join(","))?;
-            self.header_done = true;
-        }
-        let vals: Vec<String> = obj
-            .values()
-            .map(|v| match v {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-            .collect();
-        writeln!(self.out, "{}", vals.join(","))?;
-        // Flushed every second: a run killed hard still leaves every finished second on disk.
-        self.out.flush()
     }
 }
 
@@ -724,5 +736,37 @@ impl MediaLog {
             eprintln!("--media-log: writing failed ({e}); no more lines will be written");
             self.failed = true;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_rows_keep_the_header_columns_when_a_column_is_missing_or_holds_a_comma() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("series.csv");
+        let i = super::super::stats::Interval::default();
+        let mut first = SeriesRow::new(1.0, "2026-12-05T00:00:01Z".into(), "calls", &i);
+        first.monitors.insert("mon_cpu".into(), Some(12.5));
+        first.plan_phase = Some("ramp, then hold".into());
+        // The last, partial row of a run had no monitor columns: every cell after `mon_cpu`
+        // shifted one column left.
+        let last = SeriesRow::new(1.5, "2026-12-05T00:00:01.5Z".into(), "done", &i);
+        let mut w = SeriesWriter::create(&path).unwrap();
+        w.write(&first).unwrap();
+        w.write(&last).unwrap();
+        drop(w);
+        let mut rd = csv::Reader::from_path(&path).unwrap();
+        let h = rd.headers().unwrap().clone();
+        let at = |name: &str| h.iter().position(|c| c == name).unwrap();
+        let rows: Vec<csv::StringRecord> = rd.records().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(&rows[0][at("plan_phase")], "ramp, then hold");
+        assert_eq!(&rows[0][at("mon_cpu")], "12.5");
+        assert_eq!(&rows[1][at("mon_cpu")], "");
+        assert_eq!(&rows[1][at("utc")], "2026-12-05T00:00:01.5Z");
+        assert_eq!(&rows[1][at("phase")], "done");
     }
 }

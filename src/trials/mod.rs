@@ -15,6 +15,8 @@
 //!   every trial.
 //! - [`hypervisor`]: parsers of what migration commands print (lab JSON with QMP
 //!   `query-migrate`, bare QMP, `virsh domjobinfo --completed`, `xl migrate`), auto-detected.
+//! - [`users`]: what the users lost while each element moved (the load's series cut into the
+//!   steps' windows).
 //! - [`study`]: our figures beside the reference study's (Ahkam, Munadi, Arif 2019), per element,
 //!   with what differs between the two setups.
 //! - [`table`]: one row per element per trial, mean/median/min/max/stddev rows, trend lines; CSV, JSON and
@@ -33,6 +35,7 @@ pub mod runner;
 pub mod step;
 pub mod study;
 pub mod table;
+pub mod users;
 
 pub use runner::{
     default_load_target, run, Children, Element, LoadSpec, StartRule, TrialsConfig, TrialsOutcome,

@@ -197,6 +197,28 @@ pub struct LoadOut {
     pub media_mos_min: Option<f64>,
     pub rrd_max_ms: Option<f64>,
     pub srd_max_ms: Option<f64>,
+    /// The transactions' timeout (64·T1) of the load's settings, which places a timed-out
+    /// request back at its send time (see [`super::users`]).
+    pub transaction_timeout_s: Option<f64>,
+    /// The per-second series the steps' users figures come from, when the load wrote one.
+    pub series: Option<String>,
+}
+
+/// What the users lost while one element moved: the load's series over the step's window,
+/// from its migration's start to `after` past its end (see [`super::users`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct UsersOut {
+    /// The window, in s on the probe timeline.
+    pub from_s: f64,
+    pub to_s: f64,
+    /// Failed or timed-out registrations (initial and re-registrations).
+    pub reg_failed: u64,
+    /// Failed or timed-out calls.
+    pub calls_failed: u64,
+    /// Our retransmissions: requests not answered within T1.
+    pub late_requests: u64,
+    /// Media gaps that ended in the window (`--media`).
+    pub media_gaps: Option<u64>,
 }
 
 /// `trial.json`: one trial, whose steps migrate the elements one after another.
@@ -237,5 +259,7 @@ pub struct StepRecord {
     /// The migrated element first, then every other probed target, each with the gaps that
     /// overlap this step's migration.
     pub targets: Vec<TargetPick>,
+    /// What the users lost in this step's window; `None` without the load's series.
+    pub users: Option<UsersOut>,
     pub row: TrialRow,
 }

@@ -28,6 +28,7 @@ use super::record::{
 };
 use super::step::{self, StepRun, TrialView};
 use super::table::TrialRow;
+use super::users;
 use crate::clock::monotonic_ns;
 use crate::probe::net::ProbeClock;
 use crate::probe::report as probe_report;
@@ -233,6 +234,11 @@ pub fn load_figures(out: &mut LoadOut, v: &serde_json::Value) {
     let r = &v["rfc6076"];
     out.rrd_max_ms = r["registration_request_delay"]["max_ms"].as_f64();
     out.srd_max_ms = r["session_request_delay"]["max_ms"].as_f64();
+    // serde's Duration: {"secs", "nanos"}. Timer B and F are 64·T1 (RFC 3261 §17.1).
+    let t1 = &v["settings"]["timers"]["t1"];
+    out.transaction_timeout_s = t1["secs"]
+        .as_f64()
+        .map(|s| 64.0 * (s + t1["nanos"].as_f64().unwrap_or(0.0) / 1e9));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -274,6 +280,7 @@ struct LoadChild {
     _group: Group,
     out: LoadOut,
     report: PathBuf,
+    series: PathBuf,
 }
 
 fn start_load(
@@ -313,6 +320,7 @@ fn start_load(
             ..LoadOut::default()
         },
         report,
+        series,
     })
 }
 
@@ -407,7 +415,43 @@ fn stop_load(mut l: LoadChild, drain: Duration, warnings: &mut Vec<String>) -> L
             l.report.display()
         )),
     }
+    if l.series.exists() {
+        l.out.series = Some(l.series.display().to_string());
+    } else {
+        warnings.push(format!(
+            "the load wrote no series at {} (with --load-cmd: imsload ... --series {{series}}): no users' figures per element; trial.json's load has the trial's totals",
+            l.series.display()
+        ));
+    }
     l.out
+}
+
+/// The load's series on the probe timeline, for the steps' users figures.
+fn read_series(
+    load: &LoadOut,
+    wall0: chrono::DateTime<Utc>,
+    warnings: &mut Vec<String>,
+) -> Option<Vec<users::Second>> {
+    let path = load.series.as_deref()?;
+    let parsed = std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|t| users::parse_series(&t, wall0));
+    match parsed {
+        Ok((rows, skipped)) => {
+            if skipped > 0 {
+                warnings.push(format!(
+                    "the load's series {path}: {skipped} line(s) with a field count other than the header's were skipped"
+                ));
+            }
+            Some(rows)
+        }
+        Err(e) => {
+            warnings.push(format!(
+                "the load's series {path} cannot be read: {e}; no users' figures per element"
+            ));
+            None
+        }
+    }
 }
 
 fn wait_trigger(
@@ -858,6 +902,9 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
     let clock_out = clock_check(&clock);
     let interrupted = t.stop.reason() != StopReason::Running;
     let started_utc = label(started);
+    let series = load_out
+        .as_ref()
+        .and_then(|l| read_series(l, clock.epoch.wall, &mut warnings));
     let view = TrialView {
         trial: t.index,
         direction: t.direction(),
@@ -867,6 +914,8 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
         wall0: clock.epoch.wall,
         interrupted,
         load: load_out.as_ref(),
+        series: series.as_deref(),
+        after_s: cfg.after.as_secs_f64(),
         sequence,
     };
     let steps: Vec<StepRecord> = cfg
@@ -1099,7 +1148,8 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(
             r#"{"counters":{"reg_attempts":10,"rereg_attempts":5,"reg_failed":1,"reg_timeouts":2,"rereg_failed":0,"calls_attempted":100,"calls_failed":3,"calls_timeout":1,"retransmits":7},
                 "rfc6076":{"registration_request_delay":{"max_ms":512.5},"session_request_delay":{"max_ms":900.0}},
-                "media":{"streams":20,"loss_pct":0.5,"longest_gap":{"max_ms":512.0},"mos_min":4.1}}"#,
+                "media":{"streams":20,"loss_pct":0.5,"longest_gap":{"max_ms":512.0},"mos_min":4.1},
+                "settings":{"timers":{"t1":{"secs":0,"nanos":250000000}}}}"#,
         )
         .unwrap();
         let mut o = LoadOut::default();
@@ -1109,13 +1159,14 @@ mod tests {
         assert_eq!(o.calls_failed, Some(4));
         assert_eq!(o.late_requests, Some(7));
         assert_eq!(o.rrd_max_ms, Some(512.5));
+        assert_eq!(o.transaction_timeout_s, Some(16.0));
         assert_eq!(
             (o.media_gap_max_ms, o.media_loss_pct, o.media_mos_min),
             (Some(512.0), Some(0.5), Some(4.1))
         );
         let mut o = LoadOut::default();
         load_figures(&mut o, &serde_json::json!({}));
-        assert_eq!(o.reg_failed, None);
+        assert_eq!((o.reg_failed, o.transaction_timeout_s), (None, None));
     }
 
     #[test]

@@ -33,6 +33,10 @@ pub struct TrialView<'a> {
     pub wall0: DateTime<Utc>,
     pub interrupted: bool,
     pub load: Option<&'a LoadOut>,
+    /// The load's per-second series, when it wrote one.
+    pub series: Option<&'a [super::users::Second]>,
+    /// Probing after each migration: a step's users window ends this long after its command.
+    pub after_s: f64,
     /// More than one element: warnings name the element.
     pub sequence: bool,
 }
@@ -128,6 +132,16 @@ pub fn analyse(
         migration.as_ref()?;
         Some(lp.loss_window.as_ref().map_or(0.0, |g| g.duration_ms))
     };
+    // The users' window: this migration's start to where the next one starts.
+    let users = match (&migration, t.series) {
+        (Some(m), Some(series)) => Some(super::users::in_window(
+            series,
+            m.start_s,
+            m.end_s + t.after_s,
+            t.load.and_then(|l| l.transaction_timeout_s).unwrap_or(32.0),
+        )),
+        _ => None,
+    };
     let hv_bytes = hv
         .as_ref()
         .and_then(|h| h.transferred_bytes)
@@ -162,9 +176,9 @@ pub fn analyse(
         diameter_gap_ms,
         diameter_gap_bound_ms,
         diameter_loss_ms: loss(Layer::Diameter),
-        reg_failed: t.load.and_then(|l| l.reg_failed),
-        calls_failed: t.load.and_then(|l| l.calls_failed),
-        late_requests: t.load.and_then(|l| l.late_requests),
+        reg_failed: users.as_ref().map(|u| u.reg_failed),
+        calls_failed: users.as_ref().map(|u| u.calls_failed),
+        late_requests: users.as_ref().map(|u| u.late_requests),
         media_gap_ms: t.load.and_then(|l| l.media_gap_max_ms),
         media_mos_min: t.load.and_then(|l| l.media_mos_min),
     };
@@ -179,6 +193,7 @@ pub fn analyse(
         events,
         vm_pause,
         targets,
+        users,
         row,
     }
 }

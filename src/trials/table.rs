@@ -53,9 +53,10 @@ pub struct TrialRow {
     pub diameter_gap_ms: Option<f64>,
     pub diameter_gap_bound_ms: Option<f64>,
     pub diameter_loss_ms: Option<f64>,
-    /// Users' view from the load report: failed or timed-out registrations (initial and
-    /// re-registrations), failed or timed-out calls, and our own retransmissions (requests not
-    /// answered within T1: late).
+    /// What the users lost while this element moved (its step's window of the load's series,
+    /// see `trials::users`): failed or timed-out registrations (initial and re-registrations),
+    /// failed or timed-out calls, and our own retransmissions (requests not answered within
+    /// T1: late).
     pub reg_failed: Option<u64>,
     pub calls_failed: Option<u64>,
     pub late_requests: Option<u64>,
@@ -314,14 +315,6 @@ impl Trend {
     }
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 fn num(v: Option<f64>) -> String {
     v.map_or(String::new(), |x| {
         let s = format!("{x:.3}");
@@ -344,7 +337,8 @@ fn stat_value(s: &Stats, name: &str) -> f64 {
 /// `trials.csv`: a row per element per trial, then per element a row per statistic (its name
 /// in the `trial` column, computed over that element's `ok` trials).
 pub fn csv(rows: &[TrialRow]) -> String {
-    let mut s = String::new();
+    // Writing into memory cannot fail.
+    let mut w = csv::Writer::from_writer(Vec::new());
     let mut head = vec![
         "trial",
         "element",
@@ -363,11 +357,11 @@ pub fn csv(rows: &[TrialRow]) -> String {
         }
     }
     head.push("failure");
-    let _ = writeln!(s, "{}", head.join(","));
+    w.write_record(&head).expect("CSV into memory");
     for r in rows {
         let mut f = vec![
             r.trial.to_string(),
-            csv_field(&r.element),
+            r.element.clone(),
             r.direction.to_string(),
             r.status.to_string(),
             r.started_utc.clone(),
@@ -381,15 +375,15 @@ pub fn csv(rows: &[TrialRow]) -> String {
                 f.push(num(bound(r)));
             }
         }
-        f.push(csv_field(r.failure.as_deref().unwrap_or("")));
-        let _ = writeln!(s, "{}", f.join(","));
+        f.push(r.failure.clone().unwrap_or_default());
+        w.write_record(&f).expect("CSV into memory");
     }
     for element in elements(rows) {
         let stats = column_stats(&rows_of(rows, element));
         for name in STAT_NAMES {
             // The statistic's name in the `trial` column, the element beside it, the other
             // text columns empty.
-            let mut f = vec![name.to_string(), csv_field(element)];
+            let mut f = vec![name.to_string(), element.to_string()];
             f.resize(8, String::new());
             for (c, (_, st)) in COLUMNS.iter().zip(&stats) {
                 if !cols.iter().any(|x| x.key == c.key) {
@@ -401,10 +395,10 @@ pub fn csv(rows: &[TrialRow]) -> String {
                 }
             }
             f.push(String::new());
-            let _ = writeln!(s, "{}", f.join(","));
+            w.write_record(&f).expect("CSV into memory");
         }
     }
-    s
+    String::from_utf8(w.into_inner().expect("CSV into memory")).expect("CSV of UTF-8 fields")
 }
 
 fn md_num(v: Option<f64>) -> String {
@@ -513,7 +507,7 @@ pub fn markdown(rows: &[TrialRow], title: &str, min_gap_ms: f64, notes: &[String
 - **STOP→RESUME ms**: the VM's real pause, source STOP event to destination RESUME event (lab JSON).\n\
 - **SIP gap ms**, **ICMP gap ms**: the largest reply gap of the probes that overlaps the migration, ± one probe interval; `< {min_gap_ms:.0}` when no gap reached `--min-gap`.\n\
 - **SIP/ICMP loss window ms**: the largest run of probes without a good reply within `--timeout` overlapping the migration (send side, RFC 6201), ± one probe interval.\n\
-- **reg failed**, **calls failed**, **late requests**: the load's report for the trial (failed or timed-out registrations and calls; requests retransmitted because no answer came within T1).\n\
+- **reg failed**, **calls failed**, **late requests**: what the users lost while this element moved, from its migration's start to `--after` past its end, read from the load's per-second series (failed or timed-out registrations and calls, a timeout counted at its request's send time; requests retransmitted because no answer came within T1); the trial's totals are in trial.json's `load`.\n\
 \nPer-trial records: `trial-NNN/trial.json`; definitions: docs/trials.md."
     );
     s.push_str(&super::study::beside(rows));

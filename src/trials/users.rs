@@ -1,0 +1,208 @@
+//! What the users lost while each element moved. The load's report gives a trial's totals; its
+//! per-second series (`load-series.csv`) says when, so each step gets the seconds from its
+//! migration's start to `after` past its end (where the next step starts): the element that was
+//! moving then is the one the users felt.
+//!
+//! A request that timed out is counted in the second it expired, 64·T1 after it was sent (Timer
+//! B for an INVITE, F for a REGISTER): 32 s at the default T1, well past the window of the
+//! element it was sent into. It is put back in the second it was sent. Everything else (a
+//! failure answered, a retransmission, a media gap) is counted in the second it happened.
+//! Pure functions (unit-tested); the runner reads the file.
+
+use super::record::UsersOut;
+use super::step::wall_us_to_probe_s;
+use chrono::{DateTime, Utc};
+
+/// One second of the load's series, on the probe timeline.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Second {
+    /// Where the second ends (s on the probe timeline).
+    pub end_s: f64,
+    /// Failed registrations (initial and re-registrations) answered with an error.
+    pub reg_failed: u64,
+    /// Initial registrations that timed out (counted at expiry).
+    pub reg_timeouts: u64,
+    pub calls_failed: u64,
+    /// Calls whose INVITE timed out (counted at expiry).
+    pub calls_timeout: u64,
+    pub retransmits: u64,
+    /// `None` when the series has no media columns (a run without `--media`).
+    pub media_gaps: Option<u64>,
+}
+
+/// The columns read, by name (the series is written with a header, in any order).
+const REQUIRED: [&str; 6] = [
+    "reg_failed",
+    "reg_timeouts",
+    "rereg_failed",
+    "calls_failed",
+    "calls_timeout",
+    "retransmits",
+];
+
+/// Reads imsload's CSV series; `wall0` is the probe timeline's origin. A record that cannot be
+/// read (a field count other than the header's, a value that is not a count) is skipped and
+/// counted in the second value.
+pub fn parse_series(text: &str, wall0: DateTime<Utc>) -> Result<(Vec<Second>, usize), String> {
+    let mut rd = csv::Reader::from_reader(text.as_bytes());
+    let header = rd
+        .headers()
+        .map_err(|e| format!("the series' header: {e}"))?
+        .clone();
+    if header.is_empty() {
+        return Err("the series is empty".into());
+    }
+    let col = |name: &str| header.iter().position(|h| h == name);
+    let utc = col("utc").ok_or("the series has no utc column")?;
+    let mut idx = [0usize; REQUIRED.len()];
+    for (i, name) in REQUIRED.iter().enumerate() {
+        idx[i] = col(name).ok_or_else(|| {
+            format!("the series has no {name} column (an imsload older than this imsprobe?)")
+        })?;
+    }
+    let media = col("media_gaps");
+    let second = |r: &csv::StringRecord| -> Option<Second> {
+        let n = |i: usize| r.get(i)?.parse::<u64>().ok();
+        let end = DateTime::parse_from_rfc3339(r.get(utc)?).ok()?;
+        let v: Vec<u64> = idx.iter().map(|&i| n(i)).collect::<Option<_>>()?;
+        Some(Second {
+            end_s: wall_us_to_probe_s(wall0, end.timestamp_micros()),
+            reg_failed: v[0] + v[2],
+            reg_timeouts: v[1],
+            calls_failed: v[3],
+            calls_timeout: v[4],
+            retransmits: v[5],
+            media_gaps: media.and_then(n),
+        })
+    };
+    let (mut out, mut skipped) = (Vec::new(), 0);
+    for r in rd.records() {
+        match r.ok().as_ref().and_then(second) {
+            Some(s) => out.push(s),
+            None => skipped += 1,
+        }
+    }
+    Ok((out, skipped))
+}
+
+/// What the users lost in `[from_s, to_s)`; `timeout_s` is the transactions' timeout (64·T1).
+/// A second belongs to the window holding its middle, so adjacent windows never share one.
+pub fn in_window(series: &[Second], from_s: f64, to_s: f64, timeout_s: f64) -> UsersOut {
+    let mut u = UsersOut {
+        from_s,
+        to_s,
+        ..UsersOut::default()
+    };
+    // A series' first second may be shorter; every other is one interval long.
+    let len = series
+        .windows(2)
+        .map(|w| w[1].end_s - w[0].end_s)
+        .find(|d| *d > 0.0)
+        .unwrap_or(1.0);
+    let inside = |t: f64| t >= from_s && t < to_s;
+    for s in series {
+        let mid = s.end_s - len / 2.0;
+        if inside(mid) {
+            u.reg_failed += s.reg_failed;
+            u.calls_failed += s.calls_failed;
+            u.late_requests += s.retransmits;
+            if let Some(g) = s.media_gaps {
+                *u.media_gaps.get_or_insert(0) += g;
+            }
+        }
+        if inside(mid - timeout_s) {
+            u.reg_failed += s.reg_timeouts;
+            u.calls_failed += s.calls_timeout;
+        }
+    }
+    u
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wall0() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-12-05T03:39:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    const HEADER: &str = "calls_failed,calls_timeout,media_gaps,phase,reg_failed,reg_timeouts,rereg_failed,retransmits,utc";
+
+    #[test]
+    fn columns_are_read_by_name_and_bad_lines_counted() {
+        let text = format!(
+            "{HEADER}\n\
+             1,0,2,calls,3,0,4,5,2026-12-05T03:39:10.5Z\n\
+             0,0,0,a,phase,with,commas,0,0,2026-12-05T03:39:11.5Z\n\
+             0,0,0,\"a phase, quoted\",0,0,0,1,2026-12-05T03:39:11.9Z\n\
+             0,1,0,calls,0,2,0,0,2026-12-05T03:39:12.5Z\n"
+        );
+        let (s, skipped) = parse_series(&text, wall0()).unwrap();
+        assert_eq!(skipped, 1);
+        assert_eq!(s.len(), 3);
+        assert_eq!(
+            s[0],
+            Second {
+                end_s: 10.5,
+                reg_failed: 7,
+                reg_timeouts: 0,
+                calls_failed: 1,
+                calls_timeout: 0,
+                retransmits: 5,
+                media_gaps: Some(2),
+            }
+        );
+        assert_eq!(s[1].retransmits, 1);
+        assert_eq!((s[2].calls_timeout, s[2].reg_timeouts), (1, 2));
+    }
+
+    #[test]
+    fn a_missing_column_is_named() {
+        let e = parse_series("utc,reg_failed\n", wall0()).unwrap_err();
+        assert!(e.contains("reg_timeouts"), "{e}");
+        assert!(parse_series("", wall0()).is_err());
+    }
+
+    #[test]
+    fn without_media_columns_media_gaps_is_none() {
+        let text =
+            "calls_failed,calls_timeout,reg_failed,reg_timeouts,rereg_failed,retransmits,utc\n\
+                    0,0,0,0,0,3,2026-12-05T03:39:01Z\n";
+        let (s, _) = parse_series(text, wall0()).unwrap();
+        assert_eq!(s[0].media_gaps, None);
+        assert_eq!(in_window(&s, 0.0, 2.0, 32.0).media_gaps, None);
+    }
+
+    fn second(end_s: f64, retransmits: u64, timeouts: u64) -> Second {
+        Second {
+            end_s,
+            retransmits,
+            reg_timeouts: timeouts,
+            calls_timeout: timeouts,
+            media_gaps: Some(1),
+            ..Second::default()
+        }
+    }
+
+    #[test]
+    fn each_second_lands_in_one_window_and_timeouts_at_their_send_time() {
+        // Seconds ending at 1..=60 s, one retransmission each; timeouts expire at 40 s for
+        // requests sent in the second ending at 8 s (32 s earlier).
+        let s: Vec<Second> = (1..=60)
+            .map(|t| second(t as f64, 1, u64::from(t == 40)))
+            .collect();
+        let a = in_window(&s, 5.0, 10.0, 32.0);
+        let b = in_window(&s, 10.0, 15.0, 32.0);
+        // Seconds whose middles are 5.5..9.5 (5 of them) belong to the first window only.
+        assert_eq!((a.late_requests, b.late_requests), (5, 5));
+        assert_eq!(a.media_gaps, Some(5));
+        assert_eq!((a.reg_failed, a.calls_failed), (1, 1), "{a:?}");
+        assert_eq!((b.reg_failed, b.calls_failed), (0, 0), "{b:?}");
+        // At expiry (39.5 s) it is not counted again.
+        let at_expiry = in_window(&s, 35.0, 45.0, 32.0);
+        assert_eq!(at_expiry.reg_failed, 0);
+        assert_eq!((a.from_s, a.to_s), (5.0, 10.0));
+    }
+}
