@@ -140,7 +140,7 @@ pub enum SeriesWriter {
     /// row; every later row is written in its order, by name, so a row without one of its
     /// columns leaves that cell empty instead of shifting the rest.
     Csv {
-        out: csv::Writer<std::fs::File>,
+        out: Box<csv::Writer<std::fs::File>>,
         columns: Option<Vec<String>>,
     },
 }
@@ -152,7 +152,7 @@ impl SeriesWriter {
         })?;
         Ok(if path.extension().is_some_and(|e| e == "csv") {
             SeriesWriter::Csv {
-                out: csv::Writer::from_writer(f),
+                out: Box::new(csv::Writer::from_writer(f)),
                 columns: None,
             }
         } else {
