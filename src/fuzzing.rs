@@ -109,6 +109,7 @@ pub fn sip_stream(data: &[u8]) {
     let mut f = StreamFramer::default();
     let mut rng = u32::from(seed) | 1;
     let (mut fed, mut consumed, mut steps) = (0usize, 0usize, 0usize);
+    let mut got: Vec<&[u8]> = Vec::new();
     'feed: while fed < input.len() {
         // Chunks of 1 to (seed % 64) * 16 + 1 bytes: single bytes up to whole segments.
         rng ^= rng << 13;
@@ -132,6 +133,7 @@ pub fn sip_stream(data: &[u8]) {
                     }
                     assert!(consumed + msg.len() <= fed, "a message past the input");
                     assert_eq!(msg, &input[consumed..consumed + msg.len()], "out of order");
+                    got.push(&input[consumed..consumed + msg.len()]);
                     consumed += msg.len();
                     if let Ok(m) = Message::parse(msg) {
                         // Framing and parsing must agree on where a message ends, else the
@@ -144,6 +146,21 @@ pub fn sip_stream(data: &[u8]) {
         // Ok(None) means one message is unfinished; the framer holds it and nothing else.
         assert!(fed - consumed <= MAX_HEADER_LEN + MAX_BODY_LEN);
     }
+    // However the input was cut, the framer (which resumes its search between pushes) yields
+    // what framing the whole input at once yields.
+    assert_eq!(got, whole_frames(input), "chunked and whole framing differ");
+}
+
+/// The messages of `input` framed in one piece, up to the first error or unfinished message.
+fn whole_frames(input: &[u8]) -> Vec<&[u8]> {
+    let (mut out, mut at) = (Vec::new(), 0);
+    while let Ok(Some(n)) = frame_len(&input[at..]) {
+        if !matches!(input[at], b'\r' | b'\n') {
+            out.push(&input[at..at + n]);
+        }
+        at += n;
+    }
+    out
 }
 
 /// `fuzz_targets/digest.rs`: Digest challenges and Authorization values as the UE, the target

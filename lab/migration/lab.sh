@@ -220,7 +220,7 @@ cmd_up() {
   if [ $ims = 1 ]; then
     ims_config_disk
     vms=$(ims_vms_json "$mem_hss" "$mem_cscf")
-    guest_ip=198.51.100.21
+    guest_ip=$(ims_vm pcscf ip)
   fi
   cat >"$RUN_DIR/config.json" <<EOF
 {"name": "$LAB_NAME", "mem_mib": $mem, "dirty_mb_s": $dirty, "ws_mib": $ws,
@@ -235,9 +235,11 @@ EOF
   if [ $ims = 1 ]; then
     ims_ready
     UP_DONE=1
-    say "up: the IMS core runs on src; UEs register through the P-CSCF 198.51.100.21:5060"
+    local pcscf
+    pcscf=$(ims_vm pcscf ip):$(ims_vm pcscf port)
+    say "up: the IMS core runs on src; UEs register through the P-CSCF $pcscf"
     say "  with the subscribers in $RUN_DIR/ims/subscribers.csv, from namespace $NS_PROBE:"
-    say "  $0 exec-probe imsload --target 198.51.100.21:5060 --domain $IMS_DOMAIN --users-file $RUN_DIR/ims/subscribers.csv ..."
+    say "  $0 exec-probe imsload --target $pcscf --domain $IMS_DOMAIN --users-file $RUN_DIR/ims/subscribers.csv ..."
     labctl status
     return
   fi
@@ -263,36 +265,38 @@ ims_config_disk() {
   hss=${IMSHSS:-$(command -v imshss 2>/dev/null || echo "$HERE/../../target/release/imshss")}
   [ -x "$hss" ] || die "no imshss at $hss: cargo build --release --bin imshss (or set IMSHSS)"
   rm -rf "$d"
-  HSS_IP=198.51.100.20 PCSCF_IP=198.51.100.21 ICSCF_IP=198.51.100.22 SCSCF_IP=198.51.100.23 \
+  HSS_IP=$(ims_vm hss ip) PCSCF_IP=$(ims_vm pcscf ip) ICSCF_IP=$(ims_vm icscf ip) SCSCF_IP=$(ims_vm scscf ip) \
     DOMAIN=$IMS_DOMAIN SHM_MB=${IMS_SHM_MB:-48} PKG_MB=8 CHILDREN=2 DBGLEVEL=1 \
     GUEST_DIR=/mnt GUEST_RUN=/run/ims bash "$HERE/../ims/ims.sh" configs "$d" >&2
   cp "$hss" "$d/imshss"
   # what the probes know of the elements (imsprobe --targets), beside, not on, the disk
-  cat >"$RUN_DIR/ims-targets.toml" <<EOF
-# The IMS lab's elements (lab.sh up --ims) for imsprobe --targets; written by lab.sh.
-[targets.hss]
-host = "198.51.100.20"
-diameter_port = 3868
-layers = ["diameter", "icmp"]
-description = "HSS (imshss, Diameter Cx) in its own guest"
-
-[targets.pcscf]
-host = "198.51.100.21"
-sip_port = 5060
-description = "P-CSCF (Kamailio) in its own guest"
-
-[targets.icscf]
-host = "198.51.100.22"
-sip_port = 4060
-description = "I-CSCF (Kamailio) in its own guest"
-
-[targets.scscf]
-host = "198.51.100.23"
-sip_port = 6060
-description = "S-CSCF (Kamailio) in its own guest"
-EOF
+  local v name ip wait
+  {
+    echo "# The IMS lab's elements (lab.sh up --ims) for imsprobe --targets; written by lab.sh."
+    for v in "${IMS_VMS[@]}"; do
+      read -r name ip wait <<<"$v"
+      printf '\n[targets.%s]\nhost = "%s"\n' "$name" "$ip"
+      case "$wait" in
+        tcp:*) printf 'diameter_port = %s\nlayers = ["diameter", "icmp"]\n' "${wait#tcp:}"
+               echo 'description = "HSS (imshss, Diameter Cx) in its own guest"' ;;
+        udp:*) printf 'sip_port = %s\n' "${wait#udp:}"
+               echo "description = \"$(tr a-z A-Z <<<"${name:0:1}")-CSCF (Kamailio) in its own guest\"" ;;
+      esac
+    done
+  } >"$RUN_DIR/ims-targets.toml"
   mkfs.ext4 -q -F -O ^has_journal -L imscfg -d "$d" "$RUN_DIR/guest/ims-config.img" \
     "$(( $(du -sk "$d" | cut -f1) / 1024 + 8 ))M"
+}
+
+ims_vm() { # NAME ip|port: a field of the IMS guest NAME (IMS_VMS)
+  local v name ip wait
+  for v in "${IMS_VMS[@]}"; do
+    read -r name ip wait <<<"$v"
+    [ "$name" = "$1" ] || continue
+    case "$2" in ip) echo "$ip" ;; port) echo "${wait#*:}" ;; esac
+    return
+  done
+  die "no IMS guest named $1"
 }
 
 ims_vms_json() { # MEM_HSS MEM_CSCF: the "vms" member of config.json

@@ -259,18 +259,43 @@ fn header_end(buf: &[u8]) -> Option<usize> {
 /// bytes are needed. Leading CRLF keep-alives (RFC 5626) are counted as a message of their own so the
 /// caller can drop them.
 pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, ParseError> {
+    Ok(match frame(buf, 0)? {
+        Frame::Complete(n) => Some(n),
+        Frame::NeedHeader | Frame::NeedBody(_) => None,
+    })
+}
+
+/// Where framing the first message of a stream buffer stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// The first message (or run of keep-alive CRLFs) is this many bytes, all there.
+    Complete(usize),
+    /// Its header section has not ended yet.
+    NeedHeader,
+    /// Its header section has ended: the message is this many bytes, not all there yet.
+    NeedBody(usize),
+}
+
+/// [`frame_len`] for a caller that feeds a growing buffer: the first `searched` bytes of `buf`
+/// are known to hold no end of the header section (a previous call said [`Frame::NeedHeader`]
+/// for them), so the search resumes near their end instead of rescanning from the start, which
+/// made framing quadratic in the number of segments a large header arrives in.
+pub fn frame(buf: &[u8], searched: usize) -> Result<Frame, ParseError> {
     let ws = buf
         .iter()
         .take_while(|b| **b == b'\r' || **b == b'\n')
         .count();
     if ws > 0 {
-        return Ok(Some(ws));
+        return Ok(Frame::Complete(ws));
     }
-    let Some(end) = header_end(buf) else {
+    // Neither "\r\n\r\n" nor "\n\n" lies wholly within the searched bytes, so a match ends
+    // after them and starts at most 3 bytes before their end.
+    let from = searched.min(buf.len()).saturating_sub(3);
+    let Some(end) = header_end(&buf[from..]).map(|e| e + from) else {
         if buf.len() > MAX_HEADER_LEN {
             return Err(err(ParseErrorKind::Truncated, "header section over 64 KiB"));
         }
-        return Ok(None);
+        return Ok(Frame::NeedHeader);
     };
     let head = std::str::from_utf8(&buf[..end])
         .map_err(|_| err(ParseErrorKind::BadHeader, "header section is not UTF-8"))?;
@@ -288,10 +313,11 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, ParseError> {
     }
     // Both terms are bounded (64 KiB each), so the sum cannot wrap.
     let total = end + cl;
-    if buf.len() < total {
-        return Ok(None);
-    }
-    Ok(Some(total))
+    Ok(if buf.len() < total {
+        Frame::NeedBody(total)
+    } else {
+        Frame::Complete(total)
+    })
 }
 
 impl<'a> Message<'a> {

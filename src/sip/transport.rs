@@ -1,7 +1,7 @@
 //! Sockets for SIP: UDP with large kernel buffers, and TCP byte streams cut into messages by
 //! Content-Length. No protocol logic here; the engines hand bytes in and out.
 
-use super::message::{frame_len, ParseError};
+use super::message::{frame, Frame, ParseError};
 use std::net::SocketAddr;
 
 /// A datagram (or stream message) a sans-IO endpoint wants sent.
@@ -166,10 +166,28 @@ pub fn set_big_buffers(s: &socket2::Socket) {
 }
 
 /// Accumulates bytes from a stream and yields whole SIP messages (Content-Length framing).
+/// Linear in the bytes pushed, whatever the segments: what is known of the pending message
+/// (how far its header has been searched, or its whole length) is kept between pushes.
 #[derive(Default)]
 pub struct StreamFramer {
     buf: Vec<u8>,
     start: usize,
+    /// What is known of the message at `start`.
+    pending: Pending,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pending {
+    /// Its first this many bytes hold no end of its header section.
+    Searched(usize),
+    /// Its header section has ended: it is this long.
+    Length(usize),
+}
+
+impl Default for Pending {
+    fn default() -> Pending {
+        Pending::Searched(0)
+    }
 }
 
 impl StreamFramer {
@@ -187,20 +205,30 @@ impl StreamFramer {
     pub fn next_message(&mut self) -> Result<Option<&[u8]>, ParseError> {
         loop {
             let pending = &self.buf[self.start..];
-            match frame_len(pending)? {
-                None => {
+            let state = match self.pending {
+                Pending::Length(n) if pending.len() < n => Frame::NeedBody(n),
+                Pending::Length(n) => Frame::Complete(n),
+                Pending::Searched(k) => frame(pending, k)?,
+            };
+            match state {
+                Frame::NeedHeader | Frame::NeedBody(_) => {
+                    self.pending = match state {
+                        Frame::NeedBody(n) => Pending::Length(n),
+                        _ => Pending::Searched(pending.len()),
+                    };
                     if self.start > 0 {
                         self.buf.drain(..self.start);
                         self.start = 0;
                     }
                     return Ok(None);
                 }
-                Some(n) => {
-                    // frame_len never yields an empty frame (a header section is at least its
+                Frame::Complete(n) => {
+                    // `frame` never yields an empty frame (a header section is at least its
                     // blank line); were it to, this loop would spin without consuming input.
                     debug_assert!(n > 0);
                     let s = self.start;
                     self.start += n;
+                    self.pending = Pending::Searched(0);
                     if pending[0] == b'\r' || pending[0] == b'\n' {
                         continue;
                     }
@@ -231,6 +259,33 @@ mod tests {
         // Too small to be worth keeping: the next buffer is a fresh one.
         recycle(Vec::with_capacity(16));
         assert!(buffer(0).capacity() >= 768);
+    }
+
+    #[test]
+    fn framer_finds_a_header_end_cut_anywhere() {
+        // A 4 KiB header section (long Route sets are real), then a body, twice, with
+        // keep-alives between: fed one byte at a time, every cut of the blank line is met.
+        let route = "Route: <sip:pcscf.ims.mnc001.mcc001.3gppnetwork.org:5060;lr>\r\n".repeat(64);
+        let m = format!(
+            "MESSAGE sip:a SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\n{route}Content-Length: 5\r\n\r\nhello"
+        );
+        let lf = m.replace("\r\n", "\n");
+        let stream = format!("{m}\r\n\r\n{lf}{m}");
+        for step in [1, 2, 3, 5, 1460] {
+            let mut f = StreamFramer::default();
+            let mut got = Vec::new();
+            for chunk in stream.as_bytes().chunks(step) {
+                f.push(chunk);
+                while let Some(msg) = f.next_message().unwrap() {
+                    got.push(msg.to_vec());
+                }
+            }
+            assert_eq!(
+                got,
+                [m.as_bytes(), lf.as_bytes(), m.as_bytes()],
+                "step {step}"
+            );
+        }
     }
 
     #[test]
