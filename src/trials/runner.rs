@@ -719,7 +719,6 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
             .spawn(move || probe_run::run_with_clock(&pcfg, &ptrig, clock))
             .map_err(|e| anyhow::anyhow!("cannot start the probe thread: {e}"))?
     };
-    let target = cfg.probe.targets[cfg.load_target].addr.to_string();
     let names: Vec<&str> = cfg
         .elements
         .iter()
@@ -733,156 +732,41 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
     ));
     let mut cut = wait(cfg.before, t.stop, &probe);
     let mut load = None;
-    if cut.is_none() {
-        if let Some(spec) = &cfg.load {
-            match start_load(t.children, spec, &t.dir, &target) {
-                Ok(l) => {
-                    t.marks.mark(t.index, "", "load_start", Utc::now());
-                    log(&format!("{tag}: load started: {}", l.out.command));
-                    load = Some(l);
-                }
-                Err(e) => {
-                    ptrig.stop(StopReason::Error);
-                    let _ = probe.join();
-                    anyhow::bail!(e);
-                }
+    if let (None, Some(spec)) = (&cut, &cfg.load) {
+        let target = cfg.probe.targets[cfg.load_target].addr.to_string();
+        match start_load(t.children, spec, &t.dir, &target) {
+            Ok(l) => {
+                t.marks.mark(t.index, "", "load_start", Utc::now());
+                log(&format!("{tag}: load started: {}", l.out.command));
+                load = Some(l);
+            }
+            Err(e) => {
+                ptrig.stop(StopReason::Error);
+                let _ = probe.join();
+                anyhow::bail!(e);
             }
         }
     }
     let mut trigger_out = None;
     if cut.is_none() {
-        match &cfg.start {
-            StartRule::Delay(d) => {
-                let t0 = Instant::now();
-                cut = wait(*d, t.stop, &probe);
-                trigger_out = Some(TriggerOut {
-                    kind: "delay".into(),
-                    fired: cut.is_none(),
-                    waited_s: t0.elapsed().as_secs_f64(),
-                    ..TriggerOut::default()
-                });
-            }
-            StartRule::Trigger(spec) => {
-                log(&format!("{tag}: waiting for {:?}", spec.text));
-                let (o, c) = wait_trigger(spec, t.stop, &probe, false);
-                if o.fired {
-                    log(&format!(
-                        "{tag}: {:?} holds ({:.1}) after {:.1} s",
-                        spec.text,
-                        o.last_value.unwrap_or(f64::NAN),
-                        o.waited_s
-                    ));
-                }
-                if o.timed_out {
-                    warnings.push(format!(
-                        "the trigger {:?} did not hold within {}; the migration ran anyway (last value {})",
-                        spec.text,
-                        humantime::format_duration(spec.timeout),
-                        o.last_value.map_or("none".into(), |v| format!("{v:.1}"))
-                    ));
-                }
-                trigger_out = Some(o);
-                cut = c;
-            }
-        }
+        (trigger_out, cut) = wait_start(t, &tag, &probe, &mut warnings);
     }
     if cut.is_none() {
         t.marks.mark(t.index, "", "trigger", Utc::now());
     }
     // The elements one after another: each migration starts when the previous command has
     // ended (the VM runs again on its destination) and `after` of probing has shown it back.
-    let sequence = cfg.elements.len() > 1;
     let mut runs: Vec<StepRun> = Vec::new();
     for (i, el) in cfg.elements.iter().enumerate() {
         if cut.is_some() {
             break;
         }
-        let name = &cfg.probe.targets[el.target].name;
-        let step_tag = if sequence {
-            format!("{tag} [{}/{} {name}]", i + 1, cfg.elements.len())
+        runs.push(migrate_element(t, &tag, i, el, &clock, &mut warnings));
+        cut = if t.stop.reason() == StopReason::Running {
+            wait(cfg.after, t.stop, &probe)
         } else {
-            tag.clone()
+            Some(Cut::Interrupted)
         };
-        let command = match (&el.back, t.back) {
-            (Some(b), true) => b.clone(),
-            _ => el.migrate.clone(),
-        };
-        let files = if sequence {
-            format!("migrate-{}", cfg.probe.targets[el.target].path_name())
-        } else {
-            "migrate".to_string()
-        };
-        log(&format!("{step_tag}: migration command: {command}"));
-        let env = [
-            ("IMSPROBE_TRIAL", t.index.to_string()),
-            ("IMSPROBE_DIRECTION", t.direction().to_string()),
-            ("IMSPROBE_TRIAL_DIR", t.dir.display().to_string()),
-            ("IMSPROBE_ELEMENT", name.clone()),
-            ("IMSPROBE_STEP", (i + 1).to_string()),
-        ];
-        let mut counter = cfg.data_cmd.as_ref().map(|c| CounterOut {
-            command: c.clone(),
-            ..CounterOut::default()
-        });
-        if let Some(c) = &mut counter {
-            match read_counter(&c.command) {
-                Ok(v) => c.before = Some(v),
-                Err(e) => c.error = Some(e),
-            }
-        }
-        t.marks.mark(t.index, name, "migration_start", Utc::now());
-        let m = run_migration(t, &command, &files, &env, clock);
-        t.marks.mark(t.index, name, "migration_end", Utc::now());
-        if let Some(c) = &mut counter {
-            if c.error.is_none() {
-                match read_counter(&c.command) {
-                    Ok(v) => c.after = Some(v),
-                    Err(e) => c.error = Some(e),
-                }
-            }
-            if let (Some(a), Some(b)) = (c.before, c.after) {
-                if b >= a {
-                    c.bytes = Some(b - a);
-                } else {
-                    c.error = Some(format!(
-                        "the counter went backwards ({a} -> {b}): reset, or a different interface"
-                    ));
-                }
-            }
-            if let Some(e) = &c.error {
-                warnings.push(if sequence {
-                    format!("{name}: {e}")
-                } else {
-                    e.clone()
-                });
-            }
-        }
-        let migration = match m {
-            Ok(m) => {
-                log(&format!(
-                    "{step_tag}: migration command ended after {:.1} ms, exit {}",
-                    m.duration_ms,
-                    m.exit_code.map_or_else(
-                        || format!("signal {}", m.signal.unwrap_or(0)),
-                        |c| c.to_string()
-                    )
-                ));
-                Some(m)
-            }
-            Err(e) => {
-                warnings.push(e);
-                None
-            }
-        };
-        runs.push(StepRun {
-            migration,
-            data_counter: counter,
-        });
-        if t.stop.reason() == StopReason::Running {
-            cut = wait(cfg.after, t.stop, &probe);
-        } else {
-            cut = Some(Cut::Interrupted);
-        }
     }
     let load_out = load.map(|l| stop_load(l, cfg.load_drain, &mut warnings));
     ptrig.stop(StopReason::Finished);
@@ -894,26 +778,202 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
     if cut == Some(Cut::ProbeEnded) {
         warnings.push("the probes ended before the trial did".into());
     }
-    for r in &results {
+    let ran = Ran {
+        started,
+        trigger: trigger_out,
+        runs,
+        results,
+        load: load_out,
+        clock,
+    };
+    let rec = assess(t, ran, warnings);
+    let path = t.dir.join("trial.json");
+    probe_report::write_json(&path, &rec)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    log_steps(cfg, &tag, &rec);
+    Ok(rec)
+}
+
+/// What the `--delay` or the `--trigger` before the first migration gave, and whether the
+/// trial was cut meanwhile.
+fn wait_start(
+    t: &TrialCtx,
+    tag: &str,
+    probe: &std::thread::JoinHandle<ProbeOut>,
+    warnings: &mut Vec<String>,
+) -> (Option<TriggerOut>, Option<Cut>) {
+    match &t.cfg.start {
+        StartRule::Delay(d) => {
+            let t0 = Instant::now();
+            let cut = wait(*d, t.stop, probe);
+            let out = TriggerOut {
+                kind: "delay".into(),
+                fired: cut.is_none(),
+                waited_s: t0.elapsed().as_secs_f64(),
+                ..TriggerOut::default()
+            };
+            (Some(out), cut)
+        }
+        StartRule::Trigger(spec) => {
+            log(&format!("{tag}: waiting for {:?}", spec.text));
+            let (o, cut) = wait_trigger(spec, t.stop, probe, false);
+            if o.fired {
+                log(&format!(
+                    "{tag}: {:?} holds ({:.1}) after {:.1} s",
+                    spec.text,
+                    o.last_value.unwrap_or(f64::NAN),
+                    o.waited_s
+                ));
+            }
+            if o.timed_out {
+                warnings.push(format!(
+                    "the trigger {:?} did not hold within {}; the migration ran anyway (last value {})",
+                    spec.text,
+                    humantime::format_duration(spec.timeout),
+                    o.last_value.map_or("none".into(), |v| format!("{v:.1}"))
+                ));
+            }
+            (Some(o), cut)
+        }
+    }
+}
+
+/// Step `i` of the trial: element `el`'s migration (or its way back) command, with the
+/// `--data-cmd` counter read around it.
+fn migrate_element(
+    t: &TrialCtx,
+    tag: &str,
+    i: usize,
+    el: &Element,
+    clock: &ProbeClock,
+    warnings: &mut Vec<String>,
+) -> StepRun {
+    let cfg = t.cfg;
+    let sequence = cfg.elements.len() > 1;
+    let name = &cfg.probe.targets[el.target].name;
+    let step_tag = if sequence {
+        format!("{tag} [{}/{} {name}]", i + 1, cfg.elements.len())
+    } else {
+        tag.to_string()
+    };
+    let command = match (&el.back, t.back) {
+        (Some(b), true) => b.clone(),
+        _ => el.migrate.clone(),
+    };
+    let files = if sequence {
+        format!("migrate-{}", cfg.probe.targets[el.target].path_name())
+    } else {
+        "migrate".to_string()
+    };
+    log(&format!("{step_tag}: migration command: {command}"));
+    let env = [
+        ("IMSPROBE_TRIAL", t.index.to_string()),
+        ("IMSPROBE_DIRECTION", t.direction().to_string()),
+        ("IMSPROBE_TRIAL_DIR", t.dir.display().to_string()),
+        ("IMSPROBE_ELEMENT", name.clone()),
+        ("IMSPROBE_STEP", (i + 1).to_string()),
+    ];
+    let mut counter = cfg.data_cmd.as_ref().map(|c| CounterOut {
+        command: c.clone(),
+        ..CounterOut::default()
+    });
+    if let Some(c) = &mut counter {
+        match read_counter(&c.command) {
+            Ok(v) => c.before = Some(v),
+            Err(e) => c.error = Some(e),
+        }
+    }
+    t.marks.mark(t.index, name, "migration_start", Utc::now());
+    let m = run_migration(t, &command, &files, &env, *clock);
+    t.marks.mark(t.index, name, "migration_end", Utc::now());
+    if let Some(c) = &mut counter {
+        count_after(c);
+        if let Some(e) = &c.error {
+            warnings.push(if sequence {
+                format!("{name}: {e}")
+            } else {
+                e.clone()
+            });
+        }
+    }
+    let migration = match m {
+        Ok(m) => {
+            log(&format!(
+                "{step_tag}: migration command ended after {:.1} ms, exit {}",
+                m.duration_ms,
+                m.exit_code.map_or_else(
+                    || format!("signal {}", m.signal.unwrap_or(0)),
+                    |c| c.to_string()
+                )
+            ));
+            Some(m)
+        }
+        Err(e) => {
+            warnings.push(e);
+            None
+        }
+    };
+    StepRun {
+        migration,
+        data_counter: counter,
+    }
+}
+
+/// Reads the `--data-cmd` counter after the migration; its growth is the data transferred.
+fn count_after(c: &mut CounterOut) {
+    if c.error.is_none() {
+        match read_counter(&c.command) {
+            Ok(v) => c.after = Some(v),
+            Err(e) => c.error = Some(e),
+        }
+    }
+    if let (Some(a), Some(b)) = (c.before, c.after) {
+        if b >= a {
+            c.bytes = Some(b - a);
+        } else {
+            c.error = Some(format!(
+                "the counter went backwards ({a} -> {b}): reset, or a different interface"
+            ));
+        }
+    }
+}
+
+/// What a trial collected, for [`assess`].
+struct Ran {
+    started: chrono::DateTime<Utc>,
+    trigger: Option<TriggerOut>,
+    runs: Vec<StepRun>,
+    results: Vec<TargetResult>,
+    load: Option<LoadOut>,
+    clock: ProbeClock,
+}
+
+/// The trial's record: every step judged against the probes' results and the load's series,
+/// the verdict, and the hypervisor's events added to the dashboards' marks.
+fn assess(t: &TrialCtx, ran: Ran, mut warnings: Vec<String>) -> TrialRecord {
+    let cfg = t.cfg;
+    let sequence = cfg.elements.len() > 1;
+    for r in &ran.results {
         for w in &r.report.warnings {
             warnings.push(format!("probe {}: {w}", r.target.name));
         }
     }
-    let clock_out = clock_check(&clock);
+    let clock_out = clock_check(&ran.clock);
     let interrupted = t.stop.reason() != StopReason::Running;
-    let started_utc = label(started);
-    let series = load_out
+    let started_utc = label(ran.started);
+    let series = ran
+        .load
         .as_ref()
-        .and_then(|l| read_series(l, clock.epoch.wall, &mut warnings));
+        .and_then(|l| read_series(l, ran.clock.epoch.wall, &mut warnings));
     let view = TrialView {
         trial: t.index,
         direction: t.direction(),
         started_utc: &started_utc,
-        results: &results,
+        results: &ran.results,
         clock: &clock_out,
-        wall0: clock.epoch.wall,
+        wall0: ran.clock.epoch.wall,
         interrupted,
-        load: load_out.as_ref(),
+        load: ran.load.as_ref(),
         series: series.as_deref(),
         after_s: cfg.after.as_secs_f64(),
         sequence,
@@ -922,7 +982,15 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
         .elements
         .iter()
         .enumerate()
-        .map(|(i, el)| step::analyse(&view, i as u32 + 1, el.target, runs.get(i), &mut warnings))
+        .map(|(i, el)| {
+            step::analyse(
+                &view,
+                i as u32 + 1,
+                el.target,
+                ran.runs.get(i),
+                &mut warnings,
+            )
+        })
         .collect();
     let status = if interrupted {
         Status::Interrupted
@@ -953,22 +1021,24 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
         }
     }
     t.marks.mark(t.index, "", "trial_end", Utc::now());
-    let rec = TrialRecord {
+    TrialRecord {
         trial: t.index,
         direction: t.direction(),
         status,
         failure: (!reasons.is_empty()).then(|| reasons.join("; ")),
         started_utc,
         ended_utc: label(Utc::now()),
-        trigger: trigger_out,
+        trigger: ran.trigger,
         steps,
-        load: load_out,
+        load: ran.load,
         clock: clock_out,
         warnings,
-    };
-    let path = t.dir.join("trial.json");
-    probe_report::write_json(&path, &rec)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    }
+}
+
+/// One line per step: its verdict and the figures an operator watches.
+fn log_steps(cfg: &TrialsConfig, tag: &str, rec: &TrialRecord) {
+    let sequence = cfg.elements.len() > 1;
     let fmt = |v: Option<f64>, b: Option<f64>| match (v, b) {
         (Some(0.0), _) => format!("< {:.0} ms", cfg.probe.min_gap.as_secs_f64() * 1e3),
         (Some(v), Some(b)) => format!("{v:.1} ± {b:.1} ms"),
@@ -1005,7 +1075,6 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
                 .unwrap_or_default(),
         ));
     }
-    Ok(rec)
 }
 
 /// Runs every trial (until `stop` fires) and writes the table. Errors only for setup problems
