@@ -115,9 +115,14 @@ pub enum Parser {
     VirshDomstats { domain: String },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What a process or cgroup monitor measures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Measure {
+    /// % of one core.
+    #[default]
     Cpu,
+    /// MiB.
     Memory,
 }
 
@@ -188,17 +193,13 @@ impl Monitor {
     /// The monitor a profile's `[[monitor]]` describes (profiles are checked when loaded; what
     /// is still wrong here is named).
     pub fn from_profile(m: &super::schema::Monitor) -> Result<Monitor, String> {
-        let measure = match m.measure.as_deref().unwrap_or("cpu") {
-            "cpu" => Measure::Cpu,
-            "memory" => Measure::Memory,
-            other => return Err(format!("monitor {:?}: measure {other:?}", m.name)),
-        };
+        use super::schema::{MonitorKind, ParserKind};
         let need = |o: &Option<String>, what: &str| {
             o.clone()
                 .ok_or_else(|| format!("monitor {:?} needs {what}", m.name))
         };
-        let source = match m.kind.as_str() {
-            "process" => {
+        let source = match m.kind {
+            MonitorKind::Process => {
                 // "1234" or "1234,1240" (a process and its children, summed), else a name.
                 let p = need(&m.process, "process")?;
                 let list: Result<Vec<u32>, _> =
@@ -211,24 +212,23 @@ impl Monitor {
                     },
                 }
             }
-            "cgroup" => Source::Cgroup {
+            MonitorKind::Cgroup => Source::Cgroup {
                 path: need(&m.cgroup, "cgroup")?,
             },
-            "command" => {
+            MonitorKind::Command => {
                 let domain = || need(&m.domain, "domain");
-                let parser = match m.parser.as_deref().unwrap_or("number") {
-                    "number" => Parser::Number,
-                    "xentop" => Parser::Xentop { domain: domain()? },
-                    "virsh-domstats" => Parser::VirshDomstats { domain: domain()? },
-                    other => return Err(format!("monitor {:?}: parser {other:?}", m.name)),
+                let parser = match m.parser.unwrap_or_default() {
+                    ParserKind::Number => Parser::Number,
+                    ParserKind::Xentop => Parser::Xentop { domain: domain()? },
+                    ParserKind::VirshDomstats => Parser::VirshDomstats { domain: domain()? },
                 };
                 Source::Command {
                     command: need(&m.command, "command")?,
                     parser,
                 }
             }
-            other => return Err(format!("monitor {:?}: kind {other:?}", m.name)),
         };
+        let measure = m.measure.unwrap_or_default();
         Ok(Monitor::new(&m.name, source, measure))
     }
 }

@@ -216,8 +216,7 @@ pub struct Steps {
 pub struct Monitor {
     /// The name used in `until` expressions and in the time series (e.g. "cpu").
     pub name: String,
-    /// `process`, `cgroup` or `command`.
-    pub kind: String,
+    pub kind: MonitorKind,
     /// process: a pid, pids separated by commas, or a process name (all processes with that
     /// name are summed).
     pub process: Option<String>,
@@ -225,13 +224,49 @@ pub struct Monitor {
     pub cgroup: Option<String>,
     /// command: run every `interval`; its output is parsed by `parser`.
     pub command: Option<String>,
-    /// `number` (first number printed), `xentop` (domain's CPU %), `virsh-domstats`.
-    pub parser: Option<String>,
+    /// How a command's output is read (`number` when not given).
+    pub parser: Option<ParserKind>,
     /// For `xentop`/`virsh-domstats`: which domain.
     pub domain: Option<String>,
-    /// `cpu` (% of one core) or `memory` (MiB); for process and cgroup monitors.
-    pub measure: Option<String>,
+    /// For process and cgroup monitors (`cpu` when not given).
+    pub measure: Option<super::monitor::Measure>,
     pub interval: Option<String>,
+}
+
+/// What a `[[monitor]]` reads.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum MonitorKind {
+    /// Processes: `process` holds a pid, pids separated by commas, or a name.
+    Process,
+    /// A cgroup v2 directory: `cgroup`.
+    Cgroup,
+    /// A shell command run every `interval`, its output read by `parser`.
+    Command,
+}
+
+impl MonitorKind {
+    /// As a profile spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            MonitorKind::Process => "process",
+            MonitorKind::Cgroup => "cgroup",
+            MonitorKind::Command => "command",
+        }
+    }
+}
+
+/// How a command monitor's output is read.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ParserKind {
+    /// The first number printed.
+    #[default]
+    Number,
+    /// `xentop -b`: the CPU % of `domain`.
+    Xentop,
+    /// `virsh domstats`: the CPU of `domain`.
+    VirshDomstats,
 }
 
 #[derive(Debug, Deserialize)]
@@ -442,42 +477,22 @@ fn validate(p: &Profile, text: &str, path: &str) -> Result<(), ProfileError> {
     for (i, m) in p.monitors.iter().enumerate() {
         let f = |x: &str| format!("monitor[{i}].{x}");
         let need = |o: &Option<String>, what: &str| {
-            o.as_ref()
-                .map(|_| ())
-                .ok_or_else(|| bad(0..0, &f(what), format!("a {} monitor needs {what}", m.kind)))
+            o.as_ref().map(|_| ()).ok_or_else(|| {
+                bad(
+                    0..0,
+                    &f(what),
+                    format!("a {} monitor needs {what}", m.kind.name()),
+                )
+            })
         };
-        match m.kind.as_str() {
-            "process" => need(&m.process, "process")?,
-            "cgroup" => need(&m.cgroup, "cgroup")?,
-            "command" => {
+        match m.kind {
+            MonitorKind::Process => need(&m.process, "process")?,
+            MonitorKind::Cgroup => need(&m.cgroup, "cgroup")?,
+            MonitorKind::Command => {
                 need(&m.command, "command")?;
-                match m.parser.as_deref().unwrap_or("number") {
-                    "number" => {}
-                    "xentop" | "virsh-domstats" => need(&m.domain, "domain")?,
-                    other => {
-                        return Err(bad(
-                            0..0,
-                            &f("parser"),
-                            format!("{other:?}: use number, xentop or virsh-domstats"),
-                        ))
-                    }
+                if m.parser.unwrap_or_default() != ParserKind::Number {
+                    need(&m.domain, "domain")?;
                 }
-            }
-            other => {
-                return Err(bad(
-                    0..0,
-                    &f("kind"),
-                    format!("{other:?}: use process, cgroup or command"),
-                ))
-            }
-        }
-        if let Some(ms) = &m.measure {
-            if !matches!(ms.as_str(), "cpu" | "memory") {
-                return Err(bad(
-                    0..0,
-                    &f("measure"),
-                    format!("{ms:?}: use cpu or memory"),
-                ));
             }
         }
         if let Some(iv) = &m.interval {
@@ -570,6 +585,21 @@ mod tests {
                 "[scenario]\n\nring = { dist = \"normal\", mean = \"1s\" }\n",
                 3,
                 ["normal", "fixed", "exp", "ring"],
+            ),
+            (
+                "[[monitor]]\nname = \"cpu\"\nkind = \"proces\"\nprocess = \"x\"\n",
+                3,
+                ["proces", "process", "cgroup", "command"],
+            ),
+            (
+                "[[monitor]]\nname = \"cpu\"\nkind = \"command\"\ncommand = \"true\"\nparser = \"xen\"\n",
+                5,
+                ["xen", "number", "xentop", "virsh-domstats"],
+            ),
+            (
+                "[[monitor]]\nname = \"m\"\nkind = \"cgroup\"\ncgroup = \"/x\"\nmeasure = \"io\"\n",
+                5,
+                ["io", "cpu", "memory", "measure"],
             ),
         ] {
             let e = parse(text, "p.toml").unwrap_err().to_string();
