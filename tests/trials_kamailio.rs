@@ -770,3 +770,93 @@ fn trigger_on_a_monitor_with_a_profile_load_and_the_trigger_timeout() {
         t["warnings"]
     );
 }
+
+/// `--load-cmd` can start a sharded load and hand the trial the merged report, as
+/// docs/sharding.md says: two shards on their own addresses, both stopped by the trial's SIGINT
+/// to the load's process group, then `imsload merge` into `{report}` and `{series}`, which the
+/// trial reads like a local load's.
+#[test]
+fn a_sharded_load_is_stopped_merged_and_read_like_a_local_one() {
+    let kam = Kamailio::start(KamailioOpts {
+        users: 20,
+        ..KamailioOpts::default()
+    })
+    .expect("start kamailio");
+    let dir = tempdir();
+    let out = dir.path().join("sharded");
+    let imsload = env!("CARGO_BIN_EXE_imsload");
+    let shard = |i: usize| {
+        format!(
+            "{imsload} --target {{target}} --users 20 --reg-rate 50 --cps 4 --hold 500ms \
+             --shard {i}/2 --bind 127.0.0.{} --report {{dir}}/shard-{i}.json --quiet",
+            41 + i
+        )
+    };
+    // The shell waits for both shards when the SIGINT comes (its trap), then merges: the
+    // shards got the SIGINT too (the whole group does) and drain and write their reports.
+    let load = format!(
+        "trap wait INT; {} & {} & wait; {imsload} merge {{dir}}/shard-0.json {{dir}}/shard-1.json \
+         --report {{report}} --series {{series}}",
+        shard(0),
+        shard(1)
+    );
+    let target = kam.addr().to_string();
+    let args: Vec<String> = [
+        "--target",
+        &target,
+        "--migrate",
+        "true",
+        "--trials",
+        "1",
+        "--before",
+        "300ms",
+        "--delay",
+        "3s",
+        "--after",
+        "1s",
+        "--sip",
+        "--no-capture",
+        "--no-plot",
+        "--load-cmd",
+        &load,
+        "--out",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([out.display().to_string()])
+    .collect();
+    let (code, _) = run_trials(&args, Duration::from_secs(90), None);
+    assert_eq!(code, 0);
+    let t = json(&out.join("trial-001/trial.json"));
+    let l = &t["load"];
+    assert_eq!(l["killed"], false, "{l:#}");
+    assert!(
+        l["report"].as_str().is_some() && l["series"].as_str().is_some(),
+        "{l:#}\n{:#}",
+        t["warnings"]
+    );
+    // Every user registered once, by one shard or the other, and the merged report says so.
+    assert_eq!(l["reg_attempts"].as_u64(), Some(20), "{l:#}");
+    assert_eq!(l["reg_failed"].as_u64(), Some(0), "{l:#}");
+    assert!(l["calls_attempted"].as_u64().unwrap() > 0, "{l:#}");
+    let merged = json(&out.join("trial-001/load.json"));
+    assert_eq!(merged["merged"]["shards"], 2, "{:#}", merged["merged"]);
+    assert_eq!(
+        merged["merged"]["present"],
+        serde_json::json!([0, 1]),
+        "{:#}",
+        merged["merged"]
+    );
+    for i in 0..2 {
+        let s = json(&out.join(format!("trial-001/shard-{i}.json")));
+        assert_eq!(
+            s["counters"]["reg_attempts"].as_u64(),
+            Some(10),
+            "shard {i}"
+        );
+    }
+    // The merged series gives the step its users' figures.
+    let u = &t["steps"][0]["users"];
+    assert!(u["late_requests"].is_u64(), "{u}");
+    assert_eq!(t["status"], "ok", "{:#}", t["failure"]);
+}
