@@ -449,8 +449,8 @@ const AKA_OPC: &str = "cd63cb71954a9f4e48a5994e37a02baf";
 /// answer (what a peer's INVITE or 2xx carries), then as datagrams on a worker's media socket
 /// with two streams up (each datagram: a length byte, then that many bytes; its source
 /// alternates between the far end and a stranger), with time passing and packets sent between
-/// them. Every datagram is accounted for exactly once (received, unmatched, RTCP, not RTP), and
-/// a stream's figures hold together when it ends.
+/// them. Every datagram is accounted for exactly once (received, unmatched, RTCP or malformed
+/// RTCP, not RTP), and a stream's figures hold together when it ends.
 pub fn media(data: &[u8]) {
     use crate::media::engine::{ssrc_of, MediaConfig, MediaEngine, MediaEvent};
     use crate::media::g711::Codec;
@@ -461,12 +461,14 @@ pub fn media(data: &[u8]) {
     let stranger = SocketAddr::from(([127, 0, 0, 3], 4004));
     let mut now = Instant::now();
     let cfg = MediaConfig::new(Codec::Pcma, Duration::from_millis(20), &[0, 1000, -1000]);
-    let mut e = MediaEngine::new(cfg, 0, local, now);
+    let mut e = MediaEngine::new(cfg, 0, local, now, Duration::from_secs(1_796_428_800));
+    e.enable_rtcp(1, SocketAddr::from(([127, 0, 0, 1], 4001)));
     let remote = RemoteMedia {
         addr: far,
         codec: Codec::Pcmu,
         ptime_ms: 20,
         direction: Direction::SendRecv,
+        rtcp: SocketAddr::from(([127, 0, 0, 2], 4003)),
     };
     let ssrcs = [ssrc_of("a", 0), ssrc_of("b", 1)];
     assert!(e.start(now, ssrcs[0], Some(ssrc_of("a", 1)), remote));
@@ -495,7 +497,7 @@ pub fn media(data: &[u8]) {
     }
     let c = e.take_counts();
     assert_eq!(
-        c.packets_received + c.unmatched + c.rtcp_received + c.not_rtp,
+        c.packets_received + c.unmatched + c.rtcp_received + c.rtcp_malformed + c.not_rtp,
         fed,
         "every datagram counted once: {c:?}"
     );

@@ -100,7 +100,10 @@ fn calls_to_sipp_rtp_echo_get_their_own_audio_back_and_tshark_reads_it() {
     let pcap = dir.path().join("media.pcapng");
     let cap = dumpcap(
         &pcap,
-        &format!("udp port {sip_port} or udp port {media_port}"),
+        &format!(
+            "udp port {sip_port} or udp port {media_port} or udp port {}",
+            media_port + 1
+        ),
         &["-B", "32"],
     );
     let target = format!("127.0.0.1:{sip_port}");
@@ -198,6 +201,46 @@ fn calls_to_sipp_rtp_echo_get_their_own_audio_back_and_tshark_reads_it() {
                 "SSRC {ssrc:#x}: a hole or reordering in what we sent"
             );
         }
+    }
+
+    // Our RTCP, to the RTP port + 1 (SIPp's SDP names no other; nobody listens there): every
+    // stream's reports are SRs with our CNAME, the last ends with a BYE, and its packet count
+    // is what the wire carried under that SSRC.
+    let rtcp_port = media_port + 1;
+    let rtcp = tshark_fields(
+        &pcap,
+        &["-d", &format!("udp.port=={rtcp_port},rtcp")],
+        &format!("rtcp && udp.dstport=={rtcp_port}"),
+        &[
+            "rtcp.pt",
+            "rtcp.senderssrc",
+            "rtcp.sender.packetcount",
+            "rtcp.sdes.text",
+        ],
+    );
+    assert_eq!(
+        rtcp.len() as u64,
+        r["media"]["rtcp_sent"].as_u64().unwrap(),
+        "RTCP on the wire vs the report: {rtcp:?}"
+    );
+    let mut last: BTreeMap<u32, &Vec<String>> = BTreeMap::new();
+    for f in &rtcp {
+        assert!(f[0].starts_with("200,202"), "an SR, then SDES: {f:?}");
+        assert_eq!(f[3], "imsload@127.0.0.1", "{f:?}");
+        let ssrc = u32::from_str_radix(f[1].trim_start_matches("0x"), 16).unwrap();
+        last.insert(ssrc, f);
+    }
+    assert_eq!(last.keys().copied().collect::<BTreeSet<u32>>(), expected);
+    for (ssrc, f) in last {
+        assert_eq!(
+            f[0], "200,202,203",
+            "SSRC {ssrc:#x}: the last report ends with a BYE"
+        );
+        assert_eq!(
+            f[2].parse::<usize>().unwrap(),
+            by_ssrc[&ssrc].len(),
+            "SSRC {ssrc:#x}: the SR's packet count vs the RTP on the wire"
+        );
     }
 }
 
@@ -390,6 +433,20 @@ fn a_paused_rtpengine_is_a_media_gap_of_its_length_on_every_call_up() {
         let ms: f64 = s[len].parse().unwrap();
         assert!(lo <= ms && ms <= hi, "{s:?}");
     }
+    // RTCP went through rtpengine both ways: every stream heard its far end's report on it (no
+    // loss: a report sent in the pause counts what had come, not what was held), and some of
+    // them gave a round trip (our SR, then the far end's next report). Loopback through a
+    // relay takes milliseconds; a report held by the pause up to its length.
+    assert_eq!(m["rtcp_malformed"], 0, "{m}");
+    assert!(f(&m["rtcp_received"]) >= 20.0, "{m}");
+    let far = header.iter().position(|h| *h == "far_lost").unwrap();
+    for s in &streams {
+        assert_eq!(s[far], "0", "the far end's report on this stream: {s:?}");
+    }
+    let rtt = &m["rtcp_rtt"];
+    assert!(f(&rtt["count"]) >= 1.0, "{m}");
+    assert!(f(&rtt["max_ms"]) < pause.ms() + 200.0, "{m}");
+
     // The series shows it: 20 gaps ended, all in the second the audio came back.
     let csv = std::fs::read_to_string(&series).unwrap();
     let mut lines = csv.lines();

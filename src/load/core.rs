@@ -235,7 +235,9 @@ struct Call {
 /// callee side's offers waiting for their ACK.
 struct Media {
     engine: MediaEngine,
+    /// Its RTP and RTCP sockets.
     sock: u32,
+    rtcp_sock: u32,
     /// Calls our users answer, by Call-ID: the caller's audio from the INVITE's offer, and
     /// whether our stream to it has started (at the ACK).
     callee: HashMap<Box<str>, (RemoteMedia, bool)>,
@@ -563,9 +565,16 @@ impl LoadCore {
         self.locals[0]
     }
 
-    /// Gives the worker its media socket (`--media`, set in the config): socket `sock` of the
-    /// driver, at `addr`, which every SDP of ours from now on names.
-    pub fn enable_media(&mut self, sock: u32, addr: SocketAddr, now: Instant) {
+    /// Gives the worker its media sockets (`--media`, set in the config): RTP on socket `sock`
+    /// of the driver, at `addr`, and RTCP on `rtcp` (index, address), which every SDP of ours
+    /// from now on names; `wall`: the wall clock at `now` (RTCP's NTP times).
+    pub fn enable_media(
+        &mut self,
+        (sock, addr): (u32, SocketAddr),
+        rtcp: (u32, SocketAddr),
+        now: Instant,
+        wall: Duration,
+    ) {
         let Some(cfg) = self.cfg.media.clone() else {
             return;
         };
@@ -576,12 +585,16 @@ impl LoadCore {
                 crate::media::g711::Codec::Pcma => "8 0 101",
             },
             ptime: Some(cfg.ptime.as_millis() as u16),
+            rtcp: Some(rtcp.1.port()),
         };
         self.call_cfg.offer = sdp(&addr.ip().to_string(), 1, &audio);
         self.answerer.set_sdp_audio(audio);
+        let mut engine = MediaEngine::new(cfg, sock, addr, now, wall);
+        engine.enable_rtcp(rtcp.0, rtcp.1);
         self.media = Some(Media {
-            engine: MediaEngine::new(cfg, sock, addr, now),
+            engine,
             sock,
+            rtcp_sock: rtcp.0,
             callee: HashMap::new(),
             ended: Vec::new(),
         });
@@ -603,6 +616,7 @@ impl LoadCore {
         while let Some(e) = m.engine.poll_event() {
             match e {
                 MediaEvent::SendLateness(t) => Delays::record(&mut d.media_send_lateness, t),
+                MediaEvent::RoundTrip(t) => Delays::record(&mut d.media_rtt, t),
                 MediaEvent::Ended(s) => {
                     m.ended.push(s);
                     Delays::record(&mut d.media_gap, s.longest_gap);
@@ -716,7 +730,9 @@ impl LoadCore {
         c.media_duplicates += n.duplicates;
         c.media_out_of_order += n.out_of_order;
         c.media_unmatched += n.unmatched;
+        c.media_rtcp_sent += n.rtcp_sent;
         c.media_rtcp_received += n.rtcp_received;
+        c.media_rtcp_malformed += n.rtcp_malformed;
         c.media_not_rtp += n.not_rtp;
         c.media_late_sends += n.late_sends;
         c.media_gaps += n.gaps;
@@ -1902,7 +1918,11 @@ impl LoadCore {
     /// socket they arrive on.
     pub fn handle_input(&mut self, now: Instant, data: &[u8], from: SocketAddr, socket: u32) {
         self.last_now = self.last_now.max(now);
-        if let Some(m) = self.media.as_mut().filter(|m| m.sock == socket) {
+        if let Some(m) = self
+            .media
+            .as_mut()
+            .filter(|m| m.sock == socket || m.rtcp_sock == socket)
+        {
             return m.engine.handle_input(now, data, from);
         }
         let from = Peer {

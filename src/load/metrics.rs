@@ -258,6 +258,26 @@ fn delays(p: &mut Page, d: &Delays) {
             "Lag of imsload's own schedule (arrivals, registrations).",
             &d.sched_lag,
         ),
+        (
+            "imsload_media_longest_gap_seconds",
+            "--media: each ended stream's longest time without a packet.",
+            &d.media_gap,
+        ),
+        (
+            "imsload_media_jitter_seconds",
+            "--media: each ended stream's RFC 3550 interarrival jitter.",
+            &d.media_jitter,
+        ),
+        (
+            "imsload_media_send_lateness_seconds",
+            "--media: how late each RTP packet left.",
+            &d.media_send_lateness,
+        ),
+        (
+            "imsload_media_rtcp_round_trip_seconds",
+            "--media: round trip times from the far ends' RTCP reports on our streams.",
+            &d.media_rtt,
+        ),
     ] {
         p.family(name, Kind::Histogram, help);
         p.histogram(name, &[], h, 1e6, SIP_DELAY_BUCKETS);

@@ -261,6 +261,16 @@ pub struct MediaReport {
     pub mos_mean: f64,
     pub mos_min: f64,
     pub mos_p5: f64,
+    /// RTCP compound packets sent, received, and received but malformed.
+    #[serde(default)]
+    pub rtcp_sent: u64,
+    #[serde(default)]
+    pub rtcp_received: u64,
+    #[serde(default)]
+    pub rtcp_malformed: u64,
+    /// Round trip times from the far ends' RTCP reports on our streams (RFC 3550 §6.4.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtcp_rtt: Option<DelaySummary>,
 }
 
 impl MediaReport {
@@ -300,6 +310,10 @@ impl MediaReport {
                 mos(d.media_mos.min())
             },
             mos_p5: mos(d.media_mos.value_at_quantile(0.05)),
+            rtcp_sent: c.media_rtcp_sent,
+            rtcp_received: c.media_rtcp_received,
+            rtcp_malformed: c.media_rtcp_malformed,
+            rtcp_rtt: (!d.media_rtt.is_empty()).then(|| DelaySummary::of(&d.media_rtt)),
         })
     }
 }
@@ -632,6 +646,23 @@ impl Report {
                 m.jitter.p50_ms, m.jitter.p99_ms, m.send_lateness.p99_ms,
                 m.mos_mean, m.mos_p5, m.mos_min
             );
+            let _ = write!(
+                s,
+                "  RTCP: sent {} received {} malformed {}",
+                m.rtcp_sent, m.rtcp_received, m.rtcp_malformed
+            );
+            match &m.rtcp_rtt {
+                Some(r) => {
+                    let _ = writeln!(
+                        s,
+                        " | round trip p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                        r.p50_ms, r.p99_ms, r.max_ms
+                    );
+                }
+                None => {
+                    let _ = writeln!(s, " | no round trip (no report on our streams came back)");
+                }
+            }
         }
         let _ = writeln!(s, "\nResponses by method and status");
         let mut line = String::new();
@@ -683,19 +714,67 @@ impl Report {
 /// `--media-log`: one CSV line per media stream as it ends, with its own figures; written as
 /// streams end (flushed each second), so a run cut short keeps every stream that ended.
 pub struct MediaLog {
-    out: std::io::BufWriter<std::fs::File>,
+    out: csv::Writer<std::fs::File>,
     failed: bool,
+}
+
+/// One line of the media log. The far end's figures (from its RTCP) are empty when it sent none.
+#[derive(Serialize)]
+struct MediaLogLine {
+    ssrc: String,
+    leg: &'static str,
+    started_utc: String,
+    ended_utc: String,
+    sent: u64,
+    received: u64,
+    expected: u64,
+    lost: u64,
+    jitter_ms: f64,
+    longest_gap_ms: f64,
+    longest_gap_at_utc: String,
+    r_factor: f64,
+    mos: f64,
+    rtcp_rtt_ms: Option<f64>,
+    far_lost: Option<i32>,
+    far_jitter_ms: Option<f64>,
+}
+
+/// The log's header, written when it is created (a run where no stream ended still leaves a
+/// file a reader can open): [`MediaLogLine`]'s fields, in order (a unit test holds them equal).
+const MEDIA_LOG_COLUMNS: [&str; 16] = [
+    "ssrc",
+    "leg",
+    "started_utc",
+    "ended_utc",
+    "sent",
+    "received",
+    "expected",
+    "lost",
+    "jitter_ms",
+    "longest_gap_ms",
+    "longest_gap_at_utc",
+    "r_factor",
+    "mos",
+    "rtcp_rtt_ms",
+    "far_lost",
+    "far_jitter_ms",
+];
+
+/// `x` to `places` decimals, so that the log does not print every bit of a float.
+fn round(x: f64, places: i32) -> f64 {
+    let f = 10f64.powi(places);
+    (x * f).round() / f
 }
 
 impl MediaLog {
     pub fn create(path: &Path) -> anyhow::Result<MediaLog> {
-        let f = std::fs::File::create(path)
-            .map_err(|e| anyhow::anyhow!("cannot create the media log {}: {e}", path.display()))?;
-        let mut out = std::io::BufWriter::new(f);
-        writeln!(
-            out,
-            "ssrc,leg,started_utc,ended_utc,sent,received,expected,lost,jitter_ms,longest_gap_ms,longest_gap_at_utc,r_factor,mos"
-        )?;
+        let cannot = |e| anyhow::anyhow!("cannot create the media log {}: {e}", path.display());
+        let mut out = csv::WriterBuilder::new()
+            .has_headers(false)
+            .from_path(path)
+            .map_err(cannot)?;
+        out.write_record(MEDIA_LOG_COLUMNS).map_err(cannot)?;
+        out.flush()?;
         Ok(MediaLog { out, failed: false })
     }
 
@@ -709,30 +788,39 @@ impl MediaLog {
         if self.failed || streams.is_empty() {
             return;
         }
-        let label = |t| epoch.wall_of(t).format("%Y-%m-%dT%H:%M:%S%.3fZ");
+        let label = |t| {
+            epoch
+                .wall_of(t)
+                .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+                .to_string()
+        };
         let mut r = Ok(());
         for s in streams {
             r = r.and_then(|_| {
-                writeln!(
-                    self.out,
-                    "{:#010x},{},{},{},{},{},{},{},{:.3},{:.1},{},{:.1},{:.2}",
-                    s.ssrc,
-                    if s.ssrc & 1 == 0 { "caller" } else { "callee" },
-                    label(s.started),
-                    label(s.ended),
-                    s.sent,
-                    s.received,
-                    s.expected,
-                    s.lost,
-                    s.jitter_ms,
-                    s.longest_gap.as_secs_f64() * 1000.0,
-                    label(s.longest_gap_at),
-                    s.r_factor,
-                    s.mos
-                )
+                self.out.serialize(MediaLogLine {
+                    ssrc: format!("{:#010x}", s.ssrc),
+                    leg: if s.ssrc & 1 == 0 { "caller" } else { "callee" },
+                    started_utc: label(s.started),
+                    ended_utc: label(s.ended),
+                    sent: s.sent,
+                    received: s.received,
+                    expected: s.expected,
+                    lost: s.lost,
+                    jitter_ms: round(s.jitter_ms, 3),
+                    longest_gap_ms: round(s.longest_gap.as_secs_f64() * 1000.0, 1),
+                    longest_gap_at_utc: label(s.longest_gap_at),
+                    r_factor: round(s.r_factor, 1),
+                    mos: round(s.mos, 2),
+                    rtcp_rtt_ms: s.rtt.map(|r| round(r.as_secs_f64() * 1000.0, 3)),
+                    far_lost: s.far_lost,
+                    far_jitter_ms: s.far_jitter_ms.map(|j| round(j, 3)),
+                })
             });
         }
-        if let Err(e) = r.and_then(|_| self.out.flush()) {
+        if let Err(e) = r
+            .map_err(anyhow::Error::from)
+            .and_then(|_| Ok(self.out.flush()?))
+        {
             eprintln!("--media-log: writing failed ({e}); no more lines will be written");
             self.failed = true;
         }
@@ -742,6 +830,35 @@ impl MediaLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_media_logs_header_names_its_fields_in_order() {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.serialize(MediaLogLine {
+            ssrc: String::new(),
+            leg: "caller",
+            started_utc: String::new(),
+            ended_utc: String::new(),
+            sent: 0,
+            received: 0,
+            expected: 0,
+            lost: 0,
+            jitter_ms: 0.0,
+            longest_gap_ms: 0.0,
+            longest_gap_at_utc: String::new(),
+            r_factor: 0.0,
+            mos: 0.0,
+            rtcp_rtt_ms: None,
+            far_lost: None,
+            far_jitter_ms: None,
+        })
+        .unwrap();
+        let text = String::from_utf8(w.into_inner().unwrap()).unwrap();
+        assert_eq!(
+            text.lines().next(),
+            Some(MEDIA_LOG_COLUMNS.join(",").as_str())
+        );
+    }
 
     #[test]
     fn csv_rows_keep_the_header_columns_when_a_column_is_missing_or_holds_a_comma() {

@@ -190,24 +190,26 @@ pub async fn run(
                     locals.push(sock.local_addr()?);
                     socks.push(sock);
                 }
-                // --media: one more socket, the worker's media (docs/media.md), on its first
-                // address.
-                let media = match c.media.is_some() {
-                    true => {
+                // --media: two more sockets, the worker's RTP and RTCP (docs/media.md), on its
+                // first address.
+                let mut media = Vec::new();
+                if c.media.is_some() {
+                    for what in ["RTP", "RTCP"] {
                         let at = SocketAddr::new(locals[0].ip(), 0);
                         let sock = udp_socket(at).with_context(|| {
-                            format!("cannot bind the media socket of worker {i} at {at}")
+                            format!("cannot bind the {what} socket of worker {i} at {at}")
                         })?;
-                        let addr = sock.local_addr()?;
+                        media.push(((socks.len()) as u32, sock.local_addr()?));
                         socks.push(sock);
-                        Some(((socks.len() - 1) as u32, addr))
                     }
-                    false => None,
-                };
+                }
                 let now = Instant::now();
+                let wall = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
                 let mut core = LoadCore::new(cfg, &locals, chunk, i as u32, now);
-                if let Some((sock, addr)) = media {
-                    core.enable_media(sock, addr, now);
+                if let [rtp, rtcp] = media[..] {
+                    core.enable_media(rtp, rtcp, now, wall);
                 }
                 let driver = Driver::udp(format!("worker {i}"), socks)
                     .context("cannot set up a worker's event loop")?;

@@ -138,9 +138,10 @@ pub struct Counters {
     pub ipsec_protected_unanswered: u64,
     /// `--media` (docs/media.md): streams started and ended (one per call leg of ours), refused
     /// (an SSRC in use); RTP packets sent, received, our own come back (an echoing peer), lost
-    /// (booked when the stream ends), duplicated, out of order; RTP that matched no stream,
-    /// RTCP received, other datagrams on the media socket; sends over a packet time late; SDP
-    /// (offer or answer) with no audio stream we can play.
+    /// (booked when the stream ends), duplicated, out of order; RTP that matched no stream;
+    /// RTCP compound packets sent, received and malformed; other datagrams on the media
+    /// sockets; sends over a packet time late; SDP (offer or answer) with no audio stream we
+    /// can play.
     pub media_streams_started: u64,
     pub media_streams_ended: u64,
     pub media_streams_refused: u64,
@@ -151,7 +152,9 @@ pub struct Counters {
     pub media_duplicates: u64,
     pub media_out_of_order: u64,
     pub media_unmatched: u64,
+    pub media_rtcp_sent: u64,
     pub media_rtcp_received: u64,
+    pub media_rtcp_malformed: u64,
     pub media_not_rtp: u64,
     pub media_late_sends: u64,
     pub media_sdp_unusable: u64,
@@ -247,7 +250,9 @@ impl Counters {
             media_duplicates,
             media_out_of_order,
             media_unmatched,
+            media_rtcp_sent,
             media_rtcp_received,
+            media_rtcp_malformed,
             media_not_rtp,
             media_late_sends,
             media_sdp_unusable,
@@ -276,11 +281,13 @@ pub struct Delays {
     /// OPTIONS sent → its final response.
     pub options: Histogram<u64>,
     /// `--media`, per stream at its end: the longest time without a packet (µs), the RFC 3550
-    /// jitter (µs), the E-model MOS ×100; and per packet, how late it left (µs).
+    /// jitter (µs), the E-model MOS ×100; per packet, how late it left (µs); per RTCP report
+    /// of the far end's on one of our streams, the round trip time it gives (µs).
     pub media_gap: Histogram<u64>,
     pub media_jitter: Histogram<u64>,
     pub media_mos: Histogram<u64>,
     pub media_send_lateness: Histogram<u64>,
+    pub media_rtt: Histogram<u64>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -303,6 +310,7 @@ impl Default for Delays {
             media_jitter: histogram(),
             media_mos: histogram(),
             media_send_lateness: histogram(),
+            media_rtt: histogram(),
         }
     }
 }
@@ -317,7 +325,7 @@ impl Delays {
             let _ = a.add(b);
         }
     }
-    fn all(&self) -> [&Histogram<u64>; 12] {
+    fn all(&self) -> [&Histogram<u64>; 13] {
         [
             &self.rrd,
             &self.srd,
@@ -331,9 +339,10 @@ impl Delays {
             &self.media_jitter,
             &self.media_mos,
             &self.media_send_lateness,
+            &self.media_rtt,
         ]
     }
-    fn all_mut(&mut self) -> [&mut Histogram<u64>; 12] {
+    fn all_mut(&mut self) -> [&mut Histogram<u64>; 13] {
         [
             &mut self.rrd,
             &mut self.srd,
@@ -347,6 +356,7 @@ impl Delays {
             &mut self.media_jitter,
             &mut self.media_mos,
             &mut self.media_send_lateness,
+            &mut self.media_rtt,
         ]
     }
     pub fn reset(&mut self) {
@@ -356,7 +366,7 @@ impl Delays {
     }
 
     /// Each histogram's name in reports, in the order of [`Delays::all`].
-    const NAMES: [&'static str; 12] = [
+    const NAMES: [&'static str; 13] = [
         "rrd",
         "srd",
         "answer",
@@ -369,6 +379,7 @@ impl Delays {
         "media_jitter",
         "media_mos",
         "media_send_lateness",
+        "media_rtt",
     ];
 
     /// The histograms as a report carries them (empty ones left out).

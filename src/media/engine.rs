@@ -9,14 +9,23 @@
 //! imsload users know each other's SSRC without reading a packet. A stream from any other peer
 //! (SIPp's echo, a media relay) is matched by our own SSRC coming back or by the address its
 //! SDP gave.
+//!
+//! RTCP (RFC 3550 §6) goes out of a second socket, whose port our SDP names (`a=rtcp`, RFC
+//! 3605), to the port the far end's SDP names (or its RTP port + 1): per stream, an SR (or RR
+//! when it does not send) with a report block on what it receives and an SDES CNAME, at RFC
+//! 3550's interval, and a BYE when it ends. What the far end reports gives each stream a round
+//! trip time and the loss and jitter it saw.
 
 use super::g711::Codec;
 use super::quality::{e_model, Receiver};
+use super::rtcp::{self, Packet, Report, ReportBlock, SenderInfo};
 use super::rtp::{Header, NotRtp, HEADER};
 use super::sdp::RemoteMedia;
 use crate::sip::transport::{buffer, Transmit};
 use crate::slab::{Key, Slab};
 use crate::ua::timers::TimerWheel;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -71,8 +80,12 @@ pub struct MediaCounts {
     pub packets_lost: u64,
     /// RTP that matched no stream (an ended call's last packets, a stranger).
     pub unmatched: u64,
-    /// Datagrams on the media socket that were not RTP: RTCP, and garbage.
+    /// RTCP compound packets sent, received (and valid), and received but failing RFC 3550
+    /// A.2's checks.
+    pub rtcp_sent: u64,
     pub rtcp_received: u64,
+    pub rtcp_malformed: u64,
+    /// Datagrams on a media socket that were neither RTP nor RTCP.
     pub not_rtp: u64,
     /// Sends more than a packet time late (the worker is overloaded).
     pub late_sends: u64,
@@ -101,6 +114,11 @@ pub struct StreamSummary {
     pub longest_gap_at: Instant,
     pub r_factor: f64,
     pub mos: f64,
+    /// From the far end's RTCP, when it sent any: the latest round trip time (from the LSR
+    /// and DLSR of its report on our stream), and the loss and jitter it last reported.
+    pub rtt: Option<Duration>,
+    pub far_lost: Option<i32>,
+    pub far_jitter_ms: Option<f64>,
 }
 
 /// Events for the owner to book.
@@ -109,7 +127,21 @@ pub enum MediaEvent {
     Ended(StreamSummary),
     /// How late a packet left (µs past its due time): the send-time jitter.
     SendLateness(Duration),
+    /// A round trip time from an RTCP report on one of our streams.
+    RoundTrip(Duration),
 }
+
+/// What a timer of the engine's is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tick {
+    Rtp,
+    Rtcp,
+}
+
+/// RFC 3550 §6.2's minimum RTCP interval. For a two-party G.711 call the computed interval
+/// (5 % of ~80 kbit/s shared by two members sending ~100-byte reports: ~0.4 s) is below it, so
+/// this is the interval; the first report comes after half of it (§6.2).
+const RTCP_MIN: Duration = Duration::from_secs(5);
 
 struct Stream {
     ssrc: u32,
@@ -131,6 +163,14 @@ struct Stream {
     /// own sent back by an echoing peer). Packets of any other are not this stream's.
     source: Option<u32>,
     rx: Receiver,
+    /// Where RTCP goes, and what the last report said we had (RFC 3550 A.3's priors).
+    rtcp_remote: SocketAddr,
+    prior: (u64, u64),
+    /// The far end's latest SR: the middle of its NTP time, and when it came.
+    last_sr: Option<(u32, Instant)>,
+    /// The far end's latest report on our stream, and the round trip it gave.
+    far: Option<ReportBlock>,
+    rtt: Option<Duration>,
 }
 
 /// See the module comment.
@@ -148,10 +188,17 @@ pub struct MediaEngine {
     by_far: HashMap<u32, Key>,
     /// A remote address used by exactly one stream (None: by several, so not a key).
     by_addr: HashMap<SocketAddr, Option<Key>>,
-    timers: TimerWheel<(Key, u32)>,
+    timers: TimerWheel<(Key, u32, Tick)>,
     out: VecDeque<Transmit>,
     events: VecDeque<MediaEvent>,
     counts: MediaCounts,
+    /// The RTCP socket (its index and address), when the worker has one.
+    rtcp: Option<(u32, SocketAddr)>,
+    /// The NTP time of an instant, read once (the module comment of `rtcp` says why once).
+    ntp_at: (Instant, Duration),
+    cname: String,
+    /// RTCP intervals are randomized (§6.3.1) so that reports of calls set up together spread.
+    rng: SmallRng,
 }
 
 /// Stream `role` (0 caller, 1 callee) of the call `call_id`: the same on both ends.
@@ -166,8 +213,14 @@ pub fn ssrc_of(call_id: &str, role: u32) -> u32 {
 
 impl MediaEngine {
     /// `sock`: the index of the worker's media socket (every packet leaves from it), bound
-    /// at `local`.
-    pub fn new(cfg: MediaConfig, sock: u32, local: SocketAddr, now: Instant) -> MediaEngine {
+    /// at `local`; `wall`: the wall clock at `now`, since the Unix epoch (for RTCP's NTP times).
+    pub fn new(
+        cfg: MediaConfig,
+        sock: u32,
+        local: SocketAddr,
+        now: Instant,
+        wall: Duration,
+    ) -> MediaEngine {
         MediaEngine {
             cfg,
             sock,
@@ -181,7 +234,33 @@ impl MediaEngine {
             out: VecDeque::new(),
             events: VecDeque::new(),
             counts: MediaCounts::default(),
+            rtcp: None,
+            ntp_at: (now, wall),
+            cname: format!("imsload@{}", local.ip()),
+            rng: SmallRng::seed_from_u64(u64::from(local.port()) << 32 | u64::from(sock)),
         }
+    }
+
+    /// Sends RTCP from socket `sock`, bound at `local` (our SDP names its port), for streams
+    /// started from now on.
+    pub fn enable_rtcp(&mut self, sock: u32, local: SocketAddr) {
+        self.rtcp = Some((sock, local));
+    }
+
+    fn ntp(&self, t: Instant) -> u64 {
+        let (at, wall) = self.ntp_at;
+        rtcp::ntp(if t >= at {
+            wall + (t - at)
+        } else {
+            wall.saturating_sub(at - t)
+        })
+    }
+
+    /// RFC 3550 §6.3.1: the deterministic interval times a uniform 0.5–1.5, over e − 3/2 to
+    /// make up for the timer reconsideration that shortens it on average.
+    fn rtcp_interval(&mut self, first: bool) -> Duration {
+        let td = if first { RTCP_MIN / 2 } else { RTCP_MIN };
+        td.mul_f64(self.rng.random_range(0.5..1.5) / (std::f64::consts::E - 1.5))
     }
 
     pub fn config(&self) -> &MediaConfig {
@@ -223,6 +302,11 @@ impl MediaEngine {
             started: now,
             source: None,
             rx: Receiver::new(8000),
+            rtcp_remote: remote.rtcp,
+            prior: (0, 0),
+            last_sr: None,
+            far: None,
+            rtt: None,
         });
         self.by_ssrc.insert(ssrc, k);
         if let Some(f) = far_ssrc {
@@ -236,7 +320,11 @@ impl MediaEngine {
             .and_modify(|e| *e = None)
             .or_insert(Some(k));
         if remote.direction.we_send() {
-            self.timers.insert(now, (k, ssrc));
+            self.timers.insert(now, (k, ssrc, Tick::Rtp));
+        }
+        if self.rtcp.is_some() {
+            let at = now + self.rtcp_interval(true);
+            self.timers.insert(at, (k, ssrc, Tick::Rtcp));
         }
         self.counts.streams_started += 1;
         true
@@ -261,6 +349,10 @@ impl MediaEngine {
             }
         }
         self.counts.streams_ended += 1;
+        if let Some((sock, _)) = self.rtcp {
+            let data = report(&s, now, self.ntp(now), &self.cname, true);
+            self.push_report(sock, s.rtcp_remote, data);
+        }
         let summary = summarize(&s, now);
         self.counts.packets_lost += summary.lost;
         self.events.push_back(MediaEvent::Ended(summary));
@@ -277,10 +369,7 @@ impl MediaEngine {
     pub fn handle_input(&mut self, now: Instant, data: &[u8], from: SocketAddr) {
         let h = match Header::parse(data) {
             Ok((h, _)) => h,
-            Err(NotRtp::Rtcp) => {
-                self.counts.rtcp_received += 1;
-                return;
-            }
+            Err(NotRtp::Rtcp) => return self.handle_rtcp(now, data),
             Err(_) => {
                 self.counts.not_rtp += 1;
                 return;
@@ -351,14 +440,79 @@ impl MediaEngine {
         self.counts.packets_received += 1;
     }
 
-    pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some((_, (k, ssrc))) = self.timers.pop_due(now) {
-            let Some(s) = self.streams.get_mut(k) else {
+    /// An RTCP compound packet (on either socket: a peer may multiplex it with RTP). An SR
+    /// from the source a stream receives is remembered for our next report's LSR/DLSR; a report
+    /// block on one of our streams gives it a round trip time and the far end's view.
+    fn handle_rtcp(&mut self, now: Instant, data: &[u8]) {
+        let Ok(packets) = rtcp::parse(data) else {
+            self.counts.rtcp_malformed += 1;
+            return;
+        };
+        self.counts.rtcp_received += 1;
+        let arrival = rtcp::middle(self.ntp(now));
+        for p in packets {
+            let Packet::Report {
+                ssrc,
+                sender,
+                blocks,
+            } = p
+            else {
                 continue;
             };
-            if s.ssrc != ssrc || !s.send {
+            if let (Some(info), Some(&k)) = (sender, self.by_far.get(&ssrc)) {
+                if let Some(s) = self.streams.get_mut(k) {
+                    s.last_sr = Some((rtcp::middle(info.ntp), now));
+                }
+            }
+            for b in blocks {
+                let Some(s) = self
+                    .by_ssrc
+                    .get(&b.ssrc)
+                    .and_then(|&k| self.streams.get_mut(k))
+                else {
+                    continue;
+                };
+                s.far = Some(b);
+                if let Some(rtt) = rtcp::round_trip(arrival, b.lsr, b.dlsr) {
+                    s.rtt = Some(rtt);
+                    self.events.push_back(MediaEvent::RoundTrip(rtt));
+                }
+            }
+        }
+    }
+
+    /// Queues a compound report (an SR or RR, SDES, and a BYE when `bye`) from the RTCP socket.
+    fn push_report(&mut self, sock: u32, dest: SocketAddr, data: Vec<u8>) {
+        self.counts.rtcp_sent += 1;
+        self.out.push_back(Transmit {
+            src: sock,
+            dest,
+            data,
+        });
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some((_, (k, ssrc, tick))) = self.timers.pop_due(now) {
+            let Some(s) = self.streams.get(k) else {
+                continue;
+            };
+            if s.ssrc != ssrc {
                 continue;
             }
+            if tick == Tick::Rtcp {
+                let Some((sock, _)) = self.rtcp else { continue };
+                let (ntp, next) = (self.ntp(now), now + self.rtcp_interval(false));
+                let s = self.streams.get_mut(k).expect("just read");
+                let data = report(s, now, ntp, &self.cname, false);
+                s.prior = (s.rx.expected(), s.rx.received);
+                let dest = s.rtcp_remote;
+                self.timers.insert(next, (k, ssrc, Tick::Rtcp));
+                self.push_report(sock, dest, data);
+                continue;
+            }
+            let Some(s) = self.streams.get_mut(k).filter(|s| s.send) else {
+                continue;
+            };
             let late = now.saturating_duration_since(s.due);
             if late > s.ptime {
                 self.counts.late_sends += 1;
@@ -388,7 +542,7 @@ impl MediaEngine {
             s.ts = s.ts.wrapping_add(s.samples);
             s.sent += 1;
             s.due += s.ptime;
-            self.timers.insert(s.due, (k, ssrc));
+            self.timers.insert(s.due, (k, ssrc, Tick::Rtp));
             self.counts.packets_sent += 1;
             self.out.push_back(Transmit {
                 src: self.sock,
@@ -429,6 +583,55 @@ impl MediaEngine {
         }
         n
     }
+}
+
+/// Stream `s`'s compound report at `now` (`ntp` its NTP time): an SR when it has sent, else
+/// an RR; a report block once it receives a source; our CNAME; a BYE when `bye`.
+fn report(s: &Stream, now: Instant, ntp: u64, cname: &str, bye: bool) -> Vec<u8> {
+    let rx = &s.rx;
+    let block = s.source.map(|source| {
+        let (expected, received) = (rx.expected(), rx.received);
+        // RFC 3550 A.3: the fraction of the interval's expected packets that were lost.
+        let exp_i = expected.saturating_sub(s.prior.0);
+        let lost_i = exp_i.saturating_sub(received.saturating_sub(s.prior.1));
+        ReportBlock {
+            ssrc: source,
+            fraction_lost: (lost_i << 8)
+                .checked_div(exp_i)
+                .map_or(0, |f| f.min(255) as u8),
+            cumulative_lost: i32::try_from(expected as i64 - received as i64).unwrap_or(i32::MAX),
+            highest_seq: rx.highest_seq(),
+            jitter: rx.jitter_units(),
+            lsr: s.last_sr.map_or(0, |(lsr, _)| lsr),
+            dlsr: s
+                .last_sr
+                .map_or(0, |(_, at)| rtcp::units(now.saturating_duration_since(at))),
+        }
+    });
+    let sender = (s.send && s.sent > 0).then(|| {
+        // The RTP time of `now`: the next packet's timestamp, less the samples until it is due.
+        let rate = u128::from(s.codec.clock_rate());
+        let ahead = (s.due.saturating_duration_since(now).as_nanos() * rate / 1_000_000_000) as u32;
+        let behind =
+            (now.saturating_duration_since(s.due).as_nanos() * rate / 1_000_000_000) as u32;
+        SenderInfo {
+            ntp,
+            rtp_timestamp: s.ts.wrapping_sub(ahead).wrapping_add(behind),
+            packets: s.sent as u32,
+            // G.711: one octet per sample.
+            octets: (s.sent * u64::from(s.samples)) as u32,
+        }
+    });
+    let mut data = buffer(128);
+    Report {
+        ssrc: s.ssrc,
+        sender,
+        block,
+        cname,
+        bye,
+    }
+    .write(&mut data);
+    data
 }
 
 fn summarize(s: &Stream, now: Instant) -> StreamSummary {
@@ -474,6 +677,11 @@ fn summarize(s: &Stream, now: Instant) -> StreamSummary {
         longest_gap_at: gap_at,
         r_factor: r,
         mos,
+        rtt: s.rtt,
+        far_lost: s.far.map(|b| b.cumulative_lost),
+        far_jitter_ms: s
+            .far
+            .map(|b| f64::from(b.jitter) * 1000.0 / f64::from(s.codec.clock_rate())),
     }
 }
 
@@ -493,6 +701,7 @@ mod tests {
             codec: Codec::Pcmu,
             ptime_ms: 20,
             direction: Direction::SendRecv,
+            rtcp: SocketAddr::new(addr.ip(), addr.port() + 1),
         }
     }
 
@@ -506,6 +715,8 @@ mod tests {
     }
 
     const A: ([u8; 4], u16) = ([127, 0, 0, 1], 4000);
+    /// 2026-12-05, as the runtime reads it once.
+    const WALL: Duration = Duration::from_secs(1_796_428_800);
     const B: ([u8; 4], u16) = ([127, 0, 0, 2], 4002);
 
     impl Pair {
@@ -513,8 +724,8 @@ mod tests {
             let now = Instant::now();
             Pair {
                 now,
-                a: MediaEngine::new(cfg(), 0, A.into(), now),
-                b: MediaEngine::new(cfg(), 0, B.into(), now),
+                a: MediaEngine::new(cfg(), 0, A.into(), now, WALL),
+                b: MediaEngine::new(cfg(), 0, B.into(), now, WALL),
                 wire: 0,
             }
         }
@@ -617,7 +828,7 @@ mod tests {
         // The callee answers and sends first, to the caller's address: this very socket. Its
         // packets must wait for the caller's stream, not become the callee's own "echo".
         let now = Instant::now();
-        let mut e = MediaEngine::new(cfg(), 0, A.into(), now);
+        let mut e = MediaEngine::new(cfg(), 0, A.into(), now, WALL);
         let (caller, callee) = (ssrc_of("c", 0), ssrc_of("c", 1));
         let mut t = now;
         assert!(e.start(t, callee, Some(caller), remote(A.into())));
@@ -656,7 +867,7 @@ mod tests {
     fn an_echo_is_its_own_audio_from_where_it_sends_and_garbage_is_counted() {
         let now = Instant::now();
         let peer: SocketAddr = B.into();
-        let mut e = MediaEngine::new(cfg(), 0, A.into(), now);
+        let mut e = MediaEngine::new(cfg(), 0, A.into(), now, WALL);
         let me = ssrc_of("x", 0);
         assert!(e.start(now, me, Some(ssrc_of("x", 1)), remote(peer)));
         assert!(
@@ -668,13 +879,107 @@ mod tests {
         // From elsewhere it is not an echo: a stranger's copy.
         e.handle_input(now, &first.data, "127.0.0.9:9".parse().unwrap());
         e.handle_input(now, &first.data, peer);
-        e.handle_input(now, b"\x80\xc8\0\x01rtcp-ish....", peer);
+        // An RR, then the same with a length running past the datagram's end.
+        e.handle_input(now, b"\x80\xc9\0\x01rtcp", peer);
+        e.handle_input(now, b"\x80\xc9\0\x02rtcp", peer);
         e.handle_input(now, b"hello", peer);
         let c = e.take_counts();
         assert_eq!(
-            (c.packets_echoed, c.unmatched, c.rtcp_received, c.not_rtp),
-            (1, 1, 1, 1)
+            (
+                c.packets_echoed,
+                c.unmatched,
+                c.rtcp_received,
+                c.rtcp_malformed,
+                c.not_rtp
+            ),
+            (1, 1, 1, 1, 1)
         );
         assert_eq!((c.streams_started, c.streams_refused), (1, 1));
+    }
+
+    #[test]
+    fn rtcp_reports_give_each_end_the_round_trip_and_what_the_far_end_lost() {
+        // Two workers 25 ms apart each way, both with RTCP; A's RTP lost from 5 s to 5.2 s.
+        let now = Instant::now();
+        let (a_rtcp, b_rtcp): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:4001".parse().unwrap(),
+            "127.0.0.2:4003".parse().unwrap(),
+        );
+        let mut a = MediaEngine::new(cfg(), 0, A.into(), now, WALL);
+        let mut b = MediaEngine::new(cfg(), 0, B.into(), now, WALL + Duration::from_secs(7));
+        a.enable_rtcp(1, a_rtcp);
+        b.enable_rtcp(1, b_rtcp);
+        let (caller, callee) = (ssrc_of("r", 0), ssrc_of("r", 1));
+        assert!(b.start(now, callee, Some(caller), remote(A.into())));
+        assert!(a.start(now, caller, Some(callee), remote(B.into())));
+        let delay = Duration::from_millis(25);
+        let mut wire: VecDeque<(Instant, bool, Transmit)> = VecDeque::new();
+        let (mut t, mut byes) = (now, 0);
+        let mut step = |a: &mut MediaEngine, b: &mut MediaEngine, t: Instant, end: bool| {
+            for (from_a, e) in [(true, &mut *a), (false, &mut *b)] {
+                e.handle_timeout(t);
+                while let Some(x) = e.poll_transmit() {
+                    let lost = from_a
+                        && x.src == 0
+                        && t >= now + Duration::from_millis(5000)
+                        && t < now + Duration::from_millis(5200);
+                    if end && x.src == 1 {
+                        let bye = rtcp::parse(&x.data)
+                            .unwrap()
+                            .any(|p| matches!(p, Packet::Bye(_)));
+                        byes += usize::from(bye);
+                    }
+                    if !lost {
+                        wire.push_back((t + delay, from_a, x));
+                    }
+                }
+            }
+            while wire.front().is_some_and(|w| w.0 <= t) {
+                let (_, from_a, x) = wire.pop_front().expect("checked");
+                let (to, from) = if from_a { (&mut *b, A) } else { (&mut *a, B) };
+                to.handle_input(t, &x.data, from.into());
+                x.recycle();
+            }
+        };
+        for _ in 0..20_000 {
+            t += Duration::from_millis(1);
+            step(&mut a, &mut b, t, false);
+        }
+        a.stop(t, caller);
+        b.stop(t, callee);
+        step(&mut a, &mut b, t, true);
+        assert_eq!(byes, 2, "each stream's last report ends with a BYE");
+        let events = |e: &mut MediaEngine| -> (Vec<StreamSummary>, Vec<Duration>) {
+            let (mut ended, mut rtts) = (Vec::new(), Vec::new());
+            while let Some(ev) = e.poll_event() {
+                match ev {
+                    MediaEvent::Ended(s) => ended.push(s),
+                    MediaEvent::RoundTrip(r) => rtts.push(r),
+                    MediaEvent::SendLateness(_) => {}
+                }
+            }
+            (ended, rtts)
+        };
+        let ((sa, ra), (sb, rb)) = (events(&mut a), events(&mut b));
+        let (ca, cb) = (a.take_counts(), b.take_counts());
+        // 20 s: a first report after 1-3 s, then one every 2-6 s, and the BYE.
+        for c in [ca, cb] {
+            assert!((4..=11).contains(&c.rtcp_sent), "{c:?}");
+            assert_eq!(c.rtcp_malformed, 0);
+        }
+        // Every report but the first few (before an SR of the far end's came) gives a round
+        // trip of 50 ms, whatever the two ends' wall clocks say.
+        assert!(ra.len() >= 2 && rb.len() >= 2, "{ra:?} {rb:?}");
+        for r in ra.iter().chain(&rb) {
+            assert!(
+                r.abs_diff(Duration::from_millis(50)) <= Duration::from_millis(2),
+                "{r:?}"
+            );
+        }
+        assert_eq!(sa[0].rtt, ra.last().copied());
+        // What B reports on A's stream: the 10 packets lost, jitter near 0; A lost nothing.
+        assert_eq!((sb[0].lost, sa[0].lost), (10, 0));
+        assert_eq!((sa[0].far_lost, sb[0].far_lost), (Some(10), Some(0)));
+        assert!(sa[0].far_jitter_ms.is_some_and(|j| j < 1.0), "{:?}", sa[0]);
     }
 }

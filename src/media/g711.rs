@@ -24,6 +24,10 @@ impl Codec {
             _ => None,
         }
     }
+    /// RTP timestamp units per second (RFC 3551: 8 kHz for both laws).
+    pub fn clock_rate(self) -> u32 {
+        8000
+    }
     pub fn name(self) -> &'static str {
         match self {
             Codec::Pcmu => "PCMU",

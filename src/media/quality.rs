@@ -138,6 +138,17 @@ impl Receiver {
         self.expected().saturating_sub(self.received)
     }
 
+    /// The extended highest sequence number received, as an RTCP report block carries it
+    /// (cycles in the high 16 bits, counted from the stream's first packet).
+    pub fn highest_seq(&self) -> u32 {
+        self.max as u32
+    }
+
+    /// RFC 3550 interarrival jitter, in timestamp units (an RTCP report block's).
+    pub fn jitter_units(&self) -> u32 {
+        u32::try_from(self.jitter16 >> 4).unwrap_or(u32::MAX)
+    }
+
     /// RFC 3550 interarrival jitter, in milliseconds.
     pub fn jitter_ms(&self) -> f64 {
         (self.jitter16 >> 4) as f64 * 1000.0 / f64::from(self.clock_rate)

@@ -27,14 +27,15 @@ impl Header {
     /// The header of `data` and the offset of its payload, or why it is not RTP. RTCP (payload
     /// types 72–76 with the marker bit, RFC 5761 §4) is refused as such.
     pub fn parse(data: &[u8]) -> Result<(Header, usize), NotRtp> {
+        // RTCP first: an RR with no blocks is 8 bytes, shorter than an RTP header.
+        if data.len() >= 2 && data[0] >> 6 == 2 && (200..=204).contains(&data[1]) {
+            return Err(NotRtp::Rtcp);
+        }
         if data.len() < HEADER {
             return Err(NotRtp::Short);
         }
         if data[0] >> 6 != 2 {
             return Err(NotRtp::Version);
-        }
-        if (200..=204).contains(&data[1]) {
-            return Err(NotRtp::Rtcp);
         }
         let csrcs = usize::from(data[0] & 0x0f);
         let mut off = HEADER + 4 * csrcs;

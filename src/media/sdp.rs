@@ -32,6 +32,9 @@ pub struct RemoteMedia {
     /// `a=ptime`, milliseconds (20 when absent, RFC 3551's default for G.711).
     pub ptime_ms: u16,
     pub direction: Direction,
+    /// Where its RTCP goes: `a=rtcp` (RFC 3605) or the RTP port + 1 (RFC 3550 §11). We do not
+    /// offer `a=rtcp-mux`, so a peer's is not taken up (RFC 5761 §5.1.1).
+    pub rtcp: SocketAddr,
 }
 
 /// Why a peer's SDP gives no stream we can play.
@@ -55,6 +58,7 @@ pub fn remote_audio(body: &[u8], prefer: Codec) -> Result<RemoteMedia, SdpError>
     let mut ptime = 20;
     let mut dir_session = Direction::SendRecv;
     let mut dir_media = None;
+    let mut rtcp: Option<(u16, Option<IpAddr>)> = None;
     for line in text.lines() {
         let line = line.trim_end();
         if let Some(m) = line.strip_prefix("m=") {
@@ -106,6 +110,13 @@ pub fn remote_audio(body: &[u8], prefer: Codec) -> Result<RemoteMedia, SdpError>
                 if let Some(p) = a.strip_prefix("ptime:").and_then(|p| p.trim().parse().ok()) {
                     ptime = p;
                 }
+                // a=rtcp:port [nettype addrtype address]
+                if let Some(r) = a.strip_prefix("rtcp:") {
+                    let mut f = r.split_ascii_whitespace();
+                    if let Some(port) = f.next().and_then(|p| p.parse().ok()) {
+                        rtcp = Some((port, f.nth(2).and_then(|a| a.parse().ok())));
+                    }
+                }
             } else if audio.is_none() {
                 if let Some(d) = dir {
                     dir_session = d;
@@ -115,6 +126,10 @@ pub fn remote_audio(body: &[u8], prefer: Codec) -> Result<RemoteMedia, SdpError>
     }
     let (port, codec) = audio.ok_or(SdpError::NoAudio)?;
     let ip = media_ip.or(session_ip).ok_or(SdpError::NoAddress)?;
+    let rtcp = match rtcp {
+        Some((p, a)) => SocketAddr::new(a.unwrap_or(ip), p),
+        None => SocketAddr::new(ip, port.wrapping_add(1)),
+    };
     Ok(RemoteMedia {
         addr: SocketAddr::new(ip, port),
         codec,
@@ -124,6 +139,7 @@ pub fn remote_audio(body: &[u8], prefer: Codec) -> Result<RemoteMedia, SdpError>
             20
         },
         direction: dir_media.unwrap_or(dir_session),
+        rtcp,
     })
 }
 
@@ -143,7 +159,8 @@ t=0 0\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
                 addr: "127.0.0.1:6000".parse().unwrap(),
                 codec: Codec::Pcmu,
                 ptime_ms: 20,
-                direction: Direction::SendRecv
+                direction: Direction::SendRecv,
+                rtcp: "127.0.0.1:6001".parse().unwrap(),
             })
         );
         // Media-level c= wins, ptime and direction of the audio stream, video ignored.
@@ -156,6 +173,14 @@ a=ptime:30\r\na=sendonly\r\nm=video 0 RTP/AVP 96\r\na=recvonly\r\n";
             (Codec::Pcmu, 30, Direction::SendOnly)
         );
         assert!(!m.direction.we_send() || m.direction.we_receive());
+        assert_eq!(m.rtcp, "127.0.0.9:30001".parse().unwrap());
+        // rtpengine names its RTCP port (RFC 3605), with or without an address.
+        let r = b"v=0\r\nc=IN IP4 127.0.0.5\r\nm=audio 30000 RTP/AVP 0\r\na=rtcp:30011\r\n";
+        let m = remote_audio(r, Codec::Pcmu).unwrap();
+        assert_eq!(m.rtcp, "127.0.0.5:30011".parse().unwrap());
+        let r = b"v=0\r\nc=IN IP4 127.0.0.5\r\nm=audio 30000 RTP/AVP 0\r\na=rtcp:40001 IN IP4 127.0.0.6\r\n";
+        let m = remote_audio(r, Codec::Pcmu).unwrap();
+        assert_eq!(m.rtcp, "127.0.0.6:40001".parse().unwrap());
     }
 
     #[test]

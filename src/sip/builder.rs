@@ -114,6 +114,8 @@ pub struct SdpAudio {
     pub pts: &'static str,
     /// `a=ptime`, when we send media at a packet time of our own.
     pub ptime: Option<u16>,
+    /// `a=rtcp` (RFC 3605): the port our RTCP is received on, when it is not the RTP port + 1.
+    pub rtcp: Option<u16>,
 }
 
 impl SdpAudio {
@@ -123,6 +125,7 @@ impl SdpAudio {
             port,
             pts: "0 8 101",
             ptime: None,
+            rtcp: None,
         }
     }
 }
@@ -155,6 +158,9 @@ a=rtpmap:101 telephone-event/8000\r\n",
     );
     if let Some(p) = audio.ptime {
         let _ = write!(out, "a=ptime:{p}\r\n");
+    }
+    if let Some(p) = audio.rtcp {
+        let _ = write!(out, "a=rtcp:{p}\r\n");
     }
     let _ = out.write_all(b"a=sendrecv\r\n");
 }

@@ -138,7 +138,10 @@ pub fn analyse(
             series,
             m.start_s,
             m.end_s + t.after_s,
-            t.load.and_then(|l| l.transaction_timeout_s).unwrap_or(32.0),
+            t.load
+                .and_then(|l| l.transaction_timeout_s)
+                // A report without timers (an older imsload): RFC 3261's default T1.
+                .unwrap_or(64.0 * crate::sip::transaction::Timers::default().t1.as_secs_f64()),
         )),
         _ => None,
     };
