@@ -59,10 +59,17 @@ fn counter(r: &Value, name: &str) -> u64 {
 
 /// `sipp -sn uas -rtp_echo` on free ports: (child, SIP port, media port).
 fn sipp_echo() -> (std::process::Child, u16, u16) {
+    sipp_echoing(&["-sn", "uas"])
+}
+
+/// SIPp playing `scenario` (`-sn uas`, `-sf file`) with `-rtp_echo`: (child, SIP port, media
+/// port).
+fn sipp_echoing(scenario: &[&str]) -> (std::process::Child, u16, u16) {
     for _ in 0..3 {
         let (sip, media) = (free_port().unwrap(), free_port().unwrap());
         let child = Command::new("sipp")
-            .args(["-sn", "uas", "-rtp_echo", "-i", LISTEN_IP])
+            .args(scenario)
+            .args(["-rtp_echo", "-i", LISTEN_IP])
             .args([
                 "-p",
                 &sip.to_string(),
@@ -242,6 +249,146 @@ fn calls_to_sipp_rtp_echo_get_their_own_audio_back_and_tshark_reads_it() {
             "SSRC {ssrc:#x}: the SR's packet count vs the RTP on the wire"
         );
     }
+}
+
+#[test]
+fn a_callee_that_holds_and_resumes_is_answered_in_kind_and_its_hold_is_no_gap() {
+    if !sipp_or_skip("a_callee_that_holds_and_resumes_is_answered_in_kind_and_its_hold_is_no_gap") {
+        return;
+    }
+    // tests/sipp/hold_uas.xml: 1.5 s after the ACK a re-INVITE with a=inactive, 1.5 s later
+    // one with a=sendrecv; the caller (imsload) hangs up after 5 s. SIPp echoes our RTP.
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp/hold_uas.xml");
+    let (mut sipp, sip_port, media_port) = sipp_echoing(&["-sf", scenario]);
+    let pcap = dir.path().join("hold.pcapng");
+    let cap = dumpcap(
+        &pcap,
+        &format!("udp port {sip_port} or udp port {media_port}"),
+        &["-B", "32"],
+    );
+    let target = format!("127.0.0.1:{sip_port}");
+    let ruri = format!("sip:hold@{target}");
+    let media_log = dir.path().join("media.csv");
+    let r = imsload(
+        &[
+            "--target",
+            &target,
+            "--ruri",
+            &ruri,
+            "--bind",
+            "127.0.0.1",
+            "--users",
+            "0",
+            "--cps",
+            "4",
+            "--calls",
+            "6",
+            "--hold",
+            "5s",
+            "--duration",
+            "15s",
+            "--media",
+            "g711",
+            "--media-log",
+            media_log.to_str().unwrap(),
+        ],
+        &dir.path().join("r.json"),
+        Duration::from_secs(60),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(send_signal(cap.id() as i32, SIGINT), "SIGINT dumpcap");
+    wait_bounded(cap, Duration::from_secs(10), "dumpcap after SIGINT");
+    let _ = sipp.kill();
+    let _ = sipp.wait();
+
+    assert_eq!(counter(&r, "calls_completed"), 6, "{r}");
+    assert_eq!(counter(&r, "reinvites_answered"), 12, "{}", r["counters"]);
+    assert_eq!(
+        (counter(&r, "media_holds"), counter(&r, "media_resumes")),
+        (6, 6),
+        "{}",
+        r["counters"]
+    );
+    // Our 200s to the re-INVITEs answer in kind (RFC 3264 §6.1): inactive, then sendrecv,
+    // each with a higher o= version.
+    let ok = tshark_fields(
+        &pcap,
+        &[],
+        &format!(
+            "sip.Status-Code == 200 && sip.CSeq.method == \"INVITE\" && udp.dstport == {sip_port}"
+        ),
+        &[
+            "sip.Call-ID",
+            "sip.CSeq.seq",
+            "sdp.media_attr",
+            "sdp.owner.version",
+        ],
+    );
+    let mut by_call: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for f in &ok {
+        let dir = ["inactive", "sendrecv", "sendonly", "recvonly"]
+            .into_iter()
+            .find(|d| f[2].split(',').any(|a| a == *d))
+            .unwrap_or("none");
+        by_call
+            .entry(f[0].clone())
+            .or_default()
+            .push((dir.to_string(), f[3].clone()));
+    }
+    assert_eq!(by_call.len(), 6, "{ok:?}");
+    for (call, answers) in &by_call {
+        assert_eq!(
+            answers,
+            &[
+                ("inactive".to_string(), "2".to_string()),
+                ("sendrecv".to_string(), "3".to_string())
+            ],
+            "call {call}: our answers to its re-INVITEs"
+        );
+    }
+    // On the wire: while a call was on hold we sent it no RTP; after the resume the RTP clock
+    // had moved on by the time we were quiet (RFC 3550 §5.1), within a packet time.
+    let rtp = tshark_fields(
+        &pcap,
+        &["-d", &format!("udp.port=={media_port},rtp")],
+        &format!("rtp && udp.dstport=={media_port}"),
+        &["frame.time_epoch", "rtp.ssrc", "rtp.timestamp"],
+    );
+    let mut streams: BTreeMap<String, Vec<(f64, u32)>> = BTreeMap::new();
+    for f in &rtp {
+        streams
+            .entry(f[1].clone())
+            .or_default()
+            .push((f[0].parse().unwrap(), f[2].parse().unwrap()));
+    }
+    assert_eq!(streams.len(), 6);
+    for (ssrc, pkts) in &streams {
+        let holes: Vec<(f64, f64)> = pkts
+            .windows(2)
+            .filter(|w| w[1].0 - w[0].0 > 0.2)
+            .map(|w| {
+                let dt = w[1].0 - w[0].0;
+                (dt, f64::from(w[1].1.wrapping_sub(w[0].1)) / 8000.0)
+            })
+            .collect();
+        assert_eq!(
+            holes.len(),
+            1,
+            "SSRC {ssrc}: one silence, the hold: {holes:?}"
+        );
+        let (dt, dts) = holes[0];
+        assert!((1.3..=1.7).contains(&dt), "SSRC {ssrc}: hold of {dt:.3} s");
+        assert!(
+            (dts - dt).abs() <= 0.02,
+            "SSRC {ssrc}: RTP clock moved {dts:.3} s over a silence of {dt:.3} s"
+        );
+    }
+    // The hold is no gap: each stream's longest silence is a packet time or so.
+    let gap = &r["media"]["longest_gap"];
+    assert_eq!(gap["count"], 6);
+    assert!(f(&gap["max_ms"]) < 100.0, "{}", r["media"]);
+    assert_eq!(counter(&r, "media_packets_lost"), 0);
 }
 
 #[test]

@@ -259,6 +259,8 @@ pub struct LoadCore {
     /// same for every call: built once.
     fixed_ruri: Option<(Arc<str>, Arc<str>)>,
     anonymous: (Arc<str>, Arc<str>),
+    /// The audio of our calls' offers (and of our answers to their re-INVITEs).
+    offer_audio: SdpAudio,
     ids: IdScheme,
     rng: SmallRng,
     users: Vec<User>,
@@ -417,6 +419,7 @@ impl LoadCore {
             })
             .collect();
         let sdp_offer = sdp(&local.ip().to_string(), 1, &SdpAudio::nominal(40000));
+        // (`offer_audio` below says the same.)
         let prereg_count = if cfg.register {
             ((users.len() as f64 * cfg.preregistered.clamp(0.0, 1.0)).round() as usize)
                 .min(users.len())
@@ -465,6 +468,7 @@ impl LoadCore {
             locals,
             fixed_ruri,
             anonymous,
+            offer_audio: SdpAudio::nominal(40000),
             via_hosts,
             ids,
             rng,
@@ -586,8 +590,11 @@ impl LoadCore {
             },
             ptime: Some(cfg.ptime.as_millis() as u16),
             rtcp: Some(rtcp.1.port()),
+            direction: Default::default(),
+            version: 1,
         };
         self.call_cfg.offer = sdp(&addr.ip().to_string(), 1, &audio);
+        self.offer_audio = audio;
         self.answerer.set_sdp_audio(audio);
         let mut engine = MediaEngine::new(cfg, sock, addr, now, wall);
         engine.enable_rtcp(rtcp.0, rtcp.1);
@@ -637,6 +644,22 @@ impl LoadCore {
         let Some(m) = &mut self.media else { return };
         let call_id = msg.call_id();
         match method {
+            "INVITE" if msg.to_tag().is_some() => {
+                // A re-INVITE (hold, resume) of a call we answered: the stream follows the new
+                // offer, or starts with it.
+                if let Some((r, started)) = m.callee.get_mut(call_id) {
+                    match remote_audio(msg.body(), m.engine.config().codec) {
+                        Ok(new) => {
+                            *r = new;
+                            if *started {
+                                m.engine.update(now, ssrc_of(call_id, 1), new);
+                            }
+                        }
+                        Err(_) if msg.body().is_empty() => {}
+                        Err(_) => self.stats.counters.media_sdp_unusable += 1,
+                    }
+                }
+            }
             "INVITE" if self.answerer.has_call(call_id) && !m.callee.contains_key(call_id) => {
                 match remote_audio(msg.body(), m.engine.config().codec) {
                     Ok(r) => {
@@ -736,6 +759,8 @@ impl LoadCore {
         c.media_not_rtp += n.not_rtp;
         c.media_late_sends += n.late_sends;
         c.media_gaps += n.gaps;
+        c.media_holds += n.holds;
+        c.media_resumes += n.resumes;
         self.stats.gauges.media_streams = m.engine.streams() as u64;
         self.stats.gauges.media_silent = m.engine.silent_streams(now);
         self.media_events();
@@ -2091,6 +2116,37 @@ impl LoadCore {
         let Some(c) = self.calls.get_mut(k) else {
             return self.respond(msg, from, 481);
         };
+        if method == "INVITE" {
+            // The callee holds or resumes: our answer mirrors its offer, and so does our stream.
+            let caller = c.caller;
+            let contact = match caller {
+                Some(u) => self.users[u as usize].contact.clone(),
+                None => self.anonymous.1.clone(),
+            };
+            let data = Writer::reinvite_ok(
+                msg,
+                &contact,
+                &self.cfg.user_agent,
+                &self.locals[0].ip().to_string(),
+                1,
+                &self.offer_audio,
+            );
+            self.stats.counters.reinvites_answered += 1;
+            self.send(from.sock, from.addr, data);
+            if let (Some(m), Some(c)) = (&mut self.media, self.calls.get_mut(k)) {
+                match remote_audio(msg.body(), m.engine.config().codec) {
+                    Ok(r) => {
+                        if c.remote_media.is_some() {
+                            c.remote_media = Some(r);
+                            m.engine.update(now, ssrc_of(c.m.call_id(), 0), r);
+                        }
+                    }
+                    Err(_) if msg.body().is_empty() => {}
+                    Err(_) => self.stats.counters.media_sdp_unusable += 1,
+                }
+            }
+            return;
+        }
         if let Some(code) = c.m.handle_request(method) {
             self.respond(msg, from, code);
         }
@@ -2127,6 +2183,7 @@ fn add_answerer_stats(into: &mut Interval, a: &AnswererStats) {
     c.uas_refused_overload += x.calls_refused_overload;
     c.uas_refused_too_large += x.calls_refused_too_large;
     c.duplicates_received += x.duplicates;
+    c.reinvites_answered += x.reinvites;
     c.retransmits += x.retransmits;
     c.msgs_sent += x.msgs_sent;
     c.stray_responses += x.stray_responses;

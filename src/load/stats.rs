@@ -161,6 +161,11 @@ pub struct Counters {
     /// `--media`: silences of over three packet times that ended in the interval (a stream's
     /// audio came back after one).
     pub media_gaps: u64,
+    /// `--media`: streams that stopped sending for a re-INVITE (hold), and that sent again.
+    pub media_holds: u64,
+    pub media_resumes: u64,
+    /// INVITEs inside a call of ours, caller's or callee's (hold, resume), answered 200.
+    pub reinvites_answered: u64,
 }
 
 impl Counters {
@@ -256,7 +261,10 @@ impl Counters {
             media_not_rtp,
             media_late_sends,
             media_sdp_unusable,
-            media_gaps
+            media_gaps,
+            media_holds,
+            media_resumes,
+            reinvites_answered
         );
     }
 }

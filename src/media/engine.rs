@@ -92,6 +92,9 @@ pub struct MediaCounts {
     /// Silences of over three packet times that ended (a packet came after one): counted in
     /// the second the audio came back.
     pub gaps: u64,
+    /// Streams that stopped sending for a new offer or answer (a hold), and that sent again.
+    pub holds: u64,
+    pub resumes: u64,
 }
 
 /// One stream's figures when it ends.
@@ -330,6 +333,51 @@ impl MediaEngine {
         true
     }
 
+    /// A new offer or answer for stream `ssrc` (a re-INVITE: hold, resume), in force from
+    /// `now`. A stream put on hold stops sending, and a silence it no longer expects is no gap;
+    /// one resumed sends again with its RTP clock moved on by the time it was quiet (RFC 3550
+    /// §5.1: a timestamp is the sampling instant) and measures gaps from the resume. A new
+    /// address moves it; RFC 2543's hold address 0.0.0.0 only stops it sending. False when
+    /// there is no such stream.
+    pub fn update(&mut self, now: Instant, ssrc: u32, remote: RemoteMedia) -> bool {
+        let Some(&k) = self.by_ssrc.get(&ssrc) else {
+            return false;
+        };
+        let held = remote.addr.ip().is_unspecified();
+        let send = remote.direction.we_send() && !held;
+        let receive = remote.direction.we_receive();
+        let s = self.streams.get_mut(k).expect("mapped streams exist");
+        if send && !s.send {
+            let quiet = now.saturating_duration_since(s.due);
+            let rate = u128::from(s.codec.clock_rate());
+            s.ts =
+                s.ts.wrapping_add((quiet.as_nanos() * rate / 1_000_000_000) as u32);
+            // Not before the packet the hold cut off was due: a quick hold and resume keeps
+            // the packet time.
+            s.due = s.due.max(now);
+            self.timers.insert(s.due, (k, ssrc, Tick::Rtp));
+            self.counts.resumes += 1;
+        } else if !send && s.send {
+            self.counts.holds += 1;
+        }
+        if receive && !s.receive {
+            s.rx.resume(now);
+        }
+        (s.send, s.receive) = (send, receive);
+        if !held && remote.addr != s.remote {
+            let old = std::mem::replace(&mut s.remote, remote.addr);
+            s.rtcp_remote = remote.rtcp;
+            if self.by_addr.get(&old) == Some(&Some(k)) {
+                self.by_addr.remove(&old);
+            }
+            self.by_addr
+                .entry(remote.addr)
+                .and_modify(|e| *e = None)
+                .or_insert(Some(k));
+        }
+        true
+    }
+
     /// Ends stream `ssrc` (no-op when unknown) and books its figures.
     pub fn stop(&mut self, now: Instant, ssrc: u32) {
         let Some(k) = self.by_ssrc.remove(&ssrc) else {
@@ -492,7 +540,7 @@ impl MediaEngine {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some((_, (k, ssrc, tick))) = self.timers.pop_due(now) {
+        while let Some((at, (k, ssrc, tick))) = self.timers.pop_due(now) {
             let Some(s) = self.streams.get(k) else {
                 continue;
             };
@@ -510,7 +558,9 @@ impl MediaEngine {
                 self.push_report(sock, dest, data);
                 continue;
             }
-            let Some(s) = self.streams.get_mut(k).filter(|s| s.send) else {
+            // Not sending (on hold), or a tick of the chain before a hold that a resume
+            // replaced: one chain of packets per stream.
+            let Some(s) = self.streams.get_mut(k).filter(|s| s.send && s.due == at) else {
                 continue;
             };
             let late = now.saturating_duration_since(s.due);
@@ -981,5 +1031,55 @@ mod tests {
         assert_eq!((sb[0].lost, sa[0].lost), (10, 0));
         assert_eq!((sa[0].far_lost, sb[0].far_lost), (Some(10), Some(0)));
         assert!(sa[0].far_jitter_ms.is_some_and(|j| j < 1.0), "{:?}", sa[0]);
+    }
+
+    #[test]
+    fn a_held_stream_sends_nothing_its_silence_is_no_gap_and_a_resume_starts_one_chain() {
+        let mut p = Pair::new();
+        let (caller, callee) = (ssrc_of("h", 0), ssrc_of("h", 1));
+        let now = p.now;
+        assert!(p.b.start(now, callee, Some(caller), remote(A.into())));
+        assert!(p.a.start(now, caller, Some(callee), remote(B.into())));
+        let with = |addr: ([u8; 4], u16), d: Direction| RemoteMedia {
+            direction: d,
+            ..remote(addr.into())
+        };
+        p.run(1000, |_| false);
+        // Both ends on hold for 2 s (inactive), as a hold and its answer would put them.
+        let now = p.now;
+        assert!(p.a.update(now, caller, with(B, Direction::Inactive)));
+        assert!(p.b.update(now, callee, with(A, Direction::Inactive)));
+        let before = (p.a.take_counts(), p.b.take_counts());
+        p.run(2000, |_| false);
+        let held = (p.a.take_counts(), p.b.take_counts());
+        assert_eq!((held.0.packets_sent, held.1.packets_sent), (0, 0));
+        assert_eq!((before.0.holds, before.1.holds), (1, 1));
+        // Resumed, on hold again within the packet time, and resumed: one packet per 20 ms.
+        let now = p.now;
+        for d in [
+            Direction::SendRecv,
+            Direction::Inactive,
+            Direction::SendRecv,
+        ] {
+            p.a.update(now, caller, with(B, d));
+            p.b.update(now, callee, with(A, d));
+            p.run(5, |_| false);
+        }
+        p.run(985, |_| false);
+        let after = p.a.take_counts();
+        assert!(
+            (49..=51).contains(&after.packets_sent),
+            "one chain of packets: {after:?}"
+        );
+        assert_eq!((after.holds, after.resumes), (1, 2));
+        assert!(!p.a.update(now, ssrc_of("nobody", 0), remote(B.into())));
+        let now = p.now;
+        p.a.stop(now, caller);
+        p.b.stop(now, callee);
+        for s in ended(&mut p.a).into_iter().chain(ended(&mut p.b)) {
+            assert_eq!(s.lost, 0, "{s:?}");
+            assert!(s.longest_gap < Duration::from_millis(40), "{s:?}");
+            assert!(s.jitter_ms < 1.0, "a resumed clock is no jitter: {s:?}");
+        }
     }
 }

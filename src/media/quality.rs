@@ -119,6 +119,13 @@ impl Receiver {
         self.last_transit = Some(transit);
     }
 
+    /// The far end may send again from `at` (a resumed call): the silence before it was no
+    /// gap, and its RTP clock may have jumped, so the jitter's transit baseline starts over.
+    pub fn resume(&mut self, at: Instant) {
+        self.last_arrival = Some(self.last_arrival.map_or(at, |l| l.max(at)));
+        self.last_transit = None;
+    }
+
     /// When the latest packet arrived.
     pub fn last_arrival(&self) -> Option<Instant> {
         self.last_arrival

@@ -4,25 +4,7 @@
 use super::g711::Codec;
 use std::net::{IpAddr, SocketAddr};
 
-/// Which way media flows, from the SDP's author's side (RFC 3264 §5.1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Direction {
-    SendRecv,
-    SendOnly,
-    RecvOnly,
-    Inactive,
-}
-
-impl Direction {
-    /// Whether we send to an author who said this (we send unless it will not receive).
-    pub fn we_send(self) -> bool {
-        matches!(self, Direction::SendRecv | Direction::RecvOnly)
-    }
-    /// Whether we should expect packets from it.
-    pub fn we_receive(self) -> bool {
-        matches!(self, Direction::SendRecv | Direction::SendOnly)
-    }
-}
+pub use crate::sip::sdp::Direction;
 
 /// A peer's audio stream as its SDP describes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,13 +78,7 @@ pub fn remote_audio(body: &[u8], prefer: Codec) -> Result<RemoteMedia, SdpError>
                 session_ip = ip;
             }
         } else if let Some(a) = line.strip_prefix("a=") {
-            let dir = match a {
-                "sendrecv" => Some(Direction::SendRecv),
-                "sendonly" => Some(Direction::SendOnly),
-                "recvonly" => Some(Direction::RecvOnly),
-                "inactive" => Some(Direction::Inactive),
-                _ => None,
-            };
+            let dir = Direction::from_attr(a);
             if audio.is_some() && in_audio {
                 if let Some(d) = dir {
                     dir_media = Some(d);

@@ -54,6 +54,34 @@ impl Writer {
         w.finish(None, b"")
     }
 
+    /// The 200 to a re-INVITE (hold, resume, a session refresh) inside a dialog of ours: our
+    /// SDP answer, its direction mirroring the offer's (RFC 3264 §6.1), or our own offer when
+    /// the re-INVITE carries none (§5); its `o=` version follows the request's CSeq, so it
+    /// rises with every re-INVITE of the dialog.
+    pub fn reinvite_ok(
+        req: &Message<'_>,
+        contact: &str,
+        server: &str,
+        origin_ip: &str,
+        session_id: u64,
+        audio: &SdpAudio,
+    ) -> Vec<u8> {
+        let body = req.body();
+        let direction = match body.is_empty() {
+            true => super::sdp::Direction::SendRecv,
+            false => super::sdp::Direction::of_audio(body).0.answer(),
+        };
+        let audio = SdpAudio {
+            direction,
+            version: req.cseq().map_or(2, |c| c.0.saturating_add(1)),
+            ..*audio
+        };
+        let mut w = Writer::response_to(req, 200, "OK", None);
+        w.header("Contact", contact);
+        w.header("Server", server);
+        w.finish(Some("application/sdp"), &sdp(origin_ip, session_id, &audio))
+    }
+
     /// A response to `req` with the headers RFC 3261 §8.2.6.2 says to copy (all Vias, From, To,
     /// Call-ID, CSeq) and, for dialog-creating responses, Record-Route (§12.1.1). `to_tag` is
     /// added to To when To has none.
@@ -116,6 +144,11 @@ pub struct SdpAudio {
     pub ptime: Option<u16>,
     /// `a=rtcp` (RFC 3605): the port our RTCP is received on, when it is not the RTP port + 1.
     pub rtcp: Option<u16>,
+    /// `sendrecv`, but an answer to a hold is `recvonly` or `inactive`.
+    pub direction: super::sdp::Direction,
+    /// The `o=` line's version: 1, then higher in each changed offer or answer of the session
+    /// (RFC 3264 §8).
+    pub version: u32,
 }
 
 impl SdpAudio {
@@ -126,6 +159,8 @@ impl SdpAudio {
             pts: "0 8 101",
             ptime: None,
             rtcp: None,
+            direction: super::sdp::Direction::SendRecv,
+            version: 1,
         }
     }
 }
@@ -151,10 +186,10 @@ pub fn write_sdp(
     };
     let _ = write!(
         out,
-        "v=0\r\no=imsload {session_id} 1 IN {fam} {origin_ip}\r\ns=-\r\nc=IN {fam} {origin_ip}\r\nt=0 0\r\n\
+        "v=0\r\no=imsload {session_id} {} IN {fam} {origin_ip}\r\ns=-\r\nc=IN {fam} {origin_ip}\r\nt=0 0\r\n\
 m=audio {} RTP/AVP {}\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
 a=rtpmap:101 telephone-event/8000\r\n",
-        audio.port, audio.pts
+        audio.version, audio.port, audio.pts
     );
     if let Some(p) = audio.ptime {
         let _ = write!(out, "a=ptime:{p}\r\n");
@@ -162,7 +197,7 @@ a=rtpmap:101 telephone-event/8000\r\n",
     if let Some(p) = audio.rtcp {
         let _ = write!(out, "a=rtcp:{p}\r\n");
     }
-    let _ = out.write_all(b"a=sendrecv\r\n");
+    let _ = write!(out, "a={}\r\n", audio.direction.attr());
 }
 
 /// The length of [`sdp`]'s body, for a Content-Length written before it.

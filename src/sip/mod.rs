@@ -7,6 +7,7 @@
 //! - [`dialog`]: route sets, remote targets, in-dialog requests.
 //! - [`auth`]: HTTP Digest (MD5, qop auth/auth-int).
 //! - [`aka`]: Digest AKAv1-MD5 with Milenage (RES as the digest password, AUTS re-sync).
+//! - [`sdp`]: the direction of an SDP offer or answer (hold, resume).
 //! - [`secagree`]: security agreement headers (RFC 3329, 3GPP ipsec-3gpp).
 //! - [`transport`]: sockets and stream framing.
 
@@ -16,6 +17,7 @@ pub mod builder;
 pub mod dialog;
 pub mod ids;
 pub mod message;
+pub mod sdp;
 pub mod secagree;
 pub mod transaction;
 pub mod transport;

@@ -119,6 +119,8 @@ pub struct AnswererCounters {
     pub calls_refused_too_large: u64,
     /// Retransmitted INVITEs, BYEs and BYE responses absorbed.
     pub duplicates: u64,
+    /// INVITEs inside an answered call (hold, resume), answered 200.
+    pub reinvites: u64,
     /// Our own retransmissions (2xx until ACK, our BYE).
     pub retransmits: u64,
     pub msgs_sent: u64,
@@ -146,6 +148,7 @@ impl AnswererCounters {
             calls_refused_overload,
             calls_refused_too_large,
             duplicates,
+            reinvites,
             retransmits,
             msgs_sent,
             ack_timeouts,
@@ -450,6 +453,9 @@ impl Answerer {
             return;
         }
         if let Some(&k) = self.by_call_id.get(call_id) {
+            if msg.to_tag().is_some() {
+                return self.on_reinvite(k, msg, peer, contact);
+            }
             // A retransmitted INVITE: repeat the last response, if one can still be asked for.
             self.stats.counters.duplicates += 1;
             if let Some(c) = self.calls.get(k) {
@@ -479,14 +485,7 @@ impl Answerer {
         let mut hdrs = Writer::response_to(msg, 180, "Ringing", Some(&tag));
         match contact {
             Some(c) => hdrs.header("Contact", c),
-            None => hdrs.header(
-                "Contact",
-                format_args!(
-                    "<sip:imsload@{};transport={}>",
-                    self.via_hosts[peer.sock as usize],
-                    self.cfg.transport.param()
-                ),
-            ),
+            None => hdrs.header("Contact", self.own_contact(peer)),
         }
         hdrs.header("Server", &self.cfg.user_agent);
         // Keep the header block without its status line; 180/200/487 reuse it.
@@ -542,6 +541,48 @@ impl Answerer {
         let tag = ids::token(&mut self.rng);
         let secs = self.cfg.retry_after.as_secs().max(1).to_string();
         self.respond(msg, peer, 503, Some(&tag), Some(("Retry-After", &secs)));
+    }
+
+    /// Our Contact on the socket `peer` reached, for calls to no user of ours.
+    fn own_contact(&self, peer: Peer) -> String {
+        format!(
+            "<sip:imsload@{};transport={}>",
+            self.via_hosts[peer.sock as usize],
+            self.cfg.transport.param()
+        )
+    }
+
+    /// An INVITE inside a call we hold (hold, resume, a refresh): answered 200 with our SDP,
+    /// its direction mirroring the offer's, once the call is up; 500 while it still rings
+    /// (RFC 3261 §14.2); 481 once it is hanging up. Kept stateless: a lost 200 is asked for
+    /// again by the offerer's retransmission of its re-INVITE, and its ACK needs nothing.
+    /// The owner reads the offer for its media.
+    fn on_reinvite(&mut self, k: Key, msg: &Message<'_>, peer: Peer, contact: Option<&str>) {
+        let Some(c) = self.calls.get(k) else { return };
+        if c.invite_branch.as_ref() == msg.top_via().and_then(|v| v.branch).unwrap_or("") {
+            // The first INVITE again, with the To tag of a response it had.
+            self.stats.counters.duplicates += 1;
+            return;
+        }
+        match c.state {
+            CallState::Answered | CallState::Confirmed => {
+                self.stats.counters.reinvites += 1;
+                let contact = contact.map_or_else(|| self.own_contact(peer), str::to_string);
+                let data = Writer::reinvite_ok(
+                    msg,
+                    &contact,
+                    &self.cfg.user_agent,
+                    &self.sdp_ip,
+                    c.session,
+                    &self.cfg.sdp_audio,
+                );
+                self.send(peer, data);
+            }
+            CallState::Ringing => {
+                self.respond(msg, peer, 500, None, Some(("Retry-After", "1")));
+            }
+            CallState::Terminating | CallState::Ended => self.respond(msg, peer, 481, None, None),
+        }
     }
 
     fn on_ack(&mut self, now: Instant, msg: &Message<'_>) {
@@ -1075,6 +1116,66 @@ mod tests {
         b.req(&request("BYE", 1, Some(&tag)));
         assert!(b.sent.last().unwrap().1.starts_with("SIP/2.0 481"));
         assert_eq!(b.a.lingering(), 0);
+    }
+
+    /// A re-INVITE of the caller's in call `n` (CSeq `cseq`) offering `dir`.
+    fn reinvite(n: u32, tag: &str, cseq: u32, dir: &str) -> String {
+        let sdp = format!(
+            "v=0\r\no=a 1 {cseq} IN IP4 127.0.0.9\r\ns=-\r\nc=IN IP4 127.0.0.9\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na={dir}\r\n"
+        );
+        format!(
+            "INVITE sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.9:5070;branch=z9hG4bKr{n}x{cseq}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@x>;tag=a{n}\r\nTo: <sip:bob@x>;tag={tag}\r\nCall-ID: call-{n}@x\r\n\
+             CSeq: {cseq} INVITE\r\nContact: <sip:alice@127.0.0.9:5070>\r\nContent-Type: application/sdp\r\n\
+             Content-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        )
+    }
+
+    #[test]
+    fn a_reinvite_is_answered_in_kind_once_the_call_is_up_and_refused_before() {
+        let mut b = Bench::new(AnswererConfig {
+            ring: Duration::from_secs(1),
+            ..AnswererConfig::default()
+        });
+        b.req(&invite(1, ""));
+        let tag = Message::parse(b.sent[0].1.as_bytes())
+            .unwrap()
+            .to_tag()
+            .unwrap()
+            .to_string();
+        // Still ringing: 500 with Retry-After (RFC 3261 §14.2), and nothing else changes.
+        b.req(&reinvite(1, &tag, 2, "sendonly"));
+        let r = Message::parse(b.sent.last().unwrap().1.as_bytes()).unwrap();
+        assert_eq!(r.status(), Some(500));
+        assert_eq!(r.header_named("Retry-After"), Some("1"));
+        b.advance(Duration::from_secs(1));
+        b.req(&request("ACK", 1, Some(&tag)));
+        // Up: a hold (sendonly) is answered recvonly, a resume sendrecv, inactive in kind;
+        // each answer's o= version above the last, its Contact ours.
+        for (cseq, offer, answer) in [
+            (3, "sendonly", "recvonly"),
+            (4, "inactive", "inactive"),
+            (5, "sendrecv", "sendrecv"),
+        ] {
+            b.req(&reinvite(1, &tag, cseq, offer));
+            let text = &b.sent.last().unwrap().1;
+            let ok = Message::parse(text.as_bytes()).unwrap();
+            assert_eq!(ok.status(), Some(200), "{text}");
+            assert_eq!(ok.cseq(), Some((cseq, "INVITE")));
+            assert_eq!(ok.to_tag(), Some(tag.as_str()));
+            assert!(ok.contact_uri().is_some());
+            let body = std::str::from_utf8(ok.body()).unwrap();
+            assert!(body.contains(&format!("a={answer}\r\n")), "{body}");
+            assert!(body.contains(&format!(" {} IN IP4", cseq + 1)), "{body}");
+        }
+        assert_eq!(b.a.counters().reinvites, 3);
+        assert!(b.a.is_up("call-1@x"), "a hold does not end the call");
+        // Its ACK changes nothing; the caller's BYE still ends the call.
+        b.req(&request("ACK", 1, Some(&tag)));
+        b.req(&request("BYE", 1, Some(&tag)));
+        assert!(b.sent.last().unwrap().1.starts_with("SIP/2.0 200"));
+        assert!(!b.a.has_call("call-1@x"));
     }
 
     #[test]
