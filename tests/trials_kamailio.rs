@@ -290,6 +290,101 @@ fn sigstop_trials_with_a_failed_one_in_between() {
     }
 }
 
+/// A media relay "migrated" (rtpengine SIGSTOPped for ~400 ms by the migration command) while
+/// calls through it are up: each trial's step places the callers' silence where the pause was,
+/// on the probe timeline, from the load's `--media-log`.
+#[test]
+fn a_paused_media_relay_is_a_silence_where_the_pause_was_on_the_trial_timeline() {
+    if let Some(why) = common::rtpengine_missing() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let _g = serial();
+    let rtpe = common::Rtpengine::start(42000..=42999).expect("rtpengine start");
+    let kam = Kamailio::start(KamailioOpts {
+        users: 20,
+        rtpengine: Some(rtpe.ng_port()),
+        ..KamailioOpts::default()
+    })
+    .expect("start kamailio");
+    let dir = tempdir();
+    let out = dir.path().join("out");
+    // 10 calls placed in the load's first half second and held past the trial's end: all 20
+    // legs are up when the relay stops, 2 s after the load started.
+    let load = format!(
+        "exec {} --target {{target}} --domain {} --users 20 --reg-rate 1000 --cps 20 --calls 10 --hold 30s --duration 60s --media g711 --report {{report}} --series {{series}} --media-log {{media_log}} --quiet",
+        env!("CARGO_BIN_EXE_imsload"),
+        kam.domain()
+    );
+    let args: Vec<String> = [
+        "--target",
+        &kam.addr().to_string(),
+        "--migrate",
+        &format!("bash {}", pause_script(dir.path(), rtpe.pid(), "pause")),
+        "--trials",
+        "2",
+        "--before",
+        "1s",
+        "--delay",
+        "2s",
+        "--after",
+        "1500ms",
+        "--pause",
+        "500ms",
+        "--rate",
+        "200",
+        "--no-capture",
+        "--load-cmd",
+        &load,
+        "--load-drain",
+        "10s",
+        "--out",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([out.display().to_string()])
+    .collect();
+    let (code, stdout) = run_trials(&args, Duration::from_secs(120), None);
+    assert_eq!(code, 0, "{stdout}");
+    for trial in 1..=2 {
+        let td = out.join(format!("trial-{trial:03}"));
+        let t = json(&td.join("trial.json"));
+        assert!(t["load"]["media_log"].is_string(), "{:#}", t["load"]);
+        let step = &t["steps"][0];
+        let (pause_ms, slop) = stamped_pause(&td.join("pause.ns"));
+        let m = &step["users"]["media"];
+        let start = f(&step["migration"]["start_s"]);
+        eprintln!("trial {trial}: pause {pause_ms:.1} ms from {start:.3} s; media {m}");
+        // Every leg was up, and every leg's longest silence fell in this step's window: the
+        // relay's pause, to within two packet times.
+        assert_eq!(
+            (m["streams_up"].as_u64(), m["streams_hit"].as_u64()),
+            (Some(20), Some(20)),
+            "{m}"
+        );
+        let (lo, hi) = (pause_ms - 40.0 - slop, pause_ms + 40.0 + slop);
+        for k in ["gap_max_ms", "gap_median_ms"] {
+            assert!(
+                (lo..=hi).contains(&f(&m[k])),
+                "{k} for a {pause_ms} ms pause: {m}"
+            );
+        }
+        // It began where the command stopped the relay: the last packet before the stop (a
+        // packet time earlier at most) to the command's first milliseconds.
+        for k in ["first_at_s", "last_at_s"] {
+            let at = f(&m[k]);
+            assert!(
+                (start - 0.03..=start + 0.1).contains(&at),
+                "{k} {at} s for a migration that started at {start} s: {m}"
+            );
+        }
+        assert_eq!(f(&step["row"]["media_gap_ms"]), f(&m["gap_max_ms"]));
+    }
+    // The downtime figure carries what the callers heard.
+    let svg = std::fs::read_to_string(out.join("downtime.svg")).unwrap();
+    assert!(svg.contains("media gap"));
+}
+
 /// The study's sequence, shrunk to two elements: each trial "migrates" (SIGSTOPs) one Kamailio,
 /// then the other. Each element gets its own row with its own gap; during one element's
 /// migration the other answers throughout.

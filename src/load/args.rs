@@ -261,8 +261,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "WAV", requires = "media")]
     pub media_file: Option<PathBuf>,
     /// --media: write one CSV line per stream as it ends (its SSRC, leg, start and end, packets,
-    /// loss, jitter, its longest gap and when it began, R and MOS; docs/media.md).
-    #[arg(long, value_name = "FILE", requires = "media")]
+    /// loss, jitter, its longest gap and when it began, R and MOS; docs/media.md). Without
+    /// media (here or in the profile) the file holds its header only.
+    #[arg(long, value_name = "FILE")]
     pub media_log: Option<PathBuf>,
     /// Write the final report as JSON here; `-` prints it as one JSON line, last on stdout
     /// (for `kubectl logs`; `imsload merge` finds it there).

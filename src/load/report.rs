@@ -725,6 +725,7 @@ struct MediaLogLine {
     leg: &'static str,
     started_utc: String,
     ended_utc: String,
+    ptime_ms: u64,
     sent: u64,
     received: u64,
     expected: u64,
@@ -741,11 +742,12 @@ struct MediaLogLine {
 
 /// The log's header, written when it is created (a run where no stream ended still leaves a
 /// file a reader can open): [`MediaLogLine`]'s fields, in order (a unit test holds them equal).
-const MEDIA_LOG_COLUMNS: [&str; 16] = [
+const MEDIA_LOG_COLUMNS: [&str; 17] = [
     "ssrc",
     "leg",
     "started_utc",
     "ended_utc",
+    "ptime_ms",
     "sent",
     "received",
     "expected",
@@ -802,6 +804,7 @@ impl MediaLog {
                     leg: if s.ssrc & 1 == 0 { "caller" } else { "callee" },
                     started_utc: label(s.started),
                     ended_utc: label(s.ended),
+                    ptime_ms: s.ptime.as_millis() as u64,
                     sent: s.sent,
                     received: s.received,
                     expected: s.expected,
@@ -839,6 +842,7 @@ mod tests {
             leg: "caller",
             started_utc: String::new(),
             ended_utc: String::new(),
+            ptime_ms: 20,
             sent: 0,
             received: 0,
             expected: 0,

@@ -105,6 +105,8 @@ pub struct StreamSummary {
     pub ssrc: u32,
     pub started: Instant,
     pub ended: Instant,
+    /// The packet time it sent at (the far end's `a=ptime`).
+    pub ptime: Duration,
     pub sent: u64,
     pub received: u64,
     pub expected: u64,
@@ -718,6 +720,7 @@ fn summarize(s: &Stream, now: Instant) -> StreamSummary {
         ssrc: s.ssrc,
         started: s.started,
         ended: now,
+        ptime: s.ptime,
         sent: s.sent,
         received: rx.received,
         expected,

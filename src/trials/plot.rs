@@ -308,37 +308,53 @@ pub fn all(rows: &[TrialRow], title: &str) -> Vec<(&'static str, String)> {
         ],
         0,
     );
+    let mut downtime_series = vec![
+        Series {
+            name: "hypervisor downtime",
+            color: "#444",
+            values: col(|r| r.hv_downtime_ms),
+            bounds: none.clone(),
+        },
+        Series {
+            name: "STOP→RESUME",
+            color: "#8c6bb1",
+            values: col(|r| r.vm_pause_ms),
+            bounds: none.clone(),
+        },
+        Series {
+            name: "SIP gap",
+            color: "#e8231f",
+            values: col(|r| r.sip_gap_ms),
+            bounds: col(|r| r.sip_gap_bound_ms),
+        },
+        Series {
+            name: "ICMP gap",
+            color: "#f28c00",
+            values: col(|r| r.icmp_gap_ms),
+            bounds: col(|r| r.icmp_gap_bound_ms),
+        },
+    ];
+    // What the callers heard, when the load carried media: the longest silence that began in
+    // the element's window.
+    let media = rows.iter().any(|r| r.media_gap_ms.is_some());
+    if media {
+        downtime_series.push(Series {
+            name: "media gap",
+            color: "#17becf",
+            values: col(|r| r.media_gap_ms),
+            bounds: none.clone(),
+        });
+    }
     let downtime = bars(
         &format!("{title}: downtime"),
-        "hypervisor's figure, the VM's STOP→RESUME, and the largest SIP and ICMP reply gaps overlapping the migration (± one probe interval)",
+        if media {
+            "hypervisor's figure, the VM's STOP→RESUME, the largest SIP and ICMP reply gaps overlapping the migration (± one probe interval), and the longest silence a call leg heard"
+        } else {
+            "hypervisor's figure, the VM's STOP→RESUME, and the largest SIP and ICMP reply gaps overlapping the migration (± one probe interval)"
+        },
         "downtime (ms)",
         rows,
-        &[
-            Series {
-                name: "hypervisor downtime",
-                color: "#444",
-                values: col(|r| r.hv_downtime_ms),
-                bounds: none.clone(),
-            },
-            Series {
-                name: "STOP→RESUME",
-                color: "#8c6bb1",
-                values: col(|r| r.vm_pause_ms),
-                bounds: none.clone(),
-            },
-            Series {
-                name: "SIP gap",
-                color: "#e8231f",
-                values: col(|r| r.sip_gap_ms),
-                bounds: col(|r| r.sip_gap_bound_ms),
-            },
-            Series {
-                name: "ICMP gap",
-                color: "#f28c00",
-                values: col(|r| r.icmp_gap_ms),
-                bounds: col(|r| r.icmp_gap_bound_ms),
-            },
-        ],
+        &downtime_series,
         if rows.iter().any(|r| r.hv_downtime_ms.is_some()) {
             0
         } else {
@@ -411,5 +427,12 @@ mod tests {
         }
         let sc = &all(&empty, "t")[3].1;
         assert!(sc.contains("no trial has both"));
+        // A load with media adds what the callers heard, and only then.
+        assert!(!down.contains("media gap"));
+        let mut with_media = rows();
+        with_media[1].media_gap_ms = Some(1120.0);
+        let down = &all(&with_media, "t")[2].1;
+        assert!(down.contains("media gap") && down.contains("call leg heard"));
+        resvg::usvg::Tree::from_str(down, &opt).unwrap();
     }
 }

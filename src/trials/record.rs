@@ -202,6 +202,9 @@ pub struct LoadOut {
     pub transaction_timeout_s: Option<f64>,
     /// The per-second series the steps' users figures come from, when the load wrote one.
     pub series: Option<String>,
+    /// `--media-log`: one line per call leg's stream, whose longest gap each step places.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media_log: Option<String>,
 }
 
 /// What the users lost while one element moved: the load's series over the step's window,
@@ -219,6 +222,24 @@ pub struct UsersOut {
     pub late_requests: u64,
     /// Media gaps that ended in the window (`--media`).
     pub media_gaps: Option<u64>,
+    /// From the load's `--media-log`: the call legs whose longest silence fell in the window
+    /// (its middle), the longest and the median of those silences, and when the first and the
+    /// last of them began (s on the probe timeline): where the users' audio stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaSilence>,
+}
+
+/// The call legs' silences that began in one step's window (see [`UsersOut::media`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct MediaSilence {
+    /// Streams up at the window's start (they could have heard it).
+    pub streams_up: u64,
+    /// Streams whose longest silence (over three packet times) fell in the window.
+    pub streams_hit: u64,
+    pub gap_max_ms: f64,
+    pub gap_median_ms: f64,
+    pub first_at_s: f64,
+    pub last_at_s: f64,
 }
 
 /// `trial.json`: one trial, whose steps migrate the elements one after another.

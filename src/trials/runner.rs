@@ -281,6 +281,7 @@ struct LoadChild {
     out: LoadOut,
     report: PathBuf,
     series: PathBuf,
+    media_log: PathBuf,
 }
 
 fn start_load(
@@ -291,18 +292,24 @@ fn start_load(
 ) -> Result<LoadChild, String> {
     let report = dir.join("load.json");
     let series = dir.join("load-series.csv");
+    let media_log = dir.join("load-media.csv");
     let command = match spec {
         LoadSpec::Profile { imsload, profile } => format!(
-            "exec {} --profile {} --target {} --report {} --series {} --quiet",
+            "exec {} --profile {} --target {} --report {} --series {} --media-log {} --quiet",
             shell_quote(&imsload.display().to_string()),
             shell_quote(&profile.display().to_string()),
             shell_quote(target),
             shell_quote(&report.display().to_string()),
-            shell_quote(&series.display().to_string())
+            shell_quote(&series.display().to_string()),
+            shell_quote(&media_log.display().to_string())
         ),
         LoadSpec::Command(c) => c
             .replace("{report}", &shell_quote(&report.display().to_string()))
             .replace("{series}", &shell_quote(&series.display().to_string()))
+            .replace(
+                "{media_log}",
+                &shell_quote(&media_log.display().to_string()),
+            )
             .replace("{dir}", &shell_quote(&dir.display().to_string()))
             .replace("{target}", &shell_quote(target)),
     };
@@ -321,6 +328,7 @@ fn start_load(
         },
         report,
         series,
+        media_log,
     })
 }
 
@@ -415,6 +423,9 @@ fn stop_load(mut l: LoadChild, drain: Duration, warnings: &mut Vec<String>) -> L
             l.report.display()
         )),
     }
+    if l.media_log.exists() {
+        l.out.media_log = Some(l.media_log.display().to_string());
+    }
     if l.series.exists() {
         l.out.series = Some(l.series.display().to_string());
     } else {
@@ -424,6 +435,36 @@ fn stop_load(mut l: LoadChild, drain: Duration, warnings: &mut Vec<String>) -> L
         ));
     }
     l.out
+}
+
+/// The load's media log on the probe timeline, for the steps' silences.
+fn read_media_log(
+    load: &LoadOut,
+    wall0: chrono::DateTime<Utc>,
+    warnings: &mut Vec<String>,
+) -> Option<Vec<users::Stream>> {
+    let path = load.media_log.as_deref()?;
+    let parsed = std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|t| users::parse_media_log(&t, wall0));
+    match parsed {
+        // A load without --media leaves the header only.
+        Ok((streams, _)) if streams.is_empty() => None,
+        Ok((streams, skipped)) => {
+            if skipped > 0 {
+                warnings.push(format!(
+                    "the load's media log {path}: {skipped} line(s) that are not a stream's were skipped"
+                ));
+            }
+            Some(streams)
+        }
+        Err(e) => {
+            warnings.push(format!(
+                "the load's media log {path} cannot be read: {e}; no silences per element"
+            ));
+            None
+        }
+    }
 }
 
 /// The load's series on the probe timeline, for the steps' users figures.
@@ -965,6 +1006,10 @@ fn assess(t: &TrialCtx, ran: Ran, mut warnings: Vec<String>) -> TrialRecord {
         .load
         .as_ref()
         .and_then(|l| read_series(l, ran.clock.epoch.wall, &mut warnings));
+    let media = ran
+        .load
+        .as_ref()
+        .and_then(|l| read_media_log(l, ran.clock.epoch.wall, &mut warnings));
     let view = TrialView {
         trial: t.index,
         direction: t.direction(),
@@ -975,6 +1020,7 @@ fn assess(t: &TrialCtx, ran: Ran, mut warnings: Vec<String>) -> TrialRecord {
         interrupted,
         load: ran.load.as_ref(),
         series: series.as_deref(),
+        media: media.as_deref(),
         after_s: cfg.after.as_secs_f64(),
         sequence,
     };

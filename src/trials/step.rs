@@ -35,6 +35,8 @@ pub struct TrialView<'a> {
     pub load: Option<&'a LoadOut>,
     /// The load's per-second series, when it wrote one.
     pub series: Option<&'a [super::users::Second]>,
+    /// The load's `--media-log` streams, when it wrote any.
+    pub media: Option<&'a [super::users::Stream]>,
     /// Probing after each migration: a step's users window ends this long after its command.
     pub after_s: f64,
     /// More than one element: warnings name the element.
@@ -134,16 +136,27 @@ pub fn analyse(
     };
     // The users' window: this migration's start to where the next one starts.
     let users = match (&migration, t.series) {
-        (Some(m), Some(series)) => Some(super::users::in_window(
-            series,
-            m.start_s,
-            m.end_s + t.after_s,
-            t.load
-                .and_then(|l| l.transaction_timeout_s)
-                // A report without timers (an older imsload): RFC 3261's default T1.
-                .unwrap_or(64.0 * crate::sip::transaction::Timers::default().t1.as_secs_f64()),
-        )),
+        (Some(m), Some(series)) => {
+            let (from, to) = (m.start_s, m.end_s + t.after_s);
+            let mut u = super::users::in_window(
+                series,
+                from,
+                to,
+                t.load
+                    .and_then(|l| l.transaction_timeout_s)
+                    // A report without timers (an older imsload): RFC 3261's default T1.
+                    .unwrap_or(64.0 * crate::sip::transaction::Timers::default().t1.as_secs_f64()),
+            );
+            u.media = t.media.map(|s| super::users::media_in_window(s, from, to));
+            Some(u)
+        }
         _ => None,
+    };
+    // The users' longest silence in this step's window where the media log places it (none
+    // began there: 0), else the load's longest over the whole trial.
+    let media_gap_ms = match users.as_ref().and_then(|u| u.media.as_ref()) {
+        Some(m) if m.streams_up > 0 || m.streams_hit > 0 => Some(m.gap_max_ms),
+        _ => t.load.and_then(|l| l.media_gap_max_ms),
     };
     let hv_bytes = hv
         .as_ref()
@@ -182,7 +195,7 @@ pub fn analyse(
         reg_failed: users.as_ref().map(|u| u.reg_failed),
         calls_failed: users.as_ref().map(|u| u.calls_failed),
         late_requests: users.as_ref().map(|u| u.late_requests),
-        media_gap_ms: t.load.and_then(|l| l.media_gap_max_ms),
+        media_gap_ms,
         media_mos_min: t.load.and_then(|l| l.media_mos_min),
     };
     StepRecord {

@@ -9,7 +9,7 @@
 //! failure answered, a retransmission, a media gap) is counted in the second it happened.
 //! Pure functions (unit-tested); the runner reads the file.
 
-use super::record::UsersOut;
+use super::record::{MediaSilence, UsersOut};
 use super::step::wall_us_to_probe_s;
 use chrono::{DateTime, Utc};
 
@@ -83,6 +83,103 @@ pub fn parse_series(text: &str, wall0: DateTime<Utc>) -> Result<(Vec<Second>, us
         }
     }
     Ok((out, skipped))
+}
+
+/// One call leg's stream from the load's `--media-log`, on the probe timeline.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Stream {
+    pub started_s: f64,
+    pub ended_s: f64,
+    /// Its longest silence: when it began, and how long; its packet time.
+    pub gap_at_s: f64,
+    pub gap_ms: f64,
+    pub ptime_ms: f64,
+}
+
+#[derive(serde::Deserialize)]
+struct MediaLogLine {
+    started_utc: String,
+    ended_utc: String,
+    ptime_ms: f64,
+    longest_gap_ms: f64,
+    longest_gap_at_utc: String,
+}
+
+/// Reads imsload's `--media-log` (CSV, by column name); `wall0` is the probe timeline's origin.
+/// A line that cannot be read is skipped and counted in the second value.
+pub fn parse_media_log(text: &str, wall0: DateTime<Utc>) -> Result<(Vec<Stream>, usize), String> {
+    let mut rd = csv::Reader::from_reader(text.as_bytes());
+    let header = rd
+        .headers()
+        .map_err(|e| format!("the media log's header: {e}"))?;
+    if !header.iter().any(|h| h == "longest_gap_at_utc") {
+        return Err(
+            "the media log has no longest_gap_at_utc column (not imsload's --media-log?)".into(),
+        );
+    }
+    let at = |label: &str| {
+        DateTime::parse_from_rfc3339(label)
+            .ok()
+            .map(|t| wall_us_to_probe_s(wall0, t.timestamp_micros()))
+    };
+    let (mut out, mut skipped) = (Vec::new(), 0);
+    for line in rd.deserialize::<MediaLogLine>() {
+        let stream = line.ok().and_then(|l| {
+            Some(Stream {
+                started_s: at(&l.started_utc)?,
+                ended_s: at(&l.ended_utc)?,
+                gap_at_s: at(&l.longest_gap_at_utc)?,
+                gap_ms: l.longest_gap_ms,
+                ptime_ms: l.ptime_ms,
+            })
+        });
+        match stream {
+            Some(s) => out.push(s),
+            None => skipped += 1,
+        }
+    }
+    Ok((out, skipped))
+}
+
+/// The streams' silences in `[from_s, to_s)`: longest silences of over three packet times, what
+/// the series counts as `media_gaps` (a clean stream's longest gap is a packet time or so,
+/// whenever it fell), whose middle is in the window. Not their start: a silence begins at the
+/// last packet before the pause, up to a packet time before the command that paused; and
+/// adjacent windows never share one. A stream's longest silence is the one a migration makes
+/// when it is longer than any other the call had (a stream that heard two pauses shows only
+/// the longer).
+pub fn media_in_window(streams: &[Stream], from_s: f64, to_s: f64) -> MediaSilence {
+    let up = streams
+        .iter()
+        .filter(|s| s.started_s < from_s && s.ended_s > from_s)
+        .count() as u64;
+    let mut hit: Vec<&Stream> = streams
+        .iter()
+        .filter(|s| {
+            let mid = s.gap_at_s + s.gap_ms / 2e3;
+            mid >= from_s && mid < to_s && s.gap_ms > 3.0 * s.ptime_ms
+        })
+        .collect();
+    let mut m = MediaSilence {
+        streams_up: up,
+        streams_hit: hit.len() as u64,
+        ..MediaSilence::default()
+    };
+    if hit.is_empty() {
+        return m;
+    }
+    hit.sort_by(|a, b| a.gap_ms.total_cmp(&b.gap_ms));
+    m.gap_max_ms = hit[hit.len() - 1].gap_ms;
+    m.gap_median_ms = match hit.len() % 2 {
+        1 => hit[hit.len() / 2].gap_ms,
+        _ => (hit[hit.len() / 2 - 1].gap_ms + hit[hit.len() / 2].gap_ms) / 2.0,
+    };
+    m.first_at_s = hit.iter().map(|s| s.gap_at_s).fold(f64::INFINITY, f64::min);
+    m.last_at_s = hit
+        .iter()
+        .map(|s| s.gap_at_s)
+        .fold(f64::NEG_INFINITY, f64::max);
+    m
 }
 
 /// What the users lost in `[from_s, to_s)`; `timeout_s` is the transactions' timeout (64·T1).
@@ -204,5 +301,35 @@ mod tests {
         let at_expiry = in_window(&s, 35.0, 45.0, 32.0);
         assert_eq!(at_expiry.reg_failed, 0);
         assert_eq!((a.from_s, a.to_s), (5.0, 10.0));
+    }
+
+    #[test]
+    fn media_log_silences_are_placed_in_the_window_where_they_began() {
+        // Four legs up from 1 s: two silenced at 10.2 s (500 and 480 ms), one from 8.99 s
+        // (490 ms: it began before the window, its middle is in it), one whose longest gap is
+        // an ordinary 22 ms at 10.4 s; a leg that started at 12 s; a bad line.
+        let text = "ssrc,leg,started_utc,ended_utc,ptime_ms,sent,longest_gap_ms,longest_gap_at_utc,mos\n\
+            0x2,caller,2026-12-05T03:39:01Z,2026-12-05T03:39:20Z,20,950,500.0,2026-12-05T03:39:10.2Z,4.3\n\
+            0x3,callee,2026-12-05T03:39:01Z,2026-12-05T03:39:20Z,20,950,480.0,2026-12-05T03:39:10.25Z,4.3\n\
+            0x4,caller,2026-12-05T03:39:01Z,2026-12-05T03:39:20Z,20,950,22.0,2026-12-05T03:39:10.4Z,4.4\n\
+            0x5,callee,2026-12-05T03:39:01Z,2026-12-05T03:39:20Z,20,950,490.0,2026-12-05T03:39:08.99Z,4.3\n\
+            0x6,caller,2026-12-05T03:39:12Z,2026-12-05T03:39:20Z,20,400,21.0,2026-12-05T03:39:13Z,4.4\n\
+            0x8,caller,yesterday,2026-12-05T03:39:20Z,20,1,1.0,2026-12-05T03:39:13Z,4.4\n";
+        let (streams, skipped) = parse_media_log(text, wall0()).unwrap();
+        assert_eq!((streams.len(), skipped), (5, 1));
+        assert_eq!(streams[0].gap_at_s, 10.2);
+        let m = media_in_window(&streams, 9.0, 14.0);
+        assert_eq!((m.streams_up, m.streams_hit), (4, 3), "{m:?}");
+        assert_eq!((m.gap_max_ms, m.gap_median_ms), (500.0, 490.0));
+        assert_eq!((m.first_at_s, m.last_at_s), (8.99, 10.25));
+        // A window before it: legs up, no silence began.
+        let before = media_in_window(&streams, 5.0, 9.0);
+        assert_eq!(
+            (before.streams_up, before.streams_hit, before.gap_max_ms),
+            (4, 0, 0.0)
+        );
+        assert!(parse_media_log("utc,reg_failed\n", wall0())
+            .unwrap_err()
+            .contains("longest_gap_at_utc"));
     }
 }
