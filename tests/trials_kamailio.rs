@@ -113,6 +113,14 @@ fn run_trials(
     (o.status.code().unwrap_or(-1), stdout)
 }
 
+/// `args`, then `--out OUT`: imsprobe trials' command line.
+fn with_out(args: &[&str], out: &Path) -> Vec<String> {
+    args.iter()
+        .map(|s| s.to_string())
+        .chain(["--out".to_string(), out.display().to_string()])
+        .collect()
+}
+
 fn csv_rows(path: &Path) -> Vec<Vec<String>> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -141,39 +149,37 @@ fn sigstop_trials_with_a_failed_one_in_between() {
         env!("CARGO_BIN_EXE_imsload"),
         kam.domain()
     );
-    let args: Vec<String> = [
-        "--target",
-        &target,
-        "--migrate",
-        // bash: its kill builtin signals a process group (`-- -PGID`); dash's does not.
-        &format!("bash {}", pause_script(dir.path(), kam.pgid(), "pause")),
-        "--back",
-        &format!("sh {}", fail_script(dir.path())),
-        "--trials",
-        "3",
-        "--before",
-        "1s",
-        "--delay",
-        "1s",
-        "--after",
-        "1500ms",
-        "--pause",
-        "500ms",
-        "--rate",
-        "1000",
-        "--no-capture",
-        "--load-cmd",
-        &load,
-        "--load-drain",
-        "10s",
-        "--data-cmd",
-        &format!("cat {}", counter.display()),
-        "--out",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([out.display().to_string()])
-    .collect();
+    let args = with_out(
+        &[
+            "--target",
+            &target,
+            "--migrate",
+            // bash: its kill builtin signals a process group (`-- -PGID`); dash's does not.
+            &format!("bash {}", pause_script(dir.path(), kam.pgid(), "pause")),
+            "--back",
+            &format!("sh {}", fail_script(dir.path())),
+            "--trials",
+            "3",
+            "--before",
+            "1s",
+            "--delay",
+            "1s",
+            "--after",
+            "1500ms",
+            "--pause",
+            "500ms",
+            "--rate",
+            "1000",
+            "--no-capture",
+            "--load-cmd",
+            &load,
+            "--load-drain",
+            "10s",
+            "--data-cmd",
+            &format!("cat {}", counter.display()),
+        ],
+        &out,
+    );
     let (code, stdout) = run_trials(&args, Duration::from_secs(120), None);
     assert_eq!(code, 1, "a failed trial makes the exit code 1");
     assert!(stdout.contains("| 2 | back | failed |"), "{stdout}");
@@ -316,34 +322,32 @@ fn a_paused_media_relay_is_a_silence_where_the_pause_was_on_the_trial_timeline()
         env!("CARGO_BIN_EXE_imsload"),
         kam.domain()
     );
-    let args: Vec<String> = [
-        "--target",
-        &kam.addr().to_string(),
-        "--migrate",
-        &format!("bash {}", pause_script(dir.path(), rtpe.pid(), "pause")),
-        "--trials",
-        "2",
-        "--before",
-        "1s",
-        "--delay",
-        "2s",
-        "--after",
-        "1500ms",
-        "--pause",
-        "500ms",
-        "--rate",
-        "200",
-        "--no-capture",
-        "--load-cmd",
-        &load,
-        "--load-drain",
-        "10s",
-        "--out",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([out.display().to_string()])
-    .collect();
+    let args = with_out(
+        &[
+            "--target",
+            &kam.addr().to_string(),
+            "--migrate",
+            &format!("bash {}", pause_script(dir.path(), rtpe.pid(), "pause")),
+            "--trials",
+            "2",
+            "--before",
+            "1s",
+            "--delay",
+            "2s",
+            "--after",
+            "1500ms",
+            "--pause",
+            "500ms",
+            "--rate",
+            "200",
+            "--no-capture",
+            "--load-cmd",
+            &load,
+            "--load-drain",
+            "10s",
+        ],
+        &out,
+    );
     let (code, stdout) = run_trials(&args, Duration::from_secs(120), None);
     assert_eq!(code, 0, "{stdout}");
     for trial in 1..=2 {
@@ -523,26 +527,24 @@ fn ctrl_c_records_the_trial_as_interrupted_and_writes_the_table() {
     let dir = tempdir();
     let out = dir.path().join("out");
     let target = kam.addr().to_string();
-    let args: Vec<String> = [
-        "--target",
-        &target,
-        "--migrate",
-        "sleep 0.2",
-        "--trials",
-        "5",
-        "--before",
-        "500ms",
-        "--after",
-        "30s",
-        "--sip",
-        "--no-capture",
-        "--no-plot",
-        "--out",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([out.display().to_string()])
-    .collect();
+    let args = with_out(
+        &[
+            "--target",
+            &target,
+            "--migrate",
+            "sleep 0.2",
+            "--trials",
+            "5",
+            "--before",
+            "500ms",
+            "--after",
+            "30s",
+            "--sip",
+            "--no-capture",
+            "--no-plot",
+        ],
+        &out,
+    );
     let t0 = Instant::now();
     let (code, _) = run_trials(&args, Duration::from_secs(60), Some(Duration::from_secs(2)));
     assert!(
@@ -766,28 +768,26 @@ fn trigger_on_a_monitor_with_a_profile_load_and_the_trigger_timeout() {
         .collect::<Vec<_>>()
         .join(",");
     let common = |out: &Path| -> Vec<String> {
-        [
-            "--target",
-            &target,
-            "--migrate",
-            "true",
-            "--trials",
-            "1",
-            "--before",
-            "300ms",
-            "--after",
-            "300ms",
-            "--sip",
-            "--no-capture",
-            "--no-plot",
-            "--monitor-interval",
-            "200ms",
-            "--out",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([out.display().to_string()])
-        .collect()
+        with_out(
+            &[
+                "--target",
+                &target,
+                "--migrate",
+                "true",
+                "--trials",
+                "1",
+                "--before",
+                "300ms",
+                "--after",
+                "300ms",
+                "--sip",
+                "--no-capture",
+                "--no-plot",
+                "--monitor-interval",
+                "200ms",
+            ],
+            out,
+        )
     };
     let smoke = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/smoke.toml");
     let out = dir.path().join("held");
@@ -896,30 +896,28 @@ fn a_sharded_load_is_stopped_merged_and_read_like_a_local_one() {
         shard(1)
     );
     let target = kam.addr().to_string();
-    let args: Vec<String> = [
-        "--target",
-        &target,
-        "--migrate",
-        "true",
-        "--trials",
-        "1",
-        "--before",
-        "300ms",
-        "--delay",
-        "3s",
-        "--after",
-        "1s",
-        "--sip",
-        "--no-capture",
-        "--no-plot",
-        "--load-cmd",
-        &load,
-        "--out",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([out.display().to_string()])
-    .collect();
+    let args = with_out(
+        &[
+            "--target",
+            &target,
+            "--migrate",
+            "true",
+            "--trials",
+            "1",
+            "--before",
+            "300ms",
+            "--delay",
+            "3s",
+            "--after",
+            "1s",
+            "--sip",
+            "--no-capture",
+            "--no-plot",
+            "--load-cmd",
+            &load,
+        ],
+        &out,
+    );
     let (code, _) = run_trials(&args, Duration::from_secs(90), None);
     assert_eq!(code, 0);
     let t = json(&out.join("trial-001/trial.json"));

@@ -437,62 +437,67 @@ fn stop_load(mut l: LoadChild, drain: Duration, warnings: &mut Vec<String>) -> L
     l.out
 }
 
-/// The load's media log on the probe timeline, for the steps' silences.
-fn read_media_log(
-    load: &LoadOut,
-    wall0: chrono::DateTime<Utc>,
+/// One of the load's CSV files on the probe timeline, read by `parse`: `what` names it and
+/// `without` says what the trial goes without, in the warning when it cannot be read.
+fn read_load_csv<T>(
+    path: Option<&str>,
+    what: &str,
+    without: &str,
+    parse: impl FnOnce(&str) -> Result<(Vec<T>, usize), String>,
     warnings: &mut Vec<String>,
-) -> Option<Vec<users::Stream>> {
-    let path = load.media_log.as_deref()?;
+) -> Option<Vec<T>> {
+    let path = path?;
     let parsed = std::fs::read_to_string(path)
         .map_err(|e| e.to_string())
-        .and_then(|t| users::parse_media_log(&t, wall0));
-    match parsed {
-        // A load without --media leaves the header only.
-        Ok((streams, _)) if streams.is_empty() => None,
-        Ok((streams, skipped)) => {
-            if skipped > 0 {
-                warnings.push(format!(
-                    "the load's media log {path}: {skipped} line(s) that are not a stream's were skipped"
-                ));
-            }
-            Some(streams)
-        }
-        Err(e) => {
-            warnings.push(format!(
-                "the load's media log {path} cannot be read: {e}; no silences per element"
-            ));
-            None
-        }
-    }
-}
-
-/// The load's series on the probe timeline, for the steps' users figures.
-fn read_series(
-    load: &LoadOut,
-    wall0: chrono::DateTime<Utc>,
-    warnings: &mut Vec<String>,
-) -> Option<Vec<users::Second>> {
-    let path = load.series.as_deref()?;
-    let parsed = std::fs::read_to_string(path)
-        .map_err(|e| e.to_string())
-        .and_then(|t| users::parse_series(&t, wall0));
+        .and_then(|t| parse(&t));
     match parsed {
         Ok((rows, skipped)) => {
             if skipped > 0 {
                 warnings.push(format!(
-                    "the load's series {path}: {skipped} line(s) with a field count other than the header's were skipped"
+                    "the load's {what} {path}: {skipped} line(s) that could not be read (a field count other than the header's, a value out of place) were skipped"
                 ));
             }
             Some(rows)
         }
         Err(e) => {
             warnings.push(format!(
-                "the load's series {path} cannot be read: {e}; no users' figures per element"
+                "the load's {what} {path} cannot be read: {e}; {without}"
             ));
             None
         }
     }
+}
+
+/// The load's media log, for the steps' silences; none when it has no stream (a load without
+/// --media leaves the header only).
+fn read_media_log(
+    load: &LoadOut,
+    wall0: chrono::DateTime<Utc>,
+    warnings: &mut Vec<String>,
+) -> Option<Vec<users::Stream>> {
+    read_load_csv(
+        load.media_log.as_deref(),
+        "media log",
+        "no silences per element",
+        |t| users::parse_media_log(t, wall0),
+        warnings,
+    )
+    .filter(|s| !s.is_empty())
+}
+
+/// The load's series, for the steps' users figures.
+fn read_series(
+    load: &LoadOut,
+    wall0: chrono::DateTime<Utc>,
+    warnings: &mut Vec<String>,
+) -> Option<Vec<users::Second>> {
+    read_load_csv(
+        load.series.as_deref(),
+        "series",
+        "no users' figures per element",
+        |t| users::parse_series(t, wall0),
+        warnings,
+    )
 }
 
 fn wait_trigger(
