@@ -6,7 +6,9 @@
 //! What must agree, and the allowance (docs/trials.md, "What the figures mean"):
 //! - QEMU's `downtime` is measured on the source only: STOP→RESUME is longer by the data still
 //!   in flight plus the destination's switch-on (reference: 3–30 ms; here, over the shaped
-//!   1 Gbit/s link, ~30 ms). Allowed: 0..=`S2R_OVER_DOWNTIME_MS`.
+//!   1 Gbit/s link with the lab's 2 MiB socket buffers and QEMU at nice −10, 8–18 ms idle,
+//!   up to 47 ms beside two busy loops; docs/migration-lab.md, "Data in flight").
+//!   Allowed: 0..=`S2R_OVER_DOWNTIME_MS`.
 //! - The ICMP loss window (send side) is the VM's pause: |loss window − STOP→RESUME| ≤ 2
 //!   probe intervals + 5 ms (reference: 0.5–5 ms).
 //! - The ICMP reply gap ends when the first echo reply arrives after RESUME: the switch has

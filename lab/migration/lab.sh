@@ -34,7 +34,9 @@
 #
 # Environment: LAB_NAME (namespace prefix, default mlab), LAB_RUN_DIR (default
 # /run/imsprobe-$LAB_NAME), GUEST_DIR (default /var/cache/imsprobe-migration-lab/guest),
-# ACCEL (tcg | kvm; default tcg), LINK_QUEUE_MS (tbf queue of the shaped link, default 10).
+# ACCEL (tcg | kvm; default tcg), LINK_QUEUE_MS (tbf queue of the shaped link, default 10),
+# SOCKBUF_KIB (the hosts' largest TCP send and receive buffer, default 2048), QEMU_NICE (the
+# guests' QEMU priority, default -10).
 # Needs root. Installs nothing: lab/migration/setup.sh does.
 set -euo pipefail
 
@@ -44,6 +46,8 @@ RUN_DIR=${LAB_RUN_DIR:-/run/imsprobe-$LAB_NAME}
 GUEST_DIR=${GUEST_DIR:-/var/cache/imsprobe-migration-lab/guest}
 ACCEL=${ACCEL:-tcg}
 LINK_QUEUE_MS=${LINK_QUEUE_MS:-10}
+SOCKBUF_KIB=${SOCKBUF_KIB:-2048}
+QEMU_NICE=${QEMU_NICE:--10}
 NS_SRC=$LAB_NAME-src NS_DST=$LAB_NAME-dst NS_PROBE=$LAB_NAME-probe NS_SW=$LAB_NAME-sw
 ALL_NS=("$NS_SRC" "$NS_DST" "$NS_PROBE" "$NS_SW")
 
@@ -94,10 +98,14 @@ net_up() {
     ip netns add "$n"
     # no IPv6: no router solicitations or DAD on the wires, nothing but the lab's traffic
     ns "$n" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-    # TCP buffers as Debian's kernel sets them, whatever the machine's: a namespace starts with
-    # the host's, and a host with a 32 MiB tcp_rmem let the migration stream keep ~20 ms more
-    # data in flight at stop-and-copy (STOP->RESUME minus QEMU's downtime: 49-70 ms, not 24-47).
-    ns "$n" sysctl -qw net.ipv4.tcp_rmem="4096 131072 6291456" net.ipv4.tcp_wmem="4096 16384 4194304"
+    # TCP buffers of a set size, whatever the machine's (a namespace starts with the host's).
+    # What the migration socket holds when the source stops is sent after QEMU's downtime
+    # ends, so it lengthens the real pause beyond QEMU's figure: with Debian's maxima (4 MiB
+    # send, 6 MiB receive) by 20-45 ms on an idle machine, up to 63 ms seen; capped at 2 MiB,
+    # by 8-18 ms, with the same throughput (median ~720 Mbit/s either way, 12 trials each;
+    # 1 MiB cost 15 % of it). A host with a 32 MiB tcp_rmem added ~20 ms more.
+    local buf=$((SOCKBUF_KIB * 1024))
+    ns "$n" sysctl -qw net.ipv4.tcp_rmem="4096 131072 $buf" net.ipv4.tcp_wmem="4096 16384 $buf"
     ns "$n" ip link set lo up
   done
   # The switch: a plain learning bridge, no STP, forwarding at once. It learns where the
@@ -188,6 +196,10 @@ cmd_up() {
   # the dirtier's working set must fit beside the kernel and initramfs; half of RAM does
   [ -n "$ws" ] || ws=$(( ${mem%.*} / 2 > 512 ? 512 : ${mem%.*} / 2 ))
   [ "$ws" -le $(( ${mem%.*} - 96 )) ] || die "--ws $ws MiB does not fit a $mem MiB guest"
+  [[ "$SOCKBUF_KIB" =~ ^[0-9]+$ ]] && [ "$SOCKBUF_KIB" -ge 64 ] \
+    || die "SOCKBUF_KIB is a size in KiB, at least 64, not '$SOCKBUF_KIB'"
+  [[ "$QEMU_NICE" =~ ^-?[0-9]+$ ]] && [ "$QEMU_NICE" -ge -20 ] && [ "$QEMU_NICE" -le 19 ] \
+    || die "QEMU_NICE is a nice value from -20 to 19, not '$QEMU_NICE'"
   case "$ACCEL" in
     tcg) ;;
     kvm) [ -w /dev/kvm ] || die "ACCEL=kvm but /dev/kvm is not usable" ;;
@@ -229,6 +241,7 @@ cmd_up() {
   cat >"$RUN_DIR/config.json" <<EOF
 {"name": "$LAB_NAME", "mem_mib": $mem, "dirty_mb_s": $dirty, "ws_mib": $ws,
  "link_mbit": $link, "bw_mb_s": $bw, "downtime_limit_ms": $dtl, "accel": "$ACCEL",
+ "sockbuf_kib": $SOCKBUF_KIB, "qemu_nice": $QEMU_NICE,
  "sip_responder": "$sip", "guest_ip": "$guest_ip", "guest_dir": "$RUN_DIR/guest"$vms}
 EOF
   [ $ims = 1 ] && TAPS=(tap0 tap1 tap2 tap3)
