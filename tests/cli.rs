@@ -37,6 +37,16 @@ fn a_bad_flag_exits_2_naming_it() {
         &["--transport", "sctp"],
         &["sctp", "--transport", "udp", "tcp"],
     );
+    assert_usage_error(
+        IMSLOAD,
+        &["--call-hold", "5s"],
+        &["--call-hold", "AFTER,LENGTH"],
+    );
+    assert_usage_error(
+        IMSLOAD,
+        &["--call-hold", "5s,3s,mute"],
+        &["mute", "sendonly", "inactive"],
+    );
 }
 
 #[test]

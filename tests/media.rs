@@ -482,6 +482,79 @@ fn imsload_users_call_each_other_through_kamailio_with_audio_both_ways() {
     assert_eq!(total, sent);
 }
 
+#[test]
+fn imsload_callers_hold_and_resume_through_kamailio_and_the_media_follows_the_answers() {
+    // Both legs are imsload's, through Kamailio (which record-routes, so the re-INVITEs take
+    // the dialog's route set): each caller re-INVITEs with a=sendonly 1 s after the answer and
+    // with a=sendrecv 1.5 s after the hold was answered; the callee answers recvonly, then
+    // sendrecv, and stops sending while held.
+    let k = Kamailio::start(KamailioOpts {
+        users: 20,
+        ..KamailioOpts::default()
+    })
+    .expect("kamailio start");
+    let dir = tempfile::tempdir().unwrap();
+    let target = k.addr().to_string();
+    let log = dir.path().join("media.csv");
+    let r = imsload(
+        &[
+            "--target",
+            &target,
+            "--users",
+            "20",
+            "--cps",
+            "5",
+            "--calls",
+            "10",
+            "--hold",
+            "4s",
+            "--call-hold",
+            "1s,1.5s",
+            "--duration",
+            "20s",
+            "--workers",
+            "2",
+            "--media",
+            "pcmu",
+            "--media-log",
+            log.to_str().unwrap(),
+        ],
+        &dir.path().join("r.json"),
+        Duration::from_secs(60),
+    );
+    let c = &r["counters"];
+    assert_eq!(counter(&r, "calls_completed"), 10, "{r}");
+    assert_eq!(counter(&r, "call_holds"), 10, "{c}");
+    assert_eq!(counter(&r, "call_resumes"), 10, "{c}");
+    assert_eq!(counter(&r, "reinvites_failed"), 0, "{c}");
+    // Our callees answered both re-INVITEs of every call.
+    assert_eq!(counter(&r, "reinvites_answered"), 20, "{c}");
+    // Only the held side (the callee, answering recvonly) stopped sending, once per call.
+    assert_eq!(counter(&r, "media_holds"), 10, "{c}");
+    assert_eq!(counter(&r, "media_resumes"), 10, "{c}");
+    assert_eq!(counter(&r, "media_packets_lost"), 0, "{}", r["media"]);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (leg, sent, gap) = (col("leg"), col("sent"), col("longest_gap_ms"));
+    let streams: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(streams.len(), 20, "{text}");
+    for s in &streams {
+        let n: u64 = s[sent].parse().unwrap();
+        // 4 s of 20 ms packets is 200; the held callee is quiet for 1.5 s of them (75).
+        let want = match s[leg] {
+            "caller" => 190..=210,
+            "callee" => 115..=135,
+            other => panic!("leg {other}: {s:?}"),
+        };
+        assert!(want.contains(&n), "{} sent {n}: {s:?}", s[leg]);
+        // A hold is no gap: neither side expected audio it was not offered.
+        let g: f64 = s[gap].parse().unwrap();
+        assert!(g < 100.0, "longest gap {g} ms: {s:?}");
+    }
+}
+
 /// Seconds since the epoch of a series row's `utc` label (`2026-12-05T00:09:16.807Z` or
 /// without fraction).
 fn utc_s(label: &str) -> f64 {

@@ -102,6 +102,29 @@ fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 5s, 2m)"))
 }
 
+fn call_hold(s: &str) -> Result<crate::ua::caller::HoldPlan, String> {
+    use crate::sip::sdp::Direction;
+    let mut parts = s.split(',').map(str::trim);
+    let (Some(after), Some(length)) = (parts.next(), parts.next()) else {
+        return Err(format!(
+            "{s:?}: give AFTER,LENGTH[,MODE], e.g. 5s,3s or 5s,3s,inactive"
+        ));
+    };
+    let direction = match parts.next() {
+        None | Some("sendonly") => Direction::SendOnly,
+        Some("inactive") => Direction::Inactive,
+        Some(m) => return Err(format!("{m:?} is no hold mode: use sendonly or inactive")),
+    };
+    if parts.next().is_some() {
+        return Err(format!("{s:?}: at most three parts, AFTER,LENGTH,MODE"));
+    }
+    Ok(crate::ua::caller::HoldPlan {
+        after: duration(after).map_err(|e| format!("AFTER {after:?}: {e}"))?,
+        length: duration(length).map_err(|e| format!("LENGTH {length:?}: {e}"))?,
+        direction,
+    })
+}
+
 fn positive_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
@@ -180,8 +203,9 @@ pub struct RunArgs {
     /// waking for every datagram (the cost of each wake is most of a busy worker's kernel
     /// time). Delays are still measured to the microsecond (kernel receive stamps, UDP);
     /// calls start and retransmissions go up to this much late. 0s wakes for every event.
-    #[arg(long, default_value = "1ms", value_parser = duration)]
-    pub timer_resol: Duration,
+    /// Default 1ms; with --media 250us, since every RTP packet may leave up to this late.
+    #[arg(long, value_parser = duration)]
+    pub timer_resol: Option<Duration>,
     /// Stop after this many calls (like `sipp -m`).
     #[arg(long, value_name = "N")]
     pub calls: Option<u64>,
@@ -265,6 +289,12 @@ pub struct RunArgs {
     /// media (here or in the profile) the file holds its header only.
     #[arg(long, value_name = "FILE")]
     pub media_log: Option<PathBuf>,
+    /// Every caller puts its answered call on hold AFTER the answer and takes it off LENGTH
+    /// later, each with a re-INVITE (RFC 3264 §8.4): `AFTER,LENGTH[,sendonly|inactive]`, e.g.
+    /// `5s,3s` (sendonly, the default: the held party hears us; inactive: silence both ways).
+    /// With --media the streams follow the answers, and a hold is no gap.
+    #[arg(long, value_name = "AFTER,LENGTH[,MODE]", value_parser = call_hold)]
+    pub call_hold: Option<crate::ua::caller::HoldPlan>,
     /// Write the final report as JSON here; `-` prints it as one JSON line, last on stdout
     /// (for `kubectl logs`; `imsload merge` finds it there).
     #[arg(long, value_name = "FILE")]

@@ -181,6 +181,9 @@ pub struct CoreConfig {
     /// `--media`: RTP both ways on every call that is up (docs/media.md). UDP only.
     #[serde(skip)]
     pub media: Option<crate::media::engine::MediaConfig>,
+    /// `--call-hold`: every caller holds and resumes its answered call with re-INVITEs.
+    #[serde(skip)]
+    pub call_hold: Option<crate::ua::caller::HoldPlan>,
 }
 
 impl CoreConfig {
@@ -265,6 +268,7 @@ impl Default for CoreConfig {
             uas_max_bytes: 1 << 30,
             ipsec: None,
             media: None,
+            call_hold: None,
         }
     }
 }

@@ -29,6 +29,7 @@ use crate::sip::builder::{sdp, SdpAudio, Writer};
 use crate::sip::dialog::strip_tag;
 use crate::sip::ids::{self, IdScheme};
 use crate::sip::message::{name_addr_uri, uri_user};
+use crate::sip::sdp::Direction;
 use crate::sip::transaction::{ClientTransaction, Kind, ResponseAction, State, TimerAction};
 use crate::sip::transport;
 use crate::sip::{Message, Method};
@@ -442,6 +443,9 @@ impl LoadCore {
             invite_timeout: cfg.invite_timeout,
             reliable: cfg.transport.reliable(),
             timers: cfg.timers,
+            audio: SdpAudio::nominal(40000),
+            origin: local.ip().to_string(),
+            hold: cfg.call_hold,
         };
         let nit_cfg = NitConfig {
             user_agent: cfg.user_agent.clone(),
@@ -594,6 +598,8 @@ impl LoadCore {
             version: 1,
         };
         self.call_cfg.offer = sdp(&addr.ip().to_string(), 1, &audio);
+        self.call_cfg.audio = audio;
+        self.call_cfg.origin = addr.ip().to_string();
         self.offer_audio = audio;
         self.answerer.set_sdp_audio(audio);
         let mut engine = MediaEngine::new(cfg, sock, addr, now, wall);
@@ -1626,7 +1632,7 @@ impl LoadCore {
                 let sock = c.sock;
                 let Some(req) = req else { continue };
                 match req.out {
-                    Out::Invite => {
+                    Out::Invite | Out::Reinvite => {
                         c.invite_txn = Some(tk);
                         self.start_txn(now, tk, sock, req.data, Method::Invite, Owner::Invite(k));
                     }
@@ -1696,14 +1702,28 @@ impl LoadCore {
         if invite.is_some() && code >= 200 {
             c.invite_txn = None;
         }
-        if let Some(m) = &self.media {
+        if let Some(m) = &mut self.media {
+            let cseq = msg.cseq().filter(|(_, m)| *m == "INVITE").map(|(n, _)| n);
             if (200..300).contains(&code)
                 && c.remote_media.is_none()
                 && c.m.state() != CallState::Confirmed
-                && msg.cseq().is_some_and(|(_, m)| m == "INVITE")
+                && cseq.is_some()
             {
                 match remote_audio(msg.body(), m.engine.config().codec) {
                     Ok(r) => c.remote_media = Some(r),
+                    Err(_) => self.stats.counters.media_sdp_unusable += 1,
+                }
+            } else if (200..300).contains(&code)
+                && cseq.is_some()
+                && cseq == c.m.reinvite_cseq()
+                && c.remote_media.is_some()
+            {
+                // The answer to our hold or resume: the far end's stream from now on.
+                match remote_audio(msg.body(), m.engine.config().codec) {
+                    Ok(r) => {
+                        c.remote_media = Some(r);
+                        m.engine.update(now, ssrc_of(c.m.call_id(), 0), r);
+                    }
                     Err(_) => self.stats.counters.media_sdp_unusable += 1,
                 }
             }
@@ -1777,6 +1797,16 @@ impl LoadCore {
                 }
             }
             Event::CancelTimedOut => self.stats.count_timeout("CANCEL"),
+            Event::Reinvited { direction } => match direction {
+                Direction::SendRecv => c.call_resumes += 1,
+                _ => c.call_holds += 1,
+            },
+            Event::ReinviteFailed { status } => {
+                c.reinvites_failed += 1;
+                if status.is_none() {
+                    self.stats.count_timeout("INVITE");
+                }
+            }
         }
     }
 
@@ -1912,13 +1942,18 @@ impl LoadCore {
             Owner::Invite(k) => {
                 if let Some(c) = self.calls.get_mut(k) {
                     c.invite_txn = None;
-                    c.m.handle_txn_timeout(Method::Invite);
+                    // Once the call is up, the INVITE that timed out is a re-INVITE of ours.
+                    let reinvite = !matches!(
+                        c.m.state(),
+                        CallState::Inviting | CallState::Early | CallState::Cancelling
+                    );
+                    c.m.handle_txn_timeout(now, Method::Invite, reinvite);
                     self.drive_call(now, k, None);
                 }
             }
             Owner::Bye(k) => match self.calls.get_mut(k) {
                 Some(c) => {
-                    c.m.handle_txn_timeout(Method::Bye);
+                    c.m.handle_txn_timeout(now, Method::Bye, false);
                     self.drive_call(now, k, None);
                 }
                 // The callee's BYE crossed ours and ended the call; ours still failed.
@@ -2050,7 +2085,7 @@ impl LoadCore {
                 return;
             }
         }
-        if (200..300).contains(&code) && msg.cseq().map(|c| c.1) == Some("INVITE") {
+        if let (200..=299, Some((cseq, "INVITE"))) = (code, msg.cseq()) {
             if let Some(('c', k)) = self.ids.parse_call_id(msg.call_id()) {
                 let again = self.calls.get_mut(k).and_then(|c| {
                     let via = ViaLine {
@@ -2059,7 +2094,7 @@ impl LoadCore {
                         ids: &self.ids,
                         key: c.ack_branch?,
                     };
-                    Some((c.m.ack_again(via)?, c.sock))
+                    Some((c.m.ack_again(via, cseq)?, c.sock))
                 });
                 if let Some((ack, sock)) = again {
                     self.stats.counters.duplicates_received += 1;

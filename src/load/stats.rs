@@ -166,6 +166,11 @@ pub struct Counters {
     pub media_resumes: u64,
     /// INVITEs inside a call of ours, caller's or callee's (hold, resume), answered 200.
     pub reinvites_answered: u64,
+    /// `--call-hold`: our callers' re-INVITEs answered 2xx (hold, then resume), and those that
+    /// got another final response or none.
+    pub call_holds: u64,
+    pub call_resumes: u64,
+    pub reinvites_failed: u64,
 }
 
 impl Counters {
@@ -264,7 +269,10 @@ impl Counters {
             media_gaps,
             media_holds,
             media_resumes,
-            reinvites_answered
+            reinvites_answered,
+            call_holds,
+            call_resumes,
+            reinvites_failed
         );
     }
 }

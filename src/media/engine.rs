@@ -477,6 +477,12 @@ impl MediaEngine {
         if h.ssrc == s.ssrc {
             self.counts.packets_echoed += 1;
         }
+        if !s.receive {
+            // Audio while we were told to expect none: the far end resumed before its answer
+            // reached us (our own resume's 200 goes through the proxies, its RTP straight
+            // here). The silence we were told of ends here and was no gap.
+            s.rx.resume(now);
+        }
         if s.rx
             .last_arrival()
             .is_some_and(|l| now.saturating_duration_since(l) > 3 * s.ptime)
@@ -1083,6 +1089,39 @@ mod tests {
             assert_eq!(s.lost, 0, "{s:?}");
             assert!(s.longest_gap < Duration::from_millis(40), "{s:?}");
             assert!(s.jitter_ms < 1.0, "a resumed clock is no jitter: {s:?}");
+        }
+    }
+
+    #[test]
+    fn audio_that_comes_back_before_the_resume_is_answered_ends_the_hold_with_no_gap() {
+        // We held (our sendonly answered recvonly): A sends, B does not. B resumes when our
+        // resume reaches it, and its first packets reach A before the answer does.
+        let mut p = Pair::new();
+        let (caller, callee) = (ssrc_of("r", 0), ssrc_of("r", 1));
+        let now = p.now;
+        assert!(p.b.start(now, callee, Some(caller), remote(A.into())));
+        assert!(p.a.start(now, caller, Some(callee), remote(B.into())));
+        let with = |addr: ([u8; 4], u16), d: Direction| RemoteMedia {
+            direction: d,
+            ..remote(addr.into())
+        };
+        p.run(500, |_| false);
+        let now = p.now;
+        assert!(p.a.update(now, caller, with(B, Direction::RecvOnly)));
+        assert!(p.b.update(now, callee, with(A, Direction::SendOnly)));
+        p.run(1500, |_| false);
+        let now = p.now;
+        assert!(p.b.update(now, callee, with(A, Direction::SendRecv)));
+        p.run(100, |_| false);
+        let now = p.now;
+        assert!(p.a.update(now, caller, with(B, Direction::SendRecv)));
+        p.run(400, |_| false);
+        let now = p.now;
+        p.a.stop(now, caller);
+        p.b.stop(now, callee);
+        for s in ended(&mut p.a).into_iter().chain(ended(&mut p.b)) {
+            assert_eq!(s.lost, 0, "{s:?}");
+            assert!(s.longest_gap < Duration::from_millis(40), "{s:?}");
         }
     }
 }

@@ -13,6 +13,10 @@
 //! transaction is the machine's own: it shares the INVITE's branch and lives and dies with the
 //! call. Picking who calls whom, pacing and the counters stay with the owner.
 //!
+//! With a [`HoldPlan`] the caller also puts its answered call on hold and takes it off again,
+//! each with a re-INVITE in the dialog whose client transaction the owner runs like the
+//! first INVITE's; the machine tells their responses apart by CSeq number.
+//!
 //! [`start`]: OutgoingCall::start
 //! [`handle_response`]: OutgoingCall::handle_response
 //! [`handle_cancel_response`]: OutgoingCall::handle_cancel_response
@@ -27,8 +31,9 @@
 //! [`poll_timeout`]: OutgoingCall::poll_timeout
 
 use super::challenge::Authenticator;
-use crate::sip::builder::Writer;
+use crate::sip::builder::{sdp, SdpAudio, Writer};
 use crate::sip::dialog::Dialog;
+use crate::sip::sdp::Direction;
 use crate::sip::transaction::{ClientTransaction, Kind, State, TimerAction, Timers};
 use crate::sip::{HeaderName, Message, Method};
 use rand::Rng;
@@ -49,6 +54,22 @@ pub struct CallConfig {
     /// For the CANCEL's transaction: a reliable transport does not retransmit.
     pub reliable: bool,
     pub timers: Timers,
+    /// What `offer` says, and the address in its `o=` and `c=` lines: a re-INVITE offers the
+    /// same stream with another direction and a higher version.
+    pub audio: SdpAudio,
+    pub origin: String,
+    /// The caller holds and resumes every answered call (`--call-hold`).
+    pub hold: Option<HoldPlan>,
+}
+
+/// A caller's own hold and resume (RFC 3264 §8.4, RFC 6337 §5.3): a re-INVITE offering
+/// `direction` (sendonly: the held party hears music; inactive: nothing either way) `after`
+/// the answer, and one offering sendrecv again `length` after the hold was answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HoldPlan {
+    pub after: Duration,
+    pub length: Duration,
+    pub direction: Direction,
 }
 
 /// Who calls whom and how, fixed for the life of the call.
@@ -98,6 +119,8 @@ pub enum Branch {
 pub enum Out {
     /// Start a client transaction for it, with the branch just given.
     Invite,
+    /// A re-INVITE (hold or resume): an INVITE client transaction of its own, like the first.
+    Reinvite,
     Bye,
     /// ACK to a 2xx: send and forget ([`OutgoingCall::ack_again`] rebuilds it for a
     /// retransmitted 2xx).
@@ -154,6 +177,12 @@ pub enum Event {
     },
     /// Our CANCEL got no final response in 64·T1.
     CancelTimedOut,
+    /// Our re-INVITE offering `direction` was answered 2xx: on hold (sendonly, inactive) or
+    /// back (sendrecv). Its answer's SDP is the far end's stream from now on.
+    Reinvited { direction: Direction },
+    /// Our re-INVITE got final `status`, or none in time (`None`); the session stays as it
+    /// was. A 408, 481 or no answer ends the call with BYE (RFC 3261 §12.2.1.2).
+    ReinviteFailed { status: Option<u16> },
 }
 
 /// A request due, built when polled when it needs a Via from the owner.
@@ -161,9 +190,20 @@ pub enum Event {
 enum Pending {
     /// An INVITE, with the Proxy-Authorization or Authorization line answering a challenge.
     Invite(Option<String>),
-    Ack,
+    /// ACK to the 2xx of the INVITE with this CSeq number.
+    Ack(u32),
     Bye,
+    Reinvite(Direction),
     Built(Out, Vec<u8>),
+}
+
+/// Our re-INVITE still waiting for its final response.
+#[derive(Clone, Debug)]
+struct Reinvite {
+    cseq: u32,
+    direction: Direction,
+    /// Its Via: an ACK to a non-2xx final repeats it (RFC 3261 §17.1.1.3).
+    via: String,
 }
 
 /// One call placed by a UE.
@@ -180,10 +220,17 @@ pub struct OutgoingCall {
     auth_sent: bool,
     answered_at: Option<Instant>,
     dialog: Option<Dialog>,
-    /// The ACK to the 2xx went out. It is not kept: a retransmitted 2xx gets it rebuilt from
-    /// the dialog ([`OutgoingCall::ack_again`]), since a kept copy was a pool buffer (768 bytes
-    /// at least) held for the whole life of every call that was up.
-    acked: bool,
+    /// The CSeq number of the last INVITE (first or re-) whose 2xx we ACKed; 0 before. The ACK
+    /// is not kept: a retransmitted 2xx gets it rebuilt from the dialog
+    /// ([`OutgoingCall::ack_again`]), since a kept copy was a pool buffer (768 bytes at least)
+    /// held for the whole life of every call that was up.
+    acked: u32,
+    /// `--call-hold`: our re-INVITE in progress, when the next is due, whether the call is on
+    /// hold, and the version of our last SDP offer.
+    reinvite: Option<Reinvite>,
+    reinvite_at: Option<Instant>,
+    on_hold: bool,
+    sdp_version: u32,
     bye_sent: Option<Instant>,
     cancel: Option<(ClientTransaction, Vec<u8>)>,
     /// When a call still ringing is CANCELled; once only, from the first INVITE.
@@ -216,7 +263,11 @@ impl OutgoingCall {
             auth_sent: false,
             answered_at: None,
             dialog: None,
-            acked: false,
+            acked: 0,
+            reinvite: None,
+            reinvite_at: None,
+            on_hold: false,
+            sdp_version: 1,
             bye_sent: None,
             cancel: None,
             invite_deadline: None,
@@ -236,14 +287,19 @@ impl OutgoingCall {
     pub fn local_tag(&self) -> &str {
         &self.setup.local_tag
     }
-    /// The ACK sent for the 2xx again, for a retransmitted 2xx: the same bytes when `via` is
-    /// the Via it went out with. `None` before the ACK was sent.
-    pub fn ack_again(&mut self, via: impl std::fmt::Display) -> Option<Vec<u8>> {
-        if !self.acked {
+    /// The ACK sent for the 2xx again, for a retransmitted 2xx of the INVITE numbered
+    /// `cseq`: the same bytes when `via` is the Via it went out with. `None` unless that is the
+    /// INVITE we ACKed last.
+    pub fn ack_again(&mut self, via: impl std::fmt::Display, cseq: u32) -> Option<Vec<u8>> {
+        if self.acked == 0 || self.acked != cseq {
             return None;
         }
         let d = self.dialog.as_mut()?;
-        Some(d.request("ACK", via, Some(self.cseq)).finish(None, b""))
+        Some(d.request("ACK", via, Some(cseq)).finish(None, b""))
+    }
+    /// The CSeq number of our re-INVITE still waiting for its final response.
+    pub fn reinvite_cseq(&self) -> Option<u32> {
+        self.reinvite.as_ref().map(|r| r.cseq)
     }
     /// Whether our CANCEL still waits for its final response.
     pub fn cancel_pending(&self) -> bool {
@@ -281,15 +337,41 @@ impl OutgoingCall {
                 out: Out::Invite,
                 data: self.invite(cfg, via(Branch::Transaction), authz),
             },
-            Pending::Ack => {
+            Pending::Ack(cseq) => {
                 let d = self.dialog.as_mut()?;
                 let ack = d
-                    .request("ACK", via(Branch::Ack), Some(self.cseq))
+                    .request("ACK", via(Branch::Ack), Some(cseq))
                     .finish(None, b"");
-                self.acked = true;
+                self.acked = cseq;
                 Request {
                     out: Out::Ack,
                     data: ack,
+                }
+            }
+            Pending::Reinvite(direction) => {
+                use std::fmt::Write as _;
+                let d = self.dialog.as_mut()?;
+                let mut v = String::with_capacity(128);
+                let _ = write!(v, "{}", via(Branch::Transaction));
+                let mut w = d.request("INVITE", &v, None);
+                let cseq = d.local_cseq;
+                w.header("Contact", &self.setup.contact);
+                w.header("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE");
+                w.header("User-Agent", &cfg.user_agent);
+                self.sdp_version += 1;
+                let audio = SdpAudio {
+                    direction,
+                    version: self.sdp_version,
+                    ..cfg.audio
+                };
+                self.reinvite = Some(Reinvite {
+                    cseq,
+                    direction,
+                    via: v,
+                });
+                Request {
+                    out: Out::Reinvite,
+                    data: w.finish(Some("application/sdp"), &sdp(&cfg.origin, 1, &audio)),
                 }
             }
             Pending::Bye => {
@@ -375,7 +457,13 @@ impl OutgoingCall {
             .hang_up_at
             .filter(|_| self.state == CallState::Confirmed);
         let cancel = self.cancel.as_ref().and_then(|(ct, _)| ct.deadline());
-        [invite, hang_up, cancel].into_iter().flatten().min()
+        let reinvite = self
+            .reinvite_at
+            .filter(|_| self.state == CallState::Confirmed);
+        [invite, hang_up, cancel, reinvite]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Acts on whichever deadlines have come; an early or stale wake-up does nothing.
@@ -388,6 +476,16 @@ impl OutgoingCall {
         if self.hang_up_at.is_some_and(|d| d <= now) {
             self.hang_up_at = None;
             self.hang_up(now);
+        }
+        if self.reinvite_at.is_some_and(|d| d <= now) {
+            self.reinvite_at = None;
+            if self.state == CallState::Confirmed && self.reinvite.is_none() {
+                let direction = match (self.on_hold, cfg.hold) {
+                    (false, Some(h)) => h.direction,
+                    _ => Direction::SendRecv,
+                };
+                self.pending.push(Pending::Reinvite(direction));
+            }
         }
         if let Some((ct, req)) = self.cancel.as_mut() {
             if ct.deadline().is_some_and(|d| d <= now) {
@@ -457,9 +555,14 @@ impl OutgoingCall {
         if self.state == CallState::Ended {
             return;
         }
-        match msg.cseq().map(|c| c.1) {
-            Some("INVITE") => self.invite_response(now, cfg, auth, msg, code, rng),
-            Some("BYE") if code >= 200 => {
+        match msg.cseq() {
+            Some((n, "INVITE")) if Some(n) == self.reinvite_cseq() => {
+                self.reinvite_response(now, cfg, n, code)
+            }
+            // A late final of an earlier re-INVITE: its transaction ACKs it; nothing changes.
+            Some((n, "INVITE")) if n != self.cseq => {}
+            Some((_, "INVITE")) => self.invite_response(now, cfg, auth, msg, code, rng),
+            Some((_, "BYE")) if code >= 200 => {
                 let how = match code {
                     200..=299 => Ending::Completed,
                     481 => Ending::NoDialog,
@@ -499,7 +602,7 @@ impl OutgoingCall {
             return;
         }
         if (200..300).contains(&code) {
-            return self.answered(now, msg);
+            return self.answered(now, cfg, msg);
         }
         let to = msg.header(HeaderName::To).unwrap_or(&self.setup.to);
         let ack = self.invite_mirror("ACK", to);
@@ -523,7 +626,38 @@ impl OutgoingCall {
         });
     }
 
-    fn answered(&mut self, now: Instant, msg: &Message<'_>) {
+    /// A final response to our re-INVITE numbered `cseq`.
+    fn reinvite_response(&mut self, now: Instant, cfg: &CallConfig, cseq: u32, code: u16) {
+        if code < 200 {
+            return;
+        }
+        let Some(r) = self.reinvite.take() else {
+            return;
+        };
+        if (200..300).contains(&code) {
+            self.pending.push(Pending::Ack(cseq));
+            self.on_hold = r.direction != Direction::SendRecv;
+            self.events.push(Event::Reinvited {
+                direction: r.direction,
+            });
+            if let (true, Some(h)) = (self.on_hold, cfg.hold) {
+                self.reinvite_at = Some(now + h.length);
+            }
+            return;
+        }
+        // The non-2xx's ACK: the re-INVITE's Via, To (with the tag it had) and CSeq.
+        if let Some(d) = self.dialog.as_mut() {
+            let ack = d.request("ACK", &r.via, Some(cseq)).finish(None, b"");
+            self.pending.push(Pending::Built(Out::AckFailure, ack));
+        }
+        self.events
+            .push(Event::ReinviteFailed { status: Some(code) });
+        if code == 408 || code == 481 {
+            self.hang_up(now);
+        }
+    }
+
+    fn answered(&mut self, now: Instant, cfg: &CallConfig, msg: &Message<'_>) {
         // A 200 that crossed our CANCEL: the call is up, so ACK it and end it with BYE at once.
         let cancelling = self.state == CallState::Cancelling;
         self.events.push(Event::Answered {
@@ -539,20 +673,28 @@ impl OutgoingCall {
         ));
         self.answered_at = Some(now);
         self.state = CallState::Confirmed;
-        self.pending.push(Pending::Ack);
+        self.pending.push(Pending::Ack(self.cseq));
         if cancelling {
             self.hang_up(now);
         } else if let Some(h) = self.setup.hold {
             self.hang_up_at(now + h);
         }
+        if let Some(h) = cfg.hold {
+            self.reinvite_at = Some(now + h.after);
+        }
     }
 
-    /// The INVITE's or BYE's transaction got no final response.
-    pub fn handle_txn_timeout(&mut self, method: Method) {
+    /// The INVITE's (`reinvite`: the re-INVITE's) or BYE's transaction got no final response.
+    pub fn handle_txn_timeout(&mut self, now: Instant, method: Method, reinvite: bool) {
         if self.state == CallState::Ended {
             return;
         }
         match method {
+            Method::Invite if reinvite && self.reinvite.take().is_some() => {
+                self.events.push(Event::ReinviteFailed { status: None });
+                self.hang_up(now);
+            }
+            Method::Invite if reinvite => {}
             Method::Invite => {
                 let cancelling = self.state == CallState::Cancelling;
                 self.end(Event::Failed {
@@ -609,6 +751,9 @@ mod tests {
             invite_timeout: Duration::from_secs(30),
             reliable: false,
             timers: Timers::default(),
+            audio: SdpAudio::nominal(40000),
+            origin: "127.0.0.2".into(),
+            hold: None,
         }
     }
 
@@ -669,10 +814,14 @@ mod tests {
         }
 
         fn answer(&mut self, code: u16, method: &str, extra: &str) {
+            self.answer_cseq(code, 1, method, extra)
+        }
+
+        fn answer_cseq(&mut self, code: u16, cseq: u32, method: &str, extra: &str) {
             let data = format!(
                 "SIP/2.0 {code} Whatever\r\nVia: {TXN_VIA}\r\n\
                  From: <sip:alice@ims.local>;tag=lt\r\nTo: <sip:bob@ims.local>;tag=rt\r\n\
-                 Call-ID: call-1\r\nCSeq: 1 {method}\r\n{extra}Content-Length: 0\r\n\r\n"
+                 Call-ID: call-1\r\nCSeq: {cseq} {method}\r\n{extra}Content-Length: 0\r\n\r\n"
             );
             let msg = Message::parse(data.as_bytes()).unwrap();
             let auth = Some(&mut self.auth);
@@ -697,6 +846,114 @@ mod tests {
 
     const CONTACT_RR: &str =
         "Contact: <sip:bob@127.0.0.3:5070>\r\nRecord-Route: <sip:pcscf.ims.local;lr>\r\n";
+
+    #[test]
+    fn a_hold_plan_holds_with_a_reinvite_and_resumes_and_a_refused_resume_leaves_the_call_up() {
+        let mut ue = Ue::new(Some(Duration::from_secs(10)));
+        ue.cfg.hold = Some(HoldPlan {
+            after: Duration::from_secs(2),
+            length: Duration::from_secs(3),
+            direction: Direction::SendOnly,
+        });
+        ue.sent();
+        ue.answer(200, "INVITE", CONTACT_RR);
+        assert!(matches!(ue.sent()[..], [(Out::Ack, _)]));
+        ue.events();
+        assert_eq!(
+            ue.call.poll_timeout(),
+            Some(ue.now + Duration::from_secs(2))
+        );
+
+        ue.advance(Duration::from_secs(2));
+        let sent = ue.sent();
+        let [(Out::Reinvite, hold)] = &sent[..] else {
+            panic!("{sent:?}")
+        };
+        assert!(
+            hold.starts_with("INVITE sip:bob@127.0.0.3:5070 SIP/2.0\r\n"),
+            "{hold}"
+        );
+        assert_eq!(header(hold, "CSeq"), Some("2 INVITE"));
+        assert_eq!(header(hold, "To"), Some("<sip:bob@ims.local>;tag=rt"));
+        assert_eq!(header(hold, "Contact"), Some("<sip:alice@127.0.0.2:5070>"));
+        assert_eq!(header(hold, "Content-Type"), Some("application/sdp"));
+        assert!(
+            hold.contains("o=imsload 1 2 IN IP4 127.0.0.2\r\n"),
+            "{hold}"
+        );
+        assert!(hold.ends_with("a=sendonly\r\n"), "{hold}");
+        assert_eq!(ue.call.reinvite_cseq(), Some(2));
+        // A provisional changes nothing; the 2xx is ACKed with the re-INVITE's CSeq.
+        ue.answer_cseq(100, 2, "INVITE", "");
+        ue.answer_cseq(200, 2, "INVITE", CONTACT_RR);
+        let sent = ue.sent();
+        let [(Out::Ack, ack)] = &sent[..] else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(header(ack, "CSeq"), Some("2 ACK"));
+        assert_eq!(
+            ue.events(),
+            [Event::Reinvited {
+                direction: Direction::SendOnly
+            }]
+        );
+        assert_eq!(ue.call.reinvite_cseq(), None);
+        let via = header(ack, "Via").unwrap().to_string();
+        assert_eq!(ue.call.ack_again(&via, 1), None);
+        assert!(ue.call.ack_again(&via, 2).is_some());
+
+        ue.advance(Duration::from_secs(3));
+        let sent = ue.sent();
+        let [(Out::Reinvite, resume)] = &sent[..] else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(header(resume, "CSeq"), Some("3 INVITE"));
+        assert!(resume.contains("o=imsload 1 3 IN IP4"), "{resume}");
+        assert!(resume.ends_with("a=sendrecv\r\n"), "{resume}");
+        // Glare (RFC 3261 §14.1): ACKed on the re-INVITE's own branch, the call stays up.
+        ue.answer_cseq(491, 3, "INVITE", "");
+        let sent = ue.sent();
+        let [(Out::AckFailure, ack)] = &sent[..] else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(header(ack, "CSeq"), Some("3 ACK"));
+        assert_eq!(header(ack, "Via"), header(resume, "Via"));
+        assert_eq!(ue.events(), [Event::ReinviteFailed { status: Some(491) }]);
+        assert_eq!(ue.call.state(), CallState::Confirmed);
+        // A late 200 to the first re-INVITE is no answer to anything now.
+        ue.answer_cseq(200, 2, "INVITE", CONTACT_RR);
+        assert_eq!((ue.sent(), ue.events()), (vec![], vec![]));
+
+        ue.advance(Duration::from_secs(5));
+        let sent = ue.sent();
+        let [(Out::Bye, bye)] = &sent[..] else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(header(bye, "CSeq"), Some("4 BYE"));
+    }
+
+    #[test]
+    fn a_reinvite_that_gets_no_answer_ends_the_call() {
+        let mut ue = Ue::new(None);
+        ue.cfg.hold = Some(HoldPlan {
+            after: Duration::from_secs(1),
+            length: Duration::from_secs(1),
+            direction: Direction::Inactive,
+        });
+        ue.sent();
+        ue.answer(200, "INVITE", CONTACT_RR);
+        ue.sent();
+        ue.events();
+        ue.advance(Duration::from_secs(1));
+        let sent = ue.sent();
+        assert!(sent[0].1.ends_with("a=inactive\r\n"), "{sent:?}");
+        ue.call.handle_txn_timeout(ue.now, Method::Invite, true);
+        assert!(matches!(
+            ue.events()[..],
+            [Event::ReinviteFailed { status: None }, Event::HungUp { .. }]
+        ));
+        assert!(matches!(ue.sent()[..], [(Out::Bye, _)]));
+    }
 
     #[test]
     fn invite_ringing_answer_ack_hold_bye_200() {
@@ -746,7 +1003,8 @@ mod tests {
         assert_eq!(header(ack, "Route"), Some("<sip:pcscf.ims.local;lr>"));
         // A retransmitted 2xx gets the same ACK, rebuilt from the dialog with the same Via.
         let via = header(ack, "Via").unwrap().to_string();
-        let again = ue.call.ack_again(&via).unwrap();
+        let again = ue.call.ack_again(&via, 1).unwrap();
+        assert_eq!(ue.call.ack_again(&via, 2), None);
         assert_eq!(String::from_utf8(again).unwrap(), *ack);
 
         // Held for 10 s, then BYE inside the dialog.
@@ -813,8 +1071,9 @@ mod tests {
         assert_eq!(ue.call.state(), CallState::Inviting);
 
         // A second challenge is a rejection.
-        ue.answer(
+        ue.answer_cseq(
             407,
+            2,
             "INVITE",
             "Proxy-Authenticate: Digest realm=\"ims.local\", nonce=\"n2\"\r\n",
         );
@@ -936,7 +1195,7 @@ mod tests {
             ue.events()[..],
             [Event::Answered { .. }, Event::HungUp { .. }]
         ));
-        ue.call.handle_txn_timeout(Method::Bye);
+        ue.call.handle_txn_timeout(ue.now, Method::Bye, false);
         assert_eq!(
             ue.events(),
             [Event::Ended {
