@@ -323,10 +323,17 @@ fn a_callee_that_holds_and_resumes_is_answered_in_kind_and_its_hold_is_no_gap() 
             "sip.CSeq.seq",
             "sdp.media_attr",
             "sdp.owner.version",
+            "sdp.media",
         ],
     );
     let mut by_call: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     for f in &ok {
+        // SIPp offers PCMU alone: an answer plays only what the offer has (RFC 3264 §6.1),
+        // one m= line for its one.
+        assert!(
+            f[4].starts_with("audio ") && f[4].ends_with(" RTP/AVP 0") && !f[4].contains(','),
+            "our answer's m= line: {f:?}"
+        );
         let dir = ["inactive", "sendrecv", "sendonly", "recvonly"]
             .into_iter()
             .find(|d| f[2].split(',').any(|a| a == *d))

@@ -36,7 +36,8 @@
 # /run/imsprobe-$LAB_NAME), GUEST_DIR (default /var/cache/imsprobe-migration-lab/guest),
 # ACCEL (tcg | kvm; default tcg), LINK_QUEUE_MS (tbf queue of the shaped link, default 10),
 # SOCKBUF_KIB (the hosts' largest TCP send and receive buffer, default 2048), QEMU_NICE (the
-# guests' QEMU priority, default -10).
+# guests' QEMU priority; default -10 for the one guest, 0 with --ims, whose four guests would
+# otherwise starve the load generator and the probes on the same cores).
 # Needs root. Installs nothing: lab/migration/setup.sh does.
 set -euo pipefail
 
@@ -47,7 +48,7 @@ GUEST_DIR=${GUEST_DIR:-/var/cache/imsprobe-migration-lab/guest}
 ACCEL=${ACCEL:-tcg}
 LINK_QUEUE_MS=${LINK_QUEUE_MS:-10}
 SOCKBUF_KIB=${SOCKBUF_KIB:-2048}
-QEMU_NICE=${QEMU_NICE:--10}
+QEMU_NICE=${QEMU_NICE:-}
 NS_SRC=$LAB_NAME-src NS_DST=$LAB_NAME-dst NS_PROBE=$LAB_NAME-probe NS_SW=$LAB_NAME-sw
 ALL_NS=("$NS_SRC" "$NS_DST" "$NS_PROBE" "$NS_SW")
 
@@ -198,6 +199,9 @@ cmd_up() {
   [ "$ws" -le $(( ${mem%.*} - 96 )) ] || die "--ws $ws MiB does not fit a $mem MiB guest"
   [[ "$SOCKBUF_KIB" =~ ^[0-9]+$ ]] && [ "$SOCKBUF_KIB" -ge 64 ] \
     || die "SOCKBUF_KIB is a size in KiB, at least 64, not '$SOCKBUF_KIB'"
+  if [ -z "$QEMU_NICE" ]; then
+    if [ $ims = 1 ]; then QEMU_NICE=0; else QEMU_NICE=-10; fi
+  fi
   [[ "$QEMU_NICE" =~ ^-?[0-9]+$ ]] && [ "$QEMU_NICE" -ge -20 ] && [ "$QEMU_NICE" -le 19 ] \
     || die "QEMU_NICE is a nice value from -20 to 19, not '$QEMU_NICE'"
   case "$ACCEL" in

@@ -181,7 +181,8 @@ class Lab:
             # the destination loads the last stop-and-copy data at the link's speed only if
             # it gets the CPU. With two busy loops beside the lab and QEMU at nice 0, the data
             # in flight after QEMU's downtime took 31-119 ms to load (4 in 6 over 60 ms); at
-            # -10, 8-15 ms, as on an idle machine.
+            # -10, 8-15 ms, as on an idle machine. (The IMS lab keeps 0: its four guests above
+            # the load generator and the probes would starve them.)
             "nice", "-n", str(c.get("qemu_nice", 0)), "qemu-system-x86_64",
             "-name", f"{c['name']}-{self.prefix}{host}", *accel,
             # Both ends must build the same machine: same binary, same options, and no option

@@ -2,7 +2,8 @@
 //! which payload type, at what packet time, and in which direction.
 
 use super::g711::Codec;
-use std::net::{IpAddr, SocketAddr};
+use crate::sip::sdp::Sdp;
+use std::net::SocketAddr;
 
 pub use crate::sip::sdp::Direction;
 
@@ -32,89 +33,32 @@ pub enum SdpError {
 /// The first audio stream of `body`, with the first of its payload types we can play (ours,
 /// `prefer`, when it is among them).
 pub fn remote_audio(body: &[u8], prefer: Codec) -> Result<RemoteMedia, SdpError> {
-    let text = std::str::from_utf8(body).map_err(|_| SdpError::NoAudio)?;
-    let mut session_ip: Option<IpAddr> = None;
-    let mut media_ip: Option<IpAddr> = None;
-    let mut audio: Option<(u16, Codec)> = None;
-    let mut in_audio = false;
-    let mut ptime = 20;
-    let mut dir_session = Direction::SendRecv;
-    let mut dir_media = None;
-    let mut rtcp: Option<(u16, Option<IpAddr>)> = None;
-    for line in text.lines() {
-        let line = line.trim_end();
-        if let Some(m) = line.strip_prefix("m=") {
-            if audio.is_some() {
-                break; // only the first audio stream
-            }
-            let mut f = m.split_ascii_whitespace();
-            in_audio = f.next() == Some("audio");
-            if in_audio {
-                let port = f.next().and_then(|p| p.split('/').next()?.parse().ok());
-                let _proto = f.next();
-                let pts: Vec<Codec> = f
-                    .filter_map(|p| Codec::from_payload_type(p.parse().ok()?))
-                    .collect();
-                let codec = if pts.contains(&prefer) {
-                    Some(prefer)
-                } else {
-                    pts.first().copied()
-                };
-                match (port, codec) {
-                    (Some(0), _) => return Err(SdpError::Rejected),
-                    (Some(p), Some(c)) => audio = Some((p, c)),
-                    (Some(_), None) => return Err(SdpError::NoCommonCodec),
-                    (None, _) => return Err(SdpError::NoAudio),
-                }
-            }
-        } else if let Some(c) = line.strip_prefix("c=") {
-            let ip = c
-                .split_ascii_whitespace()
-                .nth(2)
-                .and_then(|a| a.split('/').next()?.parse().ok());
-            if audio.is_some() && in_audio {
-                media_ip = ip;
-            } else if audio.is_none() {
-                session_ip = ip;
-            }
-        } else if let Some(a) = line.strip_prefix("a=") {
-            let dir = Direction::from_attr(a);
-            if audio.is_some() && in_audio {
-                if let Some(d) = dir {
-                    dir_media = Some(d);
-                }
-                if let Some(p) = a.strip_prefix("ptime:").and_then(|p| p.trim().parse().ok()) {
-                    ptime = p;
-                }
-                // a=rtcp:port [nettype addrtype address]
-                if let Some(r) = a.strip_prefix("rtcp:") {
-                    let mut f = r.split_ascii_whitespace();
-                    if let Some(port) = f.next().and_then(|p| p.parse().ok()) {
-                        rtcp = Some((port, f.nth(2).and_then(|a| a.parse().ok())));
-                    }
-                }
-            } else if audio.is_none() {
-                if let Some(d) = dir {
-                    dir_session = d;
-                }
-            }
-        }
-    }
-    let (port, codec) = audio.ok_or(SdpError::NoAudio)?;
-    let ip = media_ip.or(session_ip).ok_or(SdpError::NoAddress)?;
-    let rtcp = match rtcp {
-        Some((p, a)) => SocketAddr::new(a.unwrap_or(ip), p),
+    let sdp = Sdp::parse(body).ok_or(SdpError::NoAudio)?;
+    let a = sdp.audio().ok_or(SdpError::NoAudio)?;
+    let port = match a.port {
+        Some(0) => return Err(SdpError::Rejected),
+        Some(p) => p,
+        None => return Err(SdpError::NoAudio),
+    };
+    let mut ours = a
+        .formats
+        .split_ascii_whitespace()
+        .filter_map(|p| Codec::from_payload_type(p.parse().ok()?));
+    let first = ours.next().ok_or(SdpError::NoCommonCodec)?;
+    let codec = match first == prefer || ours.any(|c| c == prefer) {
+        true => prefer,
+        false => first,
+    };
+    let ip = sdp.addr_of(a).ok_or(SdpError::NoAddress)?;
+    let rtcp = match a.rtcp {
+        Some((p, addr)) => SocketAddr::new(addr.unwrap_or(ip), p),
         None => SocketAddr::new(ip, port.wrapping_add(1)),
     };
     Ok(RemoteMedia {
         addr: SocketAddr::new(ip, port),
         codec,
-        ptime_ms: if (10..=200).contains(&ptime) {
-            ptime
-        } else {
-            20
-        },
-        direction: dir_media.unwrap_or(dir_session),
+        ptime_ms: a.ptime.filter(|p| (10..=200).contains(p)).unwrap_or(20),
+        direction: sdp.direction_of(a),
         rtcp,
     })
 }

@@ -66,20 +66,18 @@ impl Writer {
         session_id: u64,
         audio: &SdpAudio,
     ) -> Vec<u8> {
-        let body = req.body();
-        let direction = match body.is_empty() {
-            true => super::sdp::Direction::SendRecv,
-            false => super::sdp::Direction::of_audio(body).0.answer(),
-        };
+        // An offer is answered in kind; none (an offer-less re-INVITE) gets our own offer.
+        let answer = super::sdp::Answer::to_offer(req.body());
         let audio = SdpAudio {
-            direction,
             version: req.cseq().map_or(2, |c| c.0.saturating_add(1)),
             ..*audio
         };
+        let mut body = Vec::with_capacity(256);
+        write_sdp(&mut body, origin_ip, session_id, &audio, answer.as_ref());
         let mut w = Writer::response_to(req, 200, "OK", None);
         w.header("Contact", contact);
         w.header("Server", server);
-        w.finish(Some("application/sdp"), &sdp(origin_ip, session_id, &audio))
+        w.finish(Some("application/sdp"), &body)
     }
 
     /// A response to `req` with the headers RFC 3261 §8.2.6.2 says to copy (all Vias, From, To,
@@ -165,19 +163,22 @@ impl SdpAudio {
     }
 }
 
-/// A minimal audio offer/answer.
+/// Our audio offer.
 pub fn sdp(origin_ip: &str, session_id: u64, audio: &SdpAudio) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
-    write_sdp(&mut out, origin_ip, session_id, audio);
+    write_sdp(&mut out, origin_ip, session_id, audio, None);
     out
 }
 
-/// [`sdp`] written into `out` (a message being built), with no buffer of its own.
+/// [`sdp`] written into `out` (a message being built), with no buffer of its own; with
+/// `answer`, our answer to an offer (RFC 3264 §6): its streams in its order, the audio one
+/// with the payload types and direction the answer says (`audio.direction` is for offers).
 pub fn write_sdp(
     out: &mut impl std::io::Write,
     origin_ip: &str,
     session_id: u64,
     audio: &SdpAudio,
+    answer: Option<&super::sdp::Answer>,
 ) {
     let fam = if origin_ip.contains(':') {
         "IP6"
@@ -186,22 +187,46 @@ pub fn write_sdp(
     };
     let _ = write!(
         out,
-        "v=0\r\no=imsload {session_id} {} IN {fam} {origin_ip}\r\ns=-\r\nc=IN {fam} {origin_ip}\r\nt=0 0\r\n\
-m=audio {} RTP/AVP {}\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
-a=rtpmap:101 telephone-event/8000\r\n",
-        audio.version, audio.port, audio.pts
+        "v=0\r\no=imsload {session_id} {} IN {fam} {origin_ip}\r\ns=-\r\nc=IN {fam} {origin_ip}\r\nt=0 0\r\n",
+        audio.version
     );
-    if let Some(p) = audio.ptime {
-        let _ = write!(out, "a=ptime:{p}\r\n");
+    let (pts, direction) = match answer {
+        Some(a) => {
+            let _ = out.write_all(a.before.as_bytes());
+            (a.pts, a.direction)
+        }
+        None => (audio.pts, audio.direction),
+    };
+    if !pts.is_empty() {
+        let _ = write!(out, "m=audio {} RTP/AVP {pts}\r\n", audio.port);
+        for pt in pts.split(' ') {
+            let _ = match pt {
+                "0" => out.write_all(b"a=rtpmap:0 PCMU/8000\r\n"),
+                "8" => out.write_all(b"a=rtpmap:8 PCMA/8000\r\n"),
+                "101" => out.write_all(b"a=rtpmap:101 telephone-event/8000\r\n"),
+                _ => Ok(()),
+            };
+        }
+        if let Some(p) = audio.ptime {
+            let _ = write!(out, "a=ptime:{p}\r\n");
+        }
+        if let Some(p) = audio.rtcp {
+            let _ = write!(out, "a=rtcp:{p}\r\n");
+        }
+        let _ = write!(out, "a={}\r\n", direction.attr());
     }
-    if let Some(p) = audio.rtcp {
-        let _ = write!(out, "a=rtcp:{p}\r\n");
+    if let Some(a) = answer {
+        let _ = out.write_all(a.after.as_bytes());
     }
-    let _ = write!(out, "a={}\r\n", audio.direction.attr());
 }
 
-/// The length of [`sdp`]'s body, for a Content-Length written before it.
-pub fn sdp_len(origin_ip: &str, session_id: u64, audio: &SdpAudio) -> usize {
+/// The length of what [`write_sdp`] writes, without writing it.
+pub fn sdp_len(
+    origin_ip: &str,
+    session_id: u64,
+    audio: &SdpAudio,
+    answer: Option<&super::sdp::Answer>,
+) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
@@ -213,7 +238,7 @@ pub fn sdp_len(origin_ip: &str, session_id: u64, audio: &SdpAudio) -> usize {
         }
     }
     let mut c = Count(0);
-    write_sdp(&mut c, origin_ip, session_id, audio);
+    write_sdp(&mut c, origin_ip, session_id, audio, answer);
     c.0
 }
 

@@ -27,6 +27,7 @@ use super::{DurationDist, Peer};
 use crate::sip::builder::{sdp_len, write_sdp, SdpAudio, Writer};
 use crate::sip::dialog::Dialog;
 use crate::sip::ids::{self, IdScheme};
+use crate::sip::sdp::Answer;
 use crate::sip::transaction::{
     ClientTransaction, Kind, ResponseAction, ServerRetransmit, State, TimerAction, Timers,
 };
@@ -219,8 +220,10 @@ struct Call {
     invite_branch: Box<str>,
     /// The last status sent (0: none): a retransmitted INVITE gets it again, rebuilt.
     last_code: u16,
-    /// The SDP session id of our 2xx.
+    /// The SDP session id of our 2xx, and its answer to the INVITE's offer (`None`: it had
+    /// none, and our 2xx offers).
     session: u64,
+    answer: Option<Answer>,
     retransmit: Option<ServerRetransmit>,
     dialog: Option<Dialog>,
     answered_at: Option<Instant>,
@@ -498,11 +501,16 @@ impl Answerer {
         transport::recycle(full);
         let dialog = Dialog::from_uas_request(msg, &tag);
         let branch: Box<str> = msg.top_via().and_then(|v| v.branch).unwrap_or("").into();
+        // Our 2xx answers the offer in it (RFC 3264 §6); no offer: the 2xx carries ours.
+        let answer = Answer::to_offer(msg.body());
         let bytes = CALL_OVERHEAD
             + 2 * call_id.len()
             + branch.len()
             + resp_headers.len()
-            + dialog_bytes(&dialog);
+            + dialog_bytes(&dialog)
+            + answer
+                .as_ref()
+                .map_or(0, |a| a.before.len() + a.after.len());
         if self.held_bytes + bytes > self.cfg.max_bytes {
             return self.refuse_overload(msg, peer);
         }
@@ -517,6 +525,7 @@ impl Answerer {
             invite_branch: branch,
             last_code: 0,
             session: 0,
+            answer,
             retransmit: None,
             dialog: Some(dialog),
             answered_at: None,
@@ -869,12 +878,19 @@ impl Answerer {
         data.extend_from_slice(&c.resp_headers);
         if (200..300).contains(&code) {
             // The body's length is counted before it is written: no buffer for it.
-            let len = sdp_len(&self.sdp_ip, c.session, &self.cfg.sdp_audio);
+            let answer = c.answer.as_ref();
+            let len = sdp_len(&self.sdp_ip, c.session, &self.cfg.sdp_audio, answer);
             let _ = write!(
                 data,
                 "Content-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n"
             );
-            write_sdp(&mut data, &self.sdp_ip, c.session, &self.cfg.sdp_audio);
+            write_sdp(
+                &mut data,
+                &self.sdp_ip,
+                c.session,
+                &self.cfg.sdp_audio,
+                answer,
+            );
         } else {
             data.extend_from_slice(b"Content-Length: 0\r\n\r\n");
         }
