@@ -398,39 +398,46 @@ fn a_callee_that_holds_and_resumes_is_answered_in_kind_and_its_hold_is_no_gap() 
     assert_eq!(counter(&r, "media_packets_lost"), 0);
 }
 
-#[test]
-fn imsload_users_call_each_other_through_kamailio_with_audio_both_ways() {
+/// 10 calls between 20 imsload users registered with a fresh Kamailio (two workers, 5 calls/s,
+/// each held `hold`, media `codec`), with `extra` arguments; the report is written in `dir`.
+fn ten_calls_through_kamailio(dir: &Path, hold: &str, codec: &str, extra: &[&str]) -> Value {
     let k = Kamailio::start(KamailioOpts {
         users: 20,
         ..KamailioOpts::default()
     })
     .expect("kamailio start");
-    let dir = tempfile::tempdir().unwrap();
     let target = k.addr().to_string();
+    let mut args = vec![
+        "--target",
+        &target,
+        "--users",
+        "20",
+        "--cps",
+        "5",
+        "--calls",
+        "10",
+        "--hold",
+        hold,
+        "--duration",
+        "20s",
+        "--workers",
+        "2",
+        "--media",
+        codec,
+    ];
+    args.extend_from_slice(extra);
+    imsload(&args, &dir.join("r.json"), Duration::from_secs(60))
+}
+
+#[test]
+fn imsload_users_call_each_other_through_kamailio_with_audio_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
     let series = dir.path().join("series.csv");
-    let r = imsload(
-        &[
-            "--target",
-            &target,
-            "--users",
-            "20",
-            "--cps",
-            "5",
-            "--calls",
-            "10",
-            "--hold",
-            "2s",
-            "--duration",
-            "20s",
-            "--workers",
-            "2",
-            "--media",
-            "pcma",
-            "--series",
-            series.to_str().unwrap(),
-        ],
-        &dir.path().join("r.json"),
-        Duration::from_secs(60),
+    let r = ten_calls_through_kamailio(
+        dir.path(),
+        "2s",
+        "pcma",
+        &["--series", series.to_str().unwrap()],
     );
     assert_eq!(counter(&r, "calls_completed"), 10, "{r}");
     // Each call has two legs, both ours: the caller's and the callee's.
@@ -495,39 +502,18 @@ fn imsload_callers_hold_and_resume_through_kamailio_and_the_media_follows_the_an
     // the dialog's route set): each caller re-INVITEs with a=sendonly 1 s after the answer and
     // with a=sendrecv 1.5 s after the hold was answered; the callee answers recvonly, then
     // sendrecv, and stops sending while held.
-    let k = Kamailio::start(KamailioOpts {
-        users: 20,
-        ..KamailioOpts::default()
-    })
-    .expect("kamailio start");
     let dir = tempfile::tempdir().unwrap();
-    let target = k.addr().to_string();
     let log = dir.path().join("media.csv");
-    let r = imsload(
+    let r = ten_calls_through_kamailio(
+        dir.path(),
+        "4s",
+        "pcmu",
         &[
-            "--target",
-            &target,
-            "--users",
-            "20",
-            "--cps",
-            "5",
-            "--calls",
-            "10",
-            "--hold",
-            "4s",
             "--call-hold",
             "1s,1.5s",
-            "--duration",
-            "20s",
-            "--workers",
-            "2",
-            "--media",
-            "pcmu",
             "--media-log",
             log.to_str().unwrap(),
         ],
-        &dir.path().join("r.json"),
-        Duration::from_secs(60),
     );
     let c = &r["counters"];
     assert_eq!(counter(&r, "calls_completed"), 10, "{r}");

@@ -764,6 +764,23 @@ mod tests {
         }
     }
 
+    /// The far end at `addr` with direction `d`, as a re-INVITE or its answer says.
+    fn with(addr: ([u8; 4], u16), d: Direction) -> RemoteMedia {
+        RemoteMedia {
+            direction: d,
+            ..remote(addr.into())
+        }
+    }
+
+    /// A call `name` between the pair: the caller's stream on A, the callee's on B.
+    fn call(p: &mut Pair, name: &str) -> (u32, u32) {
+        let (caller, callee) = (ssrc_of(name, 0), ssrc_of(name, 1));
+        let now = p.now;
+        assert!(p.b.start(now, callee, Some(caller), remote(A.into())));
+        assert!(p.a.start(now, caller, Some(callee), remote(B.into())));
+        (caller, callee)
+    }
+
     /// Two engines (two workers) wired back to back under a virtual clock, 1 ms steps;
     /// `lose(i)` drops the i-th packet on the wire. Returns what each side's events said.
     struct Pair {
@@ -827,10 +844,7 @@ mod tests {
     #[test]
     fn a_call_between_two_workers_flows_both_ways_and_loss_and_silence_are_measured() {
         let mut p = Pair::new();
-        let (caller, callee) = (ssrc_of("call-1", 0), ssrc_of("call-1", 1));
-        let now = p.now;
-        assert!(p.b.start(now, callee, Some(caller), remote(A.into())));
-        assert!(p.a.start(now, caller, Some(callee), remote(B.into())));
+        let (caller, callee) = call(&mut p, "call-1");
         // 1 s clean, then every packet A sends lost for 200 ms, then 800 ms clean.
         p.run(1000, |_| false);
         let a_sent = p.a.take_counts().packets_sent;
@@ -1045,14 +1059,7 @@ mod tests {
     #[test]
     fn a_held_stream_sends_nothing_its_silence_is_no_gap_and_a_resume_starts_one_chain() {
         let mut p = Pair::new();
-        let (caller, callee) = (ssrc_of("h", 0), ssrc_of("h", 1));
-        let now = p.now;
-        assert!(p.b.start(now, callee, Some(caller), remote(A.into())));
-        assert!(p.a.start(now, caller, Some(callee), remote(B.into())));
-        let with = |addr: ([u8; 4], u16), d: Direction| RemoteMedia {
-            direction: d,
-            ..remote(addr.into())
-        };
+        let (caller, callee) = call(&mut p, "h");
         p.run(1000, |_| false);
         // Both ends on hold for 2 s (inactive), as a hold and its answer would put them.
         let now = p.now;
@@ -1097,14 +1104,7 @@ mod tests {
         // We held (our sendonly answered recvonly): A sends, B does not. B resumes when our
         // resume reaches it, and its first packets reach A before the answer does.
         let mut p = Pair::new();
-        let (caller, callee) = (ssrc_of("r", 0), ssrc_of("r", 1));
-        let now = p.now;
-        assert!(p.b.start(now, callee, Some(caller), remote(A.into())));
-        assert!(p.a.start(now, caller, Some(callee), remote(B.into())));
-        let with = |addr: ([u8; 4], u16), d: Direction| RemoteMedia {
-            direction: d,
-            ..remote(addr.into())
-        };
+        let (caller, callee) = call(&mut p, "r");
         p.run(500, |_| false);
         let now = p.now;
         assert!(p.a.update(now, caller, with(B, Direction::RecvOnly)));
