@@ -1,9 +1,12 @@
 //! The runtime around the encoder: a bounded queue that the I/O paths copy messages into, and
 //! one thread that encodes them and sends them to the collector in batches.
 //!
-//! The SIP path never waits for HEP: a [`Tap`] only copies the message into the queue with
-//! `try_send`; when the queue is full (the collector's path is slower than our SIP, or the
-//! sender thread did not get a core) the copy is dropped and counted. The sender thread takes
+//! The SIP path never waits for HEP: a [`Tap`] copies each message into a buffer of its own
+//! and hands the turn's copies to the queue in one `try_send` ([`Tap::flush`]); when the queue
+//! is full (the collector's path is slower than our SIP, or the sender thread did not get a
+//! core) the copies are dropped and counted. A copy is an append to a buffer the sender hands
+//! back: no allocation, no lock and no queue operation per message (a `Vec` and a `try_send`
+//! per message were about a quarter of `--hep`'s cost in the workers). The sender thread takes
 //! the run's wall clock at the moment it encodes a batch and places each message by its age on
 //! the monotonic clock our records use (`wall_now − (mono_now − stamp)`): a realtime clock
 //! that NTP steps mid-run moves the HEP stamps with it, as Homer's other sources are moved,
@@ -20,20 +23,28 @@
 //! once a second, so the stream never holds a packet cut short.
 
 use super::{call_id, encode, Packet, Proto};
-use crate::io::udp::{SendBatch, BATCH};
+use crate::io::udp::SendBatch;
 use serde::Serialize;
 use std::collections::HashSet;
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Messages the queue holds. At 10,000 calls/s (about 70,000 messages/s) that is 0.2 s of
-/// traffic: room for the sender thread to miss a few scheduler slices, little memory (the
-/// queue holds pointers; only queued messages hold their copies).
+/// traffic: room for the sender thread to miss a few scheduler slices, little memory (only
+/// queued messages hold their copies).
 pub const QUEUE: usize = 16_384;
+
+/// A tap hands its copies on when it holds this many, or [`FLUSH_BYTES`], even if its owner's
+/// turn goes on (a turn that reads thousands of datagrams).
+const FLUSH_AT: usize = 256;
+const FLUSH_BYTES: usize = 256 * 1024;
+/// Emptied batches kept for the taps to fill again; more are freed.
+const POOL: usize = 64;
 
 /// How long the sender sleeps between drains of the queue while copies flow. The stamps do
 /// not depend on it (they are taken where the message is seen); the queue holds 16,384, about
@@ -187,12 +198,37 @@ impl HepStats {
     }
 }
 
-struct Item {
+/// One copy: where and when it was seen, and how many of its batch's bytes are its own.
+struct Meta {
     at: Instant,
     proto: Proto,
     src: SocketAddr,
     dst: SocketAddr,
-    data: Vec<u8>,
+    len: usize,
+}
+
+/// Copies on their way to the sender: their descriptions, and their bytes back to back.
+#[derive(Default)]
+struct Batch {
+    metas: Vec<Meta>,
+    bytes: Vec<u8>,
+}
+
+impl Batch {
+    fn clear(&mut self) {
+        self.metas.clear();
+        self.bytes.clear();
+    }
+
+    /// Each copy with its own bytes.
+    fn iter(&self) -> impl Iterator<Item = (&Meta, &[u8])> {
+        let mut off = 0;
+        self.metas.iter().map(move |m| {
+            let data = &self.bytes[off..off + m.len];
+            off += m.len;
+            (m, data)
+        })
+    }
 }
 
 #[derive(Default)]
@@ -200,37 +236,90 @@ struct Shared {
     mirrored: AtomicU64,
     dropped: AtomicU64,
     send_errors: AtomicU64,
+    /// Messages handed to the queue and not yet taken by the sender: the queue's bound is in
+    /// messages, however the taps batch them.
+    queued: AtomicUsize,
+    /// Batches the sender emptied, for the taps to fill again.
+    pool: Mutex<Vec<Batch>>,
 }
 
-/// The I/O paths' end of the queue: cheap to clone (one per driver, pacer, receiver).
-#[derive(Clone)]
+/// An I/O path's end of the queue (one per driver, pacer, receiver; a clone starts with no
+/// copies of its own). Copies wait in the tap until [`Tap::flush`], which the owner calls
+/// once per turn, or until the tap holds [`FLUSH_AT`] of them or is dropped.
 pub struct Tap {
-    tx: SyncSender<Item>,
+    tx: SyncSender<Batch>,
     shared: Arc<Shared>,
     label: Arc<str>,
+    queue: usize,
+    batch: Batch,
+}
+
+impl Clone for Tap {
+    fn clone(&self) -> Tap {
+        Tap {
+            tx: self.tx.clone(),
+            shared: self.shared.clone(),
+            label: self.label.clone(),
+            queue: self.queue,
+            batch: Batch::default(),
+        }
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 impl Tap {
-    /// Queues a copy of `data` (seen at `at` on the monotonic clock), or counts it dropped.
-    /// Never blocks.
-    pub fn copy(&self, at: Instant, proto: Proto, src: SocketAddr, dst: SocketAddr, data: &[u8]) {
-        let item = Item {
+    /// Keeps a copy of `data` (seen at `at` on the monotonic clock) for the next
+    /// [`Tap::flush`]. Never blocks.
+    pub fn copy(
+        &mut self,
+        at: Instant,
+        proto: Proto,
+        src: SocketAddr,
+        dst: SocketAddr,
+        data: &[u8],
+    ) {
+        self.batch.metas.push(Meta {
             at,
             proto,
             src,
             dst,
-            data: data.to_vec(),
-        };
-        match self.tx.try_send(item) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                if self.shared.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
-                    eprintln!(
-                        "{}: HEP queue full: copies are dropped and counted, the SIP traffic is not affected (shown once)",
-                        self.label
-                    );
+            len: data.len(),
+        });
+        self.batch.bytes.extend_from_slice(data);
+        if self.batch.metas.len() >= FLUSH_AT || self.batch.bytes.len() >= FLUSH_BYTES {
+            self.flush();
+        }
+    }
+
+    /// Hands the copies kept since the last flush to the queue, or counts them dropped when
+    /// it is full. Never blocks.
+    pub fn flush(&mut self) {
+        let n = self.batch.metas.len();
+        if n == 0 {
+            return;
+        }
+        if self.shared.queued.fetch_add(n, Ordering::Relaxed) + n <= self.queue {
+            match self.tx.try_send(std::mem::take(&mut self.batch)) {
+                Ok(()) => {
+                    let reused = self.shared.pool.lock().ok().and_then(|mut p| p.pop());
+                    self.batch = reused.unwrap_or_default();
+                    return;
                 }
+                Err(TrySendError::Full(b)) | Err(TrySendError::Disconnected(b)) => self.batch = b,
             }
+        }
+        self.shared.queued.fetch_sub(n, Ordering::Relaxed);
+        self.batch.clear();
+        if self.shared.dropped.fetch_add(n as u64, Ordering::Relaxed) == 0 {
+            eprintln!(
+                "{}: HEP queue full: copies are dropped and counted, the SIP traffic is not affected (shown once)",
+                self.label
+            );
         }
     }
 }
@@ -238,7 +327,7 @@ impl Tap {
 /// A running mirror: its sender thread and the counts.
 pub struct Mirror {
     cfg: HepConfig,
-    tx: Option<SyncSender<Item>>,
+    tx: Option<SyncSender<Batch>>,
     shared: Arc<Shared>,
     /// Disconnected when the sender thread has ended.
     done: Receiver<()>,
@@ -306,6 +395,8 @@ impl Mirror {
             tx: self.tx.clone().expect("mirror not finished"),
             shared: self.shared.clone(),
             label: self.label.clone(),
+            queue: self.queue,
+            batch: Batch::default(),
         }
     }
 
@@ -360,21 +451,16 @@ impl Sender {
     /// and this thread a context switch per message; that was most of HEP's cost (1.65× the
     /// CPU of a run without `--hep` at 2,000 calls/s, one datagram per `sendmmsg`). Only
     /// after [`IDLE`] without a copy does it block, so an idle run costs nothing.
-    fn run(mut self, rx: Receiver<Item>) {
-        let mut items: Vec<Item> = Vec::with_capacity(BATCH);
-        let mut batch = SendBatch::default();
+    fn run(mut self, rx: Receiver<Batch>) {
+        let mut batches: Vec<Batch> = Vec::new();
+        let mut udp = SendBatch::default();
         let mut buf = Vec::with_capacity(2048);
         let mut last_copy = Instant::now();
         loop {
             let mut open = true;
             loop {
                 match rx.try_recv() {
-                    Ok(i) => {
-                        items.push(i);
-                        if items.len() == BATCH {
-                            self.send(&mut items, &mut batch, &mut buf);
-                        }
-                    }
+                    Ok(b) => batches.push(b),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
                         open = false;
@@ -382,8 +468,8 @@ impl Sender {
                     }
                 }
             }
-            let got = !items.is_empty();
-            self.send(&mut items, &mut batch, &mut buf);
+            let got = !batches.is_empty();
+            self.send(&mut batches, &mut udp, &mut buf);
             if !open {
                 return;
             }
@@ -395,8 +481,8 @@ impl Sender {
                 continue;
             }
             match rx.recv() {
-                Ok(i) => {
-                    items.push(i);
+                Ok(b) => {
+                    batches.push(b);
                     last_copy = Instant::now();
                 }
                 Err(_) => return,
@@ -404,44 +490,65 @@ impl Sender {
         }
     }
 
-    /// Encodes `items` (emptying it) and sends them.
-    fn send(&mut self, items: &mut Vec<Item>, batch: &mut SendBatch, buf: &mut Vec<u8>) {
-        if items.is_empty() {
+    /// Encodes and sends the copies of `batches`, and hands the emptied batches back to the
+    /// taps' pool.
+    fn send(&mut self, batches: &mut Vec<Batch>, udp: &mut SendBatch, buf: &mut Vec<u8>) {
+        if batches.is_empty() {
             return;
         }
-        // Both clocks once per batch: each stamp is placed by its age at this moment.
+        // Both clocks once per drain: each stamp is placed by its age at this moment.
         let (wall, mono) = (SystemTime::now(), Instant::now());
         let mut packets = 0u64;
-        for it in items.drain(..) {
-            let age = mono.saturating_duration_since(it.at);
-            let time = wall
-                .checked_sub(age)
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .unwrap_or_default();
-            buf.clear();
-            let p = Packet {
-                proto: it.proto,
-                src: it.src,
-                dst: it.dst,
-                time,
-                capture_id: self.cfg.capture_id,
-                node: &self.cfg.node,
-                correlation: call_id(&it.data).unwrap_or_default(),
-                payload: &it.data,
-            };
-            match encode(&p, buf) {
-                Ok(()) if self.cfg.transport == HepTransport::Tcp => {
-                    self.stream.extend_from_slice(buf);
-                    packets += 1;
+        for mut b in batches.drain(..) {
+            self.shared
+                .queued
+                .fetch_sub(b.metas.len(), Ordering::Relaxed);
+            for (m, data) in b.iter() {
+                let age = mono.saturating_duration_since(m.at);
+                let time = wall
+                    .checked_sub(age)
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .unwrap_or_default();
+                let p = Packet {
+                    proto: m.proto,
+                    src: m.src,
+                    dst: m.dst,
+                    time,
+                    capture_id: self.cfg.capture_id,
+                    node: &self.cfg.node,
+                    correlation: call_id(data).unwrap_or_default(),
+                    payload: data,
+                };
+                // TCP: straight onto the stream; UDP: a datagram of its own.
+                let out = match self.cfg.transport {
+                    HepTransport::Tcp => &mut self.stream,
+                    HepTransport::Udp => {
+                        buf.clear();
+                        &mut *buf
+                    }
+                };
+                match encode(&p, out) {
+                    Ok(()) if self.cfg.transport == HepTransport::Tcp => packets += 1,
+                    Ok(()) => {
+                        udp.push_connected(buf);
+                        if udp.is_full() {
+                            self.flush(udp);
+                        }
+                    }
+                    Err(_) => {
+                        self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
-                Ok(()) => batch.push(buf, self.cfg.collector),
-                Err(_) => {
-                    self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            b.clear();
+            if let Ok(mut pool) = self.shared.pool.lock() {
+                if pool.len() < POOL {
+                    pool.push(b);
                 }
             }
         }
         match self.cfg.transport {
-            HepTransport::Udp => self.flush(batch),
+            HepTransport::Udp => self.flush(udp),
             HepTransport::Tcp => self.write_stream(packets),
         }
     }
@@ -549,29 +656,95 @@ mod tests {
 
     const MSG: &[u8] = b"OPTIONS sip:x SIP/2.0\r\nCall-ID: c1\r\n\r\n";
 
-    #[test]
-    fn a_full_queue_drops_and_counts_without_blocking() {
-        let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let (tx, rx) = mpsc::sync_channel(4);
+    fn tap(queue: usize) -> (Tap, Receiver<Batch>) {
+        let (tx, rx) = mpsc::sync_channel(queue);
         let tap = Tap {
             tx,
             shared: Arc::new(Shared::default()),
             label: Arc::from("test"),
+            queue,
+            batch: Batch::default(),
         };
-        // Nobody reads `rx`: the fifth copy on must be dropped at once.
+        (tap, rx)
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_blocking() {
+        let (mut tap, rx) = tap(4);
+        // Nobody reads `rx`: the queue holds 4 messages, so the fifth copy on must be
+        // dropped at once, whether it comes alone or in a batch.
         let t0 = Instant::now();
-        for _ in 0..10 {
+        for i in 0..10 {
             tap.copy(
                 Instant::now(),
                 Proto::Udp,
                 a("127.0.0.1:1"),
-                sink.local_addr().unwrap(),
+                a("127.0.0.1:2"),
                 MSG,
             );
+            if i != 1 {
+                tap.flush();
+            }
         }
         assert!(t0.elapsed() < Duration::from_millis(500));
         assert_eq!(tap.shared.dropped.load(Ordering::Relaxed), 6);
-        assert_eq!(rx.try_iter().count(), 4);
+        let held: Vec<Batch> = rx.try_iter().collect();
+        assert_eq!(
+            held.iter().map(|b| b.metas.len()).collect::<Vec<_>>(),
+            [1, 2, 1]
+        );
+        assert_eq!(tap.shared.queued.load(Ordering::Relaxed), 4);
+    }
+
+    /// A tap keeps its copies until its owner's turn ends (or it holds [`FLUSH_AT`]), each
+    /// with its own stamp, addresses and bytes; a clone starts empty.
+    #[test]
+    fn copies_wait_for_the_flush_and_keep_their_own_fields() {
+        let (mut tap, rx) = tap(QUEUE);
+        let t0 = Instant::now();
+        let long = vec![b'x'; 3000];
+        tap.copy(t0, Proto::Udp, a("127.0.0.1:1"), a("127.0.0.1:2"), MSG);
+        tap.copy(
+            t0 + Duration::from_millis(5),
+            Proto::Tcp,
+            a("[::1]:3"),
+            a("[::1]:4"),
+            &long,
+        );
+        assert!(rx.try_recv().is_err());
+        assert_eq!(tap.clone().batch.metas.len(), 0);
+        tap.flush();
+        let b = rx.try_recv().unwrap();
+        let got: Vec<_> = b
+            .iter()
+            .map(|(m, d)| (m.at - t0, m.proto, m.src, m.dst, d))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    Duration::ZERO,
+                    Proto::Udp,
+                    a("127.0.0.1:1"),
+                    a("127.0.0.1:2"),
+                    MSG
+                ),
+                (
+                    Duration::from_millis(5),
+                    Proto::Tcp,
+                    a("[::1]:3"),
+                    a("[::1]:4"),
+                    &long[..]
+                ),
+            ]
+        );
+        for _ in 0..FLUSH_AT {
+            tap.copy(t0, Proto::Udp, a("127.0.0.1:1"), a("127.0.0.1:2"), MSG);
+        }
+        assert_eq!(rx.try_recv().unwrap().metas.len(), FLUSH_AT);
+        tap.copy(t0, Proto::Udp, a("127.0.0.1:1"), a("127.0.0.1:2"), MSG);
+        drop(tap);
+        assert_eq!(rx.try_recv().unwrap().metas.len(), 1);
     }
 
     #[test]
@@ -579,7 +752,7 @@ mod tests {
         let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
         sink.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let m = Mirror::start(&cfg(sink.local_addr().unwrap()), "test").unwrap();
-        let tap = m.tap();
+        let mut tap = m.tap();
         let at = Instant::now() - Duration::from_secs(3);
         let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
         tap.copy(
@@ -631,9 +804,10 @@ mod tests {
         closed.connect("127.0.0.1:1").unwrap();
         let port = closed.local_addr().unwrap();
         let m = Mirror::start(&cfg(port), "test").unwrap();
-        let tap = m.tap();
+        let mut tap = m.tap();
         for _ in 0..50 {
             tap.copy(Instant::now(), Proto::Udp, a("127.0.0.1:1"), port, MSG);
+            tap.flush();
             // Room for each ICMP error to come back before the next send.
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -653,7 +827,7 @@ mod tests {
         let mut c = cfg(l.local_addr().unwrap());
         c.transport = HepTransport::Tcp;
         let m = Mirror::start(&c, "test").unwrap();
-        let tap = m.tap();
+        let mut tap = m.tap();
         for _ in 0..100 {
             tap.copy(
                 Instant::now(),
@@ -690,7 +864,7 @@ mod tests {
         let mut c = cfg(closed);
         c.transport = HepTransport::Tcp;
         let m = Mirror::start(&c, "test").unwrap();
-        let tap = m.tap();
+        let mut tap = m.tap();
         for _ in 0..20 {
             tap.copy(Instant::now(), Proto::Udp, a("127.0.0.1:1"), closed, MSG);
         }

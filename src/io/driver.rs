@@ -258,7 +258,7 @@ impl Driver {
             Sockets::Udp(u) => {
                 while let Some(t) = ep.poll_transmit() {
                     let i = (t.src as usize).min(u.socks.len() - 1);
-                    if let (Some(tap), Some(now)) = (&self.tap, now) {
+                    if let (Some(tap), Some(now)) = (&mut self.tap, now) {
                         tap.copy(now, Proto::Udp, u.locals[i], t.dest, &t.data);
                     }
                     u.out[i].push(&t.data, t.dest);
@@ -276,7 +276,7 @@ impl Driver {
                 while let Some(t) = ep.poll_transmit() {
                     if c.connected {
                         c.out.extend_from_slice(&t.data);
-                        if let (Some(tap), Some(now)) = (&self.tap, now) {
+                        if let (Some(tap), Some(now)) = (&mut self.tap, now) {
                             tap.copy(now, Proto::Tcp, c.local, c.peer, &t.data);
                         }
                     }
@@ -284,6 +284,10 @@ impl Driver {
                 }
                 c.write(&self.label, &self.poller);
             }
+        }
+        // This turn's copies and the last turn's reads go to the mirror together.
+        if let Some(tap) = &mut self.tap {
+            tap.flush();
         }
     }
 
@@ -319,7 +323,7 @@ impl Driver {
                                         .stamp(j)
                                         .and_then(|s| at.arrival(s, MAX_STAMP_AGE))
                                         .unwrap_or(at.mono);
-                                    if let Some(tap) = &self.tap {
+                                    if let Some(tap) = &mut self.tap {
                                         tap.copy(t, Proto::Udp, from, u.locals[i], data);
                                     }
                                     ep.handle_input(t, data, from, i as u32);
@@ -343,7 +347,7 @@ impl Driver {
                     }
                 }
             }
-            Sockets::Tcp(c) => c.read(&self.label, &self.poller, ep, self.tap.as_ref()),
+            Sockets::Tcp(c) => c.read(&self.label, &self.poller, ep, self.tap.as_mut()),
         }
     }
 }
@@ -410,7 +414,13 @@ impl TcpConn {
 
     /// Reads what is there (bounded: a peer that never stops sending still lets timers run),
     /// frames it and hands each message to the endpoint.
-    fn read<E: Endpoint>(&mut self, label: &str, poller: &Poller, ep: &mut E, tap: Option<&Tap>) {
+    fn read<E: Endpoint>(
+        &mut self,
+        label: &str,
+        poller: &Poller,
+        ep: &mut E,
+        mut tap: Option<&mut Tap>,
+    ) {
         for _ in 0..READ_BATCHES_PER_TURN {
             if !self.connected {
                 return;
@@ -427,7 +437,7 @@ impl TcpConn {
                     loop {
                         match self.framer.next_message() {
                             Ok(Some(m)) => {
-                                if let Some(tap) = tap {
+                                if let Some(tap) = tap.as_deref_mut() {
                                     tap.copy(now, Proto::Tcp, self.peer, self.local, m);
                                 }
                                 ep.handle_input(now, m, self.peer, 0)

@@ -215,8 +215,8 @@ fn to_socket_addr(st: &libc::sockaddr_storage, len: usize) -> Option<SocketAddr>
 pub struct SendBatch {
     /// Bytes of every queued datagram, back to back.
     bytes: Vec<u8>,
-    /// (offset, length, destination) of each.
-    queued: Vec<(usize, usize, SockAddr)>,
+    /// (offset, length, destination) of each; no destination: the socket's connected peer.
+    queued: Vec<(usize, usize, Option<SockAddr>)>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
 }
@@ -251,7 +251,17 @@ impl SendBatch {
     pub fn push(&mut self, data: &[u8], dest: SocketAddr) {
         let off = self.bytes.len();
         self.bytes.extend_from_slice(data);
-        self.queued.push((off, data.len(), SockAddr::from(dest)));
+        self.queued
+            .push((off, data.len(), Some(SockAddr::from(dest))));
+    }
+
+    /// Queues a datagram for the connected socket's peer. Naming no address spares the
+    /// kernel a route lookup per datagram (4 % of a --hep run's samples when the HEP sender
+    /// named its collector on every datagram).
+    pub fn push_connected(&mut self, data: &[u8]) {
+        let off = self.bytes.len();
+        self.bytes.extend_from_slice(data);
+        self.queued.push((off, data.len(), None));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -278,8 +288,10 @@ impl SendBatch {
                     iov_len: len,
                 };
                 let h = &mut self.hdrs[i].msg_hdr;
-                h.msg_name = addr.as_ptr() as *mut libc::c_void;
-                h.msg_namelen = addr.len();
+                (h.msg_name, h.msg_namelen) = match addr {
+                    Some(a) => (a.as_ptr() as *mut libc::c_void, a.len()),
+                    None => (std::ptr::null_mut(), 0),
+                };
                 h.msg_iov = &mut self.iovs[i];
                 h.msg_iovlen = 1;
                 h.msg_control = std::ptr::null_mut();
@@ -335,9 +347,15 @@ mod tests {
         let a = UdpSocket::bind("127.0.0.1:0").unwrap();
         let b = UdpSocket::bind("127.0.0.1:0").unwrap();
         let to = b.local_addr().unwrap();
+        // Connected: a datagram may name its destination or leave it to the socket.
+        a.connect(to).unwrap();
         let mut s = SendBatch::default();
         for i in 0..40u8 {
-            s.push(&vec![i; 10 + i as usize], to);
+            if i % 2 == 0 {
+                s.push(&vec![i; 10 + i as usize], to);
+            } else {
+                s.push_connected(&vec![i; 10 + i as usize]);
+            }
         }
         let sent = s.flush(&a);
         assert_eq!((sent.datagrams, sent.failed, sent.blocked), (40, 0, false));

@@ -289,8 +289,9 @@ pub(super) fn spawn_sip_receiver(
     hep: Option<super::hep::SipMirror>,
 ) -> JoinHandle<()> {
     let codec = io.codec.clone();
-    let handle = move |sink: &Sink, msg: &[u8], at: Arrival| {
-        if let Some(h) = &hep {
+    let mut hep = hep;
+    let mut handle = move |sink: &Sink, msg: &[u8], at: Arrival| {
+        if let Some(h) = &mut hep {
             h.received(at.at_ns, msg);
         }
         sink.sip(&codec, msg, at)
