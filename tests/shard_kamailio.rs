@@ -11,10 +11,9 @@ use base64::Engine as _;
 use common::*;
 use hdrhistogram::Histogram;
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const IMSLOAD: &str = env!("CARGO_BIN_EXE_imsload");
 const USERS: usize = 200;
@@ -59,14 +58,6 @@ fn spawn(args: &[String], env_index: Option<usize>, stdout: Stdio) -> Child {
     c.spawn().expect("run imsload")
 }
 
-fn shard_ip(i: usize) -> String {
-    format!("127.0.0.{}", 21 + i)
-}
-
-fn counters(r: &Value) -> &serde_json::Map<String, Value> {
-    r["counters"].as_object().expect("counters")
-}
-
 fn decode(text: &str) -> Histogram<u64> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(text)
@@ -74,46 +65,6 @@ fn decode(text: &str) -> Histogram<u64> {
     hdrhistogram::serialization::Deserializer::new()
         .deserialize(&mut bytes.as_slice())
         .expect("an HdrHistogram V2 serialization")
-}
-
-/// Waits until Kamailio holds `USERS` contacts and returns them (AoR, address).
-fn contacts_when_all_registered(k: &Kamailio, limit: Duration) -> Vec<(String, String)> {
-    let t0 = Instant::now();
-    let mut last = Vec::new();
-    while t0.elapsed() < limit {
-        if let Ok(c) = k.contact_addresses() {
-            if c.len() >= USERS {
-                return c;
-            }
-            last = c;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!(
-        "Kamailio never held {USERS} contacts within {limit:?}: last saw {}",
-        last.len()
-    )
-}
-
-fn imsload_merge(args: &[&Path], report: &Path, series: &Path) -> (i32, String, String) {
-    let out = Command::new(IMSLOAD)
-        .arg("merge")
-        .args(args)
-        .arg("--report")
-        .arg(report)
-        .arg("--series")
-        .arg(series)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run imsload merge");
-    let out = wait_bounded(out, Duration::from_secs(30), "imsload merge");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]
@@ -177,29 +128,8 @@ fn four_shards_split_the_users_and_rates_and_merge_exactly() {
         children.push(spawn(&a, Some(i), stdout));
     }
     // Mid-run: every user registered exactly once, each from its own shard's address.
-    let contacts = contacts_when_all_registered(&k, Duration::from_secs(20));
-    let mut by_user: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (aor, addr) in &contacts {
-        by_user.entry(aor.clone()).or_default().push(addr.clone());
-    }
-    assert_eq!(contacts.len(), USERS, "{contacts:?}");
-    assert_eq!(by_user.len(), USERS, "each user once: {by_user:?}");
-    for (n, (aor, addrs)) in by_user.iter().enumerate() {
-        // user0001..user0050 are shard 0's, user0051..0100 shard 1's, …
-        let user: usize = aor
-            .trim_start_matches("sip:")
-            .trim_start_matches("user")
-            .split('@')
-            .next()
-            .and_then(|d| d.parse().ok())
-            .unwrap_or_else(|| panic!("AoR {aor}"));
-        assert_eq!(user, n + 1);
-        let shard = (user - 1) * SHARDS / USERS;
-        assert!(
-            addrs[0].contains(&format!("@{}:", shard_ip(shard))),
-            "{aor} registered from {addrs:?}, not shard {shard}'s address"
-        );
-    }
+    let contacts = contacts_when_all_registered(&k, USERS, Duration::from_secs(20));
+    assert_each_user_once_from_its_shard(&contacts, USERS, SHARDS);
     let mut outs = Vec::new();
     for (i, c) in children.into_iter().enumerate() {
         outs.push(wait_bounded(
@@ -225,33 +155,20 @@ fn four_shards_split_the_users_and_rates_and_merge_exactly() {
     let (code, stdout, stderr) = imsload_merge(&inputs, &all, &csv);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     let merged = json(&all);
-    let m = &merged["merged"];
-    assert_eq!(m["present"], serde_json::json!([0, 1, 2, 3]));
-    assert_eq!(m["missing"], serde_json::json!([]));
-    assert_eq!(m["late"], serde_json::json!([]), "{merged:#}");
+    assert_all_present_none_late(&merged, SHARDS);
 
     // The shards' reports, as merge read them (the last from the pod's log line).
-    let line = std::fs::read_to_string(&log).unwrap();
-    let line = line
-        .lines()
-        .find(|l| l.starts_with("{\"tool\":\"imsload\""))
-        .expect("shard 3 printed its report as a line");
     let mut shards: Vec<Value> = shard_reports.iter().map(|p| json(p)).collect();
-    shards.push(serde_json::from_str(line).unwrap());
-    for (i, s) in shards.iter().enumerate() {
-        assert_eq!(s["shard"]["index"], i as u64);
-        assert_eq!(s["shard"]["count"], SHARDS as u64);
+    shards.push(report_line(
+        &std::fs::read_to_string(&log).unwrap(),
+        "shard 3",
+    ));
+    for s in &shards {
         assert_eq!(s["users"], (USERS / SHARDS) as u64);
         assert_eq!(counters(s)["calls_attempted"], CALLS / SHARDS as u64);
     }
     // Counters: the merged ones are the shards' sums, every one of them.
-    for (name, v) in counters(&merged) {
-        let sum: u64 = shards
-            .iter()
-            .map(|s| counters(s)[name].as_u64().unwrap())
-            .sum();
-        assert_eq!(v.as_u64(), Some(sum), "counter {name}");
-    }
+    assert_counters_are_sums(&merged, &shards);
     // Registrations and calls as the whole run's, within 1 %.
     for name in [
         "reg_ok",

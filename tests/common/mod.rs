@@ -20,6 +20,7 @@ mod netns;
 mod pause;
 mod prometheus;
 mod run;
+mod shard;
 // Like the dead code above: a test binary that uses none of it would warn.
 #[allow(unused_imports)]
 pub use kguest::*;
@@ -33,6 +34,8 @@ pub use pause::*;
 pub use prometheus::*;
 #[allow(unused_imports)]
 pub use run::*;
+#[allow(unused_imports)]
+pub use shard::*;
 
 use std::collections::HashSet;
 use std::fs::File;
