@@ -18,7 +18,8 @@
 #   * (SECTIONS=observe, not in the default set; `hep` is the same) the cost of watching a run:
 #     imsload's CPU-s per 10,000 calls at a fixed rate against `sipp -sn uas` without, with
 #     `--metrics` scraped every second, and with every message mirrored (`--hep`) to a local UDP
-#     sink, alternating runs, and the ratios (goals: metrics < 1.02, HEP < 1.15)
+#     sink and over TCP to a local reader; alternating runs, and the ratios (goals: metrics <
+#     1.02, HEP < 1.15)
 #
 # The machine may be shared and noisy: compare the ratios measured in the same run, not the
 # absolute figures across runs. Generators and steps are interleaved (imsload step N, SIPp
@@ -469,26 +470,34 @@ def per10k(name):
 def fmt(x):
     return "-" if x is None else f"{x:.3f}"
 print(f"Observation cost at {cps} calls/s: imsload CPU-s (user+sys) per 10,000 completed calls")
-cols = {"off": [], "metrics": [], "hep": [], "heptcp": []}
+names = {"off": "without", "metrics": "--metrics", "hep": "--hep to a local UDP sink",
+         "heptcp": "--hep over TCP to a local reader"}
+cols = {k: [] for k in names}
+ratios = {k: [] for k in names}
+def hs(rep):
+    hep = (rep or {}).get("hep")
+    return (f" (mirrored {hep['mirrored']}, dropped {hep['dropped']}, send errors {hep['send_errors']})"
+            if hep else "")
 for r in range(1, rounds + 1):
-    a, _ = per10k(f"obs-off-{r}")
-    m, _ = per10k(f"obs-metrics-{r}")
-    h, rep = per10k(f"obs-hep-{r}")
-    t, rep_t = per10k(f"obs-heptcp-{r}")
-    def hs(rep):
-        hep = (rep or {}).get("hep")
-        return (f"mirrored {hep['mirrored']}, dropped {hep['dropped']}, send errors {hep['send_errors']}"
-                if hep else "no hep figures")
-    print(f"  round {r}: without {fmt(a)}  --metrics {fmt(m)}  --hep {fmt(h)} ({hs(rep)})  --hep over TCP {fmt(t)} ({hs(rep_t)})")
-    for k, v in (("off", a), ("metrics", m), ("hep", h), ("heptcp", t)):
-        if v:
-            cols[k].append(v)
+    line = []
+    base, _ = per10k(f"obs-off-{r}")
+    for k, label in names.items():
+        v, rep = per10k(f"obs-{k}-{r}")
+        if v is None:
+            continue
+        cols[k].append(v)
+        if base and k != "off":
+            ratios[k].append(v / base)
+        line.append(f"{label} {fmt(v)}{hs(rep)}")
+    print(f"  round {r}: " + "; ".join(line))
 if cols["off"]:
     mo = statistics.median(cols["off"])
     for k, goal in (("metrics", 1.02), ("hep", 1.15), ("heptcp", 1.15)):
         if cols[k]:
             mk = statistics.median(cols[k])
-            print(f"  median: without {mo:.3f}, with --{k} {mk:.3f}: ratio {mk / mo:.3f} (goal < {goal})")
+            rr = ", ".join(f"{x:.2f}" for x in ratios[k])
+            print(f"  median: without {mo:.3f}, {names[k]} {mk:.3f}: ratio {mk / mo:.3f} "
+                  f"(per round {rr}; goal < {goal})")
 EOF
 fi
 

@@ -246,6 +246,26 @@ struct Media {
     ended: Vec<crate::media::engine::StreamSummary>,
 }
 
+impl Media {
+    /// The far end's audio in `msg`'s SDP. A body we cannot use is counted in `unusable`;
+    /// with `bodyless_ok` a message without a body (a re-INVITE that makes no offer) is not.
+    fn far_audio(
+        &self,
+        msg: &Message<'_>,
+        unusable: &mut u64,
+        bodyless_ok: bool,
+    ) -> Option<RemoteMedia> {
+        match remote_audio(msg.body(), self.engine.config().codec) {
+            Ok(r) => Some(r),
+            Err(_) if bodyless_ok && msg.body().is_empty() => None,
+            Err(_) => {
+                *unusable += 1;
+                None
+            }
+        }
+    }
+}
+
 pub struct LoadCore {
     cfg: CoreConfig,
     /// What every user's registration shares, from `cfg`.
@@ -653,25 +673,22 @@ impl LoadCore {
             "INVITE" if msg.to_tag().is_some() => {
                 // A re-INVITE (hold, resume) of a call we answered: the stream follows the new
                 // offer, or starts with it.
-                if let Some((r, started)) = m.callee.get_mut(call_id) {
-                    match remote_audio(msg.body(), m.engine.config().codec) {
-                        Ok(new) => {
+                let unusable = &mut self.stats.counters.media_sdp_unusable;
+                if m.callee.contains_key(call_id) {
+                    if let Some(new) = m.far_audio(msg, unusable, true) {
+                        if let Some((r, started)) = m.callee.get_mut(call_id) {
                             *r = new;
                             if *started {
                                 m.engine.update(now, ssrc_of(call_id, 1), new);
                             }
                         }
-                        Err(_) if msg.body().is_empty() => {}
-                        Err(_) => self.stats.counters.media_sdp_unusable += 1,
                     }
                 }
             }
             "INVITE" if self.answerer.has_call(call_id) && !m.callee.contains_key(call_id) => {
-                match remote_audio(msg.body(), m.engine.config().codec) {
-                    Ok(r) => {
-                        m.callee.insert(call_id.into(), (r, false));
-                    }
-                    Err(_) => self.stats.counters.media_sdp_unusable += 1,
+                let unusable = &mut self.stats.counters.media_sdp_unusable;
+                if let Some(r) = m.far_audio(msg, unusable, false) {
+                    m.callee.insert(call_id.into(), (r, false));
                 }
             }
             "BYE" | "CANCEL" => {
@@ -1704,27 +1721,17 @@ impl LoadCore {
         }
         if let Some(m) = &mut self.media {
             let cseq = msg.cseq().filter(|(_, m)| *m == "INVITE").map(|(n, _)| n);
-            if (200..300).contains(&code)
-                && c.remote_media.is_none()
-                && c.m.state() != CallState::Confirmed
-                && cseq.is_some()
-            {
-                match remote_audio(msg.body(), m.engine.config().codec) {
-                    Ok(r) => c.remote_media = Some(r),
-                    Err(_) => self.stats.counters.media_sdp_unusable += 1,
-                }
-            } else if (200..300).contains(&code)
-                && cseq.is_some()
-                && cseq == c.m.reinvite_cseq()
-                && c.remote_media.is_some()
-            {
-                // The answer to our hold or resume: the far end's stream from now on.
-                match remote_audio(msg.body(), m.engine.config().codec) {
-                    Ok(r) => {
-                        c.remote_media = Some(r);
+            // The first 2xx's answer (our stream starts with the ACK), or the answer to our
+            // hold or resume (the far end's stream from now on).
+            let first = c.remote_media.is_none() && c.m.state() != CallState::Confirmed;
+            let reinvite = c.remote_media.is_some() && cseq == c.m.reinvite_cseq();
+            if (200..300).contains(&code) && cseq.is_some() && (first || reinvite) {
+                let unusable = &mut self.stats.counters.media_sdp_unusable;
+                if let Some(r) = m.far_audio(msg, unusable, false) {
+                    c.remote_media = Some(r);
+                    if reinvite {
                         m.engine.update(now, ssrc_of(c.m.call_id(), 0), r);
                     }
-                    Err(_) => self.stats.counters.media_sdp_unusable += 1,
                 }
             }
         }
@@ -2169,15 +2176,12 @@ impl LoadCore {
             self.stats.counters.reinvites_answered += 1;
             self.send(from.sock, from.addr, data);
             if let (Some(m), Some(c)) = (&mut self.media, self.calls.get_mut(k)) {
-                match remote_audio(msg.body(), m.engine.config().codec) {
-                    Ok(r) => {
-                        if c.remote_media.is_some() {
-                            c.remote_media = Some(r);
-                            m.engine.update(now, ssrc_of(c.m.call_id(), 0), r);
-                        }
+                let unusable = &mut self.stats.counters.media_sdp_unusable;
+                if let Some(r) = m.far_audio(msg, unusable, true) {
+                    if c.remote_media.is_some() {
+                        c.remote_media = Some(r);
+                        m.engine.update(now, ssrc_of(c.m.call_id(), 0), r);
                     }
-                    Err(_) if msg.body().is_empty() => {}
-                    Err(_) => self.stats.counters.media_sdp_unusable += 1,
                 }
             }
             return;
