@@ -40,9 +40,11 @@
 //! - [`fuzzing`]: the bodies of the cargo-fuzz targets in `fuzz/`, here so that
 //!   `tests/fuzz_corpus.rs` replays the corpus and past crashes on stable (`docs/fuzzing.md`).
 //! - [`exit`]: the one exit-code policy of the three binaries (0 ok, 1 failures, 2 usage/setup).
+//! - [`logging`]: diagnostics are `tracing` events; the one subscriber each binary sets up
+//!   (`-v`, `RUST_LOG`), lines stamped from the same clock as the records.
 //!
-//! The binaries in `src/bin/` parse arguments, call one function of these modules and map its
-//! result to an exit code with [`exit::code`].
+//! The binaries in `src/bin/` parse arguments, set up [`logging`], call one function of these
+//! modules and map its result to an exit code with [`exit::code`].
 
 pub mod chart;
 pub mod clock;
@@ -55,6 +57,7 @@ pub mod hss;
 pub mod io;
 pub mod ipsec;
 pub mod load;
+pub mod logging;
 pub mod media;
 pub mod metrics;
 pub mod probe;

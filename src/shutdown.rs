@@ -111,10 +111,10 @@ async fn handle_signals(trigger: Trigger, signals: Signals) {
         return;
     };
     tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-    eprintln!("{}", signals.stopping);
+    tracing::info!("{}", signals.stopping);
     trigger.stop(StopReason::Interrupted);
     tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-    eprintln!("{}", signals.quitting);
+    tracing::warn!("{}", signals.quitting);
     (signals.last_rites)();
     std::process::exit(130);
 }

@@ -1,6 +1,8 @@
 //! The one exit-code policy of the three binaries (README, "Exit codes"): a usage or setup error
 //! exits 2 with a message naming the problem; `imsload --dry-run` prints the resolved settings.
-//! Nothing here sends a packet.
+//! And the one way the three report diagnostics (`imsload::logging`): stamped lines on stderr,
+//! more with `-v`, filtered by `RUST_LOG`. Nothing here sends a packet but one TCP connection
+//! to an imshss on loopback.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -117,4 +119,123 @@ fn dry_run_with_a_profile_prints_the_resolved_settings() {
     ] {
         assert!(json.get(key).is_some(), "{key} missing: {json}");
     }
+}
+
+/// imshss on a loopback port of its choosing, until SIGTERM; returns its exit code and stderr.
+/// `connect` opens and closes one TCP connection first (found from the "listening on" line).
+fn imshss_lines(args: &[&str], rust_log: Option<&str>, connect: bool) -> (Option<i32>, String) {
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let subs = dir.path().join("subscribers.csv");
+    std::fs::write(
+        &subs,
+        "impu,impi,password,k,opc,amf,sqn\nsip:u1@ims.local,u1@ims.local,pw,\
+465b5ce8b199b49faa5f0a2ee238a6bc,cd63cb71954a9f4e48a5994e37a02baf,8000,000000000001\n",
+    )
+    .unwrap();
+    let err_path = dir.path().join("stderr");
+    let mut cmd = Command::new(IMSHSS);
+    cmd.args(["--listen", "127.0.0.1:0", "--subscribers"])
+        .arg(&subs)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err_path).unwrap());
+    if let Some(f) = rust_log {
+        cmd.env("RUST_LOG", f);
+    }
+    let mut child = cmd.spawn().expect("spawn imshss");
+    let read = || {
+        let mut s = String::new();
+        std::fs::File::open(&err_path)
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
+        s
+    };
+    let t0 = Instant::now();
+    if connect {
+        let port = loop {
+            let text = read();
+            if let Some(p) = text
+                .lines()
+                .find_map(|l| l.split_once("listening on 127.0.0.1:"))
+                .and_then(|(_, rest)| rest.split_whitespace().next()?.parse::<u16>().ok())
+            {
+                break p;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "no listening line: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        drop(std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to imshss"));
+        // The HSS logs the connection and its close: wait for the close before stopping it.
+        while !read().contains(": closed") {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "no close line: {}",
+                read()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    } else {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // SAFETY: kill(2) on the pid of our own child, which has not been waited for yet.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    (status.code(), read())
+}
+
+#[test]
+fn diagnostics_are_stamped_lines_that_verbosity_and_rust_log_control() {
+    // Default: info lines, each stamped in RFC 3339 UTC (the records' form), no module path.
+    let (code, err) = imshss_lines(&[], None, true);
+    assert_eq!(code, Some(0), "{err}");
+    let info: Vec<&str> = err.lines().filter(|l| l.contains(" INFO ")).collect();
+    for want in [
+        "listening on 127.0.0.1:",
+        "connection from 127.0.0.1:",
+        ": closed",
+        "stopped",
+    ] {
+        assert!(
+            info.iter().any(|l| l.contains(want)),
+            "{want:?} not in {err}"
+        );
+    }
+    for l in &info {
+        let stamp = l.split_whitespace().next().unwrap();
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(stamp).is_ok() && stamp.ends_with('Z'),
+            "not an RFC 3339 UTC stamp: {l}"
+        );
+        assert!(!l.contains("imsload::hss"), "module path without -v: {l}");
+    }
+    // -v: the module each line comes from.
+    let (code, err) = imshss_lines(&["-v"], None, true);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains("imsload::hss::server: listening on")),
+        "{err}"
+    );
+    // RUST_LOG overrides the default: at warn, none of those lines.
+    let (code, err) = imshss_lines(&[], Some("warn"), false);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains(" INFO "), "{err}");
+    // A filter that does not parse is named, and the default used.
+    let (code, err) = imshss_lines(&[], Some("imsload=[bad"), true);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("RUST_LOG=\"imsload=[bad\" is not a valid filter"),
+        "{err}"
+    );
+    assert!(
+        err.contains(" INFO ") && err.contains("listening on"),
+        "{err}"
+    );
 }

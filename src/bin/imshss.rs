@@ -2,72 +2,11 @@
 //!
 //! imshss --listen 127.0.0.20:3868 --realm ims.mnc001.mcc001.3gppnetwork.org --subscribers FILE
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::ExitCode;
-
-use anyhow::Context as _;
 use clap::Parser;
-use imsload::exit::Outcome;
-use imsload::hss::{server, Hss, HssConfig, Subscribers};
+use imsload::hss::app::{self, Args};
 
-#[derive(Parser, Debug)]
-#[command(
-    name = "imshss",
-    version,
-    about = "Diameter Cx HSS (UAR, MAR with Milenage AKAv1-MD5 vectors, SAR, LIR) for a lab IMS core"
-)]
-struct Args {
-    /// Address for Diameter over TCP.
-    #[arg(long, default_value = "127.0.0.20:3868")]
-    listen: SocketAddr,
-    /// Our Origin-Realm (the IMS home domain).
-    #[arg(long, default_value = "ims.mnc001.mcc001.3gppnetwork.org")]
-    realm: String,
-    /// Our Origin-Host [default: hss.<realm>].
-    #[arg(long)]
-    origin_host: Option<String>,
-    /// CSV with header impu,impi,password,k,opc,amf,sqn[,tel] (hex k, opc, amf, sqn; tel: a tel: IMPU).
-    #[arg(long)]
-    subscribers: PathBuf,
-    /// Seed for RAND (reproducible runs); by default from the OS.
-    #[arg(long)]
-    seed: Option<u64>,
-}
-
-fn main() -> ExitCode {
-    imsload::exit::code("imshss", run(Args::parse()))
-}
-
-/// Serves until Ctrl-C or SIGTERM; an error (subscribers unreadable, address not bound) is a
-/// setup error.
-fn run(args: Args) -> anyhow::Result<Outcome> {
-    let subs = Subscribers::load(&args.subscribers)?;
-    let mut cfg = HssConfig::for_realm(&args.realm);
-    if let Some(h) = args.origin_host {
-        cfg.origin_host = h;
-    }
-    let hss = Hss::new(cfg, subs, args.seed);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
-    rt.block_on(async {
-        tokio::select! {
-            r = server::serve(args.listen, hss) => r,
-            _ = tokio::signal::ctrl_c() => Ok(()),
-            _ = sigterm() => Ok(()),
-        }
-    })?;
-    server::log("stopped");
-    Ok(Outcome::Ok)
-}
-
-async fn sigterm() {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut s) => {
-            s.recv().await;
-        }
-        Err(_) => std::future::pending().await,
-    }
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    imsload::logging::init(imsload::logging::Verbosity(args.verbose));
+    imsload::exit::code("imshss", app::main(args))
 }

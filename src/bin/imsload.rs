@@ -4,5 +4,7 @@ use clap::Parser;
 use imsload::load::{app, args::Cli};
 
 fn main() -> std::process::ExitCode {
-    imsload::exit::code("imsload", app::main(Cli::parse()))
+    let cli = Cli::parse();
+    imsload::logging::init(imsload::logging::Verbosity(cli.verbose));
+    imsload::exit::code("imsload", app::main(cli))
 }

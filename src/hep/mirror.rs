@@ -316,7 +316,7 @@ impl Tap {
         self.shared.queued.fetch_sub(n, Ordering::Relaxed);
         self.batch.clear();
         if self.shared.dropped.fetch_add(n as u64, Ordering::Relaxed) == 0 {
-            eprintln!(
+            tracing::warn!(
                 "{}: HEP queue full: copies are dropped and counted, the SIP traffic is not affected (shown once)",
                 self.label
             );
@@ -420,9 +420,10 @@ impl Mirror {
     pub fn finish(mut self, wait: Duration) -> HepStats {
         self.tx = None;
         if let Err(RecvTimeoutError::Timeout) = self.done.recv_timeout(wait) {
-            eprintln!(
+            tracing::warn!(
                 "{}: HEP sender still busy after {:?}; its last copies are not counted",
-                self.label, wait
+                self.label,
+                wait
             );
         }
         self.stats()
@@ -594,7 +595,7 @@ impl Sender {
         self.tcp = None;
         self.tcp_retry = Some(Instant::now() + TCP_WAIT);
         if self.errors_seen.insert(e.kind()) {
-            eprintln!(
+            tracing::warn!(
                 "{}: HEP to {} over TCP: {e}; copies count as send errors until it reconnects (tried at most once a second; further errors of this kind are not shown)",
                 self.label, self.cfg.collector
             );
@@ -612,7 +613,7 @@ impl Sender {
                     .send_errors
                     .fetch_add(r.failed as u64, Ordering::Relaxed);
                 if self.errors_seen.insert(e.kind()) {
-                    eprintln!(
+                    tracing::warn!(
                         "{}: HEP to {}: sending failed: {e} (counted; further errors of this kind are not shown)",
                         self.label, self.cfg.collector
                     );

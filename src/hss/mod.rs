@@ -11,11 +11,13 @@
 //! - [`subscribers`]: the subscriber CSV shared with the UE side.
 //! - [`cx`]: sans-IO peer and Cx logic (CER/DWR/DPR, UAR, MAR, SAR, LIR).
 //! - [`server`]: the tokio TCP shell.
+//! - [`app`]: `imshss`'s arguments and its one call.
 //!
 //! Why not the `diameter` crate (0.7): its decoder fails on any AVP its dictionary lacks
 //! (`Error::UnknownAvpCode`), it ships no 3GPP Cx dictionary, and it pulls native-tls
 //! (OpenSSL) and all of tokio; the codec here is a few hundred lines and carries unknown AVPs.
 
+pub mod app;
 pub mod cx;
 pub mod server;
 pub mod subscribers;

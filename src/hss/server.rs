@@ -10,24 +10,21 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::cx::{Connection, Hss};
 
-/// Logs a line on stderr with a wall-clock time stamp (the lab's log files are read by humans
-/// and by `lab/ims/ims.sh`, which waits for "open (Cx)").
-pub fn log(line: &str) {
-    let now = chrono::Local::now().format("%H:%M:%S%.3f");
-    eprintln!("{now} imshss: {line}");
-}
-
-/// Binds `listen` and serves peers until the process ends.
+/// Binds `listen` and serves peers until the process ends. Each exchange is an info event:
+/// the lab's log files are read by humans and by `lab/ims/ims.sh`, which waits for
+/// "listening on" and "open (Cx)".
 pub async fn serve(listen: SocketAddr, hss: Hss) -> Result<()> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding Diameter TCP {listen}"))?;
-    log(&format!(
+    // The bound address, so that `--listen HOST:0` says which port it got.
+    let listen = listener.local_addr().unwrap_or(listen);
+    tracing::info!(
         "listening on {listen} as {} realm {} with {} subscriptions",
         hss.cfg.origin_host,
         hss.cfg.origin_realm,
         hss.subs.len()
-    ));
+    );
     serve_on(listener, Arc::new(Mutex::new(hss))).await
 }
 
@@ -37,12 +34,12 @@ pub async fn serve_on(listener: TcpListener, hss: Arc<Mutex<Hss>>) -> Result<()>
         let (stream, peer) = listener.accept().await.context("accept")?;
         let hss = hss.clone();
         tokio::spawn(async move {
-            log(&format!("connection from {peer}"));
+            tracing::info!("connection from {peer}");
             let why = match peer_loop(stream, hss).await {
                 Ok(()) => "closed".to_string(),
                 Err(e) => format!("closed: {e:#}"),
             };
-            log(&format!("{peer}: {why}"));
+            tracing::info!("{peer}: {why}");
         });
     }
 }
@@ -62,7 +59,7 @@ async fn peer_loop(mut stream: TcpStream, hss: Arc<Mutex<Hss>>) -> Result<()> {
             conn.feed(&mut h, &buf[..n], local_ip)
         };
         for l in &out.log {
-            log(l);
+            tracing::info!("{l}");
         }
         if !out.send.is_empty() {
             stream.write_all(&out.send).await.context("write")?;

@@ -362,7 +362,7 @@ impl UdpSide {
         if let Some(e) = r.error {
             self.errors += r.failed as u64;
             if self.errors_seen.insert(e.kind()) {
-                eprintln!(
+                tracing::warn!(
                     "{label}: sending failed: {e} (further errors of this kind are not shown)"
                 );
             }
@@ -384,7 +384,7 @@ impl TcpConn {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    eprintln!(
+                    tracing::warn!(
                         "{label}: TCP connection to {} failed: {e}; waiting for transaction timeouts",
                         self.peer
                     );
@@ -427,7 +427,7 @@ impl TcpConn {
             }
             match self.stream.read(&mut self.buf) {
                 Ok(0) => {
-                    eprintln!("{label}: the target closed the TCP connection");
+                    tracing::warn!("{label}: the target closed the TCP connection");
                     self.close(poller);
                     return;
                 }
@@ -446,7 +446,7 @@ impl TcpConn {
                             Err(e) => {
                                 // Framing is lost for good: nothing tells where the next
                                 // message starts. Count it and drop the connection.
-                                eprintln!(
+                                tracing::warn!(
                                     "{label}: unreadable SIP stream from {} ({e}); closing it",
                                     self.peer
                                 );
@@ -460,7 +460,7 @@ impl TcpConn {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    eprintln!("{label}: TCP connection to {} failed: {e}", self.peer);
+                    tracing::warn!("{label}: TCP connection to {} failed: {e}", self.peer);
                     self.close(poller);
                     return;
                 }

@@ -217,7 +217,7 @@ impl Xfrm {
 impl Drop for Xfrm {
     fn drop(&mut self) {
         if let Err(e) = self.remove_all() {
-            eprintln!("imsload: IPsec clean-up: {e}");
+            tracing::warn!("IPsec clean-up: {e}");
         }
     }
 }

@@ -84,15 +84,15 @@ pub fn run(r: Resolved) -> anyhow::Result<Outcome> {
     let late_s = match a.start_at {
         Some(t) => {
             if !a.quiet {
-                eprintln!(
-                    "imsload: waiting for --start-at {}",
+                tracing::info!(
+                    "waiting for --start-at {}",
                     t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
                 );
             }
             let late = shard::sleep_until(t).map_err(anyhow::Error::msg)?;
             if late > shard::LATE_S {
-                eprintln!(
-                    "imsload: WARNING: started {late:.1} s after --start-at: this run's seconds lag the other shards'"
+                tracing::warn!(
+                    "started {late:.1} s after --start-at: this run's seconds lag the other shards'"
                 );
             }
             late
@@ -227,8 +227,8 @@ pub fn run(r: Resolved) -> anyhow::Result<Outcome> {
                 let e = crate::load::metrics::Exporter::bind(addr, &run, &target.to_string())
                     .map_err(anyhow::Error::msg)?;
                 if !a.quiet {
-                    eprintln!(
-                        "imsload: metrics at http://{}/metrics (run=\"{run}\")",
+                    tracing::info!(
+                        "metrics at http://{}/metrics (run=\"{run}\")",
                         e.local_addr()
                     );
                 }
@@ -494,7 +494,7 @@ fn merge(m: MergeArgs) -> anyhow::Result<Outcome> {
     merge::write(&merged, m.report.as_deref(), m.series.as_deref())?;
     if m.quiet {
         for w in &merged.report.warnings {
-            eprintln!("WARNING: {w}");
+            tracing::warn!("{w}");
         }
     } else {
         println!("{}", merged.report.to_text());

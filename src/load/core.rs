@@ -847,7 +847,7 @@ impl LoadCore {
                     self.stats.gauges.ipsec_ues_protected.saturating_sub(1);
                 if let Err(e) = r {
                     self.stats.counters.ipsec_sa_remove_failed += 1;
-                    eprintln!("--ipsec: {e}");
+                    tracing::warn!("--ipsec: {e}");
                 }
             }
         }
@@ -857,7 +857,7 @@ impl LoadCore {
     /// counters hold the rest.
     fn ipsec_say_once(&mut self, kind: &str, msg: &str) {
         if self.ipsec_said.insert(kind.to_string()) {
-            eprintln!("--ipsec: {msg} (further failures of this kind are only counted)");
+            tracing::warn!("--ipsec: {msg} (further failures of this kind are only counted)");
         }
     }
 

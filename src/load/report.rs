@@ -824,7 +824,7 @@ impl MediaLog {
             .map_err(anyhow::Error::from)
             .and_then(|_| Ok(self.out.flush()?))
         {
-            eprintln!("--media-log: writing failed ({e}); no more lines will be written");
+            tracing::warn!("--media-log: writing failed ({e}); no more lines will be written");
             self.failed = true;
         }
     }

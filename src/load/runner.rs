@@ -309,7 +309,7 @@ pub async fn run(
                 hard_deadline = Some(tokio::time::Instant::now() + spec.core.drain + Duration::from_secs(3));
             }
             _ = sleep_opt(hard_deadline) => {
-                eprintln!("drain took too long: abandoning the workers still running");
+                tracing::warn!("drain took too long: abandoning the workers still running");
                 abandon.store(true, Ordering::Relaxed);
                 open = false;
             }
@@ -329,9 +329,10 @@ pub async fn run(
                         );
                     }
                     if spec.progress {
+                        // The live view is output, not a diagnostic: it is printed as it is.
                         eprintln!("{}", r.progress);
                         if let Some(w) = &r.warning {
-                            eprintln!("{w}");
+                            tracing::warn!("{w}");
                         }
                     }
                     if let Some(w) = series.as_mut() {
@@ -447,7 +448,7 @@ pub async fn run(
         }
         for (base, svg) in plots {
             if let Err(e) = super::plot::write(&base, &svg) {
-                eprintln!("imsload: plot not written: {e}");
+                tracing::warn!("plot not written: {e}");
             }
         }
     }
@@ -728,7 +729,7 @@ fn worker(
             break;
         }
         if let Err(e) = driver.turn(&mut core, next_tick.min(now + MAX_SLEEP)) {
-            eprintln!("worker {id}: the event loop failed: {e}; ending this worker");
+            tracing::error!("worker {id}: the event loop failed: {e}; ending this worker");
             break;
         }
         apply_ipsec(&mut core, xfrm.as_mut());
@@ -736,7 +737,7 @@ fn worker(
     // The SAs still made (a run cut short) go with the socket: nothing is left in the kernel.
     if let Some(x) = xfrm.as_mut() {
         if let Err(e) = x.remove_all() {
-            eprintln!("worker {id}: --ipsec: {e}");
+            tracing::warn!("worker {id}: --ipsec: {e}");
         }
     }
     // The last answers (200 to a BYE, an ACK) go out before the worker reports done.

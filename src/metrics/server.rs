@@ -98,7 +98,7 @@ fn serve(listener: TcpListener, page: &Shared, stop: &AtomicBool, scrapes: &Atom
                 // A client that went away or stalled is its own problem; say so once.
                 Err(e) if !errors_shown => {
                     errors_shown = true;
-                    eprintln!("metrics: a client failed ({e}); later failures are not shown");
+                    tracing::warn!("metrics: a client failed ({e}); later failures are not shown");
                 }
                 Err(_) => {}
             },
@@ -108,7 +108,7 @@ fn serve(listener: TcpListener, page: &Shared, stop: &AtomicBool, scrapes: &Atom
                 // Out of descriptors, say: back off rather than spin.
                 if !errors_shown {
                     errors_shown = true;
-                    eprintln!("metrics: accept failed ({e}); later failures are not shown");
+                    tracing::warn!("metrics: accept failed ({e}); later failures are not shown");
                 }
                 std::thread::sleep(Duration::from_millis(STOP_POLL_MS as u64));
             }

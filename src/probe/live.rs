@@ -7,7 +7,7 @@
 //! report would call pending; after the run the rest are judged with the report's end.
 
 use super::analysis::{self, Params};
-use super::net::{log, ProbeClock};
+use super::net::ProbeClock;
 use super::table::LayerTable;
 use super::Outcome;
 use hdrhistogram::Histogram;
@@ -42,6 +42,13 @@ pub struct Live {
 /// Replies may still be on their way this long after a probe's timeout.
 const SETTLE_NS: i64 = 1_000_000_000;
 
+/// Prints a line of the live view (the run's start, progress, gaps opening and closing) on
+/// stderr, stamped by the probe's own clock as the records are. It is the run's output, not a
+/// diagnostic (those go through `tracing`), so `RUST_LOG` does not hide it; `--quiet` does.
+pub(crate) fn line(clock: &ProbeClock, msg: &str) {
+    eprintln!("[{}] {msg}", clock.time_base().label(clock.now_ns()));
+}
+
 impl Live {
     pub fn new(table: Arc<LayerTable>, name: String) -> Live {
         Live {
@@ -69,7 +76,7 @@ impl Live {
         if let Some(since) = self.open_since {
             if last != i64::MIN && last > since {
                 if !quiet {
-                    log(
+                    line(
                         clock,
                         &format!(
                             "{} {}: gap CLOSED at {} after ~{:.1} ms (live estimate; exact figures in the report)",
@@ -84,7 +91,7 @@ impl Live {
             }
         } else if now - reference > min_gap && !self.table.is_empty() {
             if !quiet {
-                log(
+                line(
                     clock,
                     &format!(
                         "{} {}: gap OPEN: no good reply since {}",

@@ -30,11 +30,6 @@ pub struct ProbeClock {
     pub epoch: Epoch,
 }
 
-/// Logs a line on stderr with the wall-clock time.
-pub(crate) fn log(clock: &ProbeClock, msg: &str) {
-    eprintln!("[{}] {msg}", clock.time_base().label(clock.now_ns()));
-}
-
 impl ProbeClock {
     pub fn new(epoch: Epoch) -> ProbeClock {
         ProbeClock { epoch }

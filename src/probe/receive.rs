@@ -5,7 +5,7 @@
 
 use super::diameter::{DiaCodec, DiaReply, DiameterFramer, DIAMETER_SUCCESS};
 use super::icmp::{self, EchoCodec, IcmpReply};
-use super::net::{self, log, ProbeClock};
+use super::net::{self, ProbeClock};
 use super::pacer;
 use super::setup::{DiaIo, IcmpIo, SipIo, SipSock};
 use super::sipcodec::{OptionsCodec, Reply};
@@ -19,13 +19,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// Logs the first occurrence of each kind of oddity.
-fn once(
-    table: &LayerTable,
-    clock: &ProbeClock,
-    target: &str,
-    kind: &str,
-    detail: impl FnOnce() -> String,
-) {
+fn once(table: &LayerTable, target: &str, kind: &str, detail: impl FnOnce() -> String) {
     let first = table.count(|c| {
         let e = c
             .receive_errors
@@ -35,13 +29,10 @@ fn once(
         *e == 1
     });
     if first {
-        log(
-            clock,
-            &format!(
-                "{target} {}: {kind}: {} (logged once; counted in the report)",
-                table.layer.as_str(),
-                detail()
-            ),
+        tracing::warn!(
+            "{target} {}: {kind}: {} (logged once; counted in the report)",
+            table.layer.as_str(),
+            detail()
         );
     }
 }
@@ -97,13 +88,11 @@ impl Sink {
         let kind = format!("receive error {e}");
         self.table
             .count(|c| *c.receive_errors.entry(kind.clone()).or_default() += 1);
-        once(&self.table, &self.clock, &self.name, &kind, || {
-            hint.to_string()
-        });
+        once(&self.table, &self.name, &kind, || hint.to_string());
     }
 
     fn sip(&self, codec: &OptionsCodec, msg: &[u8], at: Arrival) {
-        let (table, clock, name) = (&self.table, &self.clock, &self.name);
+        let (table, name) = (&self.table, &self.name);
         match codec.classify(msg) {
             Reply::Final { seq, code } => {
                 let outcome = if (200..300).contains(&code) {
@@ -115,7 +104,7 @@ impl Sink {
                     self.answered.fetch_add(1, Ordering::Relaxed);
                 }
                 if outcome == Outcome::Failed {
-                    once(table, clock, name, &format!("status {code}"), || {
+                    once(table, name, &format!("status {code}"), || {
                         "a non-2xx final response counts as a failed probe".into()
                     });
                 }
@@ -123,7 +112,7 @@ impl Sink {
             Reply::Provisional { .. } => table.count(|c| c.provisional += 1),
             Reply::Foreign(k) => {
                 table.count(|c| *c.foreign.entry(k.as_str()).or_default() += 1);
-                once(table, clock, name, k.as_str(), || {
+                once(table, name, k.as_str(), || {
                     format!(
                         "a message that answers none of our probes: {:?}",
                         preview(msg)
@@ -132,19 +121,15 @@ impl Sink {
             }
             Reply::Malformed(k) => {
                 table.count(|c| *c.malformed.entry(k.as_str()).or_default() += 1);
-                once(
-                    table,
-                    clock,
-                    name,
-                    &format!("malformed {}", k.as_str()),
-                    || format!("{:?}", preview(msg)),
-                );
+                once(table, name, &format!("malformed {}", k.as_str()), || {
+                    format!("{:?}", preview(msg))
+                });
             }
         }
     }
 
     fn diameter(&self, codec: &DiaCodec, link: &TcpLink, msg: &[u8], at: Arrival) {
-        let (table, clock, name) = (&self.table, &self.clock, &self.name);
+        let (table, name) = (&self.table, &self.name);
         match codec.classify(msg, table.len().saturating_sub(1)) {
             DiaReply::Answer { seq, result, ok } => {
                 let outcome = if ok { Outcome::Ok } else { Outcome::Failed };
@@ -153,7 +138,7 @@ impl Sink {
                     self.answered.fetch_add(1, Ordering::Relaxed);
                 }
                 if outcome == Outcome::Failed {
-                    once(table, clock, name, &format!("result {result}"), || {
+                    once(table, name, &format!("result {result}"), || {
                         format!(
                             "an answer to our {} without a success result counts as a failed probe",
                             codec.request().describe()
@@ -164,7 +149,7 @@ impl Sink {
             DiaReply::Capabilities { result } => {
                 table.count(|c| *c.capabilities_answers.entry(result).or_default() += 1);
                 if result != DIAMETER_SUCCESS {
-                    once(table, clock, name, &format!("CEA {result}"), || {
+                    once(table, name, &format!("CEA {result}"), || {
                         format!("the peer refused our CER (Result-Code {result}); it may close the connection")
                     });
                 }
@@ -172,20 +157,16 @@ impl Sink {
             DiaReply::PeerRequest { command, answer } => {
                 table.count(|c| c.peer_requests += 1);
                 link.queue_reply(&answer);
-                once(
-                    table,
-                    clock,
-                    name,
-                    &format!("peer request {command}"),
-                    || "the peer sent a request; it is answered ahead of the next probe".into(),
-                );
+                once(table, name, &format!("peer request {command}"), || {
+                    "the peer sent a request; it is answered ahead of the next probe".into()
+                });
             }
             DiaReply::Foreign(k) => {
                 table.count(|c| *c.foreign.entry(k).or_default() += 1);
             }
             DiaReply::Malformed(k) => {
                 table.count(|c| *c.malformed.entry(k).or_default() += 1);
-                once(table, clock, name, "malformed diameter", || {
+                once(table, name, "malformed diameter", || {
                     format!("{} bytes", msg.len())
                 });
             }
@@ -193,7 +174,7 @@ impl Sink {
     }
 
     fn icmp(&self, codec: &EchoCodec, raw: bool, pkt: &[u8], at: Arrival) {
-        let (table, clock, name) = (&self.table, &self.clock, &self.name);
+        let (table, name) = (&self.table, &self.name);
         match codec.classify_from(pkt, raw) {
             IcmpReply::Echo { seq } => {
                 if table.complete(seq, at, Outcome::Ok, 0) == Completion::Fresh {
@@ -206,13 +187,9 @@ impl Sink {
                         self.answered.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                once(
-                    table,
-                    clock,
-                    name,
-                    &format!("icmp error type {kind}"),
-                    || "an ICMP error about our echo counts as a failed probe".into(),
-                );
+                once(table, name, &format!("icmp error type {kind}"), || {
+                    "an ICMP error about our echo counts as a failed probe".into()
+                });
             }
             IcmpReply::Foreign => {
                 // Raw sockets see every ICMP packet of the host: not worth a log line.
@@ -220,7 +197,7 @@ impl Sink {
             }
             IcmpReply::Malformed => {
                 table.count(|c| *c.malformed.entry("icmp").or_default() += 1);
-                once(table, clock, name, "malformed icmp", || {
+                once(table, name, "malformed icmp", || {
                     format!("{} bytes", pkt.len())
                 });
             }
@@ -390,7 +367,7 @@ fn tcp_loop<F: Frames>(
     let mut down_since: Option<i64> = None;
     let mut late = tcp::Lateness::new();
     if !late.measured() {
-        once(&sink.table, clock, name, "tcp lateness unmeasured", || {
+        once(&sink.table, name, "tcp lateness unmeasured", || {
             "this kernel offers no /proc/thread-self/schedstat: the error bound of a TCP reply gap leaves out how long the receiver waited for a CPU".into()
         });
     }
@@ -412,13 +389,10 @@ fn tcp_loop<F: Frames>(
                     .last()
                     .cloned()
                     .unwrap_or_default();
-                log(
-                    clock,
-                    &format!(
-                        "{name} {layer}: TCP connection to {} lost ({why}); probes count as lost until it is back; reconnecting every {} ms",
-                        link.target,
-                        tcp::RECONNECT_EVERY_NS / 1_000_000
-                    ),
+                tracing::warn!(
+                    "{name} {layer}: TCP connection to {} lost ({why}); probes count as lost until it is back; reconnecting every {} ms",
+                    link.target,
+                    tcp::RECONNECT_EVERY_NS / 1_000_000
                 );
             }
             let mono = monotonic_ns();
@@ -430,21 +404,18 @@ fn tcp_loop<F: Frames>(
             match link.reconnect() {
                 Ok(()) => {
                     let st = link.stats();
-                    log(
-                        clock,
-                        &format!(
-                            "{name} {layer}: TCP reconnected to {} after {:.1} ms (reconnect {}, local {})",
-                            link.target,
-                            (clock.now_ns() - down_since.unwrap_or(now)) as f64 / 1e6,
-                            st.reconnects,
-                            link.local_addr().map(|a| a.to_string()).unwrap_or_default()
-                        ),
+                    tracing::info!(
+                        "{name} {layer}: TCP reconnected to {} after {:.1} ms (reconnect {}, local {})",
+                        link.target,
+                        (clock.now_ns() - down_since.unwrap_or(now)) as f64 / 1e6,
+                        st.reconnects,
+                        link.local_addr().map(|a| a.to_string()).unwrap_or_default()
                     );
                     down_since = None;
                 }
                 Err(e) => {
                     let kind = format!("tcp reconnect failed: {}", e.kind());
-                    once(&sink.table, clock, name, &kind, || e.to_string());
+                    once(&sink.table, name, &kind, || e.to_string());
                 }
             }
             continue;
@@ -470,7 +441,7 @@ fn tcp_loop<F: Frames>(
                         Err(e) => {
                             sink.table
                                 .count(|c| *c.malformed.entry("tcp_framing").or_default() += 1);
-                            once(&sink.table, clock, name, "tcp framing error", || {
+                            once(&sink.table, name, "tcp framing error", || {
                                 format!("{e}; the connection is dropped and made again")
                             });
                             link.mark_down(gen, "framing error");

@@ -7,8 +7,9 @@
 //! (kernel timestamps make their scheduling irrelevant), capture blocks in libpcap.
 
 use super::analysis::Params;
+use super::live::line;
 use super::live::Live;
-use super::net::{log, ProbeClock};
+use super::net::ProbeClock;
 use super::pacer::{PacerConfig, PacerStats};
 use super::receive::{self, Sink};
 use super::report::TargetOut;
@@ -149,7 +150,7 @@ impl<'c> Session<'c> {
                 )
             })
             .collect();
-        log(
+        line(
             &self.clock,
             &format!(
                 "probing {} at {}/s per layer{}; Ctrl-C ends the run with every file written",
@@ -209,7 +210,7 @@ impl<'c> Session<'c> {
                     )
                 })
                 .collect();
-            log(clock, &parts.join(", "));
+            line(clock, &parts.join(", "));
         }
     }
 

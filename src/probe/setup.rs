@@ -6,7 +6,7 @@
 use super::capture::{self, CaptureHandle, CaptureInfo};
 use super::diameter::DiaCodec;
 use super::icmp::EchoCodec;
-use super::net::{self, log, IcmpSocket, ProbeClock};
+use super::net::{self, IcmpSocket, ProbeClock};
 use super::run::RunConfig;
 use super::sipcodec::OptionsCodec;
 use super::table::LayerTable;
@@ -180,7 +180,7 @@ pub(super) fn setup_target(
                 });
             }
             Err(msg) => {
-                log(clock, &format!("{}: {msg}", t.name));
+                tracing::warn!("{}: {msg}", t.name);
                 warnings.push(msg);
             }
         }
@@ -238,7 +238,7 @@ pub(super) fn setup_target(
         match capture::start(&iface, &capture::filter(t.host(), &scope), &path) {
             Ok(h) => capture = Some(h),
             Err(msg) => {
-                log(clock, &format!("{}: {msg}", t.name));
+                tracing::warn!("{}: {msg}", t.name);
                 warnings.push(msg.clone());
                 capture_info = Some(CaptureInfo {
                     interface: iface,

@@ -269,7 +269,7 @@ impl Sampler {
                             }
                             Err(e) => {
                                 if !complained[i] {
-                                    eprintln!("monitor {:?}: {e}", m.name);
+                                    tracing::warn!("monitor {:?}: {e}", m.name);
                                     complained[i] = true;
                                 }
                                 None

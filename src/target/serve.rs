@@ -74,6 +74,7 @@ pub async fn start_with(
                 rx_dropped += driver.take_rx_dropped();
                 let s = core.stats();
                 let a = &s.answerer;
+                // serve's live view (one line a second) is output, not a diagnostic.
                 eprintln!(
                     "[{:>5.0}s] target {local}: registered {} | REGISTER {} challenged {} refused {} | proxied {} req {} resp | answered {} calls, {} BYEs, holding {}, lingering {} | refused {} INVITEs 503 (full), {} 513 (too large) | malformed {} | dropped by the kernel (receive buffer full) {}",
                     started.elapsed().as_secs_f64(),
@@ -91,7 +92,7 @@ pub async fn start_with(
                 wake_by = wake_by.min(e);
             }
             if let Err(e) = driver.turn(&mut core, wake_by) {
-                eprintln!("target {local}: the event loop failed: {e}; stopping");
+                tracing::error!("target {local}: the event loop failed: {e}; stopping");
                 break;
             }
         }

@@ -2,7 +2,7 @@
 //! `summary.md` and the figures (per element when the trials migrate a sequence).
 
 use super::record::TrialRecord;
-use super::runner::{log, TrialsConfig};
+use super::runner::TrialsConfig;
 use super::table::{self, TrialRow};
 use crate::probe::Layer;
 
@@ -174,7 +174,7 @@ pub fn write(
                 };
                 w(&format!("{stem}.svg"), &svg)?;
                 if let Err(e) = crate::chart::png(&svg, &dir.join(format!("{stem}.png"))) {
-                    log(&format!("no PNG for {stem}: {e}"));
+                    tracing::warn!("no PNG for {stem}: {e}");
                 }
             }
         }

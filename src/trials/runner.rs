@@ -244,10 +244,6 @@ pub fn load_figures(out: &mut LoadOut, v: &serde_json::Value) {
 // ---------------------------------------------------------------------------------------------
 // The loop
 
-pub(super) fn log(msg: &str) {
-    eprintln!("[{}] {msg}", label(Utc::now()));
-}
-
 /// Why a wait ended early.
 #[derive(PartialEq, Eq)]
 enum Cut {
@@ -533,10 +529,7 @@ fn wait_trigger(
             Ok(None) => out.samples += 1,
             Err(e) => {
                 if out.monitor_error.is_none() {
-                    log(&format!(
-                        "monitor {}: {e} (logged once)",
-                        spec.condition.metric
-                    ));
+                    tracing::warn!("monitor {}: {e} (logged once)", spec.condition.metric);
                     out.monitor_error = Some(e);
                 }
             }
@@ -544,11 +537,11 @@ fn wait_trigger(
         if Instant::now() >= deadline {
             out.timed_out = true;
             if !quiet {
-                log(&format!(
+                tracing::warn!(
                     "trigger {:?} did not hold within {}; migrating anyway (recorded in trial.json)",
                     spec.text,
                     humantime::format_duration(spec.timeout)
-                ));
+                );
             }
             break;
         }
@@ -604,16 +597,16 @@ fn run_migration(
         }
         if stop.reason() != StopReason::Running && !told {
             told = true;
-            log("waiting for the migration command to end (a half-done migration is not interrupted; Ctrl-C again quits at once)");
+            tracing::info!("waiting for the migration command to end (a half-done migration is not interrupted; Ctrl-C again quits at once)");
         }
         if started.elapsed() > timeout {
             match killed_at {
                 None => {
                     timed_out = true;
-                    log(&format!(
+                    tracing::warn!(
                         "the migration command ran longer than {}; sending SIGTERM",
                         humantime::format_duration(timeout)
-                    ));
+                    );
                     signal_group(pgid, libc::SIGTERM);
                     killed_at = Some(Instant::now());
                 }
@@ -770,12 +763,12 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
         .iter()
         .map(|e| cfg.probe.targets[e.target].name.as_str())
         .collect();
-    log(&format!(
+    tracing::info!(
         "{tag}: probing {} ({} target(s)), baseline {}",
         names.join(" → "),
         cfg.probe.targets.len(),
         humantime::format_duration(cfg.before)
-    ));
+    );
     let mut cut = wait(cfg.before, t.stop, &probe);
     let mut load = None;
     if let (None, Some(spec)) = (&cut, &cfg.load) {
@@ -783,7 +776,7 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
         match start_load(t.children, spec, &t.dir, &target) {
             Ok(l) => {
                 t.marks.mark(t.index, "", "load_start", Utc::now());
-                log(&format!("{tag}: load started: {}", l.out.command));
+                tracing::info!("{tag}: load started: {}", l.out.command);
                 load = Some(l);
             }
             Err(e) => {
@@ -861,15 +854,15 @@ fn wait_start(
             (Some(out), cut)
         }
         StartRule::Trigger(spec) => {
-            log(&format!("{tag}: waiting for {:?}", spec.text));
+            tracing::info!("{tag}: waiting for {:?}", spec.text);
             let (o, cut) = wait_trigger(spec, t.stop, probe, false);
             if o.fired {
-                log(&format!(
+                tracing::info!(
                     "{tag}: {:?} holds ({:.1}) after {:.1} s",
                     spec.text,
                     o.last_value.unwrap_or(f64::NAN),
                     o.waited_s
-                ));
+                );
             }
             if o.timed_out {
                 warnings.push(format!(
@@ -911,7 +904,7 @@ fn migrate_element(
     } else {
         "migrate".to_string()
     };
-    log(&format!("{step_tag}: migration command: {command}"));
+    tracing::info!("{step_tag}: migration command: {command}");
     let env = [
         ("IMSPROBE_TRIAL", t.index.to_string()),
         ("IMSPROBE_DIRECTION", t.direction().to_string()),
@@ -944,14 +937,14 @@ fn migrate_element(
     }
     let migration = match m {
         Ok(m) => {
-            log(&format!(
+            tracing::info!(
                 "{step_tag}: migration command ended after {:.1} ms, exit {}",
                 m.duration_ms,
                 m.exit_code.map_or_else(
                     || format!("signal {}", m.signal.unwrap_or(0)),
                     |c| c.to_string()
                 )
-            ));
+            );
             Some(m)
         }
         Err(e) => {
@@ -1097,7 +1090,7 @@ fn log_steps(cfg: &TrialsConfig, tag: &str, rec: &TrialRecord) {
     };
     for s in &rec.steps {
         let r = &s.row;
-        log(&format!(
+        tracing::info!(
             "{tag}{}: {}{}; SIP gap {}, ICMP gap {}{}{}{}",
             if sequence {
                 format!(" [{}]", s.element)
@@ -1124,7 +1117,7 @@ fn log_steps(cfg: &TrialsConfig, tag: &str, rec: &TrialRecord) {
             r.vm_pause_ms
                 .map(|d| format!(", STOP→RESUME {d:.1} ms"))
                 .unwrap_or_default(),
-        ));
+        );
     }
 }
 
@@ -1206,11 +1199,11 @@ pub fn run(
         probe_report::write_json(&ann, &marks.annotations())
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", ann.display()))?;
         if i < cfg.trials && stop.reason() == StopReason::Running {
-            log(&format!(
+            tracing::info!(
                 "pause {} before trial {}",
                 humantime::format_duration(cfg.pause),
                 i + 1
-            ));
+            );
             let end = Instant::now() + cfg.pause;
             while Instant::now() < end && stop.reason() == StopReason::Running {
                 std::thread::sleep(Duration::from_millis(20));
