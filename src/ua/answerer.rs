@@ -189,6 +189,18 @@ enum Timer {
     HangUp(Key),
     Linger(Key),
     Bye(Key),
+    ReinviteOk(Key),
+}
+
+/// Our 2xx to a re-INVITE, sent again until its ACK. The UAS core retransmits a 2xx, not the
+/// proxies between (RFC 3261 §13.3.1.4, §17.2.1): an offerer that heard 100 Trying from its
+/// proxy never sends its re-INVITE again, so a 2xx lost beyond the proxy would otherwise leave
+/// its transaction to time out. Boxed: most calls never have one.
+struct ReinviteOk {
+    cseq: u32,
+    peer: Peer,
+    data: Vec<u8>,
+    retransmit: ServerRetransmit,
 }
 
 /// Our BYE's client transaction (one per call at most: its branch is the call's key).
@@ -229,6 +241,8 @@ struct Call {
     answered_at: Option<Instant>,
     bye: Option<ByeTxn>,
     bye_sent: Option<Instant>,
+    /// Over UDP, our 2xx to the latest re-INVITE until its ACK.
+    reinvite_ok: Option<Box<ReinviteOk>>,
     /// What this call charges to `held_bytes`.
     bytes: usize,
 }
@@ -371,6 +385,7 @@ impl Answerer {
                     }
                 }
                 Timer::Bye(k) => self.bye_timer(now, at, k),
+                Timer::ReinviteOk(k) => self.reinvite_ok_timer(now, k),
             }
         }
     }
@@ -457,7 +472,7 @@ impl Answerer {
         }
         if let Some(&k) = self.by_call_id.get(call_id) {
             if msg.to_tag().is_some() {
-                return self.on_reinvite(k, msg, peer, contact);
+                return self.on_reinvite(now, k, msg, peer, contact);
             }
             // A retransmitted INVITE: repeat the last response, if one can still be asked for.
             self.stats.counters.duplicates += 1;
@@ -531,6 +546,7 @@ impl Answerer {
             answered_at: None,
             bye: None,
             bye_sent: None,
+            reinvite_ok: None,
             bytes,
         });
         self.by_call_id.insert(call_id, k);
@@ -563,15 +579,30 @@ impl Answerer {
 
     /// An INVITE inside a call we hold (hold, resume, a refresh): answered 200 with our SDP,
     /// its direction mirroring the offer's, once the call is up; 500 while it still rings
-    /// (RFC 3261 §14.2); 481 once it is hanging up. Kept stateless: a lost 200 is asked for
-    /// again by the offerer's retransmission of its re-INVITE, and its ACK needs nothing.
-    /// The owner reads the offer for its media.
-    fn on_reinvite(&mut self, k: Key, msg: &Message<'_>, peer: Peer, contact: Option<&str>) {
+    /// (RFC 3261 §14.2); 481 once it is hanging up. Over UDP the 200 is kept and sent again
+    /// (T1 doubling to T2) until its ACK, and a retransmitted re-INVITE gets the same bytes;
+    /// no ACK in 64·T1 ends the call with BYE, as for the first INVITE's 2xx. The owner reads
+    /// the offer for its media.
+    fn on_reinvite(
+        &mut self,
+        now: Instant,
+        k: Key,
+        msg: &Message<'_>,
+        peer: Peer,
+        contact: Option<&str>,
+    ) {
         let Some(c) = self.calls.get(k) else { return };
         if c.invite_branch.as_ref() == msg.top_via().and_then(|v| v.branch).unwrap_or("") {
             // The first INVITE again, with the To tag of a response it had.
             self.stats.counters.duplicates += 1;
             return;
+        }
+        let cseq = msg.cseq().map_or(0, |(n, _)| n);
+        if let Some(p) = c.reinvite_ok.as_ref().filter(|p| p.cseq == cseq) {
+            // The offerer's retransmission: our 200 again, as it was.
+            self.stats.counters.duplicates += 1;
+            let data = p.data.clone();
+            return self.send(peer, data);
         }
         match c.state {
             CallState::Answered | CallState::Confirmed => {
@@ -585,6 +616,22 @@ impl Answerer {
                     c.session,
                     &self.cfg.sdp_audio,
                 );
+                if !self.cfg.transport.reliable() {
+                    let retransmit = ServerRetransmit::new(now, self.cfg.timers);
+                    self.timers.insert(retransmit.next, Timer::ReinviteOk(k));
+                    let kept = Box::new(ReinviteOk {
+                        cseq,
+                        peer,
+                        data: data.clone(),
+                        retransmit,
+                    });
+                    let (added, c) = (kept.data.len(), self.calls.get_mut(k).expect("held"));
+                    // A newer re-INVITE replaces the one still unacknowledged.
+                    let freed = c.reinvite_ok.replace(kept).map_or(0, |p| p.data.len());
+                    c.bytes += added;
+                    self.held_bytes += added;
+                    self.uncharge(k, freed);
+                }
                 self.send(peer, data);
             }
             CallState::Ringing => {
@@ -598,6 +645,13 @@ impl Answerer {
         let Some(&k) = self.by_call_id.get(msg.call_id()) else {
             return;
         };
+        let cseq = msg.cseq().map_or(0, |(n, _)| n);
+        if let Some(c) = self.calls.get_mut(k) {
+            if c.reinvite_ok.as_ref().is_some_and(|p| p.cseq == cseq) {
+                let freed = c.reinvite_ok.take().map_or(0, |p| p.data.len());
+                return self.uncharge(k, freed);
+            }
+        }
         if self.state(k) != Some(CallState::Answered) {
             // An ACK for a 487, or a retransmitted ACK: nothing to do.
             return;
@@ -709,6 +763,40 @@ impl Answerer {
             c.state = CallState::Confirmed;
             c.retransmit = None;
             self.send_bye(now, k);
+        }
+    }
+
+    fn reinvite_ok_timer(&mut self, now: Instant, k: Key) {
+        let Some(c) = self.calls.get_mut(k) else {
+            return;
+        };
+        if !matches!(c.state, CallState::Answered | CallState::Confirmed) {
+            // The call is hanging up or over: its BYE made the 2xx moot.
+            let freed = c.reinvite_ok.take().map_or(0, |p| p.data.len());
+            return self.uncharge(k, freed);
+        }
+        let Some(p) = c.reinvite_ok.as_mut() else {
+            return;
+        };
+        if now < p.retransmit.next {
+            // A timer of a re-INVITE replaced since.
+            return;
+        }
+        if p.retransmit.fire(now) {
+            let (next, peer, data) = (p.retransmit.next, p.peer, p.data.clone());
+            self.stats.counters.retransmits += 1;
+            self.send(peer, data);
+            self.timers.insert(next, Timer::ReinviteOk(k));
+        } else {
+            // No ACK in 64·T1: end the session (RFC 3261 §13.3.1.4) with a BYE, where a
+            // dialog was kept for one (an answerer that never hangs up keeps none, and the
+            // caller's BYE ends the call).
+            let freed = c.reinvite_ok.take().map_or(0, |p| p.data.len());
+            self.stats.counters.ack_timeouts += 1;
+            self.uncharge(k, freed);
+            if self.state(k) == Some(CallState::Confirmed) {
+                self.send_bye(now, k);
+            }
         }
     }
 
@@ -1192,6 +1280,115 @@ mod tests {
         b.req(&request("BYE", 1, Some(&tag)));
         assert!(b.sent.last().unwrap().1.starts_with("SIP/2.0 200"));
         assert!(!b.a.has_call("call-1@x"));
+    }
+
+    /// The ACK of call `n`'s request numbered `cseq` (a re-INVITE's).
+    fn ack(n: u32, tag: &str, cseq: u32) -> String {
+        request("ACK", n, Some(tag)).replace("CSeq: 1 ACK", &format!("CSeq: {cseq} ACK"))
+    }
+
+    #[test]
+    fn a_reinvite_2xx_is_sent_again_until_its_ack_and_given_up_with_a_bye() {
+        let mut b = Bench::new(AnswererConfig::default());
+        b.req(&invite(1, ""));
+        b.advance(Duration::from_secs(1));
+        let tag = Message::parse(b.sent.last().unwrap().1.as_bytes())
+            .unwrap()
+            .to_tag()
+            .unwrap()
+            .to_string();
+        b.req(&request("ACK", 1, Some(&tag)));
+        let (held, retransmits) = (b.a.held_bytes(), b.a.counters().retransmits);
+        // A hold: the 200 goes out at once, then again at T1, 2·T1, 4·T1 (0.5, 1.5, 3.5 s)
+        // while no ACK comes, the same bytes each time.
+        let from = b.sent.len();
+        b.req(&reinvite(1, &tag, 2, "sendonly"));
+        let ok = b.sent.last().unwrap().1.clone();
+        assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+        assert!(
+            b.a.held_bytes() > held,
+            "the kept 200 is charged to the call"
+        );
+        b.advance(Duration::from_millis(3600));
+        let times: Vec<f64> = b.lines(from).iter().map(|(t, _)| *t).collect();
+        assert_eq!(times.len(), 4, "{:?}", b.lines(from));
+        for (t, want) in times.iter().zip([1.0, 1.5, 2.5, 4.5]) {
+            assert!((t - want).abs() < 1e-6, "{times:?}");
+        }
+        assert!(b.sent[from..].iter().all(|(_, m)| *m == ok));
+        assert_eq!(b.a.counters().retransmits - retransmits, 3);
+        // The offerer's own retransmission of the re-INVITE gets the same 200, not a new answer.
+        b.req(&reinvite(1, &tag, 2, "sendonly"));
+        assert_eq!(b.sent.last().unwrap().1, ok);
+        assert_eq!(b.a.counters().reinvites, 1);
+        // An ACK of another CSeq does not stop it; the re-INVITE's own does, for good.
+        b.req(&ack(1, &tag, 1));
+        let n = b.sent.len();
+        b.advance(Duration::from_secs(5));
+        assert_eq!(b.sent.len(), n + 1, "still sent again before its ACK");
+        b.req(&ack(1, &tag, 2));
+        assert_eq!(
+            b.a.held_bytes(),
+            held,
+            "the kept 200 is released with its ACK"
+        );
+        let n = b.sent.len();
+        b.advance(Duration::from_secs(40));
+        assert_eq!(b.sent.len(), n, "{:?}", b.lines(n));
+        assert!(b.a.is_up("call-1@x"));
+        // A resume never ACKed: given up at the first retransmission due past 64·T1 (35.5 s:
+        // T2 steps from 3.5 s), counted as an ACK timeout. This answerer never hangs up, so it
+        // kept no dialog to send a BYE in: the call stays until the caller's BYE.
+        b.req(&reinvite(1, &tag, 3, "sendrecv"));
+        b.advance(Duration::from_secs(31));
+        assert_eq!(b.a.counters().ack_timeouts, 0);
+        b.advance(Duration::from_secs(5));
+        assert_eq!(b.a.counters().ack_timeouts, 1);
+        assert_eq!(b.a.held_bytes(), held);
+        let n = b.sent.len();
+        b.advance(Duration::from_secs(40));
+        assert_eq!(b.sent.len(), n, "{:?}", b.lines(n));
+        b.req(&request("BYE", 1, Some(&tag)));
+        assert!(b.sent.last().unwrap().1.starts_with("SIP/2.0 200"));
+        // One that hangs up (so keeps the dialog) ends the session with its BYE
+        // (RFC 3261 §13.3.1.4).
+        let mut b = Bench::new(AnswererConfig {
+            hang_up_after: Some(Duration::from_secs(1000)),
+            ..AnswererConfig::default()
+        });
+        b.req(&invite(1, ""));
+        let tag = tag_of(&b.sent.last().unwrap().1);
+        b.req(&request("ACK", 1, Some(&tag)));
+        b.req(&reinvite(1, &tag, 2, "sendonly"));
+        b.advance(Duration::from_secs(36));
+        assert_eq!(b.a.counters().ack_timeouts, 1);
+        assert!(
+            b.sent.last().unwrap().1.starts_with("BYE "),
+            "{:?}",
+            b.lines(0)
+        );
+        // Over a reliable transport nothing is kept or sent again.
+        let mut b = Bench::new(AnswererConfig {
+            transport: Transport::Tcp,
+            ..AnswererConfig::default()
+        });
+        b.req(&invite(1, ""));
+        b.advance(Duration::from_secs(1));
+        b.req(&request("ACK", 1, Some(&tag_of(&b.sent.last().unwrap().1))));
+        let held = b.a.held_bytes();
+        let n = b.sent.len();
+        b.req(&reinvite(1, &tag_of(&b.sent[n - 1].1), 2, "sendonly"));
+        assert_eq!(b.a.held_bytes(), held);
+        b.advance(Duration::from_secs(40));
+        assert_eq!(b.sent.len(), n + 1, "{:?}", b.lines(n));
+    }
+
+    fn tag_of(response: &str) -> String {
+        Message::parse(response.as_bytes())
+            .unwrap()
+            .to_tag()
+            .unwrap()
+            .to_string()
     }
 
     #[test]
