@@ -2,6 +2,10 @@
 //! trials`. Here, not in the binary, so that tests build them from an argument list as a user
 //! would type it; [`super::app`] and [`crate::trials::app`] turn them into settings and run.
 
+// The doc comments are `--help` text, written for a terminal: `<timestamp>` is a placeholder,
+// not HTML.
+#![allow(rustdoc::invalid_html_tags)]
+
 use crate::probe::diameter::{CxUser, DiaRequest};
 use crate::probe::run::RunConfig;
 use crate::probe::targets::{resolve_target, Target, TargetsFile};
@@ -74,7 +78,8 @@ imsprobe trials --target hss --migrate 'xl migrate hss n2' --target pcscf --migr
 --target icscf --migrate 'xl migrate icscf n2' --target scscf --migrate 'xl migrate scscf n2' --trials 10\n\n\
 The migration command gets IMSPROBE_TRIAL, IMSPROBE_DIRECTION (migrate|back), IMSPROBE_TRIAL_DIR,\n\
 IMSPROBE_ELEMENT (the target's name) and IMSPROBE_STEP (its place in the sequence, from 1).\n\
-Exit code: 0 when every trial succeeded, 1 when one failed or was interrupted or on an error.\n\
+Exit code: 0 when no trial failed (one stopped by Ctrl-C is not a failure), 1 when one failed,\n\
+2 on a usage or setup error.\n\
 Output and definitions: docs/trials.md")]
 pub struct TrialsArgs {
     /// The migrating element: a name from the targets file or HOST:PORT. Repeat for a

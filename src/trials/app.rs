@@ -156,7 +156,7 @@ pub fn settings(a: &TrialsArgs) -> anyhow::Result<TrialsConfig> {
     })
 }
 
-/// Runs the trials; a trial that failed or was interrupted makes it [`Outcome::Failures`].
+/// Runs the trials; a trial that failed makes it [`Outcome::Failures`] (see [`outcome`]).
 pub fn main(a: TrialsArgs) -> anyhow::Result<Outcome> {
     let mut cfg = settings(&a)?;
     cfg.probe.metrics = a.probe.metrics_exporter(true)?;
@@ -169,8 +169,19 @@ pub fn main(a: TrialsArgs) -> anyhow::Result<Outcome> {
     if cfg.probe.metrics.is_some() && !o.interrupted {
         crate::metrics::linger_blocking(a.probe.metrics_linger);
     }
-    let all_ok = !o.interrupted && o.rows.iter().all(|r| r.status == Status::Ok);
-    Ok(Outcome::failures_if(!all_ok))
+    Ok(outcome(o.rows.iter().map(|r| r.status)))
+}
+
+/// How the rows' statuses end the run. Ctrl-C is the user stopping the run, not the target
+/// failing: an interrupted row is no failure, so a run stopped early whose completed trials all
+/// passed exits 0 (README, "Exit codes"). Any other status but `Ok` is one, a variant added
+/// later included.
+pub fn outcome(statuses: impl IntoIterator<Item = Status>) -> Outcome {
+    Outcome::failures_if(
+        statuses
+            .into_iter()
+            .any(|s| !matches!(s, Status::Ok | Status::Interrupted)),
+    )
 }
 
 /// Ctrl-C for trials: the first ends the current trial cleanly; the second stops the children
@@ -321,6 +332,16 @@ mod tests {
             refused(&["--target", A, "--migrate", "true", "--load", missing]),
             format!("--load {missing}: no such profile file (profiles/*.toml)")
         );
+    }
+
+    #[test]
+    fn an_interrupted_trial_is_not_a_failure() {
+        let (ok, failed, stopped) = (Status::Ok, Status::Failed, Status::Interrupted);
+        assert_eq!(outcome([ok, ok, stopped]), Outcome::Ok);
+        assert_eq!(outcome([stopped]), Outcome::Ok);
+        assert_eq!(outcome([]), Outcome::Ok);
+        assert_eq!(outcome([ok, failed, stopped]), Outcome::Failures);
+        assert_eq!(outcome([failed]), Outcome::Failures);
     }
 
     #[test]
