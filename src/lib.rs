@@ -18,10 +18,12 @@
 //! - [`target`]: the embedded loopback target (`imsload serve`): registrar with digest challenge,
 //!   proxy for registered users, `ua::answerer` as the answering UAS for everything else.
 //! - [`probe`]: the probe engine behind `imsprobe` (pacer, SIP and ICMP probers, capture, gap
-//!   analysis, plots).
+//!   analysis, plots), and the command itself: its clap arguments, `trials`' included
+//!   (`probe::args`), and the run or `--pcap-only` they ask for (`probe::app`).
 //! - [`profile`]: load profiles (TOML schema and checks, plans, threshold conditions, monitors).
 //! - [`trials`]: migration trials behind `imsprobe trials` (probes + load + migration command per
-//!   trial, hypervisor output parsers, the per-trial table and its plots).
+//!   trial, hypervisor output parsers, the per-trial table and its plots; `trials::app`: the
+//!   checked settings from the arguments, and the run).
 //! - [`ipsec`]: IMS security associations (TS 33.203): the four ESP SAs of a UE from its
 //!   security agreement and AKA keys, and the XFRM netlink calls that make and remove them.
 //! - [`io`]: the thin runtime under the sans-IO cores: one loop per thread over epoll, batched

@@ -24,11 +24,16 @@
 //!   collect), over `setup` (a target's sockets, connections, capture), `send` (the pacer
 //!   thread), `receive` (the receiver threads) and [`live`] (the live gap state).
 //! - [`offline`]: `--pcap-only`, the same report from a capture.
+//! - [`args`]: `imsprobe`'s command line as clap parses it (`imsprobe trials`' too), and the
+//!   probe settings it makes; [`app`]: the `imsprobe` command (a run, `--pcap-only`, or
+//!   `trials` handed to [`crate::trials::app`]) from arguments to an exit outcome.
 //!
 //! Times inside are `i64` nanoseconds since the run's time base (`t = 0` at the start of the run
 //! for live probes; the first packet for a capture). A [`TimeBase`] turns them into UTC labels.
 
 pub mod analysis;
+pub mod app;
+pub mod args;
 pub mod capture;
 pub mod diameter;
 pub mod hep;

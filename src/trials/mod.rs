@@ -6,6 +6,8 @@
 //! the next trial, in the other direction when `--back` commands are given.
 //!
 //! # Layout
+//! - [`app`]: `imsprobe trials` from its arguments ([`crate::probe::args::TrialsArgs`]): the
+//!   settings checked and built with no side effect, then the run and its exit outcome.
 //! - [`runner`]: the trial loop (probe engine in process on a thread, load and migration
 //!   commands as child processes in their own process groups, Ctrl-C path).
 //! - [`record`]: what `trial.json` holds: the trial, and a step per migrated element.
@@ -26,6 +28,7 @@
 //!
 //! Output layout and definitions: `docs/trials.md`.
 
+pub mod app;
 pub mod hypervisor;
 pub mod marks;
 pub mod output;
