@@ -5,6 +5,7 @@ use imsload::probe::{app, args::Cli};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    imsload::logging::init(imsload::logging::Verbosity(cli.verbose));
     let tool = cli.tool();
     imsload::exit::code(tool, app::main(cli))
 }

@@ -51,6 +51,9 @@ pub struct Cli {
     /// Only the summary: no live gap lines.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// More diagnostics on stderr (-v: debug, -vv: everything); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
     /// Recompute the gap report from a capture (pcap or pcapng, e.g. taken by tshark) instead of
     /// probing. Every destination of SIP OPTIONS or ICMP echo requests in it is a target.
     #[arg(long, value_name = "FILE")]
@@ -356,8 +359,8 @@ impl ProbeOpts {
         });
         let e = crate::probe::metrics::Exporter::bind(addr, &run).map_err(anyhow::Error::msg)?;
         if !quiet {
-            eprintln!(
-                "imsprobe: metrics at http://{}/metrics (run=\"{run}\")",
+            tracing::info!(
+                "metrics at http://{}/metrics (run=\"{run}\")",
                 e.local_addr()
             );
         }
