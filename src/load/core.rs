@@ -716,10 +716,37 @@ impl LoadCore {
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.out
-            .pop_front()
-            .or_else(|| self.answerer.poll_transmit())
-            .or_else(|| self.media.as_mut()?.engine.poll_transmit())
+        if let Some(t) = self.out.pop_front() {
+            return Some(t);
+        }
+        if let Some(t) = self.answerer.poll_transmit() {
+            return Some(self.ue_request_route(t));
+        }
+        self.media.as_mut()?.engine.poll_transmit()
+    }
+
+    /// With `--ipsec`, a request of the answering side (its BYE with `--bye-by callee`) is one
+    /// of the UE's own: like every request of the UE it leaves the protected client socket
+    /// for the P-CSCF's protected server port (TS 33.203 §7.1), not the protected server
+    /// socket the call came in on. Responses stay where their request arrived.
+    fn ue_request_route(&self, mut t: Transmit) -> Transmit {
+        if self.cfg.ipsec.is_none() || t.data.starts_with(b"SIP/2.0 ") {
+            return t;
+        }
+        let Some(ue) = self
+            .users
+            .get(t.src as usize / 3)
+            .and_then(|u| u.ipsec.as_ref())
+        else {
+            return t;
+        };
+        if t.src == ue.s {
+            if let Some(dest) = self.sock_dest.get(ue.c as usize).copied().flatten() {
+                t.src = ue.c;
+                t.dest = dest;
+            }
+        }
+        t
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {

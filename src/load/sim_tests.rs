@@ -24,8 +24,9 @@ struct Net {
     from_load: Vec<String>,
     /// The load side's socket addresses (user i on `locals[i % len]`).
     locals: Vec<SocketAddr>,
-    /// The source address of each message in `from_load`.
+    /// The source address of each message in `from_load`, and where it went.
     from_load_src: Vec<SocketAddr>,
+    from_load_dest: Vec<SocketAddr>,
     /// What the target sent to the load side (kept with several sockets only): the socket it
     /// reached, and the message.
     to_load: Vec<(SocketAddr, String)>,
@@ -79,6 +80,7 @@ impl Net {
             from_load: Vec::new(),
             locals,
             from_load_src: Vec::new(),
+            from_load_dest: Vec::new(),
             to_load: Vec::new(),
             hold_back_180: false,
             held: Vec::new(),
@@ -120,6 +122,7 @@ impl Net {
                 self.from_load
                     .push(String::from_utf8_lossy(&x.data).into_owned());
                 self.from_load_src.push(l);
+                self.from_load_dest.push(x.dest);
                 if self.lose_first_ack && x.data.starts_with(b"ACK ") {
                     self.lose_first_ack = false;
                     continue;
@@ -130,11 +133,19 @@ impl Net {
             }
             while let Some(x) = self.target.poll_transmit() {
                 moved = true;
-                let sock = self
+                let mut sock = self
                     .locals
                     .iter()
                     .position(|l| *l == x.dest)
                     .expect("the target only sends to the load side's sockets");
+                // A P-CSCF doing sec-agree sends its requests to a UE's protected server port
+                // (the target binds the REGISTER's source, the protected client port).
+                if self.security_server.is_some()
+                    && sock % 3 == 1
+                    && !x.data.starts_with(b"SIP/2.0 ")
+                {
+                    sock += 1;
+                }
                 if self.locals.len() > 1 {
                     self.to_load
                         .push((x.dest, String::from_utf8_lossy(&x.data).into_owned()));
@@ -603,8 +614,12 @@ fn aka_net_on(
 /// `users` AKA UEs with `--ipsec` (three sockets each) against the target playing a P-CSCF
 /// that offers port-c 5100, port-s 5200.
 fn ipsec_net(users: usize) -> Net {
+    ipsec_net_with(users, |_| {})
+}
+
+fn ipsec_net_with(users: usize, tweak: impl FnOnce(&mut CoreConfig)) -> Net {
     use crate::sip::secagree::{AuthAlg, EncAlg};
-    let cfg = CoreConfig {
+    let mut cfg = CoreConfig {
         ipsec: Some(crate::ua::security::SecurityConfig {
             alg: AuthAlg::HmacSha1_96,
             ealg: EncAlg::AesCbc,
@@ -613,6 +628,7 @@ fn ipsec_net(users: usize) -> Net {
         max_total_calls: Some(4),
         ..cfg()
     };
+    tweak(&mut cfg);
     let locals = (0..3 * users)
         .map(|i| SocketAddr::from(([127, 0, 0, 2], 40000 + i as u16)))
         .collect();
@@ -714,6 +730,37 @@ fn ipsec_ues_send_through_their_sas_once_made() {
         invites.iter().all(|s| s.port() % 3 == 40000 % 3 + 1),
         "{invites:?}"
     );
+}
+
+/// `--bye-by callee` under `--ipsec`: the callee's BYE is a request of the UE like any other,
+/// so it leaves the UE's protected client port for the P-CSCF's port-s (its SA pair), while the
+/// 180 and 200 it sent answer from the protected server port the INVITE reached.
+#[test]
+fn ipsec_callee_bye_leaves_the_protected_client_port() {
+    let mut net = ipsec_net_with(2, |c| c.bye_by = super::config::ByeBy::Callee);
+    net.run(Duration::from_secs(120));
+    let c = &net.totals.counters;
+    assert_eq!(net.load.phase(), Phase::Done);
+    assert_eq!(c.calls_completed, 4, "{c:?}");
+    let sent = |start: &str| -> Vec<(SocketAddr, SocketAddr)> {
+        net.from_load
+            .iter()
+            .zip(net.from_load_src.iter().zip(&net.from_load_dest))
+            .filter(|(m, _)| m.starts_with(start))
+            .map(|(_, (s, d))| (*s, *d))
+            .collect()
+    };
+    let port_c = |a: &SocketAddr| net.locals.iter().position(|l| l == a).unwrap() % 3 == 1;
+    let port_s = |a: &SocketAddr| net.locals.iter().position(|l| l == a).unwrap() % 3 == 2;
+    let byes = sent("BYE ");
+    assert_eq!(byes.len(), 4, "{byes:?}");
+    for (src, dest) in &byes {
+        assert!(port_c(src), "BYE from {src}, not a port-c");
+        assert_eq!(dest.port(), 5200, "BYE to {dest}, not the P-CSCF's port-s");
+    }
+    let answers = sent("SIP/2.0 ");
+    assert!(!answers.is_empty());
+    assert!(answers.iter().all(|(s, _)| port_s(s)), "{answers:?}");
 }
 
 /// A kernel that refuses the SAs: the protected REGISTER is never sent, the registration
