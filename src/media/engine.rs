@@ -339,7 +339,9 @@ impl MediaEngine {
     /// `now`. A stream put on hold stops sending, and a silence it no longer expects is no gap;
     /// one resumed sends again with its RTP clock moved on by the time it was quiet (RFC 3550
     /// §5.1: a timestamp is the sampling instant) and measures gaps from the resume. A new
-    /// address moves it; RFC 2543's hold address 0.0.0.0 only stops it sending. False when
+    /// address moves it; RFC 2543's hold address 0.0.0.0 only stops it sending. Another codec
+    /// or packet time (RFC 3264 §8.3.2: a re-offer may change either) is taken up from the next
+    /// packet on, the RTP clock running on (both G.711 laws count 8,000 a second). False when
     /// there is no such stream.
     pub fn update(&mut self, now: Instant, ssrc: u32, remote: RemoteMedia) -> bool {
         let Some(&k) = self.by_ssrc.get(&ssrc) else {
@@ -349,6 +351,9 @@ impl MediaEngine {
         let send = remote.direction.we_send() && !held;
         let receive = remote.direction.we_receive();
         let s = self.streams.get_mut(k).expect("mapped streams exist");
+        s.codec = remote.codec;
+        s.ptime = Duration::from_millis(u64::from(remote.ptime_ms));
+        s.samples = u32::from(remote.ptime_ms) * 8;
         if send && !s.send {
             let quiet = now.saturating_duration_since(s.due);
             let rate = u128::from(s.codec.clock_rate());
@@ -1097,6 +1102,54 @@ mod tests {
             assert!(s.longest_gap < Duration::from_millis(40), "{s:?}");
             assert!(s.jitter_ms < 1.0, "a resumed clock is no jitter: {s:?}");
         }
+    }
+
+    #[test]
+    fn a_reoffer_that_changes_codec_and_packet_time_is_taken_up_from_the_next_packet() {
+        let mut a = MediaEngine::new(cfg(), 0, A.into(), Instant::now(), WALL);
+        let ssrc = ssrc_of("c", 0);
+        let mut now = Instant::now();
+        assert!(a.start(now, ssrc, None, remote(B.into())));
+        // (ms since start, payload type, RTP timestamp) of each RTP packet to B.
+        let mut sent: Vec<(u64, u8, u32)> = Vec::new();
+        let t0 = now;
+        let run = |a: &mut MediaEngine, now: &mut Instant, sent: &mut Vec<_>, ms: u64| {
+            for _ in 0..ms {
+                *now += Duration::from_millis(1);
+                a.handle_timeout(*now);
+                while let Some(t) = a.poll_transmit() {
+                    if t.dest == SocketAddr::from(B) {
+                        let ts = u32::from_be_bytes(t.data[4..8].try_into().unwrap());
+                        sent.push(((*now - t0).as_millis() as u64, t.data[1] & 0x7f, ts));
+                    }
+                    t.recycle();
+                }
+            }
+        };
+        run(&mut a, &mut now, &mut sent, 999);
+        let before = sent.len();
+        assert!((49..=51).contains(&before), "{sent:?}");
+        // PCMA at 30 ms, as the far end's re-INVITE offers.
+        assert!(a.update(
+            now,
+            ssrc,
+            RemoteMedia {
+                codec: Codec::Pcma,
+                ptime_ms: 30,
+                ..remote(B.into())
+            }
+        ));
+        run(&mut a, &mut now, &mut sent, 900);
+        let after = &sent[before..];
+        assert!(after.iter().all(|p| p.1 == 8), "{after:?}");
+        assert!((29..=31).contains(&after.len()), "{after:?}");
+        for w in after.windows(2) {
+            assert_eq!(w[1].0 - w[0].0, 30, "{after:?}");
+            assert_eq!(w[1].2.wrapping_sub(w[0].2), 240, "{after:?}");
+        }
+        // The first packet after the change follows the last one before by one old ptime.
+        assert_eq!(after[0].2.wrapping_sub(sent[before - 1].2), 160);
+        assert!(sent[..before].iter().all(|p| p.1 == 0));
     }
 
     #[test]
