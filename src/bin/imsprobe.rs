@@ -1,11 +1,15 @@
 //! `imsprobe`: argument parsing and one call into the library. See `docs/imsprobe.md`.
 
 use clap::Parser;
-use imsload::probe::{app, args::Cli};
+use imsload::probe::args::{Cli, Cmd};
+use imsload::{exit, logging, probe, trials};
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    imsload::logging::init(imsload::logging::Verbosity(cli.verbose));
-    let tool = cli.tool();
-    imsload::exit::code(tool, app::main(cli))
+    let mut cli = Cli::parse();
+    logging::init(logging::Verbosity(cli.verbose));
+    // Trials sit above the probe (they run it), so the dispatch is here, not in `probe`.
+    match cli.command.take() {
+        Some(Cmd::Trials(a)) => exit::code("imsprobe trials", trials::app::main(*a)),
+        None => exit::code("imsprobe", probe::app::main(cli)),
+    }
 }

@@ -1,9 +1,9 @@
-//! The `imsprobe` command: a probe run, `--pcap-only` or `imsprobe trials`, from parsed arguments
-//! to an [`Outcome`]. The binary parses, calls [`main`] and maps the result with
-//! [`crate::exit::code`].
+//! The `imsprobe` command: a probe run or `--pcap-only`, from parsed arguments to an
+//! [`Outcome`]. The binary parses, calls [`main`] (or, for `imsprobe trials`, the trials
+//! room's own, which sits above this one) and maps the result with [`crate::exit::code`].
 
 use crate::exit::Outcome;
-use crate::probe::args::{Cli, Cmd};
+use crate::probe::args::Cli;
 use crate::probe::offline::{self, OfflineConfig};
 use crate::probe::report;
 use crate::probe::run;
@@ -12,9 +12,6 @@ use std::path::Path;
 
 /// Runs what the command line asks for. An error is a usage or setup error (exit 2).
 pub fn main(cli: Cli) -> anyhow::Result<Outcome> {
-    if let Some(Cmd::Trials(a)) = cli.command {
-        return crate::trials::app::main(*a);
-    }
     if let Some(file) = &cli.pcap_only {
         return pcap_only(&cli, file);
     }

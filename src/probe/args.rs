@@ -246,17 +246,6 @@ pub struct ProbeOpts {
     pub metrics_linger: Duration,
 }
 
-impl Cli {
-    /// The name errors are printed under: `imsprobe trials` for the subcommand, so that a
-    /// message says which command line it is about.
-    pub fn tool(&self) -> &'static str {
-        match self.command {
-            Some(Cmd::Trials(_)) => "imsprobe trials",
-            None => "imsprobe",
-        }
-    }
-}
-
 impl ProbeOpts {
     /// Resolves target specs (names from the targets file or HOST:PORT); each at most once.
     fn targets<'a>(&self, specs: impl Iterator<Item = &'a String>) -> anyhow::Result<Vec<Target>> {
