@@ -20,6 +20,79 @@ const COLORS: [&str; 8] = [
 /// Reference lines (a plan, a limit) are dashed.
 const DASH: &str = "8,4";
 
+/// What the run plot draws of one second of the series: a tenth of a [`SeriesRow`]'s 1,000
+/// bytes, so a long run keeps ~100 bytes a second for its plot (a 24-hour run, 9 MB rather
+/// than 86 MB; docs/soak.md). Values are `f32`, plenty for a line on a chart; a phase name and
+/// the monitors' names are shared with the row before when they are the same.
+#[derive(Clone, Debug, Default)]
+pub struct PlotRow {
+    t_s: f64,
+    offered: Option<f32>,
+    started: f32,
+    answered: f32,
+    reg_ok: f32,
+    calls_failed: f32,
+    reg_failed: f32,
+    nit_failed: f32,
+    retransmits: f32,
+    srd_p50: Option<f32>,
+    srd_p99: Option<f32>,
+    rrd_p99: Option<f32>,
+    message_p50: Option<f32>,
+    cpu_pct: f32,
+    plan_phase: Option<std::sync::Arc<str>>,
+    monitors: Vec<(std::sync::Arc<str>, Option<f32>)>,
+}
+
+impl PlotRow {
+    /// The plotted part of `r`; `prev` (the row before) lends its shared names.
+    pub fn of(r: &SeriesRow, prev: Option<&PlotRow>) -> PlotRow {
+        use std::sync::Arc;
+        let c = &r.counters;
+        let calls = c.calls_attempted > 0;
+        let plan_phase =
+            r.plan_phase
+                .as_deref()
+                .map(|p| match prev.and_then(|x| x.plan_phase.as_ref()) {
+                    Some(same) if **same == *p => same.clone(),
+                    _ => Arc::from(p),
+                });
+        let monitors = r
+            .monitors
+            .iter()
+            .enumerate()
+            .map(|(i, (name, v))| {
+                let shared = prev
+                    .and_then(|x| x.monitors.get(i))
+                    .filter(|(n, _)| **n == **name)
+                    .map(|(n, _)| n.clone());
+                (
+                    shared.unwrap_or_else(|| Arc::from(name.as_str())),
+                    v.map(|v| v as f32),
+                )
+            })
+            .collect();
+        PlotRow {
+            t_s: r.t_s,
+            offered: r.offered_rate.map(|v| v as f32),
+            started: r.attempts_started as f32,
+            answered: c.calls_answered as f32,
+            reg_ok: c.reg_ok as f32,
+            calls_failed: (c.calls_failed + c.calls_timeout) as f32,
+            reg_failed: (c.reg_failed + c.reg_timeouts + c.rereg_failed) as f32,
+            nit_failed: (c.msg_failed + c.msg_timeouts + c.opt_failed + c.opt_timeouts) as f32,
+            retransmits: c.retransmits as f32,
+            srd_p50: calls.then_some(r.srd_p50_ms as f32),
+            srd_p99: calls.then_some(r.srd_p99_ms as f32),
+            rrd_p99: (c.reg_ok > 0).then_some(r.rrd_p99_ms as f32),
+            message_p50: (c.msg_ok > 0).then_some(r.message_p50_ms as f32),
+            cpu_pct: r.generator_cpu_pct as f32,
+            plan_phase,
+            monitors,
+        }
+    }
+}
+
 /// One line of a panel; `None` values leave a gap.
 struct Line {
     name: String,
@@ -100,70 +173,57 @@ fn chart(
     doc.finish()
 }
 
-/// The run over time, from its per-second series.
-pub fn run_svg(title: &str, rows: &[SeriesRow]) -> String {
-    let line = |name: &str, f: &dyn Fn(&SeriesRow) -> Option<f64>| Line {
+/// The run over time, from the plotted part of its per-second series.
+pub fn run_svg(title: &str, rows: &[PlotRow]) -> String {
+    let line = |name: &str, f: &dyn Fn(&PlotRow) -> Option<f32>| Line {
         name: name.to_string(),
-        pts: rows.iter().map(|r| (r.t_s, f(r))).collect(),
+        pts: rows.iter().map(|r| (r.t_s, f(r).map(f64::from))).collect(),
         dashed: false,
     };
-    fn c(r: &SeriesRow) -> &super::stats::Counters {
-        &r.counters
-    }
     let mut panels = vec![
         Panel {
             title: "Scenario attempts per second".into(),
             lines: vec![
-                line("offered (plan)", &|r| r.offered_rate),
-                line("started", &|r| Some(r.attempts_started as f64)),
-                line("calls answered", &|r| Some(c(r).calls_answered as f64)),
-                line("registrations ok", &|r| Some(c(r).reg_ok as f64)),
+                line("offered (plan)", &|r| r.offered),
+                line("started", &|r| Some(r.started)),
+                line("calls answered", &|r| Some(r.answered)),
+                line("registrations ok", &|r| Some(r.reg_ok)),
             ],
         },
         Panel {
             title: "Failures and retransmissions per second".into(),
             lines: vec![
-                line("calls failed/timed out", &|r| {
-                    Some((c(r).calls_failed + c(r).calls_timeout) as f64)
-                }),
-                line("registrations failed", &|r| {
-                    Some((c(r).reg_failed + c(r).reg_timeouts + c(r).rereg_failed) as f64)
-                }),
-                line("MESSAGE/OPTIONS failed", &|r| {
-                    let c = c(r);
-                    Some((c.msg_failed + c.msg_timeouts + c.opt_failed + c.opt_timeouts) as f64)
-                }),
-                line("our retransmissions", &|r| Some(c(r).retransmits as f64)),
+                line("calls failed/timed out", &|r| Some(r.calls_failed)),
+                line("registrations failed", &|r| Some(r.reg_failed)),
+                line("MESSAGE/OPTIONS failed", &|r| Some(r.nit_failed)),
+                line("our retransmissions", &|r| Some(r.retransmits)),
             ],
         },
         Panel {
             title: "Delays, ms (per second)".into(),
             lines: vec![
-                line("SRD p50", &|r| {
-                    (r.counters.calls_attempted > 0).then_some(r.srd_p50_ms)
-                }),
-                line("SRD p99", &|r| {
-                    (r.counters.calls_attempted > 0).then_some(r.srd_p99_ms)
-                }),
-                line("RRD p99", &|r| {
-                    (r.counters.reg_ok > 0).then_some(r.rrd_p99_ms)
-                }),
-                line("MESSAGE p50", &|r| {
-                    (r.counters.msg_ok > 0).then_some(r.message_p50_ms)
-                }),
+                line("SRD p50", &|r| r.srd_p50),
+                line("SRD p99", &|r| r.srd_p99),
+                line("RRD p99", &|r| r.rrd_p99),
+                line("MESSAGE p50", &|r| r.message_p50),
             ],
         },
     ];
-    let mut mon = vec![line("imsload CPU %", &|r| Some(r.generator_cpu_pct))];
-    let names: Vec<String> = rows
+    let mut mon = vec![line("imsload CPU %", &|r| Some(r.cpu_pct))];
+    let names: Vec<&str> = rows
         .iter()
-        .flat_map(|r| r.monitors.keys().cloned())
+        .flat_map(|r| r.monitors.iter().map(|(n, _)| &**n))
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
     for n in names {
         let label = n.trim_start_matches("mon_").to_string();
-        mon.push(line(&label, &|r| r.monitors.get(&n).copied().flatten()));
+        mon.push(line(&label, &|r| {
+            r.monitors
+                .iter()
+                .find(|(m, _)| &**m == n)
+                .and_then(|(_, v)| *v)
+        }));
     }
     panels.push(Panel {
         title: "Monitors and the generator's own CPU".into(),
@@ -318,7 +378,17 @@ mod tests {
                 r
             })
             .collect();
-        let svg = run_svg("test <run>", &rows);
+        let mut plotted: Vec<PlotRow> = Vec::new();
+        for r in &rows {
+            let p = PlotRow::of(r, plotted.last());
+            plotted.push(p);
+        }
+        // Names are shared between rows, not copied per second.
+        assert!(std::sync::Arc::ptr_eq(
+            &plotted[1].monitors[0].0,
+            &plotted[0].monitors[0].0
+        ));
+        let svg = run_svg("test <run>", &plotted);
         assert!(svg.contains("test &lt;run&gt;"));
         assert!(svg.contains("offered (plan)") && svg.contains(">cpu<"));
         assert_eq!(svg.matches("stroke-dasharray=\"3,3\"").count(), 4 * 4);

@@ -8,7 +8,7 @@ use super::config::CoreConfig;
 use super::control::Controller;
 use super::core::{LoadCore, Phase};
 use super::population::Identity;
-use super::report::{Report, SeriesRow, SeriesWriter};
+use super::report::{Report, SeriesWriter};
 use super::stats::{DelaySummary, Interval, Rfc6076};
 use crate::clock::Epoch;
 use crate::io::driver::{Driver, MAX_SLEEP};
@@ -278,7 +278,7 @@ pub async fn run(
     let mut shutdown = trigger.subscribe();
     let mut open = true;
     let mut stop_seen = false;
-    let mut rows: Vec<SeriesRow> = Vec::new();
+    let mut rows: Vec<super::plot::PlotRow> = Vec::new();
     let mut media_log = match &spec.media_log {
         Some(p) => Some(super::report::MediaLog::create(p)?),
         None => None,
@@ -346,8 +346,9 @@ pub async fn run(
                         });
                     }
                     if spec.report_json.is_some() {
-                        // Kept for the plot beside the report (about 1 KB a second).
-                        rows.push(r.row);
+                        // What the plot beside the report draws (~100 bytes a second).
+                        let p = super::plot::PlotRow::of(&r.row, rows.last());
+                        rows.push(p);
                     }
                 }
                 Output::Rate(r) => {
