@@ -49,11 +49,9 @@ impl Identity {
 pub enum PopulationError {
     #[error("user pattern {0:?} has no %d or %0Nd to put the index in (example: user%04d)")]
     PatternWithoutIndex(String),
-    #[error("cannot read users file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    // `err`, not `source`: the message already ends with it, and `{:#}` would print it twice.
+    #[error("cannot read users file {path}: {err}")]
+    Read { path: String, err: std::io::Error },
     #[error("{path}:{line}: {why} (expected: impu,impi,password[,k,opc,amf,sqn,tel] — e.g. sip:alice@ims.local,alice@ims.local,secret — or a header line naming the columns)")]
     BadLine {
         path: String,
@@ -356,9 +354,9 @@ impl Columns {
 /// user.
 pub fn from_csv(path: &Path) -> Result<Vec<Identity>, PopulationError> {
     let p = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| PopulationError::Read {
+    let text = std::fs::read_to_string(path).map_err(|err| PopulationError::Read {
         path: p.clone(),
-        source,
+        err,
     })?;
     parse_csv(&p, &text)
 }
