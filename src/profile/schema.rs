@@ -459,7 +459,7 @@ fn validate(p: &Profile, text: &str, path: &str) -> Result<(), ProfileError> {
         }
         if let Some(u) = &ph.until {
             let c = super::condition::Condition::parse(u.get_ref())
-                .map_err(|why| bad(u.span(), &f("until"), why))?;
+                .map_err(|why| bad(u.span(), &f("until"), why.to_string()))?;
             if !p.monitors.iter().any(|m| m.name == c.metric) {
                 return Err(bad(
                     u.span(),
