@@ -9,6 +9,18 @@
 //! A binary's library call returns `anyhow::Result<Outcome>`; every error is of the third kind
 //! (clap's own parse errors already exit 2), so scripts can tell "the target failed" (1) from
 //! "the tool never ran" (2).
+//!
+//! Errors, one style. A module whose callers branch on the kind of failure, or that is a
+//! layer of its own with several kinds, has a `thiserror` enum: the codecs and protocol layers
+//! (`hex`, `diameter`, `sip::{aka, auth, secagree}`, `ua::security`, `ipsec::xfrm`,
+//! `hss::vectors`, `probe::diameter`) and what users hand in as flags, files and reports
+//! (`load::{population, shard, merge, stats}`, `profile::{schema, condition, monitor}`,
+//! `probe::targets`). Everything else (the apps, settings, files written, sockets opened at
+//! start) returns `anyhow::Result`, with `.context()` naming the flag or file. No
+//! `Result<_, String>`. An enum keeps its cause in a field called `err`, not `source`, when its
+//! message already prints it: [`code`] prints the whole chain (`{:#}`), which would say it
+//! twice. Clap value parsers return whole messages, never context chains: clap prints only the
+//! outermost one. Every message says what was wrong and how to put it right.
 
 /// How a run that did not fail to start ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -312,25 +312,24 @@ impl Doc {
 }
 
 /// Rasterises `svg` at its own size, with the system fonts.
-pub fn png_bytes(svg: &str) -> Result<Vec<u8>, String> {
+pub fn png_bytes(svg: &str) -> anyhow::Result<Vec<u8>> {
+    use anyhow::{bail, Context as _};
     use resvg::{tiny_skia, usvg};
     let mut opt = usvg::Options::default();
     opt.fontdb_mut().load_system_fonts();
     if opt.fontdb.is_empty() {
-        return Err("no system fonts found for the PNG labels (install fonts-dejavu-core)".into());
+        bail!("no system fonts found for the PNG labels (install fonts-dejavu-core)");
     }
-    let tree = usvg::Tree::from_str(svg, &opt).map_err(|e| format!("SVG not understood: {e}"))?;
+    let tree = usvg::Tree::from_str(svg, &opt).context("SVG not understood")?;
     let size = tree.size().to_int_size();
-    let mut pixmap = tiny_skia::Pixmap::new(size.width(), size.height())
-        .ok_or_else(|| "empty plot".to_string())?;
+    let mut pixmap = tiny_skia::Pixmap::new(size.width(), size.height()).context("empty plot")?;
     resvg::render(&tree, tiny_skia::Transform::default(), &mut pixmap.as_mut());
-    pixmap
-        .encode_png()
-        .map_err(|e| format!("PNG not encoded: {e}"))
+    pixmap.encode_png().context("PNG not encoded")
 }
 
 /// Rasterises `svg` to a PNG file at `path`.
-pub fn png(svg: &str, path: &Path) -> Result<(), String> {
+pub fn png(svg: &str, path: &Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
     let bytes = png_bytes(svg)?;
-    std::fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
 }

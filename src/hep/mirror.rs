@@ -121,20 +121,20 @@ impl HepArgs {
 }
 
 /// `--hep`'s value: HOST:PORT (a name is resolved once, at start). The message is for clap,
-/// which names the flag and the value before it.
-pub fn collector(s: &str) -> Result<SocketAddr, String> {
-    let bad = || "expected HOST:PORT (e.g. 127.0.0.1:9060)".to_string();
+/// which names the flag and the value before it, and prints only an error's outermost context:
+/// so whole messages here, no `.context()`.
+pub fn collector(s: &str) -> anyhow::Result<SocketAddr> {
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(a);
     }
     match s.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
-        _ => return Err(bad()),
+        _ => anyhow::bail!("expected HOST:PORT (e.g. 127.0.0.1:9060)"),
     }
     s.to_socket_addrs()
-        .map_err(|e| format!("cannot resolve it: {e}"))?
+        .map_err(|e| anyhow::anyhow!("cannot resolve it: {e}"))?
         .next()
-        .ok_or_else(|| "it resolves to no address".to_string())
+        .ok_or_else(|| anyhow::anyhow!("it resolves to no address"))
 }
 
 fn hostname() -> Option<String> {
@@ -877,11 +877,11 @@ mod tests {
 
     #[test]
     fn collector_values_are_checked() {
-        assert_eq!(collector("127.0.0.1:9060"), Ok(a("127.0.0.1:9060")));
-        assert_eq!(collector("[::1]:9060"), Ok(a("[::1]:9060")));
-        assert_eq!(collector("localhost:9060").map(|s| s.port()), Ok(9060));
+        assert_eq!(collector("127.0.0.1:9060").unwrap(), a("127.0.0.1:9060"));
+        assert_eq!(collector("[::1]:9060").unwrap(), a("[::1]:9060"));
+        assert_eq!(collector("localhost:9060").unwrap().port(), 9060);
         for bad in ["x", "127.0.0.1", ":9060", "h:99999", ""] {
-            let e = collector(bad).unwrap_err();
+            let e = collector(bad).unwrap_err().to_string();
             assert!(e.contains("expected HOST:PORT"), "{bad}: {e}");
         }
     }

@@ -89,7 +89,7 @@ pub fn run(r: Resolved) -> anyhow::Result<Outcome> {
                     t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
                 );
             }
-            let late = shard::sleep_until(t).map_err(anyhow::Error::msg)?;
+            let late = shard::sleep_until(t)?;
             if late > shard::LATE_S {
                 tracing::warn!(
                     "started {late:.1} s after --start-at: this run's seconds lag the other shards'"
@@ -224,8 +224,7 @@ pub fn run(r: Resolved) -> anyhow::Result<Outcome> {
                         crate::clock::stamp_for_path(chrono::Utc::now())
                     )
                 });
-                let e = crate::load::metrics::Exporter::bind(addr, &run, &target.to_string())
-                    .map_err(anyhow::Error::msg)?;
+                let e = crate::load::metrics::Exporter::bind(addr, &run, &target.to_string())?;
                 if !a.quiet {
                     tracing::info!(
                         "metrics at http://{}/metrics (run=\"{run}\")",

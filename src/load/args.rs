@@ -12,7 +12,7 @@ use crate::load::shard::{self, Shard};
 use crate::sip::secagree::{AuthAlg, EncAlg};
 use crate::sip::Transport;
 use crate::ua::answerer::AnswererConfig;
-use anyhow::bail;
+use anyhow::{anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use std::net::{IpAddr, SocketAddr};
@@ -62,21 +62,16 @@ pub struct MergeArgs {
     pub quiet: bool,
 }
 
-fn shard_arg(s: &str) -> Result<Shard, String> {
-    Shard::parse(s)
-}
-
-fn start_at(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    shard::parse_start_at(s)
-}
+// The value parsers' errors are whole messages, never `.context()` chains: clap prints an
+// error with `{}`, which shows only an anyhow error's outermost context.
 
 /// `--ue-ports`: a count, or `users` (0 inside: one socket per user).
-fn ue_ports(s: &str) -> Result<usize, String> {
+fn ue_ports(s: &str) -> anyhow::Result<usize> {
     match s {
         "users" | "user" => Ok(0),
         _ => s
             .parse()
-            .map_err(|_| format!("{s:?}: give a number of sockets per worker, or `users`")),
+            .map_err(|_| anyhow!("{s:?}: give a number of sockets per worker, or `users`")),
     }
 }
 
@@ -89,49 +84,47 @@ pub enum MediaCodec {
     Pcma,
 }
 
-fn ipsec_alg(s: &str) -> Result<AuthAlg, String> {
+fn ipsec_alg(s: &str) -> anyhow::Result<AuthAlg> {
     AuthAlg::parse(s).ok_or_else(|| {
-        format!("{s:?} is no integrity algorithm of TS 33.203: use hmac-sha-1-96 or hmac-md5-96")
+        anyhow!("{s:?} is no integrity algorithm of TS 33.203: use hmac-sha-1-96 or hmac-md5-96")
     })
 }
 
-fn ipsec_ealg(s: &str) -> Result<EncAlg, String> {
+fn ipsec_ealg(s: &str) -> anyhow::Result<EncAlg> {
     EncAlg::parse(s).ok_or_else(|| {
-        format!("{s:?} is no encryption algorithm of TS 33.203: use null, aes-cbc or des-ede3-cbc")
+        anyhow!("{s:?} is no encryption algorithm of TS 33.203: use null, aes-cbc or des-ede3-cbc")
     })
 }
 
-fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 5s, 2m)"))
+fn duration(s: &str) -> anyhow::Result<Duration> {
+    humantime::parse_duration(s).map_err(|e| anyhow!("{e} (examples: 500ms, 5s, 2m)"))
 }
 
-fn call_hold(s: &str) -> Result<crate::ua::caller::HoldPlan, String> {
+fn call_hold(s: &str) -> anyhow::Result<crate::ua::caller::HoldPlan> {
     use crate::sip::sdp::Direction;
     let mut parts = s.split(',').map(str::trim);
     let (Some(after), Some(length)) = (parts.next(), parts.next()) else {
-        return Err(format!(
-            "{s:?}: give AFTER,LENGTH[,MODE], e.g. 5s,3s or 5s,3s,inactive"
-        ));
+        bail!("{s:?}: give AFTER,LENGTH[,MODE], e.g. 5s,3s or 5s,3s,inactive");
     };
     let direction = match parts.next() {
         None | Some("sendonly") => Direction::SendOnly,
         Some("inactive") => Direction::Inactive,
-        Some(m) => return Err(format!("{m:?} is no hold mode: use sendonly or inactive")),
+        Some(m) => bail!("{m:?} is no hold mode: use sendonly or inactive"),
     };
     if parts.next().is_some() {
-        return Err(format!("{s:?}: at most three parts, AFTER,LENGTH,MODE"));
+        bail!("{s:?}: at most three parts, AFTER,LENGTH,MODE");
     }
     Ok(crate::ua::caller::HoldPlan {
-        after: duration(after).map_err(|e| format!("AFTER {after:?}: {e}"))?,
-        length: duration(length).map_err(|e| format!("LENGTH {length:?}: {e}"))?,
+        after: duration(after).map_err(|e| anyhow!("AFTER {after:?}: {e}"))?,
+        length: duration(length).map_err(|e| anyhow!("LENGTH {length:?}: {e}"))?,
         direction,
     })
 }
 
-fn positive_rate(s: &str) -> Result<f64, String> {
+fn positive_rate(s: &str) -> anyhow::Result<f64> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        _ => Err(format!("{s:?} is not a rate (a number ≥ 0, per second)")),
+        _ => bail!("{s:?} is not a rate (a number ≥ 0, per second)"),
     }
 }
 
@@ -304,7 +297,7 @@ pub struct RunArgs {
     pub report: Option<PathBuf>,
     /// Run shard INDEX of COUNT (0-based, e.g. 2/8): its slice of the users and 1/COUNT of
     /// every rate and count; the report keeps what `imsload merge` needs (docs/sharding.md).
-    #[arg(long, value_name = "INDEX/COUNT", value_parser = shard_arg, conflicts_with = "shards")]
+    #[arg(long, value_name = "INDEX/COUNT", value_parser = Shard::parse, conflicts_with = "shards")]
     pub shard: Option<Shard>,
     /// Run one of COUNT shards, the index from JOB_COMPLETION_INDEX (as a Kubernetes Indexed
     /// Job sets it in each pod).
@@ -312,7 +305,7 @@ pub struct RunArgs {
     pub shards: Option<u32>,
     /// Start the run at this UTC instant (RFC 3339, e.g. 2026-03-01T12:00:00Z) so that every
     /// shard's seconds line up; a shard that comes up later starts at once, counted late.
-    #[arg(long, value_name = "TIME", value_parser = start_at)]
+    #[arg(long, value_name = "TIME", value_parser = shard::parse_start_at)]
     pub start_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Write the per-second series here (.csv for CSV, else JSON lines).
     #[arg(long, value_name = "FILE")]
@@ -424,15 +417,15 @@ impl AkaArgs {
             Some(&self.sqn),
         )
         .map(Some)
-        .map_err(|(flag, why)| {
-            let flag = match flag {
+        .map_err(|e| {
+            let flag = match e.column() {
                 "k" => "--aka-k",
                 "op" => "--aka-op",
                 "opc" => "--aka-opc",
                 "amf" => "--amf",
                 _ => "--sqn",
             };
-            anyhow::anyhow!("{flag}: {why}")
+            anyhow::Error::new(e).context(flag)
         })
     }
 }

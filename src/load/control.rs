@@ -5,7 +5,7 @@
 //! monitors read. Tests drive it with made-up seconds.
 
 use super::stats::Interval;
-use crate::profile::condition::Condition;
+use crate::profile::condition::{Condition, ConditionError};
 use crate::profile::plan::{Plan, Segment};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -183,7 +183,7 @@ pub struct Controller {
 impl Controller {
     /// Follows a profile's plan. A segment's `until` expression must parse (profiles are
     /// checked when loaded; a bad one here is an error, not a silent ramp to the end).
-    pub fn plan(plan: &Plan) -> Result<Controller, String> {
+    pub fn plan(plan: &Plan) -> Result<Controller, ConditionError> {
         let conditions = plan
             .segments
             .iter()

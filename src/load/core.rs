@@ -836,8 +836,13 @@ impl LoadCore {
         self.ipsec_out.pop_front()
     }
 
-    /// What became of an [`IpsecAction`]: `Err` holds the kernel's refusal, already named.
-    pub fn handle_ipsec(&mut self, now: Instant, action: &IpsecAction, result: Result<(), String>) {
+    /// What became of an [`IpsecAction`]: `Err` holds the kernel's refusal.
+    pub fn handle_ipsec(
+        &mut self,
+        now: Instant,
+        action: &IpsecAction,
+        result: Result<(), crate::ipsec::xfrm::XfrmError>,
+    ) {
         match (action, result) {
             (IpsecAction::Install { user: u, sas }, Ok(())) => {
                 self.stats.counters.ipsec_sa_setups += 1;
@@ -863,7 +868,7 @@ impl LoadCore {
             }
             (IpsecAction::Install { user: u, .. }, Err(e)) => {
                 self.stats.counters.ipsec_sa_install_failed += 1;
-                self.ipsec_say_once("sa_install", &e);
+                self.ipsec_say_once("sa_install", &e.to_string());
                 let user = &mut self.users[*u as usize];
                 user.reg.sa_failed(now, &self.reg_cfg);
                 self.drive_registration(now, *u);

@@ -21,11 +21,9 @@ use std::path::{Path, PathBuf};
 pub enum MergeError {
     #[error("no reports to merge: give the shards' JSON reports (imsload merge shard-*.json --report all.json)")]
     NoInput,
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    // `err`, not `source`: the message already ends with it, and `{:#}` would print it twice.
+    #[error("cannot read {path}: {err}")]
+    Read { path: String, err: std::io::Error },
     #[error("{path}: {why}")]
     Input { path: String, why: String },
 }
@@ -110,9 +108,9 @@ pub fn read_reports(paths: &[PathBuf]) -> Result<Vec<Source>, MergeError> {
     let mut out = Vec::new();
     for p in paths {
         let path = p.display().to_string();
-        let text = std::fs::read_to_string(p).map_err(|source| MergeError::Read {
+        let text = std::fs::read_to_string(p).map_err(|err| MergeError::Read {
             path: path.clone(),
-            source,
+            err,
         })?;
         out.extend(parse_reports(&path, &text)?);
     }

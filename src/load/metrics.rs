@@ -34,7 +34,7 @@ pub struct Live<'a> {
 
 impl Exporter {
     /// Listens on `addr`. `run` labels every sample; `target` goes into `imsload_info`.
-    pub fn bind(addr: SocketAddr, run: &str, target: &str) -> Result<Exporter, String> {
+    pub fn bind(addr: SocketAddr, run: &str, target: &str) -> anyhow::Result<Exporter> {
         Ok(Exporter {
             server: Server::bind(addr)?,
             run: run.to_string(),

@@ -349,10 +349,11 @@ pub fn capacity_svg(title: &str, c: &CapacityResult) -> String {
 }
 
 /// Writes `svg` to `<base>.svg` and `<base>.png`; returns the paths written.
-pub fn write(base: &std::path::Path, svg: &str) -> Result<Vec<std::path::PathBuf>, String> {
+pub fn write(base: &std::path::Path, svg: &str) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    use anyhow::Context as _;
     let svg_path = base.with_extension("svg");
     std::fs::write(&svg_path, svg)
-        .map_err(|e| format!("cannot write {}: {e}", svg_path.display()))?;
+        .with_context(|| format!("cannot write {}", svg_path.display()))?;
     let png_path = base.with_extension("png");
     crate::chart::png(svg, &png_path)?;
     Ok(vec![svg_path, png_path])

@@ -2,7 +2,8 @@
 //! CSV file of `impu,impi,password` with optional AKA columns `k`, `op`/`opc`, `amf`, `sqn`
 //! and a `tel` column (a tel: IMPU beside the sip: one).
 
-use crate::sip::aka::{self, AkaKeys};
+use crate::hex::HexError;
+use crate::sip::aka::{self, AkaError, AkaKeys};
 use std::path::Path;
 
 /// One subscriber as the network knows it.
@@ -49,11 +50,9 @@ impl Identity {
 pub enum PopulationError {
     #[error("user pattern {0:?} has no %d or %0Nd to put the index in (example: user%04d)")]
     PatternWithoutIndex(String),
-    #[error("cannot read users file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    // `err`, not `source`: the message already ends with it, and `{:#}` would print it twice.
+    #[error("cannot read users file {path}: {err}")]
+    Read { path: String, err: std::io::Error },
     #[error("{path}:{line}: {why} (expected: impu,impi,password[,k,opc,amf,sqn,tel] — e.g. sip:alice@ims.local,alice@ims.local,secret — or a header line naming the columns)")]
     BadLine {
         path: String,
@@ -73,16 +72,60 @@ pub enum PopulationError {
     BadHeader { path: String, why: String },
     #[error("IMPI pattern {0:?} has neither %u (user name) nor %d/%0Nd (index): every user would share one private identity")]
     ImpiPatternConstant(String),
-    #[error("{0}")]
-    BadAka(String),
     #[error("tel pattern {pattern:?}: {why} (example: +1555%07d gives tel:+15550000001)")]
-    BadTelPattern { pattern: String, why: String },
+    BadTelPattern { pattern: String, why: TelError },
     #[error("instance pattern {0:?} has no %d or %0Nd: every user would claim the same device (example: urn:gsma:imei:35209900-%06d-0)")]
     InstancePatternConstant(String),
     #[error("instance pattern {0:?}: an instance ID is a URN (RFC 5626 §4.1), e.g. urn:gsma:imei:35209900-%06d-0 or urn:uuid:…")]
     InstanceNotUrn(String),
     #[error("users file {0} holds no users")]
     Empty(String),
+}
+
+/// Why a number is not one an IMS tel: IMPU can carry; callers say where it came from.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TelError {
+    #[error("no %d or %0Nd to put the index in")]
+    NoIndex,
+    #[error("not a global number: it must start with +")]
+    NotGlobal,
+    #[error("{0:?} is not + followed by digits")]
+    NotDigits(String),
+}
+
+/// Why AKA keys as given make no subscription. The flags and the CSV columns name the same
+/// fields differently, so each caller turns [`SubscriptionError::column`] into its own word.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SubscriptionError {
+    #[error("K {0}")]
+    K(HexError),
+    #[error("AMF {0}")]
+    Amf(HexError),
+    #[error("OPc {0}")]
+    Opc(HexError),
+    #[error("OP {0}")]
+    Op(HexError),
+    #[error("both OP and OPc given: give one (OPc is derived from OP)")]
+    OpAndOpc,
+    #[error("K given without OP or OPc")]
+    NoOp,
+    #[error(transparent)]
+    Sqn(AkaError),
+}
+
+impl SubscriptionError {
+    /// The field at fault, as the CSV header names it.
+    pub fn column(&self) -> &'static str {
+        match self {
+            SubscriptionError::K(_) => "k",
+            SubscriptionError::Amf(_) => "amf",
+            SubscriptionError::Opc(_) | SubscriptionError::OpAndOpc | SubscriptionError::NoOp => {
+                "opc"
+            }
+            SubscriptionError::Op(_) => "op",
+            SubscriptionError::Sqn(_) => "sqn",
+        }
+    }
 }
 
 /// Expands `%d`, `%0Nd` (index) in a pattern.
@@ -192,23 +235,21 @@ pub fn from_spec(spec: &PatternSpec<'_>) -> Result<Vec<Identity>, PopulationErro
 
 /// `tel:` + the pattern expanded with `index`; the number must be global (`+` and digits,
 /// RFC 3966 visual separators `-` `.` allowed), as an IMS tel: IMPU is.
-fn tel_uri(pattern: &str, index: u64) -> Result<String, String> {
+fn tel_uri(pattern: &str, index: u64) -> Result<String, TelError> {
     let p = pattern.strip_prefix("tel:").unwrap_or(pattern);
-    let n = expand_index(p, index).ok_or("no %d or %0Nd to put the index in")?;
+    let n = expand_index(p, index).ok_or(TelError::NoIndex)?;
     global_number(&n)?;
     Ok(format!("tel:{n}"))
 }
 
-fn global_number(n: &str) -> Result<(), String> {
-    let digits = n
-        .strip_prefix('+')
-        .ok_or("not a global number: it must start with +")?;
+fn global_number(n: &str) -> Result<(), TelError> {
+    let digits = n.strip_prefix('+').ok_or(TelError::NotGlobal)?;
     if !digits.bytes().any(|b| b.is_ascii_digit())
         || !digits
             .bytes()
             .all(|b| b.is_ascii_digit() || b == b'-' || b == b'.')
     {
-        return Err(format!("{n:?} is not + followed by digits"));
+        return Err(TelError::NotDigits(n.into()));
     }
     Ok(())
 }
@@ -243,36 +284,31 @@ pub fn aka_subscription(
     opc: Option<&str>,
     amf: Option<&str>,
     sqn: Option<&str>,
-) -> Result<AkaSubscription, (&'static str, String)> {
-    let k: [u8; 16] = crate::hex::decode(k).map_err(|e| ("k", format!("K {e}")))?;
+) -> Result<AkaSubscription, SubscriptionError> {
+    let k: [u8; 16] = crate::hex::decode(k).map_err(SubscriptionError::K)?;
     let amf = match amf.filter(|a| !a.trim().is_empty()) {
-        Some(a) => crate::hex::decode(a).map_err(|e| ("amf", format!("AMF {e}")))?,
+        Some(a) => crate::hex::decode(a).map_err(SubscriptionError::Amf)?,
         None => DEFAULT_AMF,
     };
     let keys = match (
         op.filter(|o| !o.trim().is_empty()),
         opc.filter(|o| !o.trim().is_empty()),
     ) {
-        (Some(_), Some(_)) => {
-            return Err((
-                "opc",
-                "both OP and OPc given: give one (OPc is derived from OP)".into(),
-            ))
-        }
+        (Some(_), Some(_)) => return Err(SubscriptionError::OpAndOpc),
         (None, Some(c)) => AkaKeys::with_opc(
             k,
-            crate::hex::decode(c).map_err(|e| ("opc", format!("OPc {e}")))?,
+            crate::hex::decode(c).map_err(SubscriptionError::Opc)?,
             amf,
         ),
         (Some(o), None) => AkaKeys::with_op(
             k,
-            crate::hex::decode(o).map_err(|e| ("op", format!("OP {e}")))?,
+            crate::hex::decode(o).map_err(SubscriptionError::Op)?,
             amf,
         ),
-        (None, None) => return Err(("opc", "K given without OP or OPc".into())),
+        (None, None) => return Err(SubscriptionError::NoOp),
     };
     let sqn = match sqn.filter(|s| !s.trim().is_empty()) {
-        Some(s) => aka::parse_sqn(s).map_err(|e| ("sqn", e))?,
+        Some(s) => aka::parse_sqn(s).map_err(SubscriptionError::Sqn)?,
         None => 0,
     };
     Ok(AkaSubscription { keys, sqn })
@@ -308,7 +344,12 @@ impl Columns {
         }
     }
 
-    fn from_header(cols: &[&str]) -> Result<Columns, String> {
+    /// `path` names the file in the error.
+    fn from_header(path: &str, cols: &[&str]) -> Result<Columns, PopulationError> {
+        let bad = |why: String| PopulationError::BadHeader {
+            path: path.to_string(),
+            why,
+        };
         let mut found: [Option<usize>; 9] = [None; 9];
         const NAMES: [&str; 9] = [
             "impu", "impi", "password", "k", "op", "opc", "amf", "sqn", "tel",
@@ -316,23 +357,25 @@ impl Columns {
         for (i, c) in cols.iter().enumerate() {
             let name = c.to_ascii_lowercase();
             let Some(slot) = NAMES.iter().position(|n| *n == name) else {
-                return Err(format!("unknown column {c:?}"));
+                return Err(bad(format!("unknown column {c:?}")));
             };
             if found[slot].replace(i).is_some() {
-                return Err(format!("column {c:?} appears twice"));
+                return Err(bad(format!("column {c:?} appears twice")));
             }
         }
         let (Some(impu), Some(impi)) = (found[0], found[1]) else {
-            return Err("impu and impi columns are required".into());
+            return Err(bad("impu and impi columns are required".into()));
         };
         if found[3].is_none() && found[2].is_none() {
-            return Err("need a password column, or k with op/opc for AKA users".into());
+            return Err(bad(
+                "need a password column, or k with op/opc for AKA users".into(),
+            ));
         }
         if found[3].is_some() && found[4].is_none() && found[5].is_none() {
-            return Err("column k needs op or opc".into());
+            return Err(bad("column k needs op or opc".into()));
         }
         if found[4].is_some() && found[5].is_some() {
-            return Err("give op or opc, not both".into());
+            return Err(bad("give op or opc, not both".into()));
         }
         Ok(Columns {
             impu,
@@ -356,9 +399,9 @@ impl Columns {
 /// user.
 pub fn from_csv(path: &Path) -> Result<Vec<Identity>, PopulationError> {
     let p = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| PopulationError::Read {
+    let text = std::fs::read_to_string(path).map_err(|err| PopulationError::Read {
         path: p.clone(),
-        source,
+        err,
     })?;
     parse_csv(&p, &text)
 }
@@ -374,10 +417,7 @@ fn parse_csv(p: &str, text: &str) -> Result<Vec<Identity>, PopulationError> {
         }
         let cols: Vec<&str> = line.split(',').map(str::trim).collect();
         if n == 0 && line.to_ascii_lowercase().starts_with("impu") {
-            columns = Columns::from_header(&cols).map_err(|why| PopulationError::BadHeader {
-                path: p.to_string(),
-                why,
-            })?;
+            columns = Columns::from_header(p, &cols)?;
             named = true;
             continue;
         }
@@ -430,23 +470,26 @@ fn parse_csv(p: &str, text: &str) -> Result<Vec<Identity>, PopulationError> {
                     columns.amf.map(|i| get(Some(i))),
                     columns.sqn.map(|i| get(Some(i))),
                 )
-                .map_err(|(column, why)| PopulationError::BadField {
-                    path: p.to_string(),
-                    line: n + 1,
-                    column: if named {
-                        column.to_string()
-                    } else {
-                        format!(
-                            "{} ({column})",
-                            match column {
-                                "k" => 4,
-                                "op" | "opc" => 5,
-                                "amf" => 6,
-                                _ => 7,
-                            }
-                        )
-                    },
-                    why,
+                .map_err(|e| {
+                    let column = e.column();
+                    PopulationError::BadField {
+                        path: p.to_string(),
+                        line: n + 1,
+                        column: if named {
+                            column.to_string()
+                        } else {
+                            format!(
+                                "{} ({column})",
+                                match column {
+                                    "k" => 4,
+                                    "op" | "opc" => 5,
+                                    "amf" => 6,
+                                    _ => 7,
+                                }
+                            )
+                        },
+                        why: e.to_string(),
+                    }
                 })?,
             )
         };
@@ -653,7 +696,7 @@ mod tests {
         assert_eq!(
             aka_subscription(K1, Some(OP1), Some(OPC1), None, None)
                 .unwrap_err()
-                .0,
+                .column(),
             "opc"
         );
     }

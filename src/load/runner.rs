@@ -449,7 +449,7 @@ pub async fn run(
         }
         for (base, svg) in plots {
             if let Err(e) = super::plot::write(&base, &svg) {
-                tracing::warn!("plot not written: {e}");
+                tracing::warn!("plot not written: {e:#}");
             }
         }
     }
@@ -654,7 +654,7 @@ fn apply_ipsec(core: &mut LoadCore, mut xfrm: Option<&mut crate::ipsec::xfrm::Xf
             (IpsecAction::Remove { sas, .. }, Some(x)) => x.remove(&sas[..]),
             (_, None) => Ok(()),
         };
-        core.handle_ipsec(Instant::now(), &a, r.map_err(|e| e.to_string()));
+        core.handle_ipsec(Instant::now(), &a, r);
     }
 }
 

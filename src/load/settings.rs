@@ -376,7 +376,7 @@ fn shard_of(a: &RunArgs) -> anyhow::Result<Option<Shard>> {
         (Some(s), _) => Some(s),
         (None, Some(n)) => Some(
             Shard::from_env(n, std::env::var(shard::INDEX_ENV).ok().as_deref())
-                .map_err(|e| anyhow::anyhow!("--shards: {e}"))?,
+                .context("--shards")?,
         ),
         (None, None) => None,
     })
@@ -409,7 +409,7 @@ fn profile_run(s: &Settings, cps_given: bool, p: &Profile) -> anyhow::Result<Pro
     let mut out = ProfileRun::default();
     for mon in &p.monitors {
         out.monitors
-            .push(Monitor::from_profile(mon).map_err(|e| anyhow::anyhow!("profile: {e}"))?);
+            .push(Monitor::from_profile(mon).context("profile")?);
         if let Some(iv) = mon.interval.as_deref().and_then(parse_duration) {
             out.monitor_interval = Some(out.monitor_interval.map_or(iv, |x: Duration| x.min(iv)));
         }
@@ -491,7 +491,7 @@ fn profile_run(s: &Settings, cps_given: bool, p: &Profile) -> anyhow::Result<Pro
         (None, false) => {
             out.plan_text = plan.to_text(p);
             out.control =
-                Some(Controller::plan(&plan).map_err(|e| anyhow::anyhow!("profile: {e}"))?);
+                Some(Controller::plan(&plan).context("profile")?);
         }
     }
     Ok(out)

@@ -24,48 +24,91 @@ pub struct Shard {
 /// Shards above this are surely a typo (and their slices of any real population empty).
 const MAX_SHARDS: u32 = 10_000;
 
+/// What is wrong with a shard's arguments (`--shard`, `--shards` with [`INDEX_ENV`],
+/// `--start-at`), each with the form that works.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ShardError {
+    #[error("{0} shards: give between 1 and {MAX_SHARDS}")]
+    Count(u32),
+    #[error(
+        "shard index {index} is not below the shard count {count}: indices run 0..{} (as Kubernetes numbers an Indexed Job's pods)",
+        .count - 1
+    )]
+    IndexTooHigh { index: u32, count: u32 },
+    #[error("{0:?}: give INDEX/COUNT, e.g. 0/4 (indices from 0)")]
+    NotIndexCount(String),
+    #[error("{given:?}: the index {index:?} is not a whole number ≥ 0")]
+    BadIndex { given: String, index: String },
+    #[error("{given:?}: the count {count:?} is not a whole number ≥ 1")]
+    BadCount { given: String, count: String },
+    #[error(
+        "--shards {0} takes this shard's index from {INDEX_ENV}, which is not set \
+         (Kubernetes sets it in an Indexed Job's pods); elsewhere give --shard INDEX/{0}"
+    )]
+    NoIndexEnv(u32),
+    #[error("{INDEX_ENV}={0:?} is not a whole number ≥ 0 (the pod's completion index)")]
+    IndexEnvNotNumber(String),
+    #[error("{INDEX_ENV}={value}: {err}")]
+    IndexEnv { value: String, err: Box<ShardError> },
+    #[error("{given:?} is not an RFC 3339 time ({err}); e.g. 2026-03-01T12:00:00Z, or `date -u -d '+2 min' +%FT%TZ`")]
+    StartAt {
+        given: String,
+        err: chrono::ParseError,
+    },
+    #[error(
+        "--start-at {} is {} ahead; more than {} is taken for a mistake",
+        .start.to_rfc3339_opts(SecondsFormat::Secs, true),
+        humantime::format_duration(*.ahead),
+        humantime::format_duration(MAX_WAIT)
+    )]
+    TooFarAhead {
+        start: DateTime<Utc>,
+        ahead: Duration,
+    },
+    #[error("--start-at: the wall clock did not reach the start instant")]
+    ClockStalled,
+}
+
 impl Shard {
-    pub fn new(index: u32, count: u32) -> Result<Shard, String> {
+    pub fn new(index: u32, count: u32) -> Result<Shard, ShardError> {
         if count == 0 || count > MAX_SHARDS {
-            return Err(format!("{count} shards: give between 1 and {MAX_SHARDS}"));
+            return Err(ShardError::Count(count));
         }
         if index >= count {
-            return Err(format!(
-                "shard index {index} is not below the shard count {count}: indices run 0..{} (as Kubernetes numbers an Indexed Job's pods)",
-                count - 1
-            ));
+            return Err(ShardError::IndexTooHigh { index, count });
         }
         Ok(Shard { index, count })
     }
 
     /// `--shard I/N`.
-    pub fn parse(s: &str) -> Result<Shard, String> {
+    pub fn parse(s: &str) -> Result<Shard, ShardError> {
         let (i, n) = s
             .split_once('/')
-            .ok_or_else(|| format!("{s:?}: give INDEX/COUNT, e.g. 0/4 (indices from 0)"))?;
-        let i: u32 = i
-            .trim()
-            .parse()
-            .map_err(|_| format!("{s:?}: the index {i:?} is not a whole number ≥ 0"))?;
-        let n: u32 = n
-            .trim()
-            .parse()
-            .map_err(|_| format!("{s:?}: the count {n:?} is not a whole number ≥ 1"))?;
+            .ok_or_else(|| ShardError::NotIndexCount(s.into()))?;
+        let i: u32 = i.trim().parse().map_err(|_| ShardError::BadIndex {
+            given: s.into(),
+            index: i.into(),
+        })?;
+        let n: u32 = n.trim().parse().map_err(|_| ShardError::BadCount {
+            given: s.into(),
+            count: n.into(),
+        })?;
         Shard::new(i, n)
     }
 
     /// `--shards N`: the index from [`INDEX_ENV`] as read (`None`: unset).
-    pub fn from_env(count: u32, index: Option<&str>) -> Result<Shard, String> {
+    pub fn from_env(count: u32, index: Option<&str>) -> Result<Shard, ShardError> {
         let Some(v) = index else {
-            return Err(format!(
-                "--shards {count} takes this shard's index from {INDEX_ENV}, which is not set \
-                 (Kubernetes sets it in an Indexed Job's pods); elsewhere give --shard INDEX/{count}"
-            ));
+            return Err(ShardError::NoIndexEnv(count));
         };
-        let i: u32 = v.trim().parse().map_err(|_| {
-            format!("{INDEX_ENV}={v:?} is not a whole number ≥ 0 (the pod's completion index)")
-        })?;
-        Shard::new(i, count).map_err(|e| format!("{INDEX_ENV}={v}: {e}"))
+        let i: u32 = v
+            .trim()
+            .parse()
+            .map_err(|_| ShardError::IndexEnvNotNumber(v.into()))?;
+        Shard::new(i, count).map_err(|e| ShardError::IndexEnv {
+            value: v.into(),
+            err: Box::new(e),
+        })
     }
 
     /// This shard's positions in a population of `n` users: contiguous blocks, sizes differing
@@ -105,11 +148,12 @@ impl Shard {
 }
 
 /// `--start-at`: an RFC 3339 UTC instant (`2026-03-01T12:00:00Z`).
-pub fn parse_start_at(s: &str) -> Result<DateTime<Utc>, String> {
+pub fn parse_start_at(s: &str) -> Result<DateTime<Utc>, ShardError> {
     DateTime::parse_from_rfc3339(s.trim())
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| {
-            format!("{s:?} is not an RFC 3339 time ({e}); e.g. 2026-03-01T12:00:00Z, or `date -u -d '+2 min' +%FT%TZ`")
+        .map_err(|err| ShardError::StartAt {
+            given: s.into(),
+            err,
         })
 }
 
@@ -118,19 +162,17 @@ pub const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 
 /// How long to wait from `now` until `start`: `Ok(None)` when it has passed (the shard is late
 /// by the returned amount in [`late_by`]).
-pub fn wait_for(start: DateTime<Utc>, now: DateTime<Utc>) -> Result<Option<Duration>, String> {
+pub fn wait_for(start: DateTime<Utc>, now: DateTime<Utc>) -> Result<Option<Duration>, ShardError> {
     let ahead = start - now;
     if ahead <= chrono::Duration::zero() {
         return Ok(None);
     }
     let d = ahead.to_std().unwrap_or_default();
     if d > MAX_WAIT {
-        return Err(format!(
-            "--start-at {} is {} ahead; more than {} is taken for a mistake",
-            start.to_rfc3339_opts(SecondsFormat::Secs, true),
-            humantime::format_duration(Duration::from_secs(d.as_secs())),
-            humantime::format_duration(MAX_WAIT)
-        ));
+        return Err(ShardError::TooFarAhead {
+            start,
+            ahead: Duration::from_secs(d.as_secs()),
+        });
     }
     Ok(Some(d))
 }
@@ -144,7 +186,7 @@ pub fn late_by(start: DateTime<Utc>, now: DateTime<Utc>) -> f64 {
 /// steps of at most a second and reads the wall clock again after each, so that an NTP step
 /// while waiting moves the start with the clock every other shard reads. Returns how late the
 /// start was (0 when on time).
-pub fn sleep_until(start: DateTime<Utc>) -> Result<f64, String> {
+pub fn sleep_until(start: DateTime<Utc>) -> Result<f64, ShardError> {
     // Bounded: MAX_WAIT in steps of ≤ 1 s, plus slack for steps cut short.
     for _ in 0..(MAX_WAIT.as_secs() + 100) {
         match wait_for(start, Utc::now())? {
@@ -152,7 +194,7 @@ pub fn sleep_until(start: DateTime<Utc>) -> Result<f64, String> {
             None => return Ok(late_by(start, Utc::now())),
         }
     }
-    Err("--start-at: the wall clock did not reach the start instant".into())
+    Err(ShardError::ClockStalled)
 }
 
 /// What the runner needs to know of a shard: who it is and how its start went.
@@ -251,17 +293,33 @@ mod tests {
     #[test]
     fn shard_arguments_are_checked_with_reasons() {
         assert_eq!(Shard::parse("2/8"), Ok(Shard { index: 2, count: 8 }));
-        assert!(Shard::parse("8/8").unwrap_err().contains("not below"));
-        assert!(Shard::parse("1/0").unwrap_err().contains("between 1"));
-        assert!(Shard::parse("two/8").unwrap_err().contains("index"));
-        assert!(Shard::parse("2").unwrap_err().contains("INDEX/COUNT"));
+        assert!(Shard::parse("8/8")
+            .unwrap_err()
+            .to_string()
+            .contains("not below"));
+        assert!(Shard::parse("1/0")
+            .unwrap_err()
+            .to_string()
+            .contains("between 1"));
+        assert!(Shard::parse("two/8")
+            .unwrap_err()
+            .to_string()
+            .contains("index"));
+        assert!(Shard::parse("2")
+            .unwrap_err()
+            .to_string()
+            .contains("INDEX/COUNT"));
         assert_eq!(
             Shard::from_env(4, Some("3")),
             Ok(Shard { index: 3, count: 4 })
         );
-        assert!(Shard::from_env(4, None).unwrap_err().contains(INDEX_ENV));
+        assert!(Shard::from_env(4, None)
+            .unwrap_err()
+            .to_string()
+            .contains(INDEX_ENV));
         assert!(Shard::from_env(4, Some("4"))
             .unwrap_err()
+            .to_string()
             .contains("JOB_COMPLETION_INDEX=4"));
         assert!(Shard::from_env(4, Some("-1")).is_err());
     }
@@ -277,8 +335,12 @@ mod tests {
         assert_eq!(late_by(t, before), 0.0);
         assert!(wait_for(t, t - chrono::Duration::days(2))
             .unwrap_err()
+            .to_string()
             .contains("mistake"));
-        assert!(parse_start_at("12:00").unwrap_err().contains("RFC 3339"));
+        assert!(parse_start_at("12:00")
+            .unwrap_err()
+            .to_string()
+            .contains("RFC 3339"));
         // An offset is read and turned into UTC.
         assert_eq!(parse_start_at("2026-03-01T13:00:00+01:00").unwrap(), t);
     }

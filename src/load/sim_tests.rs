@@ -106,7 +106,10 @@ impl Net {
                 };
                 self.ipsec.push((install, user, sas));
                 let r = if install && self.refuse_sas {
-                    Err("refused".to_string())
+                    Err(crate::ipsec::xfrm::XfrmError::Refused {
+                        what: "install an SA".into(),
+                        err: std::io::Error::from_raw_os_error(libc::EPERM),
+                    })
                 } else {
                     Ok(())
                 };

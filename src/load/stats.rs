@@ -423,18 +423,36 @@ pub fn encode_histogram(h: &Histogram<u64>) -> String {
     base64::engine::general_purpose::STANDARD.encode(buf)
 }
 
+/// Why a report's histogram text cannot be read back ([`decode_histogram`],
+/// [`EncodedDelays::decode`]); `imsload merge` says which report and field.
+#[derive(Debug, thiserror::Error)]
+pub enum HistogramError {
+    #[error("not base64: {0}")]
+    NotBase64(base64::DecodeError),
+    #[error("not an HdrHistogram V2 serialization: {0:?}")]
+    NotV2(hdrhistogram::serialization::DeserializeError),
+    #[error("values outside 1 µs .. 1 h: {0:?}")]
+    OutOfRange(hdrhistogram::errors::AdditionError),
+    #[error("unknown histogram {0:?}")]
+    UnknownName(String),
+    #[error("histogram {name:?}: {err}")]
+    Named {
+        name: String,
+        err: Box<HistogramError>,
+    },
+}
+
 /// Reads [`encode_histogram`]'s text back into a histogram with the report's bounds.
-pub fn decode_histogram(text: &str) -> Result<Histogram<u64>, String> {
+pub fn decode_histogram(text: &str) -> Result<Histogram<u64>, HistogramError> {
     use base64::Engine as _;
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(text.trim())
-        .map_err(|e| format!("not base64: {e}"))?;
+        .map_err(HistogramError::NotBase64)?;
     let read: Histogram<u64> = hdrhistogram::serialization::Deserializer::new()
         .deserialize(&mut bytes.as_slice())
-        .map_err(|e| format!("not an HdrHistogram V2 serialization: {e:?}"))?;
+        .map_err(HistogramError::NotV2)?;
     let mut h = histogram();
-    h.add(&read)
-        .map_err(|e| format!("values outside 1 µs .. 1 h: {e:?}"))?;
+    h.add(&read).map_err(HistogramError::OutOfRange)?;
     Ok(h)
 }
 
@@ -447,15 +465,17 @@ pub struct EncodedDelays(pub BTreeMap<String, String>);
 impl EncodedDelays {
     /// Decodes every histogram; an error names the one that could not be read, or a name that
     /// is none of ours.
-    pub fn decode(&self) -> Result<Delays, String> {
+    pub fn decode(&self) -> Result<Delays, HistogramError> {
         let mut d = Delays::default();
         for (name, text) in &self.0 {
             let i = Delays::NAMES
                 .iter()
                 .position(|n| n == name)
-                .ok_or_else(|| format!("unknown histogram {name:?}"))?;
-            *d.all_mut()[i] =
-                decode_histogram(text).map_err(|e| format!("histogram {name:?}: {e}"))?;
+                .ok_or_else(|| HistogramError::UnknownName(name.clone()))?;
+            *d.all_mut()[i] = decode_histogram(text).map_err(|e| HistogramError::Named {
+                name: name.clone(),
+                err: Box::new(e),
+            })?;
         }
         Ok(d)
     }

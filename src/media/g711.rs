@@ -1,6 +1,7 @@
 //! G.711 (PCMU/PCMA) encoding of the audio a stream plays: a generated tone, or a WAV file's
 //! samples. Encoded once at the start of a run; streams then loop over the bytes.
 
+use anyhow::{anyhow, bail, Context as _};
 use std::path::Path;
 
 /// The two G.711 laws, as RTP's static payload types name them (RFC 3551).
@@ -79,14 +80,14 @@ pub fn tone(hz: f64) -> Vec<i16> {
 /// The samples of a WAV file that is 8 kHz, mono, 16-bit PCM (the format telephony prompts
 /// come in); anything else is refused with what it is and what is wanted.
 pub fn read_wav(path: &Path) -> anyhow::Result<Vec<i16>> {
-    let b =
-        std::fs::read(path).map_err(|e| anyhow::anyhow!("--media-file {}: {e}", path.display()))?;
-    wav_samples(&b).map_err(|e| anyhow::anyhow!("--media-file {}: {e}", path.display()))
+    let flag = || format!("--media-file {}", path.display());
+    let b = std::fs::read(path).with_context(flag)?;
+    wav_samples(&b).with_context(flag)
 }
 
-fn wav_samples(b: &[u8]) -> Result<Vec<i16>, String> {
+fn wav_samples(b: &[u8]) -> anyhow::Result<Vec<i16>> {
     if b.len() < 12 || &b[0..4] != b"RIFF" || &b[8..12] != b"WAVE" {
-        return Err("not a WAV file (no RIFF/WAVE header)".into());
+        bail!("not a WAV file (no RIFF/WAVE header)");
     }
     let mut at = 12;
     let mut format = None;
@@ -95,7 +96,7 @@ fn wav_samples(b: &[u8]) -> Result<Vec<i16>, String> {
         let len = u32::from_le_bytes([b[at + 4], b[at + 5], b[at + 6], b[at + 7]]) as usize;
         let body = b
             .get(at + 8..at + 8 + len)
-            .ok_or("a chunk runs past the file's end")?;
+            .context("a chunk runs past the file's end")?;
         match id {
             b"fmt " if len >= 16 => {
                 let u16at = |i: usize| u16::from_le_bytes([body[i], body[i + 1]]);
@@ -108,18 +109,18 @@ fn wav_samples(b: &[u8]) -> Result<Vec<i16>, String> {
                         .chunks_exact(2)
                         .map(|c| i16::from_le_bytes([c[0], c[1]]))
                         .collect()),
-                    Some((fmt, ch, rate, bits)) => Err(format!(
+                    Some((fmt, ch, rate, bits)) => Err(anyhow!(
                         "format {fmt}, {ch} channel(s), {rate} Hz, {bits} bits; wanted PCM (1), \
                          mono, 8000 Hz, 16 bits (sox in.wav -r 8000 -c 1 -b 16 out.wav)"
                     )),
-                    None => Err("no fmt chunk before the data".into()),
+                    None => Err(anyhow!("no fmt chunk before the data")),
                 };
             }
             _ => {}
         }
         at += 8 + len + (len & 1);
     }
-    Err("no data chunk".into())
+    Err(anyhow!("no data chunk"))
 }
 
 #[cfg(test)]
@@ -147,12 +148,16 @@ mod tests {
         w.extend_from_slice(&[1, 0, 1, 0, 0x40, 0x1f, 0, 0, 0x80, 0x3e, 0, 0, 2, 0, 16, 0]);
         w.extend_from_slice(b"data\x04\0\0\0");
         w.extend_from_slice(&[0xe8, 0x03, 0x18, 0xfc]);
-        assert_eq!(wav_samples(&w), Ok(vec![1000, -1000]));
+        assert_eq!(wav_samples(&w).unwrap(), vec![1000, -1000]);
         w[24] = 0x44; // 44.1 kHz-ish
         w[25] = 0xac;
         assert!(wav_samples(&w)
             .unwrap_err()
+            .to_string()
             .contains("wanted PCM (1), mono, 8000 Hz"));
-        assert!(wav_samples(b"RIFX").unwrap_err().contains("not a WAV"));
+        assert!(wav_samples(b"RIFX")
+            .unwrap_err()
+            .to_string()
+            .contains("not a WAV"));
     }
 }

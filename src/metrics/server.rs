@@ -6,6 +6,7 @@
 //! server scrapes a handful of times a second at most, and a client that stalls must not pin
 //! memory or the thread for long.
 
+use anyhow::Context as _;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -34,15 +35,15 @@ pub struct Server {
 
 impl Server {
     /// Listens on `addr` (port 0: any free port; see [`Server::local_addr`]).
-    pub fn bind(addr: SocketAddr) -> Result<Server, String> {
+    pub fn bind(addr: SocketAddr) -> anyhow::Result<Server> {
         let listener = TcpListener::bind(addr)
-            .map_err(|e| format!("--metrics {addr}: cannot listen there: {e}"))?;
+            .with_context(|| format!("--metrics {addr}: cannot listen there"))?;
         let addr = listener
             .local_addr()
-            .map_err(|e| format!("--metrics {addr}: {e}"))?;
+            .with_context(|| format!("--metrics {addr}"))?;
         listener
             .set_nonblocking(true)
-            .map_err(|e| format!("--metrics {addr}: {e}"))?;
+            .with_context(|| format!("--metrics {addr}"))?;
         let page: Shared = Arc::new(Mutex::new(Arc::new(String::new())));
         let stop = Arc::new(AtomicBool::new(false));
         let scrapes = Arc::new(AtomicU64::new(0));
@@ -51,7 +52,7 @@ impl Server {
             std::thread::Builder::new()
                 .name("metrics".into())
                 .spawn(move || serve(listener, &page, &stop, &scrapes))
-                .map_err(|e| format!("--metrics {addr}: cannot start its thread: {e}"))?
+                .with_context(|| format!("--metrics {addr}: cannot start its thread"))?
         };
         Ok(Server {
             page,

@@ -202,7 +202,7 @@ pub struct ProbeOpts {
     /// sip:user@realm (IMPI user@realm), an IMPI user@realm (IMPU sip:user@realm), or IMPI,IMPU.
     /// A UAA with a success result (2001, or Experimental-Result 2001/2002) is a good reply, an
     /// error (5001 user unknown, 3xxx) a failed one. Overrides the targets file's diameter_uar.
-    #[arg(long, value_name = "USER", value_parser = parse_cx_user)]
+    #[arg(long, value_name = "USER", value_parser = CxUser::parse)]
     pub diameter_uar: Option<CxUser>,
     /// Origin-Realm of the Diameter probe (the lab HSS's realm by default).
     #[arg(long, default_value = "ims.mnc001.mcc001.3gppnetwork.org")]
@@ -249,11 +249,10 @@ pub struct ProbeOpts {
 impl ProbeOpts {
     /// Resolves target specs (names from the targets file or HOST:PORT); each at most once.
     fn targets<'a>(&self, specs: impl Iterator<Item = &'a String>) -> anyhow::Result<Vec<Target>> {
-        let file = TargetsFile::load(&self.targets_file).map_err(anyhow::Error::msg)?;
+        let file = TargetsFile::load(&self.targets_file)?;
         let mut targets: Vec<Target> = Vec::new();
         for spec in specs {
-            let mut t = resolve_target(spec, file.as_ref(), &self.targets_file, self.transport)
-                .map_err(anyhow::Error::msg)?;
+            let mut t = resolve_target(spec, file.as_ref(), &self.targets_file, self.transport)?;
             if let Some(p) = self.diameter_port {
                 t.diameter_port = p;
             }
@@ -346,7 +345,7 @@ impl ProbeOpts {
                 crate::clock::stamp_for_path(chrono::Utc::now())
             )
         });
-        let e = crate::probe::metrics::Exporter::bind(addr, &run).map_err(anyhow::Error::msg)?;
+        let e = crate::probe::metrics::Exporter::bind(addr, &run)?;
         if !quiet {
             tracing::info!(
                 "metrics at http://{}/metrics (run=\"{run}\")",
@@ -355,8 +354,4 @@ impl ProbeOpts {
         }
         Ok(Some(std::sync::Arc::new(e)))
     }
-}
-
-fn parse_cx_user(s: &str) -> Result<CxUser, String> {
-    CxUser::parse(s)
 }

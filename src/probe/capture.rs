@@ -3,6 +3,7 @@
 //! nanosecond timestamps (magic `a1b23c4d`, which Wireshark/tshark read natively; classic pcap
 //! has no per-interface resolution to get wrong, unlike pcapng's `if_tsresol`).
 
+use anyhow::Context as _;
 use pcap::{Capture, Device, Precision};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -99,10 +100,11 @@ pub fn filter(host: IpAddr, scope: &Scope) -> String {
 
 /// Opens the capture now (so errors are reported before probing starts, and no early packet is
 /// missed) and starts its thread. `filter`: [`filter`].
-pub fn start(interface: &str, filter: &str, path: &Path) -> Result<CaptureHandle, String> {
+pub fn start(interface: &str, filter: &str, path: &Path) -> anyhow::Result<CaptureHandle> {
     let filter = filter.to_string();
+    // Whole messages, not contexts: the remedy follows libpcap's reason.
     let explain = |what: &str, e: pcap::Error| {
-        format!(
+        anyhow::anyhow!(
             "packet capture disabled: {what} on interface {interface}: {e}. Capturing needs root or \
              CAP_NET_RAW and CAP_NET_ADMIN (`sudo setcap cap_net_raw,cap_net_admin+ep $(which imsprobe)`), \
              or pick another interface with --iface, or turn capture off with --no-capture. \
@@ -129,12 +131,9 @@ pub fn start(interface: &str, filter: &str, path: &Path) -> Result<CaptureHandle
     let mut cap = cap
         .setnonblock()
         .map_err(|e| explain("cannot make the capture non-blocking", e))?;
-    let mut save = cap.savefile(path).map_err(|e| {
-        format!(
-            "packet capture disabled: cannot create {}: {e}",
-            path.display()
-        )
-    })?;
+    let mut save = cap
+        .savefile(path)
+        .with_context(|| format!("packet capture disabled: cannot create {}", path.display()))?;
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     let mut info = CaptureInfo {
@@ -193,7 +192,7 @@ pub fn start(interface: &str, filter: &str, path: &Path) -> Result<CaptureHandle
             }
             info
         })
-        .map_err(|e| format!("packet capture disabled: cannot start its thread: {e}"))?;
+        .context("packet capture disabled: cannot start its thread")?;
     Ok(CaptureHandle {
         stop,
         thread: Some(thread),

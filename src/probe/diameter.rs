@@ -39,6 +39,15 @@ pub enum DiaReply {
     Malformed(&'static str),
 }
 
+/// Why text names no Cx subscriber; each shows the forms that do.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CxUserError {
+    #[error("{0:?}: give IMPI,IMPU, e.g. alice@ims.example,tel:+15550001")]
+    BadPair(String),
+    #[error("{0:?} is not a user: give an IMPU sip:user@realm, an IMPI user@realm, or IMPI,IMPU (e.g. for a tel: IMPU)")]
+    NotUser(String),
+}
+
 /// A Cx subscriber to ask about: the private identity (User-Name) and a public identity of it
 /// (Public-Identity); a UAR carries both (TS 29.229 §6.1.1).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,26 +59,19 @@ pub struct CxUser {
 impl CxUser {
     /// `sip:user@realm` (IMPU; the IMPI is `user@realm`), `user@realm` (IMPI; the IMPU is
     /// `sip:user@realm`), or `IMPI,IMPU` when one is not the other with `sip:` (a tel: IMPU).
-    pub fn parse(s: &str) -> Result<CxUser, String> {
+    pub fn parse(s: &str) -> Result<CxUser, CxUserError> {
         let s = s.trim();
         if let Some((impi, impu)) = s.split_once(',') {
             let (impi, impu) = (impi.trim(), impu.trim());
             if impi.is_empty() || impu.is_empty() || !impu.contains(':') {
-                return Err(format!(
-                    "{s:?}: give IMPI,IMPU, e.g. alice@ims.example,tel:+15550001"
-                ));
+                return Err(CxUserError::BadPair(s.into()));
             }
             return Ok(CxUser {
                 impi: impi.into(),
                 impu: impu.into(),
             });
         }
-        let bad = || {
-            format!(
-                "{s:?} is not a user: give an IMPU sip:user@realm, an IMPI user@realm, or \
-                 IMPI,IMPU (e.g. for a tel: IMPU)"
-            )
-        };
+        let bad = || CxUserError::NotUser(s.into());
         match s.split_once(':') {
             Some(("sip" | "sips", rest)) if rest.contains('@') && !rest.starts_with('@') => {
                 Ok(CxUser {

@@ -30,7 +30,7 @@ impl std::fmt::Debug for Exporter {
 }
 
 impl Exporter {
-    pub fn bind(addr: SocketAddr, run: &str) -> Result<Exporter, String> {
+    pub fn bind(addr: SocketAddr, run: &str) -> anyhow::Result<Exporter> {
         Ok(Exporter {
             server: Server::bind(addr)?,
             run: run.to_string(),

@@ -14,6 +14,7 @@
 
 use crate::clock::{monotonic_ns, Epoch};
 pub use crate::io::udp::{enable_rx_timestamps, RecvBatch};
+use anyhow::Context as _;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -204,7 +205,7 @@ fn ping_group_range() -> String {
 /// Opens an ICMP (IPv4) or ICMPv6 socket to `target`: an unprivileged datagram ICMP socket
 /// first, a raw socket second. The error says exactly why neither was allowed and how to allow
 /// one.
-pub fn icmp_socket(target: IpAddr) -> Result<IcmpSocket, String> {
+pub fn icmp_socket(target: IpAddr) -> anyhow::Result<IcmpSocket> {
     let (domain, proto) = match target {
         IpAddr::V4(_) => (Domain::IPV4, Protocol::ICMPV4),
         IpAddr::V6(_) => (Domain::IPV6, Protocol::ICMPV6),
@@ -218,14 +219,14 @@ pub fn icmp_socket(target: IpAddr) -> Result<IcmpSocket, String> {
                 // SAFETY: getegid has no preconditions.
                 let gid = unsafe { libc::getegid() };
                 // net.ipv4.ping_group_range governs ICMPv6 datagram sockets too.
-                return Err(format!(
+                anyhow::bail!(
                     "ICMP probe disabled: an unprivileged ICMP socket was refused ({e_dgram}; group {gid} \
                      is outside net.ipv4.ping_group_range = \"{}\"; allow it with \
                      `sysctl -w net.ipv4.ping_group_range=\"0 2147483647\"`), and a raw ICMP socket was \
                      refused ({e_raw}; that needs root or CAP_NET_RAW: `sudo setcap cap_net_raw+ep \
                      $(which imsprobe)`). Continuing with SIP only.",
                     ping_group_range()
-                ));
+                );
             }
         },
     };
@@ -240,8 +241,8 @@ pub fn icmp_socket(target: IpAddr) -> Result<IcmpSocket, String> {
         let dst: SocketAddr = (target, 0).into();
         socket.connect(&dst.into())
     };
-    setup().map_err(|e| {
-        format!("ICMP probe disabled: cannot set up the ICMP socket to {target}: {e}")
+    setup().with_context(|| {
+        format!("ICMP probe disabled: cannot set up the ICMP socket to {target}")
     })?;
     let timestamps = enable_rx_timestamps(&socket);
     Ok(IcmpSocket {

@@ -38,7 +38,7 @@ pub struct OfflineResult {
 /// soon as its files are written.
 pub fn analyse(cfg: &OfflineConfig, mut each: impl FnMut(&OfflineResult)) -> anyhow::Result<()> {
     let file = &cfg.file;
-    let cap = pcapread::read(file, cfg.host).map_err(anyhow::Error::msg)?;
+    let cap = pcapread::read(file, cfg.host)?;
     let targets: Vec<&CapturedTarget> = cap
         .targets
         .iter()

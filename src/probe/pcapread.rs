@@ -25,6 +25,7 @@
 use super::diameter::{answer_outcome, is_probe_command, DiameterFramer};
 use super::{icmp, Layer, Outcome, ProbeRecord, TimeBase};
 use crate::diameter as dia;
+use anyhow::Context as _;
 use chrono::{TimeZone, Utc};
 use pcap::{Capture, Precision};
 use std::collections::{BTreeMap, HashMap};
@@ -310,9 +311,9 @@ fn tcp_new_bytes<'a>(
 /// keeps only requests to that destination. When several streams of one layer go to the same
 /// host (two pings with different ids, OPTIONS to two ports), the largest one is analysed and
 /// the others are listed in [`PcapStats::ignored_streams`].
-pub fn read(path: &Path, only_host: Option<IpAddr>) -> Result<Captured, String> {
+pub fn read(path: &Path, only_host: Option<IpAddr>) -> anyhow::Result<Captured> {
     let mut cap = Capture::from_file_with_precision(path, Precision::Nano)
-        .map_err(|e| format!("cannot read capture {}: {e}", path.display()))?;
+        .with_context(|| format!("cannot read capture {}", path.display()))?;
     let linktype = cap.get_datalink().0;
     let mut stats = PcapStats::default();
     let mut t0: Option<i128> = None;
@@ -326,7 +327,9 @@ pub fn read(path: &Path, only_host: Option<IpAddr>) -> Result<Captured, String> 
         let p = match cap.next_packet() {
             Ok(p) => p,
             Err(pcap::Error::NoMorePackets) => break,
-            Err(e) => return Err(format!("capture {} is damaged: {e}", path.display())),
+            Err(e) => {
+                return Err(e).with_context(|| format!("capture {} is damaged", path.display()))
+            }
         };
         stats.packets += 1;
         let ts = p.header.ts.tv_sec as i128 * 1_000_000_000 + p.header.ts.tv_usec as i128;

@@ -324,25 +324,29 @@ pub(super) fn spawn_diameter_receiver(
 /// How a TCP probe stream is cut into messages (SIP: Content-Length; Diameter: the header's
 /// length).
 trait Frames: Default {
+    /// Only shown (the loop drops the connection whatever went wrong).
+    type Error: std::fmt::Display;
     fn push(&mut self, data: &[u8]);
-    fn next_message(&mut self) -> Result<Option<&[u8]>, String>;
+    fn next_message(&mut self) -> Result<Option<&[u8]>, Self::Error>;
 }
 
 impl Frames for crate::sip::transport::StreamFramer {
+    type Error = crate::sip::ParseError;
     fn push(&mut self, data: &[u8]) {
         crate::sip::transport::StreamFramer::push(self, data)
     }
-    fn next_message(&mut self) -> Result<Option<&[u8]>, String> {
-        crate::sip::transport::StreamFramer::next_message(self).map_err(|e| e.to_string())
+    fn next_message(&mut self) -> Result<Option<&[u8]>, Self::Error> {
+        crate::sip::transport::StreamFramer::next_message(self)
     }
 }
 
 impl Frames for DiameterFramer {
+    type Error = crate::diameter::DecodeError;
     fn push(&mut self, data: &[u8]) {
         DiameterFramer::push(self, data)
     }
-    fn next_message(&mut self) -> Result<Option<&[u8]>, String> {
-        DiameterFramer::next_message(self).map_err(|e| e.to_string())
+    fn next_message(&mut self) -> Result<Option<&[u8]>, Self::Error> {
+        DiameterFramer::next_message(self)
     }
 }
 

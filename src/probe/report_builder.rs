@@ -185,7 +185,7 @@ fn write_outputs(
         let png_path = dir.join("timeline.png");
         match crate::chart::png(&svg, &png_path) {
             Ok(()) => rep.files.png = Some(png_path.display().to_string()),
-            Err(e) => rep.warnings.push(format!("no PNG plot: {e}")),
+            Err(e) => rep.warnings.push(format!("no PNG plot: {e:#}")),
         }
     }
     let json = dir.join("report.json");

@@ -179,7 +179,8 @@ pub(super) fn setup_target(
                     socket: Arc::new(s),
                 });
             }
-            Err(msg) => {
+            Err(e) => {
+                let msg = format!("{e:#}");
                 tracing::warn!("{}: {msg}", t.name);
                 warnings.push(msg);
             }
@@ -237,7 +238,8 @@ pub(super) fn setup_target(
         };
         match capture::start(&iface, &capture::filter(t.host(), &scope), &path) {
             Ok(h) => capture = Some(h),
-            Err(msg) => {
+            Err(e) => {
+                let msg = format!("{e:#}");
                 tracing::warn!("{}: {msg}", t.name);
                 warnings.push(msg.clone());
                 capture_info = Some(CaptureInfo {

@@ -15,13 +15,45 @@
 //! diameter_uar = "sip:001010000000001@ims.mnc001.mcc001.3gppnetwork.org"
 //! ```
 
-use super::diameter::{CxUser, DiaRequest};
+use super::diameter::{CxUser, CxUserError, DiaRequest};
 use super::Layer;
 use crate::sip::Transport;
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::Path;
+
+/// Why a target cannot be probed: the targets file, or the name or address given. Each names
+/// the file or the host. (Causes sit in `err` fields, not `source`: the messages end with them,
+/// and `{:#}` would print them twice.)
+#[derive(Debug, thiserror::Error)]
+pub enum TargetsError {
+    #[error("targets file {path} is not valid: {err}")]
+    Invalid { path: String, err: toml::de::Error },
+    #[error("cannot read targets file {path}: {err}")]
+    Read { path: String, err: io::Error },
+    #[error("cannot resolve {host}: {err}")]
+    Resolve { host: String, err: io::Error },
+    #[error("{0} resolves to no address")]
+    NoAddress(String),
+    #[error("target {name} in {path}: {err}")]
+    Entry {
+        name: String,
+        path: String,
+        err: Box<TargetsError>,
+    },
+    #[error("target {name} in {path}: diameter_uar {err}")]
+    DiameterUar {
+        name: String,
+        path: String,
+        err: CxUserError,
+    },
+    #[error(
+        "unknown target `{spec}`: not a name from the targets file and not HOST:PORT ({known})"
+    )]
+    Unknown { spec: String, known: String },
+}
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -125,32 +157,36 @@ impl Target {
 }
 
 impl TargetsFile {
-    pub fn parse(text: &str) -> Result<TargetsFile, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+    pub fn parse(text: &str) -> Result<TargetsFile, toml::de::Error> {
+        toml::from_str(text)
     }
 
     /// Reads `path`; a missing file is an empty one (addresses still work).
-    pub fn load(path: &Path) -> Result<Option<TargetsFile>, String> {
+    pub fn load(path: &Path) -> Result<Option<TargetsFile>, TargetsError> {
+        let p = || path.display().to_string();
         match std::fs::read_to_string(path) {
             Ok(t) => TargetsFile::parse(&t)
                 .map(Some)
-                .map_err(|e| format!("targets file {} is not valid: {e}", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("cannot read targets file {}: {e}", path.display())),
+                .map_err(|err| TargetsError::Invalid { path: p(), err }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(TargetsError::Read { path: p(), err }),
         }
     }
 }
 
-fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, TargetsError> {
     let h = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = h.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, port));
     }
     (h, port)
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {h}: {e}"))?
+        .map_err(|err| TargetsError::Resolve {
+            host: h.into(),
+            err,
+        })?
         .next()
-        .ok_or_else(|| format!("{h} resolves to no address"))
+        .ok_or_else(|| TargetsError::NoAddress(h.into()))
 }
 
 /// Resolves `--target` (a name in `file`, `host:port`, `[v6]:port` or a bare host with port 5060).
@@ -159,15 +195,22 @@ pub fn resolve_target(
     file: Option<&TargetsFile>,
     file_path: &Path,
     transport_override: Option<Transport>,
-) -> Result<Target, String> {
+) -> Result<Target, TargetsError> {
     if let Some(e) = file.and_then(|f| f.targets.get(spec)) {
-        let addr = resolve(&e.host, e.sip_port)
-            .map_err(|m| format!("target {spec} in {}: {m}", file_path.display()))?;
+        let addr = resolve(&e.host, e.sip_port).map_err(|err| TargetsError::Entry {
+            name: spec.into(),
+            path: file_path.display().to_string(),
+            err: Box::new(err),
+        })?;
         let diameter_request = match &e.diameter_uar {
             None => DiaRequest::Watchdog,
-            Some(u) => DiaRequest::Uar(CxUser::parse(u).map_err(|m| {
-                format!("target {spec} in {}: diameter_uar {m}", file_path.display())
-            })?),
+            Some(u) => {
+                DiaRequest::Uar(CxUser::parse(u).map_err(|err| TargetsError::DiameterUar {
+                    name: spec.into(),
+                    path: file_path.display().to_string(),
+                    err,
+                })?)
+            }
         };
         return Ok(Target {
             diameter_port: e.diameter_port,
@@ -200,9 +243,10 @@ pub fn resolve_target(
             file_path.display()
         ),
     };
-    Err(format!(
-        "unknown target `{spec}`: not a name from the targets file and not HOST:PORT ({known})"
-    ))
+    Err(TargetsError::Unknown {
+        spec: spec.into(),
+        known,
+    })
 }
 
 #[cfg(test)]
@@ -235,7 +279,9 @@ mod tests {
                 .port(),
             5060
         );
-        let e = resolve_target("nosuch", Some(&f), p, None).unwrap_err();
+        let e = resolve_target("nosuch", Some(&f), p, None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("pcscf") && e.contains("nosuch"), "{e}");
         assert!(TargetsFile::parse("[targets.x]\nhost=1\n").is_err());
     }
@@ -288,11 +334,15 @@ mod tests {
         let bad =
             TargetsFile::parse("[targets.x]\nhost = \"127.0.0.1\"\ndiameter_uar = \"tel:+1\"\n")
                 .unwrap();
-        let e = resolve_target("x", Some(&bad), p, None).unwrap_err();
+        let e = resolve_target("x", Some(&bad), p, None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("diameter_uar") && e.contains("IMPI,IMPU"), "{e}");
         let pcscf = resolve_target("pcscf", Some(&f), p, None).unwrap();
         assert_eq!(pcscf.layers(&[]), vec![Layer::Sip, Layer::Icmp]);
-        let e = TargetsFile::parse("[targets.x]\nhost = \"h\"\nlayers = [\"smtp\"]\n").unwrap_err();
+        let e = TargetsFile::parse("[targets.x]\nhost = \"h\"\nlayers = [\"smtp\"]\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("smtp"), "{e}");
     }
 }

@@ -8,6 +8,17 @@ pub struct Condition {
     pub value: f64,
 }
 
+/// Why text is not a threshold expression; each quotes the expression and shows the form.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConditionError {
+    #[error("{0:?}: expected <monitor> <op> <number>, e.g. \"cpu > 90%\"")]
+    NoOperator(String),
+    #[error("{text:?}: {metric:?} is not a monitor name")]
+    BadMonitor { text: String, metric: String },
+    #[error("{text:?}: {value:?} is not a number")]
+    BadNumber { text: String, value: String },
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
     Gt,
@@ -18,16 +29,14 @@ pub enum Op {
 
 impl Condition {
     /// Parses `<monitor> <op> <number>[%]`; `%` is decorative (CPU is in % of one core).
-    pub fn parse(s: &str) -> Result<Condition, String> {
+    pub fn parse(s: &str) -> Result<Condition, ConditionError> {
         let s = s.trim();
         let (pos, op, len) = [">=", "<=", ">", "<"]
             .iter()
             .filter_map(|o| s.find(o).map(|p| (p, *o)))
             .min_by_key(|(p, o)| (*p, std::cmp::Reverse(o.len())))
             .map(|(p, o)| (p, o, o.len()))
-            .ok_or_else(|| {
-                format!("{s:?}: expected <monitor> <op> <number>, e.g. \"cpu > 90%\"")
-            })?;
+            .ok_or_else(|| ConditionError::NoOperator(s.into()))?;
         let metric = s[..pos].trim();
         let rest = s[pos + len..].trim().trim_end_matches('%').trim();
         if metric.is_empty()
@@ -35,11 +44,15 @@ impl Condition {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         {
-            return Err(format!("{s:?}: {metric:?} is not a monitor name"));
+            return Err(ConditionError::BadMonitor {
+                text: s.into(),
+                metric: metric.into(),
+            });
         }
-        let value: f64 = rest
-            .parse()
-            .map_err(|_| format!("{s:?}: {rest:?} is not a number"))?;
+        let value: f64 = rest.parse().map_err(|_| ConditionError::BadNumber {
+            text: s.into(),
+            value: rest.into(),
+        })?;
         let op = match op {
             ">" => Op::Gt,
             ">=" => Op::Ge,

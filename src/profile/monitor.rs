@@ -3,7 +3,58 @@
 //! two cumulative readings, so the first sample of a CPU monitor is `None`.
 
 use std::collections::HashMap;
+use std::io;
 use std::time::{Duration, Instant};
+
+/// Why a monitor cannot be made (a bad `--monitor` or `[[monitor]]`), or why a sample cannot be
+/// read (the caller logs it once and records a gap).
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    #[error("--monitor {spec:?}: `{kind}` needs {what}, e.g. --monitor '{kind} {example}'")]
+    SpecNeeds {
+        spec: String,
+        kind: String,
+        what: &'static str,
+        example: &'static str,
+    },
+    #[error("--monitor-parser is for `command` monitors; {spec:?} is a {kind} monitor")]
+    ParserNotForKind { spec: String, kind: String },
+    #[error("--monitor {spec:?}: {pid:?} is not a pid")]
+    NotPid { spec: String, pid: String },
+    #[error("--monitor-parser {0:?}: use number, xentop:DOMAIN or virsh-domstats:DOMAIN")]
+    UnknownParser(String),
+    #[error("--monitor {0:?}: start with process, pid, cgroup or command (e.g. --monitor 'process kamailio', --monitor 'command xentop -b -i 2 -d 1' --monitor-parser xentop:pcscf)")]
+    UnknownKind(String),
+    #[error("monitor {monitor:?} needs {what}")]
+    ProfileNeeds { monitor: String, what: &'static str },
+    #[error("a process monitor needs a pid or a name")]
+    NoProcess,
+    #[error("no process named {0:?} is running")]
+    NotRunning(String),
+    #[error("processes {0:?} are gone")]
+    Gone(Vec<u32>),
+    // `err`, not `source`: the message ends with it, and `{:#}` would print it twice.
+    #[error("cannot read {path}: {err}")]
+    Read { path: String, err: io::Error },
+    #[error("{0} has no usage_usec (is this a cgroup v2 directory?)")]
+    NoUsage(String),
+    #[error("{0} does not hold a number")]
+    NotNumber(String),
+    #[error("cannot run {command:?}: {err}")]
+    Spawn { command: String, err: io::Error },
+    #[error("{command:?} did not finish within {limit:?}")]
+    Timeout { command: String, limit: Duration },
+    #[error("waiting for {command:?}: {err}")]
+    Wait { command: String, err: io::Error },
+    #[error("reading {command:?}: {err}")]
+    Output { command: String, err: io::Error },
+    #[error("no number in the output")]
+    NoNumber,
+    #[error("no domain {0:?} in xentop's output")]
+    NoXentopDomain(String),
+    #[error("no cpu.time for {0:?} in virsh domstats")]
+    NoCpuTime(String),
+}
 
 /// What a monitor reads.
 #[derive(Clone, Debug)]
@@ -26,29 +77,32 @@ impl Source {
     /// Parses `--monitor`: `process NAME`, `pid N[,N...]`, `cgroup PATH`, or `command CMD...` read by
     /// `parser` (`number`, `xentop:DOMAIN`, `virsh-domstats:DOMAIN`). Same sources as the profiles'
     /// `[[monitor]]` (docs/profiles.md).
-    pub fn from_spec(spec: &str, parser: Option<&str>) -> Result<Source, String> {
+    pub fn from_spec(spec: &str, parser: Option<&str>) -> Result<Source, MonitorError> {
         let spec = spec.trim();
         let (kind, rest) = spec.split_once(char::is_whitespace).unwrap_or((spec, ""));
         let rest = rest.trim();
-        let need = |what: &str| -> Result<(), String> {
+        let need = |what: &'static str| -> Result<(), MonitorError> {
             if rest.is_empty() {
-                Err(format!(
-                    "--monitor {spec:?}: `{kind}` needs {what}, e.g. --monitor '{kind} {}'",
-                    match kind {
+                Err(MonitorError::SpecNeeds {
+                    spec: spec.into(),
+                    kind: kind.into(),
+                    what,
+                    example: match kind {
                         "process" => "kamailio",
                         "pid" => "1234",
                         "cgroup" => "/sys/fs/cgroup/system.slice/kamailio.service",
                         _ => "xentop -b -i 2 -d 1",
-                    }
-                ))
+                    },
+                })
             } else {
                 Ok(())
             }
         };
         if parser.is_some() && kind != "command" {
-            return Err(format!(
-                "--monitor-parser is for `command` monitors; {spec:?} is a {kind} monitor"
-            ));
+            return Err(MonitorError::ParserNotForKind {
+                spec: spec.into(),
+                kind: kind.into(),
+            });
         }
         match kind {
             "process" => {
@@ -65,10 +119,12 @@ impl Source {
                     .split([' ', ','])
                     .filter(|p| !p.is_empty())
                     .map(|p| {
-                        p.parse::<u32>()
-                            .map_err(|_| format!("--monitor {spec:?}: {p:?} is not a pid"))
+                        p.parse::<u32>().map_err(|_| MonitorError::NotPid {
+                            spec: spec.into(),
+                            pid: p.into(),
+                        })
                     })
-                    .collect::<Result<Vec<u32>, String>>()?;
+                    .collect::<Result<Vec<u32>, _>>()?;
                 Ok(Source::Process { pids, name: None })
             }
             "cgroup" => {
@@ -86,11 +142,7 @@ impl Source {
                         Some(("virsh-domstats", d)) if !d.is_empty() => {
                             Parser::VirshDomstats { domain: d.into() }
                         }
-                        _ => {
-                            return Err(format!(
-                                "--monitor-parser {p:?}: use number, xentop:DOMAIN or virsh-domstats:DOMAIN"
-                            ))
-                        }
+                        _ => return Err(MonitorError::UnknownParser(p.into())),
                     },
                 };
                 Ok(Source::Command {
@@ -98,9 +150,7 @@ impl Source {
                     parser,
                 })
             }
-            _ => Err(format!(
-                "--monitor {spec:?}: start with process, pid, cgroup or command (e.g. --monitor 'process kamailio', --monitor 'command xentop -b -i 2 -d 1' --monitor-parser xentop:pcscf)"
-            )),
+            _ => Err(MonitorError::UnknownKind(spec.into())),
         }
     }
 }
@@ -146,7 +196,7 @@ impl Monitor {
 
     /// One sample at `now`: CPU % since the previous sample, or memory now. `Err` says why the
     /// figure could not be read (the caller logs it once and records a gap in the series).
-    pub fn sample(&mut self, now: Instant) -> Result<Option<f64>, String> {
+    pub fn sample(&mut self, now: Instant) -> Result<Option<f64>, MonitorError> {
         let (cumulative, value) = match (&self.source, self.measure) {
             (Source::Process { pids: p, name }, Measure::Cpu) => {
                 (true, process_cpu_seconds(&pids(p, name.as_deref())?)?)
@@ -159,20 +209,18 @@ impl Monitor {
             (Source::Command { command, parser }, _) => {
                 let out = run_command(command, Duration::from_secs(10))?;
                 match parser {
-                    Parser::Number => (false, first_number(&out).ok_or("no number in the output")?),
+                    Parser::Number => (false, first_number(&out).ok_or(MonitorError::NoNumber)?),
                     Parser::Xentop { domain } => (
                         false,
                         parse_xentop(&out, domain)
-                            .ok_or_else(|| format!("no domain {domain:?} in xentop's output"))?,
+                            .ok_or_else(|| MonitorError::NoXentopDomain(domain.clone()))?,
                     ),
                     Parser::VirshDomstats { domain } => {
                         let stats = parse_virsh_domstats(&out);
                         let t = stats
                             .get(domain.as_str())
                             .and_then(|m| m.get("cpu.time"))
-                            .ok_or_else(|| {
-                                format!("no cpu.time for {domain:?} in virsh domstats")
-                            })?;
+                            .ok_or_else(|| MonitorError::NoCpuTime(domain.clone()))?;
                         (true, *t / 1e9)
                     }
                 }
@@ -192,11 +240,13 @@ impl Monitor {
 impl Monitor {
     /// The monitor a profile's `[[monitor]]` describes (profiles are checked when loaded; what
     /// is still wrong here is named).
-    pub fn from_profile(m: &super::schema::Monitor) -> Result<Monitor, String> {
+    pub fn from_profile(m: &super::schema::Monitor) -> Result<Monitor, MonitorError> {
         use super::schema::{MonitorKind, ParserKind};
-        let need = |o: &Option<String>, what: &str| {
-            o.clone()
-                .ok_or_else(|| format!("monitor {:?} needs {what}", m.name))
+        let need = |o: &Option<String>, what: &'static str| {
+            o.clone().ok_or_else(|| MonitorError::ProfileNeeds {
+                monitor: m.name.clone(),
+                what,
+            })
         };
         let source = match m.kind {
             MonitorKind::Process => {
@@ -308,15 +358,19 @@ impl Drop for Sampler {
     }
 }
 
-fn pids(given: &[u32], name: Option<&str>) -> Result<Vec<u32>, String> {
+fn pids(given: &[u32], name: Option<&str>) -> Result<Vec<u32>, MonitorError> {
     if !given.is_empty() {
         return Ok(given.to_vec());
     }
-    let name = name.ok_or("a process monitor needs a pid or a name")?;
+    let name = name.ok_or(MonitorError::NoProcess)?;
     // /proc/PID/comm holds at most 15 bytes of the name.
     let short: String = name.chars().take(15).collect();
     let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").map_err(|e| format!("cannot read /proc: {e}"))? {
+    let proc = std::fs::read_dir("/proc").map_err(|err| MonitorError::Read {
+        path: "/proc".into(),
+        err,
+    })?;
+    for e in proc {
         let Ok(e) = e else { continue };
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
@@ -328,13 +382,13 @@ fn pids(given: &[u32], name: Option<&str>) -> Result<Vec<u32>, String> {
         }
     }
     if out.is_empty() {
-        return Err(format!("no process named {name:?} is running"));
+        return Err(MonitorError::NotRunning(name.into()));
     }
     Ok(out)
 }
 
 /// utime + stime of the processes, in seconds (fields 14 and 15 of /proc/PID/stat).
-pub fn process_cpu_seconds(pids: &[u32]) -> Result<f64, String> {
+pub fn process_cpu_seconds(pids: &[u32]) -> Result<f64, MonitorError> {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let mut ticks = 0u64;
@@ -352,12 +406,12 @@ pub fn process_cpu_seconds(pids: &[u32]) -> Result<f64, String> {
         }
     }
     if seen == 0 {
-        return Err(format!("processes {pids:?} are gone"));
+        return Err(MonitorError::Gone(pids.to_vec()));
     }
     Ok(ticks as f64 / hz)
 }
 
-fn process_rss_mib(pids: &[u32]) -> Result<f64, String> {
+fn process_rss_mib(pids: &[u32]) -> Result<f64, MonitorError> {
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as f64;
     let mut pages = 0u64;
@@ -373,26 +427,32 @@ fn process_rss_mib(pids: &[u32]) -> Result<f64, String> {
     Ok(pages as f64 * page / (1024.0 * 1024.0))
 }
 
-fn cgroup_cpu_seconds(path: &str) -> Result<f64, String> {
-    let f = format!("{}/cpu.stat", path.trim_end_matches('/'));
-    let s = std::fs::read_to_string(&f).map_err(|e| format!("cannot read {f}: {e}"))?;
+/// The path back with its text, for the caller's own messages about what the text holds.
+fn read(path: String) -> Result<(String, String), MonitorError> {
+    match std::fs::read_to_string(&path) {
+        Ok(s) => Ok((path, s)),
+        Err(err) => Err(MonitorError::Read { path, err }),
+    }
+}
+
+fn cgroup_cpu_seconds(path: &str) -> Result<f64, MonitorError> {
+    let (f, s) = read(format!("{}/cpu.stat", path.trim_end_matches('/')))?;
     s.lines()
         .find_map(|l| l.strip_prefix("usage_usec "))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map(|us| us / 1e6)
-        .ok_or_else(|| format!("{f} has no usage_usec (is this a cgroup v2 directory?)"))
+        .ok_or(MonitorError::NoUsage(f))
 }
 
-fn cgroup_memory_mib(path: &str) -> Result<f64, String> {
-    let f = format!("{}/memory.current", path.trim_end_matches('/'));
-    let s = std::fs::read_to_string(&f).map_err(|e| format!("cannot read {f}: {e}"))?;
+fn cgroup_memory_mib(path: &str) -> Result<f64, MonitorError> {
+    let (f, s) = read(format!("{}/memory.current", path.trim_end_matches('/')))?;
     s.trim()
         .parse::<f64>()
         .map(|b| b / (1024.0 * 1024.0))
-        .map_err(|_| format!("{f} does not hold a number"))
+        .map_err(|_| MonitorError::NotNumber(f))
 }
 
-fn run_command(command: &str, limit: Duration) -> Result<String, String> {
+fn run_command(command: &str, limit: Duration) -> Result<String, MonitorError> {
     let mut child = std::process::Command::new("sh")
         .arg("-c")
         .arg(command)
@@ -400,7 +460,10 @@ fn run_command(command: &str, limit: Duration) -> Result<String, String> {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
+        .map_err(|err| MonitorError::Spawn {
+            command: command.into(),
+            err,
+        })?;
     let t0 = Instant::now();
     loop {
         match child.try_wait() {
@@ -408,15 +471,26 @@ fn run_command(command: &str, limit: Duration) -> Result<String, String> {
             Ok(None) if t0.elapsed() > limit => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("{command:?} did not finish within {limit:?}"));
+                return Err(MonitorError::Timeout {
+                    command: command.into(),
+                    limit,
+                });
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(format!("waiting for {command:?}: {e}")),
+            Err(err) => {
+                return Err(MonitorError::Wait {
+                    command: command.into(),
+                    err,
+                })
+            }
         }
     }
     let out = child
         .wait_with_output()
-        .map_err(|e| format!("reading {command:?}: {e}"))?;
+        .map_err(|err| MonitorError::Output {
+            command: command.into(),
+            err,
+        })?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -502,15 +576,19 @@ mod tests {
         }
         assert!(Source::from_spec("pid x", None)
             .unwrap_err()
+            .to_string()
             .contains("not a pid"));
         assert!(Source::from_spec("process", None)
             .unwrap_err()
+            .to_string()
             .contains("needs a process name"));
         assert!(Source::from_spec("disk sda", None)
             .unwrap_err()
+            .to_string()
             .contains("process, pid, cgroup or command"));
         assert!(Source::from_spec("command true", Some("xentop"))
             .unwrap_err()
+            .to_string()
             .contains("xentop:DOMAIN"));
         assert!(Source::from_spec("pid 1", Some("number")).is_err());
     }
@@ -581,6 +659,7 @@ Domain: 'hss'\n  cpu.time=42\n  state.state=1\n";
         assert!(none
             .sample(Instant::now())
             .unwrap_err()
+            .to_string()
             .contains("no process named"));
     }
 }

@@ -283,11 +283,9 @@ pub struct Capacity {
 /// A profile problem, with where it is.
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
-    #[error("cannot read profile {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    // `err`, not `source`: the message already ends with it, and `{:#}` would print it twice.
+    #[error("cannot read profile {path}: {err}")]
+    Read { path: String, err: std::io::Error },
     #[error("{path}: {message}")]
     Syntax { path: String, message: String },
     #[error("{path}:{line}: {field}: {why}")]
@@ -311,9 +309,9 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 /// Reads and checks a profile.
 pub fn load(path: &Path) -> Result<Profile, ProfileError> {
     let p = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
+    let text = std::fs::read_to_string(path).map_err(|err| ProfileError::Read {
         path: p.clone(),
-        source,
+        err,
     })?;
     parse(&text, &p)
 }
@@ -461,7 +459,7 @@ fn validate(p: &Profile, text: &str, path: &str) -> Result<(), ProfileError> {
         }
         if let Some(u) = &ph.until {
             let c = super::condition::Condition::parse(u.get_ref())
-                .map_err(|why| bad(u.span(), &f("until"), why))?;
+                .map_err(|why| bad(u.span(), &f("until"), why.to_string()))?;
             if !p.monitors.iter().any(|m| m.name == c.metric) {
                 return Err(bad(
                     u.span(),

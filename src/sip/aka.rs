@@ -109,6 +109,11 @@ pub enum AkaError {
     /// MAC-S in an AUTS does not match (network side of a re-synchronisation).
     #[error("AUTS MAC-S does not match this K/OPc and RAND")]
     MacSFailure,
+    /// A provisioned SQN (`--sqn`, a users file's `sqn`) is longer than 48 bits, or empty.
+    #[error("SQN {0:?} must be 1 to 12 hex digits (48 bits)")]
+    SqnLength(String),
+    #[error("SQN {0:?} is not hex")]
+    SqnNotHex(String),
 }
 
 /// 48-bit big-endian SQN.
@@ -294,16 +299,16 @@ fn resync_with(
 }
 
 /// Parses a 48-bit SQN in hex (1 to 12 digits, optional `0x`).
-pub fn parse_sqn(s: &str) -> Result<u64, String> {
+pub fn parse_sqn(s: &str) -> Result<u64, AkaError> {
     let t = s.trim();
     let t = t
         .strip_prefix("0x")
         .or_else(|| t.strip_prefix("0X"))
         .unwrap_or(t);
     if t.is_empty() || t.len() > 12 {
-        return Err(format!("SQN {s:?} must be 1 to 12 hex digits (48 bits)"));
+        return Err(AkaError::SqnLength(s.into()));
     }
-    u64::from_str_radix(t, 16).map_err(|_| format!("SQN {s:?} is not hex"))
+    u64::from_str_radix(t, 16).map_err(|_| AkaError::SqnNotHex(s.into()))
 }
 
 #[cfg(test)]

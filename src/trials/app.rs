@@ -58,8 +58,7 @@ pub fn settings(a: &TrialsArgs) -> anyhow::Result<TrialsConfig> {
         (None, None) => StartRule::Delay(a.delay),
         (Some(text), Some(m)) => {
             let condition = Condition::parse(text).map_err(|e| anyhow::anyhow!("--trigger {e}"))?;
-            let source =
-                Source::from_spec(m, a.monitor_parser.as_deref()).map_err(anyhow::Error::msg)?;
+            let source = Source::from_spec(m, a.monitor_parser.as_deref())?;
             let measure = match condition.metric.as_str() {
                 "cpu" => Measure::Cpu,
                 "mem" | "memory" => Measure::Memory,

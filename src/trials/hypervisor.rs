@@ -101,12 +101,11 @@ fn parse_json_lines(text: &str) -> Option<HvReport> {
 }
 
 /// The lab's JSON line (see docs/trials.md for the contract).
-pub fn parse_lab_json(line: &str) -> Result<HvReport, String> {
-    let v: Value = serde_json::from_str(line.trim())
-        .map_err(|e| format!("the lab's output is not one JSON object: {e}"))?;
-    if !v.is_object() {
-        return Err("the lab's output is JSON but not an object".into());
-    }
+pub fn parse_lab_json(line: &str) -> anyhow::Result<HvReport> {
+    use anyhow::Context as _;
+    let v: Value =
+        serde_json::from_str(line.trim()).context("the lab's output is not one JSON object")?;
+    anyhow::ensure!(v.is_object(), "the lab's output is JSON but not an object");
     Ok(parse_lab_value(&v))
 }
 
@@ -448,6 +447,7 @@ mod tests {
         );
         assert!(parse_lab_json("not json")
             .unwrap_err()
+            .to_string()
             .contains("not one JSON"));
         assert!(parse_lab_json("[1]").is_err());
     }

@@ -174,7 +174,7 @@ pub fn write(
                 };
                 w(&format!("{stem}.svg"), &svg)?;
                 if let Err(e) = crate::chart::png(&svg, &dir.join(format!("{stem}.png"))) {
-                    tracing::warn!("no PNG for {stem}: {e}");
+                    tracing::warn!("no PNG for {stem}: {e:#}");
                 }
             }
         }

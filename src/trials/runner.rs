@@ -38,6 +38,7 @@ use crate::probe::Layer;
 use crate::profile::condition::Condition;
 use crate::profile::monitor::{Measure, Monitor, Source};
 use crate::shutdown::{self, StopReason, Trigger};
+use anyhow::Context as _;
 use chrono::Utc;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -285,7 +286,7 @@ fn start_load(
     spec: &LoadSpec,
     dir: &Path,
     target: &str,
-) -> Result<LoadChild, String> {
+) -> anyhow::Result<LoadChild> {
     let report = dir.join("load.json");
     let series = dir.join("load-series.csv");
     let media_log = dir.join("load-media.csv");
@@ -312,7 +313,7 @@ fn start_load(
     let (so, se) = (dir.join("load.stdout"), dir.join("load.stderr"));
     let (child, group) = children
         .spawn_sh(&command, &so, &se, &[])
-        .map_err(|e| format!("cannot start the load ({command}): {e}"))?;
+        .with_context(|| format!("cannot start the load ({command})"))?;
     Ok(LoadChild {
         child,
         _group: group,
@@ -439,12 +440,12 @@ fn read_load_csv<T>(
     path: Option<&str>,
     what: &str,
     without: &str,
-    parse: impl FnOnce(&str) -> Result<(Vec<T>, usize), String>,
+    parse: impl FnOnce(&str) -> anyhow::Result<(Vec<T>, usize)>,
     warnings: &mut Vec<String>,
 ) -> Option<Vec<T>> {
     let path = path?;
     let parsed = std::fs::read_to_string(path)
-        .map_err(|e| e.to_string())
+        .map_err(anyhow::Error::from)
         .and_then(|t| parse(&t));
     match parsed {
         Ok((rows, skipped)) => {
@@ -457,7 +458,7 @@ fn read_load_csv<T>(
         }
         Err(e) => {
             warnings.push(format!(
-                "the load's {what} {path} cannot be read: {e}; {without}"
+                "the load's {what} {path} cannot be read: {e:#}; {without}"
             ));
             None
         }
@@ -530,7 +531,7 @@ fn wait_trigger(
             Err(e) => {
                 if out.monitor_error.is_none() {
                     tracing::warn!("monitor {}: {e} (logged once)", spec.condition.metric);
-                    out.monitor_error = Some(e);
+                    out.monitor_error = Some(e.to_string());
                 }
             }
         }
@@ -563,7 +564,7 @@ fn run_migration(
     files: &str,
     env: &[(&str, String)],
     clock: ProbeClock,
-) -> Result<MigrationOut, String> {
+) -> anyhow::Result<MigrationOut> {
     let (dir, children, stop) = (&t.dir, t.children, t.stop);
     let timeout = t.cfg.migrate_timeout;
     let (so, se) = (
@@ -574,7 +575,7 @@ fn run_migration(
     let t0 = clock.now_ns();
     let (mut child, group) = children
         .spawn_sh(command, &so, &se, env)
-        .map_err(|e| format!("cannot start the migration command {command:?}: {e}"))?;
+        .with_context(|| format!("cannot start the migration command {command:?}"))?;
     let pgid = group.pgid;
     // A thread blocks in wait() so the end is stamped the moment the command exits, not at the
     // next poll.
@@ -591,7 +592,7 @@ fn run_migration(
         match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(r) => break r,
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                return Err("lost the migration command's waiter".into())
+                anyhow::bail!("lost the migration command's waiter")
             }
             Err(_) => {}
         }
@@ -638,7 +639,7 @@ fn run_migration(
 }
 
 /// Runs `command` (sh -c, at most 10 s) and returns the first number it prints.
-fn read_counter(command: &str) -> Result<f64, String> {
+fn read_counter(command: &str) -> anyhow::Result<f64> {
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(command)
@@ -646,7 +647,7 @@ fn read_counter(command: &str) -> Result<f64, String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run --data-cmd {command:?}: {e}"))?;
+        .with_context(|| format!("cannot run --data-cmd {command:?}"))?;
     let t0 = Instant::now();
     // Bounded: 10 s, then killed.
     loop {
@@ -658,22 +659,22 @@ fn read_counter(command: &str) -> Result<f64, String> {
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("--data-cmd {command:?} did not finish within 10 s"));
+                anyhow::bail!("--data-cmd {command:?} did not finish within 10 s");
             }
         }
     }
     let o = child
         .wait_with_output()
-        .map_err(|e| format!("--data-cmd {command:?}: {e}"))?;
+        .with_context(|| format!("--data-cmd {command:?}"))?;
     let text = String::from_utf8_lossy(&o.stdout);
     if !o.status.success() {
-        return Err(format!(
+        anyhow::bail!(
             "--data-cmd {command:?} failed ({}): {}",
             o.status,
             String::from_utf8_lossy(&o.stderr).trim()
-        ));
+        );
     }
-    crate::profile::monitor::first_number(&text).ok_or_else(|| {
+    crate::profile::monitor::first_number(&text).with_context(|| {
         format!(
             "--data-cmd {command:?} printed no number: {:?}",
             text.trim()
@@ -782,7 +783,7 @@ fn run_trial(t: &TrialCtx) -> anyhow::Result<TrialRecord> {
             Err(e) => {
                 ptrig.stop(StopReason::Error);
                 let _ = probe.join();
-                anyhow::bail!(e);
+                return Err(e);
             }
         }
     }
@@ -919,7 +920,7 @@ fn migrate_element(
     if let Some(c) = &mut counter {
         match read_counter(&c.command) {
             Ok(v) => c.before = Some(v),
-            Err(e) => c.error = Some(e),
+            Err(e) => c.error = Some(format!("{e:#}")),
         }
     }
     t.marks.mark(t.index, name, "migration_start", Utc::now());
@@ -948,7 +949,7 @@ fn migrate_element(
             Some(m)
         }
         Err(e) => {
-            warnings.push(e);
+            warnings.push(format!("{e:#}"));
             None
         }
     };
@@ -963,7 +964,7 @@ fn count_after(c: &mut CounterOut) {
     if c.error.is_none() {
         match read_counter(&c.command) {
             Ok(v) => c.after = Some(v),
-            Err(e) => c.error = Some(e),
+            Err(e) => c.error = Some(format!("{e:#}")),
         }
     }
     if let (Some(a), Some(b)) = (c.before, c.after) {

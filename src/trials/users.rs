@@ -11,6 +11,7 @@
 
 use super::record::{MediaSilence, UsersOut};
 use super::step::wall_us_to_probe_s;
+use anyhow::{ensure, Context as _};
 use chrono::{DateTime, Utc};
 
 /// One second of the load's series, on the probe timeline.
@@ -43,20 +44,15 @@ const REQUIRED: [&str; 6] = [
 /// Reads imsload's CSV series; `wall0` is the probe timeline's origin. A record that cannot be
 /// read (a field count other than the header's, a value that is not a count) is skipped and
 /// counted in the second value.
-pub fn parse_series(text: &str, wall0: DateTime<Utc>) -> Result<(Vec<Second>, usize), String> {
+pub fn parse_series(text: &str, wall0: DateTime<Utc>) -> anyhow::Result<(Vec<Second>, usize)> {
     let mut rd = csv::Reader::from_reader(text.as_bytes());
-    let header = rd
-        .headers()
-        .map_err(|e| format!("the series' header: {e}"))?
-        .clone();
-    if header.is_empty() {
-        return Err("the series is empty".into());
-    }
+    let header = rd.headers().context("the series' header")?.clone();
+    ensure!(!header.is_empty(), "the series is empty");
     let col = |name: &str| header.iter().position(|h| h == name);
-    let utc = col("utc").ok_or("the series has no utc column")?;
+    let utc = col("utc").context("the series has no utc column")?;
     let mut idx = [0usize; REQUIRED.len()];
     for (i, name) in REQUIRED.iter().enumerate() {
-        idx[i] = col(name).ok_or_else(|| {
+        idx[i] = col(name).with_context(|| {
             format!("the series has no {name} column (an imsload older than this imsprobe?)")
         })?;
     }
@@ -107,16 +103,13 @@ struct MediaLogLine {
 
 /// Reads imsload's `--media-log` (CSV, by column name); `wall0` is the probe timeline's origin.
 /// A line that cannot be read is skipped and counted in the second value.
-pub fn parse_media_log(text: &str, wall0: DateTime<Utc>) -> Result<(Vec<Stream>, usize), String> {
+pub fn parse_media_log(text: &str, wall0: DateTime<Utc>) -> anyhow::Result<(Vec<Stream>, usize)> {
     let mut rd = csv::Reader::from_reader(text.as_bytes());
-    let header = rd
-        .headers()
-        .map_err(|e| format!("the media log's header: {e}"))?;
-    if !header.iter().any(|h| h == "longest_gap_at_utc") {
-        return Err(
-            "the media log has no longest_gap_at_utc column (not imsload's --media-log?)".into(),
-        );
-    }
+    let header = rd.headers().context("the media log's header")?;
+    ensure!(
+        header.iter().any(|h| h == "longest_gap_at_utc"),
+        "the media log has no longest_gap_at_utc column (not imsload's --media-log?)"
+    );
     let at = |label: &str| {
         DateTime::parse_from_rfc3339(label)
             .ok()
@@ -257,7 +250,9 @@ mod tests {
 
     #[test]
     fn a_missing_column_is_named() {
-        let e = parse_series("utc,reg_failed\n", wall0()).unwrap_err();
+        let e = parse_series("utc,reg_failed\n", wall0())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("reg_timeouts"), "{e}");
         assert!(parse_series("", wall0()).is_err());
     }
@@ -330,6 +325,7 @@ mod tests {
         );
         assert!(parse_media_log("utc,reg_failed\n", wall0())
             .unwrap_err()
+            .to_string()
             .contains("longest_gap_at_utc"));
     }
 }
