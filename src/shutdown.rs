@@ -50,6 +50,23 @@ impl Trigger {
     pub fn reason(&self) -> StopReason {
         *self.tx.borrow()
     }
+    /// A guard that ends the run ([`StopReason::Error`]) when dropped, unless it has ended
+    /// already. Hold it across a function that starts tasks and may then return early with an
+    /// error: the tasks must not outlive it (a tokio runtime dropped on the way out waits for
+    /// its blocking tasks, so the process would hang, deaf to signals whose watcher is gone).
+    pub fn stop_on_drop(&self) -> StopOnDrop {
+        StopOnDrop(self.clone())
+    }
+}
+
+/// See [`Trigger::stop_on_drop`].
+#[must_use = "the run is stopped when this is dropped"]
+pub struct StopOnDrop(Trigger);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop(StopReason::Error);
+    }
 }
 
 impl Shutdown {

@@ -2,7 +2,8 @@
 //! exits 2 with a message naming the problem; `imsload --dry-run` prints the resolved settings.
 //! And the one way the three report diagnostics (`imsload::logging`): stamped lines on stderr,
 //! more with `-v`, filtered by `RUST_LOG`. Nothing here sends a packet but one TCP connection
-//! to an imshss on loopback.
+//! to an imshss on loopback (and imsload's embedded target, which binds a loopback port, is
+//! stopped before any user registers).
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -238,4 +239,83 @@ fn diagnostics_are_stamped_lines_that_verbosity_and_rust_log_control() {
         err.contains(" INFO ") && err.contains("listening on"),
         "{err}"
     );
+}
+
+/// `bin args` must end by itself within 20 s (it is killed and the test fails otherwise);
+/// returns its exit code and stderr.
+fn run_bounded(bin: &str, args: &[&str]) -> (Option<i32>, String) {
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{bin}: {e}"));
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{bin} {args:?} did not end within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status.code(), err)
+}
+
+/// An error found after the embedded target started (no --target) ends the run with exit 2,
+/// naming it; it hung before: the target's thread kept the runtime's drop waiting, and the
+/// signal watcher was gone with the runtime, so only SIGKILL ended it.
+#[test]
+fn an_error_after_the_embedded_target_started_still_ends_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("missing.wav");
+    let wav = wav.to_str().unwrap();
+    let (code, err) = run_bounded(
+        IMSLOAD,
+        &[
+            "--media",
+            "g711",
+            "--media-file",
+            wav,
+            "--users",
+            "4",
+            "--cps",
+            "2",
+            "--duration",
+            "2s",
+            "--quiet",
+        ],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains(wav), "{err}");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let (code, err) = run_bounded(
+        IMSLOAD,
+        &[
+            "--metrics",
+            &addr,
+            "--users",
+            "4",
+            "--cps",
+            "2",
+            "--duration",
+            "2s",
+            "--quiet",
+        ],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains(&addr), "{err}");
 }

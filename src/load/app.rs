@@ -104,6 +104,9 @@ pub fn run(r: Resolved) -> anyhow::Result<Outcome> {
     rt.block_on(async move {
         let (trigger, _sd) = shutdown::channel();
         shutdown::watch_signals(trigger.clone());
+        // An error after the embedded target started (a --media-file that cannot be read, a
+        // --metrics port in use) stops it too, so the runtime's drop does not wait for it.
+        let _stop = trigger.stop_on_drop();
         let embedded = a.target.is_none();
         let (target, served) = match &a.target {
             Some(t) => (resolve(t)?, None),
@@ -392,6 +395,7 @@ fn serve(s: ServeArgs) -> anyhow::Result<Outcome> {
     rt.block_on(async move {
         let (trigger, _sd) = shutdown::channel();
         shutdown::watch_signals(trigger.clone());
+        let _stop = trigger.stop_on_drop();
         let users = match &s.users_file {
             Some(p) => population::from_csv(p)?,
             None => Vec::new(),
