@@ -282,40 +282,17 @@ fn an_error_after_the_embedded_target_started_still_ends_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let wav = dir.path().join("missing.wav");
     let wav = wav.to_str().unwrap();
-    let (code, err) = run_bounded(
-        IMSLOAD,
-        &[
-            "--media",
-            "g711",
-            "--media-file",
-            wav,
-            "--users",
-            "4",
-            "--cps",
-            "2",
-            "--duration",
-            "2s",
-            "--quiet",
-        ],
-    );
-    assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains(wav), "{err}");
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = busy.local_addr().unwrap().to_string();
-    let (code, err) = run_bounded(
-        IMSLOAD,
-        &[
-            "--metrics",
-            &addr,
-            "--users",
-            "4",
-            "--cps",
-            "2",
-            "--duration",
-            "2s",
-            "--quiet",
-        ],
-    );
-    assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains(&addr), "{err}");
+    // Each case, and what its error must name.
+    for (late_error, named) in [
+        (["--media", "g711", "--media-file", wav].as_slice(), wav),
+        (["--metrics", &addr].as_slice(), addr.as_str()),
+    ] {
+        let mut args = late_error.to_vec();
+        args.extend(["--users", "4", "--cps", "2", "--duration", "2s", "--quiet"]);
+        let (code, err) = run_bounded(IMSLOAD, &args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(named), "{args:?}: {err}");
+    }
 }
