@@ -4,12 +4,14 @@
 
 pub use crate::sip::ids::Key;
 
+#[derive(Clone)]
 pub struct Slab<T> {
     entries: Vec<Entry<T>>,
     free: Vec<u32>,
     len: usize,
 }
 
+#[derive(Clone)]
 struct Entry<T> {
     gen: u32,
     value: Option<T>,

@@ -81,6 +81,7 @@ enum Timer {
     DrainEnd,
 }
 
+#[derive(Clone)]
 struct User {
     /// Public identity without the scheme, e.g. `user0001@ims.local`.
     impu: String,
@@ -110,6 +111,7 @@ struct User {
 /// A UE's sockets under `--ipsec` (docs/ipsec.md): the first REGISTER leaves from `plain` with
 /// no port in Via and Contact; everything after it from the protected client socket
 /// `c` (port-c) to the P-CSCF's port-s, and requests to the UE arrive on `s` (port-s).
+#[derive(Clone)]
 struct UeSockets {
     plain: u32,
     c: u32,
@@ -121,7 +123,7 @@ struct UeSockets {
 
 /// What a worker does in the kernel for its core (`--ipsec`): make or remove a UE's SAs, then
 /// tell the core with [`LoadCore::handle_ipsec`].
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum IpsecAction {
     Install { user: u32, sas: Box<[Sa; 4]> },
     Remove { user: u32, sas: Box<[Sa; 4]> },
@@ -143,12 +145,14 @@ enum Owner {
 }
 
 /// A MESSAGE or OPTIONS in flight, and who sends it.
+#[derive(Clone)]
 struct Nit {
     m: NitClient,
     sender: u32,
     sock: u32,
 }
 
+#[derive(Clone)]
 struct Txn {
     ct: ClientTransaction,
     request: Vec<u8>,
@@ -217,6 +221,7 @@ fn ack_key(tk: Key) -> Key {
 }
 
 /// A call placed, and what the core keeps around its machine.
+#[derive(Clone)]
 struct Call {
     m: OutgoingCall,
     caller: Option<u32>,
@@ -234,6 +239,7 @@ struct Call {
 
 /// The media plane of a worker with `--media`: its engine, the socket it owns, and the
 /// callee side's offers waiting for their ACK.
+#[derive(Clone)]
 struct Media {
     engine: MediaEngine,
     /// Its RTP and RTCP sockets.
@@ -266,6 +272,7 @@ impl Media {
     }
 }
 
+#[derive(Clone)]
 pub struct LoadCore {
     cfg: CoreConfig,
     /// What every user's registration shares, from `cfg`.
@@ -653,11 +660,12 @@ impl LoadCore {
                 MediaEvent::Ended(s) => {
                     m.ended.push(s);
                     Delays::record(&mut d.media_gap, s.longest_gap);
-                    d.media_jitter
-                        .saturating_record((s.jitter_ms * 1000.0).round().max(1.0) as u64);
+                    Delays::record_value(
+                        &mut d.media_jitter,
+                        (s.jitter_ms * 1000.0).round() as u64,
+                    );
                     if s.mos > 0.0 {
-                        d.media_mos
-                            .saturating_record((s.mos * 100.0).round() as u64);
+                        Delays::record_value(&mut d.media_mos, (s.mos * 100.0).round() as u64);
                     }
                 }
             }

@@ -306,9 +306,15 @@ pub struct Delays {
     pub media_rtt: Histogram<u64>,
 }
 
+/// The largest value a delay histogram records (1 h in µs); larger ones are recorded as this.
+pub const DELAY_MAX_US: u64 = 3_600_000_000;
+
 fn histogram() -> Histogram<u64> {
-    // 1 µs .. 1 h at 3 significant digits: percentiles exact to 0.1 %.
-    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds are valid")
+    // 1 µs .. 1 h at 3 significant digits: percentiles exact to 0.1 %. The counts grow with the
+    // largest value recorded (values are clamped to DELAY_MAX_US, so they stop at ~190 KB)
+    // instead of being allocated and zeroed for the whole hour up front: most of the thirteen
+    // stay empty in a run (no media, no MESSAGE), and a core is built per worker and per shard.
+    Histogram::new(3).expect("static histogram precision is valid")
 }
 
 impl Default for Delays {
@@ -333,7 +339,16 @@ impl Default for Delays {
 
 impl Delays {
     pub fn record(h: &mut Histogram<u64>, d: Duration) {
-        h.saturating_record((d.as_micros() as u64).max(1));
+        Self::record_value(h, d.as_micros().try_into().unwrap_or(u64::MAX));
+    }
+    /// Records `v` in 1 ..= [`DELAY_MAX_US`].
+    pub fn record_value(h: &mut Histogram<u64>, v: u64) {
+        // `record`, not `saturating_record`: only it grows the counts (the other clamps to the
+        // current top). Growing to DELAY_MAX_US cannot fail on a 64-bit usize.
+        let v = v.clamp(1, DELAY_MAX_US);
+        if h.record(v).is_err() {
+            h.saturating_record(v);
+        }
     }
     pub fn add(&mut self, o: &Delays) {
         for (a, b) in self.all_mut().into_iter().zip(o.all()) {
@@ -451,6 +466,12 @@ pub fn decode_histogram(text: &str) -> Result<Histogram<u64>, HistogramError> {
     let read: Histogram<u64> = hdrhistogram::serialization::Deserializer::new()
         .deserialize(&mut bytes.as_slice())
         .map_err(HistogramError::NotV2)?;
+    // `max` is the top of the largest value's bucket, which for DELAY_MAX_US is above it.
+    if read.max() > read.highest_equivalent(DELAY_MAX_US) {
+        return Err(HistogramError::OutOfRange(
+            hdrhistogram::errors::AdditionError::OtherAddendValueExceedsRange,
+        ));
+    }
     let mut h = histogram();
     h.add(&read).map_err(HistogramError::OutOfRange)?;
     Ok(h)
@@ -764,6 +785,28 @@ mod tests {
         assert_eq!(m.session_request_delay.count, 3);
         assert!((m.session_request_delay.max_ms - 15.0).abs() < 0.1);
         assert_eq!(m.ineffective_registration_attempts_pct, None);
+    }
+
+    #[test]
+    fn delay_histograms_grow_with_what_they_hold_up_to_an_hour() {
+        // Thirteen histograms allocated for the whole hour were 2.4 MB per core, zeroed at
+        // every start (a core per worker, per shard, and per fuzz input).
+        let mut d = Delays::default();
+        let small = d.srd.distinct_values();
+        assert!(small < 4096, "{small} counts before any value");
+        Delays::record(&mut d.srd, Duration::from_millis(20));
+        let ms20 = d.srd.distinct_values();
+        Delays::record(&mut d.srd, Duration::from_secs(7200));
+        assert!(d.srd.distinct_values() > ms20);
+        assert_eq!(d.srd.max(), d.srd.highest_equivalent(DELAY_MAX_US));
+        assert!((d.srd.value_at_quantile(0.25) as f64 - 20_000.0).abs() < 20.0);
+        // More than an hour never comes back from a report either.
+        let mut big = Histogram::<u64>::new(3).unwrap();
+        big.record(2 * DELAY_MAX_US).unwrap();
+        assert!(matches!(
+            decode_histogram(&encode_histogram(&big)),
+            Err(HistogramError::OutOfRange(_))
+        ));
     }
 
     #[test]

@@ -148,6 +148,7 @@ enum Tick {
 /// this is the interval; the first report comes after half of it (§6.2).
 const RTCP_MIN: Duration = Duration::from_secs(5);
 
+#[derive(Clone)]
 struct Stream {
     ssrc: u32,
     far_ssrc: Option<u32>,
@@ -179,6 +180,7 @@ struct Stream {
 }
 
 /// See the module comment.
+#[derive(Clone)]
 pub struct MediaEngine {
     cfg: MediaConfig,
     sock: u32,

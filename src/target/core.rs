@@ -19,6 +19,8 @@ use crate::sip::{HeaderName, Message};
 use crate::ua::answerer::{Answerer, AnswererConfig, AnswererCounters};
 use crate::ua::Peer;
 use md5::{Digest, Md5};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -36,6 +38,10 @@ pub struct TargetConfig {
     pub answerer: AnswererConfig,
     /// Challenge with AKAv1-MD5 instead of MD5 for the users it has keys for.
     pub aka: Option<TargetAka>,
+    /// Seeds the nonce secret, AKA's RAND and the answerer's tags, so that a simulated run
+    /// (tests, fuzz targets) replays byte for byte. `None`: from the OS, as a target on a
+    /// network must be (a predictable nonce secret lets anyone forge nonces).
+    pub seed: Option<u64>,
 }
 
 /// AKA subscriber data of the embedded target: what an HSS would hold.
@@ -63,6 +69,7 @@ impl TargetAka {
 }
 
 /// What the target remembers per AKA subscriber: SQN and the vector of its last challenge.
+#[derive(Clone)]
 struct AkaSub {
     keys: AkaKeys,
     sqn: u64,
@@ -78,10 +85,12 @@ impl Default for TargetConfig {
             nonce_ttl: Duration::from_secs(300),
             answerer: AnswererConfig::default(),
             aka: None,
+            seed: None,
         }
     }
 }
 
+#[derive(Clone)]
 struct Binding {
     contact: String,
     dest: SocketAddr,
@@ -115,12 +124,14 @@ pub struct TargetStats {
     pub answerer: AnswererCounters,
 }
 
+#[derive(Clone)]
 pub struct TargetCore {
     cfg: TargetConfig,
     local: SocketAddr,
     /// The host:port we put in Via, Record-Route and Service-Route.
     me: String,
     secret: u64,
+    rng: SmallRng,
     epoch: Instant,
     location: HashMap<String, Binding>,
     aka: HashMap<String, AkaSub>,
@@ -134,10 +145,15 @@ impl TargetCore {
         let mut acfg = cfg.answerer.clone();
         // Nobody takes the samples here; only the counts are reported.
         acfg.record_delays = false;
-        let answerer = Answerer::new(acfg, &[local], rand::random(), now);
+        let mut rng = match cfg.seed {
+            Some(s) => SmallRng::seed_from_u64(s),
+            None => SmallRng::from_os_rng(),
+        };
+        let answerer = Answerer::new(acfg, &[local], rng.random(), now);
         TargetCore {
             me: local.to_string(),
-            secret: rand::random(),
+            secret: rng.random(),
+            rng,
             epoch: now,
             location: HashMap::new(),
             aka: HashMap::new(),
@@ -427,7 +443,7 @@ impl TargetCore {
             self.stats.aka_resyncs += 1;
         }
         sub.sqn = (sub.sqn + step) & aka::SQN_MASK;
-        let v = aka::generate(&sub.keys, rand::random(), sub.sqn);
+        let v = aka::generate(&sub.keys, self.rng.random(), sub.sqn);
         let n = v.nonce();
         sub.pending = Some((n.clone(), v));
         self.stats.challenges += 1;

@@ -196,6 +196,7 @@ enum Timer {
 /// proxies between (RFC 3261 §13.3.1.4, §17.2.1): an offerer that heard 100 Trying from its
 /// proxy never sends its re-INVITE again, so a 2xx lost beyond the proxy would otherwise leave
 /// its transaction to time out. Boxed: most calls never have one.
+#[derive(Clone)]
 struct ReinviteOk {
     cseq: u32,
     peer: Peer,
@@ -204,6 +205,7 @@ struct ReinviteOk {
 }
 
 /// Our BYE's client transaction (one per call at most: its branch is the call's key).
+#[derive(Clone)]
 struct ByeTxn {
     ct: ClientTransaction,
     request: Vec<u8>,
@@ -219,6 +221,7 @@ impl Drop for Call {
     }
 }
 
+#[derive(Clone)]
 struct Call {
     /// Shared with `by_call_id`'s key: one copy per call.
     call_id: Arc<str>,
@@ -250,6 +253,7 @@ struct Call {
 /// What a call costs beyond its variable-length parts: the entry, its map slot, its timers.
 const CALL_OVERHEAD: usize = std::mem::size_of::<Call>() + 64;
 
+#[derive(Clone)]
 pub struct Answerer {
     cfg: AnswererConfig,
     /// `host:port` of each of our sockets (Via of our BYE, our default Contact).

@@ -18,6 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::time::Instant;
 
+#[derive(Clone)]
 pub struct Lingering {
     /// (expiry, hash) in the order they were added: every call lingers equally long, so this
     /// is also the order they expire in.
