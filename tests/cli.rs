@@ -5,8 +5,11 @@
 //! to an imshss on loopback (and imsload's embedded target, which binds a loopback port, is
 //! stopped before any user registers).
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 const IMSLOAD: &str = env!("CARGO_BIN_EXE_imsload");
 const IMSPROBE: &str = env!("CARGO_BIN_EXE_imsprobe");
@@ -126,7 +129,7 @@ fn dry_run_with_a_profile_prints_the_resolved_settings() {
 /// `connect` opens and closes one TCP connection first (found from the "listening on" line).
 fn imshss_lines(args: &[&str], rust_log: Option<&str>, connect: bool) -> (Option<i32>, String) {
     use std::io::Read;
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
     let dir = tempfile::tempdir().unwrap();
     let subs = dir.path().join("subscribers.csv");
     std::fs::write(
@@ -141,12 +144,12 @@ fn imshss_lines(args: &[&str], rust_log: Option<&str>, connect: bool) -> (Option
         .arg(&subs)
         .args(args)
         .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::null())
+        .stdout(Stdio::null())
         .stderr(std::fs::File::create(&err_path).unwrap());
     if let Some(f) = rust_log {
         cmd.env("RUST_LOG", f);
     }
-    let mut child = cmd.spawn().expect("spawn imshss");
+    let child = cmd.spawn().expect("spawn imshss");
     let read = || {
         let mut s = String::new();
         std::fs::File::open(&err_path)
@@ -185,10 +188,9 @@ fn imshss_lines(args: &[&str], rust_log: Option<&str>, connect: bool) -> (Option
     } else {
         std::thread::sleep(Duration::from_millis(500));
     }
-    // SAFETY: kill(2) on the pid of our own child, which has not been waited for yet.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().unwrap();
-    (status.code(), read())
+    assert!(common::send_signal(child.id() as i32, libc::SIGTERM));
+    let out = common::wait_bounded(child, Duration::from_secs(10), "imshss after SIGTERM");
+    (out.status.code(), read())
 }
 
 #[test]
@@ -241,39 +243,6 @@ fn diagnostics_are_stamped_lines_that_verbosity_and_rust_log_control() {
     );
 }
 
-/// `bin args` must end by itself within 20 s (it is killed and the test fails otherwise);
-/// returns its exit code and stderr.
-fn run_bounded(bin: &str, args: &[&str]) -> (Option<i32>, String) {
-    use std::io::Read;
-    use std::time::{Duration, Instant};
-    let mut child = Command::new(bin)
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{bin}: {e}"));
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if t0.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{bin} {args:?} did not end within 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (status.code(), err)
-}
-
 /// An error found after the embedded target started (no --target) ends the run with exit 2,
 /// naming it; it hung before: the target's thread kept the runtime's drop waiting, and the
 /// signal watcher was gone with the runtime, so only SIGKILL ended it.
@@ -291,7 +260,14 @@ fn an_error_after_the_embedded_target_started_still_ends_the_run() {
     ] {
         let mut args = late_error.to_vec();
         args.extend(["--users", "4", "--cps", "2", "--duration", "2s", "--quiet"]);
-        let (code, err) = run_bounded(IMSLOAD, &args);
+        let child = Command::new(IMSLOAD)
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("imsload");
+        let out = common::wait_bounded(child, Duration::from_secs(20), &format!("{args:?}"));
+        let (code, err) = (out.status.code(), String::from_utf8_lossy(&out.stderr));
         assert_eq!(code, Some(2), "{args:?}: {err}");
         assert!(err.contains(named), "{args:?}: {err}");
     }

@@ -819,6 +819,8 @@ impl LoadCore {
         c.media_gaps += n.gaps;
         c.media_holds += n.holds;
         c.media_resumes += n.resumes;
+        c.media_codec_changes += n.codec_changes;
+        c.media_ptime_changes += n.ptime_changes;
         self.stats.gauges.media_streams = m.engine.streams() as u64;
         self.stats.gauges.media_silent = m.engine.silent_streams(now);
         self.media_events();

@@ -164,6 +164,9 @@ pub struct Counters {
     /// `--media`: streams that stopped sending for a re-INVITE (hold), and that sent again.
     pub media_holds: u64,
     pub media_resumes: u64,
+    /// `--media`: offers or answers in a call that changed a stream's codec, or its packet time.
+    pub media_codec_changes: u64,
+    pub media_ptime_changes: u64,
     /// INVITEs inside a call of ours, caller's or callee's (hold, resume), answered 200.
     pub reinvites_answered: u64,
     /// `--call-hold`: our callers' re-INVITEs answered 2xx (hold, then resume), and those that
@@ -269,6 +272,8 @@ impl Counters {
             media_gaps,
             media_holds,
             media_resumes,
+            media_codec_changes,
+            media_ptime_changes,
             reinvites_answered,
             call_holds,
             call_resumes,

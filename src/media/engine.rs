@@ -95,6 +95,10 @@ pub struct MediaCounts {
     /// Streams that stopped sending for a new offer or answer (a hold), and that sent again.
     pub holds: u64,
     pub resumes: u64,
+    /// Offers or answers after the first that changed a stream's codec, or its packet time
+    /// (RFC 3264 §8.3.2), taken up from the next packet.
+    pub codec_changes: u64,
+    pub ptime_changes: u64,
 }
 
 /// One stream's figures when it ends.
@@ -353,8 +357,11 @@ impl MediaEngine {
         let send = remote.direction.we_send() && !held;
         let receive = remote.direction.we_receive();
         let s = self.streams.get_mut(k).expect("mapped streams exist");
+        let ptime = Duration::from_millis(u64::from(remote.ptime_ms));
+        self.counts.codec_changes += u64::from(s.codec != remote.codec);
+        self.counts.ptime_changes += u64::from(s.ptime != ptime);
         s.codec = remote.codec;
-        s.ptime = Duration::from_millis(u64::from(remote.ptime_ms));
+        s.ptime = ptime;
         s.samples = u32::from(remote.ptime_ms) * 8;
         if send && !s.send {
             let quiet = now.saturating_duration_since(s.due);
@@ -1131,6 +1138,10 @@ mod tests {
         run(&mut a, &mut now, &mut sent, 999);
         let before = sent.len();
         assert!((49..=51).contains(&before), "{sent:?}");
+        // The same codec and packet time again (a session refresh) changes nothing.
+        assert!(a.update(now, ssrc, remote(B.into())));
+        let c = a.take_counts();
+        assert_eq!((c.codec_changes, c.ptime_changes), (0, 0));
         // PCMA at 30 ms, as the far end's re-INVITE offers.
         assert!(a.update(
             now,
@@ -1141,6 +1152,8 @@ mod tests {
                 ..remote(B.into())
             }
         ));
+        let c = a.take_counts();
+        assert_eq!((c.codec_changes, c.ptime_changes), (1, 1));
         run(&mut a, &mut now, &mut sent, 900);
         let after = &sent[before..];
         assert!(after.iter().all(|p| p.1 == 8), "{after:?}");
