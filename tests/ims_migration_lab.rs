@@ -160,7 +160,14 @@ fn four_ims_guests_migrate_one_after_another_under_load() {
         assert_eq!(me["target"], el);
         let icmp = layer(me, "icmp");
         let lw = f(&icmp["loss_window"]["duration_ms"]);
-        let end_vs_resume = (f(&icmp["reply_gap"]["end_s"]) - f(&pause["resume_s"])) * 1e3;
+        // The gap across the pause, which the step's longest gap (its `reply_gap`) includes.
+        let across = common::gap_across_pause(me, "icmp", pause);
+        assert!(
+            f(&icmp["reply_gap"]["duration_ms"]) >= f(&across["duration_ms"]),
+            "{el}: the step's ICMP gap {} is shorter than the one across the pause {across}",
+            icmp["reply_gap"]
+        );
+        let end_vs_resume = (f(&across["end_s"]) - f(&pause["resume_s"])) * 1e3;
         eprintln!(
             "ims lab: {el}: QEMU downtime {} ms, STOP→RESUME {s2r:.1} ms, ICMP loss window {lw:.1} ms, first echo {end_vs_resume:.1} ms after RESUME, data {} B",
             hv["downtime_ms"], hv["transferred_bytes"]
@@ -183,14 +190,8 @@ fn four_ims_guests_migrate_one_after_another_under_load() {
             // 525 ms, beside 279 ms of pause); the one across the pause is in the probe's list.
             let report = json(&Path::new(me["dir"].as_str().unwrap()).join("report.json"));
             let gaps = layer(&report, "diameter")["reply_gaps"].as_array().unwrap();
-            let (stop, resume) = (f(&pause["stop_s"]), f(&pause["resume_s"]));
-            let across = gaps.iter().find(|g| {
-                let bound = f(&g["error_bound_ms"]) / 1e3;
-                f(&g["start_s"]) <= stop + bound && f(&g["end_s"]) >= resume - bound
-            });
-            let across = across.unwrap_or_else(|| {
-                panic!("no Diameter reply gap of the HSS spans its pause {pause}")
-            });
+            let stop = f(&pause["stop_s"]);
+            let across = common::gap_across_pause(me, "diameter", pause);
             eprintln!(
                 "ims lab: hss: Diameter reply gap across the pause {:.1} ms (starts {:+.1} ms from STOP), longest of the migration {} ms",
                 f(&across["duration_ms"]),

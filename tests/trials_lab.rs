@@ -113,7 +113,14 @@ fn one_trial_in_the_qemu_lab() {
             .clone()
     };
     let icmp = layer("icmp");
-    let gap = &icmp["reply_gap"];
+    // The gap across the pause; the step's `reply_gap` (its longest) must include it.
+    let me = &t["steps"][0]["targets"][0];
+    let gap = &common::gap_across_pause(me, "icmp", pause);
+    assert!(
+        f(&icmp["reply_gap"]["duration_ms"]) >= f(&gap["duration_ms"]),
+        "the step's ICMP gap {} is shorter than the one across the pause {gap}",
+        icmp["reply_gap"]
+    );
     let lw = &icmp["loss_window"];
     let interval = f(&gap["error_bound_ms"]);
     let bound = interval + place;
@@ -154,7 +161,8 @@ fn one_trial_in_the_qemu_lab() {
     // The guest's first IPv4 frame after RESUME is its first reply, SIP or ICMP: the earlier
     // of the two layers' gap ends must be that frame (as the lab's capture saw it).
     if let Some(first) = first_ipv4 {
-        let sip_end = (f(&layer("sip")["reply_gap"]["end_s"]) - f(&pause["resume_s"])) * 1e3;
+        let sip = common::gap_across_pause(me, "sip", pause);
+        let sip_end = (f(&sip["end_s"]) - f(&pause["resume_s"])) * 1e3;
         let earliest = end_vs_resume.min(sip_end);
         assert!(
             (earliest - first).abs() <= 2.0 * interval + 1.0,

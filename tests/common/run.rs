@@ -163,3 +163,29 @@ pub fn long_gaps(layer: &Value, over_ms: f64) -> Vec<f64> {
         .filter(|&d| d > over_ms)
         .collect()
 }
+
+/// The reply gap of layer `name` that spans a VM's pause: from the step's target (an entry of
+/// `steps[i].targets` in trial.json), its probe report's gap list, the gap that starts no later
+/// than STOP and ends no earlier than RESUME (each within the gap's error bound). The step's own
+/// `reply_gap` is the longest gap in its window, which need not be this one: on a busy host a
+/// TCG guest starved during pre-copy answered 377 ms late 2 s before its 117 ms pause (seen).
+pub fn gap_across_pause(target: &Value, name: &str, pause: &Value) -> Value {
+    let dir = target["dir"].as_str().expect("a step target's dir");
+    let report = json(&Path::new(dir).join("report.json"));
+    let (stop, resume) = (f(&pause["stop_s"]), f(&pause["resume_s"]));
+    layer(&report, name)["reply_gaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| {
+            let bound = f(&g["error_bound_ms"]) / 1e3;
+            f(&g["start_s"]) <= stop + bound && f(&g["end_s"]) >= resume - bound
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no {name} reply gap of {} spans its pause {pause}",
+                target["target"]
+            )
+        })
+        .clone()
+}
