@@ -245,7 +245,7 @@ struct Shared {
 
 /// An I/O path's end of the queue (one per driver, pacer, receiver; a clone starts with no
 /// copies of its own). Copies wait in the tap until [`Tap::flush`], which the owner calls
-/// once per turn, or until the tap holds [`FLUSH_AT`] of them or is dropped.
+/// once per turn, or until the tap holds `FLUSH_AT` of them or is dropped.
 pub struct Tap {
     tx: SyncSender<Batch>,
     shared: Arc<Shared>,

@@ -1,6 +1,10 @@
 //! `imshss`'s arguments and its one call: load the subscribers, serve Cx until Ctrl-C or
 //! SIGTERM.
 
+// The doc comments of the arguments are their --help text, in clap's form (`[default: …]`,
+// `<realm>`), not rustdoc's.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

@@ -6,6 +6,10 @@
 //! it (it wins over the profile), and the default it shows in `--help` is applied by
 //! [`super::settings::Settings::resolve`] when neither gave a value.
 
+// The doc comments of the arguments are their --help text, in clap's form (`[default: …]`,
+// `<realm>`), not rustdoc's.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
+
 use crate::load::config::{Arrival, ByeBy, DurationDist, ImsOptions, PreferredIdentity};
 use crate::load::population;
 use crate::load::shard::{self, Shard};

@@ -2,6 +2,10 @@
 //! tshark's), with no probing. Every destination of probes in it is a target; each gets the
 //! report a live run writes, built by the same [`ReportBuilder`].
 
+// The doc comments of the arguments are their --help text, in clap's form (`[default: …]`,
+// `<realm>`), not rustdoc's.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
+
 use super::analysis::{self, Params};
 use super::pcapread::{self, CapturedTarget, PcapStats};
 use super::report::{Report, TargetOut};
