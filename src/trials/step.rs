@@ -290,12 +290,20 @@ pub fn verdict(
         }
     }
     if interrupted {
-        let w = if why.is_empty() {
-            "interrupted (Ctrl-C)".to_string()
-        } else {
-            format!("interrupted (Ctrl-C); {}", why.join("; "))
-        };
-        return (Status::Interrupted, Some(w));
+        // The first Ctrl-C lets a running migration finish, so a command that then failed by
+        // itself (an exit code, its timeout) or a hypervisor that reports a failure is the
+        // step's own failure, whatever came after. A command that never ran, or that the
+        // second Ctrl-C killed, is what the interruption did.
+        let stopped_by_us = mig.is_none_or(|m| m.signal.is_some() && !m.timed_out);
+        if stopped_by_us || why.is_empty() {
+            let w = if why.is_empty() {
+                "interrupted (Ctrl-C)".to_string()
+            } else {
+                format!("interrupted (Ctrl-C); {}", why.join("; "))
+            };
+            return (Status::Interrupted, Some(w));
+        }
+        why.push("then the trial was interrupted (Ctrl-C)".to_string());
     }
     if why.is_empty() {
         (Status::Ok, None)
@@ -431,5 +439,29 @@ mod tests {
         let (s, f) = verdict(true, None, None);
         assert_eq!(s, Status::Interrupted);
         assert!(f.unwrap().contains("did not run"));
+        // Interrupted while the migration ran: it finished and failed by itself, the
+        // hypervisor says it failed, or it went well; or the second Ctrl-C killed it.
+        let (s, f) = verdict(true, Some(&bad), None);
+        assert_eq!(s, Status::Failed);
+        let f = f.unwrap();
+        assert!(
+            f.contains("exited with code 1") && f.contains("interrupted"),
+            "{f}"
+        );
+        assert_eq!(verdict(true, Some(&ok), Some(&hv)).0, Status::Failed);
+        assert_eq!(verdict(true, Some(&ok), None).0, Status::Interrupted);
+        let killed = MigrationOut {
+            exit_code: None,
+            signal: Some(15),
+            ..ok.clone()
+        };
+        let (s, f) = verdict(true, Some(&killed), Some(&hv));
+        assert_eq!(s, Status::Interrupted);
+        assert!(f.unwrap().contains("signal 15"));
+        let timed_out = MigrationOut {
+            timed_out: true,
+            ..killed.clone()
+        };
+        assert_eq!(verdict(true, Some(&timed_out), None).0, Status::Failed);
     }
 }
