@@ -623,10 +623,12 @@ struct Control {
 }
 
 impl Control {
-    fn apply(&mut self, core: &mut LoadCore) {
+    /// A new rate is the core's from the worker's next tick (`tick`), told as soon as it is
+    /// known: the core then keeps the boundary even if the worker wakes for that tick late.
+    fn take_rate(&mut self, core: &mut LoadCore, tick: Instant) {
         if self.rate.has_changed().unwrap_or(false) {
             let total = *self.rate.borrow_and_update();
-            core.set_rate(Instant::now(), total / self.workers as f64);
+            core.set_rate_at(tick, total / self.workers as f64);
         }
     }
 }
@@ -716,10 +718,10 @@ fn worker(
             stop_seen = true;
             core.stop(now);
         }
+        ctl.take_rate(&mut core, next_tick);
         if now >= next_tick {
             let phase = core.phase();
             let _ = tx.blocking_send(report(id, &mut core, &mut driver, phase));
-            ctl.apply(&mut core);
             // A tick missed by more than a second is skipped, not caught up in a burst.
             next_tick += Duration::from_secs(1);
             if next_tick <= now {

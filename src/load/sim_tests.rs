@@ -1095,6 +1095,61 @@ fn rate_changes_take_effect_at_once_and_keep_the_spacing() {
     assert_eq!(net.load.phase(), Phase::Done);
 }
 
+/// What a worker does at its ticks: the rate of the next second is known before its tick and
+/// handed over with the tick's instant. A worker that wakes late for the tick runs its due
+/// timers at once; arrivals due past the tick must follow the new rate all the same. With the
+/// rate applied when the worker got to it, a 6 s phase at 5/s placed a 31st arrival whenever
+/// the wake-up came later than the first arrival's offset from the tick (seen: a shard of
+/// tests/container.rs offered 31 calls, not 30, on a loaded machine).
+#[test]
+fn a_rate_told_ahead_takes_effect_at_its_instant_however_late_the_timers_run() {
+    let mut net = Net::new(
+        CoreConfig {
+            cps: 0.0,
+            duration: None,
+            hold: Duration::from_millis(200),
+            ..cfg()
+        },
+        20,
+        "pw_%u",
+    );
+    // Registration of 20 users at 50/s takes 0.4 s; then the calling phase, at rate 0.
+    net.run(Duration::from_millis(1000));
+    assert_eq!(net.load.phase(), Phase::Calling);
+    let tick = net.now + Duration::from_millis(500);
+    net.load.set_rate_at(tick, 5.0);
+    net.run(Duration::from_millis(490));
+    assert_eq!(
+        net.totals.counters.scenarios_offered, 0,
+        "nothing before the tick"
+    );
+    net.run(tick + Duration::from_millis(5500) - net.now);
+    net.load.set_rate_at(tick + Duration::from_secs(6), 0.0);
+    // The worker wakes 50 ms late for the tick that ends the phase.
+    net.now = tick + Duration::from_millis(6050);
+    net.load.handle_timeout(net.now);
+    net.run(Duration::from_secs(2));
+    // At the tick, t + 0.2 s, ..., t + 5.8 s: 30 arrivals; the one due at t + 6 s is not.
+    assert_eq!(net.totals.counters.scenarios_offered, 30);
+    assert_eq!(net.load.rate(), 0.0);
+    // A change told for an instant already past (a rate that came late) applies from that
+    // instant: the arrivals since then are placed at once, none lost.
+    let past = net.now;
+    net.run(Duration::from_millis(400));
+    net.load.set_rate_at(past, 10.0);
+    net.load.handle_timeout(net.now);
+    net.run(Duration::from_millis(50));
+    let c = net.totals.counters.scenarios_offered - 30;
+    assert!(
+        (4..=6).contains(&c),
+        "{c} arrivals for the 0.4 s since the change at 10/s"
+    );
+    let now = net.now;
+    net.load.stop(now);
+    net.run(Duration::from_secs(30));
+    assert_eq!(net.load.phase(), Phase::Done);
+}
+
 /// The IMS options reach the wire: P-Access-Network-Info on REGISTER, INVITE and MESSAGE;
 /// `Supported: path` and the Contact's `+sip.instance` / `+g.3gpp.icsi-ref` on REGISTER;
 /// P-Preferred-Identity (the tel: IMPU here) on INVITE and MESSAGE only.
