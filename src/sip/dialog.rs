@@ -3,6 +3,8 @@
 
 use super::builder::Writer;
 use super::message::{name_addr_uri, HeaderName, Message};
+use super::text_pool;
+use smallvec::SmallVec;
 
 /// A range of [`Dialog::text`].
 #[derive(Clone, Copy, Debug, Default)]
@@ -12,7 +14,9 @@ struct Span {
 }
 
 /// Every call has one (each side), so its strings share one buffer: a `String` per field was
-/// six or seven allocations per dialog, this is one (two with a route set).
+/// six or seven allocations per dialog. The buffer comes from and goes back to
+/// [`text_pool`], and up to four routes' places are kept inline, so a call's dialog costs no
+/// allocation once calls come and go.
 #[derive(Clone, Debug, Default)]
 pub struct Dialog {
     text: String,
@@ -26,7 +30,13 @@ pub struct Dialog {
     /// Where in-dialog requests go: the peer's Contact.
     remote_target: Span,
     /// Route set in the order requests must carry it.
-    route_set: Vec<Span>,
+    route_set: SmallVec<[Span; 4]>,
+}
+
+impl Drop for Dialog {
+    fn drop(&mut self) {
+        text_pool::give(std::mem::take(&mut self.text));
+    }
 }
 
 /// Copies the dialog's strings into one buffer as they are found.
@@ -37,7 +47,7 @@ struct Packer {
 impl Packer {
     fn with_capacity(n: usize) -> Packer {
         Packer {
-            text: String::with_capacity(n),
+            text: text_pool::take(n),
         }
     }
     fn add(&mut self, s: &str) -> Span {
@@ -57,7 +67,12 @@ impl Dialog {
 
     /// Bytes this dialog holds on the heap (for callers that budget what they keep).
     pub fn heap_bytes(&self) -> usize {
-        self.text.capacity() + self.route_set.capacity() * std::mem::size_of::<Span>()
+        let routes = if self.route_set.spilled() {
+            self.route_set.capacity() * std::mem::size_of::<Span>()
+        } else {
+            0
+        };
+        self.text.capacity() + routes
     }
 
     pub fn call_id(&self) -> &str {
@@ -112,7 +127,7 @@ impl Dialog {
         let mut p = Packer::with_capacity(n);
         let [call_id, local_uri, local_tag, remote_uri, remote_tag, remote_target] =
             fixed.map(|s| p.add(s));
-        let mut route_set: Vec<Span> = msg
+        let mut route_set: SmallVec<[Span; 4]> = msg
             .header_values(HeaderName::RecordRoute)
             .map(|r| p.add(r))
             .collect();

@@ -10,6 +10,7 @@
 //! - [`sdp`]: the direction of an SDP offer or answer (hold, resume).
 //! - [`secagree`]: security agreement headers (RFC 3329, 3GPP ipsec-3gpp).
 //! - [`transport`]: sockets and stream framing.
+//! - [`text_pool`]: the strings a call keeps, reused from call to call.
 
 pub mod aka;
 pub mod auth;
@@ -19,6 +20,7 @@ pub mod ids;
 pub mod message;
 pub mod sdp;
 pub mod secagree;
+pub mod text_pool;
 pub mod transaction;
 pub mod transport;
 

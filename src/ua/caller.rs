@@ -242,12 +242,14 @@ pub struct OutgoingCall {
     events: SmallVec<[Event; 2]>,
 }
 
-/// The kept CANCEL goes back to the message pool with the call.
+/// The kept CANCEL goes back to the message pool with the call, its INVITE's Via to the
+/// string pool.
 impl Drop for OutgoingCall {
     fn drop(&mut self) {
         if let Some((_, c)) = self.cancel.take() {
             crate::sip::transport::recycle(c);
         }
+        crate::sip::text_pool::give(std::mem::take(&mut self.invite_via));
     }
 }
 
@@ -397,8 +399,11 @@ impl OutgoingCall {
         // Kept for the CANCEL and a non-2xx ACK, which repeat it; the buffer is reused by
         // the INVITE sent again after a challenge.
         self.invite_via.clear();
-        // One allocation: a Via written piecemeal would grow the string three times.
-        self.invite_via.reserve(128);
+        // Room for the whole Via at once (a Via written piecemeal would grow the string three
+        // times), from the string pool: no allocation once calls come and go.
+        if self.invite_via.capacity() < 128 {
+            self.invite_via = crate::sip::text_pool::take(128);
+        }
         let _ = write!(self.invite_via, "{via}");
         let s = &self.setup;
         self.cseq += 1;
