@@ -436,10 +436,20 @@ impl Delays {
 /// generator would have recorded.
 pub fn encode_histogram(h: &Histogram<u64>) -> String {
     use base64::Engine as _;
-    let mut buf = Vec::new();
-    // Writing into a Vec fails only for histograms too large to count (not ours).
     use hdrhistogram::serialization::Serializer as _;
-    let _ = hdrhistogram::serialization::V2Serializer::new().serialize(h, &mut buf);
+    // Written with the fixed 1 µs .. 1 h bounds, whatever the histogram in memory grew to:
+    // the header carries them, and a reader (HdrHistogram in any language) adds one report's
+    // histogram to another's only if their bounds take each other's values. With each
+    // written at its own size, adding a shard with a longer delay failed (seen in
+    // tests/shard_kamailio.rs). The serialization is sparse, so the bounds cost no bytes.
+    let fixed = Histogram::<u64>::new_with_bounds(1, DELAY_MAX_US, 3)
+        .ok()
+        .and_then(|mut f| f.add(h).ok().map(|_| f));
+    let mut buf = Vec::new();
+    // Writing into a Vec fails only for histograms too large to count (not ours). A histogram
+    // past an hour (not one of ours) is written as it is, and decoding refuses it.
+    let _ = hdrhistogram::serialization::V2Serializer::new()
+        .serialize(fixed.as_ref().unwrap_or(h), &mut buf);
     base64::engine::general_purpose::STANDARD.encode(buf)
 }
 
@@ -805,6 +815,23 @@ mod tests {
         assert!(d.srd.distinct_values() > ms20);
         assert_eq!(d.srd.max(), d.srd.highest_equivalent(DELAY_MAX_US));
         assert!((d.srd.value_at_quantile(0.25) as f64 - 20_000.0).abs() < 20.0);
+        // Reports carry the fixed bounds: raw HdrHistogram readers can add any two.
+        let raw = |h: &Histogram<u64>| -> Histogram<u64> {
+            use base64::Engine as _;
+            let b = base64::engine::general_purpose::STANDARD
+                .decode(encode_histogram(h))
+                .unwrap();
+            hdrhistogram::serialization::Deserializer::new()
+                .deserialize(&mut b.as_slice())
+                .unwrap()
+        };
+        let mut short = Delays::default();
+        Delays::record(&mut short.srd, Duration::from_millis(2));
+        let mut sum = raw(&short.srd);
+        assert_eq!(sum.high(), raw(&d.srd).high());
+        sum.add(raw(&d.srd))
+            .expect("the shorter one takes the longer one's values");
+        assert_eq!(sum.len(), 3);
         // More than an hour never comes back from a report either.
         let mut big = Histogram::<u64>::new(3).unwrap();
         big.record(2 * DELAY_MAX_US).unwrap();
