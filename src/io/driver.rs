@@ -101,6 +101,8 @@ impl Driver {
             super::udp::enable_rx_timestamps(s);
             // And drops for a full receive buffer, counted: an overloaded worker says so.
             super::udp::enable_rx_drop_count(s);
+            // A peer's GSO train (our far worker's RTP) is read in one piece.
+            super::udp::enable_rx_gro(s);
             poller.add(s, i as u64, false)?;
         }
         let n = socks.len();
@@ -334,7 +336,7 @@ impl Driver {
                                 u.dropped += d.wrapping_sub(u.drop_marks[i]) as u64;
                                 u.drop_marks[i] = d;
                             }
-                            if n < super::udp::BATCH {
+                            if !recv.filled() {
                                 break;
                             }
                             if round + 1 == READ_BATCHES_PER_TURN {

@@ -247,7 +247,7 @@ fn datagram_loop(
                     Arrival::exact(kernel_or_now(&sink.table, &sink.clock, ts, &at)),
                 );
             }
-            if n < BATCH_SLOTS {
+            if !batch.filled() {
                 break;
             }
         }
