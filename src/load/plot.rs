@@ -42,6 +42,19 @@ pub struct PlotRow {
     cpu_pct: f32,
     plan_phase: Option<std::sync::Arc<str>>,
     monitors: Vec<(std::sync::Arc<str>, Option<f32>)>,
+    /// `--media` runs only.
+    media: Option<MediaPoint>,
+}
+
+/// A second of the media plane: streams running and silent (at its end), and what went wrong
+/// in it.
+#[derive(Clone, Copy, Debug)]
+struct MediaPoint {
+    streams: f32,
+    silent: f32,
+    gaps: f32,
+    lost: f32,
+    late_sends: f32,
 }
 
 impl PlotRow {
@@ -89,6 +102,15 @@ impl PlotRow {
             cpu_pct: r.generator_cpu_pct as f32,
             plan_phase,
             monitors,
+            media: (r.gauges.media_streams > 0 || c.media_packets_sent > 0).then_some(
+                MediaPoint {
+                    streams: r.gauges.media_streams as f32,
+                    silent: r.gauges.media_silent as f32,
+                    gaps: c.media_gaps as f32,
+                    lost: c.media_packets_lost as f32,
+                    late_sends: c.media_late_sends as f32,
+                },
+            ),
         }
     }
 }
@@ -209,6 +231,26 @@ pub fn run_svg(title: &str, rows: &[PlotRow]) -> String {
             ],
         },
     ];
+    // The media plane, when the run carried it: what callers hear (silent streams: a
+    // migration's outage shows here while it lasts), and the trouble counted per second.
+    if rows.iter().any(|r| r.media.is_some()) {
+        let m = |f: fn(&MediaPoint) -> f32| move |r: &PlotRow| r.media.as_ref().map(f);
+        panels.push(Panel {
+            title: "Media streams (at the end of each second)".into(),
+            lines: vec![
+                line("running", &m(|p| p.streams)),
+                line("silent (no packet for 3 ptimes)", &m(|p| p.silent)),
+            ],
+        });
+        panels.push(Panel {
+            title: "Media trouble per second".into(),
+            lines: vec![
+                line("silences ended", &m(|p| p.gaps)),
+                line("packets lost", &m(|p| p.lost)),
+                line("sends over a ptime late", &m(|p| p.late_sends)),
+            ],
+        });
+    }
     let mut mon = vec![line("imsload CPU %", &|r| Some(r.cpu_pct))];
     let names: Vec<&str> = rows
         .iter()
@@ -393,6 +435,25 @@ mod tests {
         assert!(svg.contains("test &lt;run&gt;"));
         assert!(svg.contains("offered (plan)") && svg.contains(">cpu<"));
         assert_eq!(svg.matches("stroke-dasharray=\"3,3\"").count(), 4 * 4);
+        assert!(!svg.contains("Media"), "no media panels without media");
+        // With media: two more panels, and the silence that lasted three seconds is drawn.
+        let media: Vec<PlotRow> = rows
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                r.gauges.media_streams = 40;
+                r.gauges.media_silent = if (8.0..11.0).contains(&r.t_s) { 40 } else { 0 };
+                r.counters.media_packets_sent = 2000;
+                r.counters.media_gaps = if r.t_s == 11.0 { 40 } else { 0 };
+                PlotRow::of(&r, None)
+            })
+            .collect();
+        let svg = run_svg("media", &media);
+        assert!(svg.contains("Media streams") && svg.contains("Media trouble per second"));
+        assert!(svg.contains("silent (no packet for 3 ptimes)") && svg.contains("silences ended"));
+        // Lines that stay at zero are left out of a panel's legend.
+        assert!(!svg.contains("packets lost"));
+        assert_eq!(svg.matches("stroke-dasharray=\"3,3\"").count(), 4 * 6);
         assert!(svg.contains(">step 4<"));
         let opt = resvg::usvg::Options::default();
         resvg::usvg::Tree::from_str(&svg, &opt).expect("valid SVG");
