@@ -101,7 +101,7 @@ impl Driver {
             super::udp::enable_rx_timestamps(s);
             // And drops for a full receive buffer, counted: an overloaded worker says so.
             super::udp::enable_rx_drop_count(s);
-            // A peer's GSO train (our far worker's RTP) is read in one piece.
+            // A peer's GSO train (a far worker's RTP with --media-gso) is read in one piece.
             super::udp::enable_rx_gro(s);
             poller.add(s, i as u64, false)?;
         }
@@ -169,6 +169,16 @@ impl Driver {
     /// never waits (see [`crate::hep::mirror`]).
     pub fn set_tap(&mut self, tap: Tap) {
         self.tap = Some(tap);
+    }
+
+    /// Socket `socket` sends runs of same-size datagrams to one destination as UDP GSO trains
+    /// (see [`SendBatch::set_trains`]; `--media-gso`, the RTP socket). UDP only.
+    pub fn send_trains(&mut self, socket: usize) {
+        if let Sockets::Udp(u) = &mut self.socks {
+            if let Some(out) = u.out.get_mut(socket) {
+                out.set_trains(true);
+            }
+        }
     }
 
     /// Wake at most once per `quantum` while busy (UDP; zero, the default, wakes for every

@@ -2,11 +2,12 @@
 //! call. At 10k calls/s a worker moves ~60k datagrams a second; one syscall each was a third of
 //! its CPU (see docs/imsload.md, "Engine").
 //!
-//! Datagrams of one size to one destination (RTP: every G.711 packet of a worker's streams to
-//! the far worker's media socket) also go out as the segments of one UDP GSO send
-//! (`UDP_SEGMENT`), and a socket with [`enable_rx_gro`] reads such a train in one piece: the
-//! kernel walks its send and receive paths once per train, not once per packet, which is most
-//! of what 200,000 packets a second cost (docs/media.md, "Measured").
+//! On a socket that asks for it ([`SendBatch::set_trains`]: `--media-gso`, RTP only),
+//! datagrams of one size to one destination (every G.711 packet of a worker's streams to the
+//! far worker's media socket) go out as the segments of one UDP GSO send (`UDP_SEGMENT`), and a
+//! socket with [`enable_rx_gro`] reads such a train in one piece: the kernel walks its send and
+//! receive paths once per train, not once per packet, which is most of what 200,000 packets a
+//! second cost (docs/media.md, "Measured").
 
 use socket2::SockAddr;
 use std::io;
@@ -296,8 +297,9 @@ pub struct SendBatch {
     hdrs: Vec<libc::mmsghdr>,
     /// Each message's `UDP_SEGMENT` control message (its header and a u16, 8-aligned).
     cmsg: Vec<[u64; 3]>,
-    /// Trains are sent as GSO sends: on until the kernel refuses one (no GSO on the route's
-    /// device, or a route through an IPsec SA, which Linux does not segment).
+    /// Trains are sent as GSO sends ([`SendBatch::set_trains`]): until the kernel refuses one
+    /// (no GSO on the route's device, or a route through an IPsec SA, which Linux does not
+    /// segment).
     gso: bool,
     /// Scratch for [`SendBatch::group`]: each datagram's destination, and the new order.
     keys: Vec<u8>,
@@ -317,7 +319,7 @@ impl Default for SendBatch {
             // SAFETY: as in RecvBatch.
             hdrs: vec![unsafe { std::mem::zeroed() }; BATCH],
             cmsg: vec![[0u64; 3]; BATCH],
-            gso: true,
+            gso: false,
             keys: Vec::new(),
             regroup: Vec::new(),
         }
@@ -353,6 +355,14 @@ impl SendBatch {
         let off = self.bytes.len();
         self.bytes.extend_from_slice(data);
         self.queued.push((off, data.len(), dest));
+    }
+
+    /// Sends runs of same-size datagrams to one destination as GSO trains. Off by default:
+    /// a capture on `lo`, on a veth or on a NIC that segments UDP itself shows a train as one
+    /// large datagram (the tap sees it before it is cut), which would make SIP traces lie and
+    /// RTP unreadable to Wireshark. Only `--media-gso` turns it on, for the RTP socket.
+    pub fn set_trains(&mut self, on: bool) {
+        self.gso = on;
     }
 
     pub fn is_empty(&self) -> bool {
@@ -553,6 +563,7 @@ mod tests {
 
     #[test]
     fn a_batch_goes_out_and_comes_back_in_one_call_each() {
+        // Trains are off unless asked for: SIP datagrams leave one by one, in order.
         let a = UdpSocket::bind("127.0.0.1:0").unwrap();
         let b = UdpSocket::bind("127.0.0.1:0").unwrap();
         let to = b.local_addr().unwrap();
@@ -568,6 +579,7 @@ mod tests {
         }
         let sent = s.flush(&a);
         assert_eq!((sent.datagrams, sent.failed, sent.blocked), (40, 0, false));
+        assert_eq!(sent.calls, 2, "32 datagrams per sendmmsg");
         assert!(s.is_empty());
         let mut r = RecvBatch::default();
         let mut got = Vec::new();
@@ -633,6 +645,7 @@ mod tests {
             }
         }
         s.push(&packet(b'b', 100, 1300), to_b);
+        s.set_trains(true);
         let sent = s.flush(&a);
         assert_eq!((sent.datagrams, sent.failed, sent.blocked), (151, 0, false));
         // b's 100 in two trains (64 at most), its large one alone, c's 50 in one.
@@ -671,6 +684,7 @@ mod tests {
         // (EIO) or a device that cannot segment.
         assert!(set_flag(&a, libc::SO_NO_CHECK));
         let mut s = SendBatch::default();
+        s.set_trains(true);
         for i in 0..40u8 {
             s.push(&packet(b'b', i, 172), to);
         }

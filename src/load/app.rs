@@ -252,6 +252,7 @@ pub fn run(r: Resolved) -> anyhow::Result<Outcome> {
             embedded_target: embedded,
             hep: a.hep.config("imsload"),
             media_log: a.media_log.clone(),
+            media_gso: a.media_gso,
             timer_resolution: a.timer_resol,
             control: prof.control,
             monitors: prof.monitors,

@@ -284,6 +284,12 @@ pub struct RunArgs {
     /// --media: play this WAV file (8 kHz, mono, 16-bit PCM), looped; default a 400 Hz tone.
     #[arg(long, value_name = "WAV", requires = "media")]
     pub media_file: Option<PathBuf>,
+    /// --media: send each worker's RTP to one far socket as UDP GSO trains (up to 64 packets
+    /// per send): about 2.5x less CPU per stream at thousands of calls. A capture on lo, a
+    /// veth, or a NIC that segments UDP itself then shows each train as one large datagram
+    /// that Wireshark cannot read as RTP: leave it off when you capture (docs/media.md).
+    #[arg(long, requires = "media")]
+    pub media_gso: bool,
     /// --media: write one CSV line per stream as it ends (its SSRC, leg, start and end, packets,
     /// loss, jitter, its longest gap and when it began, R and MOS; docs/media.md). Without
     /// media (here or in the profile) the file holds its header only.

@@ -102,15 +102,13 @@ impl PlotRow {
             cpu_pct: r.generator_cpu_pct as f32,
             plan_phase,
             monitors,
-            media: (r.gauges.media_streams > 0 || c.media_packets_sent > 0).then_some(
-                MediaPoint {
-                    streams: r.gauges.media_streams as f32,
-                    silent: r.gauges.media_silent as f32,
-                    gaps: c.media_gaps as f32,
-                    lost: c.media_packets_lost as f32,
-                    late_sends: c.media_late_sends as f32,
-                },
-            ),
+            media: (r.gauges.media_streams > 0 || c.media_packets_sent > 0).then_some(MediaPoint {
+                streams: r.gauges.media_streams as f32,
+                silent: r.gauges.media_silent as f32,
+                gaps: c.media_gaps as f32,
+                lost: c.media_packets_lost as f32,
+                late_sends: c.media_late_sends as f32,
+            }),
         }
     }
 }

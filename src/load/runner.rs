@@ -47,6 +47,8 @@ pub struct RunSpec {
     pub hep: Option<crate::hep::mirror::HepConfig>,
     /// `--media-log`: one CSV line per media stream as it ends.
     pub media_log: Option<PathBuf>,
+    /// `--media-gso`: the RTP socket sends trains ([`Driver::send_trains`]).
+    pub media_gso: bool,
     /// `--timer-resol`: see [`Driver::set_timer_resolution`].
     pub timer_resolution: Duration,
     /// Rate of each second from a profile's plan or a capacity search; `None`: `core.cps`
@@ -211,8 +213,11 @@ pub async fn run(
                 if let [rtp, rtcp] = media[..] {
                     core.enable_media(rtp, rtcp, now, wall);
                 }
-                let driver = Driver::udp(format!("worker {i}"), socks)
+                let mut driver = Driver::udp(format!("worker {i}"), socks)
                     .context("cannot set up a worker's event loop")?;
+                if let (true, Some(&(rtp, _))) = (spec.media_gso, media.first()) {
+                    driver.send_trains(rtp as usize);
+                }
                 (core, driver)
             }
             Transport::Tcp => {

@@ -105,6 +105,7 @@ pub struct Settings {
     #[serde(serialize_with = "ser::duration")]
     pub media_ptime: Duration,
     pub media_file: Option<PathBuf>,
+    pub media_gso: bool,
     pub media_log: Option<PathBuf>,
     #[serde(skip)]
     pub call_hold: Option<crate::ua::caller::HoldPlan>,
@@ -275,6 +276,7 @@ impl Settings {
             media: a.media,
             media_ptime: a.media_ptime,
             media_file: a.media_file,
+            media_gso: a.media_gso,
             media_log: a.media_log,
             call_hold: a.call_hold,
             mix: scenario.map_or_else(Mix::default, |sc| mix(&sc.mix)),
