@@ -689,3 +689,101 @@ fn a_paused_rtpengine_is_a_media_gap_of_its_length_on_every_call_up() {
         }
     }
 }
+
+/// `--media-gso`: a worker's RTP to the other worker leaves in GSO trains, and the other worker
+/// reads every packet back out of them. A capture on `lo` taps a train before it is cut and
+/// shows it as one datagram of several whole packets (why the option is off by default,
+/// docs/media.md); without the option, the same capture shows one packet per datagram.
+#[test]
+fn with_media_gso_rtp_leaves_in_trains_and_every_packet_arrives() {
+    // The UEs and their media sockets on an address of their own: the capture sees only the
+    // RTP and RTCP between our two workers, none of the other tests' traffic.
+    let run = |ip: &str, gso: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let pcap = dir.path().join("rtp.pcapng");
+        let cap = dumpcap(
+            &pcap,
+            &format!("udp and src host {ip} and dst host {ip}"),
+            &["-B", "32"],
+        );
+        let mut args = vec![
+            "--bind",
+            ip,
+            "--users",
+            "200",
+            "--cps",
+            "100",
+            "--calls",
+            "100",
+            "--hold",
+            "2s",
+            "--duration",
+            "10s",
+            "--workers",
+            "2",
+            "--media",
+            "g711",
+            // Turns of 5 ms: each sends the ~50 packets that came due, to two sockets.
+            "--timer-resol",
+            "5ms",
+        ];
+        if gso {
+            args.push("--media-gso");
+        }
+        let r = imsload(&args, &dir.path().join("r.json"), Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(send_signal(cap.id() as i32, SIGINT), "SIGINT dumpcap");
+        wait_bounded(cap, Duration::from_secs(10), "dumpcap after SIGINT");
+        assert_eq!(counter(&r, "calls_completed"), 100, "{r}");
+        assert_eq!(counter(&r, "media_streams_started"), 200);
+        assert_eq!(counter(&r, "media_packets_lost"), 0, "{}", r["media"]);
+        let (sent, received) = (
+            counter(&r, "media_packets_sent"),
+            counter(&r, "media_packets_received"),
+        );
+        // Every packet arrives unless it raced its stream's start or end (as above).
+        assert_eq!(
+            received + counter(&r, "media_unmatched"),
+            sent,
+            "{}",
+            r["counters"]
+        );
+        assert!(
+            sent >= 200 * 90,
+            "each leg sends ~100 packets in 2 s: {sent}"
+        );
+        // UDP payload sizes on the wire: RTP is 172 bytes (12 + 160), RTCP less.
+        let sizes: Vec<u64> = tshark_fields(&pcap, &[], "udp", &["udp.length"])
+            .iter()
+            .map(|f| f[0].parse::<u64>().unwrap() - 8)
+            .collect();
+        let rtp: u64 = sizes
+            .iter()
+            .filter(|&&n| n % 172 == 0)
+            .map(|n| n / 172)
+            .sum();
+        let trains = sizes.iter().filter(|&&n| n > 172).count();
+        (sent, rtp, trains, sizes)
+    };
+    let (sent, rtp, trains, sizes) = run("127.0.0.94", true);
+    assert!(
+        trains > 0,
+        "no train on the wire: {:?}",
+        &sizes[..sizes.len().min(40)]
+    );
+    // A train holds whole packets (the last may be shorter: none is, all RTP here is 172).
+    for n in &sizes {
+        assert!(
+            *n <= 172 || n % 172 == 0,
+            "a {n}-byte datagram is no train of packets"
+        );
+    }
+    // The capture holds what was sent, counted in packets, trains or not.
+    assert_eq!(rtp, sent);
+    let (sent, rtp, trains, _) = run("127.0.0.95", false);
+    assert_eq!(
+        (trains, rtp),
+        (0, sent),
+        "without --media-gso, one packet per datagram"
+    );
+}
