@@ -429,6 +429,27 @@ fn ten_calls_through_kamailio(dir: &Path, hold: &str, codec: &str, extra: &[&str
     imsload(&args, &dir.join("r.json"), Duration::from_secs(60))
 }
 
+/// `legs` call legs of 2 s between imsload users, both ends ours: each sent ~100 packets, and
+/// what one leg sent reached the other unless it left just before that leg ended or just
+/// before it began (the answer and the BYE race the first and last packets). (sent, received).
+fn legs_hear_each_other(r: &Value, legs: u64) -> (u64, u64) {
+    let (sent, received) = (
+        counter(r, "media_packets_sent"),
+        counter(r, "media_packets_received"),
+    );
+    assert!(
+        sent >= legs * 90,
+        "each leg sends ~100 packets in 2 s: {sent}"
+    );
+    assert_eq!(
+        received + counter(r, "media_unmatched"),
+        sent,
+        "{}",
+        r["counters"]
+    );
+    (sent, received)
+}
+
 #[test]
 fn imsload_users_call_each_other_through_kamailio_with_audio_both_ways() {
     let dir = tempfile::tempdir().unwrap();
@@ -451,22 +472,7 @@ fn imsload_users_call_each_other_through_kamailio_with_audio_both_ways() {
     assert_eq!(counter(&r, "media_packets_echoed"), 0);
     assert_eq!(counter(&r, "media_packets_lost"), 0, "{}", r["media"]);
     assert_eq!(counter(&r, "media_sdp_unusable"), 0);
-    let (sent, received) = (
-        counter(&r, "media_packets_sent"),
-        counter(&r, "media_packets_received"),
-    );
-    assert!(
-        sent >= 20 * 90,
-        "each leg sends ~100 packets in 2 s: {sent}"
-    );
-    // What one leg sends reaches the other unless it left just before that leg ended or just
-    // before it began (the answer and the BYE race the first and last packets).
-    assert_eq!(
-        received + counter(&r, "media_unmatched"),
-        sent,
-        "{}",
-        r["counters"]
-    );
+    let (sent, received) = legs_hear_each_other(&r, 20);
     assert!(
         received as f64 > sent as f64 * 0.95,
         "received {received} of {sent}"
@@ -737,21 +743,7 @@ fn with_media_gso_rtp_leaves_in_trains_and_every_packet_arrives() {
         assert_eq!(counter(&r, "calls_completed"), 100, "{r}");
         assert_eq!(counter(&r, "media_streams_started"), 200);
         assert_eq!(counter(&r, "media_packets_lost"), 0, "{}", r["media"]);
-        let (sent, received) = (
-            counter(&r, "media_packets_sent"),
-            counter(&r, "media_packets_received"),
-        );
-        // Every packet arrives unless it raced its stream's start or end (as above).
-        assert_eq!(
-            received + counter(&r, "media_unmatched"),
-            sent,
-            "{}",
-            r["counters"]
-        );
-        assert!(
-            sent >= 200 * 90,
-            "each leg sends ~100 packets in 2 s: {sent}"
-        );
+        let (sent, _) = legs_hear_each_other(&r, 200);
         // UDP payload sizes on the wire: RTP is 172 bytes (12 + 160), RTCP less.
         let sizes: Vec<u64> = tshark_fields(&pcap, &[], "udp", &["udp.length"])
             .iter()
