@@ -212,7 +212,7 @@ impl Drop for Lab {
             let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
         }
         if std::thread::panicking() {
-            for n in ["hss", "pcscf", "icscf", "scscf"] {
+            for n in ["hss", "pcscf", "icscf", "scscf", "rtpengine"] {
                 let l = self.log(n);
                 let tail: Vec<&str> = l.lines().rev().take(40).collect();
                 eprintln!("---- {n}.log (last lines)");
@@ -1004,6 +1004,146 @@ fn imsload_registers_fifty_aka_users_calls_and_deregisters_through_the_lab() {
     assert_eq!(c["reg_aka_mac_failures"], 3, "{r}");
     assert_eq!(c["reg_failed"], 3, "{r}");
     assert_eq!(c["reg_ok"], 0);
+}
+
+/// The lab P-CSCF with media anchoring (ims.sh RTPENGINE=1): IMS users call each other
+/// P → S → I → S → P with G.711 both ways, put each other on hold and back (re-INVITEs along
+/// the route set, each offer and answer through rtpengine too), and every RTP packet goes
+/// through the rtpengine the P-CSCF put in the SDP, none from UE to UE; none is lost.
+/// rtpengine stopped for 500 ms while the calls are up is a silence of that length on every
+/// leg (what a P-CSCF VM's stop-and-copy does to the calls it anchors).
+#[test]
+fn ims_users_media_goes_through_the_p_cscfs_rtpengine_and_its_pause_is_every_legs_gap() {
+    if skip_without_prereqs() {
+        return;
+    }
+    if let Some(why) = common::rtpengine_missing() {
+        assert!(std::env::var_os("CI").is_none(), "{why}");
+        eprintln!("skipped: {why}");
+        return;
+    }
+    // It measures time (the silence against the pause).
+    let _g = common::serial();
+    let subs = subscribers_csv(20);
+    let lab = Lab::start_with(&subs, &[("RTPENGINE", "1")]);
+    // rtpengine's media ports (ims.sh RTPENGINE_PORTS), RTP on the even ones.
+    let relay = 30000..=30999u16;
+    let pcap = lab.path("media.pcapng");
+    let cap = common::dumpcap_in(Some(&lab.ns), "lo", &pcap, "udp", &["-B", "32"]);
+    let media_log = lab.path("media.csv");
+    let rtpengine: i32 = std::fs::read_to_string(lab.path("rtpengine.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // 10 calls placed in the first second of the call phase, each up 5 s; each caller holds
+    // 300 ms after the answer and resumes 400 ms after that. The pause comes once rtpengine
+    // has answered all 30 offers (calls, holds, resumes): about 2 s before the first BYE.
+    let mut pause = None;
+    let r = imsload_in_lab_watching(
+        &lab,
+        &subs,
+        &[
+            "--reg-rate",
+            "100",
+            "--cps",
+            "10",
+            "--calls",
+            "10",
+            "--hold",
+            "5s",
+            "--duration",
+            "20s",
+            "--media",
+            "g711",
+            "--call-hold",
+            "300ms,400ms",
+            "--media-log",
+            media_log.to_str().unwrap(),
+            "--bind",
+            "127.0.1.1",
+        ],
+        || {
+            if pause.is_none() && lab.log("rtpengine").matches("Replying to 'answer'").count() == 30
+            {
+                pause = Some(common::Pause::inject(rtpengine, 0.5));
+            }
+        },
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        common::send_signal(cap.id() as i32, libc::SIGINT),
+        "SIGINT dumpcap"
+    );
+    common::wait_bounded(cap, Duration::from_secs(10), "dumpcap after SIGINT");
+    let c = &r["counters"];
+    let pause = pause.unwrap_or_else(|| panic!("rtpengine never answered 30 offers: {c}"));
+    assert_eq!(c["reg_ok"], 20, "{r}");
+    assert_eq!(c["calls_completed"], 10, "{r}");
+    assert_eq!(c["call_holds"], 10, "{c}");
+    assert_eq!(c["call_resumes"], 10, "{c}");
+    assert_eq!(c["reinvites_answered"], 20, "{c}");
+    assert_eq!(c["media_streams_ended"], 20, "{c}");
+    let m = &r["media"];
+    assert_eq!(m["packets_lost"], 0, "{m}");
+    let sent = c["media_packets_sent"].as_u64().unwrap();
+    let received = c["media_packets_received"].as_u64().unwrap();
+    // 20 legs of ~5 s at 50 packets/s; what came after its stream ended (BYE) is unmatched
+    // (less the callees' 400 ms on hold)
+    assert!(sent >= 20 * 230, "{c}");
+    assert_eq!(
+        received + c["media_unmatched"].as_u64().unwrap(),
+        sent,
+        "{c}"
+    );
+
+    // The wire: every RTP packet a UE sent went to an rtpengine port on the P-CSCF's address,
+    // every one it received came from one; nothing went from UE to UE.
+    let rtp_port = |p: &str| {
+        let p: u16 = p.parse().unwrap();
+        relay.contains(&p) && p % 2 == 0
+    };
+    let (mut to_relay, mut from_relay, mut direct) = (0u64, 0u64, 0u64);
+    for f in common::tshark_fields(
+        &pcap,
+        &[],
+        "udp",
+        &["ip.src", "udp.srcport", "ip.dst", "udp.dstport"],
+    ) {
+        let relay_src = f[0] == "127.0.0.21" && rtp_port(&f[1]);
+        let relay_dst = f[2] == "127.0.0.21" && rtp_port(&f[3]);
+        to_relay += u64::from(f[0] == "127.0.1.1" && relay_dst);
+        from_relay += u64::from(relay_src && f[2] == "127.0.1.1");
+        direct += u64::from(f[0] == "127.0.1.1" && f[2] == "127.0.1.1");
+    }
+    assert_eq!(direct, 0, "datagrams from UE to UE");
+    assert_eq!(to_relay, sent, "RTP to rtpengine on the wire vs the report");
+    assert_eq!(
+        from_relay, sent,
+        "RTP from rtpengine on the wire vs the report"
+    );
+    // One offer per INVITE (the originating pass only): the call, the hold, the resume.
+    let offers = lab
+        .log("rtpengine")
+        .matches("Received command 'offer'")
+        .count();
+    assert_eq!(offers, 30, "offers to rtpengine");
+
+    // Every leg was up across the pause, so each one's longest silence is the pause, to within
+    // two packet times (the last packet before it, rtpengine's first after it).
+    // A hold is no gap: neither side expected audio it was not offered.
+    let (lo, hi) = (pause.ms() - 40.0, pause.ms() + 40.0);
+    let gap = &m["longest_gap"];
+    eprintln!("pause {:.1} ms; longest gaps {gap}", pause.ms());
+    assert_eq!(gap["count"], 20, "{m}");
+    let (min, max) = (common::f(&gap["min_ms"]), common::f(&gap["max_ms"]));
+    assert!(
+        lo <= min && max <= hi,
+        "gaps {min:.1}..{max:.1} ms for a {:.1} ms pause",
+        pause.ms()
+    );
+    let log = std::fs::read_to_string(&media_log).unwrap();
+    assert_eq!(log.lines().count(), 21, "{log}");
 }
 
 // ---------------------------------------------------------------------------

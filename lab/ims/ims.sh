@@ -44,6 +44,13 @@
 #                                NS-ue (UE addresses 10.45.0.2-254; RUNDIR/ue-netns records it).
 #                                Needs a kernel with ESP (lab/kguest/run.sh on a machine without)
 #   IPSEC_MAX=32                 simultaneous IPsec UEs (ipsec_max_connections)
+#   RTPENGINE=0                  1: the P-CSCF anchors every call's media through an rtpengine
+#                                (Debian rtpengine-daemon, user-space forwarding) started in the
+#                                namespace before it: NG control on PCSCF_IP:2223, media on the
+#                                P-CSCF's UE-side address (PCSCF_IP, or 10.45.0.1 with IPSEC=1),
+#                                ports RTPENGINE_PORTS; its log is RUNDIR/rtpengine.log. Media
+#                                is not sent through the UEs' SAs (TS 33.203 protects SIP only)
+#   RTPENGINE_PORTS=30000-30999  rtpengine's media ports (two per call leg)
 #   HSS_IP PCSCF_IP ICSCF_IP SCSCF_IP   the elements' addresses (127.0.0.20-23)
 #   GUEST_DIR=/mnt GUEST_RUN=/run/ims   (configs) where the elements see RUNDIR, and where they
 #                                write runtime files
@@ -77,6 +84,12 @@ PKG_MB=${PKG_MB:-16}
 IPSEC=${IPSEC:-0}
 case "$IPSEC" in 0|1) ;; *) echo "ims.sh: IPSEC=$IPSEC: give 0 or 1" >&2; exit 2 ;; esac
 IPSEC_MAX=${IPSEC_MAX:-32}
+RTPENGINE=${RTPENGINE:-0}
+case "$RTPENGINE" in 0|1) ;; *) echo "ims.sh: RTPENGINE=$RTPENGINE: give 0 or 1" >&2; exit 2 ;; esac
+RTPENGINE_PORTS=${RTPENGINE_PORTS:-30000-30999}
+[[ "$RTPENGINE_PORTS" =~ ^[0-9]+-[0-9]+$ ]] ||
+  { echo "ims.sh: RTPENGINE_PORTS=$RTPENGINE_PORTS: give FIRST-LAST, e.g. 30000-30999" >&2; exit 2; }
+RTPENGINE_NG_PORT=2223
 PCSCF_UE_IP=10.45.0.1
 HSS_IP=${HSS_IP:-127.0.0.20} PCSCF_IP=${PCSCF_IP:-127.0.0.21}
 ICSCF_IP=${ICSCF_IP:-127.0.0.22} SCSCF_IP=${SCSCF_IP:-127.0.0.23}
@@ -113,6 +126,10 @@ check_prereqs() {
   command -v sipsak >/dev/null 2>&1 || missing+=(sipsak)
   command -v ip >/dev/null 2>&1 || missing+=(iproute2)
   command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+  if [ "$RTPENGINE" = 1 ]; then
+    command -v rtpengine >/dev/null 2>&1 || missing+=(rtpengine-daemon)
+    [ -f "$moddir/rtpengine.so" ] || missing+=("kamailio (for rtpengine.so)")
+  fi
   if [ ${#missing[@]} -gt 0 ]; then
     die "missing Debian package(s): ${missing[*]} (apt-get install --no-install-recommends ${missing[*]}, or bash .ci/setup)"
   fi
@@ -232,7 +249,7 @@ wait_for() { # wait_for WHAT TEST-CMD...
   local what=$1; shift
   local deadline=$((SECONDS + READY_TIMEOUT))
   until "$@" >/dev/null 2>&1; do
-    for p in hss scscf icscf pcscf; do
+    for p in hss scscf icscf pcscf rtpengine; do
       if [ -f "$RUNDIR/$p.pid" ] && ! alive $p; then
         log "$p exited during start-up; last lines of $RUNDIR/$p.log:"
         tail -n 25 "$RUNDIR/$p.log" >&2 || true
@@ -248,6 +265,18 @@ wait_for() { # wait_for WHAT TEST-CMD...
 }
 
 options_ok() { in_ns sipsak -s "sip:$1" -H 127.0.0.1; }   # 200 to OPTIONS
+udp_bound() { in_ns ss -Hlun "src $1" | grep -q .; }     # a UDP socket bound to IP:PORT
+
+# rtpengine for the P-CSCF, in the foreground in its own process group; its media on MEDIA_IP
+start_rtpengine() {
+  local media_ip=$1
+  start_proc rtpengine rtpengine --config-file=none --foreground --log-stderr --table=-1 \
+    -i "$media_ip" -n "$PCSCF_IP:$RTPENGINE_NG_PORT" \
+    -m "${RTPENGINE_PORTS%-*}" -M "${RTPENGINE_PORTS#*-}" -L 6 -p "$RUNDIR/rtpengine.pidfile"
+  # the P-CSCF's rtpengine module pings it once at start and, finding none, leaves it out
+  # for a minute: it must be up first
+  wait_for "rtpengine NG port" udp_bound "$PCSCF_IP:$RTPENGINE_NG_PORT"
+}
 
 cmd_start() {
   check_prereqs
@@ -276,12 +305,16 @@ cmd_start() {
   wait_for "imshss listening" grep -q "listening on" "$RUNDIR/hss.log"
   start_kamailio scscf
   start_kamailio icscf
+  local pcscf_args=()
   if [ "$IPSEC" = 1 ]; then
-    start_kamailio pcscf -A WITH_IPSEC -A "PCSCF_UE_IP=$PCSCF_UE_IP" \
-      -A "PCSCF_UE_IP_STR=\"$PCSCF_UE_IP\"" -A "IPSEC_MAX=$IPSEC_MAX"
-  else
-    start_kamailio pcscf
+    pcscf_args+=(-A WITH_IPSEC -A "PCSCF_UE_IP=$PCSCF_UE_IP"
+      -A "PCSCF_UE_IP_STR=\"$PCSCF_UE_IP\"" -A "IPSEC_MAX=$IPSEC_MAX")
   fi
+  if [ "$RTPENGINE" = 1 ]; then
+    if [ "$IPSEC" = 1 ]; then start_rtpengine "$PCSCF_UE_IP"; else start_rtpengine "$PCSCF_IP"; fi
+    pcscf_args+=(-A "RTPENGINE_SOCK=\"udp:$PCSCF_IP:$RTPENGINE_NG_PORT\"")
+  fi
+  start_kamailio pcscf "${pcscf_args[@]}"
   wait_for "S-CSCF OPTIONS" options_ok "$SCSCF_IP:$SCSCF_PORT"
   wait_for "I-CSCF OPTIONS" options_ok "$ICSCF_IP:4060"
   wait_for "P-CSCF OPTIONS" options_ok "$PCSCF_IP:5060"
@@ -318,7 +351,7 @@ stop_groups() { # SIGTERM all groups at once, up to 5 s for them to exit, then S
 }
 
 cmd_stop() {
-  stop_groups pcscf icscf scscf hss
+  stop_groups pcscf icscf scscf hss rtpengine
   if ns_exists; then
     # whatever is left in our namespace was started by us (e.g. a stray Kamailio child)
     local left
@@ -340,7 +373,9 @@ cmd_stop() {
 cmd_status() {
   local rc=0 p
   if ns_exists; then echo "namespace $NS: present"; else echo "namespace $NS: absent"; rc=1; fi
-  for p in hss scscf icscf pcscf; do
+  local elements=(hss scscf icscf pcscf)
+  [ ! -f "$RUNDIR/rtpengine.pid" ] || elements+=(rtpengine)
+  for p in "${elements[@]}"; do
     if alive $p; then echo "$p: running (pgid $(cat "$RUNDIR/$p.pid"))"; else echo "$p: stopped"; rc=1; fi
   done
   if [ -f "$RUNDIR/hss.log" ]; then
