@@ -1501,9 +1501,10 @@ fn imsload_registers_fifty_ues_through_their_own_sas_calls_and_cleans_up() {
     // 2·IPSEC_MAX protected ports gets CHILDREN receivers).
     let lab = Lab::start_with(
         &subscribers_csv(N),
-        // Ports for every UE of the three runs: a de-registered UE's stay taken until its
+        // Ports for every UE of the four runs: a de-registered UE's stay taken until its
         // contact lapses (lab/ims/pcscf.cfg; short of them, a 401 has no Security-Server).
-        &[("IPSEC", "1"), ("IPSEC_MAX", "64"), ("CHILDREN", "1")],
+        // Every 401 takes a pair: 50 + 2 + 10 UEs, and 3 challenged twice (AUTS).
+        &[("IPSEC", "1"), ("IPSEC_MAX", "72"), ("CHILDREN", "1")],
     );
     let ue_ns = std::fs::read_to_string(lab.path("ue-netns"))
         .expect("ims.sh IPSEC=1 records the UE namespace")
@@ -1655,6 +1656,34 @@ fn imsload_registers_fifty_ues_through_their_own_sas_calls_and_cleans_up() {
     assert_eq!(tc["dereg_ok"], 10, "{t}");
     assert_eq!(common::ip_out(&ue_ns, &["xfrm", "state"]), "");
     assert_eq!(common::ip_out(&ue_ns, &["xfrm", "policy"]), "");
+
+    // USIMs ahead of the HSS: each UE answers its first challenge with AUTS, unprotected like
+    // its first REGISTER, so from fresh ports with SPIs never offered (the P-CSCF has made SAs
+    // on the first offer's, and keeps its Security-Client per address and port: docs/ipsec.md
+    // §0). The fresh challenge makes the SAs, and the UEs register, call and de-register
+    // through them.
+    let ahead: String = subscribers_csv(3)
+        .lines()
+        .enumerate()
+        .map(|(i, l)| match i {
+            0 => format!("{l}\n"),
+            _ => {
+                let mut f: Vec<&str> = l.split(',').collect();
+                f[6] = "000000100000";
+                format!("{}\n", f.join(","))
+            }
+        })
+        .collect();
+    let a = imsload_ipsec(&lab, &ue_ns, "sqn-ahead", &ahead, 3);
+    let ac = &a["counters"];
+    eprintln!("imsload --ipsec: USIM ahead of the HSS: {ac}");
+    assert_eq!(ac["reg_aka_resyncs"], 3, "{a}");
+    assert_eq!(ac["ipsec_fresh_ports"], 3, "{a}");
+    assert_eq!(ac["reg_ok"], 3, "{a}");
+    assert_eq!(ac["ipsec_sa_setups"], 3, "{a}");
+    assert_eq!(ac["ipsec_protected_unanswered"], 0, "{a}");
+    assert_eq!(ac["dereg_ok"], 3, "{a}");
+    assert_eq!(common::ip_out(&ue_ns, &["xfrm", "state"]), "");
 
     // Cleartext on the UEs' link: each UE's first REGISTER and its 401, nothing else. A slow
     // guest may answer a first REGISTER after T1, and then it and its 401 go again, byte for

@@ -95,15 +95,7 @@ impl Driver {
     pub fn udp(label: impl Into<String>, socks: Vec<UdpSocket>) -> io::Result<Driver> {
         let poller = Poller::new()?;
         for (i, s) in socks.iter().enumerate() {
-            s.set_nonblocking(true)?;
-            // Receive times are the kernel's: a datagram read late (see `turn`) keeps its own.
-            // A kernel that refuses leaves the read's time, as before.
-            super::udp::enable_rx_timestamps(s);
-            // And drops for a full receive buffer, counted: an overloaded worker says so.
-            super::udp::enable_rx_drop_count(s);
-            // A peer's GSO train (a far worker's RTP with --media-gso) is read in one piece.
-            super::udp::enable_rx_gro(s);
-            poller.add(s, i as u64, false)?;
+            Self::watch_udp(&poller, s, i)?;
         }
         let n = socks.len();
         let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
@@ -132,6 +124,45 @@ impl Driver {
             busy: false,
             backlog: false,
         })
+    }
+
+    fn watch_udp(poller: &Poller, s: &UdpSocket, i: usize) -> io::Result<()> {
+        s.set_nonblocking(true)?;
+        // Receive times are the kernel's: a datagram read late (see `turn`) keeps its own.
+        // A kernel that refuses leaves the read's time, as before.
+        super::udp::enable_rx_timestamps(s);
+        // And drops for a full receive buffer, counted: an overloaded worker says so.
+        super::udp::enable_rx_drop_count(s);
+        // A peer's GSO train (a far worker's RTP with --media-gso) is read in one piece.
+        super::udp::enable_rx_gro(s);
+        poller.add(s, i as u64, false)
+    }
+
+    /// Puts `sock` in the place of UDP socket `i` (a UE's fresh ports, `--ipsec`): from now on
+    /// the endpoint's socket `i` is the new one, and the old one is closed. Called between
+    /// turns, when nothing is queued on it. Returns the new socket's address.
+    pub fn replace_udp(&mut self, i: usize, sock: UdpSocket) -> io::Result<SocketAddr> {
+        let Sockets::Udp(u) = &mut self.socks else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "only a UDP driver's sockets can be replaced",
+            ));
+        };
+        if i >= u.socks.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("no socket {i} to replace"),
+            ));
+        }
+        let local = sock.local_addr()?;
+        Self::watch_udp(&self.poller, &sock, i)?;
+        let _ = self.poller.remove(&u.socks[i]);
+        u.socks[i] = sock;
+        u.locals[i] = local;
+        u.out[i] = SendBatch::default();
+        u.blocked[i] = false;
+        u.drop_marks[i] = 0;
+        Ok(local)
     }
 
     /// One connected stream; everything goes out on it and every message read from it is the

@@ -124,11 +124,23 @@ struct UeSockets {
 }
 
 /// What a worker does in the kernel for its core (`--ipsec`): make or remove a UE's SAs, then
-/// tell the core with [`LoadCore::handle_ipsec`].
+/// tell the core with [`LoadCore::handle_ipsec`]; or put fresh sockets (new ports, on the
+/// same address) in place of a UE's three, then tell it with [`LoadCore::handle_rebind`].
 #[derive(Clone, Debug)]
 pub enum IpsecAction {
-    Install { user: u32, sas: Box<[Sa; 4]> },
-    Remove { user: u32, sas: Box<[Sa; 4]> },
+    Install {
+        user: u32,
+        sas: Box<[Sa; 4]>,
+    },
+    Remove {
+        user: u32,
+        sas: Box<[Sa; 4]>,
+    },
+    /// The UE's sockets, in the order plain, port-c, port-s.
+    Rebind {
+        user: u32,
+        socks: [u32; 3],
+    },
 }
 
 impl User {
@@ -739,6 +751,11 @@ impl LoadCore {
         }
     }
 
+    /// The address of socket `i`.
+    pub fn local_addr(&self, i: u32) -> SocketAddr {
+        self.locals[i as usize]
+    }
+
     /// The local address of user `name` (the socket it registers and calls from).
     pub fn user_local(&self, name: &str) -> Option<SocketAddr> {
         let u = *self.user_by_name.get(name)?;
@@ -905,6 +922,8 @@ impl LoadCore {
                 user.reg.sa_failed(now, &self.reg_cfg);
                 self.drive_registration(now, *u);
             }
+            // (answered by `handle_rebind`)
+            (IpsecAction::Rebind { .. }, _) => {}
             (IpsecAction::Remove { .. }, r) => {
                 self.stats.counters.ipsec_sa_teardowns += 1;
                 self.stats.gauges.ipsec_ues_protected =
@@ -915,6 +934,60 @@ impl LoadCore {
                 }
             }
         }
+    }
+
+    /// What became of an [`IpsecAction::Rebind`]: the UE's new addresses (plain, port-c,
+    /// port-s), or why there are none. Its held REGISTER then leaves the new plain socket with
+    /// SPIs and ports never offered before.
+    pub fn handle_rebind(
+        &mut self,
+        now: Instant,
+        u: u32,
+        result: std::io::Result<[SocketAddr; 3]>,
+    ) {
+        let Some(x) = self
+            .users
+            .get(u as usize)
+            .and_then(|user| user.ipsec.clone())
+        else {
+            return;
+        };
+        let addrs = match result {
+            Ok(a) => a,
+            Err(e) => {
+                self.stats.counters.ipsec_fresh_ports_failed += 1;
+                self.ipsec_say_once("fresh_ports", &format!("cannot bind fresh ports: {e}"));
+                let user = &mut self.users[u as usize];
+                user.reg.security_renew_failed(now, &self.reg_cfg);
+                self.drive_registration(now, u);
+                return;
+            }
+        };
+        self.stats.counters.ipsec_fresh_ports += 1;
+        let [plain, c, s] = addrs;
+        for (i, a) in [(x.plain, plain), (x.c, c), (x.s, s)] {
+            self.locals[i as usize] = a;
+            self.answerer.set_local(i, a);
+            if let Some(d) = self.sock_dest.get_mut(i as usize) {
+                *d = None;
+            }
+        }
+        // As at the start (`LoadCore::new`): no port on the plain socket, port-s on the
+        // protected ones; the Contact names port-s.
+        let old = std::mem::replace(&mut self.via_hosts[x.c as usize], s.to_string());
+        self.via_hosts[x.s as usize] = s.to_string();
+        self.via_hosts[x.plain as usize] = plain.ip().to_string();
+        let user = &mut self.users[u as usize];
+        user.contact = user.contact.replacen(&old, &s.to_string(), 1).into();
+        user.sock = x.plain;
+        user.reg.security_renewed(Side {
+            addr: c.ip(),
+            port_c: c.port(),
+            port_s: s.port(),
+            spi_c: UE_SPI_BASE + c.port() as u32,
+            spi_s: UE_SPI_BASE + s.port() as u32,
+        });
+        self.drive_registration(now, u);
     }
 
     /// Shows an IPsec failure's message the first time its kind occurs in this worker; the
@@ -1407,6 +1480,13 @@ impl LoadCore {
                     self.register(now, u, RegKind::Initial);
                 }
             }
+            Event::FreshSecurityNeeded => {
+                if let Some(x) = &self.users[u as usize].ipsec {
+                    let socks = [x.plain, x.c, x.s];
+                    self.ipsec_out
+                        .push_back(IpsecAction::Rebind { user: u, socks });
+                }
+            }
             Event::SecurityAgreed => {
                 let user = &self.users[u as usize];
                 let pair = user.reg.security().and_then(|s| s.agreed());
@@ -1424,8 +1504,8 @@ impl LoadCore {
                     F::Malformed => c.ipsec_malformed += 1,
                     F::AlgorithmRefused => c.ipsec_alg_refused += 1,
                     F::NoKeys => c.ipsec_no_keys += 1,
-                    // Counted where the kernel's answer came in.
-                    F::SaInstall => {}
+                    // Counted where the kernel's (or the worker's) answer came in.
+                    F::SaInstall | F::FreshPorts => {}
                 }
                 if kind == RegKind::Initial {
                     c.reg_failed += 1;

@@ -497,20 +497,23 @@ impl Report {
             + c.ipsec_alg_refused
             + c.ipsec_no_keys
             + c.ipsec_sa_install_failed
-            + c.ipsec_protected_unanswered;
+            + c.ipsec_protected_unanswered
+            + c.ipsec_fresh_ports_failed;
         if c.ipsec_sa_setups + ipsec_failed > 0 {
             let _ = writeln!(
                 s,
-                "  IPsec     SA pairs made {:>6}  removed {:>6}  failed {:>6} (no Security-Server {}, unreadable {}, algorithm refused {}, no AKA keys {}, kernel refused {}, protected REGISTER unanswered {})",
+                "  IPsec     SA pairs made {:>6}  removed {:>6}  restarts on fresh ports {}  failed {:>6} (no Security-Server {}, unreadable {}, algorithm refused {}, no AKA keys {}, kernel refused {}, protected REGISTER unanswered {}, no fresh ports {})",
                 c.ipsec_sa_setups,
                 c.ipsec_sa_teardowns,
+                c.ipsec_fresh_ports,
                 ipsec_failed,
                 c.ipsec_no_security_server,
                 c.ipsec_malformed,
                 c.ipsec_alg_refused,
                 c.ipsec_no_keys,
                 c.ipsec_sa_install_failed,
-                c.ipsec_protected_unanswered
+                c.ipsec_protected_unanswered,
+                c.ipsec_fresh_ports_failed
             );
         }
         let _ = writeln!(

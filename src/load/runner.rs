@@ -651,18 +651,47 @@ fn report(id: usize, core: &mut LoadCore, driver: &mut Driver, phase: Phase) -> 
     }
 }
 
-/// Makes in the kernel the SA changes the core asked for, and tells it how they went. A kernel
-/// call takes tens of µs: done in line, between turns.
-fn apply_ipsec(core: &mut LoadCore, mut xfrm: Option<&mut crate::ipsec::xfrm::Xfrm>) {
+/// Makes in the kernel the SA changes the core asked for, and tells it how they went; binds
+/// the fresh ports it asked for. A kernel call takes tens of µs: done in line, between turns.
+fn apply_ipsec(
+    core: &mut LoadCore,
+    driver: &mut Driver,
+    mut xfrm: Option<&mut crate::ipsec::xfrm::Xfrm>,
+) {
     use super::core::IpsecAction;
     while let Some(a) = core.poll_ipsec() {
         let r = match (&a, xfrm.as_deref_mut()) {
+            (IpsecAction::Rebind { user, socks }, _) => {
+                let r = rebind(core, driver, socks);
+                core.handle_rebind(Instant::now(), *user, r);
+                continue;
+            }
             (IpsecAction::Install { sas, .. }, Some(x)) => x.install(&sas[..]),
             (IpsecAction::Remove { sas, .. }, Some(x)) => x.remove(&sas[..]),
             (_, None) => Ok(()),
         };
         core.handle_ipsec(Instant::now(), &a, r);
     }
+}
+
+/// Fresh sockets for a UE, on its address, on ports the kernel picks: all three bound before
+/// any old one is closed, so none gets an old port back.
+fn rebind(
+    core: &LoadCore,
+    driver: &mut Driver,
+    socks: &[u32; 3],
+) -> std::io::Result<[SocketAddr; 3]> {
+    let ip = core.local_addr(socks[0]).ip();
+    let fresh = [
+        udp_socket(SocketAddr::new(ip, 0))?,
+        udp_socket(SocketAddr::new(ip, 0))?,
+        udp_socket(SocketAddr::new(ip, 0))?,
+    ];
+    let mut out = [SocketAddr::new(ip, 0); 3];
+    for ((sock, i), a) in fresh.into_iter().zip(socks).zip(&mut out) {
+        *a = driver.replace_udp(*i as usize, sock)?;
+    }
+    Ok(out)
 }
 
 /// Raises the soft RLIMIT_NOFILE to what `sockets` need (plus slack for the runtime, files and
@@ -740,7 +769,7 @@ fn worker(
             tracing::error!("worker {id}: the event loop failed: {e}; ending this worker");
             break;
         }
-        apply_ipsec(&mut core, xfrm.as_mut());
+        apply_ipsec(&mut core, &mut driver, xfrm.as_mut());
     }
     // The SAs still made (a run cut short) go with the socket: nothing is left in the kernel.
     if let Some(x) = xfrm.as_mut() {

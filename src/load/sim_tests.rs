@@ -44,6 +44,8 @@ struct Net {
     /// the "kernel" refuses installs.
     ipsec: Vec<(bool, u32, Vec<crate::ipsec::Sa>)>,
     refuse_sas: bool,
+    /// The fresh ports the load side asked for (user, its new plain, port-c, port-s).
+    rebinds: Vec<(u32, [SocketAddr; 3])>,
 }
 
 const LOAD: ([u8; 4], u16) = ([127, 0, 0, 2], 5070);
@@ -89,6 +91,7 @@ impl Net {
             protected_dest: None,
             ipsec: Vec::new(),
             refuse_sas: false,
+            rebinds: Vec::new(),
         }
     }
 
@@ -103,6 +106,19 @@ impl Net {
                 let (install, user, sas) = match &a {
                     IpsecAction::Install { user, sas } => (true, *user, sas.to_vec()),
                     IpsecAction::Remove { user, sas } => (false, *user, sas.to_vec()),
+                    IpsecAction::Rebind { user, socks } => {
+                        // Fresh ports, as a kernel would pick them: above all in use.
+                        let top = self.locals.iter().map(|l| l.port()).max().unwrap_or(0);
+                        let mut fresh = [SocketAddr::from(LOAD); 3];
+                        for (k, (i, f)) in socks.iter().zip(&mut fresh).enumerate() {
+                            let l = &mut self.locals[*i as usize];
+                            l.set_port(top + 1 + k as u16);
+                            *f = *l;
+                        }
+                        self.rebinds.push((*user, fresh));
+                        self.load.handle_rebind(self.now, *user, Ok(fresh));
+                        continue;
+                    }
                 };
                 self.ipsec.push((install, user, sas));
                 let r = if install && self.refuse_sas {
@@ -621,6 +637,11 @@ fn ipsec_net(users: usize) -> Net {
 }
 
 fn ipsec_net_with(users: usize, tweak: impl FnOnce(&mut CoreConfig)) -> Net {
+    ipsec_net_sqn(users, "0", tweak)
+}
+
+/// [`ipsec_net_with`], the UEs' USIMs at SQN `ue_sqn` (hex).
+fn ipsec_net_sqn(users: usize, ue_sqn: &str, tweak: impl FnOnce(&mut CoreConfig)) -> Net {
     use crate::sip::secagree::{AuthAlg, EncAlg};
     let mut cfg = CoreConfig {
         ipsec: Some(crate::ua::security::SecurityConfig {
@@ -635,7 +656,13 @@ fn ipsec_net_with(users: usize, tweak: impl FnOnce(&mut CoreConfig)) -> Net {
     let locals = (0..3 * users)
         .map(|i| SocketAddr::from(([127, 0, 0, 2], 40000 + i as u16)))
         .collect();
-    let mut net = aka_net_on(cfg, users, "465b5ce8b199b49faa5f0a2ee238a6bc", "0", locals);
+    let mut net = aka_net_on(
+        cfg,
+        users,
+        "465b5ce8b199b49faa5f0a2ee238a6bc",
+        ue_sqn,
+        locals,
+    );
     net.security_server = Some(
         "ipsec-3gpp;prot=esp;mod=trans;spi-c=4096;spi-s=4097;port-c=5100;port-s=5200;alg=hmac-sha-1-96;ealg=aes-cbc".into(),
     );
@@ -764,6 +791,129 @@ fn ipsec_callee_bye_leaves_the_protected_client_port() {
     let answers = sent("SIP/2.0 ");
     assert!(!answers.is_empty());
     assert!(answers.iter().all(|(s, _)| port_s(s)), "{answers:?}");
+}
+
+/// The Security-Client of an unprotected REGISTER: (spi-c, spi-s, port-c, port-s).
+fn security_client(m: &str) -> (u32, u32, u16, u16) {
+    let v = m
+        .lines()
+        .find_map(|l| l.strip_prefix("Security-Client: "))
+        .unwrap_or_else(|| panic!("no Security-Client in {m}"));
+    let p = |k: &str| -> u32 {
+        v.split(';')
+            .find_map(|f| f.strip_prefix(k))
+            .unwrap_or_else(|| panic!("no {k} in {v}"))
+            .parse()
+            .unwrap()
+    };
+    (
+        p("spi-c="),
+        p("spi-s="),
+        p("port-c=") as u16,
+        p("port-s=") as u16,
+    )
+}
+
+/// A UE whose USIM is ahead of the network answers the first challenge with AUTS. That
+/// REGISTER goes unprotected like the first, so it leaves a fresh port and offers SPIs and
+/// ports never offered before (a P-CSCF keeps a UE's first Security-Client per address and
+/// port and has made SAs on its SPIs already: docs/ipsec.md §0). The fresh challenge then
+/// makes the SAs on the new ones, and everything after goes through them.
+#[test]
+fn ipsec_ue_resynchronising_offers_fresh_ports_and_spis() {
+    let mut net = ipsec_net_sqn(2, "1000", |_| {});
+    let first = (net.locals[0], net.locals[1], net.locals[2]);
+    net.run(Duration::from_secs(120));
+    let c = &net.totals.counters;
+    assert_eq!(net.load.phase(), Phase::Done);
+    assert_eq!(
+        (c.reg_ok, c.reg_aka_resyncs, c.ipsec_fresh_ports),
+        (2, 2, 2)
+    );
+    assert_eq!((c.ipsec_sa_setups, c.ipsec_sa_teardowns), (2, 2));
+    assert_eq!((c.calls_completed, c.dereg_ok), (4, 2));
+    let (u, [plain, uc, us]) = net.rebinds[0];
+    assert_eq!(u, 0);
+    assert_eq!(plain.ip(), first.0.ip(), "the UE keeps its address");
+    assert!(![first.0, first.1, first.2].contains(&plain));
+    let regs: Vec<(SocketAddr, &String)> = net
+        .from_load
+        .iter()
+        .zip(&net.from_load_src)
+        .filter(|(m, src)| m.starts_with("REGISTER ") && [first.0, plain, uc].contains(src))
+        .map(|(m, src)| (*src, m))
+        .collect();
+    // The first, the AUTS answer, the protected one; then the de-registration.
+    assert!(regs.len() >= 4, "{regs:#?}");
+    assert_eq!(regs[0].0, first.0);
+    assert_eq!(
+        security_client(regs[0].1),
+        (
+            0x10_0000 + first.1.port() as u32,
+            0x10_0000 + first.2.port() as u32,
+            first.1.port(),
+            first.2.port()
+        )
+    );
+    assert_eq!(regs[1].0, plain, "AUTS from the fresh plain socket");
+    assert!(regs[1].1.contains("auts=\""), "{}", regs[1].1);
+    assert_eq!(
+        security_client(regs[1].1),
+        (
+            0x10_0000 + uc.port() as u32,
+            0x10_0000 + us.port() as u32,
+            uc.port(),
+            us.port()
+        )
+    );
+    assert!(!regs[1].1.contains("Security-Verify"));
+    for (src, m) in &regs[2..] {
+        assert_eq!(*src, uc, "{m}");
+        assert!(m.contains(&format!("@{us};transport=udp>")), "{m}");
+    }
+    // The SAs were made on the new ports and SPIs.
+    let (_, _, sas) = &net.ipsec[0];
+    let inbound: Vec<(u16, u32)> = sas
+        .iter()
+        .filter(|s| s.dir == crate::ipsec::Dir::In)
+        .map(|s| (s.dport, s.spi))
+        .collect();
+    assert_eq!(
+        inbound,
+        [
+            (uc.port(), 0x10_0000 + uc.port() as u32),
+            (us.port(), 0x10_0000 + us.port() as u32)
+        ]
+    );
+}
+
+/// A registration that failed (the kernel refused the SAs) and is retried (`--reg-retry`)
+/// starts over unprotected on fresh ports and SPIs, each retry on new ones.
+#[test]
+fn ipsec_retry_starts_over_on_fresh_ports_and_spis() {
+    let mut net = ipsec_net_with(1, |c| {
+        c.reg_retry = Some(Duration::from_secs(2));
+        c.duration = Some(Duration::from_secs(7));
+        c.max_total_calls = None;
+    });
+    net.refuse_sas = true;
+    net.run(Duration::from_secs(60));
+    let c = &net.totals.counters;
+    assert!(c.reg_failed >= 3, "{c:?}");
+    assert_eq!(c.ipsec_fresh_ports, c.reg_failed - 1, "{c:?}");
+    let offers: Vec<(u32, u32, u16, u16)> = net
+        .from_load
+        .iter()
+        .filter(|m| m.starts_with("REGISTER "))
+        .map(|m| security_client(m))
+        .collect();
+    assert_eq!(offers.len() as u64, c.reg_failed, "{offers:?}");
+    let distinct: std::collections::HashSet<_> = offers.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        offers.len(),
+        "an offer repeated: {offers:?}"
+    );
 }
 
 /// A kernel that refuses the SAs: the protected REGISTER is never sent, the registration

@@ -136,6 +136,10 @@ pub struct Counters {
     pub ipsec_sa_install_failed: u64,
     pub ipsec_sa_remove_failed: u64,
     pub ipsec_protected_unanswered: u64,
+    /// `--ipsec`: unprotected restarts (a retry, an AKA re-synchronisation) that took fresh
+    /// ports and SPIs, and those that could not bind them.
+    pub ipsec_fresh_ports: u64,
+    pub ipsec_fresh_ports_failed: u64,
     /// `--media` (docs/media.md): streams started and ended (one per call leg of ours), refused
     /// (an SSRC in use); RTP packets sent, received, our own come back (an echoing peer), lost
     /// (booked when the stream ends), duplicated, out of order; RTP that matched no stream;
@@ -253,6 +257,8 @@ impl Counters {
             ipsec_sa_install_failed,
             ipsec_sa_remove_failed,
             ipsec_protected_unanswered,
+            ipsec_fresh_ports,
+            ipsec_fresh_ports_failed,
             media_streams_started,
             media_streams_ended,
             media_streams_refused,

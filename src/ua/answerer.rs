@@ -304,6 +304,14 @@ impl Answerer {
         }
     }
 
+    /// Socket `sock` has a new address (a UE's fresh ports, `--ipsec`): what it answers from now
+    /// on names that one.
+    pub fn set_local(&mut self, sock: u32, addr: SocketAddr) {
+        if let Some(h) = self.via_hosts.get_mut(sock as usize) {
+            *h = addr.to_string();
+        }
+    }
+
     pub fn config(&self) -> &AnswererConfig {
         &self.cfg
     }

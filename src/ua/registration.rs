@@ -19,6 +19,7 @@
 
 use super::challenge::{Answer, Authenticator};
 use super::security::{AgreeError, SecurityConfig, UeSecurity};
+use crate::ipsec::Side;
 use crate::sip::auth::Challenge;
 use crate::sip::builder::Writer;
 use crate::sip::message::name_addr_uri;
@@ -117,6 +118,13 @@ pub enum Event {
     /// The attempt failed for want of security: the 401 allowed no agreement
     /// ([`Registration::security_error`] says why), or the owner could not make the SAs.
     SecurityFailed { kind: RegKind, why: SecurityFailure },
+    /// The next REGISTER starts over unprotected (a new attempt, or the answer to an AKA
+    /// re-synchronisation), and the UE's SPIs and ports were offered already: the owner binds
+    /// fresh ports and calls [`Registration::security_renewed`] with them (the REGISTER is held
+    /// until then) or [`Registration::security_renew_failed`]. A P-CSCF keeps the
+    /// Security-Client a UE first sent from an address and port and has made SAs on its SPIs
+    /// (Kamailio 5.6, docs/ipsec.md §0): an offer on the same ones would meet those.
+    FreshSecurityNeeded,
 }
 
 /// Why a UE could not protect its registration, by the name it is counted under.
@@ -128,6 +136,8 @@ pub enum SecurityFailure {
     NoKeys,
     /// The kernel refused the SAs (the owner knows its error).
     SaInstall,
+    /// The owner could not bind fresh ports for an unprotected restart.
+    FreshPorts,
 }
 
 impl SecurityFailure {
@@ -203,6 +213,11 @@ pub struct Registration {
     security_error: Option<AgreeError>,
     /// The answer to the 401 that made the agreement, held until the owner made the SAs.
     held: Option<Authz>,
+    /// The UE's SPIs and ports went out in an unprotected REGISTER's Security-Client.
+    offered: bool,
+    /// An unprotected REGISTER held until the owner gives fresh SPIs and ports
+    /// ([`Event::FreshSecurityNeeded`]).
+    renewing: Option<Authz>,
 }
 
 impl Registration {
@@ -230,6 +245,8 @@ impl Registration {
             security: None,
             security_error: None,
             held: None,
+            offered: false,
+            renewing: None,
         }
     }
 
@@ -266,6 +283,41 @@ impl Registration {
         }
     }
 
+    /// The fresh ports of an [`Event::FreshSecurityNeeded`] are bound: `ue` is the UE with
+    /// them and the SPIs it chose. The held REGISTER offers them, unprotected.
+    pub fn security_renewed(&mut self, ue: Side) {
+        // The UE's ports are the new ones from now on, whatever became of the attempt.
+        if let Some(sec) = self.security.as_mut() {
+            sec.restart(ue);
+        }
+        self.offered = false;
+        if let Some(a) = self.renewing.take() {
+            self.ready = Some(a);
+        }
+    }
+
+    /// No fresh ports could be had: the attempt fails.
+    pub fn security_renew_failed(&mut self, now: Instant, cfg: &RegConfig) {
+        if self.renewing.take().is_some() {
+            self.fail_security(now, cfg, SecurityFailure::FreshPorts);
+        }
+    }
+
+    /// Makes `authz` the next REGISTER, sent unprotected: at once, or once the owner gave fresh
+    /// SPIs and ports if these were offered already (see [`Event::FreshSecurityNeeded`]).
+    fn ready_unprotected(&mut self, authz: Authz) {
+        let used = self
+            .security
+            .as_ref()
+            .is_some_and(|s| self.offered || s.agreed().is_some());
+        if used {
+            self.renewing = Some(authz);
+            self.security_event = Some(Event::FreshSecurityNeeded);
+        } else {
+            self.ready = Some(authz);
+        }
+    }
+
     pub fn aor(&self) -> &Arc<str> {
         &self.aor
     }
@@ -294,7 +346,12 @@ impl Registration {
             self.state = RegState::Pending;
         }
         self.deadline = None;
-        self.ready = Some(Authz::First);
+        self.renewing = None;
+        if kind == RegKind::Initial {
+            self.ready_unprotected(Authz::First);
+        } else {
+            self.ready = Some(Authz::First);
+        }
     }
 
     /// Forgets the pending deadline (refresh, retry, delayed answer) without starting anything.
@@ -344,6 +401,7 @@ impl Registration {
         );
         if let Some((cfg, sec)) = sec {
             sec.write_register_headers(cfg, &mut w);
+            self.offered |= sec.agreed().is_none();
         }
         if let Some(pani) = &cfg.pani {
             w.header("P-Access-Network-Info", pani);
@@ -488,6 +546,9 @@ impl Registration {
                     // already. Take a USIM's think time (20 ms per extra round) before answering.
                     let at = now + Duration::from_millis(20 * u64::from(round - 1));
                     self.deadline = Some((at, Due::Answer(authz)));
+                } else if answered == Answered::Resync {
+                    // AUTS goes unprotected, like the REGISTER it answers: on fresh ports.
+                    self.ready_unprotected(Authz::Answer(authz));
                 } else {
                     self.ready = Some(Authz::Answer(authz));
                 }
