@@ -51,6 +51,7 @@
 #                                ports RTPENGINE_PORTS; its log is RUNDIR/rtpengine.log. Media
 #                                is not sent through the UEs' SAs (TS 33.203 protects SIP only)
 #   RTPENGINE_PORTS=30000-30999  rtpengine's media ports (two per call leg)
+#                                (configs: the P-CSCF's start.sh starts it too, on PCSCF_IP)
 #   HSS_IP PCSCF_IP ICSCF_IP SCSCF_IP   the elements' addresses (127.0.0.20-23)
 #   GUEST_DIR=/mnt GUEST_RUN=/run/ims   (configs) where the elements see RUNDIR, and where they
 #                                write runtime files
@@ -201,8 +202,18 @@ element_cmd() {
                  -A "CDP_XML=\"$dir/cfg/scscf.xml\"") ;;
     icscf) CMD+=(-A "ICSCF_IP=$ICSCF_IP" -A "DB_URL=\"sqlite:///$run/icscf.db\""
                  -A "CDP_XML=\"$dir/cfg/icscf.xml\"") ;;
-    pcscf) CMD+=(-A "PCSCF_IP=$PCSCF_IP") ;;
+    pcscf) CMD+=(-A "PCSCF_IP=$PCSCF_IP")
+           [ "$RTPENGINE" = 0 ] ||
+             CMD+=(-A "RTPENGINE_SOCK=\"udp:$PCSCF_IP:$RTPENGINE_NG_PORT\"") ;;
   esac
+}
+
+# rtpengine_cmd MEDIA_IP RUN: the P-CSCF's rtpengine (RTPENGINE=1), in RTPE, in the foreground:
+# its NG control on PCSCF_IP, its media on MEDIA_IP, its pid file under RUN.
+rtpengine_cmd() {
+  RTPE=(rtpengine --config-file=none --foreground --log-stderr --table=-1
+        -i "$1" -n "$PCSCF_IP:$RTPENGINE_NG_PORT"
+        -m "${RTPENGINE_PORTS%-*}" -M "${RTPENGINE_PORTS#*-}" -L 6 -p "$2/rtpengine.pidfile")
 }
 
 start_kamailio() {
@@ -233,7 +244,18 @@ cmd_configs() {
     echo 'case "$1" in'
     for name in hss scscf icscf pcscf; do
       element_cmd "$name" "$gdir" "$grun" "$gdir/imshss"
-      printf '  %s) exec' "$name"
+      printf '  %s)' "$name"
+      if [ "$name" = pcscf ] && [ "$RTPENGINE" = 1 ]; then
+        # its rtpengine first, bound before Kamailio starts (its NG port, 0x08AF = 2223, in
+        # /proc/net/udp: the guest has no ss)
+        rtpengine_cmd "$PCSCF_IP" "$grun"
+        printf ' %q' "${RTPE[@]}"
+        printf ' >%q 2>&1 &\n' "$grun/rtpengine.log"
+        printf '    n=0; while ! grep -q %q /proc/net/udp && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done\n' \
+          "$(printf ':%04X ' "$RTPENGINE_NG_PORT")"
+        printf '   '
+      fi
+      printf ' exec'
       printf ' %q' "${CMD[@]}"
       printf ' ;;\n'
     done
@@ -267,12 +289,10 @@ wait_for() { # wait_for WHAT TEST-CMD...
 options_ok() { in_ns sipsak -s "sip:$1" -H 127.0.0.1; }   # 200 to OPTIONS
 udp_bound() { in_ns ss -Hlun "src $1" | grep -q .; }     # a UDP socket bound to IP:PORT
 
-# rtpengine for the P-CSCF, in the foreground in its own process group; its media on MEDIA_IP
+# rtpengine for the P-CSCF, in its own process group; its media on MEDIA_IP
 start_rtpengine() {
-  local media_ip=$1
-  start_proc rtpengine rtpengine --config-file=none --foreground --log-stderr --table=-1 \
-    -i "$media_ip" -n "$PCSCF_IP:$RTPENGINE_NG_PORT" \
-    -m "${RTPENGINE_PORTS%-*}" -M "${RTPENGINE_PORTS#*-}" -L 6 -p "$RUNDIR/rtpengine.pidfile"
+  rtpengine_cmd "$1" "$RUNDIR"
+  start_proc rtpengine "${RTPE[@]}"
   # the P-CSCF's rtpengine module pings it once at start and, finding none, leaves it out
   # for a minute: it must be up first
   wait_for "rtpengine NG port" udp_bound "$PCSCF_IP:$RTPENGINE_NG_PORT"
@@ -312,7 +332,6 @@ cmd_start() {
   fi
   if [ "$RTPENGINE" = 1 ]; then
     if [ "$IPSEC" = 1 ]; then start_rtpengine "$PCSCF_UE_IP"; else start_rtpengine "$PCSCF_IP"; fi
-    pcscf_args+=(-A "RTPENGINE_SOCK=\"udp:$PCSCF_IP:$RTPENGINE_NG_PORT\"")
   fi
   start_kamailio pcscf "${pcscf_args[@]}"
   wait_for "S-CSCF OPTIONS" options_ok "$SCSCF_IP:$SCSCF_PORT"

@@ -22,10 +22,11 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 GUEST_DIR=${GUEST_DIR:-/var/cache/imsprobe-migration-lab/guest}
 KAMAILIO=0
 [ "${1:-}" = --kamailio ] && KAMAILIO=1
-# What the root image holds: Kamailio for the one-guest lab, and what lab/ims's P-, I- and
-# S-CSCF configs load. imshss needs nothing beyond libc (lab.sh puts it on the IMS guests' own
-# config disk, so a rebuilt imshss needs no new image).
-ROOT_PKGS=kamailio,kamailio-ims-modules,kamailio-presence-modules,kamailio-sqlite-modules
+# What the root image holds: Kamailio for the one-guest lab, what lab/ims's P-, I- and
+# S-CSCF configs load, and the P-CSCF's media relay (lab.sh up --ims --rtpengine). imshss needs
+# nothing beyond libc (lab.sh puts it on the IMS guests' own config disk, so a rebuilt imshss
+# needs no new image).
+ROOT_PKGS=kamailio,kamailio-ims-modules,kamailio-presence-modules,kamailio-sqlite-modules,rtpengine-daemon
 # what identifies the image: its packages and how it is finished (bump the tail on a change)
 ROOT_STAMP="$ROOT_PKGS etc-hosts"
 

@@ -9,11 +9,14 @@
 #                      network + guest booted on host "src"; prints one JSON line (what to
 #                      probe); defaults: 256 MiB, idle, 1000 Mbit/s link, 125 MB/s, 300 ms
 #   up --ims [--mem-hss MiB] [--mem-cscf MiB] [--link-mbit N] [--bw MB/s] [--downtime-limit ms]
-#                      an IMS core in four guests on "src", as in the reference study: the HSS
+#      [--rtpengine]   an IMS core in four guests on "src", as in the reference study: the HSS
 #                      (imshss, 198.51.100.20:3868, 1024 MiB) and the P-, I- and S-CSCF
 #                      (Kamailio with lab/ims's configs; .21:5060, .22:4060, .23:6060; 256 MiB
 #                      each); names resolve inside the guests; NUSERS subscribers (default 100)
-#                      in RUN_DIR/ims/subscribers.csv (lab/ims/ims.sh's columns)
+#                      in RUN_DIR/ims/subscribers.csv (lab/ims/ims.sh's columns); --rtpengine:
+#                      the P-CSCF guest anchors every call's media through an rtpengine of its
+#                      own (lab/ims/ims.sh RTPENGINE=1; media on .21, ports 30000-30999), so a
+#                      P-CSCF migration is what its calls hear
 #   migrate [--vm NAME] [--timeout s] [--bw MB/s] [--downtime-limit ms] [--no-capture]
 #                      move the guest (with --ims: the one named, hss|pcscf|icscf|scscf) to
 #                      the other host; prints ONE JSON line; exit 0 = ok
@@ -165,10 +168,11 @@ shape_link() { # shape_link MBIT: tbf on both directions of the migration link (
 
 cmd_up() {
   local mem=256 dirty=0 ws='' link=1000 bw=125 dtl=300 sip=static
-  local ims=0 mem_hss='' mem_cscf=''
+  local ims=0 mem_hss='' mem_cscf='' rtpe=0
   while [ $# -gt 0 ]; do
     case "$1" in
       --ims) ims=1; sip=ims; shift ;;
+      --rtpengine) rtpe=1; shift ;;
       --mem-hss) number "$1" "${2:-}"; mem_hss=$2; shift 2 ;;
       --mem-cscf) number "$1" "${2:-}"; mem_cscf=$2; shift 2 ;;
       --mem) number "$1" "${2:-}"; mem=$2; shift 2 ;;
@@ -185,6 +189,7 @@ cmd_up() {
   done
   [ "${mem%.*}" -ge 128 ] || die "--mem $mem is too small: the guest kernel needs 128 MiB"
   if [ $ims = 0 ] && [ -n "$mem_hss$mem_cscf" ]; then die "--mem-hss and --mem-cscf go with --ims"; fi
+  if [ $ims = 0 ] && [ $rtpe = 1 ]; then die "--rtpengine goes with --ims (the P-CSCF guest runs it)"; fi
   if [ $ims = 1 ]; then
     # the study's sizes: 1 GiB for the HSS, 256 MiB for each CSCF
     mem_hss=${mem_hss:-1024} mem_cscf=${mem_cscf:-256}
@@ -238,7 +243,7 @@ cmd_up() {
   fi
   local vms='' guest_ip=$GUEST_IP
   if [ $ims = 1 ]; then
-    ims_config_disk
+    IMS_RTPENGINE=$rtpe ims_config_disk
     vms=$(ims_vms_json "$mem_hss" "$mem_cscf")
     guest_ip=$(ims_vm pcscf ip)
   fi
@@ -288,6 +293,7 @@ ims_config_disk() {
   rm -rf "$d"
   HSS_IP=$(ims_vm hss ip) PCSCF_IP=$(ims_vm pcscf ip) ICSCF_IP=$(ims_vm icscf ip) SCSCF_IP=$(ims_vm scscf ip) \
     DOMAIN=$IMS_DOMAIN SHM_MB=${IMS_SHM_MB:-48} PKG_MB=8 CHILDREN=2 DBGLEVEL=1 \
+    RTPENGINE=${IMS_RTPENGINE:-0} \
     GUEST_DIR=/mnt GUEST_RUN=/run/ims bash "$HERE/../ims/ims.sh" configs "$d" >&2
   cp "$hss" "$d/imshss"
   # what the probes know of the elements (imsprobe --targets), beside, not on, the disk
