@@ -675,7 +675,9 @@ fn apply_ipsec(
 }
 
 /// Fresh sockets for a UE, on its address, on ports the kernel picks: all three bound before
-/// any old one is closed, so none gets an old port back.
+/// any old one is closed, so none gets an old port back. Only the poller can fail once they
+/// are bound; a socket replaced before such a failure is unknown to the core until the UE's
+/// next restart replaces all three again (the attempt fails meanwhile).
 fn rebind(
     core: &LoadCore,
     driver: &mut Driver,
