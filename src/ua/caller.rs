@@ -232,7 +232,9 @@ pub struct OutgoingCall {
     on_hold: bool,
     sdp_version: u32,
     bye_sent: Option<Instant>,
-    cancel: Option<(ClientTransaction, Vec<u8>)>,
+    /// Boxed: only a call CANCELled while ringing has one, and inline it was 160 of the bytes
+    /// every live call holds.
+    cancel: Option<Box<(ClientTransaction, Vec<u8>)>>,
     /// When a call still ringing is CANCELled; once only, from the first INVITE.
     invite_deadline: Option<Instant>,
     hang_up_at: Option<Instant>,
@@ -246,8 +248,8 @@ pub struct OutgoingCall {
 /// string pool.
 impl Drop for OutgoingCall {
     fn drop(&mut self) {
-        if let Some((_, c)) = self.cancel.take() {
-            crate::sip::transport::recycle(c);
+        if let Some(c) = self.cancel.take() {
+            crate::sip::transport::recycle(c.1);
         }
         crate::sip::text_pool::give(std::mem::take(&mut self.invite_via));
     }
@@ -306,7 +308,7 @@ impl OutgoingCall {
     /// Whether our CANCEL still waits for its final response.
     pub fn cancel_pending(&self) -> bool {
         self.cancel
-            .as_ref()
+            .as_deref()
             .is_some_and(|(ct, _)| matches!(ct.state, State::Calling | State::Proceeding))
     }
 
@@ -461,7 +463,7 @@ impl OutgoingCall {
         let hang_up = self
             .hang_up_at
             .filter(|_| self.state == CallState::Confirmed);
-        let cancel = self.cancel.as_ref().and_then(|(ct, _)| ct.deadline());
+        let cancel = self.cancel.as_deref().and_then(|(ct, _)| ct.deadline());
         let reinvite = self
             .reinvite_at
             .filter(|_| self.state == CallState::Confirmed);
@@ -492,7 +494,7 @@ impl OutgoingCall {
                 self.pending.push(Pending::Reinvite(direction));
             }
         }
-        if let Some((ct, req)) = self.cancel.as_mut() {
+        if let Some((ct, req)) = self.cancel.as_deref_mut() {
             if ct.deadline().is_some_and(|d| d <= now) {
                 match ct.on_timer(now) {
                     TimerAction::Retransmit => self.pending.push(Pending::Built(
@@ -536,12 +538,12 @@ impl OutgoingCall {
             crate::sip::transport::copy(&req),
         ));
         self.state = CallState::Cancelling;
-        self.cancel = Some((ct, req));
+        self.cancel = Some(Box::new((ct, req)));
     }
 
     /// A response to our CANCEL (it shares the INVITE's branch; the owner tells them apart).
     pub fn handle_cancel_response(&mut self, now: Instant, code: u16) {
-        if let Some((ct, _)) = self.cancel.as_mut() {
+        if let Some((ct, _)) = self.cancel.as_deref_mut() {
             ct.on_response(now, code);
         }
     }
