@@ -68,22 +68,10 @@ cp "${IMSLOAD:-${CARGO_TARGET_DIR:-$ROOT/target}/release/imsload}" "$W/imsload" 
 BIN=$W/imsload
 PIDS=()
 
-# Every process of ours and its descendants, by pid (never by name).
-descendants() {
-    local p c
-    for p in "$@"; do
-        for c in $(pgrep -P "$p" 2>/dev/null); do
-            descendants "$c"
-            echo "$c"
-        done
-    done
-}
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
 cleanup() {
-    local all p
-    all=$(descendants "${PIDS[@]}" 2>/dev/null; printf '%s\n' "${PIDS[@]}")
-    for p in $all; do kill -TERM "$p" 2>/dev/null; done
-    sleep 0.3
-    for p in $all; do kill -KILL "$p" 2>/dev/null; done
+    stop_tree "${PIDS[@]}"
     if [ "$KEEP" = 1 ]; then echo "raw files kept in $W" >&2; else rm -rf "$W"; fi
 }
 trap cleanup EXIT

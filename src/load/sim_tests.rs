@@ -700,18 +700,7 @@ fn ipsec_ues_send_through_their_sas_once_made() {
         "the UE's requests go to the P-CSCF's port-s under its spi-s"
     );
     assert_eq!(out.enc_key.len(), 16, "aes-cbc is keyed with CK");
-    let inbound: Vec<(u16, u32)> = sas
-        .iter()
-        .filter(|s| s.dir == Dir::In)
-        .map(|s| (s.dport, s.spi))
-        .collect();
-    assert_eq!(
-        inbound,
-        [
-            (uc.port(), 0x10_0000 + uc.port() as u32),
-            (us.port(), 0x10_0000 + us.port() as u32)
-        ]
-    );
+    assert_inbound_on(sas, uc, us);
     // User 0's REGISTERs: the first in clear, the rest protected.
     let regs: Vec<(SocketAddr, &String)> = net
         .from_load
@@ -793,6 +782,23 @@ fn ipsec_callee_bye_leaves_the_protected_client_port() {
     assert!(answers.iter().all(|(s, _)| port_s(s)), "{answers:?}");
 }
 
+/// A UE's inbound SAs are on its port-c `uc` and port-s `us`, each under the SPI it chose from
+/// the port (`0x100000 +` port).
+fn assert_inbound_on(sas: &[crate::ipsec::Sa], uc: SocketAddr, us: SocketAddr) {
+    let inbound: Vec<(u16, u32)> = sas
+        .iter()
+        .filter(|s| s.dir == crate::ipsec::Dir::In)
+        .map(|s| (s.dport, s.spi))
+        .collect();
+    assert_eq!(
+        inbound,
+        [
+            (uc.port(), 0x10_0000 + uc.port() as u32),
+            (us.port(), 0x10_0000 + us.port() as u32)
+        ]
+    );
+}
+
 /// The Security-Client of an unprotected REGISTER: (spi-c, spi-s, port-c, port-s).
 fn security_client(m: &str) -> (u32, u32, u16, u16) {
     let v = m
@@ -872,19 +878,7 @@ fn ipsec_ue_resynchronising_offers_fresh_ports_and_spis() {
         assert!(m.contains(&format!("@{us};transport=udp>")), "{m}");
     }
     // The SAs were made on the new ports and SPIs.
-    let (_, _, sas) = &net.ipsec[0];
-    let inbound: Vec<(u16, u32)> = sas
-        .iter()
-        .filter(|s| s.dir == crate::ipsec::Dir::In)
-        .map(|s| (s.dport, s.spi))
-        .collect();
-    assert_eq!(
-        inbound,
-        [
-            (uc.port(), 0x10_0000 + uc.port() as u32),
-            (us.port(), 0x10_0000 + us.port() as u32)
-        ]
-    );
+    assert_inbound_on(&net.ipsec[0].2, uc, us);
 }
 
 /// A registration that failed (the kernel refused the SAs) and is retried (`--reg-retry`)
