@@ -92,22 +92,7 @@ MAX_CALLS=$(($(ulimit -n) - 1000))
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*"; }
 
-# alloc_port VAR: a UDP port nobody listens on (127.0.0.1), into VAR.
-alloc_port() {
-    while ss -Hlun "sport = :$PORT" 2>/dev/null | grep -q .; do PORT=$((PORT + 1)); done
-    printf -v "$1" '%s' "$PORT"
-    PORT=$((PORT + 1))
-}
-
-# wait_port PORT: until something listens on it (at most 5 s).
-wait_port() {
-    local i
-    for i in $(seq 50); do
-        ss -Hlun "sport = :$1" 2>/dev/null | grep -q . && return 0
-        sleep 0.1
-    done
-    return 1
-}
+# (alloc_port and wait_port: bench/lib.sh)
 
 # start_bg NAME LIMIT_S SIGNAL CMD...: CMD under /usr/bin/time (W/NAME.time) and timeout
 # (SIGNAL at LIMIT_S, KILL 5 s later), in W, output to W/NAME.out/.err. Sets BG to the pid

@@ -1,4 +1,4 @@
-# bench/lib.sh — sourced by the bench scripts: stopping what a run started.
+# bench/lib.sh — sourced by the bench scripts: free ports to run on, and stopping what a run started.
 
 # descendants PID...: every descendant of the PIDs, deepest first, by pid (never by name).
 descendants() {
@@ -24,4 +24,29 @@ stop_tree() {
         [ "$p" != $$ ] && [ "$p" != "$BASHPID" ] && kill -KILL "$p" 2>/dev/null
     done
     return 0
+}
+
+# alloc_port VAR [SPAN]: a UDP port with SPAN free ports from it (on any address), into VAR,
+# counting up from the caller's PORT (which moves past it).
+alloc_port() {
+    local span=${2:-1} i busy
+    while :; do
+        busy=0
+        for i in $(seq 0 $((span - 1))); do
+            ss -Hlun "sport = :$((PORT + i))" 2>/dev/null | grep -q . && busy=1
+        done
+        [ "$busy" = 0 ] && break
+        PORT=$((PORT + span))
+    done
+    printf -v "$1" '%s' "$PORT"
+    PORT=$((PORT + span))
+}
+# wait_port PORT: until something listens on it (at most 5 s).
+wait_port() {
+    local i
+    for i in $(seq 50); do
+        ss -Hlun "sport = :$1" 2>/dev/null | grep -q . && return 0
+        sleep 0.1
+    done
+    return 1
 }

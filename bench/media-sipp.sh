@@ -79,28 +79,6 @@ trap 'echo "interrupted" >&2; exit 130' INT TERM HUP
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 PORT=$((21000 + RANDOM % 20000))
-# alloc_port VAR [SPAN]: a UDP port with SPAN free ports from it (on any address), into VAR.
-alloc_port() {
-    local span=${2:-1} i busy
-    while :; do
-        busy=0
-        for i in $(seq 0 $((span - 1))); do
-            ss -Hlun "sport = :$((PORT + i))" 2>/dev/null | grep -q . && busy=1
-        done
-        [ "$busy" = 0 ] && break
-        PORT=$((PORT + span))
-    done
-    printf -v "$1" '%s' "$PORT"
-    PORT=$((PORT + span))
-}
-wait_port() {
-    local i
-    for i in $(seq 50); do
-        ss -Hlun "sport = :$1" 2>/dev/null | grep -q . && return 0
-        sleep 0.1
-    done
-    return 1
-}
 # bg NAME LIMIT_S CMD...: CMD in the background under timeout (INT at LIMIT_S, KILL 5 s later),
 # in W, output to W/NAME.out; BG is its pid.
 bg() {
