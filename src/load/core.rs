@@ -945,10 +945,12 @@ impl LoadCore {
         u: u32,
         result: std::io::Result<[SocketAddr; 3]>,
     ) {
-        let Some(x) = self
+        // Its socket indices only (the rest of `UeSockets` stays as it is).
+        let Some((x_plain, x_c, x_s)) = self
             .users
             .get(u as usize)
-            .and_then(|user| user.ipsec.clone())
+            .and_then(|user| user.ipsec.as_ref())
+            .map(|x| (x.plain, x.c, x.s))
         else {
             return;
         };
@@ -965,7 +967,7 @@ impl LoadCore {
         };
         self.stats.counters.ipsec_fresh_ports += 1;
         let [plain, c, s] = addrs;
-        for (i, a) in [(x.plain, plain), (x.c, c), (x.s, s)] {
+        for (i, a) in [(x_plain, plain), (x_c, c), (x_s, s)] {
             self.locals[i as usize] = a;
             self.answerer.set_local(i, a);
             if let Some(d) = self.sock_dest.get_mut(i as usize) {
@@ -974,12 +976,12 @@ impl LoadCore {
         }
         // As at the start (`LoadCore::new`): no port on the plain socket, port-s on the
         // protected ones; the Contact names port-s.
-        let old = std::mem::replace(&mut self.via_hosts[x.c as usize], s.to_string());
-        self.via_hosts[x.s as usize] = s.to_string();
-        self.via_hosts[x.plain as usize] = plain.ip().to_string();
+        let old = std::mem::replace(&mut self.via_hosts[x_c as usize], s.to_string());
+        self.via_hosts[x_s as usize] = s.to_string();
+        self.via_hosts[x_plain as usize] = plain.ip().to_string();
         let user = &mut self.users[u as usize];
         user.contact = user.contact.replacen(&old, &s.to_string(), 1).into();
-        user.sock = x.plain;
+        user.sock = x_plain;
         user.reg.security_renewed(Side {
             addr: c.ip(),
             port_c: c.port(),
