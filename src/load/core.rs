@@ -81,6 +81,9 @@ enum Timer {
     /// Half the drain time has passed: de-register even if some calls are still open.
     DeregisterNow,
     DrainEnd,
+    /// User `u`'s SAs replaced by a renewal are taken away, if the UE's generation (the
+    /// second number) is still the one they were replaced in.
+    RetireSas(u32, u16),
 }
 
 #[derive(Clone)]
@@ -113,14 +116,27 @@ struct User {
 /// A UE's sockets under `--ipsec` (docs/ipsec.md): the first REGISTER leaves from `plain` with
 /// no port in Via and Contact; everything after it from the protected client socket
 /// `c` (port-c) to the P-CSCF's port-s, and requests to the UE arrive on `s` (port-s).
+///
+/// Once the UE is protected, `plain` is bound afresh: its port is the client port a renewal
+/// offers (TS 33.203 §7.4). A renewal's REGISTER leaves from it, and its 200 swaps `plain` and
+/// `c`: the old client socket stays, for the transactions begun on the old SAs, until those
+/// SAs are retired; then it is bound afresh in turn for the next renewal.
 #[derive(Clone)]
 struct UeSockets {
     plain: u32,
     c: u32,
     s: u32,
     first_contact: Arc<str>,
-    /// The SAs the worker made for this UE, to take away again.
+    /// The SAs the worker made for this UE, to take away again: those in force, a renewal's
+    /// until its 200, and those a renewal replaced until they are retired.
     sas: Option<Box<[Sa; 4]>>,
+    renewal: Option<Box<[Sa; 4]>>,
+    retiring: Option<Box<[Sa; 4]>>,
+    /// Bumped for every renewal offer: it tells the offer's SPIs from those of the pair in
+    /// force, which share its server port (see [`ue_spi`]).
+    gen: u16,
+    /// `plain` is being bound afresh for a renewal offer.
+    spare_pending: bool,
 }
 
 /// What a worker does in the kernel for its core (`--ipsec`): make or remove a UE's SAs, then
@@ -128,19 +144,23 @@ struct UeSockets {
 /// same address) in place of a UE's three, then tell it with [`LoadCore::handle_rebind`].
 #[derive(Clone, Debug)]
 pub enum IpsecAction {
+    /// `renewal`: the pair replaces the UE's pair in force (TS 33.203 §7.4) once its REGISTER
+    /// gets a 200; otherwise it is the UE's first.
     Install {
         user: u32,
         sas: Box<[Sa; 4]>,
+        renewal: bool,
     },
+    /// `last`: the UE is unprotected from now on; otherwise the pair was a renewal's, or one a
+    /// renewal replaced.
     Remove {
         user: u32,
         sas: Box<[Sa; 4]>,
+        last: bool,
     },
-    /// The UE's sockets, in the order plain, port-c, port-s.
-    Rebind {
-        user: u32,
-        socks: [u32; 3],
-    },
+    /// Fresh sockets in place of some of the UE's: all three (plain, port-c, port-s) for an
+    /// unprotected restart, or `plain` alone, whose port a renewal offers.
+    Rebind { user: u32, socks: Box<[u32]> },
 }
 
 impl User {
@@ -353,6 +373,13 @@ pub use crate::ua::registration::refresh_after;
 /// below 2^31 as Kamailio 5.6 prints them with `%d`).
 const UE_SPI_BASE: u32 = 0x0010_0000;
 
+/// The SPI of a UE's inbound SA to `port` in its generation `gen`: a renewal keeps the server
+/// port, so the generation tells its new SPI from the one in force (TS 33.203 §7.4 wants both
+/// new). Unique per address while the ports are, for 65,280 renewals.
+fn ue_spi(gen: u16, port: u16) -> u32 {
+    UE_SPI_BASE + ((u32::from(gen) % 0xFF00) << 16) + u32::from(port)
+}
+
 impl LoadCore {
     /// `locals` are the addresses of the worker's sockets (one at least); user `i` sends and
     /// receives on socket `i % locals.len()`.
@@ -407,6 +434,10 @@ impl LoadCore {
                     s: sock + 2,
                     first_contact: contact.clone().into(),
                     sas: None,
+                    renewal: None,
+                    retiring: None,
+                    gen: 0,
+                    spare_pending: false,
                 });
                 let contact = match &ue_socks {
                     Some(u) => ue_contact(&id, &via_hosts[u.c as usize], tp, &cfg.ims),
@@ -443,8 +474,8 @@ impl LoadCore {
                         addr: c.ip(),
                         port_c: c.port(),
                         port_s: s.port(),
-                        spi_c: UE_SPI_BASE + c.port() as u32,
-                        spi_s: UE_SPI_BASE + s.port() as u32,
+                        spi_c: ue_spi(0, c.port()),
+                        spi_s: ue_spi(0, s.port()),
                     }));
                 }
                 User {
@@ -893,30 +924,56 @@ impl LoadCore {
         result: Result<(), crate::ipsec::xfrm::XfrmError>,
     ) {
         match (action, result) {
-            (IpsecAction::Install { user: u, sas }, Ok(())) => {
+            (
+                IpsecAction::Install {
+                    user: u,
+                    sas,
+                    renewal,
+                },
+                Ok(()),
+            ) => {
                 self.stats.counters.ipsec_sa_setups += 1;
-                self.stats.gauges.ipsec_ues_protected += 1;
+                if !renewal {
+                    self.stats.gauges.ipsec_ues_protected += 1;
+                }
                 let user = &mut self.users[*u as usize];
                 let Some(x) = user.ipsec.as_mut() else { return };
-                x.sas = Some(sas.clone());
-                let c = x.c;
-                // Everything the UE sends from now on leaves its protected client port for
-                // the P-CSCF's protected server port.
                 let pcscf = user
                     .reg
                     .security()
-                    .and_then(|s| s.agreed())
+                    .and_then(|s| s.to_make())
                     .map(|p| SocketAddr::new(p.pcscf.addr, p.pcscf.port_s));
-                user.sock = c;
+                let c = if *renewal {
+                    // Only the renewal's REGISTER leaves the new client port until its 200.
+                    x.renewal = Some(sas.clone());
+                    x.plain
+                } else {
+                    // Everything the UE sends from now on leaves its protected client port for
+                    // the P-CSCF's protected server port.
+                    x.sas = Some(sas.clone());
+                    user.sock = x.c;
+                    x.c
+                };
                 if self.sock_dest.len() <= c as usize {
                     self.sock_dest.resize(c as usize + 1, None);
                 }
                 self.sock_dest[c as usize] = pcscf;
                 user.reg.sa_ready();
+                if !renewal {
+                    self.bind_spare(*u);
+                }
                 self.drive_registration(now, *u);
             }
-            (IpsecAction::Install { user: u, .. }, Err(e)) => {
+            (
+                IpsecAction::Install {
+                    user: u, renewal, ..
+                },
+                Err(e),
+            ) => {
                 self.stats.counters.ipsec_sa_install_failed += 1;
+                if *renewal {
+                    self.stats.counters.ipsec_sa_renewals_failed += 1;
+                }
                 self.ipsec_say_once("sa_install", &e.to_string());
                 let user = &mut self.users[*u as usize];
                 user.reg.sa_failed(now, &self.reg_cfg);
@@ -924,10 +981,12 @@ impl LoadCore {
             }
             // (answered by `handle_rebind`)
             (IpsecAction::Rebind { .. }, _) => {}
-            (IpsecAction::Remove { .. }, r) => {
+            (IpsecAction::Remove { last, .. }, r) => {
                 self.stats.counters.ipsec_sa_teardowns += 1;
-                self.stats.gauges.ipsec_ues_protected =
-                    self.stats.gauges.ipsec_ues_protected.saturating_sub(1);
+                if *last {
+                    self.stats.gauges.ipsec_ues_protected =
+                        self.stats.gauges.ipsec_ues_protected.saturating_sub(1);
+                }
                 if let Err(e) = r {
                     self.stats.counters.ipsec_sa_remove_failed += 1;
                     tracing::warn!("--ipsec: {e}");
@@ -943,19 +1002,26 @@ impl LoadCore {
         &mut self,
         now: Instant,
         u: u32,
-        result: std::io::Result<[SocketAddr; 3]>,
+        result: std::io::Result<Vec<SocketAddr>>,
     ) {
         // Its socket indices only (the rest of `UeSockets` stays as it is).
-        let Some((x_plain, x_c, x_s)) = self
+        let Some((x_plain, x_c, x_s, spare)) = self
             .users
             .get(u as usize)
             .and_then(|user| user.ipsec.as_ref())
-            .map(|x| (x.plain, x.c, x.s))
+            .map(|x| (x.plain, x.c, x.s, x.spare_pending))
         else {
             return;
         };
+        if spare {
+            return self.spare_bound(u, result);
+        }
         let addrs = match result {
-            Ok(a) => a,
+            Ok(a) if a.len() == 3 => [a[0], a[1], a[2]],
+            Ok(a) => {
+                debug_assert!(false, "three fresh sockets asked for, {} given", a.len());
+                return;
+            }
             Err(e) => {
                 self.stats.counters.ipsec_fresh_ports_failed += 1;
                 self.ipsec_say_once("fresh_ports", &format!("cannot bind fresh ports: {e}"));
@@ -982,14 +1048,107 @@ impl LoadCore {
         let user = &mut self.users[u as usize];
         user.contact = user.contact.replacen(&old, &s.to_string(), 1).into();
         user.sock = x_plain;
+        let gen = user.ipsec.as_ref().map_or(0, |x| x.gen);
         user.reg.security_renewed(Side {
             addr: c.ip(),
             port_c: c.port(),
             port_s: s.port(),
-            spi_c: UE_SPI_BASE + c.port() as u32,
-            spi_s: UE_SPI_BASE + s.port() as u32,
+            spi_c: ue_spi(gen, c.port()),
+            spi_s: ue_spi(gen, s.port()),
         });
         self.drive_registration(now, u);
+    }
+
+    /// Asks the worker for a fresh `plain` socket for user `u`, whose port its protected
+    /// REGISTERs offer for a renewal (see [`UeSockets`]).
+    fn bind_spare(&mut self, u: u32) {
+        let Some(x) = self.users[u as usize].ipsec.as_mut() else {
+            return;
+        };
+        if x.spare_pending {
+            return;
+        }
+        x.spare_pending = true;
+        self.ipsec_out.push_back(IpsecAction::Rebind {
+            user: u,
+            socks: Box::new([x.plain]),
+        });
+    }
+
+    /// The fresh `plain` socket of [`LoadCore::bind_spare`]: the UE's next protected REGISTERs
+    /// offer its port, the UE's server port and SPIs of a new generation. Without it the UE
+    /// offers no renewal, and a re-authentication is answered through the SAs in force.
+    fn spare_bound(&mut self, u: u32, result: std::io::Result<Vec<SocketAddr>>) {
+        let user = &mut self.users[u as usize];
+        let Some(x) = user.ipsec.as_mut() else { return };
+        x.spare_pending = false;
+        let a = match result {
+            Ok(a) if a.len() == 1 => a[0],
+            Ok(_) => return,
+            Err(e) => {
+                self.stats.counters.ipsec_fresh_ports_failed += 1;
+                let e = format!("cannot bind a fresh port for the next SA renewal: {e}");
+                self.ipsec_say_once("spare_port", &e);
+                return;
+            }
+        };
+        x.gen = x.gen.wrapping_add(1);
+        let (plain, s, gen) = (x.plain as usize, self.locals[x.s as usize], x.gen);
+        user.reg.set_next_security(Side {
+            addr: a.ip(),
+            port_c: a.port(),
+            port_s: s.port(),
+            spi_c: ue_spi(gen, a.port()),
+            spi_s: ue_spi(gen, s.port()),
+        });
+        self.locals[plain] = a;
+        self.answerer.set_local(plain as u32, a);
+        if let Some(d) = self.sock_dest.get_mut(plain) {
+            *d = None;
+        }
+        // A renewal's REGISTER is a protected one: its Via names the server port.
+        self.via_hosts[plain] = s.to_string();
+    }
+
+    /// A renewal's REGISTER got its 200 (TS 33.203 §7.4): its SAs are in force, its client
+    /// socket is the UE's, and the SAs it replaced are retired once every transaction begun
+    /// on them is over (64·T1, RFC 3261's longest), before their socket is bound afresh.
+    fn renewed(&mut self, now: Instant, u: u32) {
+        let user = &mut self.users[u as usize];
+        let Some(x) = user.ipsec.as_mut() else { return };
+        let Some(new) = x.renewal.take() else { return };
+        if let Some(sas) = x.retiring.take() {
+            self.ipsec_out.push_back(IpsecAction::Remove {
+                user: u,
+                sas,
+                last: false,
+            });
+        }
+        x.retiring = x.sas.replace(new);
+        std::mem::swap(&mut x.plain, &mut x.c);
+        user.sock = x.c;
+        let gen = x.gen;
+        self.stats.counters.ipsec_sa_renewals += 1;
+        self.arm(now + self.cfg.timers.t1 * 64, Timer::RetireSas(u, gen));
+    }
+
+    /// The [`Timer::RetireSas`] of a renewal: its old SAs go, and `plain` is bound afresh.
+    fn retire_sas(&mut self, u: u32, gen: u16) {
+        let Some(x) = self.users[u as usize].ipsec.as_mut() else {
+            return;
+        };
+        if x.gen != gen {
+            return;
+        }
+        let Some(sas) = x.retiring.take() else { return };
+        self.ipsec_out.push_back(IpsecAction::Remove {
+            user: u,
+            sas,
+            last: false,
+        });
+        if x.sas.is_some() {
+            self.bind_spare(u);
+        }
     }
 
     /// Shows an IPsec failure's message the first time its kind occurs in this worker; the
@@ -1005,12 +1164,20 @@ impl LoadCore {
     fn release_sas(&mut self, u: u32) {
         let user = &mut self.users[u as usize];
         let Some(x) = user.ipsec.as_mut() else { return };
-        if let Some(sas) = x.sas.take() {
-            self.ipsec_out
-                .push_back(IpsecAction::Remove { user: u, sas });
+        for (sas, last) in [
+            (x.renewal.take(), false),
+            (x.retiring.take(), false),
+            (x.sas.take(), true),
+        ] {
+            if let Some(sas) = sas {
+                self.ipsec_out
+                    .push_back(IpsecAction::Remove { user: u, sas, last });
+            }
         }
-        if let Some(d) = self.sock_dest.get_mut(x.c as usize) {
-            *d = None;
+        for i in [x.c, x.plain] {
+            if let Some(d) = self.sock_dest.get_mut(i as usize) {
+                *d = None;
+            }
         }
         user.sock = x.plain;
     }
@@ -1122,6 +1289,7 @@ impl LoadCore {
                 }
             }
             Timer::DeregisterNow => self.start_deregistration(now),
+            Timer::RetireSas(u, gen) => self.retire_sas(u, gen),
             Timer::DrainEnd => {
                 if self.phase < Phase::Done {
                     self.book_open_work_at_end(now);
@@ -1368,7 +1536,12 @@ impl LoadCore {
         loop {
             if self.users[u as usize].reg.has_transmit() {
                 let key = self.txns.next_key();
-                let sock = self.users[u as usize].sock;
+                let user = &self.users[u as usize];
+                // A renewal's REGISTER leaves its new client port, through its new SAs.
+                let sock = match &user.ipsec {
+                    Some(x) if x.renewal.is_some() => x.plain,
+                    _ => user.sock,
+                };
                 let via = self.via(sock, key);
                 let user = &mut self.users[u as usize];
                 let contact = match &user.ipsec {
@@ -1458,6 +1631,13 @@ impl LoadCore {
                 if status.is_none() && self.users[u as usize].reg.protected() {
                     c.ipsec_protected_unanswered += 1;
                 }
+                if self.users[u as usize]
+                    .ipsec
+                    .as_ref()
+                    .is_some_and(|x| x.renewal.is_some())
+                {
+                    c.ipsec_sa_renewals_failed += 1;
+                }
                 match (kind, status) {
                     (RegKind::Initial, None) => c.reg_timeouts += 1,
                     (RegKind::Initial, Some(code)) => {
@@ -1483,22 +1663,29 @@ impl LoadCore {
                 }
             }
             Event::FreshSecurityNeeded => {
-                if let Some(x) = &self.users[u as usize].ipsec {
-                    let socks = [x.plain, x.c, x.s];
+                if let Some(x) = self.users[u as usize].ipsec.as_mut() {
+                    // (a spare socket asked for is among the three)
+                    x.spare_pending = false;
+                    let socks = Box::new([x.plain, x.c, x.s]);
                     self.ipsec_out
                         .push_back(IpsecAction::Rebind { user: u, socks });
                 }
             }
             Event::SecurityAgreed => {
-                let user = &self.users[u as usize];
-                let pair = user.reg.security().and_then(|s| s.agreed());
-                if let Some(p) = pair {
-                    // reqids tie each SA to its policy: unique per address, as the ports are.
+                let sec = self.users[u as usize].reg.security();
+                let renewal = sec.is_some_and(|s| s.renewal().is_some());
+                if let Some(p) = sec.and_then(|s| s.to_make()) {
+                    // reqids tie each SA to its policy: unique per address, as the client
+                    // ports are (a renewal's is a fresh one).
                     let sas = Box::new(p.ue_sas(4 * p.ue.port_c as u32));
-                    self.ipsec_out
-                        .push_back(IpsecAction::Install { user: u, sas });
+                    self.ipsec_out.push_back(IpsecAction::Install {
+                        user: u,
+                        sas,
+                        renewal,
+                    });
                 }
             }
+            Event::SecurityRenewed => self.renewed(now, u),
             Event::SecurityFailed { kind, why } => {
                 use registration::SecurityFailure as F;
                 match why {

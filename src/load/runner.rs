@@ -674,26 +674,24 @@ fn apply_ipsec(
     }
 }
 
-/// Fresh sockets for a UE, on its address, on ports the kernel picks: all three bound before
-/// any old one is closed, so none gets an old port back. Only the poller can fail once they
-/// are bound; a socket replaced before such a failure is unknown to the core until the UE's
-/// next restart replaces all three again (the attempt fails meanwhile).
-fn rebind(
-    core: &LoadCore,
-    driver: &mut Driver,
-    socks: &[u32; 3],
-) -> std::io::Result<[SocketAddr; 3]> {
-    let ip = core.local_addr(socks[0]).ip();
-    let fresh = [
-        udp_socket(SocketAddr::new(ip, 0))?,
-        udp_socket(SocketAddr::new(ip, 0))?,
-        udp_socket(SocketAddr::new(ip, 0))?,
-    ];
-    let mut out = [SocketAddr::new(ip, 0); 3];
-    for ((sock, i), a) in fresh.into_iter().zip(socks).zip(&mut out) {
-        *a = driver.replace_udp(*i as usize, sock)?;
-    }
-    Ok(out)
+/// Fresh sockets for a UE, on its address, on ports the kernel picks: all bound before any old
+/// one is closed, so none gets an old port back. Only the poller can fail once they are bound;
+/// a socket replaced before such a failure is unknown to the core until the UE's next restart
+/// replaces all three again (the attempt fails meanwhile).
+fn rebind(core: &LoadCore, driver: &mut Driver, socks: &[u32]) -> std::io::Result<Vec<SocketAddr>> {
+    let Some(first) = socks.first() else {
+        return Ok(Vec::new());
+    };
+    let ip = core.local_addr(*first).ip();
+    let fresh = socks
+        .iter()
+        .map(|_| udp_socket(SocketAddr::new(ip, 0)))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    fresh
+        .into_iter()
+        .zip(socks)
+        .map(|(sock, i)| driver.replace_udp(*i as usize, sock))
+        .collect()
 }
 
 /// Raises the soft RLIMIT_NOFILE to what `sockets` need (plus slack for the runtime, files and

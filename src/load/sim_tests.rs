@@ -44,8 +44,10 @@ struct Net {
     /// the "kernel" refuses installs.
     ipsec: Vec<(bool, u32, Vec<crate::ipsec::Sa>)>,
     refuse_sas: bool,
-    /// The fresh ports the load side asked for (user, its new plain, port-c, port-s).
-    rebinds: Vec<(u32, [SocketAddr; 3])>,
+    /// The fresh ports the load side asked for: (user, its new plain, port-c, port-s) for a
+    /// restart, (user, its new plain) for a renewal's offer.
+    rebinds: Vec<(u32, Vec<SocketAddr>)>,
+    top_port: u16,
 }
 
 const LOAD: ([u8; 4], u16) = ([127, 0, 0, 2], 5070);
@@ -92,6 +94,7 @@ impl Net {
             ipsec: Vec::new(),
             refuse_sas: false,
             rebinds: Vec::new(),
+            top_port: 0,
         }
     }
 
@@ -104,18 +107,20 @@ impl Net {
             while let Some(a) = self.load.poll_ipsec() {
                 use super::core::IpsecAction;
                 let (install, user, sas) = match &a {
-                    IpsecAction::Install { user, sas } => (true, *user, sas.to_vec()),
-                    IpsecAction::Remove { user, sas } => (false, *user, sas.to_vec()),
+                    IpsecAction::Install { user, sas, .. } => (true, *user, sas.to_vec()),
+                    IpsecAction::Remove { user, sas, .. } => (false, *user, sas.to_vec()),
                     IpsecAction::Rebind { user, socks } => {
-                        // Fresh ports, as a kernel would pick them: above all in use.
+                        // Fresh ports, as a kernel would pick them: above all ever in use.
                         let top = self.locals.iter().map(|l| l.port()).max().unwrap_or(0);
-                        let mut fresh = [SocketAddr::from(LOAD); 3];
-                        for (k, (i, f)) in socks.iter().zip(&mut fresh).enumerate() {
+                        self.top_port = self.top_port.max(top);
+                        let mut fresh = Vec::new();
+                        for i in socks.iter() {
+                            self.top_port += 1;
                             let l = &mut self.locals[*i as usize];
-                            l.set_port(top + 1 + k as u16);
-                            *f = *l;
+                            l.set_port(self.top_port);
+                            fresh.push(*l);
                         }
-                        self.rebinds.push((*user, fresh));
+                        self.rebinds.push((*user, fresh.clone()));
                         self.load.handle_rebind(self.now, *user, Ok(fresh));
                         continue;
                     }
@@ -159,11 +164,8 @@ impl Net {
                     .expect("the target only sends to the load side's sockets");
                 // A P-CSCF doing sec-agree sends its requests to a UE's protected server port
                 // (the target binds the REGISTER's source, the protected client port).
-                if self.security_server.is_some()
-                    && sock % 3 == 1
-                    && !x.data.starts_with(b"SIP/2.0 ")
-                {
-                    sock += 1;
+                if self.security_server.is_some() && !x.data.starts_with(b"SIP/2.0 ") {
+                    sock = 3 * (sock / 3) + 2;
                 }
                 if self.locals.len() > 1 {
                     self.to_load
@@ -679,6 +681,8 @@ fn ipsec_net_sqn(users: usize, ue_sqn: &str, tweak: impl FnOnce(&mut CoreConfig)
 fn ipsec_ues_send_through_their_sas_once_made() {
     use crate::ipsec::Dir;
     let mut net = ipsec_net(2);
+    // (the plain socket is bound afresh once the UE is protected, for a renewal's offer)
+    let (plain, uc, us) = (net.locals[0], net.locals[1], net.locals[2]);
     net.run(Duration::from_secs(120));
     let c = &net.totals.counters;
     assert_eq!(net.load.phase(), Phase::Done);
@@ -692,7 +696,6 @@ fn ipsec_ues_send_through_their_sas_once_made() {
     let kinds: Vec<(bool, u32)> = net.ipsec.iter().map(|(i, u, _)| (*i, *u)).collect();
     assert_eq!(kinds, [(true, 0), (true, 1), (false, 0), (false, 1)]);
     let (_, _, sas) = &net.ipsec[0];
-    let (plain, uc, us) = (net.locals[0], net.locals[1], net.locals[2]);
     let out = &sas[0];
     assert_eq!(
         (out.dir, out.sport, out.dport, out.spi),
@@ -838,7 +841,9 @@ fn ipsec_ue_resynchronising_offers_fresh_ports_and_spis() {
     );
     assert_eq!((c.ipsec_sa_setups, c.ipsec_sa_teardowns), (2, 2));
     assert_eq!((c.calls_completed, c.dereg_ok), (4, 2));
-    let (u, [plain, uc, us]) = net.rebinds[0];
+    let (u, &[plain, uc, us]) = (net.rebinds[0].0, &net.rebinds[0].1[..]) else {
+        panic!("a restart rebinds three sockets: {:?}", net.rebinds[0]);
+    };
     assert_eq!(u, 0);
     assert_eq!(plain.ip(), first.0.ip(), "the UE keeps its address");
     assert!(![first.0, first.1, first.2].contains(&plain));

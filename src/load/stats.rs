@@ -140,6 +140,11 @@ pub struct Counters {
     /// ports and SPIs, and those that could not bind them.
     pub ipsec_fresh_ports: u64,
     pub ipsec_fresh_ports_failed: u64,
+    /// `--ipsec`: SA pairs renewed by a re-authentication (TS 33.203 §7.4), and renewals whose
+    /// SAs the kernel refused or whose REGISTER failed (the pair in force then goes too, with
+    /// the registration).
+    pub ipsec_sa_renewals: u64,
+    pub ipsec_sa_renewals_failed: u64,
     /// `--media` (docs/media.md): streams started and ended (one per call leg of ours), refused
     /// (an SSRC in use); RTP packets sent, received, our own come back (an echoing peer), lost
     /// (booked when the stream ends), duplicated, out of order; RTP that matched no stream;
@@ -259,6 +264,8 @@ impl Counters {
             ipsec_protected_unanswered,
             ipsec_fresh_ports,
             ipsec_fresh_ports_failed,
+            ipsec_sa_renewals,
+            ipsec_sa_renewals_failed,
             media_streams_started,
             media_streams_ended,
             media_streams_refused,

@@ -111,10 +111,15 @@ pub enum Event {
     /// A failed user's retry ([`RegConfig::retry`]) is due: the owner starts an initial
     /// registration if it still wants one.
     RetryDue,
-    /// The 401 made a security agreement. The owner makes the SAs of
-    /// [`Registration::security`]'s pair, then calls [`Registration::sa_ready`] (the protected
-    /// REGISTER follows, to be sent through them) or [`Registration::sa_failed`].
+    /// The 401 made a security agreement, or renewed one (TS 33.203 §7.4). The owner makes the
+    /// SAs of [`UeSecurity::to_make`], then calls [`Registration::sa_ready`] (the protected
+    /// REGISTER follows, to be sent through them: for a renewal, from its new client port) or
+    /// [`Registration::sa_failed`].
     SecurityAgreed,
+    /// The REGISTER sent through a renewal's SAs got its 200: they are the agreement now. The
+    /// owner sends the UE's requests through them and takes the old ones away once the
+    /// transactions begun on them are over.
+    SecurityRenewed,
     /// The attempt failed for want of security: the 401 allowed no agreement
     /// ([`Registration::security_error`] says why), or the owner could not make the SAs.
     SecurityFailed { kind: RegKind, why: SecurityFailure },
@@ -147,6 +152,8 @@ impl SecurityFailure {
             AgreeError::Malformed(_) => SecurityFailure::Malformed,
             AgreeError::AlgorithmRefused { .. } => SecurityFailure::AlgorithmRefused,
             AgreeError::NoKeys => SecurityFailure::NoKeys,
+            // (never reached: the machine renews only what it offered)
+            AgreeError::NoRenewalOffer => SecurityFailure::Malformed,
         }
     }
 }
@@ -218,6 +225,9 @@ pub struct Registration {
     /// An unprotected REGISTER held until the owner gives fresh SPIs and ports
     /// ([`Event::FreshSecurityNeeded`]).
     renewing: Option<Authz>,
+    /// This attempt's REGISTER offered new ports and SPIs for a renewal of the SAs: a refresh
+    /// does, once agreed and given them (a de-registration does not: its SAs go with it).
+    renewal_offered: bool,
 }
 
 impl Registration {
@@ -247,6 +257,7 @@ impl Registration {
             held: None,
             offered: false,
             renewing: None,
+            renewal_offered: false,
         }
     }
 
@@ -257,6 +268,13 @@ impl Registration {
 
     pub fn security(&self) -> Option<&UeSecurity> {
         self.security.as_ref()
+    }
+
+    /// What the UE's protected REGISTERs offer for a renewal ([`UeSecurity::set_next`]).
+    pub fn set_next_security(&mut self, next: Side) {
+        if let Some(sec) = self.security.as_mut() {
+            sec.set_next(next);
+        }
     }
 
     /// Whether the UE's requests go through its SAs: it agreed, and no SA failure undid that.
@@ -347,6 +365,7 @@ impl Registration {
         }
         self.deadline = None;
         self.renewing = None;
+        self.renewal_offered = false;
         if kind == RegKind::Initial {
             self.ready_unprotected(Authz::First);
         } else {
@@ -400,8 +419,10 @@ impl Registration {
             },
         );
         if let Some((cfg, sec)) = sec {
-            sec.write_register_headers(cfg, &mut w);
+            let renew = self.kind == RegKind::Refresh && sec.can_renew();
+            sec.write_register_headers(cfg, renew, &mut w);
             self.offered |= sec.agreed().is_none();
+            self.renewal_offered |= renew;
         }
         if let Some(pani) = &cfg.pani {
             w.header("P-Access-Network-Info", pani);
@@ -517,14 +538,39 @@ impl Registration {
                 };
                 let authz = answer.into_line();
                 // The first 401 to an unprotected REGISTER carries the P-CSCF's side of the
-                // agreement; the answer waits for the SAs (TS 33.203 §7.2).
-                let agreeing = code == 401
-                    && answered == Answered::Credentials
-                    && self.security.as_ref().is_some_and(|s| s.agreed().is_none());
-                if let (true, Some(scfg), Some(sec)) =
-                    (agreeing, cfg.security.as_ref(), self.security.as_mut())
-                {
-                    match sec.agree(scfg, msg, scfg.pcscf, auth.session_keys()) {
+                // agreement; the answer waits for the SAs (TS 33.203 §7.2). A 401 to a
+                // protected one that offered new ports renews it the same way (§7.4); one
+                // without Security-Server is answered through the SAs in force.
+                let sec_state = self.security.as_ref().map(|s| {
+                    (
+                        s.agreed().is_some(),
+                        self.renewal_offered
+                            && s.next().is_some()
+                            && msg
+                                .raw_headers()
+                                .any(|(n, _)| n.eq_ignore_ascii_case("Security-Server")),
+                    )
+                });
+                let (agreeing, renewing) = match sec_state {
+                    Some((agreed, offered_next))
+                        if code == 401 && answered == Answered::Credentials =>
+                    {
+                        (!agreed, agreed && offered_next)
+                    }
+                    _ => (false, false),
+                };
+                if let (true, Some(scfg), Some(sec)) = (
+                    agreeing || renewing,
+                    cfg.security.as_ref(),
+                    self.security.as_mut(),
+                ) {
+                    let keys = auth.session_keys();
+                    let made = if renewing {
+                        sec.renew(scfg, msg, scfg.pcscf, keys)
+                    } else {
+                        sec.agree(scfg, msg, scfg.pcscf, keys)
+                    };
+                    match made {
                         Ok(_) => {
                             self.security_error = None;
                             self.event = Some(Event::Challenged(answered));
@@ -559,6 +605,15 @@ impl Registration {
         let kind = self.kind;
         if !(200..300).contains(&code) {
             return self.fail(now, cfg, Some(code));
+        }
+        // The 200 to a REGISTER sent through a renewal's SAs makes them the agreement.
+        if self
+            .security
+            .as_mut()
+            .and_then(UeSecurity::commit_renewal)
+            .is_some()
+        {
+            self.security_event = Some(Event::SecurityRenewed);
         }
         let granted = msg.expires().unwrap_or(cfg.expires);
         if kind == RegKind::Deregister || granted == 0 {
@@ -603,6 +658,9 @@ impl Registration {
 
     fn fail(&mut self, now: Instant, cfg: &RegConfig, status: Option<u16>) {
         let kind = self.kind;
+        if let Some(sec) = self.security.as_mut() {
+            sec.abandon_renewal();
+        }
         self.event = Some(Event::Failed { kind, status });
         // A de-registration that failed still ends our interest in the binding.
         if kind == RegKind::Deregister {

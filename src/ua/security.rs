@@ -7,6 +7,13 @@
 //! sends every later request of the UE from its protected client port to the P-CSCF's
 //! protected server port.
 //!
+//! Every authenticated re-registration renews the SAs (TS 33.203 §7.4, TS 24.229 §5.1.1.4.1):
+//! a protected REGISTER offers a new protected client port and new SPIs (the protected server
+//! port stays) beside Security-Verify; if the network challenges it, the 401's Security-Server
+//! and the new challenge's keys make a second pair, the REGISTER answering the challenge goes
+//! through that pair, and its 200 makes it the agreement. The owner keeps the old pair a while
+//! for the transactions begun on it. A re-registration answered at once leaves the offer unused.
+//!
 //! What Kamailio 5.6's `ims_ipsec_pcscf` needs of a UE (docs/ipsec.md) shapes two choices:
 //! it reads only the last offer of a Security-Client, so the UE offers one algorithm pair; and
 //! it keeps the first Security-Client a UE sent from an address, so an attempt that starts
@@ -42,20 +49,30 @@ pub enum AgreeError {
     },
     #[error("the 401 carries no AKA challenge, so there are no keys for the SAs")]
     NoKeys,
+    #[error("the 401 renews the SAs, but the REGISTER it answers offered no new ports and SPIs")]
+    NoRenewalOffer,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum State {
     /// Nothing agreed: REGISTERs go unprotected with Security-Client.
     Offering,
-    /// Agreed: the pair to make (or made), and the Security-Verify to send.
-    Agreed { pair: SaPair, verify: String },
+    /// Agreed: the pair to make (or made), the Security-Verify to send, and the pair a
+    /// re-authentication agreed on, while its REGISTER is under way.
+    Agreed {
+        pair: SaPair,
+        verify: String,
+        renewal: Option<Box<(SaPair, String)>>,
+    },
 }
 
 /// One UE's security agreement. See the module comment.
 #[derive(Clone, Debug)]
 pub struct UeSecurity {
     ue: Side,
+    /// What the UE's protected REGISTERs offer for the next pair: a client port and SPIs
+    /// never offered before, its server port. `None` until the owner gives one.
+    next: Option<Side>,
     state: State,
 }
 
@@ -65,6 +82,7 @@ impl UeSecurity {
     pub fn new(ue: Side) -> UeSecurity {
         UeSecurity {
             ue,
+            next: None,
             state: State::Offering,
         }
     }
@@ -81,33 +99,78 @@ impl UeSecurity {
         }
     }
 
+    /// The pair a re-authentication agreed on, until its REGISTER's 200 makes it the
+    /// agreement ([`UeSecurity::commit_renewal`]) or the attempt fails.
+    pub fn renewal(&self) -> Option<&SaPair> {
+        match &self.state {
+            State::Agreed {
+                renewal: Some(r), ..
+            } => Some(&r.0),
+            _ => None,
+        }
+    }
+
+    /// The pair the owner is to make now: a renewal's, else the agreement's.
+    pub fn to_make(&self) -> Option<&SaPair> {
+        self.renewal().or(self.agreed())
+    }
+
     /// Forgets the agreement for an attempt that starts over unprotected, with new SPIs and
     /// ports (see the module comment). The owner removes the old pair's SAs.
     pub fn restart(&mut self, ue: Side) {
         self.ue = ue;
+        self.next = None;
         self.state = State::Offering;
     }
 
-    /// The Security-Client value: one `ipsec-3gpp` offer with the UE's SPIs and ports.
-    pub fn client_value(&self, cfg: &SecurityConfig) -> String {
+    /// Gives the client port and SPIs the UE's protected REGISTERs offer for a renewal (its
+    /// server port stays). Each offer is used once: a 401 that takes it makes SAs on it at
+    /// the P-CSCF, whatever becomes of the attempt.
+    pub fn set_next(&mut self, next: Side) {
+        self.next = Some(next);
+    }
+
+    pub fn next(&self) -> Option<&Side> {
+        self.next.as_ref()
+    }
+
+    /// Whether a protected REGISTER can offer a renewal: agreed, and given the next ports.
+    pub fn can_renew(&self) -> bool {
+        matches!(self.state, State::Agreed { .. }) && self.next.is_some()
+    }
+
+    /// The Security-Client value: one `ipsec-3gpp` offer with the UE's SPIs and ports, or
+    /// with the next pair's if `renew` and [`UeSecurity::can_renew`].
+    pub fn client_value(&self, cfg: &SecurityConfig, renew: bool) -> String {
+        let ue = match &self.next {
+            Some(next) if renew && self.can_renew() => next,
+            _ => &self.ue,
+        };
         secagree::client_value(
             &[(cfg.alg, cfg.ealg)],
-            self.ue.spi_c,
-            self.ue.spi_s,
-            self.ue.port_c,
-            self.ue.port_s,
+            ue.spi_c,
+            ue.spi_s,
+            ue.port_c,
+            ue.port_s,
         )
     }
 
     /// Adds the sec-agree headers to a REGISTER (TS 24.229 §5.1.1.2.1, §5.1.1.5.1): always
-    /// Security-Client with `Require` and `Proxy-Require: sec-agree`; once agreed, also
-    /// Security-Verify, the P-CSCF's list as it sent it.
-    pub fn write_register_headers(&self, cfg: &SecurityConfig, w: &mut Writer) {
-        w.header("Security-Client", self.client_value(cfg));
+    /// Security-Client (offering the next pair if `renew`, see
+    /// [`UeSecurity::client_value`]) with `Require` and `Proxy-Require: sec-agree`; once
+    /// agreed, also Security-Verify, the P-CSCF's list as it sent it.
+    pub fn write_register_headers(&self, cfg: &SecurityConfig, renew: bool, w: &mut Writer) {
+        w.header("Security-Client", self.client_value(cfg, renew));
         w.header("Require", "sec-agree");
         w.header("Proxy-Require", "sec-agree");
-        if let State::Agreed { verify, .. } = &self.state {
-            w.header("Security-Verify", verify);
+        match &self.state {
+            // The answer to a re-authentication verifies the offer it answers (TS 24.229
+            // §5.1.1.5.1); any other protected REGISTER the agreement in force.
+            State::Agreed {
+                renewal: Some(r), ..
+            } => w.header("Security-Verify", &r.1),
+            State::Agreed { verify, .. } => w.header("Security-Verify", verify),
+            State::Offering => {}
         }
     }
 
@@ -121,6 +184,69 @@ impl UeSecurity {
         pcscf_addr: IpAddr,
         keys: Option<([u8; 16], [u8; 16])>,
     ) -> Result<&SaPair, AgreeError> {
+        let (pair, verify) = self.take_offer(cfg, msg, self.ue, pcscf_addr, keys)?;
+        self.state = State::Agreed {
+            pair,
+            verify,
+            renewal: None,
+        };
+        Ok(self.agreed().expect("just agreed"))
+    }
+
+    /// Takes the 401 to a protected REGISTER that offered [`UeSecurity::next`]: its
+    /// Security-Server and the new challenge's keys make the pair that will replace the
+    /// agreement (TS 33.203 §7.4). The offer is spent either way.
+    pub fn renew(
+        &mut self,
+        cfg: &SecurityConfig,
+        msg: &Message<'_>,
+        pcscf_addr: IpAddr,
+        keys: Option<([u8; 16], [u8; 16])>,
+    ) -> Result<&SaPair, AgreeError> {
+        let next = self.next.take().ok_or(AgreeError::NoRenewalOffer)?;
+        let taken = self.take_offer(cfg, msg, next, pcscf_addr, keys)?;
+        let State::Agreed { renewal, .. } = &mut self.state else {
+            return Err(AgreeError::NoRenewalOffer);
+        };
+        *renewal = Some(Box::new(taken));
+        Ok(self.renewal().expect("just agreed"))
+    }
+
+    /// The renewal's REGISTER got its 200: its pair is the agreement now, and the UE's
+    /// ports and SPIs are its. Returns the pair it replaces, for the owner to take away.
+    pub fn commit_renewal(&mut self) -> Option<SaPair> {
+        let State::Agreed {
+            pair,
+            verify,
+            renewal,
+        } = &mut self.state
+        else {
+            return None;
+        };
+        let (new, new_verify) = *renewal.take()?;
+        self.ue = new.ue;
+        *verify = new_verify;
+        Some(std::mem::replace(pair, new))
+    }
+
+    /// The renewal's attempt failed: the agreement in force stays.
+    pub fn abandon_renewal(&mut self) -> Option<SaPair> {
+        match &mut self.state {
+            State::Agreed { renewal, .. } => renewal.take().map(|r| r.0),
+            State::Offering => None,
+        }
+    }
+
+    /// The P-CSCF's offer in a 401 that matches ours, with `ue` as the UE's side of the pair
+    /// and the Security-Verify that echoes it.
+    fn take_offer(
+        &self,
+        cfg: &SecurityConfig,
+        msg: &Message<'_>,
+        ue: Side,
+        pcscf_addr: IpAddr,
+        keys: Option<([u8; 16], [u8; 16])>,
+    ) -> Result<(SaPair, String), AgreeError> {
         let server: Vec<&str> = msg
             .raw_headers()
             .filter(|(n, _)| n.eq_ignore_ascii_case("Security-Server"))
@@ -153,12 +279,8 @@ impl UeSecurity {
             spi_c: o.spi_c,
             spi_s: o.spi_s,
         };
-        let pair = SaPair::new(self.ue, pcscf, o.alg, o.ealg, &ck, &ik);
-        self.state = State::Agreed {
-            pair,
-            verify: secagree::server_list(server),
-        };
-        Ok(self.agreed().expect("just agreed"))
+        let pair = SaPair::new(ue, pcscf, o.alg, o.ealg, &ck, &ik);
+        Ok((pair, secagree::server_list(server)))
     }
 }
 
@@ -195,7 +317,7 @@ mod tests {
 
     fn register(sec: &UeSecurity) -> String {
         let mut w = Writer::request("REGISTER", "sip:ims");
-        sec.write_register_headers(&CFG, &mut w);
+        sec.write_register_headers(&CFG, true, &mut w);
         String::from_utf8(w.finish(None, b"")).unwrap()
     }
 
