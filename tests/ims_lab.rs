@@ -1388,7 +1388,7 @@ fn a_ue_registers_through_its_own_ipsec_sas_with_the_lab_p_cscf() {
         );
         w.header("Expires", 600);
         w.header("Supported", "path, sec-agree");
-        sec.write_register_headers(&cfg, &mut w);
+        sec.write_register_headers(&cfg, false, &mut w);
         w.line(authz);
         w.finish(None, b"")
     };
