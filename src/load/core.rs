@@ -137,6 +137,8 @@ struct UeSockets {
     gen: u16,
     /// `plain` is being bound afresh for a renewal offer.
     spare_pending: bool,
+    /// A refresh waits for that, to offer a renewal.
+    refresh_waiting: bool,
 }
 
 /// What a worker does in the kernel for its core (`--ipsec`): make or remove a UE's SAs, then
@@ -438,6 +440,7 @@ impl LoadCore {
                     retiring: None,
                     gen: 0,
                     spare_pending: false,
+                    refresh_waiting: false,
                 });
                 let contact = match &ue_socks {
                     Some(u) => ue_contact(&id, &via_hosts[u.c as usize], tp, &cfg.ims),
@@ -1014,7 +1017,7 @@ impl LoadCore {
             return;
         };
         if spare {
-            return self.spare_bound(u, result);
+            return self.spare_bound(now, u, result);
         }
         let addrs = match result {
             Ok(a) if a.len() == 3 => [a[0], a[1], a[2]],
@@ -1078,20 +1081,28 @@ impl LoadCore {
     /// The fresh `plain` socket of [`LoadCore::bind_spare`]: the UE's next protected REGISTERs
     /// offer its port, the UE's server port and SPIs of a new generation. Without it the UE
     /// offers no renewal, and a re-authentication is answered through the SAs in force.
-    fn spare_bound(&mut self, u: u32, result: std::io::Result<Vec<SocketAddr>>) {
+    fn spare_bound(&mut self, now: Instant, u: u32, result: std::io::Result<Vec<SocketAddr>>) {
         let user = &mut self.users[u as usize];
         let Some(x) = user.ipsec.as_mut() else { return };
         x.spare_pending = false;
-        let a = match result {
-            Ok(a) if a.len() == 1 => a[0],
-            Ok(_) => return,
+        let waiting = std::mem::take(&mut x.refresh_waiting);
+        match result {
+            Ok(a) if a.len() == 1 => self.take_spare(u, a[0]),
+            Ok(_) => {}
             Err(e) => {
                 self.stats.counters.ipsec_fresh_ports_failed += 1;
                 let e = format!("cannot bind a fresh port for the next SA renewal: {e}");
                 self.ipsec_say_once("spare_port", &e);
-                return;
             }
-        };
+        }
+        if waiting {
+            self.register(now, u, RegKind::Refresh);
+        }
+    }
+
+    fn take_spare(&mut self, u: u32, a: SocketAddr) {
+        let user = &mut self.users[u as usize];
+        let Some(x) = user.ipsec.as_mut() else { return };
         x.gen = x.gen.wrapping_add(1);
         let (plain, s, gen) = (x.plain as usize, self.locals[x.s as usize], x.gen);
         user.reg.set_next_security(Side {
@@ -1130,6 +1141,30 @@ impl LoadCore {
         let gen = x.gen;
         self.stats.counters.ipsec_sa_renewals += 1;
         self.arm(now + self.cfg.timers.t1 * 64, Timer::RetireSas(u, gen));
+    }
+
+    /// Whether user `u`'s refresh waits for a port to offer a renewal: the SAs a renewal
+    /// replaced are retired early for it (refreshes closer than 64·T1), or the port is being
+    /// bound. [`LoadCore::spare_bound`] starts the refresh then, with or without one.
+    fn refresh_waits_for_spare(&mut self, u: u32) -> bool {
+        let user = &mut self.users[u as usize];
+        let can_renew = user.reg.security().is_some_and(|s| s.can_renew());
+        let Some(x) = user.ipsec.as_mut() else {
+            return false;
+        };
+        if x.sas.is_none() || can_renew || (x.retiring.is_none() && !x.spare_pending) {
+            return false;
+        }
+        if let Some(sas) = x.retiring.take() {
+            self.ipsec_out.push_back(IpsecAction::Remove {
+                user: u,
+                sas,
+                last: false,
+            });
+        }
+        x.refresh_waiting = true;
+        self.bind_spare(u);
+        true
     }
 
     /// The [`Timer::RetireSas`] of a renewal: its old SAs go, and `plain` is bound afresh.
@@ -1515,10 +1550,22 @@ impl LoadCore {
     }
 
     fn register(&mut self, now: Instant, u: u32, kind: RegKind) {
+        if kind == RegKind::Refresh && self.refresh_waits_for_spare(u) {
+            return;
+        }
         let user = &mut self.users[u as usize];
         if let Some(old) = user.txn.take() {
             // A refresh replacing a registration still in flight: forget the old transaction.
             self.txns.remove(old);
+        }
+        // ... and a renewal it was making: its SAs go (the machine forgets it in `start`).
+        if let Some(sas) = user.ipsec.as_mut().and_then(|x| x.renewal.take()) {
+            self.stats.counters.ipsec_sa_renewals_failed += 1;
+            self.ipsec_out.push_back(IpsecAction::Remove {
+                user: u,
+                sas,
+                last: false,
+            });
         }
         user.gen += 1;
         user.reg.start(now, kind);
@@ -1696,8 +1743,11 @@ impl LoadCore {
                     // Counted where the kernel's (or the worker's) answer came in.
                     F::SaInstall | F::FreshPorts => {}
                 }
-                if kind == RegKind::Initial {
-                    c.reg_failed += 1;
+                match kind {
+                    RegKind::Initial => c.reg_failed += 1,
+                    // (a renewal's: TS 33.203 §7.4)
+                    RegKind::Refresh => c.rereg_failed += 1,
+                    RegKind::Deregister => c.dereg_failed += 1,
                 }
                 if let Some(e) = self.users[u as usize].reg.security_error() {
                     let e = e.to_string();

@@ -40,6 +40,15 @@ struct Net {
     /// REGISTER, and requests to `protected_dest` reach the target too.
     security_server: Option<String>,
     protected_dest: Option<SocketAddr>,
+    /// Plays a P-CSCF renewing SAs (TS 33.203 §7.4): a 401 to a REGISTER that came with
+    /// Security-Verify gets a Security-Server of new SPIs and a new client port (the server
+    /// port stays), the n-th such 401 the n-th of [`renewal_server`]. The Call-ID and CSeq of
+    /// those REGISTERs, and how many 401s were renewals.
+    renew: bool,
+    protected_regs: std::collections::HashSet<(String, String)>,
+    renewals: u32,
+    /// Installs the "kernel" takes before it refuses them all.
+    refuse_sas_after: Option<usize>,
     /// The SA changes the load side asked for (install?, user, SAs), in order, and whether
     /// the "kernel" refuses installs.
     ipsec: Vec<(bool, u32, Vec<crate::ipsec::Sa>)>,
@@ -91,6 +100,10 @@ impl Net {
             lose_first_ack: false,
             security_server: None,
             protected_dest: None,
+            renew: false,
+            protected_regs: Default::default(),
+            renewals: 0,
+            refuse_sas_after: None,
             ipsec: Vec::new(),
             refuse_sas: false,
             rebinds: Vec::new(),
@@ -126,7 +139,9 @@ impl Net {
                     }
                 };
                 self.ipsec.push((install, user, sas));
-                let r = if install && self.refuse_sas {
+                let installs = self.ipsec.iter().filter(|(i, _, _)| *i).count();
+                let refuse = self.refuse_sas || self.refuse_sas_after.is_some_and(|n| installs > n);
+                let r = if install && refuse {
                     Err(crate::ipsec::xfrm::XfrmError::Refused {
                         what: "install an SA".into(),
                         err: std::io::Error::from_raw_os_error(libc::EPERM),
@@ -143,8 +158,14 @@ impl Net {
                     "the load side only talks to its outbound proxy"
                 );
                 let l = self.locals[x.src as usize];
-                self.from_load
-                    .push(String::from_utf8_lossy(&x.data).into_owned());
+                let text = String::from_utf8_lossy(&x.data).into_owned();
+                if self.renew
+                    && text.starts_with("REGISTER ")
+                    && text.contains("\r\nSecurity-Verify: ")
+                {
+                    self.protected_regs.insert(call_id_cseq(&text));
+                }
+                self.from_load.push(text);
                 self.from_load_src.push(l);
                 self.from_load_dest.push(x.dest);
                 if self.lose_first_ack && x.data.starts_with(b"ACK ") {
@@ -175,6 +196,12 @@ impl Net {
                 if let Some(ss) = &self.security_server {
                     let text = String::from_utf8_lossy(&x.data).into_owned();
                     if text.starts_with("SIP/2.0 401") && text.contains(" REGISTER\r\n") {
+                        let ss = if self.protected_regs.contains(&call_id_cseq(&text)) {
+                            self.renewals += 1;
+                            renewal_server(self.renewals)
+                        } else {
+                            ss.clone()
+                        };
                         x.data = text
                             .replacen("\r\n", &format!("\r\nSecurity-Server: {ss}\r\n"), 1)
                             .into_bytes();
@@ -802,12 +829,39 @@ fn assert_inbound_on(sas: &[crate::ipsec::Sa], uc: SocketAddr, us: SocketAddr) {
     );
 }
 
-/// The Security-Client of an unprotected REGISTER: (spi-c, spi-s, port-c, port-s).
+/// The Call-ID and CSeq of a message.
+fn call_id_cseq(m: &str) -> (String, String) {
+    let h = |name: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_default()
+            .to_string()
+    };
+    (h("Call-ID: "), h("CSeq: "))
+}
+
+/// The Security-Server of the `n`-th renewal (from 1) of [`Net::renew`]: new SPIs, a new
+/// client port, the server port of [`ipsec_net`]'s first agreement.
+fn renewal_server(n: u32) -> String {
+    format!(
+        "ipsec-3gpp;prot=esp;mod=trans;spi-c={};spi-s={};port-c={};port-s=5200;alg=hmac-sha-1-96;ealg=aes-cbc",
+        8000 + 2 * n,
+        8001 + 2 * n,
+        5100 + n
+    )
+}
+
+/// The Security-Client of a REGISTER: (spi-c, spi-s, port-c, port-s).
 fn security_client(m: &str) -> (u32, u32, u16, u16) {
     let v = m
         .lines()
         .find_map(|l| l.strip_prefix("Security-Client: "))
         .unwrap_or_else(|| panic!("no Security-Client in {m}"));
+    sec_params(v)
+}
+
+/// (spi-c, spi-s, port-c, port-s) of one `ipsec-3gpp` offer.
+fn sec_params(v: &str) -> (u32, u32, u16, u16) {
     let p = |k: &str| -> u32 {
         v.split(';')
             .find_map(|f| f.strip_prefix(k))
@@ -1605,4 +1659,159 @@ fn a_reregistration_replacing_one_in_flight_gets_its_answer() {
     ue.handle_input(later, &w.finish(None, b""), from, 0);
     let s = ue.take_stats();
     assert_eq!((s.counters.rereg_ok, s.counters.stray_responses), (0, 1));
+}
+
+/// Re-authentication renews the SAs (TS 33.203 §7.4, TS 24.229 §5.1.1.4.1): every refresh
+/// REGISTER leaves the client port in force, offering a fresh client port, the same server
+/// port and SPIs never offered before, beside Security-Verify of the agreement in force. The
+/// 401 (this target challenges every refresh) brings new SPIs and a new client port of the
+/// P-CSCF; the SAs on those are made, the answer leaves the fresh port for the P-CSCF's
+/// server port with Security-Verify of the new offer, and after its 200 the UE's requests
+/// leave the fresh port. Calls carry on across the renewals; every pair made is taken away.
+#[test]
+fn ipsec_re_authentication_renews_the_sas_through_a_fresh_client_port() {
+    use crate::ipsec::Dir;
+    let mut net = ipsec_net_with(2, |c| {
+        c.expires = 20;
+        c.duration = Some(Duration::from_secs(45));
+        c.max_total_calls = None;
+        c.cps = 1.0;
+    });
+    net.renew = true;
+    let (uc0, us0) = (net.locals[1], net.locals[2]);
+    net.run(Duration::from_secs(200));
+    let c = &net.totals.counters;
+    assert_eq!(net.load.phase(), Phase::Done);
+    assert_eq!((c.reg_ok, c.dereg_ok), (2, 2), "{c:?}");
+    assert!(c.rereg_attempts >= 2 * 3, "{c:?}");
+    assert_eq!((c.rereg_ok, c.rereg_failed), (c.rereg_attempts, 0), "{c:?}");
+    assert_eq!(
+        (c.ipsec_sa_renewals, c.ipsec_sa_renewals_failed),
+        (c.rereg_ok, 0),
+        "every challenged refresh renews: {c:?}"
+    );
+    assert_eq!(c.ipsec_sa_setups, 2 + c.ipsec_sa_renewals);
+    assert_eq!(
+        c.ipsec_sa_teardowns, c.ipsec_sa_setups,
+        "every pair taken away"
+    );
+    // The target challenges the protected de-registrations too: answered through the SAs in
+    // force, which go with the registration.
+    assert_eq!(u64::from(net.renewals), c.ipsec_sa_renewals + c.dereg_ok);
+    assert!(c.calls_attempted >= 40, "{c:?}");
+    assert_eq!(c.calls_completed, c.calls_attempted, "{c:?}");
+
+    // User 0's REGISTERs from its first protected one on, in order, with their sockets.
+    let regs: Vec<(SocketAddr, SocketAddr, &String)> = net
+        .from_load
+        .iter()
+        .zip(net.from_load_src.iter().zip(&net.from_load_dest))
+        .filter(|(m, _)| m.starts_with("REGISTER ") && m.contains("<sip:+1555000001@"))
+        .map(|(m, (s, d))| (*s, *d, m))
+        .skip(1)
+        .collect();
+    let verify = |m: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("Security-Verify: "))
+            .unwrap_or_else(|| panic!("no Security-Verify in {m}"))
+            .to_string()
+    };
+    let mut c_in_force = uc0;
+    let mut spis_in_force = (0x10_0000 + uc0.port() as u32, 0x10_0000 + us0.port() as u32);
+    let mut verify_in_force = verify(regs[0].2);
+    let mut renewed = 0;
+    let mut pairs = net.ipsec.iter().filter(|(i, u, _)| *i && *u == 0).skip(1);
+    let mut i = 1;
+    while i + 1 < regs.len() && regs[i].2.contains("\r\nExpires: 20\r\n") {
+        let ((src, _, refresh), (asrc, adest, answer)) = (regs[i], regs[i + 1]);
+        assert_eq!(src, c_in_force, "a refresh leaves the client port in force");
+        assert_eq!(verify(refresh), verify_in_force);
+        let (spi_c, spi_s, port_c, port_s) = security_client(refresh);
+        assert_eq!(port_s, us0.port(), "the server port stays");
+        assert_ne!(port_c, c_in_force.port(), "a fresh client port");
+        assert!(spi_c != spis_in_force.0 && spi_s != spis_in_force.1);
+        // The answer: from the offered port, through the new pair, verifying the new offer.
+        assert!(answer.contains("response=\"") && !answer.contains("response=\"\""));
+        assert_eq!((asrc.ip(), asrc.port()), (us0.ip(), port_c), "{answer}");
+        assert_eq!(adest.port(), 5200);
+        renewed += 1;
+        let (p_spi_c, p_spi_s, p_port_c, p_port_s) = sec_params(&verify(answer));
+        assert_eq!(p_port_s, 5200, "{answer}");
+        assert_ne!(verify(answer), verify_in_force, "the 401's new offer");
+        assert_eq!(security_client(answer), (spi_c, spi_s, port_c, port_s));
+        let (_, _, sas) = pairs.next().expect("the renewal's SAs were made");
+        let flows = |dir| -> Vec<(u16, u16, u32)> {
+            sas.iter()
+                .filter(|s| s.dir == dir)
+                .map(|s| (s.sport, s.dport, s.spi))
+                .collect()
+        };
+        assert_eq!(
+            flows(Dir::In),
+            [(5200, port_c, spi_c), (p_port_c, port_s, spi_s)],
+            "the UE's inbound SAs, on its new SPIs"
+        );
+        assert_eq!(
+            flows(Dir::Out),
+            [(port_c, 5200, p_spi_s), (port_s, p_port_c, p_spi_c)],
+            "the UE's outbound SAs, on the P-CSCF's new SPIs"
+        );
+        c_in_force = asrc;
+        spis_in_force = (spi_c, spi_s);
+        verify_in_force = verify(answer);
+        i += 2;
+    }
+    assert!(renewed >= 3, "{renewed} renewals of user 0");
+    // The de-registration leaves the last renewal's client port, verifying its offer.
+    let (src, _, dereg) = regs.last().unwrap();
+    assert!(dereg.contains("\r\nExpires: 0\r\n"), "{dereg}");
+    assert_eq!((*src, verify(dereg)), (c_in_force, verify_in_force));
+    // INVITEs left the client port in force when they were sent: never the server port.
+    let invites: Vec<&SocketAddr> = net
+        .from_load
+        .iter()
+        .zip(&net.from_load_src)
+        .filter(|(m, s)| m.starts_with("INVITE ") && s.ip() == us0.ip() && **s != us0)
+        .map(|(_, s)| s)
+        .collect();
+    assert!(invites.iter().any(|s| **s == c_in_force), "{invites:?}");
+}
+
+/// A renewal whose SAs the kernel refuses: the answer is never sent, the refresh fails and
+/// is counted as a failed renewal, and the pair in force goes with the registration.
+#[test]
+fn ipsec_renewal_refused_by_the_kernel_fails_the_refresh_and_removes_the_pair() {
+    let mut net = ipsec_net_with(2, |c| {
+        c.expires = 20;
+        c.duration = Some(Duration::from_secs(15));
+        c.max_total_calls = None;
+        c.cps = 0.2;
+    });
+    net.renew = true;
+    net.refuse_sas_after = Some(2);
+    net.run(Duration::from_secs(120));
+    let c = &net.totals.counters;
+    assert_eq!(net.load.phase(), Phase::Done);
+    assert_eq!(
+        (c.reg_ok, c.rereg_attempts, c.rereg_failed),
+        (2, 2, 2),
+        "{c:?}"
+    );
+    assert_eq!(
+        (
+            c.ipsec_sa_install_failed,
+            c.ipsec_sa_renewals_failed,
+            c.ipsec_sa_renewals
+        ),
+        (2, 2, 0),
+        "{c:?}"
+    );
+    assert_eq!((c.ipsec_sa_setups, c.ipsec_sa_teardowns), (2, 2), "{c:?}");
+    // Each UE: its first REGISTER, the protected one, the refresh; no answer to its 401.
+    let registers = net
+        .from_load
+        .iter()
+        .filter(|m| m.starts_with("REGISTER "))
+        .count();
+    assert_eq!(registers, 2 * 3);
 }

@@ -366,6 +366,9 @@ impl Registration {
         self.deadline = None;
         self.renewing = None;
         self.renewal_offered = false;
+        if let Some(sec) = self.security.as_mut() {
+            sec.abandon_renewal();
+        }
         if kind == RegKind::Initial {
             self.ready_unprotected(Authz::First);
         } else {

@@ -140,10 +140,12 @@ impl UeSecurity {
     }
 
     /// The Security-Client value: one `ipsec-3gpp` offer with the UE's SPIs and ports, or
-    /// with the next pair's if `renew` and [`UeSecurity::can_renew`].
+    /// with the next pair's if `renew` and [`UeSecurity::can_renew`]. The answer to a
+    /// renewal's challenge repeats the offer it answers.
     pub fn client_value(&self, cfg: &SecurityConfig, renew: bool) -> String {
-        let ue = match &self.next {
-            Some(next) if renew && self.can_renew() => next,
+        let ue = match (&self.next, self.renewal()) {
+            (_, Some(r)) => &r.ue,
+            (Some(next), None) if renew && self.can_renew() => next,
             _ => &self.ue,
         };
         secagree::client_value(
