@@ -1735,6 +1735,116 @@ fn imsload_registers_fifty_ues_through_their_own_sas_calls_and_cleans_up() {
     eprintln!("{IPSEC_DONE} {}", kernel.trim());
 }
 
+const IMSLOAD_RENEWAL_TEST: &str = "imsload_renews_each_ues_sas_when_the_s_cscf_re_authenticates";
+
+/// TS 33.203 §7.4 against Kamailio 5.6.3's P-CSCF: the lab's S-CSCF challenges every refresh
+/// (ims.sh REAUTH=1), so each one renews the UE's SAs. Every refresh offers a fresh client
+/// port and new SPIs, the P-CSCF's 401 makes its side of the new pair, the answer goes
+/// through the new pair from the fresh port, and the UEs keep calling each other (MT requests
+/// reach them through whatever pair the P-CSCF uses) until they de-register. Nothing is left
+/// in the kernel, and only each UE's first REGISTER and its 401 are cleartext.
+#[test]
+fn imsload_renews_each_ues_sas_when_the_s_cscf_re_authenticates() {
+    if skip_without_prereqs() || !here_with_esp(IMSLOAD_RENEWAL_TEST, &["imsload --ipsec"]) {
+        return;
+    }
+    const N: u32 = 4;
+    let lab = Lab::start_with(
+        &subscribers_csv(N),
+        // 5.6.3 takes a new client port of its pool for every renewal and frees none before
+        // the contact lapses: N UEs with up to 4 renewals each.
+        &[
+            ("IPSEC", "1"),
+            ("IPSEC_MAX", "24"),
+            ("CHILDREN", "1"),
+            ("REAUTH", "1"),
+            ("MIN_EXPIRES", "10"),
+        ],
+    );
+    let ue_ns = std::fs::read_to_string(lab.path("ue-netns"))
+        .expect("ims.sh IPSEC=1 records the UE namespace")
+        .trim()
+        .to_string();
+    for i in 0..N {
+        common::ip(&[
+            "-n",
+            &ue_ns,
+            "addr",
+            "add",
+            &format!("10.45.0.{}/24", 10 + i),
+            "dev",
+            "uv0",
+        ])
+        .unwrap();
+    }
+    let pcap = lab.path("ue-link.pcapng");
+    let cap = common::dumpcap_in(Some(&ue_ns), "uv0", &pcap, "ip", &[]);
+    // Refreshes every 8 s for 30 s of calls: three renewals per UE.
+    let r = imsload_ipsec_run(
+        &lab,
+        &ue_ns,
+        "renewal",
+        &subscribers_csv(N),
+        N,
+        &["--duration", "30s", "--expires", "16"],
+        None,
+    );
+    let c = &r["counters"];
+    eprintln!("imsload --ipsec renewal: {c}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(common::send_signal(cap.id() as i32, common::SIGINT));
+    let _ = common::wait_bounded(cap, Duration::from_secs(20), "dumpcap after SIGINT");
+    assert_eq!(
+        (c["reg_ok"].as_u64(), c["dereg_ok"].as_u64()),
+        (Some(N.into()), Some(N.into())),
+        "{r}"
+    );
+    let rereg = c["rereg_attempts"].as_u64().unwrap();
+    assert!(rereg >= 3 * u64::from(N), "{r}");
+    assert_eq!(c["rereg_ok"], rereg, "{r}");
+    assert_eq!(c["ipsec_sa_renewals"], rereg, "every refresh renewed: {r}");
+    assert_eq!(c["ipsec_sa_setups"], u64::from(N) + rereg, "{r}");
+    assert_eq!(c["ipsec_sa_teardowns"], c["ipsec_sa_setups"], "{r}");
+    for k in [
+        "ipsec_sa_renewals_failed",
+        "ipsec_sa_install_failed",
+        "ipsec_sa_remove_failed",
+        "ipsec_protected_unanswered",
+        "ipsec_no_security_server",
+        "calls_failed",
+        "calls_timeout",
+    ] {
+        assert_eq!(c[k], 0, "{k}: {r}");
+    }
+    let attempted = c["calls_attempted"].as_u64().unwrap();
+    assert!(attempted >= 60, "{r}");
+    assert_eq!(c["calls_completed"], attempted, "{r}");
+    assert_eq!(common::ip_out(&ue_ns, &["xfrm", "state"]), "");
+    assert_eq!(common::ip_out(&ue_ns, &["xfrm", "policy"]), "");
+    // Cleartext on the UEs' link: each UE's first REGISTER and its 401 (told apart by what
+    // they say: a slow guest's retransmissions repeat them), nothing of the renewals.
+    let clear = common::tshark_fields(
+        &pcap,
+        &["-d", "udp.port==5060,sip"],
+        "udp && !esp",
+        &[
+            "ip.src",
+            "sip.Method",
+            "sip.Status-Code",
+            "sip.Call-ID",
+            "sip.CSeq.seq",
+        ],
+    );
+    let said: std::collections::BTreeSet<&Vec<String>> = clear.iter().collect();
+    assert_eq!(said.len(), 2 * N as usize, "{said:?}");
+    assert!(
+        said.iter().all(|r| r[4] == "1"),
+        "cleartext beyond the first REGISTERs: {said:?}"
+    );
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    eprintln!("{IPSEC_DONE} {}", kernel.trim());
+}
+
 /// Runs `imsload --ipsec` for `users_csv` (`n` users, on 10.45.0.10..) in the UEs' namespace
 /// against the lab P-CSCF's UE side; its JSON report (`name` tells runs apart).
 fn imsload_ipsec(lab: &Lab, ue_ns: &str, name: &str, users_csv: &str, n: u32) -> serde_json::Value {

@@ -44,6 +44,11 @@
 #                                NS-ue (UE addresses 10.45.0.2-254; RUNDIR/ue-netns records it).
 #                                Needs a kernel with ESP (lab/kguest/run.sh on a machine without)
 #   IPSEC_MAX=32                 simultaneous IPsec UEs (ipsec_max_connections)
+#   REAUTH=0                     1: the S-CSCF challenges every refresh REGISTER, protected or
+#                                not (a de-registration through the SAs it still takes at once),
+#                                so that with IPSEC=1 every refresh renews the UE's SAs
+#                                (TS 33.203 7.4)
+#   MIN_EXPIRES=60               the S-CSCF's shortest registration (min_expires), seconds
 #   RTPENGINE=0                  1: the P-CSCF anchors every call's media through an rtpengine
 #                                (Debian rtpengine-daemon, user-space forwarding) started in the
 #                                namespace before it: NG control on PCSCF_IP:2223, media on the
@@ -85,6 +90,11 @@ PKG_MB=${PKG_MB:-16}
 IPSEC=${IPSEC:-0}
 case "$IPSEC" in 0|1) ;; *) echo "ims.sh: IPSEC=$IPSEC: give 0 or 1" >&2; exit 2 ;; esac
 IPSEC_MAX=${IPSEC_MAX:-32}
+REAUTH=${REAUTH:-0}
+case "$REAUTH" in 0|1) ;; *) echo "ims.sh: REAUTH=$REAUTH: give 0 or 1" >&2; exit 2 ;; esac
+MIN_EXPIRES=${MIN_EXPIRES:-60}
+[[ "$MIN_EXPIRES" =~ ^[0-9]+$ ]] ||
+  { echo "ims.sh: MIN_EXPIRES=$MIN_EXPIRES: give whole seconds, e.g. 60" >&2; exit 2; }
 RTPENGINE=${RTPENGINE:-0}
 case "$RTPENGINE" in 0|1) ;; *) echo "ims.sh: RTPENGINE=$RTPENGINE: give 0 or 1" >&2; exit 2 ;; esac
 RTPENGINE_PORTS=${RTPENGINE_PORTS:-30000-30999}
@@ -199,7 +209,8 @@ element_cmd() {
        -A "CTLSOCK=\"unix:$run/${name}_ctl\"")
   case "$name" in
     scscf) CMD+=(-A "SCSCF_IP=$SCSCF_IP" -A "CX_XSD=\"$dir/cfg/CxDataType_Rel7.xsd\""
-                 -A "CDP_XML=\"$dir/cfg/scscf.xml\"") ;;
+                 -A "CDP_XML=\"$dir/cfg/scscf.xml\"" -A "MIN_EXPIRES=$MIN_EXPIRES")
+           [ "$REAUTH" = 0 ] || CMD+=(-A WITH_REAUTH) ;;
     icscf) CMD+=(-A "ICSCF_IP=$ICSCF_IP" -A "DB_URL=\"sqlite:///$run/icscf.db\""
                  -A "CDP_XML=\"$dir/cfg/icscf.xml\"") ;;
     pcscf) CMD+=(-A "PCSCF_IP=$PCSCF_IP")
