@@ -133,6 +133,29 @@ impl Xfrm {
         first.map_or(Ok(()), Err)
     }
 
+    /// How many packets the kernel has passed through the SAs of `sas` (its lifetime counter,
+    /// summed): what tells a pair still in use from one its peer has left.
+    pub fn packets(&mut self, sas: &[Sa]) -> Result<u64, XfrmError> {
+        let mut total = 0;
+        for sa in sas {
+            let mut got = None;
+            self.exchange(XfrmMessage::GetSa(sa_id(sa)), 0, |m| {
+                if let XfrmMessage::AddSa(m) = m {
+                    got = Some(m.user_sa_info.lifetime_cur.packets);
+                }
+            })
+            .and_then(|()| {
+                got.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no SA in the reply"))
+            })
+            .map(|n| total += n)
+            .map_err(|err| XfrmError::Refused {
+                what: format!("read the counters of {}", describe(sa)),
+                err,
+            })?;
+        }
+        Ok(total)
+    }
+
     /// Takes away everything still made (what [`Drop`] does, with the errors).
     pub fn remove_all(&mut self) -> Result<(), XfrmError> {
         let mut first = None;
@@ -178,6 +201,17 @@ impl Xfrm {
 
     /// Sends one request and waits for its acknowledgement.
     fn request(&mut self, msg: XfrmMessage, flags: u16) -> io::Result<()> {
+        self.exchange(msg, flags, |_| {})
+    }
+
+    /// Sends one request, hands `reply` what comes back before the acknowledgement, and waits
+    /// for that.
+    fn exchange(
+        &mut self,
+        msg: XfrmMessage,
+        flags: u16,
+        mut reply: impl FnMut(XfrmMessage),
+    ) -> io::Result<()> {
         self.seq = self.seq.wrapping_add(1);
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
@@ -194,15 +228,19 @@ impl Xfrm {
             let n = self.sock.recv(&mut &mut self.buf[..], 0)?;
             let mut off = 0;
             while off < n {
-                let reply = NetlinkMessage::<XfrmMessage>::deserialize(&self.buf[off..n])
+                let m = NetlinkMessage::<XfrmMessage>::deserialize(&self.buf[off..n])
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-                let step = reply.header.length as usize;
-                if reply.header.sequence_number == self.seq {
-                    if let NetlinkPayload::Error(e) = reply.payload {
-                        return match e.code {
-                            None => Ok(()),
-                            Some(c) => Err(io::Error::from_raw_os_error(-c.get())),
-                        };
+                let step = m.header.length as usize;
+                if m.header.sequence_number == self.seq {
+                    match m.payload {
+                        NetlinkPayload::Error(e) => {
+                            return match e.code {
+                                None => Ok(()),
+                                Some(c) => Err(io::Error::from_raw_os_error(-c.get())),
+                            };
+                        }
+                        NetlinkPayload::InnerMessage(x) => reply(x),
+                        _ => {}
                     }
                 }
                 if step == 0 {

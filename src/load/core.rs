@@ -81,8 +81,8 @@ enum Timer {
     /// Half the drain time has passed: de-register even if some calls are still open.
     DeregisterNow,
     DrainEnd,
-    /// User `u`'s SAs replaced by a renewal are taken away, if the UE's generation (the
-    /// second number) is still the one they were replaced in.
+    /// The SA pair of user `u` that the renewal numbered by the second number replaced is
+    /// looked at: taken away if its peer has left it, kept a while longer if not.
     RetireSas(u32, u16),
 }
 
@@ -119,8 +119,14 @@ struct User {
 ///
 /// Once the UE is protected, `plain` is bound afresh: its port is the client port a renewal
 /// offers (TS 33.203 §7.4). A renewal's REGISTER leaves from it, and its 200 swaps `plain` and
-/// `c`: the old client socket stays, for the transactions begun on the old SAs, until those
-/// SAs are retired; then it is bound afresh in turn for the next renewal.
+/// `c`: the old client socket stays 64·T1, for the transactions begun on it (RFC 3261's
+/// longest), or until the next refresh if that comes first; then it is bound afresh in turn.
+///
+/// The replaced pair goes once its peer has left it: every 64·T1 the worker reads what its
+/// inbound SAs carried (the kernel's counters), and a pair that carried nothing since the last
+/// look is taken away. A P-CSCF should move to the new pair at once; one that does not
+/// (Kamailio 5.6.3 keeps sending requests to a UE through the pair it made first) is counted
+/// (`ipsec_sa_replaced_in_use`), and its pair kept until the UE de-registers.
 #[derive(Clone)]
 struct UeSockets {
     plain: u32,
@@ -131,7 +137,11 @@ struct UeSockets {
     /// until its 200, and those a renewal replaced until they are retired.
     sas: Option<Box<[Sa; 4]>>,
     renewal: Option<Box<[Sa; 4]>>,
-    retiring: Option<Box<[Sa; 4]>>,
+    replaced: Vec<Replaced>,
+    /// `plain` still holds the client socket of the pair replaced last.
+    old_c_pending: bool,
+    /// Fresh ports for a renewal offer taken in a row that were a kept pair's client port.
+    spare_clashes: u8,
     /// Bumped for every renewal offer: it tells the offer's SPIs from those of the pair in
     /// force, which share its server port (see [`ue_spi`]).
     gen: u16,
@@ -139,6 +149,18 @@ struct UeSockets {
     spare_pending: bool,
     /// A refresh waits for that, to offer a renewal.
     refresh_waiting: bool,
+}
+
+/// A UE's SA pair replaced by a renewal, until its peer has left it (see [`UeSockets`]).
+#[derive(Clone)]
+struct Replaced {
+    /// The renewal that replaced it (the UE's `gen` then).
+    id: u16,
+    sas: Box<[Sa; 4]>,
+    /// Packets its inbound SAs had carried at the last look; none before the first.
+    seen: Option<u64>,
+    /// Counted as still in use.
+    counted: bool,
 }
 
 /// What a worker does in the kernel for its core (`--ipsec`): make or remove a UE's SAs, then
@@ -163,6 +185,13 @@ pub enum IpsecAction {
     /// Fresh sockets in place of some of the UE's: all three (plain, port-c, port-s) for an
     /// unprotected restart, or `plain` alone, whose port a renewal offers.
     Rebind { user: u32, socks: Box<[u32]> },
+    /// How many packets the inbound SAs of `sas` (a pair a renewal replaced, numbered `id`)
+    /// have carried: tell the core with [`LoadCore::handle_sa_use`].
+    ReadUse {
+        user: u32,
+        id: u16,
+        sas: Box<[Sa; 4]>,
+    },
 }
 
 impl User {
@@ -437,7 +466,9 @@ impl LoadCore {
                     first_contact: contact.clone().into(),
                     sas: None,
                     renewal: None,
-                    retiring: None,
+                    replaced: Vec::new(),
+                    old_c_pending: false,
+                    spare_clashes: 0,
                     gen: 0,
                     spare_pending: false,
                     refresh_waiting: false,
@@ -982,8 +1013,8 @@ impl LoadCore {
                 user.reg.sa_failed(now, &self.reg_cfg);
                 self.drive_registration(now, *u);
             }
-            // (answered by `handle_rebind`)
-            (IpsecAction::Rebind { .. }, _) => {}
+            // (answered by `handle_rebind` and `handle_sa_use`)
+            (IpsecAction::Rebind { .. } | IpsecAction::ReadUse { .. }, _) => {}
             (IpsecAction::Remove { last, .. }, r) => {
                 self.stats.counters.ipsec_sa_teardowns += 1;
                 if *last {
@@ -1103,6 +1134,19 @@ impl LoadCore {
     fn take_spare(&mut self, u: u32, a: SocketAddr) {
         let user = &mut self.users[u as usize];
         let Some(x) = user.ipsec.as_mut() else { return };
+        // A kept pair's client-port SAs and policies outlive its socket: a new pair on the
+        // same port would meet them (EEXIST). Ask for another port, a few times.
+        let clash = x.replaced.iter().any(|r| {
+            r.sas
+                .iter()
+                .any(|sa| sa.src == a.ip() && sa.sport == a.port())
+        });
+        if clash && x.spare_clashes < 3 {
+            x.spare_clashes += 1;
+            self.bind_spare(u);
+            return;
+        }
+        x.spare_clashes = 0;
         x.gen = x.gen.wrapping_add(1);
         let (plain, s, gen) = (x.plain as usize, self.locals[x.s as usize], x.gen);
         user.reg.set_next_security(Side {
@@ -1122,67 +1166,122 @@ impl LoadCore {
     }
 
     /// A renewal's REGISTER got its 200 (TS 33.203 §7.4): its SAs are in force, its client
-    /// socket is the UE's, and the SAs it replaced are retired once every transaction begun
-    /// on them is over (64·T1, RFC 3261's longest), before their socket is bound afresh.
-    fn renewed(&mut self, now: Instant, u: u32) {
+    /// socket is the UE's, and the pair it replaced is looked at now and every 64·T1 after
+    /// (see [`UeSockets`]).
+    fn renewed(&mut self, u: u32) {
         let user = &mut self.users[u as usize];
         let Some(x) = user.ipsec.as_mut() else { return };
         let Some(new) = x.renewal.take() else { return };
-        if let Some(sas) = x.retiring.take() {
-            self.ipsec_out.push_back(IpsecAction::Remove {
-                user: u,
-                sas,
-                last: false,
-            });
-        }
-        x.retiring = x.sas.replace(new);
+        let Some(old) = x.sas.replace(new) else {
+            return;
+        };
         std::mem::swap(&mut x.plain, &mut x.c);
         user.sock = x.c;
-        let gen = x.gen;
+        x.old_c_pending = true;
+        x.replaced.push(Replaced {
+            id: x.gen,
+            sas: old.clone(),
+            seen: None,
+            counted: false,
+        });
         self.stats.counters.ipsec_sa_renewals += 1;
-        self.arm(now + self.cfg.timers.t1 * 64, Timer::RetireSas(u, gen));
+        let id = x.gen;
+        self.ipsec_out.push_back(IpsecAction::ReadUse {
+            user: u,
+            id,
+            sas: old,
+        });
     }
 
-    /// Whether user `u`'s refresh waits for a port to offer a renewal: the SAs a renewal
-    /// replaced are retired early for it (refreshes closer than 64·T1), or the port is being
-    /// bound. [`LoadCore::spare_bound`] starts the refresh then, with or without one.
+    /// Whether user `u`'s refresh waits for a port to offer a renewal: `plain` still holds the
+    /// client socket of the pair replaced last (refreshes closer than 64·T1), or is being
+    /// bound afresh. [`LoadCore::spare_bound`] starts the refresh then, with or without one.
     fn refresh_waits_for_spare(&mut self, u: u32) -> bool {
         let user = &mut self.users[u as usize];
         let can_renew = user.reg.security().is_some_and(|s| s.can_renew());
         let Some(x) = user.ipsec.as_mut() else {
             return false;
         };
-        if x.sas.is_none() || can_renew || (x.retiring.is_none() && !x.spare_pending) {
+        if x.sas.is_none() || can_renew || !(x.old_c_pending || x.spare_pending) {
             return false;
         }
-        if let Some(sas) = x.retiring.take() {
-            self.ipsec_out.push_back(IpsecAction::Remove {
-                user: u,
-                sas,
-                last: false,
-            });
-        }
+        x.old_c_pending = false;
         x.refresh_waiting = true;
         self.bind_spare(u);
         true
     }
 
-    /// The [`Timer::RetireSas`] of a renewal: its old SAs go, and `plain` is bound afresh.
-    fn retire_sas(&mut self, u: u32, gen: u16) {
+    /// The [`Timer::RetireSas`] of replaced pair `id`: the old client socket is bound afresh
+    /// if it still waits, and the pair's use is read.
+    fn retire_sas(&mut self, u: u32, id: u16) {
         let Some(x) = self.users[u as usize].ipsec.as_mut() else {
             return;
         };
-        if x.gen != gen {
+        if x.old_c_pending && x.gen == id && x.sas.is_some() {
+            x.old_c_pending = false;
+            self.bind_spare(u);
+        }
+        let Some(x) = self.users[u as usize].ipsec.as_mut() else {
+            return;
+        };
+        if let Some(r) = x.replaced.iter().find(|r| r.id == id) {
+            self.ipsec_out.push_back(IpsecAction::ReadUse {
+                user: u,
+                id,
+                sas: r.sas.clone(),
+            });
+        }
+    }
+
+    /// What the inbound SAs of user `u`'s replaced pair `id` have carried
+    /// ([`IpsecAction::ReadUse`]): the first reading is where use is counted from; a later
+    /// one that shows nothing new takes the pair away, one that does keeps it 64·T1 more.
+    /// A pair whose counters cannot be read is taken away.
+    pub fn handle_sa_use(
+        &mut self,
+        now: Instant,
+        u: u32,
+        id: u16,
+        packets: Result<u64, crate::ipsec::xfrm::XfrmError>,
+    ) {
+        let later = now + self.cfg.timers.t1 * 64;
+        let Some(x) = self
+            .users
+            .get_mut(u as usize)
+            .and_then(|user| user.ipsec.as_mut())
+        else {
+            return;
+        };
+        let Some(i) = x.replaced.iter().position(|r| r.id == id) else {
+            return;
+        };
+        let r = &mut x.replaced[i];
+        let keep = match (&packets, r.seen) {
+            (Ok(n), None) => {
+                r.seen = Some(*n);
+                true
+            }
+            (Ok(n), Some(seen)) if *n > seen => {
+                r.seen = Some(*n);
+                if !std::mem::replace(&mut r.counted, true) {
+                    self.stats.counters.ipsec_sa_replaced_in_use += 1;
+                }
+                true
+            }
+            _ => false,
+        };
+        if keep {
+            self.arm(later, Timer::RetireSas(u, id));
             return;
         }
-        let Some(sas) = x.retiring.take() else { return };
+        let r = x.replaced.swap_remove(i);
         self.ipsec_out.push_back(IpsecAction::Remove {
             user: u,
-            sas,
+            sas: r.sas,
             last: false,
         });
-        if x.sas.is_some() {
-            self.bind_spare(u);
+        if let Err(e) = packets {
+            self.ipsec_say_once("sa_use", &e.to_string());
         }
     }
 
@@ -1199,16 +1298,18 @@ impl LoadCore {
     fn release_sas(&mut self, u: u32) {
         let user = &mut self.users[u as usize];
         let Some(x) = user.ipsec.as_mut() else { return };
-        for (sas, last) in [
-            (x.renewal.take(), false),
-            (x.retiring.take(), false),
-            (x.sas.take(), true),
-        ] {
-            if let Some(sas) = sas {
-                self.ipsec_out
-                    .push_back(IpsecAction::Remove { user: u, sas, last });
-            }
+        let replaced = std::mem::take(&mut x.replaced).into_iter().map(|r| r.sas);
+        let renewal = x.renewal.take();
+        let in_force = x.sas.take();
+        for (sas, last) in replaced
+            .chain(renewal)
+            .map(|s| (s, false))
+            .chain(in_force.map(|s| (s, true)))
+        {
+            self.ipsec_out
+                .push_back(IpsecAction::Remove { user: u, sas, last });
         }
+        x.old_c_pending = false;
         for i in [x.c, x.plain] {
             if let Some(d) = self.sock_dest.get_mut(i as usize) {
                 *d = None;
@@ -1732,7 +1833,7 @@ impl LoadCore {
                     });
                 }
             }
-            Event::SecurityRenewed => self.renewed(now, u),
+            Event::SecurityRenewed => self.renewed(u),
             Event::SecurityFailed { kind, why } => {
                 use registration::SecurityFailure as F;
                 match why {

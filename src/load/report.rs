@@ -502,11 +502,12 @@ impl Report {
         if c.ipsec_sa_setups + ipsec_failed > 0 {
             let _ = writeln!(
                 s,
-                "  IPsec     SA pairs made {:>6}  removed {:>6}  renewed {} (failed {})  restarts on fresh ports {}  failed {:>6} (no Security-Server {}, unreadable {}, algorithm refused {}, no AKA keys {}, kernel refused {}, protected REGISTER unanswered {}, no fresh ports {})",
+                "  IPsec     SA pairs made {:>6}  removed {:>6}  renewed {} (failed {}, replaced still in use {})  restarts on fresh ports {}  failed {:>6} (no Security-Server {}, unreadable {}, algorithm refused {}, no AKA keys {}, kernel refused {}, protected REGISTER unanswered {}, no fresh ports {})",
                 c.ipsec_sa_setups,
                 c.ipsec_sa_teardowns,
                 c.ipsec_sa_renewals,
                 c.ipsec_sa_renewals_failed,
+                c.ipsec_sa_replaced_in_use,
                 c.ipsec_fresh_ports,
                 ipsec_failed,
                 c.ipsec_no_security_server,

@@ -666,6 +666,16 @@ fn apply_ipsec(
                 core.handle_rebind(Instant::now(), *user, r);
                 continue;
             }
+            (IpsecAction::ReadUse { user, id, sas }, x) => {
+                let inbound: Vec<_> = sas
+                    .iter()
+                    .filter(|s| s.dir == crate::ipsec::Dir::In)
+                    .cloned()
+                    .collect();
+                let r = x.map_or(Ok(0), |x| x.packets(&inbound));
+                core.handle_sa_use(Instant::now(), *user, *id, r);
+                continue;
+            }
             (IpsecAction::Install { sas, .. }, Some(x)) => x.install(&sas[..]),
             (IpsecAction::Remove { sas, .. }, Some(x)) => x.remove(&sas[..]),
             (_, None) => Ok(()),

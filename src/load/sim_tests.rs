@@ -49,6 +49,9 @@ struct Net {
     renewals: u32,
     /// Installs the "kernel" takes before it refuses them all.
     refuse_sas_after: Option<usize>,
+    /// Whether replaced pairs keep carrying packets, and how often their use was read.
+    replaced_in_use: bool,
+    sa_use_reads: u64,
     /// The SA changes the load side asked for (install?, user, SAs), in order, and whether
     /// the "kernel" refuses installs.
     ipsec: Vec<(bool, u32, Vec<crate::ipsec::Sa>)>,
@@ -104,6 +107,8 @@ impl Net {
             protected_regs: Default::default(),
             renewals: 0,
             refuse_sas_after: None,
+            replaced_in_use: false,
+            sa_use_reads: 0,
             ipsec: Vec::new(),
             refuse_sas: false,
             rebinds: Vec::new(),
@@ -122,6 +127,18 @@ impl Net {
                 let (install, user, sas) = match &a {
                     IpsecAction::Install { user, sas, .. } => (true, *user, sas.to_vec()),
                     IpsecAction::Remove { user, sas, .. } => (false, *user, sas.to_vec()),
+                    IpsecAction::ReadUse { user, id, .. } => {
+                        // A P-CSCF that keeps sending through replaced pairs, or one that moves
+                        // at once.
+                        self.sa_use_reads += 1;
+                        let n = if self.replaced_in_use {
+                            self.sa_use_reads
+                        } else {
+                            0
+                        };
+                        self.load.handle_sa_use(self.now, *user, *id, Ok(n));
+                        continue;
+                    }
                     IpsecAction::Rebind { user, socks } => {
                         // Fresh ports, as a kernel would pick them: above all ever in use.
                         let top = self.locals.iter().map(|l| l.port()).max().unwrap_or(0);
@@ -1814,4 +1831,67 @@ fn ipsec_renewal_refused_by_the_kernel_fails_the_refresh_and_removes_the_pair() 
         .filter(|m| m.starts_with("REGISTER "))
         .count();
     assert_eq!(registers, 2 * 3);
+}
+
+/// A P-CSCF that keeps sending through the pairs a renewal replaced (Kamailio 5.6.3 does,
+/// docs/ipsec.md): each replaced pair is looked at 64·T1 after, found still in use, counted
+/// and kept, while renewals go on; the de-registration takes every pair away.
+#[test]
+fn ipsec_replaced_pairs_still_in_use_are_kept_and_counted() {
+    let mut net = ipsec_net_with(2, |c| {
+        c.expires = 20;
+        c.duration = Some(Duration::from_secs(60));
+        c.max_total_calls = None;
+        c.cps = 1.0;
+    });
+    net.renew = true;
+    net.replaced_in_use = true;
+    net.run(Duration::from_secs(200));
+    let c = &net.totals.counters;
+    assert_eq!(net.load.phase(), Phase::Done);
+    assert!(c.ipsec_sa_renewals >= 2 * 5, "{c:?}");
+    assert_eq!(c.ipsec_sa_renewals, c.rereg_ok, "{c:?}");
+    assert!(c.ipsec_sa_replaced_in_use >= 2 * 2, "{c:?}");
+    assert_eq!(c.calls_completed, c.calls_attempted, "{c:?}");
+    // Nothing removed before the de-registrations, then everything.
+    let removals: Vec<usize> = net
+        .ipsec
+        .iter()
+        .enumerate()
+        .filter(|(_, (i, _, _))| !i)
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(removals.len() as u64, c.ipsec_sa_setups, "{c:?}");
+    let last_install = net.ipsec.iter().rposition(|(i, _, _)| *i).unwrap();
+    assert!(
+        removals.iter().all(|k| *k > last_install),
+        "{:?}",
+        net.ipsec.len()
+    );
+}
+
+/// A P-CSCF that moves to the new pair at once: each replaced pair carried nothing since the
+/// renewal when it is looked at 64·T1 later, and goes then, long before the run ends.
+#[test]
+fn ipsec_replaced_pairs_left_alone_are_taken_away_after_64_t1() {
+    let mut net = ipsec_net_with(1, |c| {
+        c.expires = 80;
+        c.duration = Some(Duration::from_secs(100));
+        c.max_total_calls = None;
+        c.cps = 0.5;
+    });
+    net.renew = true;
+    net.run(Duration::from_secs(300));
+    let c = &net.totals.counters;
+    assert_eq!(net.load.phase(), Phase::Done);
+    // Refreshes at 40 and 80 s into the run: two renewals, each pair gone 32 s after.
+    assert_eq!(c.ipsec_sa_renewals, 2, "{c:?}");
+    assert_eq!(c.ipsec_sa_replaced_in_use, 0, "{c:?}");
+    assert_eq!((c.ipsec_sa_setups, c.ipsec_sa_teardowns), (3, 3), "{c:?}");
+    let kinds: Vec<bool> = net.ipsec.iter().map(|(i, _, _)| *i).collect();
+    assert_eq!(
+        kinds,
+        [true, true, false, true, false, false],
+        "install, renew, retire the first 64·T1 later, renew, de-register (the second replaced pair and the one in force)"
+    );
 }

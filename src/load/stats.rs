@@ -145,6 +145,9 @@ pub struct Counters {
     /// the registration).
     pub ipsec_sa_renewals: u64,
     pub ipsec_sa_renewals_failed: u64,
+    /// `--ipsec`: pairs a renewal replaced that the P-CSCF still sent through 64·T1 later
+    /// (kept until they fall silent, or the UE de-registers).
+    pub ipsec_sa_replaced_in_use: u64,
     /// `--media` (docs/media.md): streams started and ended (one per call leg of ours), refused
     /// (an SSRC in use); RTP packets sent, received, our own come back (an echoing peer), lost
     /// (booked when the stream ends), duplicated, out of order; RTP that matched no stream;
@@ -266,6 +269,7 @@ impl Counters {
             ipsec_fresh_ports_failed,
             ipsec_sa_renewals,
             ipsec_sa_renewals_failed,
+            ipsec_sa_replaced_in_use,
             media_streams_started,
             media_streams_ended,
             media_streams_refused,
