@@ -117,10 +117,11 @@ struct User {
 /// no port in Via and Contact; everything after it from the protected client socket
 /// `c` (port-c) to the P-CSCF's port-s, and requests to the UE arrive on `s` (port-s).
 ///
-/// Once the UE is protected, `plain` is bound afresh: its port is the client port a renewal
-/// offers (TS 33.203 §7.4). A renewal's REGISTER leaves from it, and its 200 swaps `plain` and
-/// `c`: the old client socket stays 64·T1, for the transactions begun on it (RFC 3261's
-/// longest), or until the next refresh if that comes first; then it is bound afresh in turn.
+/// Once the UE is protected, `plain` is bound afresh when its first refresh is due: its port is
+/// the client port a renewal offers (TS 33.203 §7.4). A renewal's REGISTER leaves from it, and
+/// its 200 swaps `plain` and `c`: the old client socket stays 64·T1, for the transactions begun
+/// on it (RFC 3261's longest), or until the next refresh if that comes first; then it is bound
+/// afresh in turn.
 ///
 /// The replaced pair goes once its peer has left it: every 64·T1 the worker reads what its
 /// inbound SAs carried (the kernel's counters), and a pair that carried nothing since the last
@@ -138,8 +139,11 @@ struct UeSockets {
     sas: Option<Box<[Sa; 4]>>,
     renewal: Option<Box<[Sa; 4]>>,
     replaced: Vec<Replaced>,
-    /// `plain` still holds the client socket of the pair replaced last.
-    old_c_pending: bool,
+    /// `plain` still holds a socket that may get datagrams: the unprotected one (a late
+    /// retransmission of the first 401), or the client socket of the pair replaced last. It is
+    /// bound afresh for the next renewal offer when a refresh needs it, or 64·T1 after a
+    /// renewal, not before: closed at once, it would answer such datagrams with ICMP.
+    plain_held: bool,
     /// Fresh ports for a renewal offer taken in a row that were a kept pair's client port.
     spare_clashes: u8,
     /// Bumped for every renewal offer: it tells the offer's SPIs from those of the pair in
@@ -467,7 +471,7 @@ impl LoadCore {
                     sas: None,
                     renewal: None,
                     replaced: Vec::new(),
-                    old_c_pending: false,
+                    plain_held: false,
                     spare_clashes: 0,
                     gen: 0,
                     spare_pending: false,
@@ -992,10 +996,10 @@ impl LoadCore {
                     self.sock_dest.resize(c as usize + 1, None);
                 }
                 self.sock_dest[c as usize] = pcscf;
-                user.reg.sa_ready();
                 if !renewal {
-                    self.bind_spare(*u);
+                    x.plain_held = true;
                 }
+                user.reg.sa_ready();
                 self.drive_registration(now, *u);
             }
             (
@@ -1177,7 +1181,7 @@ impl LoadCore {
         };
         std::mem::swap(&mut x.plain, &mut x.c);
         user.sock = x.c;
-        x.old_c_pending = true;
+        x.plain_held = true;
         x.replaced.push(Replaced {
             id: x.gen,
             sas: old.clone(),
@@ -1194,18 +1198,18 @@ impl LoadCore {
     }
 
     /// Whether user `u`'s refresh waits for a port to offer a renewal: `plain` still holds the
-    /// client socket of the pair replaced last (refreshes closer than 64·T1), or is being
-    /// bound afresh. [`LoadCore::spare_bound`] starts the refresh then, with or without one.
+    /// unprotected socket (the first refresh) or the client socket of the pair replaced last
+    /// (refreshes closer than 64·T1), or is being bound afresh. [`LoadCore::spare_bound`] starts the refresh then, with or without one.
     fn refresh_waits_for_spare(&mut self, u: u32) -> bool {
         let user = &mut self.users[u as usize];
         let can_renew = user.reg.security().is_some_and(|s| s.can_renew());
         let Some(x) = user.ipsec.as_mut() else {
             return false;
         };
-        if x.sas.is_none() || can_renew || !(x.old_c_pending || x.spare_pending) {
+        if x.sas.is_none() || can_renew || !(x.plain_held || x.spare_pending) {
             return false;
         }
-        x.old_c_pending = false;
+        x.plain_held = false;
         x.refresh_waiting = true;
         self.bind_spare(u);
         true
@@ -1217,8 +1221,8 @@ impl LoadCore {
         let Some(x) = self.users[u as usize].ipsec.as_mut() else {
             return;
         };
-        if x.old_c_pending && x.gen == id && x.sas.is_some() {
-            x.old_c_pending = false;
+        if x.plain_held && x.gen == id && x.sas.is_some() {
+            x.plain_held = false;
             self.bind_spare(u);
         }
         let Some(x) = self.users[u as usize].ipsec.as_mut() else {
@@ -1309,7 +1313,7 @@ impl LoadCore {
             self.ipsec_out
                 .push_back(IpsecAction::Remove { user: u, sas, last });
         }
-        x.old_c_pending = false;
+        x.plain_held = false;
         for i in [x.c, x.plain] {
             if let Some(d) = self.sock_dest.get_mut(i as usize) {
                 *d = None;

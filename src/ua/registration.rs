@@ -117,8 +117,8 @@ pub enum Event {
     /// [`Registration::sa_failed`].
     SecurityAgreed,
     /// The REGISTER sent through a renewal's SAs got its 200: they are the agreement now. The
-    /// owner sends the UE's requests through them and takes the old ones away once the
-    /// transactions begun on them are over.
+    /// owner sends the UE's requests through them, and takes the old ones away once the
+    /// P-CSCF has left them.
     SecurityRenewed,
     /// The attempt failed for want of security: the 401 allowed no agreement
     /// ([`Registration::security_error`] says why), or the owner could not make the SAs.

@@ -364,6 +364,100 @@ mod tests {
         assert!(register(&sec).contains("spi-c=50002"));
     }
 
+    /// TS 33.203 §7.4: a protected REGISTER offers the next client port and SPIs beside the
+    /// agreement's Security-Verify; the 401 renews on them, the answer repeats the offer and
+    /// verifies the new Security-Server, and the 200 puts the new pair in force.
+    #[test]
+    fn a_renewal_offers_the_next_ports_and_takes_over_once_committed() {
+        let mut sec = UeSecurity::new(ue());
+        let addr: IpAddr = "10.45.0.1".parse().unwrap();
+        let first =
+            "ipsec-3gpp;spi-c=100;spi-s=101;port-c=5100;port-s=5200;alg=hmac-sha-1-96;ealg=null";
+        let raw = unauthorized(&[first]);
+        sec.agree(
+            &CFG,
+            &Message::parse(&raw).unwrap(),
+            addr,
+            Some(([1; 16], [2; 16])),
+        )
+        .unwrap();
+        assert!(!sec.can_renew(), "no next ports given yet");
+        let next = Side {
+            port_c: 40200,
+            spi_c: 60000,
+            spi_s: 60001,
+            ..ue()
+        };
+        sec.set_next(next);
+        let refresh = register(&sec);
+        assert!(
+            refresh.contains("spi-c=60000;spi-s=60001;port-c=40200;port-s=40101"),
+            "{refresh}"
+        );
+        assert!(
+            refresh.contains(&format!("Security-Verify: {first}\r\n")),
+            "{refresh}"
+        );
+        let renewed =
+            "ipsec-3gpp;spi-c=102;spi-s=103;port-c=5101;port-s=5200;alg=hmac-sha-1-96;ealg=null";
+        let raw = unauthorized(&[renewed]);
+        let pair = sec
+            .renew(
+                &CFG,
+                &Message::parse(&raw).unwrap(),
+                addr,
+                Some(([3; 16], [4; 16])),
+            )
+            .unwrap()
+            .clone();
+        assert_eq!(
+            (pair.ue, pair.pcscf.port_c, pair.pcscf.spi_s),
+            (next, 5101, 103)
+        );
+        assert_eq!(&pair.auth_key[..16], &[4; 16], "the new challenge's IK");
+        assert_eq!(
+            sec.agreed().unwrap().pcscf.spi_s,
+            101,
+            "the old pair is in force"
+        );
+        assert!(sec.next().is_none(), "an offer is spent once taken");
+        let answer = register(&sec);
+        assert!(
+            answer.contains("spi-c=60000;spi-s=60001;port-c=40200"),
+            "{answer}"
+        );
+        assert!(
+            answer.contains(&format!("Security-Verify: {renewed}\r\n")),
+            "{answer}"
+        );
+        let old = sec.commit_renewal().unwrap();
+        assert_eq!(old.pcscf.spi_s, 101);
+        assert_eq!(sec.agreed(), Some(&pair));
+        assert_eq!(sec.ue(), &next);
+        assert!(sec.renewal().is_none());
+        let after = register(&sec);
+        assert!(
+            after.contains("port-c=40200")
+                && after.contains(&format!("Security-Verify: {renewed}"))
+        );
+        // A renewal that fails leaves the agreement as it was.
+        sec.set_next(Side {
+            port_c: 40300,
+            ..next
+        });
+        let raw = unauthorized(&[first]);
+        sec.renew(
+            &CFG,
+            &Message::parse(&raw).unwrap(),
+            addr,
+            Some(([5; 16], [6; 16])),
+        )
+        .unwrap();
+        assert!(sec.abandon_renewal().is_some());
+        assert_eq!(sec.agreed(), Some(&pair));
+        assert!(sec.commit_renewal().is_none());
+    }
+
     #[test]
     fn a_p_cscf_that_cannot_agree_is_named() {
         let mut sec = UeSecurity::new(ue());
