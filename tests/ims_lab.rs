@@ -1506,24 +1506,7 @@ fn imsload_registers_fifty_ues_through_their_own_sas_calls_and_cleans_up() {
         // Every 401 takes a pair: 50 + 2 + 10 UEs, and 3 challenged twice (AUTS).
         &[("IPSEC", "1"), ("IPSEC_MAX", "72"), ("CHILDREN", "1")],
     );
-    let ue_ns = std::fs::read_to_string(lab.path("ue-netns"))
-        .expect("ims.sh IPSEC=1 records the UE namespace")
-        .trim()
-        .to_string();
-    // The UEs' addresses 10.45.0.10.. (in the P-CSCF's 10.45.0.0/24, which its config treats
-    // as the UE side).
-    for i in 0..N {
-        common::ip(&[
-            "-n",
-            &ue_ns,
-            "addr",
-            "add",
-            &format!("10.45.0.{}/24", 10 + i),
-            "dev",
-            "uv0",
-        ])
-        .unwrap();
-    }
+    let ue_ns = ue_namespace(&lab, N);
     let pcap = lab.path("ue-link.pcapng");
     let cap = common::dumpcap_in(Some(&ue_ns), "uv0", &pcap, "ip", &[]);
     let r = imsload_ipsec(&lab, &ue_ns, "all", &subscribers_csv(N), N);
@@ -1765,22 +1748,7 @@ fn imsload_renews_each_ues_sas_when_the_s_cscf_re_authenticates() {
             ("MIN_EXPIRES", "10"),
         ],
     );
-    let ue_ns = std::fs::read_to_string(lab.path("ue-netns"))
-        .expect("ims.sh IPSEC=1 records the UE namespace")
-        .trim()
-        .to_string();
-    for i in 0..N {
-        common::ip(&[
-            "-n",
-            &ue_ns,
-            "addr",
-            "add",
-            &format!("10.45.0.{}/24", 10 + i),
-            "dev",
-            "uv0",
-        ])
-        .unwrap();
-    }
+    let ue_ns = ue_namespace(&lab, N);
     let pcap = lab.path("ue-link.pcapng");
     let cap = common::dumpcap_in(Some(&ue_ns), "uv0", &pcap, "ip", &[]);
     // A refresh every 8 s in 45 s of calls: five renewals per UE, the first pair looked at
@@ -1882,6 +1850,28 @@ fn imsload_renews_each_ues_sas_when_the_s_cscf_re_authenticates() {
     assert_eq!(c["ipsec_sa_replaced_in_use"], N, "{r}");
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     eprintln!("{IPSEC_DONE} {}", kernel.trim());
+}
+
+/// The UEs' namespace of an `IPSEC=1` lab, with `n` UE addresses 10.45.0.10.. (in the
+/// P-CSCF's 10.45.0.0/24, which its config treats as the UE side).
+fn ue_namespace(lab: &Lab, n: u32) -> String {
+    let ue_ns = std::fs::read_to_string(lab.path("ue-netns"))
+        .expect("ims.sh IPSEC=1 records the UE namespace")
+        .trim()
+        .to_string();
+    for i in 0..n {
+        common::ip(&[
+            "-n",
+            &ue_ns,
+            "addr",
+            "add",
+            &format!("10.45.0.{}/24", 10 + i),
+            "dev",
+            "uv0",
+        ])
+        .unwrap();
+    }
+    ue_ns
 }
 
 /// Runs `imsload --ipsec` for `users_csv` (`n` users, on 10.45.0.10..) in the UEs' namespace
