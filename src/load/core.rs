@@ -1199,7 +1199,8 @@ impl LoadCore {
 
     /// Whether user `u`'s refresh waits for a port to offer a renewal: `plain` still holds the
     /// unprotected socket (the first refresh) or the client socket of the pair replaced last
-    /// (refreshes closer than 64·T1), or is being bound afresh. [`LoadCore::spare_bound`] starts the refresh then, with or without one.
+    /// (refreshes closer than 64·T1), or is being bound afresh. [`LoadCore::spare_bound`]
+    /// starts the refresh then, with or without one.
     fn refresh_waits_for_spare(&mut self, u: u32) -> bool {
         let user = &mut self.users[u as usize];
         let can_renew = user.reg.security().is_some_and(|s| s.can_renew());

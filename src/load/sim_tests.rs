@@ -1678,6 +1678,20 @@ fn a_reregistration_replacing_one_in_flight_gets_its_answer() {
     assert_eq!((s.counters.rereg_ok, s.counters.stray_responses), (0, 1));
 }
 
+/// [`ipsec_net_with`] `users` UEs registering for `expires` s, calling at `cps` for `secs` s,
+/// against a P-CSCF that renews the SAs at every challenged refresh ([`Net::renew`]; this
+/// target challenges them all).
+fn renewing_net(users: usize, expires: u32, secs: u64, cps: f64) -> Net {
+    let mut net = ipsec_net_with(users, |c| {
+        c.expires = expires;
+        c.duration = Some(Duration::from_secs(secs));
+        c.max_total_calls = None;
+        c.cps = cps;
+    });
+    net.renew = true;
+    net
+}
+
 /// Re-authentication renews the SAs (TS 33.203 §7.4, TS 24.229 §5.1.1.4.1): every refresh
 /// REGISTER leaves the client port in force, offering a fresh client port, the same server
 /// port and SPIs never offered before, beside Security-Verify of the agreement in force. The
@@ -1688,13 +1702,7 @@ fn a_reregistration_replacing_one_in_flight_gets_its_answer() {
 #[test]
 fn ipsec_re_authentication_renews_the_sas_through_a_fresh_client_port() {
     use crate::ipsec::Dir;
-    let mut net = ipsec_net_with(2, |c| {
-        c.expires = 20;
-        c.duration = Some(Duration::from_secs(45));
-        c.max_total_calls = None;
-        c.cps = 1.0;
-    });
-    net.renew = true;
+    let mut net = renewing_net(2, 20, 45, 1.0);
     let (uc0, us0) = (net.locals[1], net.locals[2]);
     net.run(Duration::from_secs(200));
     let c = &net.totals.counters;
@@ -1798,13 +1806,7 @@ fn ipsec_re_authentication_renews_the_sas_through_a_fresh_client_port() {
 /// is counted as a failed renewal, and the pair in force goes with the registration.
 #[test]
 fn ipsec_renewal_refused_by_the_kernel_fails_the_refresh_and_removes_the_pair() {
-    let mut net = ipsec_net_with(2, |c| {
-        c.expires = 20;
-        c.duration = Some(Duration::from_secs(15));
-        c.max_total_calls = None;
-        c.cps = 0.2;
-    });
-    net.renew = true;
+    let mut net = renewing_net(2, 20, 15, 0.2);
     net.refuse_sas_after = Some(2);
     net.run(Duration::from_secs(120));
     let c = &net.totals.counters;
@@ -1838,13 +1840,7 @@ fn ipsec_renewal_refused_by_the_kernel_fails_the_refresh_and_removes_the_pair() 
 /// and kept, while renewals go on; the de-registration takes every pair away.
 #[test]
 fn ipsec_replaced_pairs_still_in_use_are_kept_and_counted() {
-    let mut net = ipsec_net_with(2, |c| {
-        c.expires = 20;
-        c.duration = Some(Duration::from_secs(60));
-        c.max_total_calls = None;
-        c.cps = 1.0;
-    });
-    net.renew = true;
+    let mut net = renewing_net(2, 20, 60, 1.0);
     net.replaced_in_use = true;
     net.run(Duration::from_secs(200));
     let c = &net.totals.counters;
@@ -1874,13 +1870,7 @@ fn ipsec_replaced_pairs_still_in_use_are_kept_and_counted() {
 /// renewal when it is looked at 64·T1 later, and goes then, long before the run ends.
 #[test]
 fn ipsec_replaced_pairs_left_alone_are_taken_away_after_64_t1() {
-    let mut net = ipsec_net_with(1, |c| {
-        c.expires = 80;
-        c.duration = Some(Duration::from_secs(100));
-        c.max_total_calls = None;
-        c.cps = 0.5;
-    });
-    net.renew = true;
+    let mut net = renewing_net(1, 80, 100, 0.5);
     net.run(Duration::from_secs(300));
     let c = &net.totals.counters;
     assert_eq!(net.load.phase(), Phase::Done);

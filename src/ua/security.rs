@@ -364,23 +364,29 @@ mod tests {
         assert!(register(&sec).contains("spi-c=50002"));
     }
 
+    /// Takes a 401 with Security-Server `server` and a challenge whose IK is `ik`: agrees, or
+    /// `renew`s the agreement. The pair it makes.
+    fn take_401(sec: &mut UeSecurity, server: &str, ik: [u8; 16], renew: bool) -> SaPair {
+        let raw = unauthorized(&[server]);
+        let msg = Message::parse(&raw).unwrap();
+        let (addr, keys) = (CFG.pcscf, Some(([1; 16], ik)));
+        let made = if renew {
+            sec.renew(&CFG, &msg, addr, keys)
+        } else {
+            sec.agree(&CFG, &msg, addr, keys)
+        };
+        made.unwrap().clone()
+    }
+
     /// TS 33.203 §7.4: a protected REGISTER offers the next client port and SPIs beside the
     /// agreement's Security-Verify; the 401 renews on them, the answer repeats the offer and
     /// verifies the new Security-Server, and the 200 puts the new pair in force.
     #[test]
     fn a_renewal_offers_the_next_ports_and_takes_over_once_committed() {
         let mut sec = UeSecurity::new(ue());
-        let addr: IpAddr = "10.45.0.1".parse().unwrap();
         let first =
             "ipsec-3gpp;spi-c=100;spi-s=101;port-c=5100;port-s=5200;alg=hmac-sha-1-96;ealg=null";
-        let raw = unauthorized(&[first]);
-        sec.agree(
-            &CFG,
-            &Message::parse(&raw).unwrap(),
-            addr,
-            Some(([1; 16], [2; 16])),
-        )
-        .unwrap();
+        take_401(&mut sec, first, [2; 16], false);
         assert!(!sec.can_renew(), "no next ports given yet");
         let next = Side {
             port_c: 40200,
@@ -400,16 +406,7 @@ mod tests {
         );
         let renewed =
             "ipsec-3gpp;spi-c=102;spi-s=103;port-c=5101;port-s=5200;alg=hmac-sha-1-96;ealg=null";
-        let raw = unauthorized(&[renewed]);
-        let pair = sec
-            .renew(
-                &CFG,
-                &Message::parse(&raw).unwrap(),
-                addr,
-                Some(([3; 16], [4; 16])),
-            )
-            .unwrap()
-            .clone();
+        let pair = take_401(&mut sec, renewed, [4; 16], true);
         assert_eq!(
             (pair.ue, pair.pcscf.port_c, pair.pcscf.spi_s),
             (next, 5101, 103)
@@ -445,14 +442,7 @@ mod tests {
             port_c: 40300,
             ..next
         });
-        let raw = unauthorized(&[first]);
-        sec.renew(
-            &CFG,
-            &Message::parse(&raw).unwrap(),
-            addr,
-            Some(([5; 16], [6; 16])),
-        )
-        .unwrap();
+        take_401(&mut sec, first, [6; 16], true);
         assert!(sec.abandon_renewal().is_some());
         assert_eq!(sec.agreed(), Some(&pair));
         assert!(sec.commit_renewal().is_none());
